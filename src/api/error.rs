@@ -1,0 +1,165 @@
+//! `ApiError`: every failure a client can see, mapped to a status and a stable code. The body
+//! is always `{"error":{"code","message","requestId"}}`; a 5xx says nothing but the request
+//! id to the client and logs the whole cause.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::AccessError;
+use crate::domain::{InvalidInput, LedgerId, TransitionError};
+use crate::store::StoreError;
+
+tokio::task_local! {
+    /// The id of the request being served (set by the request middleware).
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or `-` outside a request.
+pub fn request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".into())
+}
+
+/// A failure as the client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a field or parameter is invalid.
+    #[error("{0}")]
+    Validation(InvalidInput),
+    /// 400: the body is not valid JSON, or not an object.
+    #[error("{0}")]
+    MalformedBody(String),
+    /// 401: no or an invalid token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the caller may not use the named merchant.
+    #[error("the caller may not perform this action on this merchant")]
+    Forbidden,
+    /// 404: no such resource (also when the caller may not see it).
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// 405: the route exists with other methods.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: a ledger with the same identity exists.
+    #[error("a ledger for this merchant, type, period, timezone and format exists")]
+    LedgerExists(LedgerId),
+    /// 409: the ledger's status refuses the action.
+    #[error("{}", .0.message)]
+    Conflict(TransitionError),
+    /// 409: the file is not there yet.
+    #[error("the ledger has no completed file yet")]
+    NotReady,
+    /// 413: the body is over the limit.
+    #[error("request body is larger than 1 MiB")]
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 422: the idempotency key was used with another body.
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyMismatch,
+    /// 503: the job is stored (REJECTED/ENQUEUE_FAILED) but could not be queued.
+    #[error("the ledger was stored but could not be queued; retry it")]
+    EnqueueFailed(Box<serde_json::Value>),
+    /// 503: a backend did not answer.
+    #[error("a backend is unavailable: {0}")]
+    Unavailable(String),
+    /// 500: a bug or a broken invariant; details only in the log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Validation(_) | ApiError::MalformedBody(_) => {
+                (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+            }
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            ApiError::LedgerExists(_) => (StatusCode::CONFLICT, "LEDGER_EXISTS"),
+            ApiError::Conflict(t) => (StatusCode::CONFLICT, t.code),
+            ApiError::NotReady => (StatusCode::CONFLICT, "JOB_NOT_READY"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
+            ApiError::IdempotencyMismatch => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+            }
+            ApiError::EnqueueFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "ENQUEUE_FAILED"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        }
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> serde_json::Value {
+        let (status, code) = self.parts();
+        let message = if status.is_server_error() && !matches!(self, ApiError::EnqueueFailed(_)) {
+            // The cause is logged; the client only gets the id to quote.
+            "the service could not complete the request; quote the requestId when reporting it"
+                .to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut error = json!({ "code": code, "message": message, "requestId": request_id() });
+        match self {
+            ApiError::Validation(invalid) => error["field"] = json!(invalid.field),
+            ApiError::LedgerExists(id) => error["ledgerId"] = json!(id.to_string()),
+            ApiError::EnqueueFailed(ledger) => error["ledger"] = (**ledger).clone(),
+            _ => {}
+        }
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(requestId = %request_id(), status = status.as_u16(), error = %self, "request failed");
+        }
+        let mut response = (status, Json(self.body())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<InvalidInput> for ApiError {
+    fn from(e: InvalidInput) -> Self {
+        ApiError::Validation(e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(m) => ApiError::Internal(m),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Denied => ApiError::Forbidden,
+            AccessError::Backend(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
+impl From<TransitionError> for ApiError {
+    fn from(e: TransitionError) -> Self {
+        ApiError::Conflict(e)
+    }
+}

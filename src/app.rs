@@ -1,0 +1,250 @@
+//! The composition root: builds the adapters the configuration names, wires them into the
+//! api and worker roles, and runs until shutdown. The only place that knows which adapter
+//! stands behind which port.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::health::Check;
+use crate::api::{self, AppState, OpsState};
+use crate::auth::{Authorizer, DevKey, GrantSource, Verifier, VerifierOptions};
+use crate::config::Config;
+use crate::crypto::{Keyring, MasterKey};
+use crate::domain::{Grant, Snowflake};
+use crate::notify::{EventBus, InProcessBus, Notifier};
+use crate::queue::Queue;
+use crate::queue::db::DbQueue;
+use crate::source::Source;
+use crate::source::file::FileSource;
+use crate::storage::{ObjectStorage, ObjectStoreStorage};
+use crate::store::JobStore;
+use crate::store::sqlite::SqliteStore;
+use crate::worker::{Worker, WorkerSettings};
+
+/// Where the embedded dev signing key lives inside the data dir.
+pub const DEV_KEY_FILE: &str = "dev-signing-key.pem";
+/// Where the embedded master key lives inside the data dir.
+pub const MASTER_KEY_FILE: &str = "encryption.key";
+
+/// Opens the job store the configuration names.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
+    let path = config.sqlite_path();
+    let store = SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("opening the job store at {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Opens the store and applies pending migrations (`ledger migrate`).
+pub async fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
+    let store = open_store(config).await?;
+    let pending = store.pending_migrations().await?;
+    store.migrate().await?;
+    Ok(pending)
+}
+
+/// The master keys: the configured ones, or (embedded default) a key in the data dir.
+pub fn keyring(config: &Config) -> anyhow::Result<Keyring> {
+    match &config.encryption_key {
+        Some(current) => {
+            let current = MasterKey::from_base64(current.expose())
+                .map_err(|e| anyhow::anyhow!("APP_ENV_LEDGER_ENCRYPTION_KEY: {e}"))?;
+            let old = config
+                .encryption_keys_old
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    MasterKey::from_base64(k.expose()).map_err(|e| {
+                        anyhow::anyhow!("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD (key {}): {e}", i + 1)
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(Keyring::new(current, old))
+        }
+        None => {
+            let path = config.data_dir.join(MASTER_KEY_FILE);
+            let (keyring, created) = Keyring::load_or_generate(&path)
+                .with_context(|| format!("loading the master key {}", path.display()))?;
+            if created {
+                tracing::warn!(path = %path.display(), keyId = keyring.current_id(),
+                    "APP_ENV_LEDGER_ENCRYPTION_KEY is unset: generated a master key in the data dir; back it up, or files become unreadable");
+            }
+            Ok(keyring)
+        }
+    }
+}
+
+/// The embedded dev signing key (created on first use).
+pub fn dev_key(config: &Config) -> anyhow::Result<DevKey> {
+    let path = config.data_dir.join(DEV_KEY_FILE);
+    let (key, created) = DevKey::load_or_create(&path)
+        .with_context(|| format!("loading the dev signing key {}", path.display()))?;
+    if created {
+        tracing::warn!(path = %path.display(), kid = key.kid(),
+            "created a local ES256 dev signing key: tokens from `ledger token` are accepted; set APP_ENV_AUTH_JWKS_URL in production");
+    }
+    Ok(key)
+}
+
+async fn verifier(config: &Config) -> anyhow::Result<Verifier> {
+    let opts = VerifierOptions::new(config.auth_issuer.clone(), config.auth_audience.clone());
+    if let Some(url) = &config.auth_jwks_url {
+        return Verifier::from_url(url, opts).await.context("APP_ENV_AUTH_JWKS_URL");
+    }
+    if let Some(file) = &config.auth_jwks_file {
+        return Verifier::from_file(file, opts).context("APP_ENV_AUTH_JWKS_FILE");
+    }
+    let key = dev_key(config)?;
+    tracing::warn!("no APP_ENV_AUTH_JWKS_URL or APP_ENV_AUTH_JWKS_FILE: verifying tokens with the local dev key");
+    Verifier::from_jwks(&key.jwks(), opts).context("dev key JWKS")
+}
+
+/// Policy grants read from the job store.
+pub struct StoreGrants(pub Arc<dyn JobStore>);
+
+#[async_trait]
+impl GrantSource for StoreGrants {
+    async fn list_grants(&self) -> Result<Vec<Grant>, String> {
+        self.0.list_grants().await.map_err(|e| e.to_string())
+    }
+    async fn policy_revision(&self) -> Result<i64, String> {
+        self.0.policy_revision().await.map_err(|e| e.to_string())
+    }
+}
+
+/// Runs the configured roles on `listener` until `shutdown` fires, then drains.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    // The embedded store migrates itself: zero set-up is its point.
+    store.migrate().await.context("migrating the job store")?;
+    let keyring = keyring(&config)?;
+    let storage: Arc<dyn ObjectStorage> = Arc::new(
+        ObjectStoreStorage::local(&config.storage_dir()).context("APP_ENV_STORAGE_URL")?,
+    );
+    let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(store.clone()));
+    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+    let notifier = Notifier::new(bus.clone());
+
+    let mut checks = vec![
+        check_store(store.clone()),
+        Check::new("queue", {
+            let q = queue.clone();
+            move || {
+                let q = q.clone();
+                async move { q.ready().await.map_err(|e| e.to_string()) }
+            }
+        }),
+        Check::new("storage", {
+            let s = storage.clone();
+            move || {
+                let s = s.clone();
+                async move { s.ready().await.map_err(|e| e.to_string()) }
+            }
+        }),
+        Check::new("events", {
+            let b = bus.clone();
+            move || {
+                let b = b.clone();
+                async move { b.ready().await.map_err(|e| e.to_string()) }
+            }
+        }),
+    ];
+
+    let api_state = if config.roles.api {
+        let verifier = Arc::new(verifier(&config).await?);
+        let authz = Arc::new(Authorizer::new(
+            Arc::new(StoreGrants(store.clone())),
+            config.policy_cache_ttl,
+        ));
+        checks.push(Check::new("auth", {
+            let v = verifier.clone();
+            move || {
+                let v = v.clone();
+                async move { v.ready().await.map_err(|e| e.to_string()) }
+            }
+        }));
+        Some(AppState {
+            store: store.clone(),
+            queue: queue.clone(),
+            storage: storage.clone(),
+            notifier: notifier.clone(),
+            keyring: keyring.clone(),
+            verifier,
+            authz,
+            ids: Arc::new(Snowflake::new(config.node_id)?),
+        })
+    } else {
+        None
+    };
+
+    let worker = if config.roles.worker {
+        let source: Arc<dyn Source> = Arc::new(FileSource::new(config.source_dir.clone()));
+        checks.push(Check::new("source", {
+            let s = source.clone();
+            move || {
+                let s = s.clone();
+                async move { s.ready().await.map_err(|e| e.to_string()) }
+            }
+        }));
+        Some(Worker {
+            store: store.clone(),
+            queue: queue.clone(),
+            storage: storage.clone(),
+            source,
+            notifier: notifier.clone(),
+            keyring: keyring.clone(),
+            settings: WorkerSettings {
+                job_timeout: config.job_timeout,
+                sweep_interval: config.sweep_interval,
+                max_attempts: config.max_attempts,
+                concurrency: config.worker_concurrency,
+                shutdown_timeout: config.shutdown_timeout,
+            },
+        })
+    } else {
+        None
+    };
+
+    let ops = OpsState { checks: Arc::new(checks), metrics: crate::telemetry::metrics_handle() };
+    let app = api::router(api_state, ops);
+    let address = listener.local_addr()?;
+    tracing::info!(
+        address = %address,
+        api = config.roles.api,
+        worker = config.roles.worker,
+        sourceDir = %config.source_dir.display(),
+        dataDir = %config.data_dir.display(),
+        "ledger started"
+    );
+
+    let worker_task = worker.map(|w| {
+        let stop = shutdown.clone();
+        tokio::spawn(async move { w.run(stop).await })
+    });
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let stop = shutdown.clone();
+        async move { stop.cancelled().await }
+    });
+    let served = server.await;
+    if let Some(task) = worker_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the worker stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "the worker panicked"),
+        }
+    }
+    served.context("serving HTTP")?;
+    tracing::info!("ledger stopped");
+    Ok(())
+}
+
+fn check_store(store: Arc<dyn JobStore>) -> Check {
+    Check::new("store", move || {
+        let store = store.clone();
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    })
+}

@@ -1,0 +1,357 @@
+//! Configuration: every `APP_ENV_*` variable (and `RUN_MODE`) read once at start-up into one
+//! typed [`Config`], validated as a whole so a bad deployment learns every problem at once.
+//! Secrets are wrapped in [`Secret`], whose `Debug` prints `***`; no error names a value.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A secret value: printable only on purpose.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The roles this process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves `/v1/api/ledger/…` and enqueues.
+    pub api: bool,
+    /// Consumes the queue, runs the pipeline and the recovery sweep.
+    pub worker: bool,
+}
+
+/// The queue backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// The job table itself.
+    Db,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `key=value` pairs.
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `RUN_MODE`: `migrate` applies migrations and exits; anything else serves.
+    pub run_mode_migrate: bool,
+    /// `APP_ENV_APPLICATION_ROLES`: `api`, `worker` or `api,worker` (default).
+    pub roles: Roles,
+    /// `APP_ENV_HOST`: address to bind (default `0.0.0.0`).
+    pub host: String,
+    /// `APP_ENV_PORT`: HTTP port (default 3000; 0 binds an ephemeral port).
+    pub port: u16,
+    /// `APP_ENV_DATA_DIR`: the SQLite file, local objects and dev keys (default `./data`).
+    pub data_dir: PathBuf,
+    /// `APP_ENV_DATABASE_URL`: job store URL (default `sqlite://{data_dir}/ledger.db`).
+    pub database_url: Option<Secret>,
+    /// `APP_ENV_QUEUE`: `db` (default).
+    pub queue: QueueKind,
+    /// `APP_ENV_STORAGE_URL`: object storage (default `file://{data_dir}/objects`).
+    pub storage_url: String,
+    /// `APP_ENV_SOURCE_DIR`: directory of `{merchantId}.json|ndjson` (default `examples/source`).
+    pub source_dir: PathBuf,
+    /// `APP_ENV_NODE_ID`: Snowflake node id, 0–1023 (default 0).
+    pub node_id: u16,
+    /// `APP_ENV_JOB_TIMEOUT_MS`: lease length of a running job and the age at which an
+    /// unclaimed PENDING job is re-enqueued (default 120000).
+    pub job_timeout: Duration,
+    /// `APP_ENV_SWEEP_INTERVAL_MS`: recovery sweep period (default 60000).
+    pub sweep_interval: Duration,
+    /// `APP_ENV_MAX_ATTEMPTS`: attempts after which a stalled job is REJECTED (default 5).
+    pub max_attempts: u32,
+    /// `APP_ENV_WORKER_CONCURRENCY`: jobs one worker process runs at once (default 2).
+    pub worker_concurrency: usize,
+    /// `APP_ENV_LEDGER_ENCRYPTION_KEY`: base64 of the 32-byte master key; generated into
+    /// the data dir when unset (embedded default only).
+    pub encryption_key: Option<Secret>,
+    /// `APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD`: comma-separated older keys that still decrypt.
+    pub encryption_keys_old: Vec<Secret>,
+    /// `APP_ENV_AUTH_JWKS_URL`: JWKS of the identity service.
+    pub auth_jwks_url: Option<String>,
+    /// `APP_ENV_AUTH_JWKS_FILE`: a JWKS file (when no URL is set).
+    pub auth_jwks_file: Option<PathBuf>,
+    /// `APP_ENV_AUTH_ISSUER`: required `iss` of tokens, when set.
+    pub auth_issuer: Option<String>,
+    /// `APP_ENV_AUTH_AUDIENCE`: required `aud` of tokens, when set.
+    pub auth_audience: Option<String>,
+    /// `APP_ENV_POLICY_CACHE_TTL_MS`: how long authorization decisions are cached (default 5000).
+    pub policy_cache_ttl: Duration,
+    /// `APP_ENV_LOG_FORMAT`: `logfmt` (default) or `json`.
+    pub log_format: LogFormat,
+    /// `APP_ENV_LOG_LEVEL`: a tracing filter (default `info`).
+    pub log_level: String,
+    /// `APP_ENV_SHUTDOWN_TIMEOUT_MS`: how long running jobs may finish on SIGTERM (default 30000).
+    pub shutdown_timeout: Duration,
+}
+
+/// Every problem found in the environment, one line each, naming the variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigErrors(pub Vec<String>);
+
+struct Reader<'a> {
+    vars: &'a HashMap<String, String>,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+    }
+
+    fn string(&self, name: &str) -> Option<String> {
+        self.raw(name).map(str::to_owned)
+    }
+
+    fn number<T: std::str::FromStr>(&mut self, name: &str, default: T, range: (T, T)) -> T
+    where
+        T: PartialOrd + fmt::Display + Copy,
+    {
+        let Some(raw) = self.string(name) else { return default };
+        match raw.parse::<T>() {
+            Ok(v) if v >= range.0 && v <= range.1 => v,
+            _ => {
+                self.errors.push(format!(
+                    "{name}: expected an integer from {} to {}",
+                    range.0, range.1
+                ));
+                default
+            }
+        }
+    }
+
+    fn millis(&mut self, name: &str, default_ms: u64, min_ms: u64) -> Duration {
+        Duration::from_millis(self.number(name, default_ms, (min_ms, 86_400_000)))
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigErrors> {
+        let vars: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("APP_ENV_") || k == "RUN_MODE")
+            .collect();
+        Self::from_vars(&vars)
+    }
+
+    /// Reads a map of variables (tests build one by hand).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
+        let mut r = Reader { vars, errors: Vec::new() };
+
+        let run_mode_migrate = match r.raw("RUN_MODE") {
+            None | Some("serve") => false,
+            Some("migrate") => true,
+            Some(_) => {
+                r.errors.push("RUN_MODE: expected `serve` or `migrate`".into());
+                false
+            }
+        };
+        let roles = match r.string("APP_ENV_APPLICATION_ROLES") {
+            None => Roles { api: true, worker: true },
+            Some(raw) => {
+                let mut roles = Roles { api: false, worker: false };
+                for part in raw.split(',').map(str::trim) {
+                    match part {
+                        "api" => roles.api = true,
+                        "worker" => roles.worker = true,
+                        _ => {
+                            r.errors.push(format!(
+                                "APP_ENV_APPLICATION_ROLES: unknown role `{part}` (expected api, worker or api,worker)"
+                            ));
+                        }
+                    }
+                }
+                roles
+            }
+        };
+        let host = r.string("APP_ENV_HOST").unwrap_or_else(|| "0.0.0.0".into());
+        let port = r.number("APP_ENV_PORT", 3000u16, (0, u16::MAX));
+        let data_dir = PathBuf::from(r.string("APP_ENV_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = r.string("APP_ENV_DATABASE_URL").map(Secret::new);
+        if let Some(url) = &database_url
+            && !url.expose().starts_with("sqlite:")
+        {
+            r.errors.push(
+                "APP_ENV_DATABASE_URL: only sqlite: URLs are supported by this build".into(),
+            );
+        }
+        let queue = match r.raw("APP_ENV_QUEUE") {
+            None | Some("db") => QueueKind::Db,
+            Some(_) => {
+                r.errors.push("APP_ENV_QUEUE: expected `db`".into());
+                QueueKind::Db
+            }
+        };
+        let storage_url = r.string("APP_ENV_STORAGE_URL").unwrap_or_else(|| {
+            format!("file://{}", absolute(&data_dir.join("objects")).display())
+        });
+        if !storage_url.starts_with("file://") {
+            r.errors.push("APP_ENV_STORAGE_URL: expected a file:// URL".into());
+        }
+        let source_dir =
+            PathBuf::from(r.string("APP_ENV_SOURCE_DIR").unwrap_or_else(|| "examples/source".into()));
+        let node_id = r.number("APP_ENV_NODE_ID", 0u16, (0, 1023));
+        let job_timeout = r.millis("APP_ENV_JOB_TIMEOUT_MS", 120_000, 100);
+        let sweep_interval = r.millis("APP_ENV_SWEEP_INTERVAL_MS", 60_000, 50);
+        let max_attempts = r.number("APP_ENV_MAX_ATTEMPTS", 5u32, (1, 1000));
+        let worker_concurrency = r.number("APP_ENV_WORKER_CONCURRENCY", 2usize, (1, 256));
+        let encryption_key = r.string("APP_ENV_LEDGER_ENCRYPTION_KEY").map(Secret::new);
+        let encryption_keys_old = r
+            .string("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD")
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(Secret::new)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let auth_jwks_url = r.string("APP_ENV_AUTH_JWKS_URL");
+        if let Some(url) = &auth_jwks_url
+            && url::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true)
+        {
+            r.errors.push("APP_ENV_AUTH_JWKS_URL: expected an http(s) URL".into());
+        }
+        let auth_jwks_file = r.string("APP_ENV_AUTH_JWKS_FILE").map(PathBuf::from);
+        let auth_issuer = r.string("APP_ENV_AUTH_ISSUER");
+        let auth_audience = r.string("APP_ENV_AUTH_AUDIENCE");
+        let policy_cache_ttl = r.millis("APP_ENV_POLICY_CACHE_TTL_MS", 5_000, 0);
+        let log_format = match r.raw("APP_ENV_LOG_FORMAT") {
+            None | Some("logfmt") => LogFormat::Logfmt,
+            Some("json") => LogFormat::Json,
+            Some(_) => {
+                r.errors.push("APP_ENV_LOG_FORMAT: expected `logfmt` or `json`".into());
+                LogFormat::Logfmt
+            }
+        };
+        let log_level = r.string("APP_ENV_LOG_LEVEL").unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            r.errors.push("APP_ENV_LOG_LEVEL: not a valid filter (e.g. `info`, `ledger=debug`)".into());
+        }
+        let shutdown_timeout = r.millis("APP_ENV_SHUTDOWN_TIMEOUT_MS", 30_000, 0);
+
+        if !r.errors.is_empty() {
+            return Err(ConfigErrors(r.errors));
+        }
+        Ok(Config {
+            run_mode_migrate,
+            roles,
+            host,
+            port,
+            data_dir,
+            database_url,
+            queue,
+            storage_url,
+            source_dir,
+            node_id,
+            job_timeout,
+            sweep_interval,
+            max_attempts,
+            worker_concurrency,
+            encryption_key,
+            encryption_keys_old,
+            auth_jwks_url,
+            auth_jwks_file,
+            auth_issuer,
+            auth_audience,
+            policy_cache_ttl,
+            log_format,
+            log_level,
+            shutdown_timeout,
+        })
+    }
+
+    /// The SQLite file the job store opens.
+    pub fn sqlite_path(&self) -> PathBuf {
+        match &self.database_url {
+            Some(url) => {
+                let raw = url.expose();
+                let path = raw.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                PathBuf::from(path.split('?').next().unwrap_or(path))
+            }
+            None => self.data_dir.join("ledger.db"),
+        }
+    }
+
+    /// The local directory behind a `file://` storage URL.
+    pub fn storage_dir(&self) -> PathBuf {
+        PathBuf::from(self.storage_url.trim_start_matches("file://"))
+    }
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_deployment() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.roles, Roles { api: true, worker: true });
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.queue, QueueKind::Db);
+        assert_eq!(c.sqlite_path(), PathBuf::from("./data/ledger.db"));
+        assert!(c.storage_url.starts_with("file://"));
+        assert_eq!(c.max_attempts, 5);
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once_and_secrets_are_not_echoed() {
+        let err = Config::from_vars(&vars(&[
+            ("APP_ENV_PORT", "http"),
+            ("APP_ENV_NODE_ID", "1024"),
+            ("APP_ENV_APPLICATION_ROLES", "api,cron"),
+            ("APP_ENV_LOG_FORMAT", "xml"),
+            ("APP_ENV_DATABASE_URL", "mysql://user:hunter2@db/x"),
+        ]))
+        .unwrap_err();
+        let text = err.to_string();
+        for name in [
+            "APP_ENV_PORT",
+            "APP_ENV_NODE_ID",
+            "APP_ENV_APPLICATION_ROLES",
+            "APP_ENV_LOG_FORMAT",
+            "APP_ENV_DATABASE_URL",
+        ] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+        assert!(!text.contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_debug_as_stars() {
+        let c = Config::from_vars(&vars(&[("APP_ENV_LEDGER_ENCRYPTION_KEY", "c2VjcmV0")])).unwrap();
+        assert!(!format!("{c:?}").contains("c2VjcmV0"));
+    }
+}

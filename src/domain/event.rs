@@ -1,0 +1,98 @@
+//! Status and progress events (SPEC §5) and the per-ledger timeline (SPEC §3).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{LedgerId, MerchantId, Stage, Status};
+
+/// A status change, published after the store recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusEvent {
+    /// The ledger.
+    pub ledger_id: LedgerId,
+    /// Its merchant, for routing to authorised clients.
+    pub merchant_id: MerchantId,
+    /// The new status.
+    pub status: Status,
+    /// DRAFT or FINAL.
+    pub stage: Stage,
+    /// The version being produced or produced.
+    pub version: u32,
+    /// Lifetime processing attempts.
+    pub attempt_count: u32,
+    /// Set on REJECTED.
+    pub error_code: Option<String>,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
+/// Progress of a running job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressEvent {
+    /// The ledger.
+    pub ledger_id: LedgerId,
+    /// Its merchant.
+    pub merchant_id: MerchantId,
+    /// FETCH, GENERATE, UPLOAD.
+    pub phase: String,
+    /// Rows done within the phase; never goes down within it.
+    pub rows_done: u64,
+    /// Rows in the phase when known.
+    pub rows_total: Option<u64>,
+    /// When it was measured.
+    pub at: DateTime<Utc>,
+}
+
+/// An event on the status bus, serialised as the wire JSON of SPEC §5.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event")]
+pub enum Event {
+    /// `ledger.status`.
+    #[serde(rename = "ledger.status")]
+    Status(StatusEvent),
+    /// `ledger.progress`.
+    #[serde(rename = "ledger.progress")]
+    Progress(ProgressEvent),
+}
+
+impl Event {
+    /// The merchant the event belongs to.
+    pub fn merchant_id(&self) -> &MerchantId {
+        match self {
+            Event::Status(e) => &e.merchant_id,
+            Event::Progress(e) => &e.merchant_id,
+        }
+    }
+
+    /// The ledger the event belongs to.
+    pub fn ledger_id(&self) -> LedgerId {
+        match self {
+            Event::Status(e) => e.ledger_id,
+            Event::Progress(e) => e.ledger_id,
+        }
+    }
+}
+
+/// One item of a ledger's timeline: a status change or a pipeline phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineItem {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The attempt it belongs to (0 before the first claim).
+    pub attempt: u32,
+    /// Set for a status change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Set for a rejection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// Set for a pipeline phase (`FETCH_START`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Extra words on a phase (`1200 entries`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}

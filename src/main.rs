@@ -1,0 +1,175 @@
+//! The `ledger` binary: parses the command line and calls the library.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ledger::auth::validate_grant;
+use ledger::config::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "ledger", version, about = "Merchant ledgers: generated asynchronously, encrypted at rest")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the configured roles (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print a token signed with the local dev key.
+    Token {
+        /// The token's subject (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. `1h`, `30m`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Manage authorization policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Print a new random base64 AES-256 key (for APP_ENV_LEDGER_ENCRYPTION_KEY).
+    Keygen,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Give SUBJECT the ROLE on MERCHANT (or `*` for every merchant).
+    Grant { subject: String, role: String, merchant: String },
+    /// Take the grant away.
+    Revoke { subject: String, role: String, merchant: String },
+    /// List every grant.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    ledger::telemetry::init_logging(config.log_format, &config.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
+    let command = match cli.command {
+        None if config.run_mode_migrate => Command::Migrate,
+        None => Command::Serve,
+        Some(c) => c,
+    };
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let applied = ledger::app::migrate(&config).await?;
+            if applied.is_empty() {
+                println!("migrations: up to date");
+            } else {
+                for m in applied {
+                    println!("migrations: applied {m}");
+                }
+            }
+            Ok(())
+        }
+        Command::Token { sub, ttl } => {
+            if config.auth_jwks_url.is_some() || config.auth_jwks_file.is_some() {
+                eprintln!("warning: the server verifies tokens with APP_ENV_AUTH_JWKS_*; a dev-key token will be refused there");
+            }
+            let key = ledger::app::dev_key(&config)?;
+            let token = key.sign(&sub, ttl, config.auth_issuer.as_deref(), config.auth_audience.as_deref())?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Policy { command } => policy(config, command).await,
+        Command::Keygen => {
+            println!("{}", ledger::crypto::generate_key_base64());
+            Ok(())
+        }
+    }
+}
+
+async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
+    let store = ledger::app::open_store(&config).await?;
+    store.migrate().await?;
+    match command {
+        PolicyCommand::Grant { subject, role, merchant } => {
+            let grant = validate_grant(&subject, &role, &merchant)?;
+            let added = store.add_grant(&grant).await?;
+            println!("{} {} {} {}", if added { "granted" } else { "already granted" }, grant.subject, grant.role, grant.domain);
+        }
+        PolicyCommand::Revoke { subject, role, merchant } => {
+            let grant = validate_grant(&subject, &role, &merchant)?;
+            let removed = store.remove_grant(&grant).await?;
+            if !removed {
+                anyhow::bail!("no such grant: {} {} {}", grant.subject, grant.role, grant.domain);
+            }
+            println!("revoked {} {} {}", grant.subject, grant.role, grant.domain);
+        }
+        PolicyCommand::List => {
+            for g in store.list_grants().await? {
+                println!("{}\t{}\t{}", g.subject, g.role, g.domain);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let address = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {address} (APP_ENV_HOST/APP_ENV_PORT): {e}"))?;
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signals.cancel();
+    });
+    ledger::run(config, listener, shutdown).await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,55 @@
+//! The job queue port: carries ledger ids from the api role to workers. A message is a hint
+//! ("this ledger wants processing"); the store's atomic claim decides who works on it, so a
+//! duplicate or stale message is harmless. Adapters: [`db`] (the job table itself).
+
+pub mod db;
+
+use async_trait::async_trait;
+
+use crate::domain::{LedgerId, MerchantId};
+
+/// Errors of a queue backend.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The backend refused or could not be reached.
+    #[error("queue backend error: {0}")]
+    Backend(String),
+}
+
+/// One message: which ledger to process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobMessage {
+    /// The ledger.
+    pub ledger_id: LedgerId,
+    /// Its merchant (the partition key where the backend has partitions).
+    pub merchant_id: MerchantId,
+}
+
+/// A received message and what the consumer needs to acknowledge it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The ledger to process.
+    pub ledger_id: LedgerId,
+    /// Backend-specific acknowledgement handle (an offset, or nothing).
+    pub token: u64,
+}
+
+/// The producing side.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Publishes one message; an error means the job was not queued.
+    async fn enqueue(&self, message: &JobMessage) -> Result<(), QueueError>;
+    /// Answers when the backend answers.
+    async fn ready(&self) -> Result<(), QueueError>;
+    /// A new consumer of this queue (one per worker slot).
+    async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError>;
+}
+
+/// The consuming side. `next` must be cancel-safe: the worker selects it against shutdown.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Waits for the next message.
+    async fn next(&mut self) -> Result<Delivery, QueueError>;
+    /// Acknowledges a message whose job reached a terminal state or was dropped.
+    async fn ack(&mut self, delivery: Delivery) -> Result<(), QueueError>;
+}

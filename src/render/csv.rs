@@ -1,0 +1,201 @@
+//! The CSV statement: RFC 4180, UTF-8, a header row, opening balance rows, one row per entry
+//! with its running balance, and closing balance rows — one currency's rows never mix sums
+//! with another's.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use super::{DocumentHeader, RenderError, Renderer, text};
+use crate::domain::{ControlTotals, Currency, Entry, Timezone};
+
+const COLUMNS: [&str; 8] = [
+    "bookedAt",
+    "entryId",
+    "type",
+    "description",
+    "reference",
+    "currency",
+    "amount",
+    "runningBalance",
+];
+
+/// A streaming CSV statement.
+pub struct CsvStatement<W: Write> {
+    out: csv::Writer<W>,
+    timezone: Timezone,
+    end: String,
+    start: String,
+    balances: BTreeMap<Currency, i64>,
+    totals: ControlTotals,
+}
+
+impl<W: Write> CsvStatement<W> {
+    /// Writes the header and opening rows.
+    pub fn new(header: &DocumentHeader, out: W) -> Result<Self, RenderError> {
+        let mut out = csv::WriterBuilder::new()
+            .buffer_capacity(64 * 1024)
+            .from_writer(out);
+        out.write_record(COLUMNS)?;
+        let mut me = Self {
+            out,
+            timezone: header.timezone,
+            start: text::local_instant(header.bounds.0, header.timezone),
+            end: text::local_instant(header.bounds.1, header.timezone),
+            balances: BTreeMap::new(),
+            totals: ControlTotals::with_opening(&header.opening_balances),
+        };
+        let mut opening: BTreeMap<Currency, i64> = BTreeMap::new();
+        for b in &header.opening_balances {
+            let slot = opening.entry(b.currency).or_default();
+            *slot = slot
+                .checked_add(b.amount)
+                .ok_or_else(|| RenderError::Overflow(b.currency.to_string()))?;
+        }
+        for (currency, amount) in opening {
+            me.opening_row(currency, amount)?;
+        }
+        Ok(me)
+    }
+
+    fn opening_row(&mut self, currency: Currency, amount: i64) -> Result<(), RenderError> {
+        self.balances.insert(currency, amount);
+        let balance = text::amount(currency, amount);
+        self.out.write_record([
+            self.start.as_str(),
+            "",
+            "OPENING_BALANCE",
+            "Opening balance",
+            "",
+            currency.code(),
+            "",
+            balance.as_str(),
+        ])?;
+        Ok(())
+    }
+}
+
+impl<W: Write + Send> Renderer<W> for CsvStatement<W> {
+    fn entry(&mut self, entry: &Entry) -> Result<(), RenderError> {
+        if !self.balances.contains_key(&entry.currency) {
+            // A currency first seen inside the period opens at zero, visibly.
+            self.opening_row(entry.currency, 0)?;
+        }
+        let balance = self.balances.entry(entry.currency).or_default();
+        *balance = balance
+            .checked_add(entry.amount)
+            .ok_or_else(|| RenderError::Overflow(entry.currency.to_string()))?;
+        let running = text::amount(entry.currency, *balance);
+        let amount = text::amount(entry.currency, entry.amount);
+        let booked = text::local_instant(entry.booked_at, self.timezone);
+        self.out.write_record([
+            booked.as_str(),
+            entry.id.as_str(),
+            entry.entry_type.as_str(),
+            entry.description.as_str(),
+            entry.reference.as_str(),
+            entry.currency.code(),
+            amount.as_str(),
+            running.as_str(),
+        ])?;
+        self.totals.add(entry.currency, entry.amount);
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(ControlTotals, W), RenderError> {
+        let balances = std::mem::take(&mut self.balances);
+        for (currency, balance) in balances {
+            let closing = text::amount(currency, balance);
+            self.out.write_record([
+                self.end.as_str(),
+                "",
+                "CLOSING_BALANCE",
+                "Closing balance",
+                "",
+                currency.code(),
+                "",
+                closing.as_str(),
+            ])?;
+        }
+        let out = self
+            .out
+            .into_inner()
+            .map_err(|e| RenderError::Io(std::io::Error::other(e.to_string())))?;
+        Ok((self.totals, out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::domain::{
+        Balance, EntryType, LedgerId, LedgerType, Merchant, MerchantId, Period, Stage,
+    };
+
+    fn header(opening: Vec<Balance>) -> DocumentHeader {
+        let period = Period::parse("2026-10").unwrap();
+        let tz = Timezone::parse("Europe/Berlin").unwrap();
+        DocumentHeader {
+            ledger_id: LedgerId::from_i64(1),
+            merchant: Merchant {
+                id: MerchantId::parse("m_1").unwrap(),
+                name: "Acme".into(),
+                timezone: Some(tz),
+            },
+            ledger_type: LedgerType::Statement,
+            period,
+            timezone: tz,
+            local_days: period.local_days(),
+            bounds: period.bounds(tz),
+            stage: Stage::Final,
+            version: 1,
+            generated_at: Utc::now(),
+            opening_balances: opening,
+        }
+    }
+
+    fn entry(id: &str, at: &str, amount: i64, currency: &str, description: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            booked_at: at.parse::<DateTime<Utc>>().unwrap(),
+            entry_type: if amount >= 0 { EntryType::Payment } else { EntryType::Refund },
+            amount,
+            currency: Currency::parse(currency).unwrap(),
+            description: description.into(),
+            reference: "ref".into(),
+        }
+    }
+
+    #[test]
+    fn rows_parse_back_with_running_balances_per_currency() {
+        let eur = Currency::parse("EUR").unwrap();
+        let h = header(vec![Balance { currency: eur, amount: 125_000 }]);
+        let mut r: Box<dyn Renderer<Vec<u8>>> = Box::new(CsvStatement::new(&h, Vec::new()).unwrap());
+        r.entry(&entry("tx_1", "2026-10-01T08:15:00Z", 1999, "EUR", "Order, \"1001\"\nline 2"))
+            .unwrap();
+        r.entry(&entry("tx_2", "2026-10-02T08:15:00Z", 1500, "JPY", "Café")).unwrap();
+        r.entry(&entry("tx_3", "2026-10-03T08:15:00Z", -1999, "EUR", "Refund")).unwrap();
+        let (totals, bytes) = r.finish().unwrap();
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        assert_eq!(reader.headers().unwrap(), COLUMNS.as_slice());
+        let rows: Vec<Vec<String>> = reader
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        assert_eq!(rows[0][2], "OPENING_BALANCE");
+        assert_eq!(rows[0][7], "1250.00");
+        assert_eq!(rows[1][0], "2026-10-01T10:15:00+02:00");
+        assert_eq!(rows[1][3], "Order, \"1001\"\nline 2");
+        assert_eq!(rows[1][7], "1269.99");
+        assert_eq!((rows[2][2].as_str(), rows[2][5].as_str()), ("OPENING_BALANCE", "JPY"));
+        assert_eq!(rows[3][6], "1500");
+        assert_eq!(rows[4][6], "-19.99");
+        assert_eq!(rows[4][7], "1250.00");
+        assert_eq!(rows[5][2], "CLOSING_BALANCE");
+        assert_eq!((rows[5][5].as_str(), rows[5][7].as_str()), ("EUR", "1250.00"));
+        assert_eq!((rows[6][5].as_str(), rows[6][7].as_str()), ("JPY", "1500"));
+        assert_eq!(totals.entry_count, 3);
+        assert_eq!(totals.currencies[&eur].closing, 125_000);
+    }
+}

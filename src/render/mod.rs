@@ -1,0 +1,87 @@
+//! Rendering: turns a validated entry stream into a document, streaming, and reports the
+//! control totals of what it actually wrote for the pipeline's self-check. Renderers are CPU
+//! work and run on the blocking pool; they never read the source or touch storage.
+
+pub mod csv;
+pub mod text;
+
+use std::io::Write;
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::domain::{
+    Balance, ControlTotals, Entry, Format, LedgerId, LedgerType, Merchant, Period, Stage,
+    Timezone,
+};
+
+/// Errors while rendering.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// This (type, format) pair has no renderer in this build.
+    #[error("{0} {1} documents are not available yet")]
+    Unsupported(LedgerType, Format),
+    /// Writing the output failed (encryption or upload behind it).
+    #[error("writing the document failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A running balance left the representable range.
+    #[error("balance of {0} overflows")]
+    Overflow(String),
+}
+
+impl From<::csv::Error> for RenderError {
+    fn from(e: ::csv::Error) -> Self {
+        RenderError::Io(std::io::Error::other(e))
+    }
+}
+
+/// Everything a document shows before its first entry.
+#[derive(Debug, Clone)]
+pub struct DocumentHeader {
+    /// The ledger.
+    pub ledger_id: LedgerId,
+    /// The merchant as the source describes it.
+    pub merchant: Merchant,
+    /// STATEMENT or SUMMARY.
+    pub ledger_type: LedgerType,
+    /// The period.
+    pub period: Period,
+    /// The zone the period is cut in.
+    pub timezone: Timezone,
+    /// Local first day and first day after.
+    pub local_days: (NaiveDate, NaiveDate),
+    /// `[start, end)` in UTC.
+    pub bounds: (DateTime<Utc>, DateTime<Utc>),
+    /// DRAFT or FINAL.
+    pub stage: Stage,
+    /// Version being generated.
+    pub version: u32,
+    /// Generation time.
+    pub generated_at: DateTime<Utc>,
+    /// Balances at the period's start.
+    pub opening_balances: Vec<Balance>,
+}
+
+/// A streaming document writer over `W`.
+pub trait Renderer<W: Write>: Send {
+    /// Writes one entry (entries arrive in ascending order).
+    fn entry(&mut self, entry: &Entry) -> Result<(), RenderError>;
+    /// Writes the closing part and returns the totals written and the output.
+    fn finish(self: Box<Self>) -> Result<(ControlTotals, W), RenderError>;
+}
+
+/// True when this build renders `ledger_type` as `format`.
+pub fn supported(ledger_type: LedgerType, format: Format) -> bool {
+    matches!((ledger_type, format), (LedgerType::Statement, Format::Csv))
+}
+
+/// The renderer for the pair, writing to `out`.
+pub fn renderer<W: Write + Send + 'static>(
+    header: &DocumentHeader,
+    format: Format,
+    out: W,
+) -> Result<Box<dyn Renderer<W>>, RenderError> {
+    match (header.ledger_type, format) {
+        (LedgerType::Statement, Format::Csv) => Ok(Box::new(csv::CsvStatement::new(header, out)?)),
+        (t, f) => Err(RenderError::Unsupported(t, f)),
+    }
+}

@@ -1,0 +1,255 @@
+//! The job store port: ledgers, their files and timelines, idempotency keys and
+//! authorization policies. Every status change goes through a conditional update here, so
+//! the attempt number fences late writes of a worker that lost its lease.
+//! Adapters: [`sqlite`] (embedded default). Never decides a transition itself: callers ask
+//! [`crate::domain::Status::apply`] and pass the expected status.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    FailureReason, Grant, FileInfo, Ledger, LedgerId, LedgerType, MerchantId, Stage, Status,
+    TimelineItem, Timezone,
+};
+
+/// Errors of a store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed or could not be reached.
+    #[error("job store backend error: {0}")]
+    Backend(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("job store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row does not decode into the domain (a bug or a manual edit).
+    #[error("job store holds an unreadable row: {0}")]
+    Corrupt(String),
+}
+
+/// What a new ledger is made of; the id comes from the Snowflake generator.
+#[derive(Debug, Clone)]
+pub struct NewLedger {
+    /// Snowflake id.
+    pub id: LedgerId,
+    /// Whose.
+    pub merchant_id: MerchantId,
+    /// STATEMENT or SUMMARY.
+    pub ledger_type: LedgerType,
+    /// Canonical period.
+    pub period: crate::domain::Period,
+    /// `None` = the merchant's own zone.
+    pub requested_timezone: Option<Timezone>,
+    /// Format.
+    pub format: crate::domain::Format,
+    /// Stage at creation.
+    pub stage: Stage,
+    /// The `sub` of the caller.
+    pub created_by: String,
+    /// Now.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An `Idempotency-Key` and the response it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The caller the key belongs to (keys are per subject).
+    pub subject: String,
+    /// The header's value.
+    pub key: String,
+    /// SHA-256 of the normalised request.
+    pub request_hash: String,
+    /// The ledger it created.
+    pub ledger_id: LedgerId,
+    /// Status of the first response.
+    pub status_code: u16,
+    /// Body of the first response.
+    pub body: String,
+}
+
+/// The result of [`JobStore::insert_ledger`].
+#[derive(Debug)]
+pub enum InsertOutcome {
+    /// Stored.
+    Created(Ledger),
+    /// A non-deleted ledger with the same identity exists.
+    Exists(LedgerId),
+    /// The id is taken (a Snowflake collision across replicas): take a fresh id and retry.
+    IdTaken,
+    /// The idempotency key was used before: here is its record.
+    Replay(IdempotencyRecord),
+}
+
+/// Filters of a list request. `merchants = None` means every merchant.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Restrict to these merchants (`Some(vec![])` yields nothing).
+    pub merchants: Option<Vec<MerchantId>>,
+    /// Status filter.
+    pub status: Option<Status>,
+    /// Type filter.
+    pub ledger_type: Option<LedgerType>,
+    /// Period filter (canonical text).
+    pub period: Option<String>,
+    /// Only ids below this one (the cursor).
+    pub before: Option<LedgerId>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// A completed file, written together with the COMPLETED status.
+#[derive(Debug, Clone)]
+pub struct CompletedFile {
+    /// File metadata shown to users.
+    pub info: FileInfo,
+    /// Where the encrypted object lives.
+    pub object_key: String,
+}
+
+/// A stored file of one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// File metadata.
+    pub info: FileInfo,
+    /// Object key.
+    pub object_key: String,
+}
+
+/// A user's change to a ledger: the status it must have and what to set.
+#[derive(Debug, Clone, Copy)]
+pub enum UserChange {
+    /// REJECTED → PENDING.
+    Retry,
+    /// COMPLETED → PENDING, version + 1.
+    Regenerate,
+    /// Soft delete.
+    Delete,
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepOutcome {
+    /// Expired leases put back to PENDING (re-enqueue them).
+    pub requeued: Vec<Ledger>,
+    /// PENDING jobs nobody claimed within the timeout (re-enqueue them).
+    pub unclaimed: Vec<Ledger>,
+    /// Jobs that reached the attempt limit and were REJECTED.
+    pub abandoned: Vec<Ledger>,
+}
+
+/// The job store port.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Names the migrations not applied yet (empty when up to date).
+    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError>;
+    /// Answers when the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Stores a new PENDING ledger (and its idempotency record, in the same transaction).
+    /// `idempotency.status_code/body` are the response the creation will give.
+    async fn insert_ledger(
+        &self,
+        new: &NewLedger,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<InsertOutcome, StoreError>;
+    /// Replaces the stored response of an idempotency key (e.g. after an enqueue failure).
+    async fn update_idempotency(
+        &self,
+        subject: &str,
+        key: &str,
+        status_code: u16,
+        body: &str,
+    ) -> Result<(), StoreError>;
+    /// One ledger, deleted or not.
+    async fn get_ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError>;
+    /// Non-deleted ledgers, newest first.
+    async fn list_ledgers(&self, query: &ListQuery) -> Result<Vec<Ledger>, StoreError>;
+    /// The timeline, oldest first.
+    async fn list_events(&self, id: LedgerId) -> Result<Vec<TimelineItem>, StoreError>;
+    /// The file of one version.
+    async fn get_file(&self, id: LedgerId, version: u32) -> Result<Option<StoredFile>, StoreError>;
+
+    /// Applies a user's change if the ledger is still in `expected` status; `None` when it
+    /// changed meanwhile (the caller re-reads and reports).
+    async fn user_change(
+        &self,
+        id: LedgerId,
+        expected: Status,
+        change: UserChange,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError>;
+    /// PENDING → REJECTED with `reason` (the queue refused the job).
+    async fn reject_pending(
+        &self,
+        id: LedgerId,
+        reason: &FailureReason,
+    ) -> Result<Option<Ledger>, StoreError>;
+
+    /// Atomically PENDING → PROCESSING, attempt + 1, lease until `lease_until`.
+    /// `None` when the job is not PENDING (or deleted): the message is a harmless duplicate.
+    async fn claim(
+        &self,
+        id: LedgerId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError>;
+    /// Extends the lease of `attempt`; false when the attempt lost the job.
+    async fn renew_lease(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Records a phase of `attempt` on the timeline; false when the attempt lost the job.
+    async fn record_phase(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        phase: &str,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// PROCESSING → COMPLETED for `attempt` with the file; `None` when fenced off.
+    async fn complete(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        file: &CompletedFile,
+        stage: Stage,
+        timezone: Timezone,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError>;
+    /// PROCESSING → REJECTED for `attempt`; `None` when fenced off.
+    async fn fail(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        reason: &FailureReason,
+    ) -> Result<Option<Ledger>, StoreError>;
+    /// PROCESSING → PENDING for `attempt` (a worker shutting down gives its job back).
+    async fn release(&self, id: LedgerId, attempt: u32, now: DateTime<Utc>)
+    -> Result<Option<Ledger>, StoreError>;
+    /// The oldest PENDING, non-deleted ledger ids (the in-database queue reads this).
+    async fn pending_ids(&self, limit: u32) -> Result<Vec<LedgerId>, StoreError>;
+    /// Resets expired leases, finds unclaimed PENDING jobs older than `pending_before`,
+    /// abandons jobs with `max_attempts` attempts. Each reset is conditional, so several
+    /// sweepers never reset one job twice.
+    async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        pending_before: DateTime<Utc>,
+        max_attempts: u32,
+    ) -> Result<SweepOutcome, StoreError>;
+
+    /// Every grant.
+    async fn list_grants(&self) -> Result<Vec<Grant>, StoreError>;
+    /// Adds a grant; false when it existed.
+    async fn add_grant(&self, grant: &Grant) -> Result<bool, StoreError>;
+    /// Removes a grant; false when it did not exist.
+    async fn remove_grant(&self, grant: &Grant) -> Result<bool, StoreError>;
+    /// A number that changes whenever grants change (cache invalidation across processes).
+    async fn policy_revision(&self) -> Result<i64, StoreError>;
+}

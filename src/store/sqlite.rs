@@ -1,0 +1,793 @@
+//! The embedded job store: one SQLite file in WAL mode. Every status change is a single
+//! conditional `UPDATE … RETURNING` (or a transaction that starts with one), so the write
+//! lock is taken first and concurrent workers and sweepers never act on a stale read.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite};
+
+use super::{
+    CompletedFile, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger,
+    StoreError, StoredFile, SweepOutcome, UserChange,
+};
+use crate::domain::{
+    FailureReason, FileInfo, Format, Grant, Ledger, LedgerId, LedgerType, MerchantId, Period,
+    Stage, Status, TimelineItem, Timezone,
+};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The SQLite adapter.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// An in-memory database (tests): one connection, so every query sees the same data.
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+const LEDGER_COLUMNS: &str = "l.id, l.merchant_id, l.type, l.period, l.requested_timezone, \
+    l.timezone, l.format, l.stage, l.status, l.version, l.attempt_count, l.lease_until, \
+    l.failure_code, l.failure_message, l.failure_retryable, l.failure_at, l.created_by, \
+    l.created_at, l.updated_at, l.started_at, l.completed_at, l.deleted_at, \
+    f.version AS f_version, f.content_type AS f_content_type, f.size_bytes AS f_size_bytes, \
+    f.sha256 AS f_sha256, f.file_name AS f_file_name";
+
+/// The newest completed file is joined in; `l` is the ledger row.
+const LEDGER_FROM: &str = "FROM ledgers l LEFT JOIN ledger_files f ON f.ledger_id = l.id \
+    AND f.version = (SELECT MAX(version) FROM ledger_files WHERE ledger_id = l.id)";
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    ms.map(time).transpose()
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}"))
+}
+
+fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(what, &v.to_string()))
+}
+
+fn ledger_from_row(row: &SqliteRow) -> Result<Ledger, StoreError> {
+    let text = |c: &str| -> Result<String, StoreError> { Ok(row.try_get::<String, _>(c)?) };
+    let merchant = text("merchant_id")?;
+    let ledger_type = text("type")?;
+    let period = text("period")?;
+    let requested = text("requested_timezone")?;
+    let timezone: Option<String> = row.try_get("timezone")?;
+    let format = text("format")?;
+    let stage = text("stage")?;
+    let status = text("status")?;
+    let failure_code: Option<String> = row.try_get("failure_code")?;
+    let failure_reason = match failure_code {
+        Some(error_code) => Some(FailureReason {
+            error_code,
+            message: row.try_get::<Option<String>, _>("failure_message")?.unwrap_or_default(),
+            retryable: row.try_get::<Option<bool>, _>("failure_retryable")?.unwrap_or(false),
+            at: time(row.try_get::<Option<i64>, _>("failure_at")?.unwrap_or(0))?,
+        }),
+        None => None,
+    };
+    let file = match row.try_get::<Option<i64>, _>("f_version")? {
+        Some(v) => Some(FileInfo {
+            version: u32_of(v, "file version")?,
+            content_type: text("f_content_type")?,
+            size_bytes: u64::try_from(row.try_get::<i64, _>("f_size_bytes")?).unwrap_or(0),
+            sha256: text("f_sha256")?,
+            file_name: text("f_file_name")?,
+        }),
+        None => None,
+    };
+    let tz = |name: &str| Timezone::parse(name).map_err(|_| corrupt("timezone", name));
+    Ok(Ledger {
+        id: LedgerId::from_i64(row.try_get("id")?),
+        merchant_id: MerchantId::parse(&merchant).map_err(|_| corrupt("merchant", &merchant))?,
+        ledger_type: LedgerType::parse(&ledger_type).ok_or_else(|| corrupt("type", &ledger_type))?,
+        period: Period::parse(&period).map_err(|_| corrupt("period", &period))?,
+        requested_timezone: if requested.is_empty() { None } else { Some(tz(&requested)?) },
+        timezone: timezone.as_deref().map(tz).transpose()?,
+        format: Format::parse(&format).ok_or_else(|| corrupt("format", &format))?,
+        stage: Stage::parse(&stage).ok_or_else(|| corrupt("stage", &stage))?,
+        status: Status::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        version: u32_of(row.try_get("version")?, "version")?,
+        attempt_count: u32_of(row.try_get("attempt_count")?, "attempt_count")?,
+        failure_reason,
+        file,
+        created_by: text("created_by")?,
+        created_at: time(row.try_get("created_at")?)?,
+        updated_at: time(row.try_get("updated_at")?)?,
+        started_at: opt_time(row.try_get("started_at")?)?,
+        completed_at: opt_time(row.try_get("completed_at")?)?,
+        deleted_at: opt_time(row.try_get("deleted_at")?)?,
+        lease_until: opt_time(row.try_get("lease_until")?)?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error, index_hint: &str) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation() && db.message().contains(index_hint)
+        }
+        _ => false,
+    }
+}
+
+impl SqliteStore {
+    async fn fetch_ledger(&self, id: i64) -> Result<Option<Ledger>, StoreError> {
+        let sql = format!("SELECT {LEDGER_COLUMNS} {LEDGER_FROM} WHERE l.id = ?");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(ledger_from_row).transpose()
+    }
+
+    /// Runs a conditional `UPDATE ledgers … WHERE id = ? AND <cond> RETURNING id` and
+    /// re-reads the ledger when a row changed.
+    async fn update_one(
+        &self,
+        set_and_where: &str,
+        binds: Vec<Bind>,
+        id: LedgerId,
+    ) -> Result<Option<Ledger>, StoreError> {
+        let sql = format!("UPDATE ledgers SET {set_and_where} RETURNING id");
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = b.apply(q);
+        }
+        let changed = q.fetch_optional(&self.pool).await?;
+        match changed {
+            Some(_) => self.fetch_ledger(id.as_i64()).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn update_many(
+        &self,
+        set_and_where: &str,
+        binds: Vec<Bind>,
+    ) -> Result<Vec<Ledger>, StoreError> {
+        let sql = format!("UPDATE ledgers SET {set_and_where} RETURNING id");
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = b.apply(q);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(l) = self.fetch_ledger(row.try_get("id")?).await? {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A bind value of a dynamically built statement.
+enum Bind {
+    I(i64),
+    T(String),
+    B(bool),
+}
+
+impl Bind {
+    fn apply<'q>(
+        self,
+        q: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        match self {
+            Bind::I(v) => q.bind(v),
+            Bind::T(v) => q.bind(v),
+            Bind::B(v) => q.bind(v),
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        let exists: Option<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let applied: Vec<(i64,)> = if exists.is_some() {
+            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !applied.iter().any(|(v,)| *v == m.version))
+            .map(|m| format!("{}_{}", m.version, m.description))
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_ledger(
+        &self,
+        new: &NewLedger,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<InsertOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The ledger row first: the transaction takes the write lock with its first statement.
+        let inserted = sqlx::query(
+            "INSERT INTO ledgers (id, merchant_id, type, period, requested_timezone, format, \
+             stage, status, version, attempt_count, created_by, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'PENDING', 1, 0, ?, ?, ?)",
+        )
+        .bind(new.id.as_i64())
+        .bind(new.merchant_id.as_str())
+        .bind(new.ledger_type.as_str())
+        .bind(new.period.to_string())
+        .bind(new.requested_timezone.map(|t| t.name()).unwrap_or(""))
+        .bind(new.format.as_str())
+        .bind(new.stage.as_str())
+        .bind(&new.created_by)
+        .bind(millis(new.created_at))
+        .bind(millis(new.created_at))
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            drop(tx);
+            if is_unique_violation(&e, "ledgers.id") {
+                return Ok(InsertOutcome::IdTaken);
+            }
+            if is_unique_violation(&e, "ledgers.merchant_id") {
+                // Replays win over "exists": the same key resent after success must replay.
+                if let Some(rec) = idempotency
+                    && let Some(found) = self.find_idempotency(&rec.subject, &rec.key).await?
+                {
+                    return Ok(InsertOutcome::Replay(found));
+                }
+                let existing: Option<(i64,)> = sqlx::query_as(
+                    "SELECT id FROM ledgers WHERE merchant_id = ? AND type = ? AND period = ? \
+                     AND requested_timezone = ? AND format = ? AND deleted_at IS NULL",
+                )
+                .bind(new.merchant_id.as_str())
+                .bind(new.ledger_type.as_str())
+                .bind(new.period.to_string())
+                .bind(new.requested_timezone.map(|t| t.name()).unwrap_or(""))
+                .bind(new.format.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+                return match existing {
+                    Some((id,)) => Ok(InsertOutcome::Exists(LedgerId::from_i64(id))),
+                    // Deleted in between: the caller may simply try again.
+                    None => Ok(InsertOutcome::IdTaken),
+                };
+            }
+            return Err(e.into());
+        }
+        if let Some(rec) = idempotency {
+            let stored = sqlx::query(
+                "INSERT INTO idempotency_keys (subject, key, request_hash, ledger_id, \
+                 status_code, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (subject, key) DO NOTHING",
+            )
+            .bind(&rec.subject)
+            .bind(&rec.key)
+            .bind(&rec.request_hash)
+            .bind(new.id.as_i64())
+            .bind(i64::from(rec.status_code))
+            .bind(&rec.body)
+            .bind(millis(new.created_at))
+            .execute(&mut *tx)
+            .await?;
+            if stored.rows_affected() == 0 {
+                tx.rollback().await?;
+                return match self.find_idempotency(&rec.subject, &rec.key).await? {
+                    Some(found) => Ok(InsertOutcome::Replay(found)),
+                    None => Ok(InsertOutcome::IdTaken),
+                };
+            }
+        }
+        tx.commit().await?;
+        match self.fetch_ledger(new.id.as_i64()).await? {
+            Some(l) => Ok(InsertOutcome::Created(l)),
+            None => Err(StoreError::Corrupt("inserted ledger vanished".into())),
+        }
+    }
+
+    async fn update_idempotency(
+        &self,
+        subject: &str,
+        key: &str,
+        status_code: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = ?, body = ? WHERE subject = ? AND key = ?",
+        )
+        .bind(i64::from(status_code))
+        .bind(body)
+        .bind(subject)
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
+        self.fetch_ledger(id.as_i64()).await
+    }
+
+    async fn list_ledgers(&self, query: &ListQuery) -> Result<Vec<Ledger>, StoreError> {
+        let mut sql = format!("SELECT {LEDGER_COLUMNS} {LEDGER_FROM} WHERE l.deleted_at IS NULL");
+        let mut binds: Vec<Bind> = Vec::new();
+        if let Some(merchants) = &query.merchants {
+            if merchants.is_empty() {
+                return Ok(Vec::new());
+            }
+            sql.push_str(" AND l.merchant_id IN (");
+            for (i, m) in merchants.iter().enumerate() {
+                sql.push_str(if i == 0 { "?" } else { ", ?" });
+                binds.push(Bind::T(m.as_str().to_owned()));
+            }
+            sql.push(')');
+        }
+        if let Some(s) = query.status {
+            sql.push_str(" AND l.status = ?");
+            binds.push(Bind::T(s.as_str().to_owned()));
+        }
+        if let Some(t) = query.ledger_type {
+            sql.push_str(" AND l.type = ?");
+            binds.push(Bind::T(t.as_str().to_owned()));
+        }
+        if let Some(p) = &query.period {
+            sql.push_str(" AND l.period = ?");
+            binds.push(Bind::T(p.clone()));
+        }
+        if let Some(before) = query.before {
+            sql.push_str(" AND l.id < ?");
+            binds.push(Bind::I(before.as_i64()));
+        }
+        sql.push_str(" ORDER BY l.id DESC LIMIT ?");
+        binds.push(Bind::I(i64::from(query.limit)));
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = b.apply(q);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(ledger_from_row).collect()
+    }
+
+    async fn list_events(&self, id: LedgerId) -> Result<Vec<TimelineItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, attempt, status, error_code, phase, detail FROM ledger_events \
+             WHERE ledger_id = ? ORDER BY seq",
+        )
+        .bind(id.as_i64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: Option<String> = row.try_get("status")?;
+                Ok(TimelineItem {
+                    at: time(row.try_get("at")?)?,
+                    attempt: u32_of(row.try_get("attempt")?, "attempt")?,
+                    status: status
+                        .map(|s| Status::parse(&s).ok_or_else(|| corrupt("status", &s)))
+                        .transpose()?,
+                    error_code: row.try_get("error_code")?,
+                    phase: row.try_get("phase")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_file(&self, id: LedgerId, version: u32) -> Result<Option<StoredFile>, StoreError> {
+        let row = sqlx::query(
+            "SELECT version, content_type, size_bytes, sha256, file_name, object_key \
+             FROM ledger_files WHERE ledger_id = ? AND version = ?",
+        )
+        .bind(id.as_i64())
+        .bind(i64::from(version))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(StoredFile {
+                info: FileInfo {
+                    version: u32_of(row.try_get("version")?, "version")?,
+                    content_type: row.try_get("content_type")?,
+                    size_bytes: u64::try_from(row.try_get::<i64, _>("size_bytes")?).unwrap_or(0),
+                    sha256: row.try_get("sha256")?,
+                    file_name: row.try_get("file_name")?,
+                },
+                object_key: row.try_get("object_key")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn user_change(
+        &self,
+        id: LedgerId,
+        expected: Status,
+        change: UserChange,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError> {
+        let set = match change {
+            UserChange::Retry => "status = 'PENDING', lease_until = NULL, updated_at = ?1",
+            UserChange::Regenerate => {
+                "status = 'PENDING', version = version + 1, lease_until = NULL, updated_at = ?1"
+            }
+            UserChange::Delete => "deleted_at = ?1, updated_at = ?1",
+        };
+        let sql = format!("{set} WHERE id = ?2 AND status = ?3 AND deleted_at IS NULL");
+        let binds = vec![
+            Bind::I(millis(now)),
+            Bind::I(id.as_i64()),
+            Bind::T(expected.as_str().into()),
+        ];
+        self.update_one(&sql, binds, id).await
+    }
+
+    async fn reject_pending(
+        &self,
+        id: LedgerId,
+        reason: &FailureReason,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.update_one(
+            "status = 'REJECTED', failure_code = ?, failure_message = ?, failure_retryable = ?, \
+             failure_at = ?, updated_at = ? WHERE id = ? AND status = 'PENDING'",
+            vec![
+                Bind::T(reason.error_code.clone()),
+                Bind::T(reason.message.clone()),
+                Bind::B(reason.retryable),
+                Bind::I(millis(reason.at)),
+                Bind::I(millis(reason.at)),
+                Bind::I(id.as_i64()),
+            ],
+            id,
+        )
+        .await
+    }
+
+    async fn claim(
+        &self,
+        id: LedgerId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.update_one(
+            "status = 'PROCESSING', attempt_count = attempt_count + 1, lease_until = ?, \
+             started_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'PENDING' AND deleted_at IS NULL",
+            vec![
+                Bind::I(millis(lease_until)),
+                Bind::I(millis(now)),
+                Bind::I(millis(now)),
+                Bind::I(id.as_i64()),
+            ],
+            id,
+        )
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE ledgers SET lease_until = ? \
+             WHERE id = ? AND status = 'PROCESSING' AND attempt_count = ?",
+        )
+        .bind(millis(lease_until))
+        .bind(id.as_i64())
+        .bind(i64::from(attempt))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn record_phase(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        phase: &str,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO ledger_events (ledger_id, at, attempt, phase, detail) \
+             SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM ledgers \
+             WHERE id = ?1 AND status = 'PROCESSING' AND attempt_count = ?3)",
+        )
+        .bind(id.as_i64())
+        .bind(millis(at))
+        .bind(i64::from(attempt))
+        .bind(phase)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        file: &CompletedFile,
+        stage: Stage,
+        timezone: Timezone,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The fenced file insert comes first so the transaction starts by writing.
+        let inserted = sqlx::query(
+            "INSERT INTO ledger_files (ledger_id, version, content_type, size_bytes, sha256, \
+             file_name, object_key, attempt, created_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM ledgers \
+             WHERE id = ?1 AND status = 'PROCESSING' AND attempt_count = ?8 AND version = ?2) \
+             ON CONFLICT (ledger_id, version) DO UPDATE SET content_type = excluded.content_type, \
+             size_bytes = excluded.size_bytes, sha256 = excluded.sha256, \
+             file_name = excluded.file_name, object_key = excluded.object_key, \
+             attempt = excluded.attempt, created_at = excluded.created_at",
+        )
+        .bind(id.as_i64())
+        .bind(i64::from(file.info.version))
+        .bind(&file.info.content_type)
+        .bind(i64::try_from(file.info.size_bytes).unwrap_or(i64::MAX))
+        .bind(&file.info.sha256)
+        .bind(&file.info.file_name)
+        .bind(&file.object_key)
+        .bind(i64::from(attempt))
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let updated = sqlx::query(
+            "UPDATE ledgers SET status = 'COMPLETED', stage = ?, timezone = ?, lease_until = NULL, \
+             completed_at = ?, updated_at = ? \
+             WHERE id = ? AND status = 'PROCESSING' AND attempt_count = ?",
+        )
+        .bind(stage.as_str())
+        .bind(timezone.name())
+        .bind(millis(now))
+        .bind(millis(now))
+        .bind(id.as_i64())
+        .bind(i64::from(attempt))
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        tx.commit().await?;
+        self.fetch_ledger(id.as_i64()).await
+    }
+
+    async fn fail(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        reason: &FailureReason,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.update_one(
+            "status = 'REJECTED', failure_code = ?, failure_message = ?, failure_retryable = ?, \
+             failure_at = ?, lease_until = NULL, updated_at = ? \
+             WHERE id = ? AND status = 'PROCESSING' AND attempt_count = ?",
+            vec![
+                Bind::T(reason.error_code.clone()),
+                Bind::T(reason.message.clone()),
+                Bind::B(reason.retryable),
+                Bind::I(millis(reason.at)),
+                Bind::I(millis(reason.at)),
+                Bind::I(id.as_i64()),
+                Bind::I(i64::from(attempt)),
+            ],
+            id,
+        )
+        .await
+    }
+
+    async fn release(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.update_one(
+            "status = 'PENDING', lease_until = NULL, updated_at = ? \
+             WHERE id = ? AND status = 'PROCESSING' AND attempt_count = ?",
+            vec![Bind::I(millis(now)), Bind::I(id.as_i64()), Bind::I(i64::from(attempt))],
+            id,
+        )
+        .await
+    }
+
+    async fn pending_ids(&self, limit: u32) -> Result<Vec<LedgerId>, StoreError> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT id FROM ledgers WHERE status = 'PENDING' AND deleted_at IS NULL \
+             ORDER BY updated_at, id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| LedgerId::from_i64(id)).collect())
+    }
+
+    async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        pending_before: DateTime<Utc>,
+        max_attempts: u32,
+    ) -> Result<SweepOutcome, StoreError> {
+        let now_ms = millis(now);
+        let abandoned = self
+            .update_many(
+                "status = 'REJECTED', failure_code = 'JOB_EXECUTION_FAILED', \
+                 failure_message = 'the job stalled ' || attempt_count || ' time(s): no worker finished it within its lease', \
+                 failure_retryable = 1, failure_at = ?1, lease_until = NULL, updated_at = ?1 \
+                 WHERE status = 'PROCESSING' AND lease_until < ?1 AND attempt_count >= ?2",
+                vec![Bind::I(now_ms), Bind::I(i64::from(max_attempts))],
+            )
+            .await?;
+        let requeued = self
+            .update_many(
+                "status = 'PENDING', lease_until = NULL, updated_at = ?1 \
+                 WHERE status = 'PROCESSING' AND lease_until < ?1",
+                vec![Bind::I(now_ms)],
+            )
+            .await?;
+        // Touching updated_at makes the re-enqueue happen once per timeout, by one sweeper.
+        let unclaimed = self
+            .update_many(
+                "updated_at = ?1 WHERE status = 'PENDING' AND deleted_at IS NULL \
+                 AND updated_at < ?2",
+                vec![Bind::I(now_ms), Bind::I(millis(pending_before))],
+            )
+            .await?;
+        Ok(SweepOutcome { requeued, unclaimed, abandoned })
+    }
+
+    async fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT subject, role, domain FROM policy_grants ORDER BY subject, domain, role",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(subject, role, domain)| Grant { subject, role, domain })
+            .collect())
+    }
+
+    async fn add_grant(&self, grant: &Grant) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO policy_grants (subject, role, domain, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&grant.subject)
+        .bind(&grant.role)
+        .bind(&grant.domain)
+        .bind(millis(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 1 {
+            sqlx::query("UPDATE policy_revision SET revision = revision + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn remove_grant(&self, grant: &Grant) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("DELETE FROM policy_grants WHERE subject = ? AND role = ? AND domain = ?")
+            .bind(&grant.subject)
+            .bind(&grant.role)
+            .bind(&grant.domain)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 1 {
+            sqlx::query("UPDATE policy_revision SET revision = revision + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn policy_revision(&self) -> Result<i64, StoreError> {
+        let (rev,): (i64,) = sqlx::query_as("SELECT revision FROM policy_revision WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(rev)
+    }
+}
+
+impl SqliteStore {
+    async fn find_idempotency(
+        &self,
+        subject: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, ledger_id, status_code, body FROM idempotency_keys \
+             WHERE subject = ? AND key = ?",
+        )
+        .bind(subject)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(IdempotencyRecord {
+                subject: subject.to_owned(),
+                key: key.to_owned(),
+                request_hash: row.try_get("request_hash")?,
+                ledger_id: LedgerId::from_i64(row.try_get("ledger_id")?),
+                status_code: u16::try_from(row.try_get::<i64, _>("status_code")?).unwrap_or(500),
+                body: row.try_get("body")?,
+            })
+        })
+        .transpose()
+    }
+}

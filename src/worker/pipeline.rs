@@ -1,0 +1,384 @@
+//! One attempt of one job: FETCH → GENERATE → ENCRYPT+UPLOAD → self-check → COMPLETE.
+//! Fetch, render, encrypt and upload run concurrently as a stream, so memory is bounded by
+//! channel sizes, never by the ledger's size. Every store write carries the attempt number;
+//! a worker that lost its lease stops and writes nothing more.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Worker;
+use super::sink::{ChannelWriter, HashingWriter};
+use crate::crypto::{Binding, EncryptingWriter};
+use crate::domain::ledger::stage_at;
+use crate::domain::{
+    ControlTotals, Event, FailureReason, FileInfo, Ledger, ProgressEvent, Timezone,
+};
+use crate::render::{self, DocumentHeader};
+use crate::source::{EntryBatches, SourceError, Window};
+use crate::store::CompletedFile;
+
+/// Ciphertext chunks buffered between the encryptor and the uploader.
+const UPLOAD_QUEUE: usize = 8;
+/// Progress events at most this often while a phase runs (and at least once a second).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Why an attempt stopped without completing.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    /// The source data is bad or the source is unreachable.
+    #[error("{0}")]
+    Fetch(SourceError),
+    /// Anything else in the pipeline.
+    #[error("{0}")]
+    Execution(String),
+    /// The lease was lost: another attempt owns the job now.
+    #[error("lease lost")]
+    LeaseLost,
+    /// Shutdown: give the job back.
+    #[error("stopped by shutdown")]
+    Stopped,
+}
+
+impl JobError {
+    fn reason(&self) -> FailureReason {
+        let (code, retryable) = match self {
+            JobError::Fetch(SourceError::Unavailable(_)) => ("FETCH_DATA_ERROR", true),
+            JobError::Fetch(_) => ("FETCH_DATA_ERROR", false),
+            _ => ("JOB_EXECUTION_FAILED", true),
+        };
+        FailureReason {
+            error_code: code.into(),
+            message: self.to_string(),
+            retryable,
+            at: Utc::now(),
+        }
+    }
+}
+
+/// The span fields every phase line carries.
+macro_rules! phase_log {
+    ($ledger:expr, $msg:literal $(, $k:ident = $v:expr)*) => {
+        tracing::info!(
+            ledgerId = %$ledger.id, merchantId = %$ledger.merchant_id, type = %$ledger.ledger_type,
+            period = %$ledger.period, attemptCount = $ledger.attempt_count $(, $k = $v)*, $msg
+        )
+    };
+}
+
+/// Shared between the async side and the blocking renderer.
+struct Progress {
+    rows: AtomicU64,
+    lost: AtomicBool,
+}
+
+/// Runs the claimed `ledger` to a terminal state; returns it, or `None` when the attempt
+/// was fenced off or released.
+pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> Option<Ledger> {
+    let started = Instant::now();
+    let attempt = ledger.attempt_count;
+    let job = stop.child_token();
+    let progress = Arc::new(Progress { rows: AtomicU64::new(0), lost: AtomicBool::new(false) });
+    let lease = tokio::spawn(keep_lease(worker.clone(), ledger.clone(), job.clone(), progress.clone()));
+    let result = execute(worker, &ledger, &job, &progress).await;
+    lease.abort();
+    let result = match result {
+        Err(_) if progress.lost.load(Ordering::Relaxed) => Err(JobError::LeaseLost),
+        Err(_) if stop.is_cancelled() => Err(JobError::Stopped),
+        other => other,
+    };
+    let store = &worker.store;
+    match result {
+        Ok(done) => {
+            metrics::counter!("ledger_jobs_total", "status" => "COMPLETED", "error_code" => "")
+                .increment(1);
+            metrics::histogram!("ledger_job_phase_duration_seconds", "phase" => "TOTAL")
+                .record(started.elapsed().as_secs_f64());
+            phase_log!(done, "COMPLETED", version = done.version, stage = done.stage.as_str(),
+                durationMs = started.elapsed().as_millis() as u64);
+            worker.notifier.status(&done).await;
+            Some(done)
+        }
+        Err(JobError::LeaseLost) => {
+            tracing::warn!(ledgerId = %ledger.id, attemptCount = attempt,
+                "lease lost: another attempt owns the job; this attempt writes nothing more");
+            None
+        }
+        Err(JobError::Stopped) => match store.release(ledger.id, attempt, Utc::now()).await {
+            Ok(Some(released)) => {
+                phase_log!(ledger, "RELEASED (shutdown)");
+                worker.notifier.status(&released).await;
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(ledgerId = %ledger.id, error = %e, "releasing the job failed; the sweep will");
+                None
+            }
+        },
+        Err(err) => {
+            let reason = err.reason();
+            metrics::counter!("ledger_jobs_total", "status" => "REJECTED",
+                "error_code" => reason.error_code.clone()).increment(1);
+            phase_log!(ledger, "FAILED", errorCode = reason.error_code.as_str(),
+                error = reason.message.as_str());
+            match store.fail(ledger.id, attempt, &reason).await {
+                Ok(Some(failed)) => {
+                    worker.notifier.status(&failed).await;
+                    Some(failed)
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(ledgerId = %ledger.id, error = %e,
+                        "recording the failure failed; the sweep will retry the job");
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Renews the lease every third of the timeout; cancels the job when the lease is lost.
+async fn keep_lease(worker: Worker, ledger: Ledger, job: CancellationToken, progress: Arc<Progress>) {
+    let timeout = worker.settings.job_timeout;
+    let mut tick = tokio::time::interval(timeout / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let until = Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+        match worker.store.renew_lease(ledger.id, ledger.attempt_count, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                progress.lost.store(true, Ordering::Relaxed);
+                job.cancel();
+                return;
+            }
+            // A store hiccup is not a lost lease; the next tick tries again.
+            Err(e) => tracing::warn!(ledgerId = %ledger.id, error = %e, "lease renewal failed"),
+        }
+    }
+}
+
+async fn phase(worker: &Worker, ledger: &Ledger, name: &str, detail: Option<String>) -> Result<(), JobError> {
+    match worker
+        .store
+        .record_phase(ledger.id, ledger.attempt_count, name, detail.as_deref(), Utc::now())
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(JobError::LeaseLost),
+        Err(e) => Err(JobError::Execution(format!("recording phase {name}: {e}"))),
+    }
+}
+
+async fn progress_event(worker: &Worker, ledger: &Ledger, phase: &str, rows_done: u64, rows_total: Option<u64>) {
+    let event = Event::Progress(ProgressEvent {
+        ledger_id: ledger.id,
+        merchant_id: ledger.merchant_id.clone(),
+        phase: phase.into(),
+        rows_done,
+        rows_total,
+        at: Utc::now(),
+    });
+    worker.notifier.publish(&event).await;
+}
+
+/// What the blocking render thread hands back.
+struct Rendered {
+    source: ControlTotals,
+    written: ControlTotals,
+    sha256: String,
+    size: u64,
+}
+
+async fn execute(
+    worker: &Worker,
+    ledger: &Ledger,
+    job: &CancellationToken,
+    progress: &Arc<Progress>,
+) -> Result<Ledger, JobError> {
+    // FETCH
+    let fetch_started = Instant::now();
+    phase_log!(ledger, "FETCH_START");
+    phase(worker, ledger, "FETCH_START", None).await?;
+    progress_event(worker, ledger, "FETCH", 0, None).await;
+    let merchant = worker.source.merchant(&ledger.merchant_id).await.map_err(JobError::Fetch)?;
+    let timezone: Timezone = ledger
+        .requested_timezone
+        .or(merchant.timezone)
+        .unwrap_or(Timezone::UTC);
+    let (from, to) = ledger.period.bounds(timezone);
+    let stream = worker
+        .source
+        .entries(&ledger.merchant_id, Window { from, to })
+        .await
+        .map_err(JobError::Fetch)?;
+    let now = Utc::now();
+    let header = DocumentHeader {
+        ledger_id: ledger.id,
+        merchant,
+        ledger_type: ledger.ledger_type,
+        period: ledger.period,
+        timezone,
+        local_days: ledger.period.local_days(),
+        bounds: (from, to),
+        stage: stage_at(&ledger.period, timezone, now),
+        version: ledger.version,
+        generated_at: now,
+        opening_balances: stream.opening_balances,
+    };
+
+    // GENERATE + ENCRYPT + UPLOAD, streaming
+    phase_log!(ledger, "GENERATE_START", timezone = timezone.name());
+    phase(worker, ledger, "GENERATE_START", Some(format!("timezone {timezone}"))).await?;
+    progress_event(worker, ledger, "GENERATE", 0, None).await;
+    let generate_started = Instant::now();
+    let key = ledger.object_key(ledger.version);
+    let mut writer = worker
+        .storage
+        .writer(&key)
+        .await
+        .map_err(|e| JobError::Execution(format!("starting the upload: {e}")))?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+    let render_task = {
+        let keyring = worker.keyring.clone();
+        let binding = Binding { ledger_id: ledger.id.as_i64(), version: ledger.version };
+        let format = ledger.format;
+        let header = header.clone();
+        let progress = progress.clone();
+        let job = job.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            render_blocking(&header, format, &keyring, binding, stream.entries, tx, &progress, &job)
+        })
+    };
+    // Upload what the renderer produces while it runs; report progress meanwhile.
+    let mut last_report = Instant::now();
+    let mut last_rows = 0;
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    let upload: Result<(), JobError> = loop {
+        tokio::select! {
+            chunk = rx.recv() => match chunk {
+                Some(bytes) => {
+                    if let Err(e) = writer.write(bytes).await {
+                        break Err(JobError::Execution(format!("uploading: {e}")));
+                    }
+                }
+                None => break Ok(()),
+            },
+            _ = tick.tick() => {
+                let rows = progress.rows.load(Ordering::Relaxed);
+                if rows != last_rows || last_report.elapsed() >= Duration::from_secs(1) {
+                    progress_event(worker, ledger, "GENERATE", rows, None).await;
+                    last_rows = rows;
+                    last_report = Instant::now();
+                }
+            }
+        }
+    };
+    drop(rx);
+    let rendered = render_task
+        .await
+        .unwrap_or_else(|e| Err(JobError::Execution(format!("the renderer crashed: {e}"))));
+    let rendered = match (upload, rendered) {
+        (Ok(()), Ok(r)) => r,
+        (Err(e), _) | (Ok(()), Err(e)) => {
+            writer.abort().await;
+            return Err(e);
+        }
+    };
+    metrics::histogram!("ledger_job_phase_duration_seconds", "phase" => "FETCH")
+        .record(fetch_started.elapsed().as_secs_f64());
+    metrics::histogram!("ledger_job_phase_duration_seconds", "phase" => "GENERATE")
+        .record(generate_started.elapsed().as_secs_f64());
+    let rows = rendered.source.entry_count;
+    phase_log!(ledger, "FETCH_DONE", entries = rows);
+    phase(worker, ledger, "FETCH_DONE", Some(format!("{rows} entries"))).await?;
+    phase_log!(ledger, "GENERATE_DONE", entries = rows, sizeBytes = rendered.size);
+    phase(worker, ledger, "GENERATE_DONE", Some(format!("{} bytes", rendered.size))).await?;
+
+    // Self-check before anything becomes visible: a wrong document is never stored.
+    if let Some(diff) = rendered.source.difference(&rendered.written) {
+        writer.abort().await;
+        return Err(JobError::Execution(format!(
+            "self-check failed: rendered totals differ from the source ({diff})"
+        )));
+    }
+    progress_event(worker, ledger, "UPLOAD", rows, Some(rows)).await;
+    let upload_started = Instant::now();
+    writer
+        .finish()
+        .await
+        .map_err(|e| JobError::Execution(format!("completing the upload: {e}")))?;
+    metrics::histogram!("ledger_job_phase_duration_seconds", "phase" => "UPLOAD")
+        .record(upload_started.elapsed().as_secs_f64());
+    phase_log!(ledger, "UPLOAD_DONE", objectKey = key.as_str());
+    phase(worker, ledger, "UPLOAD_DONE", None).await?;
+
+    // COMPLETE, fenced on the attempt.
+    let file = CompletedFile {
+        info: FileInfo {
+            version: ledger.version,
+            content_type: ledger.format.content_type().into(),
+            size_bytes: rendered.size,
+            sha256: rendered.sha256,
+            file_name: ledger.file_name(ledger.version),
+        },
+        object_key: key,
+    };
+    match worker
+        .store
+        .complete(ledger.id, ledger.attempt_count, &file, header.stage, timezone, Utc::now())
+        .await
+    {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => Err(JobError::LeaseLost),
+        Err(e) => Err(JobError::Execution(format!("recording completion: {e}"))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_blocking(
+    header: &DocumentHeader,
+    format: crate::domain::Format,
+    keyring: &crate::crypto::Keyring,
+    binding: Binding,
+    mut entries: EntryBatches,
+    tx: mpsc::Sender<Bytes>,
+    progress: &Progress,
+    job: &CancellationToken,
+) -> Result<Rendered, JobError> {
+    let exec = |e: &dyn std::fmt::Display| JobError::Execution(e.to_string());
+    let encrypting = EncryptingWriter::new(ChannelWriter::new(tx), keyring, binding)
+        .map_err(|e| exec(&e))?;
+    let mut renderer =
+        render::renderer(header, format, HashingWriter::new(encrypting)).map_err(|e| exec(&e))?;
+    let mut source = ControlTotals::with_opening(&header.opening_balances);
+    let handle = tokio::runtime::Handle::current();
+    while let Some(batch) = handle.block_on(entries.next()) {
+        if job.is_cancelled() {
+            return Err(JobError::Stopped);
+        }
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => return Err(JobError::Fetch(e)),
+        };
+        for entry in &batch {
+            source.add(entry.currency, entry.amount);
+            renderer.entry(entry).map_err(|e| exec(&e))?;
+        }
+        progress.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    }
+    let (written, hashing) = renderer.finish().map_err(|e| exec(&e))?;
+    let (sha256, size, encrypting) = hashing.finish();
+    let mut channel = encrypting.finish().map_err(|e| exec(&e))?;
+    std::io::Write::flush(&mut channel).map_err(|e| exec(&e))?;
+    Ok(Rendered { source, written, sha256, size })
+}
