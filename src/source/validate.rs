@@ -90,7 +90,13 @@ impl EntryValidator {
     /// Parses and validates the next entry from one JSON object (an NDJSON line).
     pub fn next_from_json(&mut self, json: &[u8]) -> Result<Entry, SourceError> {
         let index = self.next_index;
-        match serde_json::from_slice::<RawEntry<'_>>(json) {
+        // One UTF-8 check of the whole line is cheaper than serde_json's check of each string
+        // on its own; a line that fails it fails `from_slice` too, so the slow path explains.
+        let typed = match std::str::from_utf8(json) {
+            Ok(text) => serde_json::from_str::<RawEntry<'_>>(text),
+            Err(_) => serde_json::from_slice::<RawEntry<'_>>(json),
+        };
+        match typed {
             Ok(raw) => self.accept(raw.parts(), index),
             Err(typed) => Err(explain(json, &typed, &entry_path(index), |value, path| {
                 entry_parts(value, path).map(drop)
