@@ -1,0 +1,222 @@
+//! `spawn_app()` and friends: a running service, tokens and grants, and polling helpers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger::config::Config;
+use ledger::domain::Grant;
+use ledger::source::fixture::{self, FixtureSpec};
+use ledger::store::JobStore;
+use ledger::store::sqlite::SqliteStore;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// A running service and what a test needs to talk to it.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+    pub source_dir: PathBuf,
+    pub config: Config,
+    pub store: Arc<dyn JobStore>,
+    pub shutdown: CancellationToken,
+    pub task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _source_tmp: Option<tempfile::TempDir>,
+}
+
+/// Options of [`spawn_with`].
+pub struct Options {
+    /// Extra or overriding `APP_ENV_*` variables.
+    pub vars: Vec<(&'static str, String)>,
+    /// Use this source dir instead of a copy of `examples/source`.
+    pub source_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { vars: Vec::new(), source_dir: None }
+    }
+}
+
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/source")
+}
+
+/// A service on the embedded defaults, with the shipped example merchants.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Options::default()).await
+}
+
+pub async fn spawn_with(options: Options) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let (source_dir, source_tmp) = match options.source_dir {
+        Some(dir) => (dir, None),
+        None => (examples_dir(), None),
+    };
+    let mut vars: HashMap<String, String> = HashMap::new();
+    vars.insert("APP_ENV_DATA_DIR".into(), data_dir.path().display().to_string());
+    vars.insert("APP_ENV_SOURCE_DIR".into(), source_dir.display().to_string());
+    vars.insert("APP_ENV_HOST".into(), "127.0.0.1".into());
+    vars.insert("APP_ENV_PORT".into(), "0".into());
+    vars.insert("APP_ENV_POLICY_CACHE_TTL_MS".into(), "0".into());
+    vars.insert("APP_ENV_SWEEP_INTERVAL_MS".into(), "60000".into());
+    for (k, v) in options.vars {
+        vars.insert(k.into(), v);
+    }
+    let config = Config::from_vars(&vars).expect("test config");
+    ledger::telemetry::init_logging(config.log_format, "warn,ledger=info");
+    // Create the dev key before the server so tokens can be signed at once.
+    ledger::app::dev_key(&config).expect("dev key");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(ledger::run(config.clone(), listener, shutdown.clone()));
+    let client = reqwest::Client::new();
+    let base = format!("http://{address}");
+    // Ready once the migrations ran and the routes answer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "service did not become ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let store: Arc<dyn JobStore> =
+        Arc::new(SqliteStore::open(&config.sqlite_path()).await.expect("second store handle"));
+    TestApp {
+        address,
+        base,
+        client,
+        data_dir,
+        source_dir,
+        config,
+        store,
+        shutdown,
+        task: Some(task),
+        _source_tmp: source_tmp,
+    }
+}
+
+/// A fresh source directory with one NDJSON merchant of `entries` entries.
+pub fn source_with(merchant: &str, entries: u64, timezone: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_merchant(dir.path(), merchant, entries, timezone);
+    dir
+}
+
+pub fn write_merchant(dir: &Path, merchant: &str, entries: u64, timezone: Option<&str>) {
+    let mut spec = FixtureSpec::new(merchant, entries);
+    spec.timezone = timezone;
+    spec.currencies = vec![("EUR", 100_000), ("USD", 0)];
+    let spec = spec.spread_until("2026-11-01T00:00:00Z".parse().expect("end"));
+    fixture::write_ndjson(&dir.join(format!("{merchant}.ndjson")), &spec).expect("fixture");
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v1/api/ledger{path}", self.base)
+    }
+
+    /// A token for `sub` signed with the dev key.
+    pub fn token(&self, sub: &str) -> String {
+        ledger::app::dev_key(&self.config)
+            .expect("dev key")
+            .sign(sub, Duration::from_secs(3600), None, None)
+            .expect("sign")
+    }
+
+    pub async fn grant(&self, sub: &str, role: &str, merchant: &str) {
+        let grant = Grant { subject: sub.into(), role: role.into(), domain: merchant.into() };
+        self.store.add_grant(&grant).await.expect("grant");
+    }
+
+    pub async fn revoke(&self, sub: &str, role: &str, merchant: &str) {
+        let grant = Grant { subject: sub.into(), role: role.into(), domain: merchant.into() };
+        self.store.remove_grant(&grant).await.expect("revoke");
+    }
+
+    /// A subject with `role` on `merchant`, and its token.
+    pub async fn user(&self, sub: &str, role: &str, merchant: &str) -> String {
+        self.grant(sub, role, merchant).await;
+        self.token(sub)
+    }
+
+    pub async fn create(&self, token: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/ledgers"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    pub async fn post(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    pub async fn delete(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
+    /// Creates a ledger and returns its JSON (asserting 202).
+    pub async fn create_ok(&self, token: &str, body: Value) -> Value {
+        let r = self.create(token, body).await;
+        let status = r.status();
+        let json: Value = r.json().await.expect("json");
+        assert_eq!(status, 202, "create failed: {json}");
+        json
+    }
+
+    /// Polls until the ledger reaches `status` (or fails the test after `secs`).
+    pub async fn wait_for(&self, token: &str, id: &str, status: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.get(token, &format!("/ledgers/{id}")).await;
+            let json: Value = r.json().await.expect("json");
+            if json["status"] == status {
+                return json;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ledger {id} did not reach {status} within {secs}s: {json}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A STATEMENT/CSV request body.
+pub fn statement(merchant: &str, period: &str) -> Value {
+    json!({ "merchantId": merchant, "type": "STATEMENT", "period": period, "format": "CSV" })
+}
+
+/// Asserts the error body shape and code; returns the body.
+pub async fn assert_error(r: reqwest::Response, status: u16, code: &str) -> Value {
+    let got = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    assert_eq!(got, status, "unexpected status, body: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(body["error"]["requestId"].is_string(), "{body}");
+    body
+}

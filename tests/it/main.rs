@@ -1,0 +1,9 @@
+//! The integration suite: one binary, every test against a real server on a port-0 listener
+//! with its own data dir, database and source directory, so tests run in parallel.
+
+mod helpers;
+
+mod api_errors;
+mod lifecycle;
+mod recovery;
+mod security;

@@ -1,0 +1,255 @@
+//! Worker death and recovery: expired leases are swept back into the queue, a late write
+//! of a dead attempt is fenced off, and a killed process loses nothing.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use ledger::domain::{FailureReason, FileInfo, LedgerId, Stage, Timezone};
+use ledger::store::CompletedFile;
+use serde_json::Value;
+
+use crate::helpers::{Options, source_with, spawn_with, statement};
+
+#[tokio::test]
+async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
+    // The api process stores the job; nobody consumes yet.
+    let api = spawn_with(Options {
+        vars: vec![("APP_ENV_APPLICATION_ROLES", "api".into())],
+        ..Options::default()
+    })
+    .await;
+    let token = api.user("alice", "merchant_operator", "m_acme").await;
+    let created = api.create_ok(&token, statement("m_acme", "2026-10")).await;
+    let id: LedgerId = created["id"].as_str().unwrap().parse().unwrap();
+
+    // A worker claims it and dies: its lease runs out.
+    let now = Utc::now();
+    let dead = api.store.claim(id, now, now + chrono::Duration::milliseconds(200)).await.unwrap();
+    assert_eq!(dead.unwrap().attempt_count, 1);
+
+    // A worker process on the same data dir sweeps, re-claims and completes it as attempt 2.
+    let worker = spawn_with(Options {
+        vars: vec![
+            ("APP_ENV_APPLICATION_ROLES", "worker".into()),
+            ("APP_ENV_DATA_DIR", api.data_dir.path().display().to_string()),
+            ("APP_ENV_JOB_TIMEOUT_MS", "300".into()),
+            ("APP_ENV_SWEEP_INTERVAL_MS", "100".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let done = api.wait_for(&token, &id.to_string(), "COMPLETED", 30).await;
+    assert_eq!(done["attemptCount"], 2);
+
+    // The dead attempt wakes up: every write it tries is refused.
+    let store = &api.store;
+    let reason = FailureReason {
+        error_code: "JOB_EXECUTION_FAILED".into(),
+        message: "late".into(),
+        retryable: true,
+        at: Utc::now(),
+    };
+    assert!(store.fail(id, 1, &reason).await.unwrap().is_none());
+    assert!(!store.renew_lease(id, 1, Utc::now()).await.unwrap());
+    assert!(!store.record_phase(id, 1, "UPLOAD_DONE", None, Utc::now()).await.unwrap());
+    let forged = CompletedFile {
+        info: FileInfo {
+            version: 1,
+            content_type: "text/csv".into(),
+            size_bytes: 1,
+            sha256: "00".repeat(32),
+            file_name: "x.csv".into(),
+        },
+        object_key: "elsewhere".into(),
+    };
+    let late = store.complete(id, 1, &forged, Stage::Final, Timezone::UTC, Utc::now()).await;
+    assert!(late.unwrap().is_none());
+    let after: Value = api.get(&token, &format!("/ledgers/{id}")).await.json().await.unwrap();
+    assert_eq!(after["status"], "COMPLETED");
+    assert_eq!(after["file"]["sha256"], done["file"]["sha256"]);
+    let events: Value = api.get(&token, &format!("/ledgers/{id}/events")).await.json().await.unwrap();
+    let attempts: Vec<u64> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "PROCESSING")
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2]);
+    let pendings = events["items"].as_array().unwrap().iter().filter(|e| e["status"] == "PENDING").count();
+    assert_eq!(pendings, 2, "created, then put back by the sweep");
+    worker.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_that_stalls_too_often_is_rejected() {
+    let app = spawn_with(Options {
+        vars: vec![
+            ("APP_ENV_APPLICATION_ROLES", "api".into()),
+            ("APP_ENV_MAX_ATTEMPTS", "1".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let token = app.user("alice", "merchant_operator", "m_acme").await;
+    let created = app.create_ok(&token, statement("m_acme", "2026-10")).await;
+    let id: LedgerId = created["id"].as_str().unwrap().parse().unwrap();
+    let now = Utc::now();
+    app.store.claim(id, now, now).await.unwrap().unwrap();
+    let worker = spawn_with(Options {
+        vars: vec![
+            ("APP_ENV_APPLICATION_ROLES", "worker".into()),
+            ("APP_ENV_DATA_DIR", app.data_dir.path().display().to_string()),
+            ("APP_ENV_MAX_ATTEMPTS", "1".into()),
+            ("APP_ENV_SWEEP_INTERVAL_MS", "100".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let rejected = app.wait_for(&token, &id.to_string(), "REJECTED", 30).await;
+    assert_eq!(rejected["failureReason"]["errorCode"], "JOB_EXECUTION_FAILED");
+    assert_eq!(rejected["attemptCount"], 1);
+    // A user retry brings it back, and this time it completes.
+    assert_eq!(app.post(&token, &format!("/ledgers/{id}/retry")).await.status(), 202);
+    let done = app.wait_for(&token, &id.to_string(), "COMPLETED", 30).await;
+    assert_eq!(done["attemptCount"], 2);
+    worker.stop().await;
+    app.stop().await;
+}
+
+struct Process {
+    child: std::process::Child,
+    port: u16,
+}
+
+fn start_binary(data_dir: &std::path::Path, source_dir: &std::path::Path, port: u16) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV_DATA_DIR", data_dir)
+        .env("APP_ENV_SOURCE_DIR", source_dir)
+        .env("APP_ENV_HOST", "127.0.0.1")
+        .env("APP_ENV_PORT", port.to_string())
+        .env("APP_ENV_JOB_TIMEOUT_MS", "1500")
+        .env("APP_ENV_SWEEP_INTERVAL_MS", "200")
+        .env("APP_ENV_WORKER_CONCURRENCY", "1")
+        .env("APP_ENV_POLICY_CACHE_TTL_MS", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ledger");
+    Process { child, port }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn wait_ready(client: &reqwest::Client, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("ledger on port {port} did not become ready");
+}
+
+#[tokio::test]
+async fn kill_dash_nine_mid_job_loses_nothing() {
+    let source = source_with("m_big", 400_000, Some("UTC"));
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    // Token and grant through the CLI's own building blocks, on the same data dir.
+    let config = ledger::config::Config::from_vars(
+        &[("APP_ENV_DATA_DIR".to_owned(), data.path().display().to_string())].into(),
+    )
+    .unwrap();
+    let token = ledger::app::dev_key(&config)
+        .unwrap()
+        .sign("ops", Duration::from_secs(3600), None, None)
+        .unwrap();
+
+    let port = free_port();
+    let mut first = start_binary(data.path(), source.path(), port);
+    wait_ready(&client, port).await;
+    let store = ledger::app::open_store(&config).await.unwrap();
+    store
+        .add_grant(&ledger::domain::Grant {
+            subject: "ops".into(),
+            role: "merchant_operator".into(),
+            domain: "m_big".into(),
+        })
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}/v1/api/ledger", first.port);
+    let mut ids = Vec::new();
+    for period in ["2026", "2026-Q2", "2026-03", "2026-W10"] {
+        let r = client
+            .post(format!("{base}/ledgers"))
+            .bearer_auth(&token)
+            .json(&statement("m_big", period))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let body: Value = r.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // Kill the process while the big first job is PROCESSING.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l: Value = client
+            .get(format!("{base}/ledgers/{}", ids[0]))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if l["status"] == "PROCESSING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never started: {l}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+
+    let port = free_port();
+    let mut second = start_binary(data.path(), source.path(), port);
+    wait_ready(&client, port).await;
+    let base = format!("http://127.0.0.1:{port}/v1/api/ledger");
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let l: Value = client
+                .get(format!("{base}/ledgers/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if l["status"] == "COMPLETED" {
+                if id == &ids[0] {
+                    assert_eq!(l["attemptCount"], 2, "the killed attempt was 1: {l}");
+                }
+                break;
+            }
+            assert_ne!(l["status"], "REJECTED", "{l}");
+            assert!(Instant::now() < deadline, "ledger {id} not completed: {l}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+}
