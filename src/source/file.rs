@@ -81,7 +81,10 @@ async fn exists(path: &Path) -> Result<bool, SourceError> {
 }
 
 fn unavailable(path: &Path, e: &std::io::Error) -> SourceError {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     SourceError::Unavailable(format!("{name}: {e}"))
 }
 
@@ -101,7 +104,10 @@ impl Source for FileSource {
         // Not awaited: the thread outlives this call and feeds the stream. It stops on its
         // own at the end of the window, on an error, or when the consumer goes away.
         let _reader = tokio::task::spawn_blocking(move || {
-            let channels = Channels { opening: Some(opening_tx), batches: tx };
+            let channels = Channels {
+                opening: Some(opening_tx),
+                batches: tx,
+            };
             read_window(&path, format, &id, window, channels);
         });
         let opening_balances = opening_rx.await.map_err(|_| {
@@ -117,13 +123,18 @@ impl Source for FileSource {
                 Some(Message::End) => None,
                 // A reader that vanished without `End` must not look like a short ledger.
                 None => Some((
-                    Err(SourceError::Unavailable("the file reader stopped unexpectedly".to_owned())),
+                    Err(SourceError::Unavailable(
+                        "the file reader stopped unexpectedly".to_owned(),
+                    )),
                     (rx, true),
                 )),
             }
         })
         .boxed();
-        Ok(EntryStream { opening_balances, entries })
+        Ok(EntryStream {
+            opening_balances,
+            entries,
+        })
     }
 
     async fn ready(&self) -> Result<(), SourceError> {
@@ -156,7 +167,10 @@ fn read_header(path: &Path, format: Format, id: &MerchantId) -> Result<Header, S
 /// The header line and the reader positioned after it.
 fn read_ndjson_header(path: &Path, id: &MerchantId) -> Result<(Header, Lines), SourceError> {
     let file = File::open(path).map_err(|e| unavailable(path, &e))?;
-    let mut lines = Lines { reader: BufReader::with_capacity(1 << 16, file), buf: Vec::new() };
+    let mut lines = Lines {
+        reader: BufReader::with_capacity(1 << 16, file),
+        buf: Vec::new(),
+    };
     let header = match lines.next(path, || "header".to_owned())? {
         Some(line) => parse_header(line, id)?,
         None => {
@@ -188,7 +202,11 @@ struct Lines {
 
 impl Lines {
     /// The next non-blank line; `what` names it in a too-long error.
-    fn next(&mut self, path: &Path, what: impl Fn() -> String) -> Result<Option<&[u8]>, SourceError> {
+    fn next(
+        &mut self,
+        path: &Path,
+        what: impl Fn() -> String,
+    ) -> Result<Option<&[u8]>, SourceError> {
         loop {
             self.buf.clear();
             let read = (&mut self.reader)
@@ -232,7 +250,13 @@ impl Channels {
     }
 }
 
-fn read_window(path: &Path, format: Format, id: &MerchantId, window: Window, mut channels: Channels) {
+fn read_window(
+    path: &Path,
+    format: Format,
+    id: &MerchantId,
+    window: Window,
+    mut channels: Channels,
+) {
     if let Err(e) = stream_window(path, format, id, window, &mut channels) {
         channels.fail(e);
     }
@@ -253,7 +277,9 @@ fn stream_window(
             let mut validator = EntryValidator::new();
             loop {
                 let index = validator.count();
-                let Some(line) = lines.next(path, || format!("entries[{index}]"))? else { break };
+                let Some(line) = lines.next(path, || format!("entries[{index}]"))? else {
+                    break;
+                };
                 let entry = validator.next_from_json(line)?;
                 if !cutter.push(entry, index, channels)? {
                     return Ok(());
@@ -286,16 +312,32 @@ struct Cutter {
 
 impl Cutter {
     fn new(opening: Vec<Balance>, window: Window) -> Self {
-        Self { opening, window, batch: Vec::new() }
+        Self {
+            opening,
+            window,
+            batch: Vec::new(),
+        }
     }
 
     /// `false` when reading should stop (window ended, or the consumer is gone).
-    fn push(&mut self, entry: Entry, index: u64, channels: &mut Channels) -> Result<bool, SourceError> {
+    fn push(
+        &mut self,
+        entry: Entry,
+        index: u64,
+        channels: &mut Channels,
+    ) -> Result<bool, SourceError> {
         if entry.booked_at < self.window.from {
-            let balance = match self.opening.iter_mut().find(|b| b.currency == entry.currency) {
+            let balance = match self
+                .opening
+                .iter_mut()
+                .find(|b| b.currency == entry.currency)
+            {
                 Some(balance) => balance,
                 None => {
-                    self.opening.push(Balance { currency: entry.currency, amount: 0 });
+                    self.opening.push(Balance {
+                        currency: entry.currency,
+                        amount: 0,
+                    });
                     let last = self.opening.len() - 1;
                     &mut self.opening[last]
                 }
@@ -306,7 +348,7 @@ impl Cutter {
                     entry.currency
                 ))
             })?;
-            if index % CANCEL_CHECK_EVERY == 0 {
+            if index.is_multiple_of(CANCEL_CHECK_EVERY) {
                 return Ok(channels.opening.as_ref().is_some_and(|o| !o.is_closed()));
             }
             return Ok(true);
@@ -340,7 +382,11 @@ impl Cutter {
         }
         if !self.batch.is_empty() {
             let last = std::mem::take(&mut self.batch);
-            if channels.batches.blocking_send(Message::Batch(last)).is_err() {
+            if channels
+                .batches
+                .blocking_send(Message::Batch(last))
+                .is_err()
+            {
                 return;
             }
         }
@@ -359,7 +405,9 @@ mod tests {
 
     use super::*;
     use crate::domain::{Currency, EntryType};
-    use crate::source::fixture::contract::{self, Dataset, Harness, at, collect, everything, mid, window};
+    use crate::source::fixture::contract::{
+        self, Dataset, Harness, at, collect, everything, mid, window,
+    };
     use crate::source::fixture::{self, FixtureSpec};
 
     /// Writes each dataset into a fresh directory in one format.
@@ -371,14 +419,21 @@ mod tests {
 
     impl FileHarness {
         fn new(format: Format) -> Self {
-            Self { root: tempfile::tempdir().unwrap(), next: AtomicU64::new(0), format }
+            Self {
+                root: tempfile::tempdir().unwrap(),
+                next: AtomicU64::new(0),
+                format,
+            }
         }
     }
 
     #[async_trait]
     impl Harness for FileHarness {
         async fn source_with(&self, data: &Dataset) -> Box<dyn Source> {
-            let dir = self.root.path().join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+            let dir = self
+                .root
+                .path()
+                .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
             std::fs::create_dir(&dir).unwrap();
             let (name, text) = match self.format {
                 Format::Json => (format!("{}.json", data.merchant_id), data.json()),
@@ -403,15 +458,24 @@ mod tests {
     async fn error_index_counts_entries_before_the_window() {
         for format in [Format::Ndjson, Format::Json] {
             let h = FileHarness::new(format);
-            let mut data = Dataset::new("m_idx").entry("a", "2026-01-01T00:00:00Z", "PAYMENT", 1, "EUR");
+            let mut data =
+                Dataset::new("m_idx").entry("a", "2026-01-01T00:00:00Z", "PAYMENT", 1, "EUR");
             data = data.entry("b", "2026-01-02T00:00:00Z", "PAYMENT", 1, "EUR");
-            data.entries.push(contract::entry_json("c", "2026-03-01T00:00:00Z", "FEE", "0.5", "EUR"));
+            data.entries.push(contract::entry_json(
+                "c",
+                "2026-03-01T00:00:00Z",
+                "FEE",
+                "0.5",
+                "EUR",
+            ));
             let source = h.source_with(&data).await;
             let march = window("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z");
             let got = collect(&*source, &mid("m_idx"), march).await;
             assert_eq!(
                 got.err(),
-                Some(SourceError::Invalid("entries[2].amount: expected integer, found 0.5".into())),
+                Some(SourceError::Invalid(
+                    "entries[2].amount: expected integer, found 0.5".into()
+                )),
                 "{format:?}"
             );
         }
@@ -431,7 +495,9 @@ mod tests {
         assert_eq!(entries.len(), 1);
         let got = collect(&*source, &mid("m_stop"), everything()).await;
         match got {
-            Err(SourceError::Invalid(m)) => assert!(m.starts_with("entries[2]: invalid JSON"), "{m}"),
+            Err(SourceError::Invalid(m)) => {
+                assert!(m.starts_with("entries[2]: invalid JSON"), "{m}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -446,24 +512,42 @@ mod tests {
         assert_eq!(source.merchant(&mid("m_l")).await.unwrap().timezone, None);
         let (_, entries) = collect(&source, &mid("m_l"), everything()).await.unwrap();
         assert_eq!(entries.len(), 1);
-        assert_eq!((entries[0].amount, entries[0].entry_type), (-5, EntryType::Adjustment));
-        assert_eq!((entries[0].description.as_str(), entries[0].reference.as_str()), ("", ""));
+        assert_eq!(
+            (entries[0].amount, entries[0].entry_type),
+            (-5, EntryType::Adjustment)
+        );
+        assert_eq!(
+            (
+                entries[0].description.as_str(),
+                entries[0].reference.as_str()
+            ),
+            ("", "")
+        );
 
         std::fs::write(dir.path().join("m_e.ndjson"), "\n\n").unwrap();
-        assert!(matches!(source.merchant(&mid("m_e")).await, Err(SourceError::Invalid(_))));
+        assert!(matches!(
+            source.merchant(&mid("m_e")).await,
+            Err(SourceError::Invalid(_))
+        ));
 
-        let with_entries = r#"{"merchant":{"id":"m_h","name":"H"},"openingBalances":[],"entries":[]}"#;
+        let with_entries =
+            r#"{"merchant":{"id":"m_h","name":"H"},"openingBalances":[],"entries":[]}"#;
         std::fs::write(dir.path().join("m_h.ndjson"), with_entries).unwrap();
         let err = source.merchant(&mid("m_h")).await.unwrap_err();
         assert!(err.to_string().starts_with("entries: not allowed"), "{err}");
 
         std::fs::write(dir.path().join("m_both.json"), "{}").unwrap();
         std::fs::write(dir.path().join("m_both.ndjson"), "{}").unwrap();
-        assert!(matches!(source.merchant(&mid("m_both")).await, Err(SourceError::Invalid(_))));
+        assert!(matches!(
+            source.merchant(&mid("m_both")).await,
+            Err(SourceError::Invalid(_))
+        ));
 
         let page = r#"{"merchant":{"id":"m_c","name":"C"},"openingBalances":[],"entries":[],"nextCursor":"p2"}"#;
         std::fs::write(dir.path().join("m_c.json"), page).unwrap();
-        let err = collect(&source, &mid("m_c"), everything()).await.unwrap_err();
+        let err = collect(&source, &mid("m_c"), everything())
+            .await
+            .unwrap_err();
         assert!(err.to_string().starts_with("nextCursor:"), "{err}");
     }
 
@@ -474,8 +558,13 @@ mod tests {
         text.push('\n');
         text.push_str(&"x".repeat(2 << 20));
         std::fs::write(dir.path().join("m_big.ndjson"), text).unwrap();
-        let err = collect(&FileSource::new(dir.path()), &mid("m_big"), everything()).await.unwrap_err();
-        assert_eq!(err, SourceError::Invalid("entries[0]: line longer than 1048576 bytes".into()));
+        let err = collect(&FileSource::new(dir.path()), &mid("m_big"), everything())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            SourceError::Invalid("entries[0]: line longer than 1048576 bytes".into())
+        );
     }
 
     #[tokio::test]
@@ -483,7 +572,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(FileSource::new(dir.path()).ready().await, Ok(()));
         let missing = FileSource::new(dir.path().join("nope"));
-        assert!(matches!(missing.ready().await, Err(SourceError::Unavailable(_))));
+        assert!(matches!(
+            missing.ready().await,
+            Err(SourceError::Unavailable(_))
+        ));
         // A directory where the file should be cannot be read: not a merchant file.
         std::fs::create_dir(dir.path().join("m_dir.ndjson")).unwrap();
         let source = FileSource::new(dir.path());
@@ -514,14 +606,22 @@ mod tests {
         fixture::write_json(&a.path().join("m_eq.json"), &spec).unwrap();
         fixture::write_ndjson(&b.path().join("m_eq.ndjson"), &spec).unwrap();
         let (json, ndjson) = (FileSource::new(a.path()), FileSource::new(b.path()));
-        assert_eq!(json.merchant(&mid("m_eq")).await, ndjson.merchant(&mid("m_eq")).await);
+        assert_eq!(
+            json.merchant(&mid("m_eq")).await,
+            ndjson.merchant(&mid("m_eq")).await
+        );
         let expected: Vec<Entry> = fixture::generate(&spec).unwrap().collect();
-        for w in [everything(), window("2026-02-01T00:00:00Z", "2026-02-08T00:00:00Z")] {
+        for w in [
+            everything(),
+            window("2026-02-01T00:00:00Z", "2026-02-08T00:00:00Z"),
+        ] {
             let x = collect(&json, &mid("m_eq"), w).await.unwrap();
             let y = collect(&ndjson, &mid("m_eq"), w).await.unwrap();
             assert_eq!(x, y);
-            let inside: Vec<&Entry> =
-                expected.iter().filter(|e| e.booked_at >= w.from && e.booked_at < w.to).collect();
+            let inside: Vec<&Entry> = expected
+                .iter()
+                .filter(|e| e.booked_at >= w.from && e.booked_at < w.to)
+                .collect();
             assert_eq!(x.1.iter().collect::<Vec<_>>(), inside);
         }
     }
@@ -550,7 +650,10 @@ mod tests {
         let elapsed = started.elapsed();
         assert_eq!(n, count);
         assert!(largest <= BATCH);
-        let expected: i128 = fixture::generate(&spec).unwrap().map(|e| i128::from(e.amount)).sum();
+        let expected: i128 = fixture::generate(&spec)
+            .unwrap()
+            .map(|e| i128::from(e.amount))
+            .sum();
         assert_eq!(sum, expected);
         (written, elapsed)
     }
@@ -565,7 +668,9 @@ mod tests {
     #[ignore = "benchmark: run in release"]
     async fn big_file_speed() {
         let (written, streamed) = stream_big(1_000_000).await;
-        println!("1,000,000 entries: written in {written:?}, parsed + validated + streamed in {streamed:?}");
+        println!(
+            "1,000,000 entries: written in {written:?}, parsed + validated + streamed in {streamed:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -578,13 +683,25 @@ mod tests {
         let (opening_tx, opening_rx) = oneshot::channel();
         let (tx, mut rx) = mpsc::channel(CHANNEL_BATCHES);
         let reader = tokio::task::spawn_blocking(move || {
-            let channels = Channels { opening: Some(opening_tx), batches: tx };
-            read_window(&path, Format::Ndjson, &mid("m_drop"), everything(), channels);
+            let channels = Channels {
+                opening: Some(opening_tx),
+                batches: tx,
+            };
+            read_window(
+                &path,
+                Format::Ndjson,
+                &mid("m_drop"),
+                everything(),
+                channels,
+            );
         });
         assert_eq!(opening_rx.await.unwrap().unwrap(), header.opening_balances);
         assert!(matches!(rx.recv().await, Some(Message::Batch(_))));
         drop(rx);
-        tokio::time::timeout(Duration::from_secs(2), reader).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(2), reader)
+            .await
+            .unwrap()
+            .unwrap();
 
         // Through the port: dropping the `EntryStream` after one batch is enough.
         let source = FileSource::new(dir.path());
@@ -604,7 +721,10 @@ mod tests {
         drop(opening_rx);
         let late = window("2099-01-01T00:00:00Z", "2099-02-01T00:00:00Z");
         let started = Instant::now();
-        let channels = Channels { opening: Some(opening_tx), batches: tx };
+        let channels = Channels {
+            opening: Some(opening_tx),
+            batches: tx,
+        };
         let ok = tokio::task::spawn_blocking(move || {
             let mut channels = channels;
             stream_window(&path, Format::Ndjson, &mid("m_fold"), late, &mut channels).is_ok()
@@ -614,7 +734,10 @@ mod tests {
     }
 
     fn examples_dir() -> &'static Path {
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../main/examples/source"))
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../main/examples/source"
+        ))
     }
 
     #[tokio::test]
@@ -625,9 +748,11 @@ mod tests {
             examples_dir()
         };
         let source = FileSource::new(dir);
-        for (id, entries, currencies) in
-            [("m_acme", 200, 1), ("m_tokyo", 500, 2), ("m_global", 5_000, 5)]
-        {
+        for (id, entries, currencies) in [
+            ("m_acme", 200, 1),
+            ("m_tokyo", 500, 2),
+            ("m_global", 5_000, 5),
+        ] {
             let merchant = source.merchant(&mid(id)).await.unwrap();
             assert_eq!(merchant.id, mid(id));
             let (opening, all) = collect(&source, &mid(id), everything()).await.unwrap();
@@ -640,11 +765,18 @@ mod tests {
         let acme = source.merchant(&mid("m_acme")).await.unwrap();
         assert_eq!(acme.name, "Acme GmbH");
         assert_eq!(acme.timezone.map(|t| t.name()), Some("Europe/Berlin"));
-        let (opening, _) = collect(&source, &mid("m_acme"), everything()).await.unwrap();
+        let (opening, _) = collect(&source, &mid("m_acme"), everything())
+            .await
+            .unwrap();
         assert_eq!(opening[0].amount, 125_000);
         assert_eq!(opening[0].currency, Currency::parse("EUR").unwrap());
-        assert_eq!(source.merchant(&mid("m_global")).await.unwrap().timezone, None);
-        let broken = collect(&source, &mid("m_broken"), everything()).await.unwrap_err();
+        assert_eq!(
+            source.merchant(&mid("m_global")).await.unwrap().timezone,
+            None
+        );
+        let broken = collect(&source, &mid("m_broken"), everything())
+            .await
+            .unwrap_err();
         match broken {
             SourceError::Invalid(m) => assert!(m.starts_with("entries[2].amount: "), "{m}"),
             other => panic!("{other:?}"),

@@ -90,7 +90,10 @@ pub fn generate(spec: &FixtureSpec<'_>) -> io::Result<Generator> {
         .iter()
         .map(|(code, _)| {
             Currency::parse(code).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("unknown currency {code}"))
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unknown currency {code}"),
+                )
             })
         })
         .collect::<io::Result<Vec<_>>>()?;
@@ -133,10 +136,17 @@ impl Iterator for Generator {
 
         // Jitter below one step keeps times ascending; every 41st entry shares its
         // predecessor's second so the `id` tie-break gets exercised.
-        let jitter = if self.step > 1 { rng.below(self.step as u64 / 2) as i64 } else { 0 };
-        let offset = i64::try_from(i).unwrap_or(i64::MAX).saturating_mul(self.step) + jitter;
+        let jitter = if self.step > 1 {
+            rng.below(self.step as u64 / 2) as i64
+        } else {
+            0
+        };
+        let offset = i64::try_from(i)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(self.step)
+            + jitter;
         let mut booked_at = self.start + TimeDelta::seconds(offset);
-        if let Some(previous) = self.previous.filter(|_| i % 41 == 0) {
+        if let Some(previous) = self.previous.filter(|_| i.is_multiple_of(41)) {
             booked_at = previous;
         }
         self.previous = Some(booked_at);
@@ -176,9 +186,17 @@ impl Iterator for Generator {
             }
             EntryType::Refund => {
                 let of = order.saturating_sub(1 + i % 40).max(1000);
-                (-between(5, 200), format!("Refund for order {of}"), format!("ord_{of}"))
+                (
+                    -between(5, 200),
+                    format!("Refund for order {of}"),
+                    format!("ord_{of}"),
+                )
             }
-            EntryType::Fee => (-(between(0, 5) + 10), "Processing fee, card".to_owned(), String::new()),
+            EntryType::Fee => (
+                -(between(0, 5) + 10),
+                "Processing fee, card".to_owned(),
+                String::new(),
+            ),
             EntryType::Payout => (
                 -between(200, 2000),
                 "Payout to bank account ending 4821".to_owned(),
@@ -245,9 +263,16 @@ pub fn write_entry<W: Write>(
     out.write_all(b"{\"id\":")?;
     serde_json::to_writer(&mut *out, &entry.id)?;
     out.write_all(b",\"bookedAt\":\"")?;
-    match timezone.and_then(|tz| Timezone::parse(tz).ok()).filter(|_| i % 2 == 1) {
+    match timezone
+        .and_then(|tz| Timezone::parse(tz).ok())
+        .filter(|_| i % 2 == 1)
+    {
         Some(tz) => out.write_all(
-            entry.booked_at.with_timezone(&tz.0).to_rfc3339_opts(SecondsFormat::Secs, true).as_bytes(),
+            entry
+                .booked_at
+                .with_timezone(&tz.0)
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+                .as_bytes(),
         )?,
         None => {
             let t = entry.booked_at;
@@ -270,14 +295,14 @@ pub fn write_entry<W: Write>(
         entry.amount,
         entry.currency
     )?;
-    if !(entry.description.is_empty() && i % 2 == 0) {
+    if !(entry.description.is_empty() && i.is_multiple_of(2)) {
         out.write_all(b",\"description\":")?;
         serde_json::to_writer(&mut *out, &entry.description)?;
     }
     if !entry.reference.is_empty() {
         out.write_all(b",\"reference\":")?;
         serde_json::to_writer(&mut *out, &entry.reference)?;
-    } else if i % 3 != 0 {
+    } else if !i.is_multiple_of(3) {
         out.write_all(b",\"reference\":null")?;
     }
     out.write_all(b"}")
@@ -346,13 +371,22 @@ pub mod contract {
 
         /// Adds an opening balance.
         pub fn opening(mut self, currency: &str, amount: i64) -> Self {
-            self.opening.push(format!(r#"{{"currency":"{currency}","amount":{amount}}}"#));
+            self.opening
+                .push(format!(r#"{{"currency":"{currency}","amount":{amount}}}"#));
             self
         }
 
         /// Adds a valid-looking entry.
-        pub fn entry(mut self, id: &str, at: &str, kind: &str, amount: i64, currency: &str) -> Self {
-            self.entries.push(entry_json(id, at, kind, &amount.to_string(), currency));
+        pub fn entry(
+            mut self,
+            id: &str,
+            at: &str,
+            kind: &str,
+            amount: i64,
+            currency: &str,
+        ) -> Self {
+            self.entries
+                .push(entry_json(id, at, kind, &amount.to_string(), currency));
             self
         }
 
@@ -385,7 +419,10 @@ pub mod contract {
         pub fn json(&self) -> String {
             let header = self.header_json();
             let head = header.strip_suffix('}').unwrap_or(&header);
-            format!("{head},\"entries\":[\n{}\n],\"nextCursor\":null}}\n", self.entries.join(",\n"))
+            format!(
+                "{head},\"entries\":[\n{}\n],\"nextCursor\":null}}\n",
+                self.entries.join(",\n")
+            )
         }
     }
 
@@ -410,7 +447,10 @@ pub mod contract {
 
     /// `[from, to)`.
     pub fn window(from: &str, to: &str) -> Window {
-        Window { from: at(from), to: at(to) }
+        Window {
+            from: at(from),
+            to: at(to),
+        }
     }
 
     /// A window holding any plausible entry.
@@ -462,7 +502,14 @@ pub mod contract {
             }
         );
         let plain = h.source_with(&Dataset::new("m_plain")).await;
-        assert_eq!(plain.merchant(&mid("m_plain")).await.expect("merchant").timezone, None);
+        assert_eq!(
+            plain
+                .merchant(&mid("m_plain"))
+                .await
+                .expect("merchant")
+                .timezone,
+            None
+        );
     }
 
     /// Entries before `from` go into the opening balance, `from` is inclusive, `to` exclusive.
@@ -475,21 +522,41 @@ pub mod contract {
             .entry("d", "2026-10-31T23:59:59Z", "REFUND", -100, "EUR")
             .entry("e", "2026-11-01T00:00:00Z", "PAYMENT", 7, "EUR");
         let source = h.source_with(&data).await;
-        let (opening, entries) =
-            collect(&*source, &mid("m_cut"), window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"))
-                .await
-                .expect("window");
-        assert_eq!(opening, vec![Balance { currency: eur(), amount: 10_500 }]);
+        let (opening, entries) = collect(
+            &*source,
+            &mid("m_cut"),
+            window("2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z"),
+        )
+        .await
+        .expect("window");
+        assert_eq!(
+            opening,
+            vec![Balance {
+                currency: eur(),
+                amount: 10_500
+            }]
+        );
         assert_eq!(ids(&entries), ["b", "c", "d"]);
         let c = &entries[1];
         assert_eq!(c.booked_at, at("2026-10-15T10:00:00Z"));
-        assert_eq!((c.entry_type, c.amount, c.currency), (EntryType::Payment, 1999, eur()));
+        assert_eq!(
+            (c.entry_type, c.amount, c.currency),
+            (EntryType::Payment, 1999, eur())
+        );
         assert_eq!(c.description, "Order, \"c\"");
         assert_eq!(c.reference, "ord_c");
 
         // The whole history: opening as in the file, every entry.
-        let (opening, entries) = collect(&*source, &mid("m_cut"), everything()).await.expect("all");
-        assert_eq!(opening, vec![Balance { currency: eur(), amount: 10_000 }]);
+        let (opening, entries) = collect(&*source, &mid("m_cut"), everything())
+            .await
+            .expect("all");
+        assert_eq!(
+            opening,
+            vec![Balance {
+                currency: eur(),
+                amount: 10_000
+            }]
+        );
         assert_eq!(entries.len(), 5);
     }
 
@@ -504,17 +571,26 @@ pub mod contract {
             .entry("4", "2026-01-03T00:00:00Z", "PAYOUT", -1_200, "EUR")
             .entry("5", "2026-02-01T00:00:00Z", "PAYMENT", 1, "USD");
         let source = h.source_with(&data).await;
-        let (opening, entries) =
-            collect(&*source, &mid("m_multi"), window("2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"))
-                .await
-                .expect("window");
+        let (opening, entries) = collect(
+            &*source,
+            &mid("m_multi"),
+            window("2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"),
+        )
+        .await
+        .expect("window");
         let c = |code: &str| Currency::parse(code).expect("currency");
-        let mut opening: Vec<(String, i64)> =
-            opening.iter().map(|b| (b.currency.code().to_owned(), b.amount)).collect();
+        let mut opening: Vec<(String, i64)> = opening
+            .iter()
+            .map(|b| (b.currency.code().to_owned(), b.amount))
+            .collect();
         opening.sort();
         assert_eq!(
             opening,
-            [("EUR".to_owned(), 0), ("JPY".to_owned(), 47_000), ("KWD".to_owned(), 1_234)]
+            [
+                ("EUR".to_owned(), 0),
+                ("JPY".to_owned(), 47_000),
+                ("KWD".to_owned(), 1_234)
+            ]
         );
         assert_eq!(ids(&entries), ["5"]);
         assert_eq!(entries[0].currency, c("USD"));
@@ -528,16 +604,40 @@ pub mod contract {
             .entry("y", "2026-07-01T00:00:00Z", "PAYMENT", 9, "EUR");
         let source = h.source_with(&data).await;
         let june = window("2026-06-01T00:00:00Z", "2026-07-01T00:00:00Z");
-        let (opening, entries) = collect(&*source, &mid("m_empty"), june).await.expect("june");
-        assert_eq!(opening, vec![Balance { currency: eur(), amount: 50 }]);
+        let (opening, entries) = collect(&*source, &mid("m_empty"), june)
+            .await
+            .expect("june");
+        assert_eq!(
+            opening,
+            vec![Balance {
+                currency: eur(),
+                amount: 50
+            }]
+        );
         assert!(entries.is_empty());
         let early = window("2020-01-01T00:00:00Z", "2020-02-01T00:00:00Z");
-        let (opening, entries) = collect(&*source, &mid("m_empty"), early).await.expect("early");
-        assert_eq!(opening, vec![Balance { currency: eur(), amount: 42 }]);
+        let (opening, entries) = collect(&*source, &mid("m_empty"), early)
+            .await
+            .expect("early");
+        assert_eq!(
+            opening,
+            vec![Balance {
+                currency: eur(),
+                amount: 42
+            }]
+        );
         assert!(entries.is_empty());
         let late = window("2027-01-01T00:00:00Z", "2027-02-01T00:00:00Z");
-        let (opening, entries) = collect(&*source, &mid("m_empty"), late).await.expect("late");
-        assert_eq!(opening, vec![Balance { currency: eur(), amount: 59 }]);
+        let (opening, entries) = collect(&*source, &mid("m_empty"), late)
+            .await
+            .expect("late");
+        assert_eq!(
+            opening,
+            vec![Balance {
+                currency: eur(),
+                amount: 59
+            }]
+        );
         assert!(entries.is_empty());
         let none = h.source_with(&Dataset::new("m_none")).await;
         let (opening, entries) = collect(&*none, &mid("m_none"), june).await.expect("none");
@@ -597,7 +697,10 @@ pub mod contract {
             ),
             (
                 "amount 2^63",
-                with(1, entry_json("tx_2", at2, "PAYMENT", "9223372036854775808", "EUR")),
+                with(
+                    1,
+                    entry_json("tx_2", at2, "PAYMENT", "9223372036854775808", "EUR"),
+                ),
                 "entries[1].amount: expected integer, out of range, found 9223372036854775808",
             ),
             (
@@ -617,7 +720,10 @@ pub mod contract {
             ),
             (
                 "time without offset",
-                with(1, entry_json("tx_2", "2026-10-02T00:00:00", "PAYMENT", "1", "EUR")),
+                with(
+                    1,
+                    entry_json("tx_2", "2026-10-02T00:00:00", "PAYMENT", "1", "EUR"),
+                ),
                 r#"entries[1].bookedAt: expected an RFC 3339 timestamp with offset, found "2026-10-02T00:00:00""#,
             ),
             (
@@ -635,7 +741,11 @@ pub mod contract {
                 with(2, good("tx_1", "2026-10-03T00:00:00Z")),
                 r#"entries[2].id: repeated entry id "tx_1""#,
             ),
-            ("empty id", with(1, good("", at2)), "entries[1].id: expected a non-empty string"),
+            (
+                "empty id",
+                with(1, good("", at2)),
+                "entries[1].id: expected a non-empty string",
+            ),
             (
                 "id too long",
                 with(1, good(&"x".repeat(129), at2)),
@@ -643,7 +753,10 @@ pub mod contract {
             ),
             (
                 "missing currency",
-                with(1, format!(r#"{{"id":"tx_2","bookedAt":"{at2}","type":"FEE","amount":1}}"#)),
+                with(
+                    1,
+                    format!(r#"{{"id":"tx_2","bookedAt":"{at2}","type":"FEE","amount":1}}"#),
+                ),
                 "entries[1].currency: missing, expected string",
             ),
             (
@@ -676,11 +789,19 @@ pub mod contract {
                 ),
                 "entries[1].amount: repeated field",
             ),
-            ("entry not an object", with(1, "[1,2]".to_owned()), "entries[1]: expected an object, found an array"),
+            (
+                "entry not an object",
+                with(1, "[1,2]".to_owned()),
+                "entries[1]: expected an object, found an array",
+            ),
         ];
         let mut tz = base();
         tz.timezone = Some("Mars/Base".to_owned());
-        cases.push(("unknown time zone", tz, r#"merchant.timezone: unknown time zone "Mars/Base""#));
+        cases.push((
+            "unknown time zone",
+            tz,
+            r#"merchant.timezone: unknown time zone "Mars/Base""#,
+        ));
         let mut float_opening = base();
         float_opening.opening = vec![r#"{"currency":"EUR","amount":12.5}"#.to_owned()];
         cases.push((
@@ -696,10 +817,18 @@ pub mod contract {
             r#"openingBalances[0].currency: unknown currency "EURO""#,
         ));
         let twice = base().opening("EUR", 5);
-        cases.push(("repeated opening currency", twice, r#"openingBalances[1].currency: repeated currency "EUR""#));
+        cases.push((
+            "repeated opening currency",
+            twice,
+            r#"openingBalances[1].currency: repeated currency "EUR""#,
+        ));
         let mut other = base();
         other.header_id = "m_other".to_owned();
-        cases.push(("other merchant's data", other, r#"merchant.id: expected "m_bad", found "m_other""#));
+        cases.push((
+            "other merchant's data",
+            other,
+            r#"merchant.id: expected "m_bad", found "m_other""#,
+        ));
         cases
     }
 
@@ -708,7 +837,11 @@ pub mod contract {
         for (name, data, message) in validation_cases() {
             let source = h.source_with(&data).await;
             let got = collect(&*source, &mid(&data.merchant_id), everything()).await;
-            assert_eq!(got.err(), Some(SourceError::Invalid(message.to_owned())), "{name}");
+            assert_eq!(
+                got.err(),
+                Some(SourceError::Invalid(message.to_owned())),
+                "{name}"
+            );
         }
     }
 
