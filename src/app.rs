@@ -93,13 +93,17 @@ pub fn dev_key(config: &Config) -> anyhow::Result<DevKey> {
 async fn verifier(config: &Config) -> anyhow::Result<Verifier> {
     let opts = VerifierOptions::new(config.auth_issuer.clone(), config.auth_audience.clone());
     if let Some(url) = &config.auth_jwks_url {
-        return Verifier::from_url(url, opts).await.context("APP_ENV_AUTH_JWKS_URL");
+        return Verifier::from_url(url, opts)
+            .await
+            .context("APP_ENV_AUTH_JWKS_URL");
     }
     if let Some(file) = &config.auth_jwks_file {
         return Verifier::from_file(file, opts).context("APP_ENV_AUTH_JWKS_FILE");
     }
     let key = dev_key(config)?;
-    tracing::warn!("no APP_ENV_AUTH_JWKS_URL or APP_ENV_AUTH_JWKS_FILE: verifying tokens with the local dev key");
+    tracing::warn!(
+        "no APP_ENV_AUTH_JWKS_URL or APP_ENV_AUTH_JWKS_FILE: verifying tokens with the local dev key"
+    );
     Verifier::from_jwks(&key.jwks(), opts).context("dev key JWKS")
 }
 
@@ -117,14 +121,17 @@ impl GrantSource for StoreGrants {
 }
 
 /// Runs the configured roles on `listener` until `shutdown` fires, then drains.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     // The embedded store migrates itself: zero set-up is its point.
     store.migrate().await.context("migrating the job store")?;
     let keyring = keyring(&config)?;
-    let storage: Arc<dyn ObjectStorage> = Arc::new(
-        ObjectStoreStorage::local(&config.storage_dir()).context("APP_ENV_STORAGE_URL")?,
-    );
+    let storage: Arc<dyn ObjectStorage> =
+        Arc::new(ObjectStoreStorage::local(&config.storage_dir()).context("APP_ENV_STORAGE_URL")?);
     let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(store.clone()));
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
     let notifier = Notifier::new(bus.clone());
@@ -209,7 +216,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         None
     };
 
-    let ops = OpsState { checks: Arc::new(checks), metrics: crate::telemetry::metrics_handle() };
+    let ops = OpsState {
+        checks: Arc::new(checks),
+        metrics: crate::telemetry::metrics_handle(),
+    };
     let app = api::router(api_state, ops);
     let address = listener.local_addr()?;
     tracing::info!(

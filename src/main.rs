@@ -9,7 +9,11 @@ use ledger::config::Config;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "ledger", version, about = "Merchant ledgers: generated asynchronously, encrypted at rest")]
+#[command(
+    name = "ledger",
+    version,
+    about = "Merchant ledgers: generated asynchronously, encrypted at rest"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -42,9 +46,17 @@ enum Command {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Give SUBJECT the ROLE on MERCHANT (or `*` for every merchant).
-    Grant { subject: String, role: String, merchant: String },
+    Grant {
+        subject: String,
+        role: String,
+        merchant: String,
+    },
     /// Take the grant away.
-    Revoke { subject: String, role: String, merchant: String },
+    Revoke {
+        subject: String,
+        role: String,
+        merchant: String,
+    },
     /// List every grant.
     List,
 }
@@ -96,10 +108,17 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Token { sub, ttl } => {
             if config.auth_jwks_url.is_some() || config.auth_jwks_file.is_some() {
-                eprintln!("warning: the server verifies tokens with APP_ENV_AUTH_JWKS_*; a dev-key token will be refused there");
+                eprintln!(
+                    "warning: the server verifies tokens with APP_ENV_AUTH_JWKS_*; a dev-key token will be refused there"
+                );
             }
             let key = ledger::app::dev_key(&config)?;
-            let token = key.sign(&sub, ttl, config.auth_issuer.as_deref(), config.auth_audience.as_deref())?;
+            let token = key.sign(
+                &sub,
+                ttl,
+                config.auth_issuer.as_deref(),
+                config.auth_audience.as_deref(),
+            )?;
             println!("{token}");
             Ok(())
         }
@@ -115,16 +134,35 @@ async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
     let store = ledger::app::open_store(&config).await?;
     store.migrate().await?;
     match command {
-        PolicyCommand::Grant { subject, role, merchant } => {
+        PolicyCommand::Grant {
+            subject,
+            role,
+            merchant,
+        } => {
             let grant = validate_grant(&subject, &role, &merchant)?;
             let added = store.add_grant(&grant).await?;
-            println!("{} {} {} {}", if added { "granted" } else { "already granted" }, grant.subject, grant.role, grant.domain);
+            println!(
+                "{} {} {} {}",
+                if added { "granted" } else { "already granted" },
+                grant.subject,
+                grant.role,
+                grant.domain
+            );
         }
-        PolicyCommand::Revoke { subject, role, merchant } => {
+        PolicyCommand::Revoke {
+            subject,
+            role,
+            merchant,
+        } => {
             let grant = validate_grant(&subject, &role, &merchant)?;
             let removed = store.remove_grant(&grant).await?;
             if !removed {
-                anyhow::bail!("no such grant: {} {} {}", grant.subject, grant.role, grant.domain);
+                anyhow::bail!(
+                    "no such grant: {} {} {}",
+                    grant.subject,
+                    grant.role,
+                    grant.domain
+                );
             }
             println!("revoked {} {} {}", grant.subject, grant.role, grant.domain);
         }
@@ -139,9 +177,9 @@ async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let address = format!("{}:{}", config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(&address)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {address} (APP_ENV_HOST/APP_ENV_PORT): {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&address).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {address} (APP_ENV_HOST/APP_ENV_PORT): {e}")
+    })?;
     let shutdown = CancellationToken::new();
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -156,13 +194,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -18,7 +18,9 @@ tokio::task_local! {
 
 /// The current request's id, or `-` outside a request.
 pub fn request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".into())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".into())
 }
 
 /// A failure as the client sees it.

@@ -24,10 +24,15 @@ impl FromRequestParts<AppState> for Caller {
         let token = header
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Unauthorized("expected Authorization: Bearer <token>".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized("expected Authorization: Bearer <token>".into())
+            })?;
         let claims = state
             .verifier
             .verify(token)
@@ -68,14 +73,23 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         let body = http_body_util::Limited::new(request.into_body(), MAX_BODY);
         let bytes: Bytes = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
                 return Err(ApiError::PayloadTooLarge);
             }
-            Err(_) => return Err(ApiError::MalformedBody("the request body could not be read".into())),
+            Err(_) => {
+                return Err(ApiError::MalformedBody(
+                    "the request body could not be read".into(),
+                ));
+            }
         };
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
             Ok(serde_json::Value::Object(map)) => Ok(JsonObject(map)),
-            Ok(_) => Err(ApiError::MalformedBody("the body must be a JSON object".into())),
+            Ok(_) => Err(ApiError::MalformedBody(
+                "the body must be a JSON object".into(),
+            )),
             Err(e) => Err(ApiError::MalformedBody(format!("malformed JSON: {e}"))),
         }
     }

@@ -14,7 +14,8 @@ use serde_json::json;
 
 use super::OpsState;
 
-type CheckFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+type CheckFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// A named readiness check of one backend.
 #[derive(Clone)]
@@ -31,7 +32,10 @@ impl Check {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        Self { name, run: Arc::new(move || Box::pin(f())) }
+        Self {
+            name,
+            run: Arc::new(move || Box::pin(f())),
+        }
     }
 }
 
@@ -40,7 +44,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) fn router(ops: OpsState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(ops)
@@ -71,7 +78,11 @@ async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
             }
         }
     }
-    let status = if failing.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if failing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if failing.is_empty() { "ready" } else { "not_ready" },
         "failing": failing,
@@ -82,7 +93,10 @@ async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
 
 async fn metrics(State(ops): State<OpsState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         ops.metrics.render(),
     )
 }

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -24,8 +24,8 @@ use crate::auth::{Caller, MerchantScope, Permission, assert_merchant_access};
 use crate::crypto::{Binding, Decryptor};
 use crate::domain::ledger::{parse_wire, stage_at};
 use crate::domain::{
-    Action, FailureReason, Format, InvalidInput, Ledger, LedgerId, LedgerType, MerchantId,
-    Period, Status, Timezone,
+    Action, FailureReason, Format, InvalidInput, Ledger, LedgerId, LedgerType, MerchantId, Period,
+    Status, Timezone,
 };
 use crate::queue::JobMessage;
 use crate::store::{IdempotencyRecord, InsertOutcome, ListQuery, NewLedger, UserChange};
@@ -88,7 +88,10 @@ fn accepted(l: &Ledger) -> Response {
     response
 }
 
-fn string_field<'a>(body: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, InvalidInput> {
+fn string_field<'a>(
+    body: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, InvalidInput> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.as_str())),
@@ -116,24 +119,46 @@ impl CreateRequest {
             return Err(InvalidInput::new(unknown.clone(), "unknown field"));
         }
         let merchant_id = MerchantId::parse(required(body, "merchantId")?)?;
-        let ledger_type =
-            parse_wire("type", required(body, "type")?, LedgerType::ALL, LedgerType::parse)?;
-        let format = parse_wire("format", required(body, "format")?, Format::ALL, Format::parse)?;
+        let ledger_type = parse_wire(
+            "type",
+            required(body, "type")?,
+            LedgerType::ALL,
+            LedgerType::parse,
+        )?;
+        let format = parse_wire(
+            "format",
+            required(body, "format")?,
+            Format::ALL,
+            Format::parse,
+        )?;
         let period = Period::parse(required(body, "period")?)?;
-        let timezone = string_field(body, "timezone")?.map(Timezone::parse).transpose()?;
+        let timezone = string_field(body, "timezone")?
+            .map(Timezone::parse)
+            .transpose()?;
         // Without a zone the merchant's is not known yet: judge by the earliest zone on
         // Earth, so no period that has started anywhere is refused.
         let earliest = Timezone(chrono_tz::Pacific::Kiritimati);
         if !period.has_started(timezone.unwrap_or(earliest), now) {
-            return Err(InvalidInput::new("period", "the period has not started yet"));
+            return Err(InvalidInput::new(
+                "period",
+                "the period has not started yet",
+            ));
         }
         if !crate::render::supported(ledger_type, format) {
             return Err(InvalidInput::new(
                 "format",
-                format!("{ledger_type} documents in {format} are not available yet; available: STATEMENT in CSV"),
+                format!(
+                    "{ledger_type} documents in {format} are not available yet; available: STATEMENT in CSV"
+                ),
             ));
         }
-        Ok(Self { merchant_id, ledger_type, period, format, timezone })
+        Ok(Self {
+            merchant_id,
+            ledger_type,
+            period,
+            format,
+            timezone,
+        })
     }
 
     /// A hash of the normalised request: the same request in other whitespace or field
@@ -152,13 +177,18 @@ impl CreateRequest {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(raw) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(raw) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let key = raw
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
-            InvalidInput::new("Idempotency-Key", "expected 1 to 255 visible ASCII characters")
+            InvalidInput::new(
+                "Idempotency-Key",
+                "expected 1 to 255 visible ASCII characters",
+            )
         })?;
     Ok(Some(key.to_owned()))
 }
@@ -183,7 +213,11 @@ async fn create(
             period: request.period,
             requested_timezone: request.timezone,
             format: request.format,
-            stage: stage_at(&request.period, request.timezone.unwrap_or(Timezone::UTC), now),
+            stage: stage_at(
+                &request.period,
+                request.timezone.unwrap_or(Timezone::UTC),
+                now,
+            ),
             created_by: caller.subject.clone(),
             created_at: now,
         };
@@ -218,7 +252,9 @@ async fn create(
             InsertOutcome::IdTaken => continue,
         }
     }
-    Err(ApiError::Internal("could not allocate a unique ledger id".into()))
+    Err(ApiError::Internal(
+        "could not allocate a unique ledger id".into(),
+    ))
 }
 
 /// The ledger a successful insert of `new` stores (for the idempotency record).
@@ -256,7 +292,10 @@ async fn enqueue_or_reject(
     caller: &Caller,
 ) -> Response {
     state.notifier.status(&ledger).await;
-    let message = JobMessage { ledger_id: ledger.id, merchant_id: ledger.merchant_id.clone() };
+    let message = JobMessage {
+        ledger_id: ledger.id,
+        merchant_id: ledger.merchant_id.clone(),
+    };
     let Err(e) = state.queue.enqueue(&message).await else {
         return accepted(&ledger);
     };
@@ -335,7 +374,10 @@ fn decode_cursor(raw: &str) -> Result<LedgerId, InvalidInput> {
     let bad = || InvalidInput::new("cursor", "not a cursor returned by this API");
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    text.strip_prefix("v1:").ok_or_else(bad)?.parse().map_err(|_| bad())
+    text.strip_prefix("v1:")
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())
 }
 
 async fn list(
@@ -354,7 +396,10 @@ async fn list(
     let ledger_type = get("type")
         .map(|s| parse_wire("type", s, LedgerType::ALL, LedgerType::parse))
         .transpose()?;
-    let period = get("period").map(Period::parse).transpose()?.map(|p| p.to_string());
+    let period = get("period")
+        .map(Period::parse)
+        .transpose()?
+        .map(|p| p.to_string());
     let limit = match get("limit") {
         None => DEFAULT_LIMIT,
         Some(raw) => raw
@@ -380,7 +425,14 @@ async fn list(
             MerchantScope::Only(list) => Some(list),
         },
     };
-    let query = ListQuery { merchants, status, ledger_type, period, before, limit: limit + 1 };
+    let query = ListQuery {
+        merchants,
+        status,
+        ledger_type,
+        period,
+        before,
+        limit: limit + 1,
+    };
     let mut ledgers = state.store.list_ledgers(&query).await?;
     let next = if ledgers.len() > limit as usize {
         ledgers.truncate(limit as usize);
@@ -423,7 +475,10 @@ async fn download(
             ApiError::NotFound("no such version")
         });
     };
-    let binding = Binding { ledger_id: ledger.id.as_i64(), version };
+    let binding = Binding {
+        ledger_id: ledger.id.as_i64(),
+        version,
+    };
     let mut decryptor = Decryptor::new(&state.keyring, binding);
     let mut objects = state
         .storage
@@ -434,12 +489,17 @@ async fn download(
     let mut first = Vec::new();
     while !decryptor.header_verified() {
         match objects.next().await {
-            Some(Ok(chunk)) => first.extend(
-                decryptor
-                    .push(&chunk)
-                    .map_err(|e| ApiError::Internal(format!("decrypting {}: {e}", file.object_key)))?,
-            ),
-            Some(Err(e)) => return Err(ApiError::Internal(format!("reading {}: {e}", file.object_key))),
+            Some(Ok(chunk)) => {
+                first.extend(decryptor.push(&chunk).map_err(|e| {
+                    ApiError::Internal(format!("decrypting {}: {e}", file.object_key))
+                })?)
+            }
+            Some(Err(e)) => {
+                return Err(ApiError::Internal(format!(
+                    "reading {}: {e}",
+                    file.object_key
+                )));
+            }
             None => break,
         }
     }
@@ -459,15 +519,23 @@ async fn download(
                     match objects.next().await {
                         Some(Ok(chunk)) => match d.push(&chunk) {
                             Ok(plain) if plain.is_empty() => continue,
-                            Ok(plain) => return Some((Ok(bytes::Bytes::from(plain)), (dec, objects, None))),
-                            Err(e) => return Some((Err(stream_error(&key, &e)), (None, objects, None))),
+                            Ok(plain) => {
+                                return Some((Ok(bytes::Bytes::from(plain)), (dec, objects, None)));
+                            }
+                            Err(e) => {
+                                return Some((Err(stream_error(&key, &e)), (None, objects, None)));
+                            }
                         },
-                        Some(Err(e)) => return Some((Err(stream_error(&key, &e)), (None, objects, None))),
+                        Some(Err(e)) => {
+                            return Some((Err(stream_error(&key, &e)), (None, objects, None)));
+                        }
                         None => {
                             let finished = dec.take()?.finish();
                             return match finished {
                                 Ok(()) => None,
-                                Err(e) => Some((Err(stream_error(&key, &e)), (None, objects, None))),
+                                Err(e) => {
+                                    Some((Err(stream_error(&key, &e)), (None, objects, None)))
+                                }
                             };
                         }
                     }
@@ -481,9 +549,15 @@ async fn download(
     let headers = response.headers_mut();
     let value = |s: &str| HeaderValue::from_str(s).map_err(|e| ApiError::Internal(e.to_string()));
     headers.insert(header::CONTENT_TYPE, value(&file.info.content_type)?);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.info.size_bytes));
+    headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(file.info.size_bytes),
+    );
     headers.insert(header::CONTENT_DISPOSITION, value(&disposition)?);
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::ETAG, value(&format!("\"{}\"", file.info.sha256))?);
     Ok(response)
@@ -514,11 +588,19 @@ async fn change(
         };
     }
     ledger.status.apply(action, ledger.stage)?;
-    match state.store.user_change(ledger.id, ledger.status, store_change, Utc::now()).await? {
+    match state
+        .store
+        .user_change(ledger.id, ledger.status, store_change, Utc::now())
+        .await?
+    {
         Some(changed) => Ok(Some(changed)),
         None => {
             // Changed under us: report against the fresh state.
-            let fresh = state.store.get_ledger(ledger.id).await?.ok_or(ApiError::NotFound("no such ledger"))?;
+            let fresh = state
+                .store
+                .get_ledger(ledger.id)
+                .await?
+                .ok_or(ApiError::NotFound("no such ledger"))?;
             fresh.status.apply(action, fresh.stage)?;
             Err(ApiError::Conflict(crate::domain::TransitionError {
                 code: "JOB_IN_PROGRESS",
@@ -533,7 +615,15 @@ async fn retry(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let changed = change(&state, &caller, &id, Permission::Retry, Action::Retry, UserChange::Retry).await?;
+    let changed = change(
+        &state,
+        &caller,
+        &id,
+        Permission::Retry,
+        Action::Retry,
+        UserChange::Retry,
+    )
+    .await?;
     let ledger = changed.ok_or(ApiError::NotFound("no such ledger"))?;
     Ok(enqueue_or_reject(&state, ledger, None, &caller).await)
 }
@@ -543,7 +633,15 @@ async fn regenerate(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let changed = change(&state, &caller, &id, Permission::Regenerate, Action::Regenerate, UserChange::Regenerate).await?;
+    let changed = change(
+        &state,
+        &caller,
+        &id,
+        Permission::Regenerate,
+        Action::Regenerate,
+        UserChange::Regenerate,
+    )
+    .await?;
     let ledger = changed.ok_or(ApiError::NotFound("no such ledger"))?;
     Ok(enqueue_or_reject(&state, ledger, None, &caller).await)
 }
@@ -553,7 +651,16 @@ async fn delete(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if let Some(deleted) = change(&state, &caller, &id, Permission::Delete, Action::Delete, UserChange::Delete).await? {
+    if let Some(deleted) = change(
+        &state,
+        &caller,
+        &id,
+        Permission::Delete,
+        Action::Delete,
+        UserChange::Delete,
+    )
+    .await?
+    {
         tracing::info!(ledgerId = %deleted.id, merchantId = %deleted.merchant_id, subject = %caller.subject, "ledger deleted (soft)");
     }
     Ok(StatusCode::NO_CONTENT)

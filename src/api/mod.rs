@@ -107,7 +107,11 @@ async fn observe(request: Request, next: Next) -> Response {
     }
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed();
-    let labels = [("route", route.clone()), ("method", method.to_string()), ("status", status.clone())];
+    let labels = [
+        ("route", route.clone()),
+        ("method", method.to_string()),
+        ("status", status.clone()),
+    ];
     metrics::counter!("ledger_http_requests_total", &labels).increment(1);
     metrics::histogram!("ledger_http_request_duration_seconds", &labels)
         .record(elapsed.as_secs_f64());

@@ -120,7 +120,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn raw(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+        self.vars
+            .get(name)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
     }
 
     fn string(&self, name: &str) -> Option<String> {
@@ -131,7 +134,9 @@ impl Reader<'_> {
     where
         T: PartialOrd + fmt::Display + Copy,
     {
-        let Some(raw) = self.string(name) else { return default };
+        let Some(raw) = self.string(name) else {
+            return default;
+        };
         match raw.parse::<T>() {
             Ok(v) if v >= range.0 && v <= range.1 => v,
             _ => {
@@ -160,20 +165,30 @@ impl Config {
 
     /// Reads a map of variables (tests build one by hand).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
-        let mut r = Reader { vars, errors: Vec::new() };
+        let mut r = Reader {
+            vars,
+            errors: Vec::new(),
+        };
 
         let run_mode_migrate = match r.raw("RUN_MODE") {
             None | Some("serve") => false,
             Some("migrate") => true,
             Some(_) => {
-                r.errors.push("RUN_MODE: expected `serve` or `migrate`".into());
+                r.errors
+                    .push("RUN_MODE: expected `serve` or `migrate`".into());
                 false
             }
         };
         let roles = match r.string("APP_ENV_APPLICATION_ROLES") {
-            None => Roles { api: true, worker: true },
+            None => Roles {
+                api: true,
+                worker: true,
+            },
             Some(raw) => {
-                let mut roles = Roles { api: false, worker: false };
+                let mut roles = Roles {
+                    api: false,
+                    worker: false,
+                };
                 for part in raw.split(',').map(str::trim) {
                     match part {
                         "api" => roles.api = true,
@@ -190,14 +205,16 @@ impl Config {
         };
         let host = r.string("APP_ENV_HOST").unwrap_or_else(|| "0.0.0.0".into());
         let port = r.number("APP_ENV_PORT", 3000u16, (0, u16::MAX));
-        let data_dir = PathBuf::from(r.string("APP_ENV_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let data_dir = PathBuf::from(
+            r.string("APP_ENV_DATA_DIR")
+                .unwrap_or_else(|| "./data".into()),
+        );
         let database_url = r.string("APP_ENV_DATABASE_URL").map(Secret::new);
         if let Some(url) = &database_url
             && !url.expose().starts_with("sqlite:")
         {
-            r.errors.push(
-                "APP_ENV_DATABASE_URL: only sqlite: URLs are supported by this build".into(),
-            );
+            r.errors
+                .push("APP_ENV_DATABASE_URL: only sqlite: URLs are supported by this build".into());
         }
         let queue = match r.raw("APP_ENV_QUEUE") {
             None | Some("db") => QueueKind::Db,
@@ -206,14 +223,17 @@ impl Config {
                 QueueKind::Db
             }
         };
-        let storage_url = r.string("APP_ENV_STORAGE_URL").unwrap_or_else(|| {
-            format!("file://{}", absolute(&data_dir.join("objects")).display())
-        });
+        let storage_url = r
+            .string("APP_ENV_STORAGE_URL")
+            .unwrap_or_else(|| format!("file://{}", absolute(&data_dir.join("objects")).display()));
         if !storage_url.starts_with("file://") {
-            r.errors.push("APP_ENV_STORAGE_URL: expected a file:// URL".into());
+            r.errors
+                .push("APP_ENV_STORAGE_URL: expected a file:// URL".into());
         }
-        let source_dir =
-            PathBuf::from(r.string("APP_ENV_SOURCE_DIR").unwrap_or_else(|| "examples/source".into()));
+        let source_dir = PathBuf::from(
+            r.string("APP_ENV_SOURCE_DIR")
+                .unwrap_or_else(|| "examples/source".into()),
+        );
         let node_id = r.number("APP_ENV_NODE_ID", 0u16, (0, 1023));
         let job_timeout = r.millis("APP_ENV_JOB_TIMEOUT_MS", 120_000, 100);
         let sweep_interval = r.millis("APP_ENV_SWEEP_INTERVAL_MS", 60_000, 50);
@@ -232,9 +252,12 @@ impl Config {
             .unwrap_or_default();
         let auth_jwks_url = r.string("APP_ENV_AUTH_JWKS_URL");
         if let Some(url) = &auth_jwks_url
-            && url::Url::parse(url).map(|u| !matches!(u.scheme(), "http" | "https")).unwrap_or(true)
+            && url::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
         {
-            r.errors.push("APP_ENV_AUTH_JWKS_URL: expected an http(s) URL".into());
+            r.errors
+                .push("APP_ENV_AUTH_JWKS_URL: expected an http(s) URL".into());
         }
         let auth_jwks_file = r.string("APP_ENV_AUTH_JWKS_FILE").map(PathBuf::from);
         let auth_issuer = r.string("APP_ENV_AUTH_ISSUER");
@@ -244,13 +267,17 @@ impl Config {
             None | Some("logfmt") => LogFormat::Logfmt,
             Some("json") => LogFormat::Json,
             Some(_) => {
-                r.errors.push("APP_ENV_LOG_FORMAT: expected `logfmt` or `json`".into());
+                r.errors
+                    .push("APP_ENV_LOG_FORMAT: expected `logfmt` or `json`".into());
                 LogFormat::Logfmt
             }
         };
-        let log_level = r.string("APP_ENV_LOG_LEVEL").unwrap_or_else(|| "info".into());
+        let log_level = r
+            .string("APP_ENV_LOG_LEVEL")
+            .unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-            r.errors.push("APP_ENV_LOG_LEVEL: not a valid filter (e.g. `info`, `ledger=debug`)".into());
+            r.errors
+                .push("APP_ENV_LOG_LEVEL: not a valid filter (e.g. `info`, `ledger=debug`)".into());
         }
         let shutdown_timeout = r.millis("APP_ENV_SHUTDOWN_TIMEOUT_MS", 30_000, 0);
 
@@ -290,7 +317,9 @@ impl Config {
         match &self.database_url {
             Some(url) => {
                 let raw = url.expose();
-                let path = raw.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+                let path = raw
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
                 PathBuf::from(path.split('?').next().unwrap_or(path))
             }
             None => self.data_dir.join("ledger.db"),
@@ -312,13 +341,22 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_are_the_embedded_deployment() {
         let c = Config::from_vars(&HashMap::new()).unwrap();
-        assert_eq!(c.roles, Roles { api: true, worker: true });
+        assert_eq!(
+            c.roles,
+            Roles {
+                api: true,
+                worker: true
+            }
+        );
         assert_eq!(c.port, 3000);
         assert_eq!(c.queue, QueueKind::Db);
         assert_eq!(c.sqlite_path(), PathBuf::from("./data/ledger.db"));

@@ -149,7 +149,10 @@ const FINAL: TransitionError = TransitionError {
 };
 
 const fn invalid(message: &'static str) -> TransitionError {
-    TransitionError { code: "INVALID_STATE", message }
+    TransitionError {
+        code: "INVALID_STATE",
+        message,
+    }
 }
 
 use Action as A;
@@ -158,8 +161,16 @@ use Status as S;
 /// The transition table: (from, action) → result. Stage rules follow in [`Status::apply`].
 const TABLE: &[(Status, Action, Result<Status, TransitionError>)] = &[
     (S::Pending, A::Claim, Ok(S::Processing)),
-    (S::Processing, A::Claim, Err(invalid("the job is already claimed"))),
-    (S::Completed, A::Claim, Err(invalid("the job is already completed"))),
+    (
+        S::Processing,
+        A::Claim,
+        Err(invalid("the job is already claimed")),
+    ),
+    (
+        S::Completed,
+        A::Claim,
+        Err(invalid("the job is already completed")),
+    ),
     (S::Rejected, A::Claim, Err(invalid("the job was rejected"))),
     (S::Processing, A::Complete, Ok(S::Completed)),
     (S::Processing, A::Fail, Ok(S::Rejected)),
@@ -167,11 +178,21 @@ const TABLE: &[(Status, Action, Result<Status, TransitionError>)] = &[
     (S::Rejected, A::Retry, Ok(S::Pending)),
     (S::Pending, A::Retry, Err(IN_PROGRESS)),
     (S::Processing, A::Retry, Err(IN_PROGRESS)),
-    (S::Completed, A::Retry, Err(invalid("the ledger is COMPLETED; use regenerate for a new version of a DRAFT"))),
+    (
+        S::Completed,
+        A::Retry,
+        Err(invalid(
+            "the ledger is COMPLETED; use regenerate for a new version of a DRAFT",
+        )),
+    ),
     (S::Completed, A::Regenerate, Ok(S::Pending)),
     (S::Pending, A::Regenerate, Err(IN_PROGRESS)),
     (S::Processing, A::Regenerate, Err(IN_PROGRESS)),
-    (S::Rejected, A::Regenerate, Err(invalid("the ledger is REJECTED; use retry"))),
+    (
+        S::Rejected,
+        A::Regenerate,
+        Err(invalid("the ledger is REJECTED; use retry")),
+    ),
     (S::Completed, A::Delete, Ok(S::Completed)),
     (S::Rejected, A::Delete, Ok(S::Rejected)),
     (S::Pending, A::Delete, Err(IN_PROGRESS)),
@@ -188,7 +209,9 @@ impl Status {
             .iter()
             .find(|(from, a, _)| *from == self && *a == action)
             .map(|(_, _, to)| to.clone())
-            .unwrap_or(Err(invalid("this action is not possible in the ledger's current status")));
+            .unwrap_or(Err(invalid(
+                "this action is not possible in the ledger's current status",
+            )));
         let to = found?;
         if action == Action::Regenerate && stage == Stage::Final {
             return Err(FINAL);
@@ -304,7 +327,11 @@ impl Ledger {
 
 /// The stage a document generated at `now` has: FINAL once the period is over.
 pub fn stage_at(period: &Period, tz: Timezone, now: DateTime<Utc>) -> Stage {
-    if period.has_ended(tz, now) { Stage::Final } else { Stage::Draft }
+    if period.has_ended(tz, now) {
+        Stage::Final
+    } else {
+        Stage::Draft
+    }
 }
 
 /// Parses a wire enum value for `field`, listing the allowed values on error.
@@ -363,8 +390,14 @@ mod tests {
         assert_eq!(code(S::Processing, A::Retry, d), "JOB_IN_PROGRESS");
         assert_eq!(code(S::Completed, A::Retry, d), "INVALID_STATE");
         assert_eq!(code(S::Pending, A::Regenerate, d), "JOB_IN_PROGRESS");
-        assert_eq!(code(S::Processing, A::Regenerate, Stage::Final), "JOB_IN_PROGRESS");
-        assert_eq!(code(S::Completed, A::Regenerate, Stage::Final), "LEDGER_FINAL");
+        assert_eq!(
+            code(S::Processing, A::Regenerate, Stage::Final),
+            "JOB_IN_PROGRESS"
+        );
+        assert_eq!(
+            code(S::Completed, A::Regenerate, Stage::Final),
+            "LEDGER_FINAL"
+        );
         assert_eq!(code(S::Rejected, A::Regenerate, d), "INVALID_STATE");
         assert_eq!(code(S::Pending, A::Delete, d), "JOB_IN_PROGRESS");
         assert_eq!(code(S::Processing, A::Delete, d), "JOB_IN_PROGRESS");

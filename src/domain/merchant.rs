@@ -16,11 +16,16 @@ impl MerchantId {
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
         let ok = !raw.is_empty()
             && raw.len() <= 64
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
-            Err(InvalidInput::new("merchantId", "must match [A-Za-z0-9_-]{1,64}"))
+            Err(InvalidInput::new(
+                "merchantId",
+                "must match [A-Za-z0-9_-]{1,64}",
+            ))
         }
     }
 
@@ -62,7 +67,16 @@ mod tests {
 
     #[test]
     fn refuses_everything_else() {
-        for bad in ["", "../etc", "m 1", "m/1", "m.1", "é", &"x".repeat(65), "m\0"] {
+        for bad in [
+            "",
+            "../etc",
+            "m 1",
+            "m/1",
+            "m.1",
+            "é",
+            &"x".repeat(65),
+            "m\0",
+        ] {
             assert!(MerchantId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -110,3 +110,67 @@ impl Notifier {
         }
     }
 }
+
+/// The event bus contract, written against the trait; every adapter runs it.
+#[cfg(test)]
+pub mod contract {
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::EventBus;
+    use crate::domain::{Event, LedgerId, MerchantId, ProgressEvent, Stage, Status, StatusEvent};
+
+    fn status() -> Event {
+        Event::Status(StatusEvent {
+            ledger_id: LedgerId::from_i64(42),
+            merchant_id: MerchantId::parse("m_1").unwrap(),
+            status: Status::Rejected,
+            stage: Stage::Draft,
+            version: 2,
+            attempt_count: 3,
+            error_code: Some("FETCH_DATA_ERROR".into()),
+            at: "2026-10-01T00:00:00Z".parse().unwrap(),
+        })
+    }
+
+    /// Publishing reaches every subscriber, in order, in the wire format of SPEC §5.
+    pub async fn run_all(bus: &dyn EventBus) {
+        bus.ready().await.unwrap();
+        bus.publish(&status()).await.unwrap(); // nobody listens: not an error
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        let progress = Event::Progress(ProgressEvent {
+            ledger_id: LedgerId::from_i64(42),
+            merchant_id: MerchantId::parse("m_1").unwrap(),
+            phase: "GENERATE".into(),
+            rows_done: 10,
+            rows_total: None,
+            at: Utc::now(),
+        });
+        bus.publish(&status()).await.unwrap();
+        bus.publish(&progress).await.unwrap();
+        for rx in [&mut a, &mut b] {
+            let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            assert_eq!(first, status());
+            let second = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            assert_eq!(second, progress);
+        }
+        assert_eq!(
+            serde_json::to_value(status()).unwrap(),
+            json!({"event": "ledger.status", "ledgerId": "42", "merchantId": "m_1",
+                   "status": "REJECTED", "stage": "DRAFT", "version": 2, "attemptCount": 3,
+                   "errorCode": "FETCH_DATA_ERROR", "at": "2026-10-01T00:00:00Z"})
+        );
+        let wire = serde_json::to_value(&progress).unwrap();
+        assert_eq!(wire["event"], "ledger.progress");
+        assert_eq!(wire["rowsDone"], 10);
+        assert!(wire["rowsTotal"].is_null());
+    }
+
+    #[tokio::test]
+    async fn the_in_process_bus_meets_the_contract() {
+        run_all(&super::InProcessBus::default()).await;
+    }
+}

@@ -24,7 +24,10 @@ pub struct DbQueue {
 impl DbQueue {
     /// A queue over `store`.
     pub fn new(store: Arc<dyn JobStore>) -> Self {
-        Self { store, wake: Arc::new(Notify::new()) }
+        Self {
+            store,
+            wake: Arc::new(Notify::new()),
+        }
     }
 }
 
@@ -37,7 +40,10 @@ impl Queue for DbQueue {
     }
 
     async fn ready(&self) -> Result<(), QueueError> {
-        self.store.ping().await.map_err(|e| QueueError::Backend(e.to_string()))
+        self.store
+            .ping()
+            .await
+            .map_err(|e| QueueError::Backend(e.to_string()))
     }
 
     async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError> {
@@ -61,7 +67,10 @@ impl Consumer for DbConsumer {
     async fn next(&mut self) -> Result<Delivery, QueueError> {
         loop {
             if let Some(ledger_id) = self.batch.pop() {
-                return Ok(Delivery { ledger_id, token: 0 });
+                return Ok(Delivery {
+                    ledger_id,
+                    token: 0,
+                });
             }
             // Register interest before reading, so an enqueue between the read and the wait
             // is not missed.
@@ -83,5 +92,20 @@ impl Consumer for DbConsumer {
     async fn ack(&mut self, _delivery: Delivery) -> Result<(), QueueError> {
         // Claiming moved the row out of PENDING; nothing else to acknowledge.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn the_database_queue_meets_the_contract() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        store.migrate().await.unwrap();
+        let store: Arc<dyn JobStore> = Arc::new(store);
+        let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(store.clone()));
+        super::super::contract::run_all(queue, store).await;
     }
 }

@@ -2,6 +2,8 @@
 //! ("this ledger wants processing"); the store's atomic claim decides who works on it, so a
 //! duplicate or stale message is harmless. Adapters: [`db`] (the job table itself).
 
+#[cfg(test)]
+pub mod contract;
 pub mod db;
 
 use async_trait::async_trait;

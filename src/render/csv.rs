@@ -159,7 +159,11 @@ mod tests {
         Entry {
             id: id.into(),
             booked_at: at.parse::<DateTime<Utc>>().unwrap(),
-            entry_type: if amount >= 0 { EntryType::Payment } else { EntryType::Refund },
+            entry_type: if amount >= 0 {
+                EntryType::Payment
+            } else {
+                EntryType::Refund
+            },
             amount,
             currency: Currency::parse(currency).unwrap(),
             description: description.into(),
@@ -170,12 +174,30 @@ mod tests {
     #[test]
     fn rows_parse_back_with_running_balances_per_currency() {
         let eur = Currency::parse("EUR").unwrap();
-        let h = header(vec![Balance { currency: eur, amount: 125_000 }]);
-        let mut r: Box<dyn Renderer<Vec<u8>>> = Box::new(CsvStatement::new(&h, Vec::new()).unwrap());
-        r.entry(&entry("tx_1", "2026-10-01T08:15:00Z", 1999, "EUR", "Order, \"1001\"\nline 2"))
+        let h = header(vec![Balance {
+            currency: eur,
+            amount: 125_000,
+        }]);
+        let mut r: Box<dyn Renderer<Vec<u8>>> =
+            Box::new(CsvStatement::new(&h, Vec::new()).unwrap());
+        r.entry(&entry(
+            "tx_1",
+            "2026-10-01T08:15:00Z",
+            1999,
+            "EUR",
+            "Order, \"1001\"\nline 2",
+        ))
+        .unwrap();
+        r.entry(&entry("tx_2", "2026-10-02T08:15:00Z", 1500, "JPY", "Café"))
             .unwrap();
-        r.entry(&entry("tx_2", "2026-10-02T08:15:00Z", 1500, "JPY", "Café")).unwrap();
-        r.entry(&entry("tx_3", "2026-10-03T08:15:00Z", -1999, "EUR", "Refund")).unwrap();
+        r.entry(&entry(
+            "tx_3",
+            "2026-10-03T08:15:00Z",
+            -1999,
+            "EUR",
+            "Refund",
+        ))
+        .unwrap();
         let (totals, bytes) = r.finish().unwrap();
         let mut reader = csv::Reader::from_reader(bytes.as_slice());
         assert_eq!(reader.headers().unwrap(), COLUMNS.as_slice());
@@ -188,12 +210,18 @@ mod tests {
         assert_eq!(rows[1][0], "2026-10-01T10:15:00+02:00");
         assert_eq!(rows[1][3], "Order, \"1001\"\nline 2");
         assert_eq!(rows[1][7], "1269.99");
-        assert_eq!((rows[2][2].as_str(), rows[2][5].as_str()), ("OPENING_BALANCE", "JPY"));
+        assert_eq!(
+            (rows[2][2].as_str(), rows[2][5].as_str()),
+            ("OPENING_BALANCE", "JPY")
+        );
         assert_eq!(rows[3][6], "1500");
         assert_eq!(rows[4][6], "-19.99");
         assert_eq!(rows[4][7], "1250.00");
         assert_eq!(rows[5][2], "CLOSING_BALANCE");
-        assert_eq!((rows[5][5].as_str(), rows[5][7].as_str()), ("EUR", "1250.00"));
+        assert_eq!(
+            (rows[5][5].as_str(), rows[5][7].as_str()),
+            ("EUR", "1250.00")
+        );
         assert_eq!((rows[6][5].as_str(), rows[6][7].as_str()), ("JPY", "1500"));
         assert_eq!(totals.entry_count, 3);
         assert_eq!(totals.currencies[&eur].closing, 125_000);

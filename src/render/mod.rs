@@ -10,8 +10,7 @@ use std::io::Write;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::domain::{
-    Balance, ControlTotals, Entry, Format, LedgerId, LedgerType, Merchant, Period, Stage,
-    Timezone,
+    Balance, ControlTotals, Entry, Format, LedgerId, LedgerType, Merchant, Period, Stage, Timezone,
 };
 
 /// Errors while rendering.

@@ -21,7 +21,10 @@ pub fn wide_amount(currency: Currency, minor: i128) -> String {
             if currency.exponent() == 0 {
                 whole.to_string()
             } else {
-                format!("{whole}.{frac:0width$}", width = usize::from(currency.exponent()))
+                format!(
+                    "{whole}.{frac:0width$}",
+                    width = usize::from(currency.exponent())
+                )
             }
         }
     }
@@ -29,7 +32,8 @@ pub fn wide_amount(currency: Currency, minor: i128) -> String {
 
 /// RFC 3339 with the zone's offset, to the second (`2026-10-01T10:15:00+02:00`).
 pub fn local_instant(at: DateTime<Utc>, tz: Timezone) -> String {
-    at.with_timezone(&tz.0).to_rfc3339_opts(SecondsFormat::Secs, false)
+    at.with_timezone(&tz.0)
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
 #[cfg(test)]
@@ -42,7 +46,10 @@ mod tests {
         assert_eq!(amount(c("EUR"), -1999), "-19.99");
         assert_eq!(amount(c("JPY"), 1999), "1999");
         assert_eq!(amount(c("KWD"), 1999), "1.999");
-        assert_eq!(wide_amount(c("EUR"), i128::from(i64::MAX) * 10), "922337203685477580.70");
+        assert_eq!(
+            wide_amount(c("EUR"), i128::from(i64::MAX) * 10),
+            "922337203685477580.70"
+        );
     }
 
     #[test]

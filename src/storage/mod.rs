@@ -3,6 +3,9 @@
 //! One adapter over the `object_store` crate serves local directories (`file://`) and, later,
 //! S3; it never deletes anything.
 
+#[cfg(test)]
+pub mod contract;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -79,7 +82,10 @@ pub struct ObjectStoreStorage {
 impl ObjectStoreStorage {
     /// A storage over `store`; keys are placed under `prefix` (may be empty).
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
-        Self { store, prefix: prefix.trim_matches('/').to_owned() }
+        Self {
+            store,
+            prefix: prefix.trim_matches('/').to_owned(),
+        }
     }
 
     /// A local directory, created when missing.
@@ -143,7 +149,10 @@ impl ObjectStorage for ObjectStoreStorage {
 
     async fn read(&self, key: &str) -> Result<ByteStream, StorageError> {
         let result = self.store.get(&self.path(key)).await?;
-        Ok(result.into_stream().map(|r| r.map_err(StorageError::from)).boxed())
+        Ok(result
+            .into_stream()
+            .map(|r| r.map_err(StorageError::from))
+            .boxed())
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
@@ -170,5 +179,26 @@ impl ObjectStorage for ObjectStoreStorage {
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
         self.store.list_with_delimiter(prefix.as_ref()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_directory_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = ObjectStoreStorage::local(dir.path()).unwrap();
+        contract::run_all(&storage).await;
+    }
+
+    #[tokio::test]
+    async fn a_prefixed_store_meets_the_contract_and_stays_under_its_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let storage = ObjectStoreStorage::new(Arc::new(fs), "tenant-a/");
+        contract::run_all(&storage).await;
+        assert!(dir.path().join("tenant-a/ledgers/m_1/1/v1.csv.enc").exists());
     }
 }

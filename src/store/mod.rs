@@ -4,13 +4,15 @@
 //! Adapters: [`sqlite`] (embedded default). Never decides a transition itself: callers ask
 //! [`crate::domain::Status::apply`] and pass the expected status.
 
+#[cfg(test)]
+pub mod contract;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    FailureReason, Grant, FileInfo, Ledger, LedgerId, LedgerType, MerchantId, Stage, Status,
+    FailureReason, FileInfo, Grant, Ledger, LedgerId, LedgerType, MerchantId, Stage, Status,
     TimelineItem, Timezone,
 };
 
@@ -230,8 +232,12 @@ pub trait JobStore: Send + Sync {
         reason: &FailureReason,
     ) -> Result<Option<Ledger>, StoreError>;
     /// PROCESSING → PENDING for `attempt` (a worker shutting down gives its job back).
-    async fn release(&self, id: LedgerId, attempt: u32, now: DateTime<Utc>)
-    -> Result<Option<Ledger>, StoreError>;
+    async fn release(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError>;
     /// The oldest PENDING, non-deleted ledger ids (the in-database queue reads this).
     async fn pending_ids(&self, limit: u32) -> Result<Vec<LedgerId>, StoreError>;
     /// Resets expired leases, finds unclaimed PENDING jobs older than `pending_before`,

@@ -16,8 +16,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite};
 
 use super::{
-    CompletedFile, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger,
-    StoreError, StoredFile, SweepOutcome, UserChange,
+    CompletedFile, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger, StoreError,
+    StoredFile, SweepOutcome, UserChange,
 };
 use crate::domain::{
     FailureReason, FileInfo, Format, Grant, Ledger, LedgerId, LedgerType, MerchantId, Period,
@@ -112,8 +112,12 @@ fn ledger_from_row(row: &SqliteRow) -> Result<Ledger, StoreError> {
     let failure_reason = match failure_code {
         Some(error_code) => Some(FailureReason {
             error_code,
-            message: row.try_get::<Option<String>, _>("failure_message")?.unwrap_or_default(),
-            retryable: row.try_get::<Option<bool>, _>("failure_retryable")?.unwrap_or(false),
+            message: row
+                .try_get::<Option<String>, _>("failure_message")?
+                .unwrap_or_default(),
+            retryable: row
+                .try_get::<Option<bool>, _>("failure_retryable")?
+                .unwrap_or(false),
             at: time(row.try_get::<Option<i64>, _>("failure_at")?.unwrap_or(0))?,
         }),
         None => None,
@@ -132,9 +136,14 @@ fn ledger_from_row(row: &SqliteRow) -> Result<Ledger, StoreError> {
     Ok(Ledger {
         id: LedgerId::from_i64(row.try_get("id")?),
         merchant_id: MerchantId::parse(&merchant).map_err(|_| corrupt("merchant", &merchant))?,
-        ledger_type: LedgerType::parse(&ledger_type).ok_or_else(|| corrupt("type", &ledger_type))?,
+        ledger_type: LedgerType::parse(&ledger_type)
+            .ok_or_else(|| corrupt("type", &ledger_type))?,
         period: Period::parse(&period).map_err(|_| corrupt("period", &period))?,
-        requested_timezone: if requested.is_empty() { None } else { Some(tz(&requested)?) },
+        requested_timezone: if requested.is_empty() {
+            None
+        } else {
+            Some(tz(&requested)?)
+        },
         timezone: timezone.as_deref().map(tz).transpose()?,
         format: Format::parse(&format).ok_or_else(|| corrupt("format", &format))?,
         stage: Stage::parse(&stage).ok_or_else(|| corrupt("stage", &stage))?,
@@ -155,9 +164,7 @@ fn ledger_from_row(row: &SqliteRow) -> Result<Ledger, StoreError> {
 
 fn is_unique_violation(e: &sqlx::Error, index_hint: &str) -> bool {
     match e {
-        sqlx::Error::Database(db) => {
-            db.is_unique_violation() && db.message().contains(index_hint)
-        }
+        sqlx::Error::Database(db) => db.is_unique_violation() && db.message().contains(index_hint),
         _ => false,
     }
 }
@@ -165,7 +172,10 @@ fn is_unique_violation(e: &sqlx::Error, index_hint: &str) -> bool {
 impl SqliteStore {
     async fn fetch_ledger(&self, id: i64) -> Result<Option<Ledger>, StoreError> {
         let sql = format!("SELECT {LEDGER_COLUMNS} {LEDGER_FROM} WHERE l.id = ?");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(ledger_from_row).transpose()
     }
 
@@ -655,7 +665,11 @@ impl JobStore for SqliteStore {
         self.update_one(
             "status = 'PENDING', lease_until = NULL, updated_at = ? \
              WHERE id = ? AND status = 'PROCESSING' AND attempt_count = ?",
-            vec![Bind::I(millis(now)), Bind::I(id.as_i64()), Bind::I(i64::from(attempt))],
+            vec![
+                Bind::I(millis(now)),
+                Bind::I(id.as_i64()),
+                Bind::I(i64::from(attempt)),
+            ],
             id,
         )
         .await
@@ -669,7 +683,10 @@ impl JobStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(id,)| LedgerId::from_i64(id)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(id,)| LedgerId::from_i64(id))
+            .collect())
     }
 
     async fn sweep(
@@ -703,7 +720,11 @@ impl JobStore for SqliteStore {
                 vec![Bind::I(now_ms), Bind::I(millis(pending_before))],
             )
             .await?;
-        Ok(SweepOutcome { requeued, unclaimed, abandoned })
+        Ok(SweepOutcome {
+            requeued,
+            unclaimed,
+            abandoned,
+        })
     }
 
     async fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
@@ -714,7 +735,11 @@ impl JobStore for SqliteStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(subject, role, domain)| Grant { subject, role, domain })
+            .map(|(subject, role, domain)| Grant {
+                subject,
+                role,
+                domain,
+            })
             .collect())
     }
 
@@ -741,12 +766,13 @@ impl JobStore for SqliteStore {
 
     async fn remove_grant(&self, grant: &Grant) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("DELETE FROM policy_grants WHERE subject = ? AND role = ? AND domain = ?")
-            .bind(&grant.subject)
-            .bind(&grant.role)
-            .bind(&grant.domain)
-            .execute(&mut *tx)
-            .await?;
+        let r =
+            sqlx::query("DELETE FROM policy_grants WHERE subject = ? AND role = ? AND domain = ?")
+                .bind(&grant.subject)
+                .bind(&grant.role)
+                .bind(&grant.domain)
+                .execute(&mut *tx)
+                .await?;
         if r.rows_affected() == 1 {
             sqlx::query("UPDATE policy_revision SET revision = revision + 1 WHERE id = 1")
                 .execute(&mut *tx)
@@ -789,5 +815,29 @@ impl SqliteStore {
             })
         })
         .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_sqlite_store_meets_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ledger.db")).await.unwrap();
+        assert_eq!(store.pending_migrations().await.unwrap().len(), 1);
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        super::super::contract::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn the_in_memory_store_meets_the_contract() {
+        let store = SqliteStore::in_memory().await.unwrap();
+        store.migrate().await.unwrap();
+        super::super::contract::run_all(Arc::new(store)).await;
     }
 }

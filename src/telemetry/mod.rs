@@ -17,9 +17,15 @@ use crate::config::LogFormat;
 /// Installs the global log subscriber (once; later calls are ignored, as in tests).
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
     };
 }
@@ -72,13 +78,23 @@ struct LogfmtVisitor {
 
 fn quote(value: &str) -> String {
     let plain = !value.is_empty()
-        && value.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\');
-    if plain { value.to_owned() } else { format!("{value:?}") }
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\');
+    if plain {
+        value.to_owned()
+    } else {
+        format!("{value:?}")
+    }
 }
 
 impl Visit for LogfmtVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
-        let key = if field.name() == "message" { "msg" } else { field.name() };
+        let key = if field.name() == "message" {
+            "msg"
+        } else {
+            field.name()
+        };
         self.out.push_str(&format!(" {key}={}", quote(value)));
     }
 

@@ -84,8 +84,16 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
     let started = Instant::now();
     let attempt = ledger.attempt_count;
     let job = stop.child_token();
-    let progress = Arc::new(Progress { rows: AtomicU64::new(0), lost: AtomicBool::new(false) });
-    let lease = tokio::spawn(keep_lease(worker.clone(), ledger.clone(), job.clone(), progress.clone()));
+    let progress = Arc::new(Progress {
+        rows: AtomicU64::new(0),
+        lost: AtomicBool::new(false),
+    });
+    let lease = tokio::spawn(keep_lease(
+        worker.clone(),
+        ledger.clone(),
+        job.clone(),
+        progress.clone(),
+    ));
     let result = execute(worker, &ledger, &job, &progress).await;
     lease.abort();
     let result = match result {
@@ -100,8 +108,13 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
                 .increment(1);
             metrics::histogram!("ledger_job_phase_duration_seconds", "phase" => "TOTAL")
                 .record(started.elapsed().as_secs_f64());
-            phase_log!(done, "COMPLETED", version = done.version, stage = done.stage.as_str(),
-                durationMs = started.elapsed().as_millis() as u64);
+            phase_log!(
+                done,
+                "COMPLETED",
+                version = done.version,
+                stage = done.stage.as_str(),
+                durationMs = started.elapsed().as_millis() as u64
+            );
             worker.notifier.status(&done).await;
             Some(done)
         }
@@ -125,9 +138,14 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
         Err(err) => {
             let reason = err.reason();
             metrics::counter!("ledger_jobs_total", "status" => "REJECTED",
-                "error_code" => reason.error_code.clone()).increment(1);
-            phase_log!(ledger, "FAILED", errorCode = reason.error_code.as_str(),
-                error = reason.message.as_str());
+                "error_code" => reason.error_code.clone())
+            .increment(1);
+            phase_log!(
+                ledger,
+                "FAILED",
+                errorCode = reason.error_code.as_str(),
+                error = reason.message.as_str()
+            );
             match store.fail(ledger.id, attempt, &reason).await {
                 Ok(Some(failed)) => {
                     worker.notifier.status(&failed).await;
@@ -145,14 +163,23 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
 }
 
 /// Renews the lease every third of the timeout; cancels the job when the lease is lost.
-async fn keep_lease(worker: Worker, ledger: Ledger, job: CancellationToken, progress: Arc<Progress>) {
+async fn keep_lease(
+    worker: Worker,
+    ledger: Ledger,
+    job: CancellationToken,
+    progress: Arc<Progress>,
+) {
     let timeout = worker.settings.job_timeout;
     let mut tick = tokio::time::interval(timeout / 3);
     tick.tick().await;
     loop {
         tick.tick().await;
         let until = Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
-        match worker.store.renew_lease(ledger.id, ledger.attempt_count, until).await {
+        match worker
+            .store
+            .renew_lease(ledger.id, ledger.attempt_count, until)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 progress.lost.store(true, Ordering::Relaxed);
@@ -165,10 +192,21 @@ async fn keep_lease(worker: Worker, ledger: Ledger, job: CancellationToken, prog
     }
 }
 
-async fn phase(worker: &Worker, ledger: &Ledger, name: &str, detail: Option<String>) -> Result<(), JobError> {
+async fn phase(
+    worker: &Worker,
+    ledger: &Ledger,
+    name: &str,
+    detail: Option<String>,
+) -> Result<(), JobError> {
     match worker
         .store
-        .record_phase(ledger.id, ledger.attempt_count, name, detail.as_deref(), Utc::now())
+        .record_phase(
+            ledger.id,
+            ledger.attempt_count,
+            name,
+            detail.as_deref(),
+            Utc::now(),
+        )
         .await
     {
         Ok(true) => Ok(()),
@@ -177,7 +215,13 @@ async fn phase(worker: &Worker, ledger: &Ledger, name: &str, detail: Option<Stri
     }
 }
 
-async fn progress_event(worker: &Worker, ledger: &Ledger, phase: &str, rows_done: u64, rows_total: Option<u64>) {
+async fn progress_event(
+    worker: &Worker,
+    ledger: &Ledger,
+    phase: &str,
+    rows_done: u64,
+    rows_total: Option<u64>,
+) {
     let event = Event::Progress(ProgressEvent {
         ledger_id: ledger.id,
         merchant_id: ledger.merchant_id.clone(),
@@ -208,7 +252,11 @@ async fn execute(
     phase_log!(ledger, "FETCH_START");
     phase(worker, ledger, "FETCH_START", None).await?;
     progress_event(worker, ledger, "FETCH", 0, None).await;
-    let merchant = worker.source.merchant(&ledger.merchant_id).await.map_err(JobError::Fetch)?;
+    let merchant = worker
+        .source
+        .merchant(&ledger.merchant_id)
+        .await
+        .map_err(JobError::Fetch)?;
     let timezone: Timezone = ledger
         .requested_timezone
         .or(merchant.timezone)
@@ -236,7 +284,13 @@ async fn execute(
 
     // GENERATE + ENCRYPT + UPLOAD, streaming
     phase_log!(ledger, "GENERATE_START", timezone = timezone.name());
-    phase(worker, ledger, "GENERATE_START", Some(format!("timezone {timezone}"))).await?;
+    phase(
+        worker,
+        ledger,
+        "GENERATE_START",
+        Some(format!("timezone {timezone}")),
+    )
+    .await?;
     progress_event(worker, ledger, "GENERATE", 0, None).await;
     let generate_started = Instant::now();
     let key = ledger.object_key(ledger.version);
@@ -248,7 +302,10 @@ async fn execute(
     let (tx, mut rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
     let render_task = {
         let keyring = worker.keyring.clone();
-        let binding = Binding { ledger_id: ledger.id.as_i64(), version: ledger.version };
+        let binding = Binding {
+            ledger_id: ledger.id.as_i64(),
+            version: ledger.version,
+        };
         let format = ledger.format;
         let header = header.clone();
         let progress = progress.clone();
@@ -256,7 +313,16 @@ async fn execute(
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            render_blocking(&header, format, &keyring, binding, stream.entries, tx, &progress, &job)
+            render_blocking(
+                &header,
+                format,
+                &keyring,
+                binding,
+                stream.entries,
+                tx,
+                &progress,
+                &job,
+            )
         })
     };
     // Upload what the renderer produces while it runs; report progress meanwhile.
@@ -300,9 +366,26 @@ async fn execute(
         .record(generate_started.elapsed().as_secs_f64());
     let rows = rendered.source.entry_count;
     phase_log!(ledger, "FETCH_DONE", entries = rows);
-    phase(worker, ledger, "FETCH_DONE", Some(format!("{rows} entries"))).await?;
-    phase_log!(ledger, "GENERATE_DONE", entries = rows, sizeBytes = rendered.size);
-    phase(worker, ledger, "GENERATE_DONE", Some(format!("{} bytes", rendered.size))).await?;
+    phase(
+        worker,
+        ledger,
+        "FETCH_DONE",
+        Some(format!("{rows} entries")),
+    )
+    .await?;
+    phase_log!(
+        ledger,
+        "GENERATE_DONE",
+        entries = rows,
+        sizeBytes = rendered.size
+    );
+    phase(
+        worker,
+        ledger,
+        "GENERATE_DONE",
+        Some(format!("{} bytes", rendered.size)),
+    )
+    .await?;
 
     // Self-check before anything becomes visible: a wrong document is never stored.
     if let Some(diff) = rendered.source.difference(&rendered.written) {
@@ -335,7 +418,14 @@ async fn execute(
     };
     match worker
         .store
-        .complete(ledger.id, ledger.attempt_count, &file, header.stage, timezone, Utc::now())
+        .complete(
+            ledger.id,
+            ledger.attempt_count,
+            &file,
+            header.stage,
+            timezone,
+            Utc::now(),
+        )
         .await
     {
         Ok(Some(done)) => Ok(done),
@@ -356,8 +446,8 @@ fn render_blocking(
     job: &CancellationToken,
 ) -> Result<Rendered, JobError> {
     let exec = |e: &dyn std::fmt::Display| JobError::Execution(e.to_string());
-    let encrypting = EncryptingWriter::new(ChannelWriter::new(tx), keyring, binding)
-        .map_err(|e| exec(&e))?;
+    let encrypting =
+        EncryptingWriter::new(ChannelWriter::new(tx), keyring, binding).map_err(|e| exec(&e))?;
     let mut renderer =
         render::renderer(header, format, HashingWriter::new(encrypting)).map_err(|e| exec(&e))?;
     let mut source = ControlTotals::with_opening(&header.opening_balances);
@@ -374,11 +464,18 @@ fn render_blocking(
             source.add(entry.currency, entry.amount);
             renderer.entry(entry).map_err(|e| exec(&e))?;
         }
-        progress.rows.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        progress
+            .rows
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
     let (written, hashing) = renderer.finish().map_err(|e| exec(&e))?;
     let (sha256, size, encrypting) = hashing.finish();
     let mut channel = encrypting.finish().map_err(|e| exec(&e))?;
     std::io::Write::flush(&mut channel).map_err(|e| exec(&e))?;
-    Ok(Rendered { source, written, sha256, size })
+    Ok(Rendered {
+        source,
+        written,
+        sha256,
+        size,
+    })
 }

@@ -20,7 +20,10 @@ pub struct ChannelWriter {
 impl ChannelWriter {
     /// A writer sending to `tx`.
     pub fn new(tx: mpsc::Sender<Bytes>) -> Self {
-        Self { tx, buf: Vec::with_capacity(CHUNK) }
+        Self {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
     }
 
     fn send(&mut self) -> io::Result<()> {
@@ -58,7 +61,11 @@ pub struct HashingWriter<W: Write> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), size: 0 }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
     }
 
     /// Hex SHA-256, size in bytes, and the inner writer.

@@ -56,7 +56,10 @@ pub async fn sweep_once(worker: &Worker) -> anyhow::Result<SweepOutcome> {
         if outcome.requeued.iter().any(|l| l.id == ledger.id) {
             worker.notifier.status(ledger).await;
         }
-        let message = JobMessage { ledger_id: ledger.id, merchant_id: ledger.merchant_id.clone() };
+        let message = JobMessage {
+            ledger_id: ledger.id,
+            merchant_id: ledger.merchant_id.clone(),
+        };
         if let Err(e) = worker.queue.enqueue(&message).await {
             // The job stays PENDING; the next sweep tries again.
             tracing::error!(ledgerId = %ledger.id, error = %e, "[RecoveryComponent] re-enqueue failed");
