@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ledger::auth::validate_grant;
 use ledger::config::Config;
+use ledger::telemetry::LogTarget;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -41,6 +42,36 @@ enum Command {
     },
     /// Print a new random base64 AES-256 key (for APP_ENV_LEDGER_ENCRYPTION_KEY).
     Keygen,
+    /// Measure the service end to end (use a release build).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// One large CSV statement: wall time create → COMPLETED and peak RSS.
+    Large {
+        /// Entries in the ledger.
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        /// Repetitions (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Many small CSV statements: ledgers per second and latency.
+    Small {
+        /// Ledgers to create.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Entries in each merchant's year (a day ledger holds ~1/365 of them).
+        #[arg(long, default_value_t = 18_250)]
+        entries: u64,
+        /// Jobs the worker runs at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -70,7 +101,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    ledger::telemetry::init_logging(config.log_format, &config.log_level);
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    let target = if serving {
+        LogTarget::Stdout
+    } else {
+        LogTarget::Stderr
+    };
+    ledger::telemetry::init_logging(config.log_format, &config.log_level, target);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -123,6 +160,14 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy { command } => policy(config, command).await,
+        Command::Bench { command } => match command {
+            BenchCommand::Large { entries, runs } => ledger::bench::large(entries, runs).await,
+            BenchCommand::Small {
+                count,
+                entries,
+                concurrency,
+            } => ledger::bench::small(count, entries, concurrency).await,
+        },
         Command::Keygen => {
             println!("{}", ledger::crypto::generate_key_base64());
             Ok(())

@@ -152,9 +152,15 @@ pub mod contract {
         bus.publish(&status()).await.unwrap();
         bus.publish(&progress).await.unwrap();
         for rx in [&mut a, &mut b] {
-            let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(first, status());
-            let second = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            let second = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(second, progress);
         }
         assert_eq!(

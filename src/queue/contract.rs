@@ -24,8 +24,14 @@ pub async fn pending(store: &dyn JobStore, id: i64) -> JobMessage {
         created_by: "t".into(),
         created_at: Utc::now(),
     };
-    assert!(matches!(store.insert_ledger(&new, None).await.unwrap(), InsertOutcome::Created(_)));
-    JobMessage { ledger_id: new.id, merchant_id: new.merchant_id }
+    assert!(matches!(
+        store.insert_ledger(&new, None).await.unwrap(),
+        InsertOutcome::Created(_)
+    ));
+    JobMessage {
+        ledger_id: new.id,
+        merchant_id: new.merchant_id,
+    }
 }
 
 /// Runs every check: `store` backs the ledgers the messages name.
@@ -48,20 +54,33 @@ pub async fn run_all(queue: Arc<dyn Queue>, store: Arc<dyn JobStore>) {
             .unwrap();
         // Claiming is what takes a job off the in-database queue; do it as a worker would.
         let now = Utc::now();
-        store.claim(d.ledger_id, now, now + chrono::Duration::seconds(60)).await.unwrap();
+        store
+            .claim(d.ledger_id, now, now + chrono::Duration::seconds(60))
+            .await
+            .unwrap();
         seen.insert(d.ledger_id);
         consumer.ack(d).await.unwrap();
     }
     assert_eq!(seen, sent);
 
     // `next` is cancel-safe: a wait cut short loses nothing.
-    assert!(tokio::time::timeout(Duration::from_millis(300), consumer.next()).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), consumer.next())
+            .await
+            .is_err()
+    );
     let m = pending(&*store, 6).await;
     queue.enqueue(&m).await.unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.unwrap().unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.ledger_id, m.ledger_id);
     let now = Utc::now();
-    store.claim(d.ledger_id, now, now + chrono::Duration::seconds(60)).await.unwrap();
+    store
+        .claim(d.ledger_id, now, now + chrono::Duration::seconds(60))
+        .await
+        .unwrap();
     consumer.ack(d).await.unwrap();
 
     // Two consumers share the work; together they see every job.
@@ -80,7 +99,10 @@ pub async fn run_all(queue: Arc<dyn Queue>, store: Arc<dyn JobStore>) {
             _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("stalled with {seen:?}"),
         };
         let now = Utc::now();
-        store.claim(d.ledger_id, now, now + chrono::Duration::seconds(60)).await.unwrap();
+        store
+            .claim(d.ledger_id, now, now + chrono::Duration::seconds(60))
+            .await
+            .unwrap();
         seen.insert(d.ledger_id);
     }
     assert_eq!(seen, sent, "only enqueued jobs are delivered");

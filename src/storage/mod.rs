@@ -199,6 +199,10 @@ mod tests {
         let fs = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
         let storage = ObjectStoreStorage::new(Arc::new(fs), "tenant-a/");
         contract::run_all(&storage).await;
-        assert!(dir.path().join("tenant-a/ledgers/m_1/1/v1.csv.enc").exists());
+        assert!(
+            dir.path()
+                .join("tenant-a/ledgers/m_1/1/v1.csv.enc")
+                .exists()
+        );
     }
 }

@@ -48,7 +48,12 @@ fn file(version: u32) -> CompletedFile {
 }
 
 fn failure(code: &str) -> FailureReason {
-    FailureReason { error_code: code.into(), message: "m".into(), retryable: true, at: Utc::now() }
+    FailureReason {
+        error_code: code.into(),
+        message: "m".into(),
+        retryable: true,
+        at: Utc::now(),
+    }
 }
 
 /// Runs every contract check against `store` (fresh and migrated).
@@ -66,19 +71,35 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
 
 async fn identity_and_lists(store: &dyn JobStore) {
     let a = created(store, &new_ledger(1001, "m_list", "2026-10", None)).await;
-    assert_eq!((a.status, a.version, a.attempt_count), (Status::Pending, 1, 0));
-    let same = store.insert_ledger(&new_ledger(1002, "m_list", "2026-10", None), None).await.unwrap();
-    assert!(matches!(same, InsertOutcome::Exists(id) if id == a.id), "{same:?}");
+    assert_eq!(
+        (a.status, a.version, a.attempt_count),
+        (Status::Pending, 1, 0)
+    );
+    let same = store
+        .insert_ledger(&new_ledger(1002, "m_list", "2026-10", None), None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(same, InsertOutcome::Exists(id) if id == a.id),
+        "{same:?}"
+    );
     // An explicit zone is another identity than "the merchant's own".
     created(store, &new_ledger(1003, "m_list", "2026-10", Some("UTC"))).await;
     created(store, &new_ledger(1004, "m_list", "2026-09", None)).await;
     created(store, &new_ledger(1005, "m_other", "2026-10", None)).await;
-    let taken = store.insert_ledger(&new_ledger(1001, "m_list", "2025-01", None), None).await.unwrap();
+    let taken = store
+        .insert_ledger(&new_ledger(1001, "m_list", "2025-01", None), None)
+        .await
+        .unwrap();
     assert!(matches!(taken, InsertOutcome::IdTaken), "{taken:?}");
 
     let only = |m: &str| Some(vec![MerchantId::parse(m).unwrap()]);
     let all = store
-        .list_ledgers(&ListQuery { merchants: only("m_list"), limit: 10, ..Default::default() })
+        .list_ledgers(&ListQuery {
+            merchants: only("m_list"),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let ids: Vec<i64> = all.iter().map(|l| l.id.as_i64()).collect();
@@ -94,23 +115,45 @@ async fn identity_and_lists(store: &dyn JobStore) {
         .unwrap();
     assert_eq!(page[0].id.as_i64(), 1003);
     let by_period = store
-        .list_ledgers(&ListQuery { period: Some("2026-10".into()), limit: 10, ..Default::default() })
+        .list_ledgers(&ListQuery {
+            period: Some("2026-10".into()),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(by_period.len(), 3);
     let none = store
-        .list_ledgers(&ListQuery { merchants: Some(vec![]), limit: 10, ..Default::default() })
+        .list_ledgers(&ListQuery {
+            merchants: Some(vec![]),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(none.is_empty());
 
     // Soft delete frees the identity and hides the row from lists, not from reads.
-    let deleted = store.user_change(a.id, Status::Pending, UserChange::Delete, Utc::now()).await;
+    let deleted = store
+        .user_change(a.id, Status::Pending, UserChange::Delete, Utc::now())
+        .await;
     assert!(deleted.unwrap().unwrap().deleted_at.is_some());
     created(store, &new_ledger(1006, "m_list", "2026-10", None)).await;
-    assert!(store.get_ledger(a.id).await.unwrap().unwrap().deleted_at.is_some());
+    assert!(
+        store
+            .get_ledger(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted_at
+            .is_some()
+    );
     let listed = store
-        .list_ledgers(&ListQuery { merchants: only("m_list"), limit: 10, ..Default::default() })
+        .list_ledgers(&ListQuery {
+            merchants: only("m_list"),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(listed.iter().all(|l| l.id != a.id));
@@ -126,51 +169,132 @@ async fn idempotency(store: &dyn JobStore) {
         body: "{\"first\":true}".into(),
     };
     let first = store
-        .insert_ledger(&new_ledger(2001, "m_idem", "2026-10", None), Some(&record(2001, "h1")))
+        .insert_ledger(
+            &new_ledger(2001, "m_idem", "2026-10", None),
+            Some(&record(2001, "h1")),
+        )
         .await
         .unwrap();
     assert!(matches!(first, InsertOutcome::Created(_)));
     // Same key, same identity: a replay of the first response, not "exists".
     let again = store
-        .insert_ledger(&new_ledger(2002, "m_idem", "2026-10", None), Some(&record(2002, "h1")))
+        .insert_ledger(
+            &new_ledger(2002, "m_idem", "2026-10", None),
+            Some(&record(2002, "h1")),
+        )
         .await
         .unwrap();
-    let InsertOutcome::Replay(found) = again else { panic!("expected Replay: {again:?}") };
-    assert_eq!((found.ledger_id.as_i64(), found.request_hash.as_str()), (2001, "h1"));
+    let InsertOutcome::Replay(found) = again else {
+        panic!("expected Replay: {again:?}")
+    };
+    assert_eq!(
+        (found.ledger_id.as_i64(), found.request_hash.as_str()),
+        (2001, "h1")
+    );
     // Same key, another request: the record comes back, and nothing was stored.
     let other = store
-        .insert_ledger(&new_ledger(2003, "m_idem", "2026-09", None), Some(&record(2003, "h2")))
+        .insert_ledger(
+            &new_ledger(2003, "m_idem", "2026-09", None),
+            Some(&record(2003, "h2")),
+        )
         .await
         .unwrap();
-    assert!(matches!(other, InsertOutcome::Replay(ref f) if f.request_hash == "h1"), "{other:?}");
-    assert!(store.get_ledger(LedgerId::from_i64(2003)).await.unwrap().is_none());
-    store.update_idempotency("sub", "key-1", 503, "{}").await.unwrap();
+    assert!(
+        matches!(other, InsertOutcome::Replay(ref f) if f.request_hash == "h1"),
+        "{other:?}"
+    );
+    assert!(
+        store
+            .get_ledger(LedgerId::from_i64(2003))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .update_idempotency("sub", "key-1", 503, "{}")
+        .await
+        .unwrap();
     let replay = store
-        .insert_ledger(&new_ledger(2004, "m_idem", "2026-10", None), Some(&record(2004, "h1")))
+        .insert_ledger(
+            &new_ledger(2004, "m_idem", "2026-10", None),
+            Some(&record(2004, "h1")),
+        )
         .await
         .unwrap();
-    assert!(matches!(replay, InsertOutcome::Replay(ref f) if f.status_code == 503 && f.body == "{}"));
+    assert!(
+        matches!(replay, InsertOutcome::Replay(ref f) if f.status_code == 503 && f.body == "{}")
+    );
 }
 
 async fn claims_and_fencing(store: &dyn JobStore) {
     let l = created(store, &new_ledger(3001, "m_claim", "2026-10", None)).await;
     let now = Utc::now();
-    let claimed = store.claim(l.id, now, now + Duration::seconds(60)).await.unwrap().unwrap();
-    assert_eq!((claimed.status, claimed.attempt_count), (Status::Processing, 1));
+    let claimed = store
+        .claim(l.id, now, now + Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (claimed.status, claimed.attempt_count),
+        (Status::Processing, 1)
+    );
     assert!(claimed.lease_until.is_some() && claimed.started_at.is_some());
-    assert!(store.claim(l.id, now, now).await.unwrap().is_none(), "a claimed job is not PENDING");
-    assert!(store.renew_lease(l.id, 1, now + Duration::seconds(90)).await.unwrap());
-    assert!(!store.renew_lease(l.id, 2, now).await.unwrap(), "wrong attempt");
-    assert!(store.record_phase(l.id, 1, "FETCH_START", Some("d"), now).await.unwrap());
-    assert!(!store.record_phase(l.id, 7, "FETCH_START", None, now).await.unwrap());
+    assert!(
+        store.claim(l.id, now, now).await.unwrap().is_none(),
+        "a claimed job is not PENDING"
+    );
+    assert!(
+        store
+            .renew_lease(l.id, 1, now + Duration::seconds(90))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.renew_lease(l.id, 2, now).await.unwrap(),
+        "wrong attempt"
+    );
+    assert!(
+        store
+            .record_phase(l.id, 1, "FETCH_START", Some("d"), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_phase(l.id, 7, "FETCH_START", None, now)
+            .await
+            .unwrap()
+    );
     let tz = Timezone::parse("Europe/Berlin").unwrap();
-    assert!(store.complete(l.id, 2, &file(1), Stage::Final, tz, now).await.unwrap().is_none());
-    assert!(store.get_file(l.id, 1).await.unwrap().is_none(), "a fenced completion writes nothing");
-    let done = store.complete(l.id, 1, &file(1), Stage::Draft, tz, now).await.unwrap().unwrap();
-    assert_eq!((done.status, done.stage, done.timezone), (Status::Completed, Stage::Draft, Some(tz)));
+    assert!(
+        store
+            .complete(l.id, 2, &file(1), Stage::Final, tz, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store.get_file(l.id, 1).await.unwrap().is_none(),
+        "a fenced completion writes nothing"
+    );
+    let done = store
+        .complete(l.id, 1, &file(1), Stage::Draft, tz, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (done.status, done.stage, done.timezone),
+        (Status::Completed, Stage::Draft, Some(tz))
+    );
     assert_eq!(done.file.as_ref().unwrap().version, 1);
-    assert_eq!(store.get_file(l.id, 1).await.unwrap().unwrap().object_key, "k/v1");
-    assert!(store.fail(l.id, 1, &failure("X")).await.unwrap().is_none(), "terminal stays terminal");
+    assert_eq!(
+        store.get_file(l.id, 1).await.unwrap().unwrap().object_key,
+        "k/v1"
+    );
+    assert!(
+        store.fail(l.id, 1, &failure("X")).await.unwrap().is_none(),
+        "terminal stays terminal"
+    );
     let timeline = store.list_events(l.id).await.unwrap();
     let steps: Vec<String> = timeline
         .iter()
@@ -181,16 +305,34 @@ async fn claims_and_fencing(store: &dyn JobStore) {
 
     // Failing and releasing are fenced the same way.
     let f = created(store, &new_ledger(3002, "m_claim", "2026-09", None)).await;
-    store.claim(f.id, now, now + Duration::seconds(60)).await.unwrap().unwrap();
+    store
+        .claim(f.id, now, now + Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(store.release(f.id, 9, now).await.unwrap().is_none());
     let released = store.release(f.id, 1, now).await.unwrap().unwrap();
     assert_eq!(released.status, Status::Pending);
-    store.claim(f.id, now, now + Duration::seconds(60)).await.unwrap().unwrap();
-    let failed = store.fail(f.id, 2, &failure("FETCH_DATA_ERROR")).await.unwrap().unwrap();
+    store
+        .claim(f.id, now, now + Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let failed = store
+        .fail(f.id, 2, &failure("FETCH_DATA_ERROR"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(failed.status, Status::Rejected);
-    assert_eq!(failed.failure_reason.unwrap().error_code, "FETCH_DATA_ERROR");
+    assert_eq!(
+        failed.failure_reason.unwrap().error_code,
+        "FETCH_DATA_ERROR"
+    );
     let last = store.list_events(f.id).await.unwrap().pop().unwrap();
-    assert_eq!((last.status, last.error_code.as_deref()), (Some(Status::Rejected), Some("FETCH_DATA_ERROR")));
+    assert_eq!(
+        (last.status, last.error_code.as_deref()),
+        (Some(Status::Rejected), Some("FETCH_DATA_ERROR"))
+    );
     // The queue sees only PENDING rows.
     let p = created(store, &new_ledger(3003, "m_claim", "2026-08", None)).await;
     let pending = store.pending_ids(100).await.unwrap();
@@ -201,60 +343,143 @@ async fn user_changes(store: &dyn JobStore) {
     let l = created(store, &new_ledger(4001, "m_user", "2026-10", None)).await;
     let now = Utc::now();
     // Wrong expected status: nothing changes.
-    assert!(store.user_change(l.id, Status::Rejected, UserChange::Retry, now).await.unwrap().is_none());
-    let rejected = store.reject_pending(l.id, &failure("ENQUEUE_FAILED")).await.unwrap().unwrap();
+    assert!(
+        store
+            .user_change(l.id, Status::Rejected, UserChange::Retry, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let rejected = store
+        .reject_pending(l.id, &failure("ENQUEUE_FAILED"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rejected.status, Status::Rejected);
-    let retried = store.user_change(l.id, Status::Rejected, UserChange::Retry, now).await.unwrap().unwrap();
+    let retried = store
+        .user_change(l.id, Status::Rejected, UserChange::Retry, now)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((retried.status, retried.version), (Status::Pending, 1));
-    store.claim(l.id, now, now + Duration::seconds(60)).await.unwrap().unwrap();
+    store
+        .claim(l.id, now, now + Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
     store
         .complete(l.id, 1, &file(1), Stage::Draft, Timezone::UTC, now)
         .await
         .unwrap()
         .unwrap();
-    let regen = store.user_change(l.id, Status::Completed, UserChange::Regenerate, now).await.unwrap().unwrap();
+    let regen = store
+        .user_change(l.id, Status::Completed, UserChange::Regenerate, now)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((regen.status, regen.version), (Status::Pending, 2));
-    assert_eq!(regen.file.unwrap().version, 1, "the previous file stays the newest completed");
+    assert_eq!(
+        regen.file.unwrap().version,
+        1,
+        "the previous file stays the newest completed"
+    );
 }
 
 async fn sweeps(store: Arc<dyn JobStore>) {
     let now = Utc::now();
     let stalled = created(&*store, &new_ledger(5001, "m_sweep", "2026-10", None)).await;
-    store.claim(stalled.id, now, now - Duration::seconds(1)).await.unwrap().unwrap();
+    store
+        .claim(stalled.id, now, now - Duration::seconds(1))
+        .await
+        .unwrap()
+        .unwrap();
     let tired = created(&*store, &new_ledger(5002, "m_sweep", "2026-09", None)).await;
     for _ in 0..3 {
-        store.claim(tired.id, now, now - Duration::seconds(1)).await.unwrap().unwrap();
-        if store.get_ledger(tired.id).await.unwrap().unwrap().attempt_count < 3 {
-            store.release(tired.id, store.get_ledger(tired.id).await.unwrap().unwrap().attempt_count, now).await.unwrap();
+        store
+            .claim(tired.id, now, now - Duration::seconds(1))
+            .await
+            .unwrap()
+            .unwrap();
+        if store
+            .get_ledger(tired.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempt_count
+            < 3
+        {
+            store
+                .release(
+                    tired.id,
+                    store
+                        .get_ledger(tired.id)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .attempt_count,
+                    now,
+                )
+                .await
+                .unwrap();
         }
     }
     let fresh = created(&*store, &new_ledger(5003, "m_sweep", "2026-08", None)).await;
-    store.claim(fresh.id, now, now + Duration::seconds(60)).await.unwrap().unwrap();
+    store
+        .claim(fresh.id, now, now + Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
 
     // Several sweepers at once: each job is reset by exactly one of them.
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let s = store.clone();
-        tasks.push(tokio::spawn(async move { s.sweep(Utc::now(), Utc::now() - Duration::hours(1), 3).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            s.sweep(Utc::now(), Utc::now() - Duration::hours(1), 3)
+                .await
+                .unwrap()
+        }));
     }
     let (mut requeued, mut abandoned) = (Vec::new(), Vec::new());
     for t in tasks {
         let o = t.await.unwrap();
-        requeued.extend(o.requeued.iter().filter(|l| l.merchant_id.as_str() == "m_sweep").map(|l| l.id));
-        abandoned.extend(o.abandoned.iter().filter(|l| l.merchant_id.as_str() == "m_sweep").map(|l| l.id));
+        requeued.extend(
+            o.requeued
+                .iter()
+                .filter(|l| l.merchant_id.as_str() == "m_sweep")
+                .map(|l| l.id),
+        );
+        abandoned.extend(
+            o.abandoned
+                .iter()
+                .filter(|l| l.merchant_id.as_str() == "m_sweep")
+                .map(|l| l.id),
+        );
     }
     assert_eq!(requeued, [stalled.id]);
     assert_eq!(abandoned, [tired.id]);
     let tired_now = store.get_ledger(tired.id).await.unwrap().unwrap();
     assert_eq!(tired_now.status, Status::Rejected);
-    assert_eq!(tired_now.failure_reason.unwrap().error_code, "JOB_EXECUTION_FAILED");
-    assert_eq!(store.get_ledger(fresh.id).await.unwrap().unwrap().status, Status::Processing);
+    assert_eq!(
+        tired_now.failure_reason.unwrap().error_code,
+        "JOB_EXECUTION_FAILED"
+    );
+    assert_eq!(
+        store.get_ledger(fresh.id).await.unwrap().unwrap().status,
+        Status::Processing
+    );
 
     // Unclaimed PENDING jobs are re-enqueued once per timeout, by one sweeper.
     let later = Utc::now() + Duration::seconds(5);
-    let first = store.sweep(later, later - Duration::seconds(1), 3).await.unwrap();
+    let first = store
+        .sweep(later, later - Duration::seconds(1), 3)
+        .await
+        .unwrap();
     assert!(first.unclaimed.iter().any(|l| l.id == stalled.id));
-    let second = store.sweep(later, later - Duration::seconds(1), 3).await.unwrap();
+    let second = store
+        .sweep(later, later - Duration::seconds(1), 3)
+        .await
+        .unwrap();
     assert!(second.unclaimed.iter().all(|l| l.id != stalled.id));
 }
 
@@ -265,7 +490,10 @@ async fn concurrent_claims(store: Arc<dyn JobStore>) {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
             let now = Utc::now();
-            s.claim(l.id, now, now + Duration::seconds(30)).await.unwrap().is_some()
+            s.claim(l.id, now, now + Duration::seconds(30))
+                .await
+                .unwrap()
+                .is_some()
         }));
     }
     let mut winners = 0;
@@ -276,10 +504,17 @@ async fn concurrent_claims(store: Arc<dyn JobStore>) {
 }
 
 async fn grants(store: &dyn JobStore) {
-    let g = Grant { subject: "alice".into(), role: "merchant_viewer".into(), domain: "m_1".into() };
+    let g = Grant {
+        subject: "alice".into(),
+        role: "merchant_viewer".into(),
+        domain: "m_1".into(),
+    };
     let r0 = store.policy_revision().await.unwrap();
     assert!(store.add_grant(&g).await.unwrap());
-    assert!(!store.add_grant(&g).await.unwrap(), "granting twice is a no-op");
+    assert!(
+        !store.add_grant(&g).await.unwrap(),
+        "granting twice is a no-op"
+    );
     let r1 = store.policy_revision().await.unwrap();
     assert_ne!(r0, r1, "a change moves the revision");
     assert_eq!(store.list_grants().await.unwrap(), vec![g.clone()]);

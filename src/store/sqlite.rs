@@ -827,7 +827,9 @@ mod tests {
     #[tokio::test]
     async fn the_sqlite_store_meets_the_contract() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("ledger.db")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("ledger.db"))
+            .await
+            .unwrap();
         assert_eq!(store.pending_migrations().await.unwrap().len(), 1);
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();

@@ -38,7 +38,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { vars: Vec::new(), source_dir: None }
+        Self {
+            vars: Vec::new(),
+            source_dir: None,
+        }
     }
 }
 
@@ -58,8 +61,14 @@ pub async fn spawn_with(options: Options) -> TestApp {
         None => (examples_dir(), None),
     };
     let mut vars: HashMap<String, String> = HashMap::new();
-    vars.insert("APP_ENV_DATA_DIR".into(), data_dir.path().display().to_string());
-    vars.insert("APP_ENV_SOURCE_DIR".into(), source_dir.display().to_string());
+    vars.insert(
+        "APP_ENV_DATA_DIR".into(),
+        data_dir.path().display().to_string(),
+    );
+    vars.insert(
+        "APP_ENV_SOURCE_DIR".into(),
+        source_dir.display().to_string(),
+    );
     vars.insert("APP_ENV_HOST".into(), "127.0.0.1".into());
     vars.insert("APP_ENV_PORT".into(), "0".into());
     vars.insert("APP_ENV_POLICY_CACHE_TTL_MS".into(), "0".into());
@@ -68,10 +77,16 @@ pub async fn spawn_with(options: Options) -> TestApp {
         vars.insert(k.into(), v);
     }
     let config = Config::from_vars(&vars).expect("test config");
-    ledger::telemetry::init_logging(config.log_format, "warn,ledger=info");
+    ledger::telemetry::init_logging(
+        config.log_format,
+        "warn,ledger=info",
+        ledger::telemetry::LogTarget::Stdout,
+    );
     // Create the dev key before the server so tokens can be signed at once.
     ledger::app::dev_key(&config).expect("dev key");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(ledger::run(config.clone(), listener, shutdown.clone()));
@@ -88,8 +103,11 @@ pub async fn spawn_with(options: Options) -> TestApp {
         assert!(Instant::now() < deadline, "service did not become ready");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let store: Arc<dyn JobStore> =
-        Arc::new(SqliteStore::open(&config.sqlite_path()).await.expect("second store handle"));
+    let store: Arc<dyn JobStore> = Arc::new(
+        SqliteStore::open(&config.sqlite_path())
+            .await
+            .expect("second store handle"),
+    );
     TestApp {
         address,
         base,
@@ -133,12 +151,20 @@ impl TestApp {
     }
 
     pub async fn grant(&self, sub: &str, role: &str, merchant: &str) {
-        let grant = Grant { subject: sub.into(), role: role.into(), domain: merchant.into() };
+        let grant = Grant {
+            subject: sub.into(),
+            role: role.into(),
+            domain: merchant.into(),
+        };
         self.store.add_grant(&grant).await.expect("grant");
     }
 
     pub async fn revoke(&self, sub: &str, role: &str, merchant: &str) {
-        let grant = Grant { subject: sub.into(), role: role.into(), domain: merchant.into() };
+        let grant = Grant {
+            subject: sub.into(),
+            role: role.into(),
+            domain: merchant.into(),
+        };
         self.store.remove_grant(&grant).await.expect("revoke");
     }
 
@@ -159,15 +185,30 @@ impl TestApp {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn post(&self, token: &str, path: &str) -> reqwest::Response {
-        self.client.post(self.url(path)).bearer_auth(token).send().await.expect("request")
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn delete(&self, token: &str, path: &str) -> reqwest::Response {
-        self.client.delete(self.url(path)).bearer_auth(token).send().await.expect("request")
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Creates a ledger and returns its JSON (asserting 202).

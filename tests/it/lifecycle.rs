@@ -21,12 +21,18 @@ async fn a_ledger_is_created_generated_and_downloaded() {
     assert_eq!(created["status"], "PENDING");
     assert_eq!(created["version"], 1);
     assert_eq!(created["createdBy"], "alice");
-    assert!(created["id"].is_string(), "ids are strings in JSON: {created}");
+    assert!(
+        created["id"].is_string(),
+        "ids are strings in JSON: {created}"
+    );
     let id = created["id"].as_str().unwrap().to_owned();
 
     let done = app.wait_for(&token, &id, "COMPLETED", 30).await;
     assert_eq!(done["attemptCount"], 1);
-    assert_eq!(done["timezone"], "Europe/Berlin", "the merchant's own zone is used");
+    assert_eq!(
+        done["timezone"], "Europe/Berlin",
+        "the merchant's own zone is used"
+    );
     assert_eq!(done["stage"], "FINAL", "2026-10 has ended");
     assert_eq!(done["failureReason"], Value::Null);
     let file = &done["file"];
@@ -40,23 +46,42 @@ async fn a_ledger_is_created_generated_and_downloaded() {
     let rows = csv_rows(&body);
     assert_eq!(rows.first().unwrap()[2], "OPENING_BALANCE");
     assert_eq!(rows.last().unwrap()[2], "CLOSING_BALANCE");
-    let entries: Vec<&Vec<String>> =
-        rows.iter().filter(|r| !r[2].ends_with("_BALANCE")).collect();
+    let entries: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|r| !r[2].ends_with("_BALANCE"))
+        .collect();
     assert!(!entries.is_empty());
     for row in &entries {
-        assert!(row[0].starts_with("2026-10-") || row[0].starts_with("2026-11-01T00"), "{row:?}");
-        assert!(row[0].ends_with("+02:00") || row[0].ends_with("+01:00"), "local offsets: {row:?}");
+        assert!(
+            row[0].starts_with("2026-10-") || row[0].starts_with("2026-11-01T00"),
+            "{row:?}"
+        );
+        assert!(
+            row[0].ends_with("+02:00") || row[0].ends_with("+01:00"),
+            "local offsets: {row:?}"
+        );
     }
     // The running balance of the last entry is the closing balance.
     assert_eq!(entries.last().unwrap()[7], rows.last().unwrap()[7]);
 
     // The timeline tells the story in order.
-    let events: Value = app.get(&token, &format!("/ledgers/{id}/events")).await.json().await.unwrap();
+    let events: Value = app
+        .get(&token, &format!("/ledgers/{id}/events"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let steps: Vec<String> = events["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["status"].as_str().or(e["phase"].as_str()).unwrap().to_owned())
+        .map(|e| {
+            e["status"]
+                .as_str()
+                .or(e["phase"].as_str())
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(
         steps,
@@ -86,9 +111,17 @@ async fn the_requested_zone_cuts_the_period() {
     let id = created["id"].as_str().unwrap();
     let done = app.wait_for(&token, id, "COMPLETED", 30).await;
     assert_eq!(done["timezone"], "America/New_York");
-    let csv = app.get(&token, &format!("/ledgers/{id}/download")).await.bytes().await.unwrap();
+    let csv = app
+        .get(&token, &format!("/ledgers/{id}/download"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
     let rows = csv_rows(&csv);
-    assert_eq!(rows[0][0], "2026-10-15T00:00:00-04:00", "opening at local midnight");
+    assert_eq!(
+        rows[0][0], "2026-10-15T00:00:00-04:00",
+        "opening at local midnight"
+    );
     assert_eq!(rows.last().unwrap()[0], "2026-10-16T00:00:00-04:00");
     for row in rows.iter().filter(|r| !r[2].ends_with("_BALANCE")) {
         assert!(row[0].starts_with("2026-10-15T"), "{row:?}");
@@ -100,35 +133,75 @@ async fn the_requested_zone_cuts_the_period() {
 async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts() {
     let app = spawn_app().await;
     let token = app.user("alice", "merchant_admin", "m_broken").await;
-    let created = app.create_ok(&token, statement("m_broken", "2026-10")).await;
+    let created = app
+        .create_ok(&token, statement("m_broken", "2026-10"))
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
     let rejected = app.wait_for(&token, &id, "REJECTED", 30).await;
     let reason = &rejected["failureReason"];
     assert_eq!(reason["errorCode"], "FETCH_DATA_ERROR");
     assert!(
-        reason["message"].as_str().unwrap().contains("entries[2].amount"),
+        reason["message"]
+            .as_str()
+            .unwrap()
+            .contains("entries[2].amount"),
         "{reason}"
     );
     assert_eq!(reason["retryable"], false);
-    assert_error(app.get(&token, &format!("/ledgers/{id}/download")).await, 409, "JOB_NOT_READY")
-        .await;
-    assert_error(app.post(&token, &format!("/ledgers/{id}/regenerate")).await, 409, "INVALID_STATE")
-        .await;
+    assert_error(
+        app.get(&token, &format!("/ledgers/{id}/download")).await,
+        409,
+        "JOB_NOT_READY",
+    )
+    .await;
+    assert_error(
+        app.post(&token, &format!("/ledgers/{id}/regenerate")).await,
+        409,
+        "INVALID_STATE",
+    )
+    .await;
 
     let r = app.post(&token, &format!("/ledgers/{id}/retry")).await;
     assert_eq!(r.status(), 202);
     let again = app.wait_for(&token, &id, "REJECTED", 30).await;
-    assert_eq!(again["attemptCount"], 2, "attempts are counted over the ledger's life");
+    assert_eq!(
+        again["attemptCount"], 2,
+        "attempts are counted over the ledger's life"
+    );
 
     // Deleting is soft: the ledger stays readable, leaves lists, and frees its identity.
-    assert_eq!(app.delete(&token, &format!("/ledgers/{id}")).await.status(), 204);
-    assert_eq!(app.delete(&token, &format!("/ledgers/{id}")).await.status(), 204, "idempotent");
-    let deleted: Value = app.get(&token, &format!("/ledgers/{id}")).await.json().await.unwrap();
+    assert_eq!(
+        app.delete(&token, &format!("/ledgers/{id}")).await.status(),
+        204
+    );
+    assert_eq!(
+        app.delete(&token, &format!("/ledgers/{id}")).await.status(),
+        204,
+        "idempotent"
+    );
+    let deleted: Value = app
+        .get(&token, &format!("/ledgers/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(deleted["deletedAt"].is_string());
-    let list: Value = app.get(&token, "/ledgers?merchantId=m_broken").await.json().await.unwrap();
+    let list: Value = app
+        .get(&token, "/ledgers?merchantId=m_broken")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
-    assert_error(app.post(&token, &format!("/ledgers/{id}/retry")).await, 404, "NOT_FOUND").await;
-    let recreated = app.create_ok(&token, statement("m_broken", "2026-10")).await;
+    assert_error(
+        app.post(&token, &format!("/ledgers/{id}/retry")).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    let recreated = app
+        .create_ok(&token, statement("m_broken", "2026-10"))
+        .await;
     assert_ne!(recreated["id"], created["id"]);
     app.stop().await;
 }
@@ -142,7 +215,12 @@ async fn drafts_regenerate_into_new_versions_and_finals_do_not() {
     let id = draft["id"].as_str().unwrap().to_owned();
     let v1 = app.wait_for(&token, &id, "COMPLETED", 30).await;
     assert_eq!(v1["stage"], "DRAFT");
-    assert_error(app.post(&token, &format!("/ledgers/{id}/retry")).await, 409, "INVALID_STATE").await;
+    assert_error(
+        app.post(&token, &format!("/ledgers/{id}/retry")).await,
+        409,
+        "INVALID_STATE",
+    )
+    .await;
 
     let r = app.post(&token, &format!("/ledgers/{id}/regenerate")).await;
     assert_eq!(r.status(), 202);
@@ -152,20 +230,35 @@ async fn drafts_regenerate_into_new_versions_and_finals_do_not() {
     assert_eq!(v2["version"], 2);
     assert_eq!(v2["file"]["version"], 2);
     for version in [1, 2] {
-        let r = app.get(&token, &format!("/ledgers/{id}/download?version={version}")).await;
+        let r = app
+            .get(&token, &format!("/ledgers/{id}/download?version={version}"))
+            .await;
         assert_eq!(r.status(), 200, "version {version} is kept");
-        let name = r.headers()["content-disposition"].to_str().unwrap().to_owned();
+        let name = r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(name.contains(&format!("-v{version}.csv")), "{name}");
     }
-    assert_error(app.get(&token, &format!("/ledgers/{id}/download?version=3")).await, 404, "NOT_FOUND")
-        .await;
+    assert_error(
+        app.get(&token, &format!("/ledgers/{id}/download?version=3"))
+            .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
 
     let fin = app.create_ok(&token, statement("m_acme", "2026-09")).await;
     let fin_id = fin["id"].as_str().unwrap();
     let done = app.wait_for(&token, fin_id, "COMPLETED", 30).await;
     assert_eq!(done["stage"], "FINAL");
-    assert_error(app.post(&token, &format!("/ledgers/{fin_id}/regenerate")).await, 409, "LEDGER_FINAL")
-        .await;
+    assert_error(
+        app.post(&token, &format!("/ledgers/{fin_id}/regenerate"))
+            .await,
+        409,
+        "LEDGER_FINAL",
+    )
+    .await;
     app.stop().await;
 }
 
@@ -181,10 +274,22 @@ async fn jobs_in_progress_refuse_changes() {
     let created = app.create_ok(&token, statement("m_acme", "2026-10")).await;
     let id = created["id"].as_str().unwrap();
     for (r, code) in [
-        (app.post(&token, &format!("/ledgers/{id}/retry")).await, "JOB_IN_PROGRESS"),
-        (app.post(&token, &format!("/ledgers/{id}/regenerate")).await, "JOB_IN_PROGRESS"),
-        (app.delete(&token, &format!("/ledgers/{id}")).await, "JOB_IN_PROGRESS"),
-        (app.get(&token, &format!("/ledgers/{id}/download")).await, "JOB_NOT_READY"),
+        (
+            app.post(&token, &format!("/ledgers/{id}/retry")).await,
+            "JOB_IN_PROGRESS",
+        ),
+        (
+            app.post(&token, &format!("/ledgers/{id}/regenerate")).await,
+            "JOB_IN_PROGRESS",
+        ),
+        (
+            app.delete(&token, &format!("/ledgers/{id}")).await,
+            "JOB_IN_PROGRESS",
+        ),
+        (
+            app.get(&token, &format!("/ledgers/{id}/download")).await,
+            "JOB_NOT_READY",
+        ),
     ] {
         assert_error(r, 409, code).await;
     }
@@ -199,10 +304,17 @@ async fn multi_currency_statements_balance_per_currency() {
     let app = spawn_app().await;
     let token = app.user("alice", "merchant_viewer", "m_global").await;
     app.grant("alice", "merchant_operator", "m_global").await;
-    let created = app.create_ok(&token, statement("m_global", "2026-Q3")).await;
+    let created = app
+        .create_ok(&token, statement("m_global", "2026-Q3"))
+        .await;
     let id = created["id"].as_str().unwrap();
     app.wait_for(&token, id, "COMPLETED", 30).await;
-    let csv = app.get(&token, &format!("/ledgers/{id}/download")).await.bytes().await.unwrap();
+    let csv = app
+        .get(&token, &format!("/ledgers/{id}/download"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
     let rows = csv_rows(&csv);
     let closings: Vec<&Vec<String>> = rows.iter().filter(|r| r[2] == "CLOSING_BALANCE").collect();
     assert!(closings.len() >= 3, "several currencies: {closings:?}");
@@ -213,12 +325,22 @@ async fn multi_currency_statements_balance_per_currency() {
             .filter(|r| &r[5] == currency && r[2] != "CLOSING_BALANCE")
             .last()
             .unwrap();
-        assert_eq!(last[7], closing[7], "{currency} running balance ends at its closing");
+        assert_eq!(
+            last[7], closing[7],
+            "{currency} running balance ends at its closing"
+        );
         if currency == "JPY" {
-            assert!(!closing[7].contains('.'), "JPY has no minor digits: {closing:?}");
+            assert!(
+                !closing[7].contains('.'),
+                "JPY has no minor digits: {closing:?}"
+            );
         }
         if currency == "KWD" {
-            assert_eq!(closing[7].split('.').nth(1).map(str::len), Some(3), "{closing:?}");
+            assert_eq!(
+                closing[7].split('.').nth(1).map(str::len),
+                Some(3),
+                "{closing:?}"
+            );
         }
     }
     app.stop().await;

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api_errors;
+mod cli;
 mod lifecycle;
 mod recovery;
 mod security;

@@ -25,14 +25,21 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
 
     // A worker claims it and dies: its lease runs out.
     let now = Utc::now();
-    let dead = api.store.claim(id, now, now + chrono::Duration::milliseconds(200)).await.unwrap();
+    let dead = api
+        .store
+        .claim(id, now, now + chrono::Duration::milliseconds(200))
+        .await
+        .unwrap();
     assert_eq!(dead.unwrap().attempt_count, 1);
 
     // A worker process on the same data dir sweeps, re-claims and completes it as attempt 2.
     let worker = spawn_with(Options {
         vars: vec![
             ("APP_ENV_APPLICATION_ROLES", "worker".into()),
-            ("APP_ENV_DATA_DIR", api.data_dir.path().display().to_string()),
+            (
+                "APP_ENV_DATA_DIR",
+                api.data_dir.path().display().to_string(),
+            ),
             ("APP_ENV_JOB_TIMEOUT_MS", "300".into()),
             ("APP_ENV_SWEEP_INTERVAL_MS", "100".into()),
         ],
@@ -52,7 +59,12 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
     };
     assert!(store.fail(id, 1, &reason).await.unwrap().is_none());
     assert!(!store.renew_lease(id, 1, Utc::now()).await.unwrap());
-    assert!(!store.record_phase(id, 1, "UPLOAD_DONE", None, Utc::now()).await.unwrap());
+    assert!(
+        !store
+            .record_phase(id, 1, "UPLOAD_DONE", None, Utc::now())
+            .await
+            .unwrap()
+    );
     let forged = CompletedFile {
         info: FileInfo {
             version: 1,
@@ -63,12 +75,24 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
         },
         object_key: "elsewhere".into(),
     };
-    let late = store.complete(id, 1, &forged, Stage::Final, Timezone::UTC, Utc::now()).await;
+    let late = store
+        .complete(id, 1, &forged, Stage::Final, Timezone::UTC, Utc::now())
+        .await;
     assert!(late.unwrap().is_none());
-    let after: Value = api.get(&token, &format!("/ledgers/{id}")).await.json().await.unwrap();
+    let after: Value = api
+        .get(&token, &format!("/ledgers/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(after["status"], "COMPLETED");
     assert_eq!(after["file"]["sha256"], done["file"]["sha256"]);
-    let events: Value = api.get(&token, &format!("/ledgers/{id}/events")).await.json().await.unwrap();
+    let events: Value = api
+        .get(&token, &format!("/ledgers/{id}/events"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let attempts: Vec<u64> = events["items"]
         .as_array()
         .unwrap()
@@ -77,7 +101,12 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
         .map(|e| e["attempt"].as_u64().unwrap())
         .collect();
     assert_eq!(attempts, [1, 2]);
-    let pendings = events["items"].as_array().unwrap().iter().filter(|e| e["status"] == "PENDING").count();
+    let pendings = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "PENDING")
+        .count();
     assert_eq!(pendings, 2, "created, then put back by the sweep");
     worker.stop().await;
     api.stop().await;
@@ -101,7 +130,10 @@ async fn a_job_that_stalls_too_often_is_rejected() {
     let worker = spawn_with(Options {
         vars: vec![
             ("APP_ENV_APPLICATION_ROLES", "worker".into()),
-            ("APP_ENV_DATA_DIR", app.data_dir.path().display().to_string()),
+            (
+                "APP_ENV_DATA_DIR",
+                app.data_dir.path().display().to_string(),
+            ),
             ("APP_ENV_MAX_ATTEMPTS", "1".into()),
             ("APP_ENV_SWEEP_INTERVAL_MS", "100".into()),
         ],
@@ -109,10 +141,18 @@ async fn a_job_that_stalls_too_often_is_rejected() {
     })
     .await;
     let rejected = app.wait_for(&token, &id.to_string(), "REJECTED", 30).await;
-    assert_eq!(rejected["failureReason"]["errorCode"], "JOB_EXECUTION_FAILED");
+    assert_eq!(
+        rejected["failureReason"]["errorCode"],
+        "JOB_EXECUTION_FAILED"
+    );
     assert_eq!(rejected["attemptCount"], 1);
     // A user retry brings it back, and this time it completes.
-    assert_eq!(app.post(&token, &format!("/ledgers/{id}/retry")).await.status(), 202);
+    assert_eq!(
+        app.post(&token, &format!("/ledgers/{id}/retry"))
+            .await
+            .status(),
+        202
+    );
     let done = app.wait_for(&token, &id.to_string(), "COMPLETED", 30).await;
     assert_eq!(done["attemptCount"], 2);
     worker.stop().await;
@@ -145,13 +185,20 @@ fn start_binary(data_dir: &std::path::Path, source_dir: &std::path::Path, port: 
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn wait_ready(client: &reqwest::Client, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
             && r.status().is_success()
         {
             return;
@@ -168,7 +215,11 @@ async fn kill_dash_nine_mid_job_loses_nothing() {
     let client = reqwest::Client::new();
     // Token and grant through the CLI's own building blocks, on the same data dir.
     let config = ledger::config::Config::from_vars(
-        &[("APP_ENV_DATA_DIR".to_owned(), data.path().display().to_string())].into(),
+        &[(
+            "APP_ENV_DATA_DIR".to_owned(),
+            data.path().display().to_string(),
+        )]
+        .into(),
     )
     .unwrap();
     let token = ledger::app::dev_key(&config)

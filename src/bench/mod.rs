@@ -1,0 +1,272 @@
+//! `ledger bench …`: end-to-end measurements through the real service (HTTP create →
+//! COMPLETED), printed as figures. The service runs in this process on a temporary data
+//! dir with the embedded defaults; the source is a generated NDJSON file. Peak RSS is the
+//! process's high-water mark (`VmHWM`), reset before each run.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::domain::Grant;
+use crate::source::fixture::{self, FixtureSpec};
+
+/// A service started for a benchmark.
+struct Bench {
+    base: String,
+    client: reqwest::Client,
+    token: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(dir: tempfile::TempDir, concurrency: usize) -> anyhow::Result<Bench> {
+    let mut vars = HashMap::new();
+    vars.insert(
+        "APP_ENV_DATA_DIR".to_owned(),
+        dir.path().join("data").display().to_string(),
+    );
+    vars.insert(
+        "APP_ENV_SOURCE_DIR".to_owned(),
+        dir.path().join("source").display().to_string(),
+    );
+    vars.insert(
+        "APP_ENV_WORKER_CONCURRENCY".to_owned(),
+        concurrency.to_string(),
+    );
+    vars.insert("APP_ENV_POLICY_CACHE_TTL_MS".to_owned(), "60000".to_owned());
+    let config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = crate::app::dev_key(&config)?;
+    let token = key.sign("bench", Duration::from_secs(3600), None, None)?;
+    let store = crate::app::open_store(&config).await?;
+    store.migrate().await?;
+    store
+        .add_grant(&Grant {
+            subject: "bench".into(),
+            role: "platform_admin".into(),
+            domain: "*".into(),
+        })
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/v1/api/ledger", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(crate::run(config, listener, shutdown.clone()));
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("the service did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Bench {
+        base,
+        client,
+        token,
+        shutdown,
+        task,
+        _dir: dir,
+    })
+}
+
+impl Bench {
+    async fn create(&self, body: &Value) -> anyhow::Result<String> {
+        let r = self
+            .client
+            .post(format!("{}/ledgers", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        if status != 202 {
+            bail!("create answered {status}: {body}");
+        }
+        body["id"].as_str().map(str::to_owned).context("no id")
+    }
+
+    async fn ledger(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .client
+            .get(format!("{}/ledgers/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn wait_completed(&self, id: &str, poll: Duration) -> anyhow::Result<Value> {
+        loop {
+            let l = self.ledger(id).await?;
+            match l["status"].as_str() {
+                Some("COMPLETED") => return Ok(l),
+                Some("REJECTED") => bail!("ledger {id} was rejected: {}", l["failureReason"]),
+                _ => tokio::time::sleep(poll).await,
+            }
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Resets the process's peak RSS so the next reading covers one run only.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak RSS in MiB since the last reset.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn write_source(
+    dir: &Path,
+    merchant: &str,
+    entries: u64,
+    currencies: Vec<(&str, i64)>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut spec = FixtureSpec::new(merchant, entries);
+    spec.currencies = currencies;
+    spec.start = "2025-01-01T00:00:00Z".parse()?;
+    let spec = spec.spread_until("2025-12-31T00:00:00Z".parse()?);
+    fixture::write_ndjson(&dir.join(format!("{merchant}.ndjson")), &spec)?;
+    Ok(())
+}
+
+/// One large CSV statement, `runs` times: wall time create → COMPLETED and peak RSS.
+pub async fn large(entries: u64, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    write_source(
+        &dir.path().join("source"),
+        "m_bench",
+        entries,
+        vec![("EUR", 1_000_000), ("USD", 0), ("JPY", 0)],
+    )?;
+    println!(
+        "source: {entries} entries written in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    let bench = start(dir, 1).await?;
+    let (mut walls, mut rss) = (Vec::new(), Vec::new());
+    for run in 1..=runs.max(1) {
+        reset_peak_rss();
+        let t0 = Instant::now();
+        let id = bench
+            .create(&json!({"merchantId": "m_bench", "type": "STATEMENT", "period": "2025", "format": "CSV"}))
+            .await?;
+        let done = bench.wait_completed(&id, Duration::from_millis(5)).await?;
+        let wall = t0.elapsed().as_secs_f64();
+        let peak = peak_rss_mib();
+        println!(
+            "run {run}: entries={entries} wall={wall:.3}s peak_rss={peak:.1}MiB size={}B ({:.0} entries/s)",
+            done["file"]["sizeBytes"],
+            entries as f64 / wall
+        );
+        walls.push(wall);
+        rss.push(peak);
+        // Soft delete frees the identity for the next run.
+        bench
+            .client
+            .delete(format!("{}/ledgers/{id}", bench.base))
+            .bearer_auth(&bench.token)
+            .send()
+            .await?;
+    }
+    println!(
+        "large CSV statement, {entries} entries, {} runs: median wall {:.3}s, median peak RSS {:.1}MiB",
+        walls.len(),
+        median(&mut walls),
+        median(&mut rss)
+    );
+    bench.stop().await;
+    Ok(())
+}
+
+/// Many small CSV statements: ledgers per second end to end and create → COMPLETED latency.
+pub async fn small(count: usize, entries: u64, concurrency: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let merchants: Vec<String> = (0..count.div_ceil(365).max(1))
+        .map(|i| format!("m_small_{i}"))
+        .collect();
+    for m in &merchants {
+        write_source(&dir.path().join("source"), m, entries, vec![("EUR", 0)])?;
+    }
+    let bench = start(dir, concurrency).await?;
+    let day0: chrono::NaiveDate = "2025-01-01".parse()?;
+    let bodies: Vec<Value> = (0..count)
+        .map(|i| {
+            let day = day0 + chrono::Duration::days((i % 365) as i64);
+            json!({"merchantId": merchants[i / 365], "type": "STATEMENT", "period": day.to_string(), "format": "CSV"})
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut ids = Vec::with_capacity(count);
+    for chunk in bodies.chunks(32) {
+        let created = futures::future::join_all(chunk.iter().map(|b| bench.create(b))).await;
+        for id in created {
+            ids.push(id?);
+        }
+    }
+    let created_in = t0.elapsed().as_secs_f64();
+    let mut latencies = Vec::with_capacity(count);
+    for id in &ids {
+        let l = bench.wait_completed(id, Duration::from_millis(20)).await?;
+        let parse =
+            |k: &str| chrono::DateTime::parse_from_rfc3339(l[k].as_str().unwrap_or_default());
+        if let (Ok(c), Ok(d)) = (parse("createdAt"), parse("completedAt")) {
+            latencies.push((d - c).num_milliseconds() as f64);
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "small CSV statements: {count} ledgers of ~{} entries, worker concurrency {concurrency}: \
+         {wall:.2}s wall ({created_in:.2}s to create all), {:.1} ledgers/s, \
+         create→COMPLETED p50 {:.0}ms p99 {:.0}ms",
+        entries / 365,
+        count as f64 / wall,
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0)
+    );
+    bench.stop().await;
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The `ledger` command line as an operator uses it.
+
+use std::process::{Command, Output};
+
+use base64::Engine;
+
+fn ledger(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledger"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV_DATA_DIR", data_dir)
+        .env("APP_ENV_LOG_LEVEL", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run ledger")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn policy_grant_list_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let granted = ledger(
+        d,
+        &["policy", "grant", "alice", "merchant_viewer", "m_1"],
+        &[],
+    );
+    assert!(granted.status.success(), "{granted:?}");
+    assert!(
+        ledger(d, &["policy", "grant", "ops", "platform_admin", "*"], &[])
+            .status
+            .success()
+    );
+    let list = stdout(&ledger(d, &["policy", "list"], &[]));
+    assert!(list.contains("alice\tmerchant_viewer\tm_1"), "{list}");
+    assert!(list.contains("ops\tplatform_admin\t*"), "{list}");
+    for bad in [
+        vec!["policy", "grant", "alice", "superuser", "m_1"],
+        vec!["policy", "grant", "alice", "merchant_viewer", "../m"],
+    ] {
+        let o = ledger(d, &bad, &[]);
+        assert!(!o.status.success(), "{bad:?} must fail");
+        assert!(!String::from_utf8_lossy(&o.stderr).is_empty());
+    }
+    assert!(
+        ledger(
+            d,
+            &["policy", "revoke", "alice", "merchant_viewer", "m_1"],
+            &[]
+        )
+        .status
+        .success()
+    );
+    let again = ledger(
+        d,
+        &["policy", "revoke", "alice", "merchant_viewer", "m_1"],
+        &[],
+    );
+    assert!(!again.status.success(), "revoking a missing grant says so");
+    assert!(!stdout(&ledger(d, &["policy", "list"], &[])).contains("alice"));
+}
+
+#[test]
+fn token_prints_only_a_jwt_and_keygen_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ledger(
+        dir.path(),
+        &["token", "--sub", "alice", "--ttl", "10m"],
+        &[],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    let token = out.trim();
+    assert_eq!(out.lines().count(), 1, "only the token: {out}");
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').next().unwrap())
+        .unwrap();
+    assert!(String::from_utf8(header).unwrap().contains("ES256"));
+    assert!(
+        ledger(dir.path(), &["token", "--sub", "x", "--ttl", "soon"], &[])
+            .status
+            .code()
+            != Some(0)
+    );
+
+    let key = stdout(&ledger(dir.path(), &["keygen"], &[]));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .unwrap();
+    assert_eq!(bytes.len(), 32);
+}
+
+#[test]
+fn migrate_by_command_and_by_run_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ledger(dir.path(), &["migrate"], &[]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(stdout(&first).contains("applied"), "{}", stdout(&first));
+    let second = ledger(dir.path(), &[], &[("RUN_MODE", "migrate")]);
+    assert!(second.status.success(), "{second:?}");
+    assert!(
+        stdout(&second).contains("up to date"),
+        "{}",
+        stdout(&second)
+    );
+}
+
+#[test]
+fn a_bad_configuration_lists_every_problem_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ledger(
+        dir.path(),
+        &["serve"],
+        &[
+            ("APP_ENV_PORT", "eighty"),
+            ("APP_ENV_NODE_ID", "4096"),
+            ("APP_ENV_LOG_FORMAT", "yaml"),
+            ("APP_ENV_DATABASE_URL", "mysql://root:s3cr3t-pw@db/ledger"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for name in [
+        "APP_ENV_PORT",
+        "APP_ENV_NODE_ID",
+        "APP_ENV_LOG_FORMAT",
+        "APP_ENV_DATABASE_URL",
+    ] {
+        assert!(err.contains(name), "{name} missing: {err}");
+    }
+    assert!(!err.contains("s3cr3t-pw"), "{err}");
+
+    let bad_key = ledger(
+        dir.path(),
+        &["serve"],
+        &[("APP_ENV_LEDGER_ENCRYPTION_KEY", "bm90LWEta2V5")],
+    );
+    assert!(!bad_key.status.success());
+    let err = String::from_utf8_lossy(&bad_key.stderr);
+    assert!(err.contains("APP_ENV_LEDGER_ENCRYPTION_KEY"), "{err}");
+    assert!(!err.contains("bm90LWEta2V5"), "{err}");
+}
