@@ -365,34 +365,24 @@ async fn execute(
     metrics::histogram!("ledger_job_phase_duration_seconds", "phase" => "GENERATE")
         .record(generate_started.elapsed().as_secs_f64());
     let rows = rendered.source.entry_count;
-    phase_log!(ledger, "FETCH_DONE", entries = rows);
-    phase(
-        worker,
-        ledger,
-        "FETCH_DONE",
-        Some(format!("{rows} entries")),
-    )
-    .await?;
-    phase_log!(
-        ledger,
-        "GENERATE_DONE",
-        entries = rows,
-        sizeBytes = rendered.size
-    );
-    phase(
-        worker,
-        ledger,
-        "GENERATE_DONE",
-        Some(format!("{} bytes", rendered.size)),
-    )
-    .await?;
-
-    // Self-check before anything becomes visible: a wrong document is never stored.
-    if let Some(diff) = rendered.source.difference(&rendered.written) {
+    let checked: Result<(), JobError> = async {
+        phase_log!(ledger, "FETCH_DONE", entries = rows);
+        phase(worker, ledger, "FETCH_DONE", Some(format!("{rows} entries"))).await?;
+        phase_log!(ledger, "GENERATE_DONE", entries = rows, sizeBytes = rendered.size);
+        phase(worker, ledger, "GENERATE_DONE", Some(format!("{} bytes", rendered.size))).await?;
+        // Self-check before anything becomes visible: a wrong document is never stored.
+        match rendered.source.difference(&rendered.written) {
+            Some(diff) => Err(JobError::Execution(format!(
+                "self-check failed: rendered totals differ from the source ({diff})"
+            ))),
+            None => Ok(()),
+        }
+    }
+    .await;
+    if let Err(e) = checked {
+        // Nothing of this attempt becomes visible: the upload is abandoned, not completed.
         writer.abort().await;
-        return Err(JobError::Execution(format!(
-            "self-check failed: rendered totals differ from the source ({diff})"
-        )));
+        return Err(e);
     }
     progress_event(worker, ledger, "UPLOAD", rows, Some(rows)).await;
     let upload_started = Instant::now();
@@ -478,4 +468,136 @@ fn render_blocking(
         sha256,
         size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chrono::Utc;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::crypto::{Keyring, MasterKey};
+    use crate::domain::{Event, Format, LedgerId, LedgerType, MerchantId, Period, Stage, Status};
+    use crate::notify::{EventBus, InProcessBus, Notifier};
+    use crate::queue::db::DbQueue;
+    use crate::source::file::FileSource;
+    use crate::source::fixture::{self, FixtureSpec};
+    use crate::storage::{ObjectStorage, ObjectStoreStorage};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{InsertOutcome, JobStore, NewLedger};
+    use crate::worker::{TaskOutcome, Worker, WorkerSettings};
+
+    struct Rig {
+        worker: Worker,
+        bus: Arc<InProcessBus>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn rig(entries: u64, job_timeout: Duration) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let source_dir = dir.path().join("source");
+        std::fs::create_dir_all(&source_dir).unwrap();
+        let spec = FixtureSpec::new("m_1", entries).spread_until("2026-06-01T00:00:00Z".parse().unwrap());
+        fixture::write_ndjson(&source_dir.join("m_1.ndjson"), &spec).unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite")).await.unwrap();
+        store.migrate().await.unwrap();
+        let store: Arc<dyn JobStore> = Arc::new(store);
+        let storage: Arc<dyn ObjectStorage> =
+            Arc::new(ObjectStoreStorage::local(&dir.path().join("objects")).unwrap());
+        let bus = Arc::new(InProcessBus::default());
+        let key = MasterKey::from_base64(&crate::crypto::generate_key_base64()).unwrap();
+        let worker = Worker {
+            store: store.clone(),
+            queue: Arc::new(DbQueue::new(store.clone())),
+            storage,
+            source: Arc::new(FileSource::new(source_dir)),
+            notifier: Notifier::new(bus.clone() as Arc<dyn EventBus>),
+            keyring: Keyring::new(key, Vec::new()),
+            settings: WorkerSettings {
+                job_timeout,
+                sweep_interval: Duration::from_secs(60),
+                max_attempts: 5,
+                concurrency: 1,
+                shutdown_timeout: Duration::from_secs(1),
+            },
+        };
+        Rig { worker, bus, _dir: dir }
+    }
+
+    async fn pending(store: &dyn JobStore, id: i64, period: &str) -> LedgerId {
+        let new = NewLedger {
+            id: LedgerId::from_i64(id),
+            merchant_id: MerchantId::parse("m_1").unwrap(),
+            ledger_type: LedgerType::Statement,
+            period: Period::parse(period).unwrap(),
+            requested_timezone: None,
+            format: Format::Csv,
+            stage: Stage::Final,
+            created_by: "t".into(),
+            created_at: Utc::now(),
+        };
+        assert!(matches!(store.insert_ledger(&new, None).await.unwrap(), InsertOutcome::Created(_)));
+        new.id
+    }
+
+    #[tokio::test]
+    async fn a_job_emits_status_and_monotonic_progress_per_phase() {
+        let rig = rig(50_000, Duration::from_secs(60)).await;
+        let mut events = rig.bus.subscribe();
+        let id = pending(&*rig.worker.store, 1, "2026").await;
+        let outcome = rig.worker.try_execute_task(id, &CancellationToken::new()).await.unwrap();
+        let TaskOutcome::Ran(Some(done)) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(done.status, Status::Completed);
+        // A duplicate message for a job that is no longer PENDING is dropped.
+        let again = rig.worker.try_execute_task(id, &CancellationToken::new()).await.unwrap();
+        assert_eq!(again, TaskOutcome::Dropped);
+
+        let mut statuses = Vec::new();
+        let mut phases: Vec<(String, u64)> = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            match event {
+                Event::Status(s) => statuses.push(s.status),
+                Event::Progress(p) => phases.push((p.phase, p.rows_done)),
+            }
+        }
+        assert_eq!(statuses, [Status::Processing, Status::Completed]);
+        let names: Vec<&str> = phases.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names.first(), Some(&"FETCH"));
+        assert_eq!(names.last(), Some(&"UPLOAD"));
+        assert!(names.contains(&"GENERATE"));
+        let generate: Vec<u64> =
+            phases.iter().filter(|(p, _)| p == "GENERATE").map(|(_, n)| *n).collect();
+        assert!(generate.windows(2).all(|w| w[0] <= w[1]), "rowsDone never goes down: {generate:?}");
+        assert_eq!(phases.last().unwrap().1, 50_000);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_loses_its_lease_stops_and_writes_nothing() {
+        let rig = rig(400_000, Duration::from_millis(300)).await;
+        let store = rig.worker.store.clone();
+        let id = pending(&*store, 2, "2026").await;
+        let worker = rig.worker.clone();
+        let first = tokio::spawn(async move {
+            worker.try_execute_task(id, &CancellationToken::new()).await.unwrap()
+        });
+        // Wait until attempt 1 runs, then let another worker take the job over (as the sweep
+        // would after a long pause): attempt 1 must notice at its next renewal and stop.
+        loop {
+            let l = store.get_ledger(id).await.unwrap().unwrap();
+            if l.status == Status::Processing {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        store.release(id, 1, Utc::now()).await.unwrap().unwrap();
+        let now = Utc::now();
+        let second = store.claim(id, now, now + chrono::Duration::seconds(60)).await.unwrap().unwrap();
+        assert_eq!(second.attempt_count, 2);
+        assert_eq!(first.await.unwrap(), TaskOutcome::Ran(None));
+        let l = store.get_ledger(id).await.unwrap().unwrap();
+        assert_eq!((l.status, l.attempt_count), (Status::Processing, 2), "attempt 1 wrote nothing");
+        assert!(store.get_file(id, 1).await.unwrap().is_none());
+    }
 }
