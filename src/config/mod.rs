@@ -130,9 +130,9 @@ impl Reader<'_> {
         self.raw(name).map(str::to_owned)
     }
 
-    fn number<T: std::str::FromStr>(&mut self, name: &str, default: T, range: (T, T)) -> T
+    fn number<T>(&mut self, name: &str, default: T, range: (T, T)) -> T
     where
-        T: PartialOrd + fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
     {
         let Some(raw) = self.string(name) else {
             return default;

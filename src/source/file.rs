@@ -474,7 +474,7 @@ mod tests {
             assert_eq!(
                 got.err(),
                 Some(SourceError::Invalid(
-                    "entries[2].amount: expected integer, found 0.5".into()
+                    "entries[2].amount: expected integer, found a decimal number".into()
                 )),
                 "{format:?}"
             );

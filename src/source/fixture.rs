@@ -683,17 +683,17 @@ pub mod contract {
             (
                 "float amount",
                 with(1, entry_json("tx_2", at2, "PAYMENT", "19.99", "EUR")),
-                "entries[1].amount: expected integer, found 19.99",
+                "entries[1].amount: expected integer, found a decimal number",
             ),
             (
                 "string amount",
                 with(1, entry_json("tx_2", at2, "PAYMENT", r#""1999""#, "EUR")),
-                r#"entries[1].amount: expected integer, found string "1999""#,
+                "entries[1].amount: expected integer, found a string",
             ),
             (
                 "exponent amount",
                 with(1, entry_json("tx_2", at2, "PAYMENT", "1e3", "EUR")),
-                "entries[1].amount: expected integer, found 1000.0",
+                "entries[1].amount: expected integer, found a decimal number",
             ),
             (
                 "amount 2^63",
@@ -701,22 +701,22 @@ pub mod contract {
                     1,
                     entry_json("tx_2", at2, "PAYMENT", "9223372036854775808", "EUR"),
                 ),
-                "entries[1].amount: expected integer, out of range, found 9223372036854775808",
+                "entries[1].amount: integer out of range",
             ),
             (
                 "unknown currency",
                 with(1, entry_json("tx_2", at2, "PAYMENT", "1", "EURO")),
-                r#"entries[1].currency: unknown currency "EURO""#,
+                "entries[1].currency: unknown currency code (4 characters)",
             ),
             (
                 "lower-case currency",
                 with(1, entry_json("tx_2", at2, "PAYMENT", "1", "eur")),
-                r#"entries[1].currency: unknown currency "eur""#,
+                "entries[1].currency: unknown currency code (3 characters)",
             ),
             (
                 "unknown type",
                 with(1, entry_json("tx_2", at2, "DEPOSIT", "1", "EUR")),
-                r#"entries[1].type: expected one of PAYMENT, REFUND, FEE, PAYOUT, ADJUSTMENT, CHARGEBACK, found "DEPOSIT""#,
+                "entries[1].type: expected one of PAYMENT, REFUND, FEE, PAYOUT, ADJUSTMENT, CHARGEBACK",
             ),
             (
                 "time without offset",
@@ -724,22 +724,22 @@ pub mod contract {
                     1,
                     entry_json("tx_2", "2026-10-02T00:00:00", "PAYMENT", "1", "EUR"),
                 ),
-                r#"entries[1].bookedAt: expected an RFC 3339 timestamp with offset, found "2026-10-02T00:00:00""#,
+                "entries[1].bookedAt: expected an RFC 3339 timestamp with offset",
             ),
             (
                 "out of order",
                 with(2, good("tx_3", "2026-10-01T08:00:00Z")),
-                "entries[2].bookedAt: out of order (2026-10-01T08:00:00Z is before entries[1] at 2026-10-02T00:00:00Z)",
+                "entries[2].bookedAt: out of order (before entries[1])",
             ),
             (
                 "same instant, id not ascending",
                 with(2, good("tx_0", "2026-10-02T02:00:00+02:00")),
-                r#"entries[2].id: out of order ("tx_0" is not after "tx_2" of entries[1], both booked at 2026-10-02T00:00:00Z)"#,
+                "entries[2].id: out of order (not after entries[1].id, booked at the same instant)",
             ),
             (
                 "repeated id",
                 with(2, good("tx_1", "2026-10-03T00:00:00Z")),
-                r#"entries[2].id: repeated entry id "tx_1""#,
+                "entries[2].id: repeated entry id",
             ),
             (
                 "empty id",
@@ -777,7 +777,7 @@ pub mod contract {
                         r#"{{"id":"tx_2","bookedAt":"{at2}","type":"FEE","amount":1,"currency":"EUR","reference":42}}"#
                     ),
                 ),
-                "entries[1].reference: expected string, found 42",
+                "entries[1].reference: expected string, found an integer",
             ),
             (
                 "repeated field",
@@ -800,27 +800,27 @@ pub mod contract {
         cases.push((
             "unknown time zone",
             tz,
-            r#"merchant.timezone: unknown time zone "Mars/Base""#,
+            "merchant.timezone: unknown time zone",
         ));
         let mut float_opening = base();
         float_opening.opening = vec![r#"{"currency":"EUR","amount":12.5}"#.to_owned()];
         cases.push((
             "float opening balance",
             float_opening,
-            "openingBalances[0].amount: expected integer, found 12.5",
+            "openingBalances[0].amount: expected integer, found a decimal number",
         ));
         let mut bad_opening = base();
         bad_opening.opening = vec![r#"{"currency":"EURO","amount":1}"#.to_owned()];
         cases.push((
             "unknown opening currency",
             bad_opening,
-            r#"openingBalances[0].currency: unknown currency "EURO""#,
+            "openingBalances[0].currency: unknown currency code (4 characters)",
         ));
         let twice = base().opening("EUR", 5);
         cases.push((
             "repeated opening currency",
             twice,
-            r#"openingBalances[1].currency: repeated currency "EUR""#,
+            "openingBalances[1].currency: repeated currency (first at openingBalances[0])",
         ));
         let mut other = base();
         other.header_id = "m_other".to_owned();

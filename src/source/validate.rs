@@ -1,6 +1,11 @@
 //! Strict validation of source data (header, pages and entries) shared by every adapter, so a
-//! bad field gets the same `entries[17].amount: expected integer, found 19.99` message
-//! whichever backend delivered it.
+//! bad field gets the same `entries[17].amount: expected integer, found a decimal number`
+//! message whichever backend delivered it.
+//!
+//! Messages are stored at rest (a ledger's `failureReason`), so they name the JSON path, what
+//! was expected and what kind of value was found, never the value: no id, amount, timestamp,
+//! currency, description or reference of a merchant's data appears in them (its merchant id
+//! and the schema's own names do).
 //!
 //! Each JSON text is first deserialized into borrowed typed structs (the fast path, which
 //! is all a valid input ever costs). Only when that fails is it re-read as a loose tree that
@@ -13,9 +18,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::error::Category;
 
 use super::SourceError;
 use crate::domain::{Balance, Currency, Entry, EntryType, Merchant, MerchantId, Timezone};
@@ -142,52 +148,33 @@ impl EntryValidator {
                 format!("longer than {MAX_ID_CHARS} characters ({id_chars})"),
             ));
         }
-        let booked_at = parse_booked_at(raw.booked_at).ok_or_else(|| {
-            invalid(
-                at("bookedAt"),
-                format!(
-                    "expected an RFC 3339 timestamp with offset, found {}",
-                    quoted(raw.booked_at)
-                ),
-            )
-        })?;
+        let booked_at = parse_booked_at(raw.booked_at)
+            .ok_or_else(|| invalid(at("bookedAt"), "expected an RFC 3339 timestamp with offset"))?;
         let entry_type = EntryType::parse(raw.entry_type).ok_or_else(|| {
             invalid(
                 at("type"),
-                format!(
-                    "expected one of PAYMENT, REFUND, FEE, PAYOUT, ADJUSTMENT, CHARGEBACK, found {}",
-                    quoted(raw.entry_type)
-                ),
+                "expected one of PAYMENT, REFUND, FEE, PAYOUT, ADJUSTMENT, CHARGEBACK",
             )
         })?;
         let currency = parse_currency(raw.currency, || at("currency"))?;
 
+        // Only hashes are kept, so where the id was first seen is not known here.
         if !self.seen.insert(id_hash(raw.id)) {
-            return Err(invalid(
-                at("id"),
-                format!("repeated entry id {}", quoted(raw.id)),
-            ));
+            return Err(invalid(at("id"), "repeated entry id"));
         }
         if let Some(last_at) = self.last_at {
             let previous = index.wrapping_sub(1);
             if booked_at < last_at {
                 return Err(invalid(
                     at("bookedAt"),
-                    format!(
-                        "out of order ({} is before entries[{previous}] at {})",
-                        rfc3339(booked_at),
-                        rfc3339(last_at)
-                    ),
+                    format!("out of order (before entries[{previous}])"),
                 ));
             }
             if booked_at == last_at && raw.id <= self.last_id.as_str() {
                 return Err(invalid(
                     at("id"),
                     format!(
-                        "out of order ({} is not after {} of entries[{previous}], both booked at {})",
-                        quoted(raw.id),
-                        quoted(&self.last_id),
-                        rfc3339(booked_at)
+                        "out of order (not after entries[{previous}].id, booked at the same instant)"
                     ),
                 ));
             }
@@ -430,6 +417,7 @@ fn finish_header<'a>(
     balances: impl Iterator<Item = BalanceParts<'a>>,
     expected: &MerchantId,
 ) -> Result<Header, SourceError> {
+    // Merchant ids may be shown: they are not entry data.
     if merchant.id != expected.as_str() {
         return Err(invalid(
             "merchant.id",
@@ -442,22 +430,19 @@ fn finish_header<'a>(
     }
     let timezone = match merchant.timezone {
         None => None,
-        Some(raw) => Some(Timezone::parse(raw).map_err(|_| {
-            invalid(
-                "merchant.timezone",
-                format!("unknown time zone {}", quoted(raw)),
-            )
-        })?),
+        Some(raw) => Some(
+            Timezone::parse(raw).map_err(|_| invalid("merchant.timezone", "unknown time zone"))?,
+        ),
     };
     let mut opening_balances: Vec<Balance> = Vec::new();
     for (i, balance) in balances.enumerate() {
         let currency = parse_currency(balance.currency, || {
             format!("openingBalances[{i}].currency")
         })?;
-        if opening_balances.iter().any(|b| b.currency == currency) {
+        if let Some(first) = opening_balances.iter().position(|b| b.currency == currency) {
             return Err(invalid(
                 format!("openingBalances[{i}].currency"),
-                format!("repeated currency {}", quoted(balance.currency)),
+                format!("repeated currency (first at openingBalances[{first}])"),
             ));
         }
         opening_balances.push(Balance {
@@ -476,7 +461,11 @@ fn finish_header<'a>(
 }
 
 fn parse_currency(raw: &str, path: impl FnOnce() -> String) -> Result<Currency, SourceError> {
-    Currency::parse(raw).ok_or_else(|| invalid(path(), format!("unknown currency {}", quoted(raw))))
+    Currency::parse(raw).ok_or_else(|| {
+        let n = raw.chars().count();
+        let s = if n == 1 { "" } else { "s" };
+        invalid(path(), format!("unknown currency code ({n} character{s})"))
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -502,7 +491,8 @@ const KNOWN_KEYS: [&str; 13] = [
 
 enum Loose {
     Null,
-    Bool(bool),
+    /// A boolean; which one is never needed.
+    Bool,
     Number(serde_json::Number),
     String(String),
     Array(Vec<Loose>),
@@ -526,8 +516,8 @@ impl<'de> Visitor<'de> for LooseVisitor {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Loose, E> {
-        Ok(Loose::Bool(v))
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Loose, E> {
+        Ok(Loose::Bool)
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Loose, E> {
         Ok(Loose::Number(v.into()))
@@ -590,12 +580,34 @@ fn explain(
         format!("{path}: ")
     };
     match serde_json::from_slice::<Loose>(json) {
-        Err(syntax) => SourceError::Invalid(format!("{prefix}invalid JSON ({syntax})")),
+        Err(syntax) => {
+            SourceError::Invalid(format!("{prefix}invalid JSON ({})", json_error(&syntax)))
+        }
         Ok(value) => match walk(&value, path) {
             Err(precise) => precise,
-            // Not reachable while both paths agree; the typed error still refuses the input.
-            Ok(()) => SourceError::Invalid(format!("{prefix}{typed}")),
+            // Not reachable while both paths agree; the typed error still refuses the input,
+            // by its position only: its text can quote a value (`floating point `19.99``).
+            Ok(()) => SourceError::Invalid(format!(
+                "{prefix}refused at line {} column {}",
+                typed.line(),
+                typed.column()
+            )),
         },
+    }
+}
+
+/// A JSON error without any of the input: serde_json's syntax and end-of-input messages are
+/// fixed texts plus the position; anything else (a custom message) is reduced to the position.
+fn json_error(e: &serde_json::Error) -> String {
+    match e.classify() {
+        Category::Syntax | Category::Eof => e.to_string(),
+        Category::Data | Category::Io => {
+            format!(
+                "unreadable value at line {} column {}",
+                e.line(),
+                e.column()
+            )
+        }
     }
 }
 
@@ -681,12 +693,17 @@ fn optional_string<'v>(
 fn integer(members: &[(String, Loose)], path: &str, name: &str) -> Result<i64, SourceError> {
     match required(members, path, name, "integer")? {
         Loose::Number(n) => n.as_i64().ok_or_else(|| {
-            let why = if n.is_f64() {
-                "found"
+            // serde_json reads an integer literal beyond `i64` as `u64` or, when negative, as
+            // `f64`: a whole `f64` beyond `i64` is told apart from a fraction that way.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
+            let whole_out_of_range = n
+                .as_f64()
+                .is_some_and(|v| v.fract() == 0.0 && (v >= LIMIT || v <= -LIMIT));
+            if n.is_u64() || whole_out_of_range {
+                invalid(join(path, name), "integer out of range")
             } else {
-                "out of range, found"
-            };
-            invalid(join(path, name), format!("expected integer, {why} {n}"))
+                invalid(join(path, name), "expected integer, found a decimal number")
+            }
         }),
         other => Err(invalid(
             join(path, name),
@@ -839,11 +856,8 @@ fn parse_booked_at(raw: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// A value quoted for a message, cut so a huge bad field cannot flood a log line.
+/// A merchant id quoted for a message, cut so a huge bad field cannot flood a log line. Never
+/// used on entry data.
 fn quoted(raw: &str) -> String {
     const MAX: usize = 64;
     if raw.chars().count() <= MAX {
@@ -854,15 +868,17 @@ fn quoted(raw: &str) -> String {
     }
 }
 
-fn found(value: &Loose) -> String {
+/// The kind of a value, for a message; never the value itself.
+fn found(value: &Loose) -> &'static str {
     match value {
-        Loose::Null => "null".to_owned(),
-        Loose::Bool(b) => b.to_string(),
-        Loose::Number(n) => n.to_string(),
-        Loose::String(s) => format!("string {}", quoted(s)),
-        Loose::Array(_) => "an array".to_owned(),
-        Loose::Object(_) => "an object".to_owned(),
-        Loose::Skipped => "an unknown value".to_owned(),
+        Loose::Null => "null",
+        Loose::Bool => "a boolean",
+        Loose::Number(n) if n.is_f64() => "a decimal number",
+        Loose::Number(_) => "an integer",
+        Loose::String(_) => "a string",
+        Loose::Array(_) => "an array",
+        Loose::Object(_) => "an object",
+        Loose::Skipped => "an unknown value",
     }
 }
 
@@ -882,7 +898,7 @@ mod tests {
     /// The loose path alone, as a complete validator.
     fn slow(line: &str) -> Result<Entry, SourceError> {
         let value = serde_json::from_slice::<Loose>(line.as_bytes())
-            .map_err(|e| SourceError::Invalid(format!("invalid JSON ({e})")))?;
+            .map_err(|e| SourceError::Invalid(format!("invalid JSON ({})", json_error(&e))))?;
         let parts = entry_parts(&value, "entries[0]")?;
         EntryValidator::new().accept(parts, 0)
     }
@@ -1017,22 +1033,247 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err,
-            SourceError::Invalid("entries[1].amount: expected integer, found 19.99".into())
+            SourceError::Invalid(
+                "entries[1].amount: expected integer, found a decimal number".into()
+            )
         );
-        let err = EntryValidator::new()
-            .next_from_json(b"{")
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("entries[0]: invalid JSON ("), "{err}");
         let long = format!(
             r#"{{"id":"a","bookedAt":"{}","type":"FEE","amount":1,"currency":"EUR"}}"#,
             "9".repeat(500)
         );
-        let err = EntryValidator::new()
-            .next_from_json(long.as_bytes())
-            .unwrap_err()
-            .to_string();
-        assert!(err.len() < 200, "{err}");
+        let entry = |id: &str, at: &str, kind: &str, currency: &str, extra: &str| {
+            format!(
+                r#"{{"id":"{id}","bookedAt":"{at}","type":"{kind}","amount":1,"currency":"{currency}"{extra}}}"#
+            )
+        };
+        let at = "2026-10-01T08:15:00Z";
+        for (line, message) in [
+            (
+                with_amount(r#""19.99""#),
+                "entries[0].amount: expected integer, found a string",
+            ),
+            (
+                with_amount("1e3"),
+                "entries[0].amount: expected integer, found a decimal number",
+            ),
+            (
+                with_amount("-1e-3"),
+                "entries[0].amount: expected integer, found a decimal number",
+            ),
+            (
+                with_amount("true"),
+                "entries[0].amount: expected integer, found a boolean",
+            ),
+            (
+                with_amount("null"),
+                "entries[0].amount: expected integer, found null",
+            ),
+            (
+                with_amount("[1]"),
+                "entries[0].amount: expected integer, found an array",
+            ),
+            (
+                with_amount("{}"),
+                "entries[0].amount: expected integer, found an object",
+            ),
+            (
+                with_amount("9223372036854775808"),
+                "entries[0].amount: integer out of range",
+            ),
+            (
+                with_amount("-9223372036854775809"),
+                "entries[0].amount: integer out of range",
+            ),
+            (
+                with_amount("18446744073709551616"),
+                "entries[0].amount: integer out of range",
+            ),
+            (
+                with_amount("1,\"description\":5"),
+                "entries[0].description: expected string, found an integer",
+            ),
+            (
+                with_amount("1,\"reference\":2.5"),
+                "entries[0].reference: expected string, found a decimal number",
+            ),
+            (
+                r#"{"id":1,"bookedAt":"x"}"#.to_owned(),
+                "entries[0].id: expected string, found an integer",
+            ),
+            (
+                entry("a", "2026-10-01", "FEE", "EUR", ""),
+                "entries[0].bookedAt: expected an RFC 3339 timestamp with offset",
+            ),
+            (
+                long,
+                "entries[0].bookedAt: expected an RFC 3339 timestamp with offset",
+            ),
+            (
+                entry("a", at, "fee", "EUR", ""),
+                "entries[0].type: expected one of PAYMENT, REFUND, FEE, PAYOUT, ADJUSTMENT, CHARGEBACK",
+            ),
+            (
+                entry("a", at, "FEE", "XYZ", ""),
+                "entries[0].currency: unknown currency code (3 characters)",
+            ),
+            (
+                entry("a", at, "FEE", "E", ""),
+                "entries[0].currency: unknown currency code (1 character)",
+            ),
+            (
+                entry("a", at, "FEE", "€UR", ""),
+                "entries[0].currency: unknown currency code (3 characters)",
+            ),
+            (
+                entry(&"x".repeat(129), at, "FEE", "EUR", ""),
+                "entries[0].id: longer than 128 characters (129)",
+            ),
+            (
+                "{".to_owned(),
+                "entries[0]: invalid JSON (EOF while parsing an object at line 1 column 1)",
+            ),
+            (
+                r#"{"id":"secret\q"}"#.to_owned(),
+                "entries[0]: invalid JSON (invalid escape at line 1 column 15)",
+            ),
+            (
+                with_amount("1 secret"),
+                "entries[0]: invalid JSON (expected `,` or `}` at line 1 column 93)",
+            ),
+            (
+                "\"secret\"".to_owned(),
+                "entries[0]: expected an object, found a string",
+            ),
+        ] {
+            assert_eq!(
+                EntryValidator::new().next_from_json(line.as_bytes()),
+                Err(SourceError::Invalid(message.into())),
+                "{line}"
+            );
+            assert_eq!(
+                slow(&line).err(),
+                Some(SourceError::Invalid(
+                    message.replace("entries[0]: invalid JSON", "invalid JSON")
+                )),
+                "{line}"
+            );
+        }
+        // A message serde_json could carry with input in it is reduced to its position.
+        let custom = <serde_json::Error as de::Error>::custom("invalid type: `19.99`");
+        assert_eq!(json_error(&custom), "unreadable value at line 0 column 0");
+    }
+
+    /// Every scalar value literally in `json` (string contents raw and unescaped, numbers as
+    /// written and as serde_json renders them), keys and `true`/`false`/`null` left out.
+    fn literals(json: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = json;
+        while let Some(c) = rest.chars().next() {
+            if c == '"' {
+                let mut end = 1;
+                let bytes = rest.as_bytes();
+                while end < bytes.len() && bytes[end] != b'"' {
+                    end += if bytes[end] == b'\\' { 2 } else { 1 };
+                }
+                let raw = &rest[1..end.min(rest.len())];
+                rest = &rest[(end + 1).min(rest.len())..];
+                if rest.trim_start().starts_with(':') {
+                    continue;
+                }
+                out.push(raw.to_owned());
+                if let Ok(text) = serde_json::from_str::<String>(&format!("\"{raw}\"")) {
+                    out.push(text);
+                }
+            } else if "{}[],:".contains(c) || c.is_whitespace() {
+                rest = &rest[c.len_utf8()..];
+            } else {
+                let end = rest
+                    .find(|c: char| "{}[],:\"".contains(c) || c.is_whitespace())
+                    .unwrap_or(rest.len());
+                let token = &rest[..end];
+                rest = &rest[end..];
+                if ["true", "false", "null"].contains(&token) {
+                    continue;
+                }
+                out.push(token.to_owned());
+                if let Ok(n) = serde_json::from_str::<serde_json::Number>(token) {
+                    out.push(n.to_string());
+                }
+                if let Ok(v) = token.parse::<f64>() {
+                    out.push(v.to_string());
+                }
+            }
+        }
+        out.retain(|l| !l.is_empty());
+        out
+    }
+
+    /// `message` without its `[n]` indices holds none of `literals` of at least `min` chars.
+    /// The schema's own words (entry type names) are not data and may appear.
+    fn assert_echoes_nothing(message: &str, literals: &[String], min: usize, case: &str) {
+        let mut text = String::new();
+        let mut rest = message;
+        while let Some(open) = rest.find('[') {
+            text.push_str(&rest[..open]);
+            let tail = &rest[open + 1..];
+            let digits = tail
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(tail.len());
+            if digits > 0 && tail[digits..].starts_with(']') {
+                rest = &tail[digits + 1..];
+            } else {
+                text.push('[');
+                rest = tail;
+            }
+        }
+        text.push_str(rest);
+        for literal in literals {
+            if literal.chars().count() < min || EntryType::parse(literal).is_some() {
+                continue;
+            }
+            assert!(
+                !text.contains(literal.as_str()),
+                "{case}: message {message:?} echoes {literal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn messages_never_echo_the_data() {
+        let mut checked = 0;
+        for (name, data, message) in validation_cases() {
+            // Every value of the data set, good entries included (a message comparing two
+            // entries must name neither); the merchant ids may be shown.
+            let mut values = Vec::new();
+            for json in data.entries.iter().chain(&data.opening) {
+                values.extend(literals(json));
+            }
+            values.extend(data.timezone.clone());
+            values.push(data.name.clone());
+            values.retain(|v| *v != data.merchant_id && *v != data.header_id);
+            assert!(!values.is_empty(), "{name}");
+            let got = parse_page(
+                data.json().as_bytes(),
+                &mid(&data.merchant_id),
+                &mut EntryValidator::new(),
+            );
+            assert_eq!(got, Err(SourceError::Invalid(message.into())), "{name}");
+            assert_echoes_nothing(message, &values, 1, name);
+            checked += 1;
+        }
+        assert!(checked >= 20, "{checked}");
+        // The fast/slow table too, for the lines that are JSON at all (a syntax error names
+        // serde_json's own words); one-character values (`a`, `1`) are words of any message.
+        for (line, _) in table() {
+            if serde_json::from_str::<IgnoredAny>(&line).is_err() {
+                continue;
+            }
+            if let Err(SourceError::Invalid(message)) =
+                EntryValidator::new().next_from_json(line.as_bytes())
+            {
+                assert_echoes_nothing(&message, &literals(&line), 2, &line);
+            }
+        }
     }
 
     #[test]
@@ -1070,16 +1311,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err,
-            SourceError::Invalid(r#"entries[3].id: repeated entry id "b""#.into())
+            SourceError::Invalid("entries[3].id: repeated entry id".into())
         );
         let err = v
             .next_from_json(line("z", "2026-01-01T21:00:00-02:00").as_bytes())
             .unwrap_err();
         assert_eq!(
             err,
-            SourceError::Invalid(
-                "entries[3].bookedAt: out of order (2026-01-01T23:00:00Z is before entries[2] at 2026-01-02T00:00:00Z)".into()
-            )
+            SourceError::Invalid("entries[3].bookedAt: out of order (before entries[2])".into())
         );
     }
 
@@ -1121,7 +1360,7 @@ mod tests {
         let err = parse_page(second.as_bytes(), &mid("m_1"), &mut v).unwrap_err();
         assert_eq!(
             err,
-            SourceError::Invalid(r#"entries[3].id: repeated entry id "tx_1""#.into())
+            SourceError::Invalid("entries[3].id: repeated entry id".into())
         );
         // A typed failure on a later page still counts indices across pages.
         let mut v = EntryValidator::new();
@@ -1133,7 +1372,9 @@ mod tests {
         let err = parse_page(third.as_bytes(), &mid("m_1"), &mut v).unwrap_err();
         assert_eq!(
             err,
-            SourceError::Invalid("entries[2].amount: expected integer, found 19.99".into())
+            SourceError::Invalid(
+                "entries[2].amount: expected integer, found a decimal number".into()
+            )
         );
         let err = parse_page(
             page("", "7").as_bytes(),
@@ -1143,7 +1384,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err,
-            SourceError::Invalid("nextCursor: expected string, found 7".into())
+            SourceError::Invalid("nextCursor: expected string, found an integer".into())
         );
         let err = parse_page(b"[]", &mid("m_1"), &mut EntryValidator::new()).unwrap_err();
         assert_eq!(
@@ -1167,11 +1408,11 @@ mod tests {
         for (raw, message) in [
             (
                 r#"{"merchant":{"id":"m_1","name":"A","timezone":"Mars/Base"},"openingBalances":[]}"#,
-                r#"merchant.timezone: unknown time zone "Mars/Base""#,
+                "merchant.timezone: unknown time zone",
             ),
             (
                 r#"{"merchant":{"id":"m_1","name":"A"},"openingBalances":[{"currency":"EUR","amount":1.5}]}"#,
-                "openingBalances[0].amount: expected integer, found 1.5",
+                "openingBalances[0].amount: expected integer, found a decimal number",
             ),
             (
                 r#"{"merchant":{"id":"m_1","name":"A"},"openingBalances":[{"currency":"EUR"}]}"#,
@@ -1183,7 +1424,7 @@ mod tests {
             ),
             (
                 r#"{"merchant":"m_1","openingBalances":[]}"#,
-                r#"merchant: expected an object, found string "m_1""#,
+                "merchant: expected an object, found a string",
             ),
             (
                 r#"{"merchant":{"id":"m_1","name":"A"}}"#,

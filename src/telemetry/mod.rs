@@ -27,17 +27,22 @@ pub enum LogTarget {
 /// Installs the global log subscriber (once; later calls are ignored, as in tests).
 pub fn init_logging(format: LogFormat, level: &str, target: LogTarget) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(
-        move || -> Box<dyn std::io::Write> {
+    let writer =
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
             match target {
                 LogTarget::Stdout => Box::new(std::io::stdout()),
                 LogTarget::Stderr => Box::new(std::io::stderr()),
             }
-        },
-    );
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
     };
 }

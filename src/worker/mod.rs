@@ -60,7 +60,7 @@ pub enum TaskOutcome {
     /// The job was not PENDING (a duplicate or stale message): dropped.
     Dropped,
     /// The job ran to a terminal state (or was fenced off / released).
-    Ran(Option<Ledger>),
+    Ran(Option<Box<Ledger>>),
 }
 
 impl Worker {
@@ -77,7 +77,9 @@ impl Worker {
             return Ok(TaskOutcome::Dropped);
         };
         self.notifier.status(&ledger).await;
-        Ok(TaskOutcome::Ran(pipeline::run(self, ledger, stop).await))
+        Ok(TaskOutcome::Ran(
+            pipeline::run(self, ledger, stop).await.map(Box::new),
+        ))
     }
 
     /// Runs the consumers and the sweep until `shutdown`; running jobs then get

@@ -367,9 +367,26 @@ async fn execute(
     let rows = rendered.source.entry_count;
     let checked: Result<(), JobError> = async {
         phase_log!(ledger, "FETCH_DONE", entries = rows);
-        phase(worker, ledger, "FETCH_DONE", Some(format!("{rows} entries"))).await?;
-        phase_log!(ledger, "GENERATE_DONE", entries = rows, sizeBytes = rendered.size);
-        phase(worker, ledger, "GENERATE_DONE", Some(format!("{} bytes", rendered.size))).await?;
+        phase(
+            worker,
+            ledger,
+            "FETCH_DONE",
+            Some(format!("{rows} entries")),
+        )
+        .await?;
+        phase_log!(
+            ledger,
+            "GENERATE_DONE",
+            entries = rows,
+            sizeBytes = rendered.size
+        );
+        phase(
+            worker,
+            ledger,
+            "GENERATE_DONE",
+            Some(format!("{} bytes", rendered.size)),
+        )
+        .await?;
         // Self-check before anything becomes visible: a wrong document is never stored.
         match rendered.source.difference(&rendered.written) {
             Some(diff) => Err(JobError::Execution(format!(
@@ -499,9 +516,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let source_dir = dir.path().join("source");
         std::fs::create_dir_all(&source_dir).unwrap();
-        let spec = FixtureSpec::new("m_1", entries).spread_until("2026-06-01T00:00:00Z".parse().unwrap());
+        let spec =
+            FixtureSpec::new("m_1", entries).spread_until("2026-06-01T00:00:00Z".parse().unwrap());
         fixture::write_ndjson(&source_dir.join("m_1.ndjson"), &spec).unwrap();
-        let store = SqliteStore::open(&dir.path().join("db.sqlite")).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("db.sqlite"))
+            .await
+            .unwrap();
         store.migrate().await.unwrap();
         let store: Arc<dyn JobStore> = Arc::new(store);
         let storage: Arc<dyn ObjectStorage> =
@@ -523,7 +543,11 @@ mod tests {
                 shutdown_timeout: Duration::from_secs(1),
             },
         };
-        Rig { worker, bus, _dir: dir }
+        Rig {
+            worker,
+            bus,
+            _dir: dir,
+        }
     }
 
     async fn pending(store: &dyn JobStore, id: i64, period: &str) -> LedgerId {
@@ -538,7 +562,10 @@ mod tests {
             created_by: "t".into(),
             created_at: Utc::now(),
         };
-        assert!(matches!(store.insert_ledger(&new, None).await.unwrap(), InsertOutcome::Created(_)));
+        assert!(matches!(
+            store.insert_ledger(&new, None).await.unwrap(),
+            InsertOutcome::Created(_)
+        ));
         new.id
     }
 
@@ -547,11 +574,21 @@ mod tests {
         let rig = rig(50_000, Duration::from_secs(60)).await;
         let mut events = rig.bus.subscribe();
         let id = pending(&*rig.worker.store, 1, "2026").await;
-        let outcome = rig.worker.try_execute_task(id, &CancellationToken::new()).await.unwrap();
-        let TaskOutcome::Ran(Some(done)) = outcome else { panic!("{outcome:?}") };
+        let outcome = rig
+            .worker
+            .try_execute_task(id, &CancellationToken::new())
+            .await
+            .unwrap();
+        let TaskOutcome::Ran(Some(done)) = outcome else {
+            panic!("{outcome:?}")
+        };
         assert_eq!(done.status, Status::Completed);
         // A duplicate message for a job that is no longer PENDING is dropped.
-        let again = rig.worker.try_execute_task(id, &CancellationToken::new()).await.unwrap();
+        let again = rig
+            .worker
+            .try_execute_task(id, &CancellationToken::new())
+            .await
+            .unwrap();
         assert_eq!(again, TaskOutcome::Dropped);
 
         let mut statuses = Vec::new();
@@ -567,9 +604,15 @@ mod tests {
         assert_eq!(names.first(), Some(&"FETCH"));
         assert_eq!(names.last(), Some(&"UPLOAD"));
         assert!(names.contains(&"GENERATE"));
-        let generate: Vec<u64> =
-            phases.iter().filter(|(p, _)| p == "GENERATE").map(|(_, n)| *n).collect();
-        assert!(generate.windows(2).all(|w| w[0] <= w[1]), "rowsDone never goes down: {generate:?}");
+        let generate: Vec<u64> = phases
+            .iter()
+            .filter(|(p, _)| p == "GENERATE")
+            .map(|(_, n)| *n)
+            .collect();
+        assert!(
+            generate.windows(2).all(|w| w[0] <= w[1]),
+            "rowsDone never goes down: {generate:?}"
+        );
         assert_eq!(phases.last().unwrap().1, 50_000);
     }
 
@@ -580,7 +623,10 @@ mod tests {
         let id = pending(&*store, 2, "2026").await;
         let worker = rig.worker.clone();
         let first = tokio::spawn(async move {
-            worker.try_execute_task(id, &CancellationToken::new()).await.unwrap()
+            worker
+                .try_execute_task(id, &CancellationToken::new())
+                .await
+                .unwrap()
         });
         // Wait until attempt 1 runs, then let another worker take the job over (as the sweep
         // would after a long pause): attempt 1 must notice at its next renewal and stop.
@@ -593,11 +639,19 @@ mod tests {
         }
         store.release(id, 1, Utc::now()).await.unwrap().unwrap();
         let now = Utc::now();
-        let second = store.claim(id, now, now + chrono::Duration::seconds(60)).await.unwrap().unwrap();
+        let second = store
+            .claim(id, now, now + chrono::Duration::seconds(60))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(second.attempt_count, 2);
         assert_eq!(first.await.unwrap(), TaskOutcome::Ran(None));
         let l = store.get_ledger(id).await.unwrap().unwrap();
-        assert_eq!((l.status, l.attempt_count), (Status::Processing, 2), "attempt 1 wrote nothing");
+        assert_eq!(
+            (l.status, l.attempt_count),
+            (Status::Processing, 2),
+            "attempt 1 wrote nothing"
+        );
         assert!(store.get_file(id, 1).await.unwrap().is_none());
     }
 }

@@ -1,7 +1,6 @@
 //! `spawn_app()` and friends: a running service, tokens and grants, and polling helpers.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,33 +15,22 @@ use tokio_util::sync::CancellationToken;
 
 /// A running service and what a test needs to talk to it.
 pub struct TestApp {
-    pub address: SocketAddr,
     pub base: String,
     pub client: reqwest::Client,
     pub data_dir: tempfile::TempDir,
-    pub source_dir: PathBuf,
     pub config: Config,
     pub store: Arc<dyn JobStore>,
     pub shutdown: CancellationToken,
     pub task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _source_tmp: Option<tempfile::TempDir>,
 }
 
 /// Options of [`spawn_with`].
+#[derive(Default)]
 pub struct Options {
     /// Extra or overriding `APP_ENV_*` variables.
     pub vars: Vec<(&'static str, String)>,
     /// Use this source dir instead of a copy of `examples/source`.
     pub source_dir: Option<PathBuf>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            vars: Vec::new(),
-            source_dir: None,
-        }
-    }
 }
 
 pub fn examples_dir() -> PathBuf {
@@ -56,10 +44,7 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_with(options: Options) -> TestApp {
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let (source_dir, source_tmp) = match options.source_dir {
-        Some(dir) => (dir, None),
-        None => (examples_dir(), None),
-    };
+    let source_dir = options.source_dir.unwrap_or_else(examples_dir);
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert(
         "APP_ENV_DATA_DIR".into(),
@@ -109,16 +94,13 @@ pub async fn spawn_with(options: Options) -> TestApp {
             .expect("second store handle"),
     );
     TestApp {
-        address,
         base,
         client,
         data_dir,
-        source_dir,
         config,
         store,
         shutdown,
         task: Some(task),
-        _source_tmp: source_tmp,
     }
 }
 

@@ -322,8 +322,7 @@ async fn multi_currency_statements_balance_per_currency() {
         let currency = &closing[5];
         let last = rows
             .iter()
-            .filter(|r| &r[5] == currency && r[2] != "CLOSING_BALANCE")
-            .last()
+            .rfind(|r| &r[5] == currency && r[2] != "CLOSING_BALANCE")
             .unwrap();
         assert_eq!(
             last[7], closing[7],
