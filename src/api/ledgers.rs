@@ -14,10 +14,10 @@ use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use super::download::Decrypting;
 use super::extract::JsonObject;
 use super::{ApiError, AppState};
 use crate::auth::{Caller, MerchantScope, Permission, assert_merchant_access};
@@ -479,70 +479,18 @@ async fn download(
         ledger_id: ledger.id.as_i64(),
         version,
     };
-    let mut decryptor = Decryptor::new(&state.keyring, binding);
-    let mut objects = state
+    let objects = state
         .storage
         .read(&file.object_key)
         .await
         .map_err(|e| ApiError::Internal(format!("reading {}: {e}", file.object_key)))?;
-    // Verify the header (key id, wrapped key, binding) before promising a 200.
-    let mut first = Vec::new();
-    while !decryptor.header_verified() {
-        match objects.next().await {
-            Some(Ok(chunk)) => {
-                first.extend(decryptor.push(&chunk).map_err(|e| {
-                    ApiError::Internal(format!("decrypting {}: {e}", file.object_key))
-                })?)
-            }
-            Some(Err(e)) => {
-                return Err(ApiError::Internal(format!(
-                    "reading {}: {e}",
-                    file.object_key
-                )));
-            }
-            None => break,
-        }
-    }
-    let key = file.object_key.clone();
-    let body = futures::stream::unfold(
-        (Some(decryptor), objects, Some(first)),
-        move |(mut dec, mut objects, first)| {
-            let key = key.clone();
-            async move {
-                if let Some(first) = first
-                    && !first.is_empty()
-                {
-                    return Some((Ok(bytes::Bytes::from(first)), (dec, objects, None)));
-                }
-                let d = dec.as_mut()?;
-                loop {
-                    match objects.next().await {
-                        Some(Ok(chunk)) => match d.push(&chunk) {
-                            Ok(plain) if plain.is_empty() => continue,
-                            Ok(plain) => {
-                                return Some((Ok(bytes::Bytes::from(plain)), (dec, objects, None)));
-                            }
-                            Err(e) => {
-                                return Some((Err(stream_error(&key, &e)), (None, objects, None)));
-                            }
-                        },
-                        Some(Err(e)) => {
-                            return Some((Err(stream_error(&key, &e)), (None, objects, None)));
-                        }
-                        None => {
-                            let finished = dec.take()?.finish();
-                            return match finished {
-                                Ok(()) => None,
-                                Err(e) => {
-                                    Some((Err(stream_error(&key, &e)), (None, objects, None)))
-                                }
-                            };
-                        }
-                    }
-                }
-            }
-        },
-    );
+    let mut plain = Decrypting::new(Decryptor::new(&state.keyring, binding), objects);
+    // The first chunk proves the header (key id, wrapped key, binding) before a 200 is sent.
+    let first = plain
+        .next_chunk()
+        .await
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", file.object_key)))?;
+    let body = plain.into_body(first, file.object_key.clone());
     let name = &file.info.file_name;
     let disposition = format!("attachment; filename=\"{name}\"; filename*=UTF-8''{name}");
     let mut response = Response::new(Body::from_stream(body));
@@ -561,13 +509,6 @@ async fn download(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::ETAG, value(&format!("\"{}\"", file.info.sha256))?);
     Ok(response)
-}
-
-/// A failure after the 200 was sent: logged, and the connection is cut so the client sees
-/// an incomplete body (its Content-Length does not match), never wrong bytes.
-fn stream_error(key: &str, e: &dyn std::fmt::Display) -> std::io::Error {
-    tracing::error!(objectKey = key, error = %e, "download aborted mid-stream");
-    std::io::Error::other("download aborted")
 }
 
 /// Applies a user's state change through the state machine, then the store.

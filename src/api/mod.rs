@@ -2,6 +2,7 @@
 //! `/metrics` for every process. Handlers turn raw input into domain values at the edge,
 //! call `assert_merchant_access` before touching data, and answer errors as [`ApiError`].
 
+pub mod download;
 pub mod error;
 pub mod extract;
 pub mod health;

@@ -22,6 +22,8 @@ pub enum LogTarget {
     Stdout,
     /// Standard error.
     Stderr,
+    /// `print!`, which the test harness captures and shows only for failing tests.
+    Captured,
 }
 
 /// Installs the global log subscriber (once; later calls are ignored, as in tests).
@@ -32,6 +34,7 @@ pub fn init_logging(format: LogFormat, level: &str, target: LogTarget) {
             match target {
                 LogTarget::Stdout => Box::new(std::io::stdout()),
                 LogTarget::Stderr => Box::new(std::io::stderr()),
+                LogTarget::Captured => Box::new(tracing_subscriber::fmt::TestWriter::new()),
             }
         });
     let builder = tracing_subscriber::fmt()

@@ -65,7 +65,7 @@ pub async fn spawn_with(options: Options) -> TestApp {
     ledger::telemetry::init_logging(
         config.log_format,
         "warn,ledger=info",
-        ledger::telemetry::LogTarget::Stdout,
+        ledger::telemetry::LogTarget::Captured,
     );
     // Create the dev key before the server so tokens can be signed at once.
     ledger::app::dev_key(&config).expect("dev key");
