@@ -8,22 +8,12 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::{JobMessage, Queue};
-use crate::domain::{Format, LedgerId, LedgerType, MerchantId, Period, Stage};
-use crate::store::{InsertOutcome, JobStore, NewLedger};
+use crate::store::{InsertOutcome, JobStore};
 
 /// Stores a PENDING ledger (the in-database queue reads the store) and returns its message.
 pub async fn pending(store: &dyn JobStore, id: i64) -> JobMessage {
-    let new = NewLedger {
-        id: LedgerId::from_i64(id),
-        merchant_id: MerchantId::parse("m_queue").unwrap(),
-        ledger_type: LedgerType::Statement,
-        period: Period::parse(&format!("2025-{:02}-{:02}", 1 + id % 12, 1 + id % 28)).unwrap(),
-        requested_timezone: None,
-        format: Format::Csv,
-        stage: Stage::Final,
-        created_by: "t".into(),
-        created_at: Utc::now(),
-    };
+    let period = format!("2025-{:02}-{:02}", 1 + id % 12, 1 + id % 28);
+    let new = crate::store::contract::new_ledger(id, "m_queue", &period, None);
     assert!(matches!(
         store.insert_ledger(&new, None).await.unwrap(),
         InsertOutcome::Created(_)

@@ -13,7 +13,8 @@ use crate::domain::{
     Status, Timezone,
 };
 
-fn new_ledger(id: i64, merchant: &str, period: &str, tz: Option<&str>) -> NewLedger {
+/// A STATEMENT/CSV ledger to insert (shared by the contract suites and pipeline tests).
+pub fn new_ledger(id: i64, merchant: &str, period: &str, tz: Option<&str>) -> NewLedger {
     NewLedger {
         id: LedgerId::from_i64(id),
         merchant_id: MerchantId::parse(merchant).unwrap(),

@@ -496,14 +496,14 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use crate::crypto::{Keyring, MasterKey};
-    use crate::domain::{Event, Format, LedgerId, LedgerType, MerchantId, Period, Stage, Status};
+    use crate::domain::{Event, LedgerId, Status};
     use crate::notify::{EventBus, InProcessBus, Notifier};
     use crate::queue::db::DbQueue;
     use crate::source::file::FileSource;
     use crate::source::fixture::{self, FixtureSpec};
     use crate::storage::{ObjectStorage, ObjectStoreStorage};
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{InsertOutcome, JobStore, NewLedger};
+    use crate::store::{InsertOutcome, JobStore};
     use crate::worker::{TaskOutcome, Worker, WorkerSettings};
 
     struct Rig {
@@ -551,17 +551,7 @@ mod tests {
     }
 
     async fn pending(store: &dyn JobStore, id: i64, period: &str) -> LedgerId {
-        let new = NewLedger {
-            id: LedgerId::from_i64(id),
-            merchant_id: MerchantId::parse("m_1").unwrap(),
-            ledger_type: LedgerType::Statement,
-            period: Period::parse(period).unwrap(),
-            requested_timezone: None,
-            format: Format::Csv,
-            stage: Stage::Final,
-            created_by: "t".into(),
-            created_at: Utc::now(),
-        };
+        let new = crate::store::contract::new_ledger(id, "m_1", period, None);
         assert!(matches!(
             store.insert_ledger(&new, None).await.unwrap(),
             InsertOutcome::Created(_)
