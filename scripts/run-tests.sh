@@ -15,8 +15,9 @@ step() { printf '\n== %s ==\n' "$*"; }
 step "toolchain"
 cargo --version
 rustc --version
-rustup component list --installed 2>/dev/null | grep -Eq '^(rustfmt|clippy)' || \
-  rustup component add rustfmt clippy
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
 
 step "format"
 cargo fmt --all -- --check
