@@ -19,12 +19,16 @@ for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 
+step "services"
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+
 step "format"
 cargo fmt --all -- --check
 
 step "lint"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "tests: unit, contract and end-to-end (embedded backends)"
+step "tests: unit, contract suites against every adapter, end-to-end"
 # Logs of the services under test go to the test output only when a test fails.
 cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-4}"

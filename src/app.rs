@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::health::Check;
 use crate::api::{self, AppState, OpsState};
 use crate::auth::{Authorizer, DevKey, GrantSource, Verifier, VerifierOptions};
-use crate::config::Config;
+use crate::config::{Config, StorageKind};
 use crate::crypto::{Keyring, MasterKey};
 use crate::domain::{Grant, Snowflake};
 use crate::notify::{EventBus, InProcessBus, Notifier};
@@ -130,8 +130,13 @@ pub async fn run(
     // The embedded store migrates itself: zero set-up is its point.
     store.migrate().await.context("migrating the job store")?;
     let keyring = keyring(&config)?;
-    let storage: Arc<dyn ObjectStorage> =
-        Arc::new(ObjectStoreStorage::local(&config.storage_dir()).context("APP_ENV_STORAGE_URL")?);
+    let storage: Arc<dyn ObjectStorage> = Arc::new(
+        match &config.storage {
+            StorageKind::Local(dir) => ObjectStoreStorage::local(dir),
+            StorageKind::S3(settings) => ObjectStoreStorage::s3(settings),
+        }
+        .context("APP_ENV_STORAGE_URL")?,
+    );
     let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(store.clone()));
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
     let notifier = Notifier::new(bus.clone());

