@@ -479,3 +479,30 @@ mod storage_tests {
         assert!(bad.to_string().contains("APP_ENV_STORAGE_URL"));
     }
 }
+
+#[cfg(test)]
+mod readme_tests {
+    /// Every variable the configuration reads is documented in the README's table.
+    #[test]
+    fn every_variable_is_in_the_readme() {
+        let source = include_str!("mod.rs");
+        let readme = include_str!("../../README.md");
+        let mut names: Vec<&str> = source
+            .match_indices("\"APP_ENV_")
+            .map(|(i, _)| {
+                let rest = &source[i + 1..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .filter(|name| name.len() > "APP_ENV_".len())
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() > 20, "{names:?}");
+        for name in names {
+            assert!(readme.contains(&format!("| `{name}` |")), "{name} is not in README.md");
+        }
+    }
+}
