@@ -1,6 +1,8 @@
 //! Status and progress events: the bus workers publish to and clients (WebSocket, later)
 //! subscribe to. Best effort by design: the store is the truth, an event is a hint.
-//! Adapters: [`InProcessBus`] (tokio broadcast).
+//! Adapters: [`InProcessBus`] (tokio broadcast), [`redis::RedisBus`] (Redis pub/sub).
+
+pub mod redis;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -27,7 +29,7 @@ pub trait EventBus: Send + Sync {
 }
 
 /// Slots per subscriber before the slowest one starts losing the oldest events.
-const CAPACITY: usize = 4096;
+pub(crate) const CAPACITY: usize = 4096;
 
 /// The embedded bus: one process, one broadcast channel.
 pub struct InProcessBus {

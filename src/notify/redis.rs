@@ -1,0 +1,265 @@
+//! The Redis event bus: events published by any process (workers) reach subscribers in every
+//! process (api) through Redis pub/sub. Best effort like every bus: while Redis is down,
+//! `publish` reports `NotReady` (the caller logs the sheet's warning and goes on), and both
+//! the publishing and the subscribing connection reconnect by themselves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{RwLock, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use super::{CAPACITY, EventBus, NotifyError};
+use crate::domain::Event;
+
+/// The pub/sub channel every ledger event goes through.
+pub const CHANNEL: &str = "ledger.events";
+
+/// How long one Redis command may take before the emitter counts as not ready.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Events over Redis pub/sub.
+pub struct RedisBus {
+    publisher: Arc<RwLock<Option<ConnectionManager>>>,
+    local: broadcast::Sender<Event>,
+    channel: String,
+}
+
+impl RedisBus {
+    /// Connects (in the background, retrying) to `url` and relays `channel` to local
+    /// subscribers until `shutdown`.
+    pub fn start(
+        url: &str,
+        channel: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Self, NotifyError> {
+        // The URL may hold a password: errors say what is wrong, not the URL.
+        let client = redis::Client::open(url)
+            .map_err(|e| NotifyError::NotReady(format!("invalid Redis URL ({})", e.kind_name())))?;
+        let (local, _) = broadcast::channel(CAPACITY);
+        let publisher = Arc::new(RwLock::new(None));
+        tokio::spawn(connect_publisher(
+            client.clone(),
+            publisher.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(relay(client, channel.to_owned(), local.clone(), shutdown));
+        Ok(Self {
+            publisher,
+            local,
+            channel: channel.to_owned(),
+        })
+    }
+}
+
+trait KindName {
+    fn kind_name(&self) -> String;
+}
+
+impl KindName for redis::RedisError {
+    fn kind_name(&self) -> String {
+        format!("{:?}", self.kind())
+    }
+}
+
+async fn connect_publisher(
+    client: redis::Client,
+    slot: Arc<RwLock<Option<ConnectionManager>>>,
+    shutdown: CancellationToken,
+) {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_max_delay(Duration::from_secs(5));
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match client
+            .get_connection_manager_with_config(config.clone())
+            .await
+        {
+            Ok(manager) => {
+                *slot.write().await = Some(manager);
+                tracing::info!("[notifyJobStatus] Redis emitter connected");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.kind_name(), "[notifyJobStatus] emitter not ready: cannot connect to Redis; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Subscribes to `channel` and forwards every event to local subscribers, reconnecting on
+/// any failure.
+async fn relay(
+    client: redis::Client,
+    channel: String,
+    local: broadcast::Sender<Event>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = connected => p,
+        };
+        match pubsub {
+            Ok(pubsub) => {
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let message = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        m = messages.next() => m,
+                    };
+                    let Some(message) = message else { break };
+                    match serde_json::from_slice::<Event>(message.get_payload_bytes()) {
+                        // Nobody listening locally is fine.
+                        Ok(event) => drop(local.send(event)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ignoring a malformed event on {}", channel)
+                        }
+                    }
+                }
+                tracing::warn!("Redis subscription lost; resubscribing");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.kind_name(), "cannot subscribe to Redis; retrying");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    async fn publish(&self, event: &Event) -> Result<(), NotifyError> {
+        let Some(mut manager) = self.publisher.read().await.clone() else {
+            return Err(NotifyError::NotReady("not connected to Redis".into()));
+        };
+        let payload =
+            serde_json::to_string(event).map_err(|e| NotifyError::NotReady(e.to_string()))?;
+        let sent: Result<redis::RedisResult<i64>, _> =
+            tokio::time::timeout(COMMAND_TIMEOUT, manager.publish(&self.channel, payload)).await;
+        match sent {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(NotifyError::NotReady(format!(
+                "Redis publish failed ({})",
+                e.kind_name()
+            ))),
+            Err(_) => Err(NotifyError::NotReady("Redis publish timed out".into())),
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.local.subscribe()
+    }
+
+    async fn ready(&self) -> Result<(), NotifyError> {
+        let Some(mut manager) = self.publisher.read().await.clone() else {
+            return Err(NotifyError::NotReady("not connected to Redis".into()));
+        };
+        let pong: Result<redis::RedisResult<String>, _> = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            redis::cmd("PING").query_async(&mut manager),
+        )
+        .await;
+        match pong {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(NotifyError::NotReady(format!(
+                "Redis PING failed ({})",
+                e.kind_name()
+            ))),
+            Err(_) => Err(NotifyError::NotReady("Redis PING timed out".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_url() -> String {
+        std::env::var("LEDGER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    async fn connected(channel: &str) -> RedisBus {
+        let bus = RedisBus::start(&test_url(), channel, CancellationToken::new()).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while bus.ready().await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no Redis at {} (scripts/run-tests.sh starts one)",
+                test_url()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The relay subscribes in the background; give it a moment to be in place.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        bus
+    }
+
+    #[tokio::test]
+    async fn the_redis_bus_meets_the_contract() {
+        let channel = format!("ledger.test.{}", uuid::Uuid::new_v4().simple());
+        let bus = connected(&channel).await;
+        super::super::contract::run_all(&bus).await;
+    }
+
+    #[tokio::test]
+    async fn an_event_crosses_from_one_process_bus_to_another() {
+        let channel = format!("ledger.test.{}", uuid::Uuid::new_v4().simple());
+        let worker_side = connected(&channel).await;
+        let api_side = connected(&channel).await;
+        let mut rx = api_side.subscribe();
+        let event = serde_json::from_value::<Event>(serde_json::json!({
+            "event": "ledger.progress", "ledgerId": "1", "merchantId": "m_1", "phase": "GENERATE",
+            "rowsDone": 5, "rowsTotal": null, "at": "2026-10-01T00:00:00Z"
+        }))
+        .unwrap();
+        worker_side.publish(&event).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, event);
+    }
+
+    #[tokio::test]
+    async fn redis_down_is_reported_not_hidden() {
+        let bus = RedisBus::start(
+            "redis://127.0.0.1:9",
+            "ledger.test.down",
+            CancellationToken::new(),
+        )
+        .unwrap();
+        assert!(matches!(bus.ready().await, Err(NotifyError::NotReady(_))));
+        let event = serde_json::from_value::<Event>(serde_json::json!({
+            "event": "ledger.progress", "ledgerId": "1", "merchantId": "m_1", "phase": "FETCH",
+            "rowsDone": 0, "rowsTotal": null, "at": "2026-10-01T00:00:00Z"
+        }))
+        .unwrap();
+        assert!(matches!(
+            bus.publish(&event).await,
+            Err(NotifyError::NotReady(_))
+        ));
+    }
+}
