@@ -14,7 +14,11 @@ CREATE TABLE ledgers (
     status             TEXT    NOT NULL,
     version            INTEGER NOT NULL,
     attempt_count      INTEGER NOT NULL DEFAULT 0,
+    -- Lease expiries since the last user action; the sweep gives up at APP_ENV_MAX_ATTEMPTS.
+    stall_count        INTEGER NOT NULL DEFAULT 0,
     lease_until        INTEGER,
+    -- When the job last went (back) into the queue: the sweep re-enqueues from this.
+    enqueued_at        INTEGER,
     failure_code       TEXT,
     failure_message    TEXT,
     failure_retryable  INTEGER,
@@ -30,7 +34,7 @@ CREATE TABLE ledgers (
 CREATE UNIQUE INDEX ledgers_identity_key
     ON ledgers (merchant_id, type, period, requested_timezone, format)
     WHERE deleted_at IS NULL;
-CREATE INDEX ledgers_status_updated ON ledgers (status, updated_at);
+CREATE INDEX ledgers_status_enqueued ON ledgers (status, enqueued_at);
 CREATE INDEX ledgers_merchant_id ON ledgers (merchant_id, id);
 
 CREATE TABLE ledger_files (

@@ -1,10 +1,12 @@
 //! The source port: a merchant and its booked entries for a window, as a validated stream
 //! in ascending (`bookedAt`, `id`) order. Adapters: [`file`] (a directory of JSON / NDJSON
-//! files). Every adapter validates with [`validate::EntryValidator`], so error messages
-//! (`entries[17].amount: expected integer`) are the same whatever the backend.
+//! files) and [`http`] (an upstream API paged by cursor). Every adapter validates with
+//! [`validate::EntryValidator`], so error messages (`entries[17].amount: expected integer`)
+//! are the same whatever the backend.
 
 pub mod file;
 pub mod fixture;
+pub mod http;
 pub mod validate;
 
 use async_trait::async_trait;

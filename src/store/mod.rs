@@ -1,8 +1,9 @@
 //! The job store port: ledgers, their files and timelines, idempotency keys and
 //! authorization policies. Every status change goes through a conditional update here, so
 //! the attempt number fences late writes of a worker that lost its lease.
-//! Adapters: [`sqlite`] (embedded default). Never decides a transition itself: callers ask
-//! [`crate::domain::Status::apply`] and pass the expected status.
+//! Adapters: [`sqlite`] (embedded default).
+//! Never decides a transition itself: callers ask [`crate::domain::Status::apply`] and pass
+//! the expected status.
 
 #[cfg(test)]
 pub mod contract;
@@ -240,8 +241,9 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Option<Ledger>, StoreError>;
     /// The oldest PENDING, non-deleted ledger ids (the in-database queue reads this).
     async fn pending_ids(&self, limit: u32) -> Result<Vec<LedgerId>, StoreError>;
-    /// Resets expired leases, finds unclaimed PENDING jobs older than `pending_before`,
-    /// abandons jobs with `max_attempts` attempts. Each reset is conditional, so several
+    /// Resets expired leases (counting a stall), finds PENDING jobs enqueued before
+    /// `pending_before` that nobody claimed, abandons jobs whose stalls since the last user
+    /// action reach `max_attempts`. Each reset is conditional, so several
     /// sweepers never reset one job twice.
     async fn sweep(
         &self,

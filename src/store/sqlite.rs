@@ -43,7 +43,7 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -281,8 +281,8 @@ impl JobStore for SqliteStore {
         // The ledger row first: the transaction takes the write lock with its first statement.
         let inserted = sqlx::query(
             "INSERT INTO ledgers (id, merchant_id, type, period, requested_timezone, format, \
-             stage, status, version, attempt_count, created_by, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'PENDING', 1, 0, ?, ?, ?)",
+             stage, status, version, attempt_count, created_by, created_at, updated_at, \
+             enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'PENDING', 1, 0, ?, ?, ?, ?)",
         )
         .bind(new.id.as_i64())
         .bind(new.merchant_id.as_str())
@@ -477,9 +477,13 @@ impl JobStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Option<Ledger>, StoreError> {
         let set = match change {
-            UserChange::Retry => "status = 'PENDING', lease_until = NULL, updated_at = ?1",
+            UserChange::Retry => {
+                "status = 'PENDING', lease_until = NULL, stall_count = 0, enqueued_at = ?1, \
+                 updated_at = ?1"
+            }
             UserChange::Regenerate => {
-                "status = 'PENDING', version = version + 1, lease_until = NULL, updated_at = ?1"
+                "status = 'PENDING', version = version + 1, lease_until = NULL, stall_count = 0, \
+                 enqueued_at = ?1, updated_at = ?1"
             }
             UserChange::Delete => "deleted_at = ?1, updated_at = ?1",
         };
@@ -590,11 +594,7 @@ impl JobStore for SqliteStore {
             "INSERT INTO ledger_files (ledger_id, version, content_type, size_bytes, sha256, \
              file_name, object_key, attempt, created_at) \
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM ledgers \
-             WHERE id = ?1 AND status = 'PROCESSING' AND attempt_count = ?8 AND version = ?2) \
-             ON CONFLICT (ledger_id, version) DO UPDATE SET content_type = excluded.content_type, \
-             size_bytes = excluded.size_bytes, sha256 = excluded.sha256, \
-             file_name = excluded.file_name, object_key = excluded.object_key, \
-             attempt = excluded.attempt, created_at = excluded.created_at",
+             WHERE id = ?1 AND status = 'PROCESSING' AND attempt_count = ?8 AND version = ?2)",
         )
         .bind(id.as_i64())
         .bind(i64::from(file.info.version))
@@ -678,7 +678,7 @@ impl JobStore for SqliteStore {
     async fn pending_ids(&self, limit: u32) -> Result<Vec<LedgerId>, StoreError> {
         let rows: Vec<(i64,)> = sqlx::query_as(
             "SELECT id FROM ledgers WHERE status = 'PENDING' AND deleted_at IS NULL \
-             ORDER BY updated_at, id LIMIT ?",
+             ORDER BY id LIMIT ?",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -696,27 +696,30 @@ impl JobStore for SqliteStore {
         max_attempts: u32,
     ) -> Result<SweepOutcome, StoreError> {
         let now_ms = millis(now);
+        // Each statement is one atomic conditional update: concurrent sweepers split the rows.
         let abandoned = self
             .update_many(
-                "status = 'REJECTED', failure_code = 'JOB_EXECUTION_FAILED', \
-                 failure_message = 'the job stalled ' || attempt_count || ' time(s): no worker finished it within its lease', \
+                "status = 'REJECTED', stall_count = stall_count + 1, \
+                 failure_code = 'JOB_EXECUTION_FAILED', \
+                 failure_message = 'the job stalled ' || (stall_count + 1) || ' time(s): no worker finished it within its lease', \
                  failure_retryable = 1, failure_at = ?1, lease_until = NULL, updated_at = ?1 \
-                 WHERE status = 'PROCESSING' AND lease_until < ?1 AND attempt_count >= ?2",
+                 WHERE status = 'PROCESSING' AND lease_until < ?1 AND stall_count + 1 >= ?2",
                 vec![Bind::I(now_ms), Bind::I(i64::from(max_attempts))],
             )
             .await?;
         let requeued = self
             .update_many(
-                "status = 'PENDING', lease_until = NULL, updated_at = ?1 \
+                "status = 'PENDING', stall_count = stall_count + 1, lease_until = NULL, \
+                 enqueued_at = ?1, updated_at = ?1 \
                  WHERE status = 'PROCESSING' AND lease_until < ?1",
                 vec![Bind::I(now_ms)],
             )
             .await?;
-        // Touching updated_at makes the re-enqueue happen once per timeout, by one sweeper.
+        // Moving enqueued_at makes the re-enqueue happen once per timeout, by one sweeper.
         let unclaimed = self
             .update_many(
-                "updated_at = ?1 WHERE status = 'PENDING' AND deleted_at IS NULL \
-                 AND updated_at < ?2",
+                "enqueued_at = ?1 WHERE status = 'PENDING' AND deleted_at IS NULL \
+                 AND enqueued_at < ?2",
                 vec![Bind::I(now_ms), Bind::I(millis(pending_before))],
             )
             .await?;
