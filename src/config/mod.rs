@@ -243,7 +243,8 @@ impl Config {
                     Some(rest) => {
                         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                         if bucket.is_empty() {
-                            r.errors.push("APP_ENV_STORAGE_URL: s3:// needs a bucket".into());
+                            r.errors
+                                .push("APP_ENV_STORAGE_URL: s3:// needs a bucket".into());
                         }
                         let access_key_id = r.string("APP_ENV_S3_ACCESS_KEY_ID");
                         let secret_access_key =
@@ -259,7 +260,8 @@ impl Config {
                                 .map(|u| !matches!(u.scheme(), "http" | "https"))
                                 .unwrap_or(true)
                         {
-                            r.errors.push("APP_ENV_S3_ENDPOINT: expected an http(s) URL".into());
+                            r.errors
+                                .push("APP_ENV_S3_ENDPOINT: expected an http(s) URL".into());
                         }
                         StorageKind::S3(crate::storage::S3Settings {
                             bucket: bucket.to_owned(),
@@ -383,7 +385,6 @@ impl Config {
             None => self.data_dir.join("ledger.db"),
         }
     }
-
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {
@@ -453,7 +454,10 @@ mod storage_tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -472,7 +476,9 @@ mod storage_tests {
             ("APP_ENV_S3_ENDPOINT", "http://127.0.0.1:9000"),
         ]))
         .unwrap();
-        let StorageKind::S3(s3) = ok.storage else { panic!("expected s3") };
+        let StorageKind::S3(s3) = ok.storage else {
+            panic!("expected s3")
+        };
         assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("bucket", "a/b"));
         assert_eq!(s3.region, "us-east-1");
         let bad = Config::from_vars(&vars(&[("APP_ENV_STORAGE_URL", "ftp://x")])).unwrap_err();
@@ -502,7 +508,10 @@ mod readme_tests {
         names.dedup();
         assert!(names.len() > 20, "{names:?}");
         for name in names {
-            assert!(readme.contains(&format!("| `{name}` |")), "{name} is not in README.md");
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{name} is not in README.md"
+            );
         }
     }
 }

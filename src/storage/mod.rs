@@ -142,10 +142,14 @@ impl ObjectStoreStorage {
                 .with_virtual_hosted_style_request(false);
         }
         if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
-            builder = builder.with_access_key_id(id).with_secret_access_key(secret.expose());
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret.expose());
         }
         // Errors of the builder name the setting, never a credential's value.
-        let store = builder.build().map_err(|e| StorageError::Config(e.to_string()))?;
+        let store = builder
+            .build()
+            .map_err(|e| StorageError::Config(e.to_string()))?;
         Ok(Self::new(Arc::new(store), &settings.prefix))
     }
 
@@ -261,7 +265,11 @@ pub mod tests {
             .unwrap_or_else(|e| {
                 panic!("no S3 server at {endpoint} ({e}); scripts/run-tests.sh starts one (moto)")
             });
-        assert!(created.status().is_success(), "creating bucket {bucket}: {}", created.status());
+        assert!(
+            created.status().is_success(),
+            "creating bucket {bucket}: {}",
+            created.status()
+        );
         S3Settings {
             bucket,
             prefix: "tenant".into(),
@@ -295,7 +303,10 @@ pub mod tests {
         if let Some(w) = w {
             assert!(w.finish().await.is_err());
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(30), "retries are bounded");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "retries are bounded"
+        );
     }
 
     #[tokio::test]
