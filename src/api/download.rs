@@ -6,6 +6,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use sha2::{Digest, Sha256};
+
 use crate::crypto::{CryptoError, Decryptor};
 use crate::storage::{ByteStream, StorageError};
 
@@ -18,6 +20,10 @@ pub enum DownloadError {
     /// The object does not decrypt (wrong key, tampered, truncated, another ledger's).
     #[error("decrypting the object: {0}")]
     Crypto(#[from] CryptoError),
+    /// It decrypts, but is not the file the store recorded (e.g. rewritten by an attempt
+    /// that had lost its lease): never served as if it were.
+    #[error("the object's content does not match the recorded SHA-256")]
+    Integrity,
 }
 
 /// A decrypting reader over an object's chunks.
@@ -25,16 +31,32 @@ pub struct Decrypting {
     decryptor: Option<Decryptor>,
     objects: ByteStream,
     held: Option<Bytes>,
+    hasher: Sha256,
+    expected_sha256: String,
 }
 
 impl Decrypting {
-    /// Decrypts `objects` with `decryptor`.
-    pub fn new(decryptor: Decryptor, objects: ByteStream) -> Self {
+    /// Decrypts `objects` with `decryptor`; the plaintext must hash to `expected_sha256`.
+    pub fn new(decryptor: Decryptor, objects: ByteStream, expected_sha256: &str) -> Self {
         Self {
             decryptor: Some(decryptor),
             objects,
             held: None,
+            hasher: Sha256::new(),
+            expected_sha256: expected_sha256.to_ascii_lowercase(),
         }
+    }
+
+    /// Ends the stream: the decryptor must have seen the last segment, the hash must match.
+    fn finish(&mut self) -> Result<(), DownloadError> {
+        if let Some(decryptor) = self.decryptor.take() {
+            decryptor.finish()?;
+            let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+            if digest != self.expected_sha256 {
+                return Err(DownloadError::Integrity);
+            }
+        }
+        Ok(())
     }
 
     /// The next non-empty plaintext chunk; `None` once the whole object was verified.
@@ -49,7 +71,7 @@ impl Decrypting {
             };
             let Some(current) = current else {
                 // An empty object: finish reports it as truncated.
-                self.decryptor.take().map(Decryptor::finish).transpose()?;
+                self.finish()?;
                 return Ok(None);
             };
             let plain = match self.objects.next().await.transpose()? {
@@ -59,10 +81,15 @@ impl Decrypting {
                 }
                 None => {
                     let plain = decryptor.push(&current)?;
-                    self.decryptor.take().map(Decryptor::finish).transpose()?;
-                    plain
+                    self.hasher.update(&plain);
+                    self.finish()?;
+                    if plain.is_empty() {
+                        return Ok(None);
+                    }
+                    return Ok(Some(Bytes::from(plain)));
                 }
             };
+            self.hasher.update(&plain);
             if !plain.is_empty() {
                 return Ok(Some(Bytes::from(plain)));
             }
@@ -135,9 +162,22 @@ mod tests {
             let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let sealed = encrypt_to_vec(&keys, binding, &plain).unwrap();
             for size in [1_000, 65_552, 1 << 20] {
-                let d =
-                    Decrypting::new(Decryptor::new(&keys, binding), chunks(sealed.clone(), size));
-                assert_eq!(collect(d).await.unwrap(), plain, "len {len} chunk {size}");
+                let sha = hex::encode(Sha256::digest(&plain));
+                let open = |sha: &str| {
+                    Decrypting::new(
+                        Decryptor::new(&keys, binding),
+                        chunks(sealed.clone(), size),
+                        sha,
+                    )
+                };
+                assert_eq!(
+                    collect(open(&sha)).await.unwrap(),
+                    plain,
+                    "len {len} chunk {size}"
+                );
+                // The same object under another recorded hash is refused at its end.
+                let wrong = collect(open(&"00".repeat(32))).await;
+                assert!(matches!(wrong, Err(DownloadError::Integrity)), "{wrong:?}");
             }
         }
     }
@@ -152,15 +192,16 @@ mod tests {
         let plain = vec![9u8; 150_000];
         let sealed = encrypt_to_vec(&keys, binding, &plain).unwrap();
         let cut = sealed[..sealed.len() - 10].to_vec();
-        let d = Decrypting::new(Decryptor::new(&keys, binding), chunks(cut, 4096));
+        let sha = hex::encode(Sha256::digest(&plain));
+        let d = Decrypting::new(Decryptor::new(&keys, binding), chunks(cut, 4096), &sha);
         assert!(collect(d).await.is_err());
         let other = Binding {
             ledger_id: 8,
             version: 1,
         };
-        let d = Decrypting::new(Decryptor::new(&keys, other), chunks(sealed, 4096));
+        let d = Decrypting::new(Decryptor::new(&keys, other), chunks(sealed, 4096), &sha);
         assert!(collect(d).await.is_err());
-        let empty = Decrypting::new(Decryptor::new(&keys, binding), chunks(Vec::new(), 1));
+        let empty = Decrypting::new(Decryptor::new(&keys, binding), chunks(Vec::new(), 1), &sha);
         assert!(collect(empty).await.is_err());
     }
 }

@@ -94,3 +94,25 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         }
     }
 }
+
+/// `axum::extract::Path` whose rejection (e.g. invalid UTF-8 in the path) is an [`ApiError`].
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query` whose rejection is an [`ApiError`].
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::Validation(crate::domain::InvalidInput::new("path", e.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::Validation(crate::domain::InvalidInput::new("query", e.body_text()))
+    }
+}

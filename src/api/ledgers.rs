@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::download::Decrypting;
-use super::extract::JsonObject;
+use super::extract::{JsonObject, Path, Query};
 use super::{ApiError, AppState};
 use crate::auth::{Caller, MerchantScope, Permission, assert_merchant_access};
 use crate::crypto::{Binding, Decryptor};
@@ -484,7 +484,11 @@ async fn download(
         .read(&file.object_key)
         .await
         .map_err(|e| ApiError::Internal(format!("reading {}: {e}", file.object_key)))?;
-    let mut plain = Decrypting::new(Decryptor::new(&state.keyring, binding), objects);
+    let mut plain = Decrypting::new(
+        Decryptor::new(&state.keyring, binding),
+        objects,
+        &file.info.sha256,
+    );
     // The first chunk proves the header (key id, wrapped key, binding) before a 200 is sent.
     let first = plain
         .next_chunk()
@@ -542,6 +546,14 @@ async fn change(
                 .get_ledger(ledger.id)
                 .await?
                 .ok_or(ApiError::NotFound("no such ledger"))?;
+            if fresh.deleted_at.is_some() {
+                // Deleted meanwhile: a second DELETE succeeded already; anything else is gone.
+                return if matches!(action, Action::Delete) {
+                    Ok(None)
+                } else {
+                    Err(ApiError::NotFound("no such ledger"))
+                };
+            }
             fresh.status.apply(action, fresh.stage)?;
             Err(ApiError::Conflict(crate::domain::TransitionError {
                 code: "JOB_IN_PROGRESS",

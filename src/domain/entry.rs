@@ -146,16 +146,26 @@ impl ControlTotals {
     /// Describes the first difference from `other`, if any, for the self-check's error.
     pub fn difference(&self, other: &ControlTotals) -> Option<String> {
         if self.entry_count != other.entry_count {
-            return Some(format!(
-                "entry count {} != {}",
-                self.entry_count, other.entry_count
-            ));
+            return Some("entry counts differ".to_owned());
         }
         for (currency, mine) in &self.currencies {
             match other.currencies.get(currency) {
                 None => return Some(format!("currency {currency} missing")),
                 Some(theirs) if theirs != mine => {
-                    return Some(format!("{currency} totals {mine:?} != {theirs:?}"));
+                    // Which totals differ, never the amounts: this text is stored and logged.
+                    let mut fields = Vec::new();
+                    for (name, differs) in [
+                        ("count", mine.count != theirs.count),
+                        ("opening", mine.opening != theirs.opening),
+                        ("credits", mine.credits != theirs.credits),
+                        ("debits", mine.debits != theirs.debits),
+                        ("closing", mine.closing != theirs.closing),
+                    ] {
+                        if differs {
+                            fields.push(name);
+                        }
+                    }
+                    return Some(format!("{currency} {} differ", fields.join(", ")));
                 }
                 Some(_) => {}
             }

@@ -87,12 +87,14 @@ impl<W: Write + Send> Renderer<W> for CsvStatement<W> {
         let running = text::amount(entry.currency, *balance);
         let amount = text::amount(entry.currency, entry.amount);
         let booked = text::local_instant(entry.booked_at, self.timezone);
+        let description = text::spreadsheet_safe(&entry.description);
+        let reference = text::spreadsheet_safe(&entry.reference);
         self.out.write_record([
             booked.as_str(),
             entry.id.as_str(),
             entry.entry_type.as_str(),
-            entry.description.as_str(),
-            entry.reference.as_str(),
+            description.as_ref(),
+            reference.as_ref(),
             entry.currency.code(),
             amount.as_str(),
             running.as_str(),

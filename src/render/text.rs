@@ -36,8 +36,27 @@ pub fn local_instant(at: DateTime<Utc>, tz: Timezone) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, false)
 }
 
+/// Free text as a spreadsheet cell: text that a spreadsheet would run as a formula (starting
+/// with `=`, `+`, `-`, `@`, tab or carriage return) gets a leading `'` (OWASP's CSV
+/// injection advice). Amounts never go through here.
+pub fn spreadsheet_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{text}").into(),
+        _ => text.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn formulas_in_free_text_are_defused() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(spreadsheet_safe("-2+3"), "'-2+3");
+        assert_eq!(spreadsheet_safe("Order 1001"), "Order 1001");
+        assert_eq!(spreadsheet_safe(""), "");
+    }
+
     use super::*;
 
     #[test]

@@ -403,18 +403,32 @@ async fn sweeps(store: Arc<dyn JobStore>) {
     // A shutdown release is not a stall.
     let released = created(&*store, &new_ledger(5004, "m_sweep", "2026-07", None)).await;
     for attempt in 1..=3 {
-        store.claim(released.id, now, now + Duration::seconds(60)).await.unwrap().unwrap();
-        store.release(released.id, attempt, now).await.unwrap().unwrap();
+        store
+            .claim(released.id, now, now + Duration::seconds(60))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .release(released.id, attempt, now)
+            .await
+            .unwrap()
+            .unwrap();
     }
     let fresh = created(&*store, &new_ledger(5003, "m_sweep", "2026-08", None)).await;
-    store.claim(fresh.id, now, now + Duration::seconds(60)).await.unwrap().unwrap();
+    store
+        .claim(fresh.id, now, now + Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
 
     // Several sweepers at once: each job is reset by exactly one of them.
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
-            s.sweep(Utc::now(), Utc::now() - Duration::hours(1), 3).await.unwrap()
+            s.sweep(Utc::now(), Utc::now() - Duration::hours(1), 3)
+                .await
+                .unwrap()
         }));
     }
     let (mut requeued, mut abandoned) = (Vec::new(), Vec::new());
@@ -428,21 +442,40 @@ async fn sweeps(store: Arc<dyn JobStore>) {
     assert_eq!(abandoned, [tired.id]);
     let tired_now = store.get_ledger(tired.id).await.unwrap().unwrap();
     assert_eq!(tired_now.status, Status::Rejected);
-    assert_eq!(tired_now.failure_reason.unwrap().error_code, "JOB_EXECUTION_FAILED");
-    assert_eq!(store.get_ledger(fresh.id).await.unwrap().unwrap().status, Status::Processing);
-    assert_eq!(store.get_ledger(released.id).await.unwrap().unwrap().status, Status::Pending);
+    assert_eq!(
+        tired_now.failure_reason.unwrap().error_code,
+        "JOB_EXECUTION_FAILED"
+    );
+    assert_eq!(
+        store.get_ledger(fresh.id).await.unwrap().unwrap().status,
+        Status::Processing
+    );
+    assert_eq!(
+        store.get_ledger(released.id).await.unwrap().unwrap().status,
+        Status::Pending
+    );
 
     // A user retry starts the stall count afresh.
-    store.user_change(tired.id, Status::Rejected, UserChange::Retry, now).await.unwrap().unwrap();
+    store
+        .user_change(tired.id, Status::Rejected, UserChange::Retry, now)
+        .await
+        .unwrap()
+        .unwrap();
     store.claim(tired.id, now, past).await.unwrap().unwrap();
     let o = store.sweep(now, hour_ago, 3).await.unwrap();
     assert!(o.requeued.iter().any(|l| l.id == tired.id), "{o:?}");
 
     // Unclaimed PENDING jobs are re-enqueued once per timeout, by one sweeper.
     let later = Utc::now() + Duration::seconds(5);
-    let first = store.sweep(later, later - Duration::seconds(1), 3).await.unwrap();
+    let first = store
+        .sweep(later, later - Duration::seconds(1), 3)
+        .await
+        .unwrap();
     assert!(first.unclaimed.iter().any(|l| l.id == stalled.id));
-    let second = store.sweep(later, later - Duration::seconds(1), 3).await.unwrap();
+    let second = store
+        .sweep(later, later - Duration::seconds(1), 3)
+        .await
+        .unwrap();
     assert!(second.unclaimed.iter().all(|l| l.id != stalled.id));
     // The queue order is creation order: a re-enqueue does not push a job to the back.
     let order = store.pending_ids(1000).await.unwrap();

@@ -126,7 +126,9 @@ impl Worker {
     ) {
         let mut backoff = Duration::from_millis(100);
         loop {
+            // Shutdown wins over a ready message: no new claim after SIGTERM.
             let delivery = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 d = consumer.next() => d,
             };

@@ -401,6 +401,26 @@ async fn execute(
         writer.abort().await;
         return Err(e);
     }
+    // Last fenced check before the object becomes visible: an attempt that lost its lease
+    // (a long pause) must not replace the object of the attempt that owns the job now. The
+    // download also verifies the plaintext hash recorded at completion.
+    let until =
+        Utc::now() + chrono::Duration::from_std(worker.settings.job_timeout).unwrap_or_default();
+    match worker
+        .store
+        .renew_lease(ledger.id, ledger.attempt_count, until)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            writer.abort().await;
+            return Err(JobError::LeaseLost);
+        }
+        Err(e) => {
+            writer.abort().await;
+            return Err(JobError::Execution(format!("renewing the lease: {e}")));
+        }
+    }
     progress_event(worker, ledger, "UPLOAD", rows, Some(rows)).await;
     let upload_started = Instant::now();
     writer
