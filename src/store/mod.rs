@@ -1,12 +1,13 @@
 //! The job store port: ledgers, their files and timelines, idempotency keys and
 //! authorization policies. Every status change goes through a conditional update here, so
 //! the attempt number fences late writes of a worker that lost its lease.
-//! Adapters: [`sqlite`] (embedded default).
+//! Adapters: [`sqlite`] (embedded default) and [`postgres`] (production, scales out).
 //! Never decides a transition itself: callers ask [`crate::domain::Status::apply`] and pass
 //! the expected status.
 
 #[cfg(test)]
 pub mod contract;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
