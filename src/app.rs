@@ -12,16 +12,20 @@ use tokio_util::sync::CancellationToken;
 use crate::api::health::Check;
 use crate::api::{self, AppState, OpsState};
 use crate::auth::{Authorizer, DevKey, GrantSource, Verifier, VerifierOptions};
-use crate::config::{Config, StorageKind};
+use crate::config::{Config, DatabaseKind, QueueKind, StorageKind};
 use crate::crypto::{Keyring, MasterKey};
 use crate::domain::{Grant, Snowflake};
+use crate::notify::redis::RedisBus;
 use crate::notify::{EventBus, InProcessBus, Notifier};
 use crate::queue::Queue;
 use crate::queue::db::DbQueue;
+use crate::queue::kafka::KafkaQueue;
 use crate::source::Source;
 use crate::source::file::FileSource;
+use crate::source::http::{HttpSource, HttpSourceOptions};
 use crate::storage::{ObjectStorage, ObjectStoreStorage};
 use crate::store::JobStore;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::worker::{Worker, WorkerSettings};
 
@@ -32,19 +36,46 @@ pub const MASTER_KEY_FILE: &str = "encryption.key";
 
 /// Opens the job store the configuration names.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
-    let path = config.sqlite_path();
-    let store = SqliteStore::open(&path)
-        .await
-        .with_context(|| format!("opening the job store at {}", path.display()))?;
-    Ok(Arc::new(store))
+    Ok(match &config.database {
+        DatabaseKind::Sqlite(path) => Arc::new(
+            SqliteStore::open(path)
+                .await
+                .with_context(|| format!("opening the job store at {}", path.display()))?,
+        ),
+        DatabaseKind::Postgres(url) => Arc::new(
+            PostgresStore::connect(url.expose())
+                .await
+                .context("connecting to APP_ENV_DATABASE_URL")?,
+        ),
+    })
 }
 
-/// Opens the store and applies pending migrations (`ledger migrate`).
+/// Opens the store and applies pending migrations (`ledger migrate`); returns their names.
 pub async fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
     let store = open_store(config).await?;
     let pending = store.pending_migrations().await?;
     store.migrate().await?;
     Ok(pending)
+}
+
+/// Makes the store ready to serve: the embedded SQLite file migrates itself (zero set-up);
+/// a shared database must be migrated by `ledger migrate` first, so replicas of different
+/// versions never race to change its schema.
+async fn prepare_store(config: &Config, store: &dyn JobStore) -> anyhow::Result<()> {
+    match config.database {
+        DatabaseKind::Sqlite(_) => store.migrate().await.context("migrating the job store"),
+        DatabaseKind::Postgres(_) => {
+            let pending = store.pending_migrations().await?;
+            if pending.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "the database has pending migrations ({}); run `ledger migrate` (or RUN_MODE=migrate) first",
+                    pending.join(", ")
+                )
+            }
+        }
+    }
 }
 
 /// The master keys: the configured ones, or (embedded default) a key in the data dir.
@@ -127,8 +158,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    // The embedded store migrates itself: zero set-up is its point.
-    store.migrate().await.context("migrating the job store")?;
+    prepare_store(&config, &*store).await?;
     let keyring = keyring(&config)?;
     let storage: Arc<dyn ObjectStorage> = Arc::new(
         match &config.storage {
@@ -137,8 +167,27 @@ pub async fn run(
         }
         .context("APP_ENV_STORAGE_URL")?,
     );
-    let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(store.clone()));
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
+    let (queue, consumers): (Arc<dyn Queue>, usize) = match &config.queue {
+        QueueKind::Db => (
+            Arc::new(DbQueue::new(store.clone())),
+            config.worker_concurrency,
+        ),
+        QueueKind::Kafka(settings) => (
+            Arc::new(KafkaQueue::connect(settings.clone(), shutdown.clone()).await?),
+            settings.consumer_count,
+        ),
+    };
+    let bus: Arc<dyn EventBus> = match &config.websocket_redis_url {
+        None => Arc::new(InProcessBus::default()),
+        Some(url) => Arc::new(
+            RedisBus::start(
+                url.expose(),
+                crate::notify::redis::CHANNEL,
+                shutdown.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("APP_ENV_WEBSOCKET_REDIS_URL: {e}"))?,
+        ),
+    };
     let notifier = Notifier::new(bus.clone());
 
     let mut checks = vec![
@@ -194,7 +243,17 @@ pub async fn run(
     };
 
     let worker = if config.roles.worker {
-        let source: Arc<dyn Source> = Arc::new(FileSource::new(config.source_dir.clone()));
+        let source: Arc<dyn Source> = match &config.source_url {
+            None => Arc::new(FileSource::new(config.source_dir.clone())),
+            Some(url) => Arc::new(
+                HttpSource::new(
+                    url.clone(),
+                    config.source_token.clone(),
+                    HttpSourceOptions::default(),
+                )
+                .map_err(|e| anyhow::anyhow!("APP_ENV_SOURCE_URL: {e}"))?,
+            ),
+        };
         checks.push(Check::new("source", {
             let s = source.clone();
             move || {
@@ -213,7 +272,7 @@ pub async fn run(
                 job_timeout: config.job_timeout,
                 sweep_interval: config.sweep_interval,
                 max_attempts: config.max_attempts,
-                concurrency: config.worker_concurrency,
+                concurrency: consumers,
                 shutdown_timeout: config.shutdown_timeout,
             },
         })

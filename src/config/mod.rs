@@ -38,10 +38,21 @@ pub struct Roles {
 }
 
 /// The queue backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum QueueKind {
     /// The job table itself.
     Db,
+    /// Apache Kafka.
+    Kafka(crate::queue::kafka::KafkaSettings),
+}
+
+/// The job store backend.
+#[derive(Debug, Clone)]
+pub enum DatabaseKind {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server (the URL may carry a password).
+    Postgres(Secret),
 }
 
 /// Where ledger files are stored.
@@ -75,10 +86,24 @@ pub struct Config {
     pub port: u16,
     /// `APP_ENV_DATA_DIR`: the SQLite file, local objects and dev keys (default `./data`).
     pub data_dir: PathBuf,
-    /// `APP_ENV_DATABASE_URL`: job store URL (default `sqlite://{data_dir}/ledger.db`).
-    pub database_url: Option<Secret>,
-    /// `APP_ENV_QUEUE`: `db` (default).
+    /// `APP_ENV_DATABASE_URL`: job store, `sqlite://path` or `postgres://…` (default
+    /// `sqlite://{data_dir}/ledger.db`).
+    pub database: DatabaseKind,
+    /// `APP_ENV_QUEUE`: `db` (default) or `kafka`, with `APP_ENV_KAFKA_BROKERS`,
+    /// `APP_ENV_KAFKA_TOPIC` (default `ledger.generate`), `APP_ENV_KAFKA_GROUP_ID` (default
+    /// `ledger-workers`), `APP_ENV_KAFKA_CONSUMER_COUNT` (consumers per worker process,
+    /// default 2), `APP_ENV_KAFKA_PARTITIONS` (for the topic it creates, default 6),
+    /// `APP_ENV_KAFKA_SECURITY_PROTOCOL`, `APP_ENV_KAFKA_SASL_MECHANISM`,
+    /// `APP_ENV_KAFKA_SASL_USERNAME`, `APP_ENV_KAFKA_SASL_PASSWORD`.
     pub queue: QueueKind,
+    /// `APP_ENV_SOURCE_URL`: an upstream HTTP API of entries (instead of the source dir),
+    /// with the bearer token `APP_ENV_SOURCE_TOKEN`.
+    pub source_url: Option<url::Url>,
+    /// `APP_ENV_SOURCE_TOKEN`: bearer token for `APP_ENV_SOURCE_URL`.
+    pub source_token: Option<Secret>,
+    /// `APP_ENV_WEBSOCKET_REDIS_URL`: Redis for status events across processes (in-process
+    /// when unset).
+    pub websocket_redis_url: Option<Secret>,
     /// `APP_ENV_STORAGE_URL`: object storage, `file://…` or `s3://bucket/prefix` (default
     /// `file://{data_dir}/objects`). With S3: `APP_ENV_S3_ENDPOINT` (S3-compatible server),
     /// `APP_ENV_S3_REGION` (default `us-east-1`), `APP_ENV_S3_ACCESS_KEY_ID`,
@@ -221,20 +246,82 @@ impl Config {
             r.string("APP_ENV_DATA_DIR")
                 .unwrap_or_else(|| "./data".into()),
         );
-        let database_url = r.string("APP_ENV_DATABASE_URL").map(Secret::new);
-        if let Some(url) = &database_url
-            && !url.expose().starts_with("sqlite:")
-        {
-            r.errors
-                .push("APP_ENV_DATABASE_URL: only sqlite: URLs are supported by this build".into());
-        }
-        let queue = match r.raw("APP_ENV_QUEUE") {
-            None | Some("db") => QueueKind::Db,
+        let database = match r.string("APP_ENV_DATABASE_URL") {
+            None => DatabaseKind::Sqlite(data_dir.join("ledger.db")),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                DatabaseKind::Postgres(Secret::new(url))
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:");
+                DatabaseKind::Sqlite(PathBuf::from(path.split('?').next().unwrap_or(path)))
+            }
             Some(_) => {
-                r.errors.push("APP_ENV_QUEUE: expected `db`".into());
+                r.errors
+                    .push("APP_ENV_DATABASE_URL: expected sqlite://path or postgres://…".into());
+                DatabaseKind::Sqlite(data_dir.join("ledger.db"))
+            }
+        };
+        let queue = match r.string("APP_ENV_QUEUE").as_deref() {
+            None | Some("db") => QueueKind::Db,
+            Some("kafka") => {
+                let brokers = r.string("APP_ENV_KAFKA_BROKERS").unwrap_or_default();
+                if brokers.is_empty() {
+                    r.errors
+                        .push("APP_ENV_KAFKA_BROKERS: required when APP_ENV_QUEUE=kafka".into());
+                }
+                let security_protocol = r.string("APP_ENV_KAFKA_SECURITY_PROTOCOL");
+                if let Some(p) = &security_protocol
+                    && !matches!(
+                        p.to_ascii_lowercase().as_str(),
+                        "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl"
+                    )
+                {
+                    r.errors.push(
+                        "APP_ENV_KAFKA_SECURITY_PROTOCOL: expected plaintext, ssl, sasl_plaintext or sasl_ssl".into(),
+                    );
+                }
+                QueueKind::Kafka(crate::queue::kafka::KafkaSettings {
+                    brokers,
+                    topic: r
+                        .string("APP_ENV_KAFKA_TOPIC")
+                        .unwrap_or_else(|| "ledger.generate".into()),
+                    group_id: r
+                        .string("APP_ENV_KAFKA_GROUP_ID")
+                        .unwrap_or_else(|| "ledger-workers".into()),
+                    consumer_count: r.number("APP_ENV_KAFKA_CONSUMER_COUNT", 2usize, (1, 64)),
+                    partitions: r.number("APP_ENV_KAFKA_PARTITIONS", 6i32, (1, 10_000)),
+                    security_protocol,
+                    sasl_mechanism: r.string("APP_ENV_KAFKA_SASL_MECHANISM"),
+                    sasl_username: r.string("APP_ENV_KAFKA_SASL_USERNAME"),
+                    sasl_password: r.string("APP_ENV_KAFKA_SASL_PASSWORD").map(Secret::new),
+                })
+            }
+            Some(_) => {
+                r.errors
+                    .push("APP_ENV_QUEUE: expected `db` or `kafka`".into());
                 QueueKind::Db
             }
         };
+        let source_url =
+            r.string("APP_ENV_SOURCE_URL")
+                .and_then(|raw| match url::Url::parse(&raw) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+                    _ => {
+                        r.errors
+                            .push("APP_ENV_SOURCE_URL: expected an http(s) URL".into());
+                        None
+                    }
+                });
+        let source_token = r.string("APP_ENV_SOURCE_TOKEN").map(Secret::new);
+        let websocket_redis_url = r.string("APP_ENV_WEBSOCKET_REDIS_URL").map(Secret::new);
+        if let Some(u) = &websocket_redis_url
+            && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
+        {
+            r.errors
+                .push("APP_ENV_WEBSOCKET_REDIS_URL: expected redis:// or rediss://".into());
+        }
         let storage = match r.string("APP_ENV_STORAGE_URL") {
             None => StorageKind::Local(absolute(&data_dir.join("objects"))),
             Some(url) => match url.strip_prefix("file://") {
@@ -350,7 +437,10 @@ impl Config {
             host,
             port,
             data_dir,
-            database_url,
+            database,
+            source_url,
+            source_token,
+            websocket_redis_url,
             queue,
             storage,
             source_dir,
@@ -370,20 +460,6 @@ impl Config {
             log_level,
             shutdown_timeout,
         })
-    }
-
-    /// The SQLite file the job store opens.
-    pub fn sqlite_path(&self) -> PathBuf {
-        match &self.database_url {
-            Some(url) => {
-                let raw = url.expose();
-                let path = raw
-                    .trim_start_matches("sqlite://")
-                    .trim_start_matches("sqlite:");
-                PathBuf::from(path.split('?').next().unwrap_or(path))
-            }
-            None => self.data_dir.join("ledger.db"),
-        }
     }
 }
 
@@ -413,8 +489,10 @@ mod tests {
             }
         );
         assert_eq!(c.port, 3000);
-        assert_eq!(c.queue, QueueKind::Db);
-        assert_eq!(c.sqlite_path(), PathBuf::from("./data/ledger.db"));
+        assert!(matches!(c.queue, QueueKind::Db));
+        assert!(
+            matches!(&c.database, DatabaseKind::Sqlite(p) if p == &PathBuf::from("./data/ledger.db"))
+        );
         assert!(matches!(c.storage, StorageKind::Local(_)));
         assert_eq!(c.max_attempts, 5);
     }

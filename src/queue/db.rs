@@ -68,8 +68,8 @@ impl Consumer for DbConsumer {
         loop {
             if let Some(ledger_id) = self.batch.pop() {
                 return Ok(Delivery {
-                    ledger_id,
-                    token: 0,
+                    ledger_id: Some(ledger_id),
+                    position: None,
                 });
             }
             // Register interest before reading, so an enqueue between the read and the wait

@@ -1,10 +1,12 @@
 //! The job queue port: carries ledger ids from the api role to workers. A message is a hint
 //! ("this ledger wants processing"); the store's atomic claim decides who works on it, so a
-//! duplicate or stale message is harmless. Adapters: [`db`] (the job table itself).
+//! duplicate or stale message is harmless. Adapters: [`db`] (the job table itself) and
+//! [`kafka`] (topic `ledger.generate`, consumer groups).
 
 #[cfg(test)]
 pub mod contract;
 pub mod db;
+pub mod kafka;
 
 use async_trait::async_trait;
 
@@ -27,13 +29,23 @@ pub struct JobMessage {
     pub merchant_id: MerchantId,
 }
 
+/// Where a message sits in a partitioned log (what acknowledging it commits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Partition.
+    pub partition: i32,
+    /// Offset of the message.
+    pub offset: i64,
+}
+
 /// A received message and what the consumer needs to acknowledge it.
 #[derive(Debug)]
 pub struct Delivery {
-    /// The ledger to process.
-    pub ledger_id: LedgerId,
-    /// Backend-specific acknowledgement handle (an offset, or nothing).
-    pub token: u64,
+    /// The ledger to process; `None` for a message that is not ours to read (malformed):
+    /// it is acknowledged and dropped.
+    pub ledger_id: Option<LedgerId>,
+    /// Where the message sits, for backends that commit positions.
+    pub position: Option<Position>,
 }
 
 /// The producing side.

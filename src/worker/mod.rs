@@ -145,7 +145,14 @@ impl Worker {
                 }
             };
             backoff = Duration::from_millis(100);
-            let id = delivery.ledger_id;
+            let Some(id) = delivery.ledger_id else {
+                // Not a job message: acknowledge it so it never blocks the partition.
+                tracing::warn!(slot, position = ?delivery.position, "dropping a malformed queue message");
+                if let Err(e) = consumer.ack(delivery).await {
+                    tracing::error!(error = %e, "acknowledging a message failed");
+                }
+                continue;
+            };
             match self.try_execute_task(id, &job_stop).await {
                 Ok(_) => {
                     if let Err(e) = consumer.ack(delivery).await {

@@ -9,7 +9,6 @@ use ledger::config::Config;
 use ledger::domain::Grant;
 use ledger::source::fixture::{self, FixtureSpec};
 use ledger::store::JobStore;
-use ledger::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -88,11 +87,9 @@ pub async fn spawn_with(options: Options) -> TestApp {
         assert!(Instant::now() < deadline, "service did not become ready");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let store: Arc<dyn JobStore> = Arc::new(
-        SqliteStore::open(&config.sqlite_path())
-            .await
-            .expect("second store handle"),
-    );
+    let store: Arc<dyn JobStore> = ledger::app::open_store(&config)
+        .await
+        .expect("second store handle");
     TestApp {
         base,
         client,

@@ -1,0 +1,352 @@
+//! The Kafka queue: one message per job on `APP_ENV_KAFKA_TOPIC` (key merchantId, value
+//! `{"ledgerId":"…"}`), consumed by a consumer group. Offsets are committed by hand, only
+//! after the job reached a terminal state or was dropped as a duplicate, so a committed
+//! message is never replayed and an uncommitted one is harmless (the claim is atomic).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{Consumer, Delivery, JobMessage, Position, Queue, QueueError};
+use crate::config::Secret;
+use crate::domain::LedgerId;
+
+/// How long a publish may wait for the broker before the create answers 503.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often consumer lag is measured.
+const LAG_EVERY: Duration = Duration::from_secs(10);
+
+/// Connection settings (from `APP_ENV_KAFKA_*`).
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port,…`.
+    pub brokers: String,
+    /// Topic of generation jobs.
+    pub topic: String,
+    /// Consumer group of the workers.
+    pub group_id: String,
+    /// Consumers per worker process.
+    pub consumer_count: usize,
+    /// Partitions of the topic when this service creates it.
+    pub partitions: i32,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub security_protocol: Option<String>,
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`.
+    pub sasl_mechanism: Option<String>,
+    /// SASL user.
+    pub sasl_username: Option<String>,
+    /// SASL password.
+    pub sasl_password: Option<Secret>,
+}
+
+impl KafkaSettings {
+    fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c.set("client.id", "ledger");
+        c.set("socket.connection.setup.timeout.ms", "5000");
+        // librdkafka's 60 s default also bounds how long a client takes to close while a
+        // broker is unreachable.
+        c.set("socket.timeout.ms", "10000");
+        if let Some(p) = &self.security_protocol {
+            c.set("security.protocol", p);
+        }
+        if let Some(m) = &self.sasl_mechanism {
+            c.set("sasl.mechanism", m);
+        }
+        if let Some(u) = &self.sasl_username {
+            c.set("sasl.username", u);
+        }
+        if let Some(p) = &self.sasl_password {
+            c.set("sasl.password", p.expose());
+        }
+        c
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Payload {
+    ledger_id: LedgerId,
+}
+
+/// The Kafka queue.
+pub struct KafkaQueue {
+    settings: KafkaSettings,
+    producer: FutureProducer,
+    shutdown: CancellationToken,
+}
+
+impl KafkaQueue {
+    /// Connects a producer and creates the topic when it is missing.
+    pub async fn connect(
+        settings: KafkaSettings,
+        shutdown: CancellationToken,
+    ) -> Result<Self, QueueError> {
+        let producer: FutureProducer = settings
+            .client_config()
+            .set(
+                "message.timeout.ms",
+                PUBLISH_TIMEOUT.as_millis().to_string(),
+            )
+            .set("acks", "all")
+            .create()
+            .map_err(|e| QueueError::Backend(format!("creating the Kafka producer: {e}")))?;
+        let me = Self {
+            settings,
+            producer,
+            shutdown,
+        };
+        if let Err(e) = me.ensure_topic().await {
+            // The broker may be down at start: publishing and /readyz report it.
+            tracing::warn!(error = %e, topic = %me.settings.topic, "could not make sure the Kafka topic exists");
+        }
+        Ok(me)
+    }
+
+    async fn ensure_topic(&self) -> Result<(), QueueError> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.settings.client_config().create().map_err(|e| {
+                QueueError::Backend(format!("creating the Kafka admin client: {e}"))
+            })?;
+        let topic = NewTopic::new(
+            &self.settings.topic,
+            self.settings.partitions,
+            TopicReplication::Fixed(1),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+        let results = admin
+            .create_topics([&topic], &options)
+            .await
+            .map_err(|e| QueueError::Backend(format!("creating topic: {e}")))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(QueueError::Backend(format!(
+                        "creating topic {name}: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for KafkaQueue {
+    async fn enqueue(&self, message: &JobMessage) -> Result<(), QueueError> {
+        let payload = serde_json::to_string(&Payload {
+            ledger_id: message.ledger_id,
+        })
+        .map_err(|e| QueueError::Backend(e.to_string()))?;
+        let record = FutureRecord::to(&self.settings.topic)
+            .key(message.merchant_id.as_str())
+            .payload(&payload);
+        self.producer
+            .send(record, PUBLISH_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| QueueError::Backend(format!("publishing to Kafka: {e}")))
+    }
+
+    async fn ready(&self) -> Result<(), QueueError> {
+        let producer = self.producer.clone();
+        let topic = self.settings.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                .map(|_| ())
+                .map_err(|e| QueueError::Backend(format!("Kafka metadata: {e}")))
+        })
+        .await
+        .map_err(|e| QueueError::Backend(e.to_string()))?
+    }
+
+    async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError> {
+        let consumer: StreamConsumer = self
+            .settings
+            .client_config()
+            .set("group.id", &self.settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // A joining or leaving worker moves only the partitions that must move.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .create()
+            .map_err(|e| QueueError::Backend(format!("creating the Kafka consumer: {e}")))?;
+        consumer
+            .subscribe(&[&self.settings.topic])
+            .map_err(|e| QueueError::Backend(format!("subscribing: {e}")))?;
+        let consumer = Arc::new(consumer);
+        tokio::spawn(report_lag(consumer.clone(), self.shutdown.clone()));
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            topic: self.settings.topic.clone(),
+        }))
+    }
+}
+
+struct KafkaConsumer {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn next(&mut self) -> Result<Delivery, QueueError> {
+        let message = self
+            .consumer
+            .recv()
+            .await
+            .map_err(|e| QueueError::Backend(format!("receiving from Kafka: {e}")))?;
+        let position = Some(Position {
+            partition: message.partition(),
+            offset: message.offset(),
+        });
+        let ledger_id = message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<Payload>(p).ok())
+            .map(|p| p.ledger_id);
+        Ok(Delivery {
+            ledger_id,
+            position,
+        })
+    }
+
+    async fn ack(&mut self, delivery: Delivery) -> Result<(), QueueError> {
+        let Some(position) = delivery.position else {
+            return Ok(());
+        };
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(
+                &self.topic,
+                position.partition,
+                Offset::Offset(position.offset + 1),
+            )
+            .map_err(|e| QueueError::Backend(e.to_string()))?;
+        // A synchronous commit: the job is done, and a lost commit would replay it.
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+            .await
+            .map_err(|e| QueueError::Backend(e.to_string()))?
+            .map_err(|e| QueueError::Backend(format!("committing the offset: {e}")))
+    }
+}
+
+/// Exports `ledger_kafka_consumer_lag{partition}` for the partitions this consumer holds.
+async fn report_lag(consumer: Arc<StreamConsumer>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(LAG_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let c = consumer.clone();
+        let lags = tokio::task::spawn_blocking(move || {
+            let mut lags = Vec::new();
+            let Ok(positions) = c.position() else {
+                return lags;
+            };
+            for element in positions.elements() {
+                let Ok((_, high)) = c.fetch_watermarks(
+                    element.topic(),
+                    element.partition(),
+                    Duration::from_secs(2),
+                ) else {
+                    continue;
+                };
+                let lag = match element.offset() {
+                    Offset::Offset(position) => (high - position).max(0),
+                    // Nothing consumed yet on this partition: everything is behind.
+                    _ => high.max(0),
+                };
+                lags.push((element.partition(), lag));
+            }
+            lags
+        })
+        .await
+        .unwrap_or_default();
+        for (partition, lag) in lags {
+            metrics::gauge!("ledger_kafka_consumer_lag", "partition" => partition.to_string())
+                .set(lag as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::JobStore;
+    use crate::store::sqlite::SqliteStore;
+
+    /// The broker of the test suite (tansu, started by `scripts/run-tests.sh`).
+    pub fn test_brokers() -> String {
+        std::env::var("LEDGER_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:39092".into())
+    }
+
+    fn settings() -> KafkaSettings {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        KafkaSettings {
+            brokers: test_brokers(),
+            topic: format!("ledger.test.{unique}"),
+            group_id: format!("ledger-test-{unique}"),
+            consumer_count: 1,
+            partitions: 3,
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_kafka_queue_meets_the_contract() {
+        let queue = KafkaQueue::connect(settings(), CancellationToken::new())
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Err(e) = queue.ready().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no Kafka broker at {} ({e}); scripts/run-tests.sh starts one (tansu)",
+                test_brokers()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let store = SqliteStore::in_memory().await.unwrap();
+        store.migrate().await.unwrap();
+        super::super::contract::run_all(Arc::new(queue), Arc::new(store) as Arc<dyn JobStore>)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_that_is_down_fails_the_publish_in_bounded_time() {
+        let mut s = settings();
+        s.brokers = "127.0.0.1:9".into();
+        let queue = KafkaQueue::connect(s, CancellationToken::new())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let message = JobMessage {
+            ledger_id: LedgerId::from_i64(1),
+            merchant_id: crate::domain::MerchantId::parse("m_1").unwrap(),
+        };
+        assert!(queue.enqueue(&message).await.is_err());
+        assert!(queue.ready().await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(20));
+    }
+}
