@@ -68,6 +68,8 @@ pub async fn spawn_with(options: Options) -> TestApp {
     );
     // Create the dev key before the server so tokens can be signed at once.
     ledger::app::dev_key(&config).expect("dev key");
+    // A shared database is migrated by `ledger migrate` before any process serves.
+    ledger::app::migrate(&config).await.expect("migrations");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -76,10 +78,10 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let task = tokio::spawn(ledger::run(config.clone(), listener, shutdown.clone()));
     let client = reqwest::Client::new();
     let base = format!("http://{address}");
-    // Ready once the migrations ran and the routes answer.
+    // Serving starts only after every backend was built (and migrations ran).
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
             && r.status().is_success()
         {
             break;
@@ -239,4 +241,81 @@ pub async fn assert_error(r: reqwest::Response, status: u16, code: &str) -> Valu
     assert!(body["error"]["message"].is_string(), "{body}");
     assert!(body["error"]["requestId"].is_string(), "{body}");
     body
+}
+
+/// The production backends of the test suite, each test getting its own database, bucket,
+/// topic and consumer group. The servers come from `scripts/run-tests.sh`.
+pub struct Production {
+    pub vars: Vec<(&'static str, String)>,
+}
+
+fn test_env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A fresh PostgreSQL database, S3 bucket, Kafka topic and group, and the Redis bus.
+pub async fn production() -> Production {
+    use sqlx::Connection;
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let server = test_env(
+        "LEDGER_TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("no PostgreSQL at {server} ({e}); scripts/run-tests.sh starts it")
+        });
+    let database = format!("ledger_it_{unique}");
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let base = server
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .expect("database URL");
+    let s3 = test_env("LEDGER_TEST_S3_ENDPOINT", "http://127.0.0.1:39000");
+    let bucket = format!("ledger-it-{unique}");
+    let created = reqwest::Client::new()
+        .put(format!("{s3}/{bucket}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("no S3 server at {s3} ({e}); scripts/run-tests.sh starts moto"));
+    assert!(created.status().is_success());
+    let key = ledger::crypto::generate_key_base64();
+    Production {
+        vars: vec![
+            ("APP_ENV_DATABASE_URL", format!("{base}/{database}")),
+            ("APP_ENV_QUEUE", "kafka".into()),
+            (
+                "APP_ENV_KAFKA_BROKERS",
+                test_env("LEDGER_TEST_KAFKA_BROKERS", "127.0.0.1:39092"),
+            ),
+            ("APP_ENV_KAFKA_TOPIC", format!("ledger.it.{unique}")),
+            ("APP_ENV_KAFKA_GROUP_ID", format!("ledger-it-{unique}")),
+            ("APP_ENV_KAFKA_PARTITIONS", "3".into()),
+            ("APP_ENV_STORAGE_URL", format!("s3://{bucket}/ledgers-it")),
+            ("APP_ENV_S3_ENDPOINT", s3),
+            ("APP_ENV_S3_ACCESS_KEY_ID", "test".into()),
+            ("APP_ENV_S3_SECRET_ACCESS_KEY", "test".into()),
+            ("APP_ENV_LEDGER_ENCRYPTION_KEY", key),
+            (
+                "APP_ENV_WEBSOCKET_REDIS_URL",
+                test_env("LEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+            ),
+        ],
+    }
+}
+
+impl Production {
+    /// These backends plus `extra`.
+    pub fn with(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let mut vars = self.vars.clone();
+        for (k, v) in extra {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k, (*v).to_owned()));
+        }
+        vars
+    }
 }

@@ -6,5 +6,6 @@ mod helpers;
 mod api_errors;
 mod cli;
 mod lifecycle;
+mod production;
 mod recovery;
 mod security;

@@ -1,0 +1,140 @@
+//! The end-to-end suite on the production backends: PostgreSQL, Kafka (tansu), S3 (moto)
+//! and Redis, in the deployment shapes of the operations sheet.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Options, assert_error, production, spawn_with, statement};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_lives_its_whole_life_on_the_production_backends() {
+    let backends = production().await;
+    let app = spawn_with(Options {
+        vars: backends.with(&[]),
+        ..Options::default()
+    })
+    .await;
+    let token = app.user("alice", "merchant_admin", "m_global").await;
+    let created = app
+        .create_ok(&token, statement("m_global", "2026-Q2"))
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let done = app.wait_for(&token, &id, "COMPLETED", 90).await;
+    let r = app.get(&token, &format!("/ledgers/{id}/download")).await;
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&body)),
+        done["file"]["sha256"].as_str().unwrap()
+    );
+    // A draft regenerates into version 2 through Kafka again; both versions stay readable.
+    let draft = app.create_ok(&token, statement("m_global", "2026")).await;
+    let draft_id = draft["id"].as_str().unwrap().to_owned();
+    app.wait_for(&token, &draft_id, "COMPLETED", 90).await;
+    assert_eq!(
+        app.post(&token, &format!("/ledgers/{draft_id}/regenerate"))
+            .await
+            .status(),
+        202
+    );
+    let v2 = app.wait_for(&token, &draft_id, "COMPLETED", 90).await;
+    assert_eq!(v2["version"], 2);
+    for v in [1, 2] {
+        let r = app
+            .get(&token, &format!("/ledgers/{draft_id}/download?version={v}"))
+            .await;
+        assert_eq!(r.status(), 200, "version {v}");
+    }
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let checks: Value = ready.json().await.unwrap();
+    for backend in ["store", "queue", "storage", "events", "source", "auth"] {
+        assert_eq!(checks["checks"][backend]["status"], "ok", "{checks}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_only_and_worker_only_processes_share_the_work() {
+    let backends = production().await;
+    let api = spawn_with(Options {
+        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
+        ..Options::default()
+    })
+    .await;
+    let worker = spawn_with(Options {
+        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "worker")]),
+        ..Options::default()
+    })
+    .await;
+    // The worker process serves no API.
+    let r = worker
+        .client
+        .get(worker.url("/ledgers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let token = api.user("ops", "platform_admin", "*").await;
+    let mut ids = Vec::new();
+    for period in ["2026-09", "2026-10", "2026-W40", "2026-10-01"] {
+        let created = api.create_ok(&token, statement("m_acme", period)).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let done = api.wait_for(&token, id, "COMPLETED", 90).await;
+        assert_eq!(done["attemptCount"], 1, "each job ran exactly once: {done}");
+    }
+    worker.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_enqueue_keeps_the_job_and_retry_requeues_it() {
+    let backends = production().await;
+    // This api process cannot reach its broker.
+    let cut_off = spawn_with(Options {
+        vars: backends.with(&[
+            ("APP_ENV_APPLICATION_ROLES", "api"),
+            ("APP_ENV_KAFKA_BROKERS", "127.0.0.1:9"),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    let token = cut_off.user("alice", "merchant_operator", "m_acme").await;
+    let r = cut_off.create(&token, statement("m_acme", "2026-10")).await;
+    let body = assert_error(r, 503, "ENQUEUE_FAILED").await;
+    let id = body["error"]["ledger"]["id"].as_str().unwrap().to_owned();
+    let kept: Value = cut_off
+        .get(&token, &format!("/ledgers/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kept["status"], "REJECTED");
+    assert_eq!(kept["failureReason"]["errorCode"], "ENQUEUE_FAILED");
+    cut_off.stop().await;
+
+    // The broker is back (a process that reaches it): retry publishes, a worker completes.
+    let app = spawn_with(Options {
+        vars: backends.with(&[]),
+        ..Options::default()
+    })
+    .await;
+    // Each test process signs with its own dev key; the grant lives in the shared database.
+    let token = app.user("alice", "merchant_operator", "m_acme").await;
+    assert_eq!(
+        app.post(&token, &format!("/ledgers/{id}/retry"))
+            .await
+            .status(),
+        202
+    );
+    let done = app.wait_for(&token, &id, "COMPLETED", 90).await;
+    assert_eq!(done["attemptCount"], 1);
+    app.stop().await;
+}
