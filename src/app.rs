@@ -215,6 +215,7 @@ pub async fn run(
         }),
     ];
 
+    let node = NodeId::acquire(&config, store.clone(), shutdown.clone()).await?;
     let api_state = if config.roles.api {
         let verifier = Arc::new(verifier(&config).await?);
         let authz = Arc::new(Authorizer::new(
@@ -236,7 +237,7 @@ pub async fn run(
             keyring: keyring.clone(),
             verifier,
             authz,
-            ids: Arc::new(Snowflake::new(config.node_id)?),
+            ids: Arc::new(Snowflake::new(node.id)?),
         })
     } else {
         None
@@ -311,9 +312,80 @@ pub async fn run(
             Err(e) => tracing::error!(error = %e, "the worker panicked"),
         }
     }
+    node.release().await;
     served.context("serving HTTP")?;
     tracing::info!("ledger stopped");
     Ok(())
+}
+
+/// How long a leased node id stays ours without renewal.
+const NODE_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The Snowflake node id of this process: configured, or leased from the store so replicas
+/// never share one. A lease is renewed in the background and given back on shutdown.
+struct NodeId {
+    id: u16,
+    lease: Option<(Arc<dyn JobStore>, String)>,
+}
+
+impl NodeId {
+    async fn acquire(
+        config: &Config,
+        store: Arc<dyn JobStore>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        if let Some(id) = config.node_id {
+            return Ok(Self { id, lease: None });
+        }
+        let holder = uuid::Uuid::new_v4().to_string();
+        let until = |now: chrono::DateTime<chrono::Utc>| {
+            now + chrono::Duration::from_std(NODE_LEASE).unwrap_or_default()
+        };
+        let now = chrono::Utc::now();
+        let id = store
+            .lease_node_id(&holder, now, until(now))
+            .await?
+            .context("all 1024 Snowflake node ids are leased; set APP_ENV_NODE_ID")?;
+        tracing::info!(nodeId = id, "leased a Snowflake node id");
+        let renewing = (store.clone(), holder.clone());
+        tokio::spawn(async move {
+            let (store, holder) = renewing;
+            let mut tick = tokio::time::interval(NODE_LEASE / 3);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match store
+                    .renew_node_id(id, &holder, until(chrono::Utc::now()))
+                    .await
+                {
+                    Ok(true) => {}
+                    // Ids stay unique anyway (a duplicate insert is retried with a fresh id),
+                    // but an operator should know the lease was lost.
+                    Ok(false) => {
+                        tracing::error!(nodeId = id, "the Snowflake node id lease was lost")
+                    }
+                    Err(e) => {
+                        tracing::warn!(nodeId = id, error = %e, "renewing the node id lease failed")
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            id,
+            lease: Some((store, holder)),
+        })
+    }
+
+    async fn release(&self) {
+        if let Some((store, holder)) = &self.lease
+            && let Err(e) = store.release_node_id(self.id, holder).await
+        {
+            tracing::warn!(nodeId = self.id, error = %e, "releasing the node id failed; it expires");
+        }
+    }
 }
 
 fn check_store(store: Arc<dyn JobStore>) -> Check {

@@ -119,3 +119,10 @@ CREATE TABLE policy_revision (
     revision BIGINT  NOT NULL
 );
 INSERT INTO policy_revision (id, revision) VALUES (1, 0);
+
+-- Snowflake node ids leased by running processes (so replicas never share one).
+CREATE TABLE node_leases (
+    node_id    INTEGER PRIMARY KEY,
+    holder     TEXT    NOT NULL,
+    expires_at BIGINT  NOT NULL
+);

@@ -101,3 +101,10 @@ CREATE TABLE policy_revision (
     revision INTEGER NOT NULL
 );
 INSERT INTO policy_revision (id, revision) VALUES (1, 0);
+
+-- Snowflake node ids leased by running processes (so replicas never share one).
+CREATE TABLE node_leases (
+    node_id    INTEGER PRIMARY KEY,
+    holder     TEXT    NOT NULL,
+    expires_at INTEGER NOT NULL
+);

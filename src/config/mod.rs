@@ -111,8 +111,9 @@ pub struct Config {
     pub storage: StorageKind,
     /// `APP_ENV_SOURCE_DIR`: directory of `{merchantId}.json|ndjson` (default `examples/source`).
     pub source_dir: PathBuf,
-    /// `APP_ENV_NODE_ID`: Snowflake node id, 0–1023 (default 0).
-    pub node_id: u16,
+    /// `APP_ENV_NODE_ID`: Snowflake node id, 0–1023; when unset each process leases a free
+    /// one from the job store (released on shutdown, expiring if the process dies).
+    pub node_id: Option<u16>,
     /// `APP_ENV_JOB_TIMEOUT_MS`: lease length of a running job and the age at which an
     /// unclaimed PENDING job is re-enqueued (default 120000).
     pub job_timeout: Duration,
@@ -375,7 +376,10 @@ impl Config {
             r.string("APP_ENV_SOURCE_DIR")
                 .unwrap_or_else(|| "examples/source".into()),
         );
-        let node_id = r.number("APP_ENV_NODE_ID", 0u16, (0, 1023));
+        let node_id = r
+            .string("APP_ENV_NODE_ID")
+            .is_some()
+            .then(|| r.number("APP_ENV_NODE_ID", 0u16, (0, 1023)));
         let job_timeout = r.millis("APP_ENV_JOB_TIMEOUT_MS", 120_000, 100);
         let sweep_interval = r.millis("APP_ENV_SWEEP_INTERVAL_MS", 60_000, 50);
         let max_attempts = r.number("APP_ENV_MAX_ATTEMPTS", 5u32, (1, 1000));

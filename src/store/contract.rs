@@ -66,6 +66,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     sweeps(store.clone()).await;
     concurrent_claims(store.clone()).await;
     grants(&*store).await;
+    node_leases(&*store).await;
     assert!(store.pending_migrations().await.unwrap().is_empty());
     store.ping().await.unwrap();
 }
@@ -523,4 +524,42 @@ async fn grants(store: &dyn JobStore) {
     assert!(!store.remove_grant(&g).await.unwrap());
     assert_ne!(store.policy_revision().await.unwrap(), r1);
     assert!(store.list_grants().await.unwrap().is_empty());
+}
+
+async fn node_leases(store: &dyn JobStore) {
+    let now = Utc::now();
+    let until = now + Duration::seconds(30);
+    let a = store
+        .lease_node_id("proc-a", now, until)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = store
+        .lease_node_id("proc-b", now, until)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(a, b, "two live processes never share a node id");
+    assert!(store.renew_node_id(a, "proc-a", until).await.unwrap());
+    assert!(
+        !store.renew_node_id(a, "proc-b", until).await.unwrap(),
+        "only the holder renews"
+    );
+    // An expired lease is taken over; the old holder learns it lost the id.
+    let later = until + Duration::seconds(1);
+    let c = store
+        .lease_node_id("proc-c", later, later + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c, a.min(b), "the lowest expired id is reused");
+    let loser = if c == a { "proc-a" } else { "proc-b" };
+    assert!(!store.renew_node_id(c, loser, later).await.unwrap());
+    store.release_node_id(c, "proc-c").await.unwrap();
+    let d = store
+        .lease_node_id("proc-d", later, later + Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d, c, "a released id is free again");
 }

@@ -253,6 +253,24 @@ pub trait JobStore: Send + Sync {
         max_attempts: u32,
     ) -> Result<SweepOutcome, StoreError>;
 
+    /// Leases a Snowflake node id (0–1023) no live process holds, to `holder` until
+    /// `until`; `None` when all 1024 are taken. Expired leases are taken over.
+    async fn lease_node_id(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<u16>, StoreError>;
+    /// Extends `holder`'s lease of `node_id`; false when it was lost.
+    async fn renew_node_id(
+        &self,
+        node_id: u16,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Gives the node id back (on shutdown).
+    async fn release_node_id(&self, node_id: u16, holder: &str) -> Result<(), StoreError>;
+
     /// Every grant.
     async fn list_grants(&self) -> Result<Vec<Grant>, StoreError>;
     /// Adds a grant; false when it existed.

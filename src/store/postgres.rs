@@ -845,6 +845,65 @@ impl JobStore for PostgresStore {
         })
     }
 
+    async fn lease_node_id(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<u16>, StoreError> {
+        let taken: Vec<(i64,)> =
+            sqlx::query_as("SELECT node_id::BIGINT FROM node_leases WHERE expires_at >= $1")
+                .bind(millis(now))
+                .fetch_all(&self.pool)
+                .await?;
+        let taken: std::collections::HashSet<i64> = taken.into_iter().map(|(n,)| n).collect();
+        for candidate in (0..1024i64).filter(|n| !taken.contains(n)) {
+            // Conditional upsert: only a free or expired row is taken, so racing processes
+            // never end up with the same id.
+            let won = sqlx::query(
+                "INSERT INTO node_leases (node_id, holder, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (node_id) DO UPDATE SET holder = excluded.holder, \
+                 expires_at = excluded.expires_at WHERE node_leases.expires_at < $4",
+            )
+            .bind(candidate as i32)
+            .bind(holder)
+            .bind(millis(until))
+            .bind(millis(now))
+            .execute(&self.pool)
+            .await?;
+            if won.rows_affected() == 1 {
+                return Ok(u16::try_from(candidate).ok());
+            }
+        }
+        Ok(None)
+    }
+
+    async fn renew_node_id(
+        &self,
+        node_id: u16,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE node_leases SET expires_at = $1 WHERE node_id = $2 AND holder = $3",
+        )
+        .bind(millis(until))
+        .bind(i32::from(node_id))
+        .bind(holder)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release_node_id(&self, node_id: u16, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM node_leases WHERE node_id = $1 AND holder = $2")
+            .bind(i32::from(node_id))
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT subject, role, domain FROM policy_grants ORDER BY subject, domain, role",

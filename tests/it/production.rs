@@ -138,3 +138,77 @@ async fn a_refused_enqueue_keeps_the_job_and_retry_requeues_it() {
     assert_eq!(done["attemptCount"], 1);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_never_collide_on_ids() {
+    let backends = production().await;
+    let periods: Vec<String> = (1..=120)
+        .map(|d| {
+            let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(d);
+            day.to_string()
+        })
+        .collect();
+    // As on the operations sheet: every replica configured with the same node id.
+    let same = [
+        ("APP_ENV_APPLICATION_ROLES", "api"),
+        ("APP_ENV_NODE_ID", "6"),
+    ];
+    let a = spawn_with(Options {
+        vars: backends.with(&same),
+        ..Options::default()
+    })
+    .await;
+    let b = spawn_with(Options {
+        vars: backends.with(&same),
+        ..Options::default()
+    })
+    .await;
+    let (ta, tb) = (
+        a.user("ops", "platform_admin", "*").await,
+        b.user("ops", "platform_admin", "*").await,
+    );
+    let creates = periods.iter().enumerate().map(|(i, p)| {
+        let (app, token) = if i % 2 == 0 { (&a, &ta) } else { (&b, &tb) };
+        app.create(token, statement("m_acme", p))
+    });
+    let mut ids = std::collections::HashSet::new();
+    for r in futures::future::join_all(creates).await {
+        assert_eq!(r.status(), 202, "a collision must never fail a request");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            ids.insert(body["id"].as_str().unwrap().to_owned()),
+            "duplicate id"
+        );
+    }
+    assert_eq!(ids.len(), periods.len());
+    a.stop().await;
+    b.stop().await;
+
+    // Without a configured node id each process leases its own.
+    let api = [("APP_ENV_APPLICATION_ROLES", "api")];
+    let c = spawn_with(Options {
+        vars: backends.with(&api),
+        ..Options::default()
+    })
+    .await;
+    let d = spawn_with(Options {
+        vars: backends.with(&api),
+        ..Options::default()
+    })
+    .await;
+    let node = |body: Value| {
+        body["id"]
+            .as_str()
+            .unwrap()
+            .parse::<ledger::domain::LedgerId>()
+            .unwrap()
+            .node_id()
+    };
+    let tc = c.user("ops", "platform_admin", "*").await;
+    let td = d.user("ops", "platform_admin", "*").await;
+    let nc = node(c.create_ok(&tc, statement("m_tokyo", "2026-01")).await);
+    let nd = node(d.create_ok(&td, statement("m_tokyo", "2026-02")).await);
+    assert_ne!(nc, nd, "two live processes lease different node ids");
+    c.stop().await;
+    d.stop().await;
+}
