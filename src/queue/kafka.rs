@@ -185,6 +185,9 @@ impl Queue for KafkaQueue {
             .set("auto.offset.reset", "earliest")
             // A joining or leaving worker moves only the partitions that must move.
             .set("partition.assignment.strategy", "cooperative-sticky")
+            // A worker that died gives its partitions up after 10 s, not librdkafka's 45 s.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "2000")
             .create()
             .map_err(|e| QueueError::Backend(format!("creating the Kafka consumer: {e}")))?;
         consumer

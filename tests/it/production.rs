@@ -212,3 +212,101 @@ async fn replicas_never_collide_on_ids() {
     c.stop().await;
     d.stop().await;
 }
+
+struct WorkerProcess(std::process::Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker_process(vars: &[(&'static str, String)], data_dir: &std::path::Path) -> WorkerProcess {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("APP_ENV_APPLICATION_ROLES", "worker")
+        .env("APP_ENV_HOST", "127.0.0.1")
+        .env("APP_ENV_PORT", "0")
+        .env("APP_ENV_DATA_DIR", data_dir)
+        .env("APP_ENV_SOURCE_DIR", crate::helpers::examples_dir())
+        .env("APP_ENV_JOB_TIMEOUT_MS", "3000")
+        .env("APP_ENV_SWEEP_INTERVAL_MS", "500")
+        .env("APP_ENV_LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    WorkerProcess(cmd.spawn().expect("start a worker process"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
+    let backends = production().await;
+    let api = spawn_with(Options {
+        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
+        ..Options::default()
+    })
+    .await;
+    let token = api.user("ops", "platform_admin", "*").await;
+    let data = tempfile::tempdir().unwrap();
+    let mut first = worker_process(&backends.vars, data.path());
+    let _second = worker_process(&backends.vars, data.path());
+
+    let day0 = chrono::NaiveDate::from_ymd_opt(2025, 12, 1).unwrap();
+    let mut ids = Vec::new();
+    for chunk in (0..200u64).collect::<Vec<_>>().chunks(25) {
+        let creates = chunk.iter().map(|d| {
+            let period = (day0 + chrono::Days::new(*d)).to_string();
+            api.create(&token, statement("m_global", &period))
+        });
+        for r in futures::future::join_all(creates).await {
+            assert_eq!(r.status(), 202);
+            let body: Value = r.json().await.unwrap();
+            ids.push(body["id"].as_str().unwrap().to_owned());
+        }
+    }
+    // Kill one worker in the middle of the work.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done: Value = api.get(&token, "/ledgers?status=COMPLETED&limit=200").await.json().await.unwrap();
+        if done["items"].as_array().unwrap().len() >= 20 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    for id in &ids {
+        api.wait_for(&token, id, "COMPLETED", 180).await;
+        let events: Value = api.get(&token, &format!("/ledgers/{id}/events")).await.json().await.unwrap();
+        let completed = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["status"] == "COMPLETED")
+            .count();
+        assert_eq!(completed, 1, "ledger {id} completed exactly once: {events}");
+    }
+    // One object per ledger version in the bucket.
+    let storage_url = &backends.vars.iter().find(|(k, _)| *k == "APP_ENV_STORAGE_URL").unwrap().1;
+    let (bucket, prefix) = storage_url.trim_start_matches("s3://").split_once('/').unwrap();
+    let endpoint = &backends.vars.iter().find(|(k, _)| *k == "APP_ENV_S3_ENDPOINT").unwrap().1;
+    let listing = reqwest::Client::new()
+        .get(format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}/&max-keys=1000"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let objects = listing.matches("<Key>").count();
+    assert_eq!(objects, ids.len(), "one object per version");
+    drop(first);
+    api.stop().await;
+}
