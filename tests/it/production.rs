@@ -223,6 +223,14 @@ impl Drop for WorkerProcess {
 }
 
 fn worker_process(vars: &[(&'static str, String)], data_dir: &std::path::Path) -> WorkerProcess {
+    worker_process_in(vars, data_dir, &crate::helpers::examples_dir())
+}
+
+fn worker_process_in(
+    vars: &[(&'static str, String)],
+    data_dir: &std::path::Path,
+    source_dir: &std::path::Path,
+) -> WorkerProcess {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"));
     cmd.arg("serve")
         .env_clear()
@@ -231,7 +239,7 @@ fn worker_process(vars: &[(&'static str, String)], data_dir: &std::path::Path) -
         .env("APP_ENV_HOST", "127.0.0.1")
         .env("APP_ENV_PORT", "0")
         .env("APP_ENV_DATA_DIR", data_dir)
-        .env("APP_ENV_SOURCE_DIR", crate::helpers::examples_dir())
+        .env("APP_ENV_SOURCE_DIR", source_dir)
         .env("APP_ENV_JOB_TIMEOUT_MS", "3000")
         .env("APP_ENV_SWEEP_INTERVAL_MS", "500")
         .env("APP_ENV_LOG_LEVEL", "warn")
@@ -308,5 +316,49 @@ async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
     let objects = listing.matches("<Key>").count();
     assert_eq!(objects, ids.len(), "one object per version");
     drop(first);
+    api.stop().await;
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_that_resumes_cannot_overwrite_the_newer_attempt() {
+    let backends = production().await;
+    let source = crate::helpers::source_with("m_big", 400_000, Some("UTC"));
+    let api = spawn_with(Options {
+        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
+        source_dir: Some(source.path().to_path_buf()),
+    })
+    .await;
+    let token = api.user("ops", "merchant_operator", "m_big").await;
+    let data = tempfile::tempdir().unwrap();
+    let zombie = worker_process_in(&backends.vars, data.path(), source.path());
+    let created = api.create_ok(&token, statement("m_big", "2026")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    api.wait_for(&token, &id, "PROCESSING", 60).await;
+    // Freeze it mid-job, well past its 3 s lease.
+    signal(&zombie.0, "-STOP");
+    let rescuer = worker_process_in(&backends.vars, data.path(), source.path());
+    let done = api.wait_for(&token, &id, "COMPLETED", 180).await;
+    assert_eq!(done["attemptCount"], 2, "{done}");
+    // The zombie wakes up and runs on: whatever it does is fenced off.
+    signal(&zombie.0, "-CONT");
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let after: Value = api.get(&token, &format!("/ledgers/{id}")).await.json().await.unwrap();
+    assert_eq!(after["status"], "COMPLETED");
+    assert_eq!(after["attemptCount"], 2);
+    assert_eq!(after["file"], done["file"]);
+    let r = api.get(&token, &format!("/ledgers/{id}/download")).await;
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&body)), done["file"]["sha256"].as_str().unwrap());
+    drop(rescuer);
+    drop(zombie);
     api.stop().await;
 }
