@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::health::Check;
 use crate::api::{self, AppState, OpsState};
-use crate::auth::{Authorizer, DevKey, GrantSource, Verifier, VerifierOptions};
+use crate::auth::{Authorizer, DevKey, GrantSource, PolicyCacheConfig, Verifier, VerifierOptions};
 use crate::config::{Config, DatabaseKind, QueueKind, StorageKind};
 use crate::crypto::{Keyring, MasterKey};
 use crate::domain::{Grant, Snowflake};
@@ -218,10 +218,18 @@ pub async fn run(
     let node = NodeId::acquire(&config, store.clone(), shutdown.clone()).await?;
     let api_state = if config.roles.api {
         let verifier = Arc::new(verifier(&config).await?);
-        let authz = Arc::new(Authorizer::new(
-            Arc::new(StoreGrants(store.clone())),
-            config.policy_cache_ttl,
-        ));
+        let grants = Arc::new(StoreGrants(store.clone()));
+        let authz = Arc::new(match &config.redis_url {
+            None => Authorizer::new(grants, config.policy_cache_ttl),
+            Some(url) => Authorizer::with_redis_config(
+                grants,
+                config.policy_cache_ttl,
+                url.expose(),
+                &PolicyCacheConfig::default(),
+                shutdown.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("APP_ENV_REDIS_URL: {e}"))?,
+        });
         checks.push(Check::new("auth", {
             let v = verifier.clone();
             move || {

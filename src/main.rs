@@ -178,7 +178,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
 async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
     let store = ledger::app::open_store(&config).await?;
     store.migrate().await?;
-    match command {
+    let changed = match command {
         PolicyCommand::Grant {
             subject,
             role,
@@ -193,6 +193,7 @@ async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
                 grant.role,
                 grant.domain
             );
+            added
         }
         PolicyCommand::Revoke {
             subject,
@@ -210,11 +211,22 @@ async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
                 );
             }
             println!("revoked {} {} {}", grant.subject, grant.role, grant.domain);
+            true
         }
         PolicyCommand::List => {
             for g in store.list_grants().await? {
                 println!("{}\t{}\t{}", g.subject, g.role, g.domain);
             }
+            false
+        }
+    };
+    if changed && let Some(url) = &config.redis_url {
+        // The store's revision moved already; this only makes every api process see it now
+        // instead of after its cache TTL.
+        if let Err(e) = ledger::auth::publish_policy_change(url.expose()).await {
+            eprintln!(
+                "warning: api processes will see the change within APP_ENV_POLICY_CACHE_TTL_MS ({e})"
+            );
         }
     }
     Ok(())

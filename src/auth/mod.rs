@@ -9,11 +9,13 @@
 pub mod devkey;
 pub mod jwt;
 pub mod policy;
+mod policy_cache;
 
 pub use devkey::DevKey;
 pub use jwt::{Claims, Verifier, VerifierOptions};
 pub use policy::{
-    ALL_MERCHANTS, Authorizer, GrantSource, MerchantScope, Permission, ROLES, validate_grant,
+    ALL_MERCHANTS, Authorizer, GrantSource, MerchantScope, Permission, PolicyCacheConfig, ROLES,
+    publish_policy_change, publish_policy_change_with, validate_grant,
 };
 
 use crate::domain::MerchantId;

@@ -1,6 +1,9 @@
 //! Authorization: Casbin RBAC with domains. Built-in roles are `p` rules, grants from the
 //! job store are `g, subject, role, merchant|*` rules; decisions are cached until the
 //! store's policy revision changes (checked at most once per TTL) or `invalidate()`.
+//! With Redis (`Authorizer::with_redis`) replicas share the grant snapshot through Redis
+//! and reload at once when `publish_policy_change` announces a change; Redis trouble only
+//! ever sends a reload back to the store.
 //!
 //! Owns the role model, grant validation and the decision cache. It must never answer
 //! "allowed" when the store or Casbin fails (that is an error, which the API turns into
@@ -13,8 +16,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use casbin::prelude::{CoreApi, DefaultModel, Enforcer, MemoryAdapter, MgmtApi};
+use tokio_util::sync::CancellationToken;
 
 use super::AuthError;
+use super::policy_cache::RedisPolicyCache;
+pub use super::policy_cache::{
+    DEFAULT_CHANNEL, DEFAULT_KEY_PREFIX, PolicyCacheConfig, publish_policy_change,
+    publish_policy_change_with,
+};
 use crate::domain::{Grant, MerchantId};
 
 /// The built-in roles, weakest first.
@@ -334,10 +343,13 @@ pub struct Authorizer {
     source: Arc<dyn GrantSource>,
     ttl: Duration,
     current: RwLock<Current>,
-    /// Set by `invalidate()`: the next call reloads whatever the revision says.
-    stale: AtomicBool,
+    /// Set by `invalidate()` (and by the Redis subscriber, which holds a weak reference):
+    /// the next call reloads whatever the revision says.
+    stale: Arc<AtomicBool>,
     /// One reload at a time; the others wait for its result instead of hitting the store.
     reload: tokio::sync::Mutex<()>,
+    /// The snapshot shared with other replicas, when Redis is configured.
+    redis: Option<RedisPolicyCache>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -346,6 +358,7 @@ impl std::fmt::Debug for Authorizer {
         f.debug_struct("Authorizer")
             .field("ttl", &self.ttl)
             .field("revision", &current.snapshot.as_ref().map(|s| s.revision))
+            .field("redis", &self.redis.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -361,9 +374,58 @@ impl Authorizer {
                 snapshot: None,
                 checked_at: Instant::now(),
             }),
-            stale: AtomicBool::new(false),
+            stale: Arc::new(AtomicBool::new(false)),
             reload: tokio::sync::Mutex::new(()),
+            redis: None,
         }
+    }
+
+    /// Like [`Authorizer::new`], sharing the grant snapshot with other replicas through
+    /// Redis at `redis_url` (key `ledger:policy:grants`, channel `ledger.policy`) and
+    /// reloading as soon as [`publish_policy_change`] announces a change. Connects in the
+    /// background and keeps reconnecting; while Redis is unavailable decisions come from
+    /// the store as without it. Fails only on an unparsable URL (the error does not
+    /// contain it) or outside a Tokio runtime. The subscriber stops when this is dropped.
+    pub fn with_redis(
+        source: Arc<dyn GrantSource>,
+        ttl: Duration,
+        redis_url: &str,
+    ) -> Result<Self, AuthError> {
+        Self::with_redis_config(
+            source,
+            ttl,
+            redis_url,
+            &PolicyCacheConfig::default(),
+            CancellationToken::new(),
+        )
+    }
+
+    /// [`Authorizer::with_redis`] with a key prefix and channel of choice, and a `shutdown`
+    /// token that also stops the subscriber (dropping the authorizer still does).
+    pub fn with_redis_config(
+        source: Arc<dyn GrantSource>,
+        ttl: Duration,
+        redis_url: &str,
+        config: &PolicyCacheConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Self, AuthError> {
+        let mut authorizer = Self::new(source, ttl);
+        authorizer.redis = Some(RedisPolicyCache::start(
+            redis_url,
+            config,
+            ttl,
+            Arc::downgrade(&authorizer.stale),
+            shutdown,
+        )?);
+        Ok(authorizer)
+    }
+
+    /// Whether change announcements from Redis are being received right now (always
+    /// `false` without Redis). For diagnostics and tests; decisions never depend on it.
+    pub fn redis_subscribed(&self) -> bool {
+        self.redis
+            .as_ref()
+            .is_some_and(RedisPolicyCache::subscribed)
     }
 
     /// Whether `subject` may use `perm` on `merchant`. A store or policy failure is an
@@ -451,7 +513,7 @@ impl Authorizer {
         let snapshot = match previous {
             Some(previous) if !forced && previous.revision == revision => previous,
             _ => {
-                let grants = self.source.list_grants().await.map_err(store)?;
+                let grants = self.grants(revision).await?;
                 let count = grants.len();
                 let snapshot = Arc::new(Snapshot::build(revision, grants).await?);
                 tracing::debug!(revision, grants = count, "authorization policy loaded");
@@ -462,6 +524,27 @@ impl Authorizer {
         current.snapshot = Some(snapshot.clone());
         current.checked_at = Instant::now();
         Ok(snapshot)
+    }
+
+    /// The grants at `revision`: from the Redis snapshot when it is of exactly that
+    /// revision, else from the store (and then cached in Redis for the other replicas).
+    /// A snapshot written for revision R holds grants listed after R was read, so it is
+    /// never older than R; every change bumps the revision, so a matching one is current.
+    async fn grants(&self, revision: i64) -> Result<Vec<Grant>, AuthError> {
+        if let Some(redis) = &self.redis
+            && let Some(grants) = redis.load(revision).await
+        {
+            return Ok(grants);
+        }
+        let grants = self
+            .source
+            .list_grants()
+            .await
+            .map_err(|e| AuthError::Backend(format!("policy store: {e}")))?;
+        if let Some(redis) = &self.redis {
+            redis.save(revision, &grants).await;
+        }
+        Ok(grants)
     }
 }
 
@@ -848,6 +931,309 @@ mod tests {
             }
         );
         assert_eq!(Permission::Regenerate.as_str(), "regenerate");
+    }
+
+    fn redis_url() -> String {
+        std::env::var("LEDGER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// A missing Redis fails the test (it must not pass by falling back to the store).
+    async fn require_redis() -> String {
+        let url = redis_url();
+        let ping = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut connection = client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        };
+        let pong = tokio::time::timeout(Duration::from_secs(5), ping).await;
+        assert!(
+            matches!(pong, Ok(Ok(_))),
+            "no Redis at {url} (LEDGER_TEST_REDIS_URL); scripts/run-tests.sh starts one"
+        );
+        url
+    }
+
+    /// A key prefix and channel of this test's own.
+    fn unique_config() -> PolicyCacheConfig {
+        let id = uuid::Uuid::new_v4().simple();
+        PolicyCacheConfig::default()
+            .key_prefix(format!("ledger:test:{id}:policy"))
+            .channel(format!("ledger.test.{id}.policy"))
+    }
+
+    async fn until_subscribed(authorizers: &[&Authorizer]) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !authorizers.iter().all(|a| a.redis_subscribed()) {
+            assert!(
+                Instant::now() < deadline,
+                "the policy subscription did not come up at {}",
+                redis_url()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until `subject` may no longer `perm` on `merchant`; fails after `within`.
+    async fn until_denied(
+        a: &Authorizer,
+        subject: &str,
+        merchant: &str,
+        perm: Permission,
+        within: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        while a
+            .allowed(subject, &m(merchant), perm)
+            .await
+            .expect("decision")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{subject} still allowed to {perm} on {merchant} after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_share_the_snapshot_and_see_a_published_revoke_at_once() {
+        let url = require_redis().await;
+        let config = unique_config();
+        let source = MemorySource::with(&[
+            ("alice", "merchant_admin", "m_1"),
+            ("bob", "merchant_viewer", "m_1"),
+        ]);
+        let shutdown = CancellationToken::new();
+        let replica = || {
+            Authorizer::with_redis_config(source.clone(), LONG, &url, &config, shutdown.clone())
+                .expect("authorizer with Redis")
+        };
+        let (a, b) = (replica(), replica());
+        until_subscribed(&[&a, &b]).await;
+
+        // The first replica lists the grants from the store and caches them in Redis...
+        assert!(
+            a.allowed("alice", &m("m_1"), Permission::Delete)
+                .await
+                .expect("decision")
+        );
+        assert_eq!(source.lists.load(Ordering::SeqCst), 1);
+        // ...the second reads them from Redis.
+        assert!(
+            b.allowed("alice", &m("m_1"), Permission::Delete)
+                .await
+                .expect("decision")
+        );
+        assert_eq!(source.lists.load(Ordering::SeqCst), 1);
+        let mut raw = redis::Client::open(url.as_str())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connection");
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(config.grants_key())
+            .query_async(&mut raw)
+            .await
+            .expect("PTTL");
+        assert!(
+            ttl_ms > 0 && ttl_ms <= 10 * LONG.as_millis() as i64,
+            "snapshot TTL {ttl_ms} ms"
+        );
+
+        // A revoke is committed and announced: both replicas see it well within their
+        // (hour-long) TTL.
+        source.revoke("alice", "merchant_admin", "m_1", true);
+        publish_policy_change_with(&url, &config)
+            .await
+            .expect("announce");
+        let started = Instant::now();
+        until_denied(
+            &a,
+            "alice",
+            "m_1",
+            Permission::Delete,
+            Duration::from_secs(1),
+        )
+        .await;
+        until_denied(
+            &b,
+            "alice",
+            "m_1",
+            Permission::Delete,
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            b.allowed("bob", &m("m_1"), Permission::Read)
+                .await
+                .expect("decision")
+        );
+        // The announcement deleted the old snapshot; the first replica to reload listed
+        // the store once and the other read its write-back from Redis.
+        assert_eq!(source.lists.load(Ordering::SeqCst), 2);
+
+        // A Redis snapshot never hides a store failure: the revision comes from the store.
+        source.failing.store(true, Ordering::SeqCst);
+        b.invalidate();
+        assert!(matches!(
+            b.allowed("bob", &m("m_1"), Permission::Read).await,
+            Err(AuthError::Backend(_))
+        ));
+        source.failing.store(false, Ordering::SeqCst);
+
+        // The shutdown token stops the subscribers; decisions go on.
+        shutdown.cancel();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while a.redis_subscribed() || b.redis_subscribed() {
+            assert!(Instant::now() < deadline, "subscribers still running");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            a.allowed("bob", &m("m_1"), Permission::Read)
+                .await
+                .expect("decision")
+        );
+        let () = redis::cmd("DEL")
+            .arg(config.grants_key())
+            .query_async(&mut raw)
+            .await
+            .expect("DEL");
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_another_revision_or_garbage_is_not_used() {
+        let url = require_redis().await;
+        let config = unique_config();
+        let source = MemorySource::with(&[("alice", "merchant_admin", "m_1")]);
+        let mut raw = redis::Client::open(url.as_str())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connection");
+        // A stale snapshot (an older revision granting more) and then garbage.
+        let stale = r#"{"revision":0,"grants":[["mallory","platform_admin","*"]]}"#;
+        for value in [stale, "not json"] {
+            let () = redis::cmd("SET")
+                .arg(config.grants_key())
+                .arg(value)
+                .query_async(&mut raw)
+                .await
+                .expect("SET");
+            let a = Authorizer::with_redis_config(
+                source.clone(),
+                LONG,
+                &url,
+                &config,
+                CancellationToken::new(),
+            )
+            .expect("authorizer");
+            assert!(
+                !a.allowed("mallory", &m("m_1"), Permission::Read)
+                    .await
+                    .expect("decision"),
+                "{value}"
+            );
+            assert!(
+                a.allowed("alice", &m("m_1"), Permission::Delete)
+                    .await
+                    .expect("decision")
+            );
+        }
+        assert_eq!(source.lists.load(Ordering::SeqCst), 2);
+        // The store's grants were written back at the current revision.
+        let cached: String = redis::cmd("GET")
+            .arg(config.grants_key())
+            .query_async(&mut raw)
+            .await
+            .expect("GET");
+        assert!(
+            cached.contains("alice") && !cached.contains("mallory"),
+            "{cached}"
+        );
+        let () = redis::cmd("DEL")
+            .arg(config.grants_key())
+            .query_async(&mut raw)
+            .await
+            .expect("DEL");
+    }
+
+    #[tokio::test]
+    async fn redis_down_falls_back_to_the_store() {
+        let source = MemorySource::with(&[("alice", "merchant_admin", "m_1")]);
+        let a = Authorizer::with_redis(source.clone(), LONG, "redis://127.0.0.1:9")
+            .expect("authorizer (connects in the background)");
+        let started = Instant::now();
+        assert!(
+            a.allowed("alice", &m("m_1"), Permission::Delete)
+                .await
+                .expect("decision from the store")
+        );
+        assert!(
+            !a.allowed("bob", &m("m_1"), Permission::Read)
+                .await
+                .expect("decision from the store")
+        );
+        source.revoke("alice", "merchant_admin", "m_1", true);
+        source.grant("bob", "merchant_viewer", "m_1");
+        a.invalidate();
+        assert!(
+            !a.allowed("alice", &m("m_1"), Permission::Delete)
+                .await
+                .expect("decision from the store")
+        );
+        assert!(
+            a.allowed("bob", &m("m_1"), Permission::Read)
+                .await
+                .expect("decision from the store")
+        );
+        assert_eq!(source.lists.load(Ordering::SeqCst), 2);
+        assert!(!a.redis_subscribed());
+        // Refused connections fail fast, and after one failure Redis is skipped for a
+        // while, so a dead Redis does not slow decisions down.
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // A store failure is still an error, never "allowed".
+        source.failing.store(true, Ordering::SeqCst);
+        a.invalidate();
+        assert!(matches!(
+            a.allowed("bob", &m("m_1"), Permission::Read).await,
+            Err(AuthError::Backend(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_redis_url_never_appears_in_an_error() {
+        let source = MemorySource::with(&[]);
+        let secret = "s3cret-pw";
+        let bad = format!("rediss+nope://user:{secret}@example.invalid:1/0");
+        let err = Authorizer::with_redis(source.clone(), LONG, &bad).expect_err("bad URL");
+        assert!(!err.to_string().contains(secret), "{err}");
+        assert!(!err.to_string().contains("example.invalid"), "{err}");
+
+        let unreachable = format!("redis://user:{secret}@127.0.0.1:9/0");
+        let err = publish_policy_change(&unreachable)
+            .await
+            .expect_err("nobody listens on port 9");
+        assert!(matches!(err, AuthError::Backend(_)));
+        assert!(!err.to_string().contains(secret), "{err}");
+        assert!(!err.to_string().contains("127.0.0.1"), "{err}");
+        let err = publish_policy_change(&bad).await.expect_err("bad URL");
+        assert!(!err.to_string().contains(secret), "{err}");
+    }
+
+    #[test]
+    fn redis_outside_a_runtime_is_an_error_not_a_panic() {
+        let source = MemorySource::with(&[]);
+        let err =
+            Authorizer::with_redis(source, LONG, "redis://127.0.0.1:6379").expect_err("no runtime");
+        assert!(matches!(err, AuthError::Backend(_)));
     }
 
     /// Not a benchmark with assertions: it prints what a decision costs in this build.

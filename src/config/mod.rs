@@ -104,6 +104,9 @@ pub struct Config {
     /// `APP_ENV_WEBSOCKET_REDIS_URL`: Redis for status events across processes (in-process
     /// when unset).
     pub websocket_redis_url: Option<Secret>,
+    /// `APP_ENV_REDIS_URL`: Redis for the shared policy cache and instant revocation across
+    /// api processes (in-process cache when unset).
+    pub redis_url: Option<Secret>,
     /// `APP_ENV_STORAGE_URL`: object storage, `file://…` or `s3://bucket/prefix` (default
     /// `file://{data_dir}/objects`). With S3: `APP_ENV_S3_ENDPOINT` (S3-compatible server),
     /// `APP_ENV_S3_REGION` (default `us-east-1`), `APP_ENV_S3_ACCESS_KEY_ID`,
@@ -317,6 +320,13 @@ impl Config {
                 });
         let source_token = r.string("APP_ENV_SOURCE_TOKEN").map(Secret::new);
         let websocket_redis_url = r.string("APP_ENV_WEBSOCKET_REDIS_URL").map(Secret::new);
+        let redis_url = r.string("APP_ENV_REDIS_URL").map(Secret::new);
+        if let Some(u) = &redis_url
+            && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
+        {
+            r.errors
+                .push("APP_ENV_REDIS_URL: expected redis:// or rediss://".into());
+        }
         if let Some(u) = &websocket_redis_url
             && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
         {
@@ -445,6 +455,7 @@ impl Config {
             source_url,
             source_token,
             websocket_redis_url,
+            redis_url,
             queue,
             storage,
             source_dir,

@@ -280,7 +280,12 @@ async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
     // Kill one worker in the middle of the work.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let done: Value = api.get(&token, "/ledgers?status=COMPLETED&limit=200").await.json().await.unwrap();
+        let done: Value = api
+            .get(&token, "/ledgers?status=COMPLETED&limit=200")
+            .await
+            .json()
+            .await
+            .unwrap();
         if done["items"].as_array().unwrap().len() >= 20 {
             break;
         }
@@ -292,7 +297,12 @@ async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
 
     for id in &ids {
         api.wait_for(&token, id, "COMPLETED", 180).await;
-        let events: Value = api.get(&token, &format!("/ledgers/{id}/events")).await.json().await.unwrap();
+        let events: Value = api
+            .get(&token, &format!("/ledgers/{id}/events"))
+            .await
+            .json()
+            .await
+            .unwrap();
         let completed = events["items"]
             .as_array()
             .unwrap()
@@ -302,11 +312,26 @@ async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
         assert_eq!(completed, 1, "ledger {id} completed exactly once: {events}");
     }
     // One object per ledger version in the bucket.
-    let storage_url = &backends.vars.iter().find(|(k, _)| *k == "APP_ENV_STORAGE_URL").unwrap().1;
-    let (bucket, prefix) = storage_url.trim_start_matches("s3://").split_once('/').unwrap();
-    let endpoint = &backends.vars.iter().find(|(k, _)| *k == "APP_ENV_S3_ENDPOINT").unwrap().1;
+    let storage_url = &backends
+        .vars
+        .iter()
+        .find(|(k, _)| *k == "APP_ENV_STORAGE_URL")
+        .unwrap()
+        .1;
+    let (bucket, prefix) = storage_url
+        .trim_start_matches("s3://")
+        .split_once('/')
+        .unwrap();
+    let endpoint = &backends
+        .vars
+        .iter()
+        .find(|(k, _)| *k == "APP_ENV_S3_ENDPOINT")
+        .unwrap()
+        .1;
     let listing = reqwest::Client::new()
-        .get(format!("{endpoint}/{bucket}?list-type=2&prefix={prefix}/&max-keys=1000"))
+        .get(format!(
+            "{endpoint}/{bucket}?list-type=2&prefix={prefix}/&max-keys=1000"
+        ))
         .send()
         .await
         .unwrap()
@@ -350,15 +375,78 @@ async fn a_paused_worker_that_resumes_cannot_overwrite_the_newer_attempt() {
     // The zombie wakes up and runs on: whatever it does is fenced off.
     signal(&zombie.0, "-CONT");
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
-    let after: Value = api.get(&token, &format!("/ledgers/{id}")).await.json().await.unwrap();
+    let after: Value = api
+        .get(&token, &format!("/ledgers/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(after["status"], "COMPLETED");
     assert_eq!(after["attemptCount"], 2);
     assert_eq!(after["file"], done["file"]);
     let r = api.get(&token, &format!("/ledgers/{id}/download")).await;
     assert_eq!(r.status(), 200);
     let body = r.bytes().await.unwrap();
-    assert_eq!(hex::encode(Sha256::digest(&body)), done["file"]["sha256"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(Sha256::digest(&body)),
+        done["file"]["sha256"].as_str().unwrap()
+    );
     drop(rescuer);
     drop(zombie);
     api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_from_the_cli_reaches_every_api_process_at_once() {
+    let backends = production().await;
+    let redis =
+        std::env::var("LEDGER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let vars = backends.with(&[
+        ("APP_ENV_APPLICATION_ROLES", "api"),
+        ("APP_ENV_POLICY_CACHE_TTL_MS", "600000"),
+        ("APP_ENV_REDIS_URL", &redis),
+    ]);
+    let a = spawn_with(Options {
+        vars: vars.clone(),
+        ..Options::default()
+    })
+    .await;
+    let b = spawn_with(Options {
+        vars: vars.clone(),
+        ..Options::default()
+    })
+    .await;
+    let (ta, tb) = (
+        a.user("vera", "merchant_viewer", "m_acme").await,
+        b.token("vera"),
+    );
+    for (app, token) in [(&a, &ta), (&b, &tb)] {
+        let r = app.get(token, "/ledgers?merchantId=m_acme").await;
+        assert_eq!(r.status(), 200, "cached as allowed");
+    }
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+        .args(["policy", "revoke", "vera", "merchant_viewer", "m_acme"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("ledger policy revoke");
+    assert!(cli.status.success(), "{cli:?}");
+    // Well inside the 10-minute cache TTL, both processes refuse.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for (app, token) in [(&a, &ta), (&b, &tb)] {
+        loop {
+            let status = app.get(token, "/ledgers?merchantId=m_acme").await.status();
+            if status == 403 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "revocation not seen: {status}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    a.stop().await;
+    b.stop().await;
 }
