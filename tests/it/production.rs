@@ -450,3 +450,55 @@ async fn a_revoke_from_the_cli_reaches_every_api_process_at_once() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_down_during_upload_rejects_after_bounded_retries_and_retry_completes() {
+    let backends = production().await;
+    let api = spawn_with(Options {
+        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
+        ..Options::default()
+    })
+    .await;
+    let token = api.user("ops", "merchant_operator", "m_acme").await;
+    // A worker whose S3 endpoint does not answer.
+    let broken = spawn_with(Options {
+        vars: backends.with(&[
+            ("APP_ENV_APPLICATION_ROLES", "worker"),
+            ("APP_ENV_S3_ENDPOINT", "http://127.0.0.1:9"),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    let created = api.create_ok(&token, statement("m_acme", "2026-10")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let rejected = api.wait_for(&token, &id, "REJECTED", 120).await;
+    assert_eq!(
+        rejected["failureReason"]["errorCode"], "JOB_EXECUTION_FAILED",
+        "{rejected}"
+    );
+    assert_eq!(rejected["failureReason"]["retryable"], true);
+    broken.stop().await;
+
+    // Storage is back (a worker that reaches it): a retry completes the ledger.
+    let worker = spawn_with(Options {
+        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "worker")]),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        api.post(&token, &format!("/ledgers/{id}/retry"))
+            .await
+            .status(),
+        202
+    );
+    let done = api.wait_for(&token, &id, "COMPLETED", 120).await;
+    assert_eq!(done["attemptCount"], 2);
+    assert_eq!(
+        api.get(&token, &format!("/ledgers/{id}/download"))
+            .await
+            .status(),
+        200
+    );
+    worker.stop().await;
+    api.stop().await;
+}
