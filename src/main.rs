@@ -68,9 +68,13 @@ enum BenchCommand {
         /// Entries in each merchant's year (a day ledger holds ~1/365 of them).
         #[arg(long, default_value_t = 18_250)]
         entries: u64,
-        /// Jobs the worker runs at once.
+        /// Jobs each worker runs at once.
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
+        /// Worker-only processes to start (0: one embedded process does everything). They
+        /// and the in-process api use the backends of this process's APP_ENV_* variables.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
     },
 }
 
@@ -166,7 +170,8 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
                 count,
                 entries,
                 concurrency,
-            } => ledger::bench::small(count, entries, concurrency).await,
+                workers,
+            } => ledger::bench::small(count, entries, concurrency, workers).await,
         },
         Command::Keygen => {
             println!("{}", ledger::crypto::generate_key_base64());

@@ -26,7 +26,22 @@ struct Bench {
 }
 
 async fn start(dir: tempfile::TempDir, concurrency: usize) -> anyhow::Result<Bench> {
-    let mut vars = HashMap::new();
+    start_with(dir, concurrency, HashMap::new()).await
+}
+
+/// The `APP_ENV_*` variables of this process (the production backends of a bench run).
+fn env_vars() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("APP_ENV_"))
+        .collect()
+}
+
+async fn start_with(
+    dir: tempfile::TempDir,
+    concurrency: usize,
+    base: HashMap<String, String>,
+) -> anyhow::Result<Bench> {
+    let mut vars = base;
     vars.insert(
         "APP_ENV_DATA_DIR".to_owned(),
         dir.path().join("data").display().to_string(),
@@ -43,8 +58,8 @@ async fn start(dir: tempfile::TempDir, concurrency: usize) -> anyhow::Result<Ben
     let config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
     let key = crate::app::dev_key(&config)?;
     let token = key.sign("bench", Duration::from_secs(3600), None, None)?;
+    crate::app::migrate(&config).await?;
     let store = crate::app::open_store(&config).await?;
-    store.migrate().await?;
     store
         .add_grant(&Grant {
             subject: "bench".into(),
@@ -108,7 +123,11 @@ impl Bench {
     }
 
     async fn wait_completed(&self, id: &str, poll: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
+            if Instant::now() > deadline {
+                bail!("ledger {id} did not complete within 300 s");
+            }
             let l = self.ledger(id).await?;
             match l["status"].as_str() {
                 Some("COMPLETED") => return Ok(l),
@@ -221,16 +240,87 @@ pub async fn large(entries: u64, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Worker processes started for a bench run; killed when dropped.
+struct Workers(Vec<std::process::Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Workers {
+    /// Fails when a worker process exited (a bench would otherwise wait forever).
+    fn check(&mut self) -> anyhow::Result<()> {
+        for child in &mut self.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("worker process {} exited ({status})", child.id());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn spawn_workers(count: usize, dir: &Path, concurrency: usize) -> anyhow::Result<Workers> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for i in 0..count {
+        let data = dir.join(format!("worker-{i}"));
+        std::fs::create_dir_all(&data)?;
+        let child = std::process::Command::new(&exe)
+            .arg("serve")
+            .env("APP_ENV_APPLICATION_ROLES", "worker")
+            .env("APP_ENV_HOST", "127.0.0.1")
+            .env("APP_ENV_PORT", "0")
+            .env("APP_ENV_DATA_DIR", &data)
+            .env("APP_ENV_SOURCE_DIR", dir.join("source"))
+            .env("APP_ENV_WORKER_CONCURRENCY", concurrency.to_string())
+            .env("APP_ENV_KAFKA_CONSUMER_COUNT", concurrency.to_string())
+            .env("APP_ENV_LOG_LEVEL", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting a worker process")?;
+        children.push(child);
+    }
+    Ok(Workers(children))
+}
+
 /// Many small CSV statements: ledgers per second end to end and create → COMPLETED latency.
-pub async fn small(count: usize, entries: u64, concurrency: usize) -> anyhow::Result<()> {
+/// With `worker_processes` > 0 the service runs as an api-only process plus that many
+/// worker-only processes, on the backends named by this process's `APP_ENV_*` variables
+/// (e.g. PostgreSQL, Kafka, S3, Redis); otherwise one embedded process does everything.
+pub async fn small(
+    count: usize,
+    entries: u64,
+    concurrency: usize,
+    worker_processes: usize,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    // Fresh merchants per run, so a shared database never holds these identities already.
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let merchants: Vec<String> = (0..count.div_ceil(365).max(1))
-        .map(|i| format!("m_small_{i}"))
+        .map(|i| format!("m_small_{run}_{i}"))
         .collect();
     for m in &merchants {
         write_source(&dir.path().join("source"), m, entries, vec![("EUR", 0)])?;
     }
-    let bench = start(dir, concurrency).await?;
+    let mut base = env_vars();
+    if worker_processes > 0 {
+        // Worker processes refuse a database with pending migrations: migrate first, as a
+        // deployment's migration job would.
+        let config = Config::from_vars(&base).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::app::migrate(&config).await?;
+    }
+    let mut workers = if worker_processes > 0 {
+        base.insert("APP_ENV_APPLICATION_ROLES".into(), "api".into());
+        Some(spawn_workers(worker_processes, dir.path(), concurrency)?)
+    } else {
+        None
+    };
+    let bench = start_with(dir, concurrency, base).await?;
     let day0: chrono::NaiveDate = "2025-01-01".parse()?;
     let bodies: Vec<Value> = (0..count)
         .map(|i| {
@@ -249,6 +339,9 @@ pub async fn small(count: usize, entries: u64, concurrency: usize) -> anyhow::Re
     let created_in = t0.elapsed().as_secs_f64();
     let mut latencies = Vec::with_capacity(count);
     for id in &ids {
+        if let Some(workers) = &mut workers {
+            workers.check()?;
+        }
         let l = bench.wait_completed(id, Duration::from_millis(20)).await?;
         let parse =
             |k: &str| chrono::DateTime::parse_from_rfc3339(l[k].as_str().unwrap_or_default());
@@ -259,14 +352,17 @@ pub async fn small(count: usize, entries: u64, concurrency: usize) -> anyhow::Re
     let wall = t0.elapsed().as_secs_f64();
     latencies.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "small CSV statements: {count} ledgers of ~{} entries, worker concurrency {concurrency}: \
+        "small CSV statements: {count} ledgers of ~{} entries, {} worker process(es), \
+         concurrency {concurrency} each: \
          {wall:.2}s wall ({created_in:.2}s to create all), {:.1} ledgers/s, \
          create→COMPLETED p50 {:.0}ms p99 {:.0}ms",
         entries / 365,
+        worker_processes.max(1),
         count as f64 / wall,
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0)
     );
     bench.stop().await;
+    drop(workers);
     Ok(())
 }
