@@ -15,7 +15,9 @@ use futures::stream::BoxStream;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig, WriteMultipart};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, PutPayload, RetryConfig, WriteMultipart,
+};
 
 /// Errors of a storage backend.
 #[derive(Debug, thiserror::Error)]
@@ -170,25 +172,57 @@ impl ObjectStoreStorage {
     }
 }
 
-struct MultipartWriter {
-    inner: WriteMultipart,
+/// An upload that stays a single PUT while the object is smaller than one part (most
+/// ledgers: one round trip instead of three) and turns into a multipart upload once it
+/// grows past that, so memory stays bounded for any size.
+struct Upload {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    pending: Vec<Bytes>,
+    pending_size: usize,
+    multipart: Option<WriteMultipart>,
 }
 
 #[async_trait]
-impl ObjectWriter for MultipartWriter {
+impl ObjectWriter for Upload {
     async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
-        self.inner.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
-        self.inner.put(bytes);
+        if let Some(multipart) = &mut self.multipart {
+            multipart.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
+            multipart.put(bytes);
+            return Ok(());
+        }
+        self.pending_size += bytes.len();
+        self.pending.push(bytes);
+        if self.pending_size >= PART_SIZE {
+            let upload = self.store.put_multipart(&self.path).await?;
+            let mut multipart = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            for chunk in self.pending.drain(..) {
+                multipart.put(chunk);
+            }
+            self.pending_size = 0;
+            self.multipart = Some(multipart);
+        }
         Ok(())
     }
 
     async fn finish(self: Box<Self>) -> Result<(), StorageError> {
-        self.inner.finish().await?;
+        match self.multipart {
+            Some(multipart) => {
+                multipart.finish().await?;
+            }
+            None => {
+                let payload: PutPayload = self.pending.into_iter().collect();
+                self.store.put(&self.path, payload).await?;
+            }
+        }
         Ok(())
     }
 
     async fn abort(self: Box<Self>) {
-        if let Err(e) = self.inner.abort().await {
+        // Before the first part nothing was sent: there is nothing to clean up.
+        if let Some(multipart) = self.multipart
+            && let Err(e) = multipart.abort().await
+        {
             tracing::warn!(error = %e, "aborting an upload failed; the backend may keep an incomplete upload");
         }
     }
@@ -197,9 +231,12 @@ impl ObjectWriter for MultipartWriter {
 #[async_trait]
 impl ObjectStorage for ObjectStoreStorage {
     async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError> {
-        let upload = self.store.put_multipart(&self.path(key)).await?;
-        Ok(Box::new(MultipartWriter {
-            inner: WriteMultipart::new_with_chunk_size(upload, PART_SIZE),
+        Ok(Box::new(Upload {
+            store: self.store.clone(),
+            path: self.path(key),
+            pending: Vec::new(),
+            pending_size: 0,
+            multipart: None,
         }))
     }
 
