@@ -118,7 +118,9 @@ CREATE TABLE policy_revision (
     id       BIGINT  PRIMARY KEY CHECK (id = 1),
     revision BIGINT  NOT NULL
 );
-INSERT INTO policy_revision (id, revision) VALUES (1, 0);
+-- Random, not counted: a revision also tells one database from another, so a policy
+-- snapshot cached in a shared Redis is never taken for another database's.
+INSERT INTO policy_revision (id, revision) VALUES (1, floor(random() * 9e18)::BIGINT);
 
 -- Snowflake node ids leased by running processes (so replicas never share one).
 CREATE TABLE node_leases (

@@ -277,6 +277,7 @@ pub trait JobStore: Send + Sync {
     async fn add_grant(&self, grant: &Grant) -> Result<bool, StoreError>;
     /// Removes a grant; false when it did not exist.
     async fn remove_grant(&self, grant: &Grant) -> Result<bool, StoreError>;
-    /// A number that changes whenever grants change (cache invalidation across processes).
+    /// A random number that changes whenever grants change (cache invalidation across
+    /// processes); random, so it also tells databases apart.
     async fn policy_revision(&self) -> Result<i64, StoreError>;
 }

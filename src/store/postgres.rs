@@ -969,9 +969,11 @@ impl JobStore for PostgresStore {
 /// Moves the policy revision inside the grant's transaction, so a cache that sees the new
 /// revision also sees the new grants.
 async fn bump_revision(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<(), StoreError> {
-    sqlx::query("UPDATE policy_revision SET revision = revision + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE policy_revision SET revision = floor(random() * 9e18)::BIGINT WHERE id = 1",
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

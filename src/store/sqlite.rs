@@ -817,7 +817,7 @@ impl JobStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 1 {
-            sqlx::query("UPDATE policy_revision SET revision = revision + 1 WHERE id = 1")
+            sqlx::query("UPDATE policy_revision SET revision = abs(random()) WHERE id = 1")
                 .execute(&mut *tx)
                 .await?;
         }
@@ -835,7 +835,7 @@ impl JobStore for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         if r.rows_affected() == 1 {
-            sqlx::query("UPDATE policy_revision SET revision = revision + 1 WHERE id = 1")
+            sqlx::query("UPDATE policy_revision SET revision = abs(random()) WHERE id = 1")
                 .execute(&mut *tx)
                 .await?;
         }

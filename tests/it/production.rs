@@ -479,9 +479,15 @@ async fn storage_down_during_upload_rejects_after_bounded_retries_and_retry_comp
     assert_eq!(rejected["failureReason"]["retryable"], true);
     broken.stop().await;
 
-    // Storage is back (a worker that reaches it): a retry completes the ledger.
+    // Storage is back (a redeployed worker that reaches it): a retry completes the ledger.
+    // Its own consumer group keeps this test about storage, not about Kafka rebalancing
+    // (which the scale-out test covers).
+    let group = format!("{}-redeployed", uuid::Uuid::new_v4().simple());
     let worker = spawn_with(Options {
-        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "worker")]),
+        vars: backends.with(&[
+            ("APP_ENV_APPLICATION_ROLES", "worker"),
+            ("APP_ENV_KAFKA_GROUP_ID", &group),
+        ]),
         ..Options::default()
     })
     .await;
