@@ -32,3 +32,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "tests: unit, contract suites against every adapter, end-to-end"
 # Logs of the services under test go to the test output only when a test fails.
 cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-4}"
+
+step "end-to-end suite again, every process on PostgreSQL + Kafka + S3 + Redis"
+# (The production:: tests pick their backends themselves and ran above; the CLI tests and
+# the kill -9 test drive the embedded binary by design.)
+LEDGER_TEST_BACKENDS=production cargo test --test it --locked -- \
+  --test-threads="${TEST_THREADS:-4}" --skip production:: --skip cli::

@@ -78,6 +78,15 @@ async fn prepare_store(config: &Config, store: &dyn JobStore) -> anyhow::Result<
     }
 }
 
+/// Opens the object storage the configuration names.
+pub fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn ObjectStorage>> {
+    let storage = match &config.storage {
+        StorageKind::Local(dir) => ObjectStoreStorage::local(dir),
+        StorageKind::S3(settings) => ObjectStoreStorage::s3(settings),
+    };
+    Ok(Arc::new(storage.context("APP_ENV_STORAGE_URL")?))
+}
+
 /// The master keys: the configured ones, or (embedded default) a key in the data dir.
 pub fn keyring(config: &Config) -> anyhow::Result<Keyring> {
     match &config.encryption_key {
@@ -160,13 +169,7 @@ pub async fn run(
     let store = open_store(&config).await?;
     prepare_store(&config, &*store).await?;
     let keyring = keyring(&config)?;
-    let storage: Arc<dyn ObjectStorage> = Arc::new(
-        match &config.storage {
-            StorageKind::Local(dir) => ObjectStoreStorage::local(dir),
-            StorageKind::S3(settings) => ObjectStoreStorage::s3(settings),
-        }
-        .context("APP_ENV_STORAGE_URL")?,
-    );
+    let storage = open_storage(&config)?;
     let (queue, consumers): (Arc<dyn Queue>, usize) = match &config.queue {
         QueueKind::Db => (
             Arc::new(DbQueue::new(store.clone())),

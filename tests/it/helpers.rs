@@ -41,8 +41,54 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }
 
+/// Backends of the production run of this suite (`LEDGER_TEST_BACKENDS=production`), by
+/// data dir, so processes a test starts on the same data dir share them.
+fn shared_backends() -> &'static tokio::sync::Mutex<HashMap<String, Vec<(&'static str, String)>>> {
+    static SHARED: std::sync::OnceLock<
+        tokio::sync::Mutex<HashMap<String, Vec<(&'static str, String)>>>,
+    > = std::sync::OnceLock::new();
+    SHARED.get_or_init(Default::default)
+}
+
+/// In the production run, every app gets PostgreSQL, Kafka, S3 and Redis unless the test
+/// names its backends itself.
+async fn with_backends(
+    data_dir: &str,
+    vars: Vec<(&'static str, String)>,
+) -> Vec<(&'static str, String)> {
+    let production_run = std::env::var("LEDGER_TEST_BACKENDS").is_ok_and(|b| b == "production");
+    if !production_run || vars.iter().any(|(k, _)| *k == "APP_ENV_DATABASE_URL") {
+        return vars;
+    }
+    let mut shared = shared_backends().lock().await;
+    let backends = match shared.get(data_dir) {
+        Some(b) => b.clone(),
+        None => {
+            let b = production().await.vars;
+            shared.insert(data_dir.to_owned(), b.clone());
+            b
+        }
+    };
+    let mut merged = backends;
+    for (k, v) in vars {
+        merged.retain(|(name, _)| *name != k);
+        merged.push((k, v));
+    }
+    merged
+}
+
 pub async fn spawn_with(options: Options) -> TestApp {
     let data_dir = tempfile::tempdir().expect("tempdir");
+    let shared_dir = options
+        .vars
+        .iter()
+        .find(|(k, _)| *k == "APP_ENV_DATA_DIR")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| data_dir.path().display().to_string());
+    let options = Options {
+        vars: with_backends(&shared_dir, options.vars).await,
+        ..options
+    };
     let source_dir = options.source_dir.unwrap_or_else(examples_dir);
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert(
