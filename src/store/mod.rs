@@ -8,6 +8,7 @@
 #[cfg(test)]
 pub mod contract;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;

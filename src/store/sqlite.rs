@@ -7,21 +7,20 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite};
 
+use super::rows::{EventRow, FileRow, IdempotencyRow, LedgerRow};
 use super::{
     CompletedFile, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger, StoreError,
     StoredFile, SweepOutcome, UserChange,
 };
 use crate::domain::{
-    FailureReason, FileInfo, Format, Grant, Ledger, LedgerId, LedgerType, MerchantId, Period,
-    Stage, Status, TimelineItem, Timezone,
+    FailureReason, Grant, Ledger, LedgerId, Stage, Status, TimelineItem, Timezone,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -80,88 +79,6 @@ fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
-}
-
-fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    ms.map(time).transpose()
-}
-
-fn corrupt(what: &str, value: &str) -> StoreError {
-    StoreError::Corrupt(format!("{what} {value:?}"))
-}
-
-fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| corrupt(what, &v.to_string()))
-}
-
-fn ledger_from_row(row: &SqliteRow) -> Result<Ledger, StoreError> {
-    let text = |c: &str| -> Result<String, StoreError> { Ok(row.try_get::<String, _>(c)?) };
-    let merchant = text("merchant_id")?;
-    let ledger_type = text("type")?;
-    let period = text("period")?;
-    let requested = text("requested_timezone")?;
-    let timezone: Option<String> = row.try_get("timezone")?;
-    let format = text("format")?;
-    let stage = text("stage")?;
-    let status = text("status")?;
-    let failure_code: Option<String> = row.try_get("failure_code")?;
-    let failure_reason = match failure_code {
-        Some(error_code) => Some(FailureReason {
-            error_code,
-            message: row
-                .try_get::<Option<String>, _>("failure_message")?
-                .unwrap_or_default(),
-            retryable: row
-                .try_get::<Option<bool>, _>("failure_retryable")?
-                .unwrap_or(false),
-            at: time(row.try_get::<Option<i64>, _>("failure_at")?.unwrap_or(0))?,
-        }),
-        None => None,
-    };
-    let file = match row.try_get::<Option<i64>, _>("f_version")? {
-        Some(v) => Some(FileInfo {
-            version: u32_of(v, "file version")?,
-            content_type: text("f_content_type")?,
-            size_bytes: u64::try_from(row.try_get::<i64, _>("f_size_bytes")?).unwrap_or(0),
-            sha256: text("f_sha256")?,
-            file_name: text("f_file_name")?,
-        }),
-        None => None,
-    };
-    let tz = |name: &str| Timezone::parse(name).map_err(|_| corrupt("timezone", name));
-    Ok(Ledger {
-        id: LedgerId::from_i64(row.try_get("id")?),
-        merchant_id: MerchantId::parse(&merchant).map_err(|_| corrupt("merchant", &merchant))?,
-        ledger_type: LedgerType::parse(&ledger_type)
-            .ok_or_else(|| corrupt("type", &ledger_type))?,
-        period: Period::parse(&period).map_err(|_| corrupt("period", &period))?,
-        requested_timezone: if requested.is_empty() {
-            None
-        } else {
-            Some(tz(&requested)?)
-        },
-        timezone: timezone.as_deref().map(tz).transpose()?,
-        format: Format::parse(&format).ok_or_else(|| corrupt("format", &format))?,
-        stage: Stage::parse(&stage).ok_or_else(|| corrupt("stage", &stage))?,
-        status: Status::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-        version: u32_of(row.try_get("version")?, "version")?,
-        attempt_count: u32_of(row.try_get("attempt_count")?, "attempt_count")?,
-        failure_reason,
-        file,
-        created_by: text("created_by")?,
-        created_at: time(row.try_get("created_at")?)?,
-        updated_at: time(row.try_get("updated_at")?)?,
-        started_at: opt_time(row.try_get("started_at")?)?,
-        completed_at: opt_time(row.try_get("completed_at")?)?,
-        deleted_at: opt_time(row.try_get("deleted_at")?)?,
-        lease_until: opt_time(row.try_get("lease_until")?)?,
-    })
-}
-
 fn is_unique_violation(e: &sqlx::Error, index_hint: &str) -> bool {
     match e {
         sqlx::Error::Database(db) => db.is_unique_violation() && db.message().contains(index_hint),
@@ -172,11 +89,11 @@ fn is_unique_violation(e: &sqlx::Error, index_hint: &str) -> bool {
 impl SqliteStore {
     async fn fetch_ledger(&self, id: i64) -> Result<Option<Ledger>, StoreError> {
         let sql = format!("SELECT {LEDGER_COLUMNS} {LEDGER_FROM} WHERE l.id = ?");
-        let row = sqlx::query(&sql)
+        let row = sqlx::query_as::<_, LedgerRow>(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(ledger_from_row).transpose()
+        row.map(Ledger::try_from).transpose()
     }
 
     /// Runs a conditional `UPDATE ledgers … WHERE id = ? AND <cond> RETURNING id` and
@@ -417,36 +334,22 @@ impl JobStore for SqliteStore {
             q = b.apply(q);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        rows.iter().map(ledger_from_row).collect()
+        rows.iter().map(LedgerRow::decode).collect()
     }
 
     async fn list_events(&self, id: LedgerId) -> Result<Vec<TimelineItem>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, EventRow>(
             "SELECT at, attempt, status, error_code, phase, detail FROM ledger_events \
              WHERE ledger_id = ? ORDER BY seq",
         )
         .bind(id.as_i64())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let status: Option<String> = row.try_get("status")?;
-                Ok(TimelineItem {
-                    at: time(row.try_get("at")?)?,
-                    attempt: u32_of(row.try_get("attempt")?, "attempt")?,
-                    status: status
-                        .map(|s| Status::parse(&s).ok_or_else(|| corrupt("status", &s)))
-                        .transpose()?,
-                    error_code: row.try_get("error_code")?,
-                    phase: row.try_get("phase")?,
-                    detail: row.try_get("detail")?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(TimelineItem::try_from).collect()
     }
 
     async fn get_file(&self, id: LedgerId, version: u32) -> Result<Option<StoredFile>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, FileRow>(
             "SELECT version, content_type, size_bytes, sha256, file_name, object_key \
              FROM ledger_files WHERE ledger_id = ? AND version = ?",
         )
@@ -454,19 +357,7 @@ impl JobStore for SqliteStore {
         .bind(i64::from(version))
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(StoredFile {
-                info: FileInfo {
-                    version: u32_of(row.try_get("version")?, "version")?,
-                    content_type: row.try_get("content_type")?,
-                    size_bytes: u64::try_from(row.try_get::<i64, _>("size_bytes")?).unwrap_or(0),
-                    sha256: row.try_get("sha256")?,
-                    file_name: row.try_get("file_name")?,
-                },
-                object_key: row.try_get("object_key")?,
-            })
-        })
-        .transpose()
+        row.map(StoredFile::try_from).transpose()
     }
 
     async fn user_change(
@@ -857,7 +748,7 @@ impl SqliteStore {
         subject: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query_as::<_, IdempotencyRow>(
             "SELECT request_hash, ledger_id, status_code, body FROM idempotency_keys \
              WHERE subject = ? AND key = ?",
         )
@@ -865,17 +756,7 @@ impl SqliteStore {
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            Ok(IdempotencyRecord {
-                subject: subject.to_owned(),
-                key: key.to_owned(),
-                request_hash: row.try_get("request_hash")?,
-                ledger_id: LedgerId::from_i64(row.try_get("ledger_id")?),
-                status_code: u16::try_from(row.try_get::<i64, _>("status_code")?).unwrap_or(500),
-                body: row.try_get("body")?,
-            })
-        })
-        .transpose()
+        Ok(row.map(|row| row.into_record(subject, key)))
     }
 }
 

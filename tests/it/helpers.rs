@@ -41,12 +41,14 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }
 
+/// Backend variables of one test's processes.
+type Vars = Vec<(&'static str, String)>;
+
 /// Backends of the production run of this suite (`LEDGER_TEST_BACKENDS=production`), by
 /// data dir, so processes a test starts on the same data dir share them.
-fn shared_backends() -> &'static tokio::sync::Mutex<HashMap<String, Vec<(&'static str, String)>>> {
-    static SHARED: std::sync::OnceLock<
-        tokio::sync::Mutex<HashMap<String, Vec<(&'static str, String)>>>,
-    > = std::sync::OnceLock::new();
+fn shared_backends() -> &'static tokio::sync::Mutex<HashMap<String, Vars>> {
+    static SHARED: std::sync::OnceLock<tokio::sync::Mutex<HashMap<String, Vars>>> =
+        std::sync::OnceLock::new();
     SHARED.get_or_init(Default::default)
 }
 

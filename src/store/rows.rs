@@ -1,0 +1,221 @@
+//! Decoding of database rows into domain values, shared by both adapters. The row structs
+//! hold only types that SQLite and PostgreSQL decode identically (`i64`, `String`, `bool`
+//! and their `Option`s: both schemas store ids, counters and millisecond times as 64-bit
+//! integers), so one [`sqlx::FromRow`] derive serves both; the `TryFrom` conversions turn
+//! values the domain does not accept into [`StoreError::Corrupt`].
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::{FromRow, Row};
+
+use super::{IdempotencyRecord, StoreError, StoredFile};
+use crate::domain::{
+    FailureReason, FileInfo, Format, Ledger, LedgerId, LedgerType, MerchantId, Period, Stage,
+    Status, TimelineItem, Timezone,
+};
+
+fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
+}
+
+fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    ms.map(time).transpose()
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}"))
+}
+
+fn u32_of(v: i64, what: &str) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(what, &v.to_string()))
+}
+
+/// A column the query's joins guarantee when another one is set (a NULL means a bug).
+fn present<T>(v: Option<T>, what: &str) -> Result<T, StoreError> {
+    v.ok_or_else(|| StoreError::Corrupt(format!("{what} is missing")))
+}
+
+/// A ledger row with its newest file joined in (`f_*`, all NULL when it has none): the
+/// columns of the adapters' `LEDGER_COLUMNS`.
+#[derive(Debug, FromRow)]
+pub(super) struct LedgerRow {
+    id: i64,
+    merchant_id: String,
+    #[sqlx(rename = "type")]
+    ledger_type: String,
+    period: String,
+    /// `''` = the merchant's own zone.
+    requested_timezone: String,
+    timezone: Option<String>,
+    format: String,
+    stage: String,
+    status: String,
+    version: i64,
+    attempt_count: i64,
+    lease_until: Option<i64>,
+    failure_code: Option<String>,
+    failure_message: Option<String>,
+    /// INTEGER in SQLite, BOOLEAN in PostgreSQL: both decode as `bool`.
+    failure_retryable: Option<bool>,
+    failure_at: Option<i64>,
+    created_by: String,
+    created_at: i64,
+    updated_at: i64,
+    started_at: Option<i64>,
+    completed_at: Option<i64>,
+    deleted_at: Option<i64>,
+    f_version: Option<i64>,
+    f_content_type: Option<String>,
+    f_size_bytes: Option<i64>,
+    f_sha256: Option<String>,
+    f_file_name: Option<String>,
+}
+
+impl LedgerRow {
+    /// Decodes `row` (of either backend) into a ledger.
+    pub(super) fn decode<'r, R: Row>(row: &'r R) -> Result<Ledger, StoreError>
+    where
+        Self: FromRow<'r, R>,
+    {
+        Ledger::try_from(Self::from_row(row)?)
+    }
+}
+
+impl TryFrom<LedgerRow> for Ledger {
+    type Error = StoreError;
+
+    fn try_from(row: LedgerRow) -> Result<Self, StoreError> {
+        let failure_reason = match row.failure_code {
+            Some(error_code) => Some(FailureReason {
+                error_code,
+                message: row.failure_message.unwrap_or_default(),
+                retryable: row.failure_retryable.unwrap_or(false),
+                at: time(row.failure_at.unwrap_or(0))?,
+            }),
+            None => None,
+        };
+        let file = match row.f_version {
+            Some(v) => Some(FileInfo {
+                version: u32_of(v, "file version")?,
+                content_type: present(row.f_content_type, "file content_type")?,
+                size_bytes: u64::try_from(present(row.f_size_bytes, "file size_bytes")?)
+                    .unwrap_or(0),
+                sha256: present(row.f_sha256, "file sha256")?,
+                file_name: present(row.f_file_name, "file file_name")?,
+            }),
+            None => None,
+        };
+        let tz = |name: &str| Timezone::parse(name).map_err(|_| corrupt("timezone", name));
+        let requested = &row.requested_timezone;
+        Ok(Ledger {
+            id: LedgerId::from_i64(row.id),
+            merchant_id: MerchantId::parse(&row.merchant_id)
+                .map_err(|_| corrupt("merchant", &row.merchant_id))?,
+            ledger_type: LedgerType::parse(&row.ledger_type)
+                .ok_or_else(|| corrupt("type", &row.ledger_type))?,
+            period: Period::parse(&row.period).map_err(|_| corrupt("period", &row.period))?,
+            requested_timezone: if requested.is_empty() {
+                None
+            } else {
+                Some(tz(requested)?)
+            },
+            timezone: row.timezone.as_deref().map(tz).transpose()?,
+            format: Format::parse(&row.format).ok_or_else(|| corrupt("format", &row.format))?,
+            stage: Stage::parse(&row.stage).ok_or_else(|| corrupt("stage", &row.stage))?,
+            status: Status::parse(&row.status).ok_or_else(|| corrupt("status", &row.status))?,
+            version: u32_of(row.version, "version")?,
+            attempt_count: u32_of(row.attempt_count, "attempt_count")?,
+            failure_reason,
+            file,
+            created_by: row.created_by,
+            created_at: time(row.created_at)?,
+            updated_at: time(row.updated_at)?,
+            started_at: opt_time(row.started_at)?,
+            completed_at: opt_time(row.completed_at)?,
+            deleted_at: opt_time(row.deleted_at)?,
+            lease_until: opt_time(row.lease_until)?,
+        })
+    }
+}
+
+/// A `ledger_events` row: `at, attempt, status, error_code, phase, detail`.
+#[derive(Debug, FromRow)]
+pub(super) struct EventRow {
+    at: i64,
+    attempt: i64,
+    status: Option<String>,
+    error_code: Option<String>,
+    phase: Option<String>,
+    detail: Option<String>,
+}
+
+impl TryFrom<EventRow> for TimelineItem {
+    type Error = StoreError;
+
+    fn try_from(row: EventRow) -> Result<Self, StoreError> {
+        Ok(TimelineItem {
+            at: time(row.at)?,
+            attempt: u32_of(row.attempt, "attempt")?,
+            status: row
+                .status
+                .map(|s| Status::parse(&s).ok_or_else(|| corrupt("status", &s)))
+                .transpose()?,
+            error_code: row.error_code,
+            phase: row.phase,
+            detail: row.detail,
+        })
+    }
+}
+
+/// A `ledger_files` row: `version, content_type, size_bytes, sha256, file_name, object_key`.
+#[derive(Debug, FromRow)]
+pub(super) struct FileRow {
+    version: i64,
+    content_type: String,
+    size_bytes: i64,
+    sha256: String,
+    file_name: String,
+    object_key: String,
+}
+
+impl TryFrom<FileRow> for StoredFile {
+    type Error = StoreError;
+
+    fn try_from(row: FileRow) -> Result<Self, StoreError> {
+        Ok(StoredFile {
+            info: FileInfo {
+                version: u32_of(row.version, "version")?,
+                content_type: row.content_type,
+                size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
+                sha256: row.sha256,
+                file_name: row.file_name,
+            },
+            object_key: row.object_key,
+        })
+    }
+}
+
+/// An `idempotency_keys` row: `request_hash, ledger_id, status_code, body` (the subject and
+/// key are what the query looked up).
+#[derive(Debug, FromRow)]
+pub(super) struct IdempotencyRow {
+    request_hash: String,
+    ledger_id: i64,
+    status_code: i64,
+    body: String,
+}
+
+impl IdempotencyRow {
+    /// The record of the key `key` of `subject`.
+    pub(super) fn into_record(self, subject: &str, key: &str) -> IdempotencyRecord {
+        IdempotencyRecord {
+            subject: subject.to_owned(),
+            key: key.to_owned(),
+            request_hash: self.request_hash,
+            ledger_id: LedgerId::from_i64(self.ledger_id),
+            status_code: u16::try_from(self.status_code).unwrap_or(500),
+            body: self.body,
+        }
+    }
+}
