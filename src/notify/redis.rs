@@ -25,6 +25,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Events over Redis pub/sub.
 pub struct RedisBus {
     publisher: Arc<RwLock<Option<ConnectionManager>>>,
+    /// Whether the relay is subscribed: events published elsewhere reach this process.
+    subscribed: Arc<std::sync::atomic::AtomicBool>,
     local: broadcast::Sender<Event>,
     channel: String,
 }
@@ -47,9 +49,17 @@ impl RedisBus {
             publisher.clone(),
             shutdown.clone(),
         ));
-        tokio::spawn(relay(client, channel.to_owned(), local.clone(), shutdown));
+        let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        tokio::spawn(relay(
+            client,
+            channel.to_owned(),
+            local.clone(),
+            subscribed.clone(),
+            shutdown,
+        ));
         Ok(Self {
             publisher,
+            subscribed,
             local,
             channel: channel.to_owned(),
         })
@@ -104,8 +114,10 @@ async fn relay(
     client: redis::Client,
     channel: String,
     local: broadcast::Sender<Event>,
+    subscribed: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) {
+    use std::sync::atomic::Ordering;
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = async {
@@ -120,6 +132,7 @@ async fn relay(
         match pubsub {
             Ok(pubsub) => {
                 backoff = Duration::from_millis(100);
+                subscribed.store(true, Ordering::SeqCst);
                 let mut messages = pubsub.into_on_message();
                 loop {
                     let message = tokio::select! {
@@ -135,6 +148,7 @@ async fn relay(
                         }
                     }
                 }
+                subscribed.store(false, Ordering::SeqCst);
                 tracing::warn!("Redis subscription lost; resubscribing");
             }
             Err(e) => {
@@ -174,6 +188,9 @@ impl EventBus for RedisBus {
     }
 
     async fn ready(&self) -> Result<(), NotifyError> {
+        if !self.subscribed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(NotifyError::NotReady("not subscribed to Redis".into()));
+        }
         let Some(mut manager) = self.publisher.read().await.clone() else {
             return Err(NotifyError::NotReady("not connected to Redis".into()));
         };
@@ -212,8 +229,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The relay subscribes in the background; give it a moment to be in place.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Ready means subscribed too: from here on, events from elsewhere arrive.
         bus
     }
 
