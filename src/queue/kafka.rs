@@ -188,6 +188,9 @@ impl Queue for KafkaQueue {
             // A worker that died gives its partitions up after 10 s, not librdkafka's 45 s.
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
+            // A consumer polls again only when its job ended: allow long ledgers (30 min)
+            // before the group gives its partitions away.
+            .set("max.poll.interval.ms", "1800000")
             .create()
             .map_err(|e| QueueError::Backend(format!("creating the Kafka consumer: {e}")))?;
         consumer
