@@ -251,6 +251,12 @@ impl Consumer for KafkaConsumer {
             .map_err(|e| QueueError::Backend(e.to_string()))?
             .map_err(|e| QueueError::Backend(format!("committing the offset: {e}")))
     }
+
+    async fn close(&mut self) {
+        // Leaving the group now hands the partitions over at once instead of after the
+        // session timeout.
+        self.consumer.unsubscribe();
+    }
 }
 
 /// Exports `ledger_kafka_consumer_lag{partition}` for the partitions this consumer holds.

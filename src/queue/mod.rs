@@ -66,4 +66,6 @@ pub trait Consumer: Send {
     async fn next(&mut self) -> Result<Delivery, QueueError>;
     /// Acknowledges a message whose job reached a terminal state or was dropped.
     async fn ack(&mut self, delivery: Delivery) -> Result<(), QueueError>;
+    /// Leaves the queue on shutdown, so its share of the work moves to others at once.
+    async fn close(&mut self) {}
 }

@@ -169,5 +169,6 @@ impl Worker {
                 }
             }
         }
+        consumer.close().await;
     }
 }
