@@ -1,14 +1,12 @@
 //! The `ledger` command line as an operator uses it.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine;
 
 fn ledger(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledger"));
+    let mut cmd = crate::helpers::ledger_command();
     cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("APP_ENV_DATA_DIR", data_dir)
         .env("APP_ENV_LOG_LEVEL", "warn");
     for (k, v) in env {

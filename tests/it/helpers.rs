@@ -367,3 +367,12 @@ impl Production {
         vars
     }
 }
+
+/// The `ledger` binary with a clean environment: only `PATH` and what the caller sets, so
+/// nothing from the developer's shell changes what a test sees.
+pub fn ledger_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}

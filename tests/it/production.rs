@@ -231,10 +231,8 @@ fn worker_process_in(
     data_dir: &std::path::Path,
     source_dir: &std::path::Path,
 ) -> WorkerProcess {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"));
+    let mut cmd = crate::helpers::ledger_command();
     cmd.arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("APP_ENV_APPLICATION_ROLES", "worker")
         .env("APP_ENV_HOST", "127.0.0.1")
         .env("APP_ENV_PORT", "0")
@@ -424,10 +422,8 @@ async fn a_revoke_from_the_cli_reaches_every_api_process_at_once() {
         let r = app.get(token, "/ledgers?merchantId=m_acme").await;
         assert_eq!(r.status(), 200, "cached as allowed");
     }
-    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"))
+    let cli = crate::helpers::ledger_command()
         .args(["policy", "revoke", "vera", "merchant_viewer", "m_acme"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("ledger policy revoke");

@@ -1,7 +1,7 @@
 //! Worker death and recovery: expired leases are swept back into the queue, a late write
 //! of a dead attempt is fenced off, and a killed process loses nothing.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -165,10 +165,8 @@ struct Process {
 }
 
 fn start_binary(data_dir: &std::path::Path, source_dir: &std::path::Path, port: u16) -> Process {
-    let child = Command::new(env!("CARGO_BIN_EXE_ledger"))
+    let child = crate::helpers::ledger_command()
         .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("APP_ENV_DATA_DIR", data_dir)
         .env("APP_ENV_SOURCE_DIR", source_dir)
         .env("APP_ENV_HOST", "127.0.0.1")
