@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ledger::auth::validate_grant;
 use ledger::config::Config;
+use ledger::domain::{Format, LedgerType};
 use ledger::telemetry::LogTarget;
 use tokio_util::sync::CancellationToken;
 
@@ -51,7 +52,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// One large CSV statement: wall time create → COMPLETED and peak RSS.
+    /// One large ledger through the service: wall time create → COMPLETED and peak RSS.
     Large {
         /// Entries in the ledger.
         #[arg(long, default_value_t = 1_000_000)]
@@ -59,6 +60,30 @@ enum BenchCommand {
         /// Repetitions (the median is printed).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// STATEMENT or SUMMARY.
+        #[arg(long = "type", default_value = "STATEMENT", value_parser = ledger_type)]
+        ledger_type: LedgerType,
+        /// PDF, CSV or XLSX.
+        #[arg(long, default_value = "CSV", value_parser = format)]
+        format: Format,
+    },
+    /// One renderer alone over generated entries: wall time and peak RSS.
+    Render {
+        /// Entries in the document.
+        #[arg(long, default_value_t = 10_000)]
+        entries: u64,
+        /// Repetitions (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// STATEMENT or SUMMARY.
+        #[arg(long = "type", default_value = "STATEMENT", value_parser = ledger_type)]
+        ledger_type: LedgerType,
+        /// PDF, CSV or XLSX.
+        #[arg(long, default_value = "PDF", value_parser = format)]
+        format: Format,
+        /// Currencies of the entries, comma-separated.
+        #[arg(long, default_value = "EUR", value_delimiter = ',')]
+        currencies: Vec<String>,
     },
     /// Many small CSV statements: ledgers per second and latency.
     Small {
@@ -165,7 +190,19 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
         }
         Command::Policy { command } => policy(config, command).await,
         Command::Bench { command } => match command {
-            BenchCommand::Large { entries, runs } => ledger::bench::large(entries, runs).await,
+            BenchCommand::Large {
+                entries,
+                runs,
+                ledger_type,
+                format,
+            } => ledger::bench::large(entries, runs, ledger_type, format).await,
+            BenchCommand::Render {
+                entries,
+                runs,
+                ledger_type,
+                format,
+                currencies,
+            } => ledger::bench::render(entries, runs, ledger_type, format, &currencies),
             BenchCommand::Small {
                 count,
                 entries,
@@ -273,4 +310,15 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Parses a ledger type as the API spells it (`STATEMENT`, `SUMMARY`), any case.
+fn ledger_type(raw: &str) -> Result<LedgerType, String> {
+    LedgerType::parse(&raw.to_ascii_uppercase())
+        .ok_or_else(|| "expected STATEMENT or SUMMARY".into())
+}
+
+/// Parses a format as the API spells it (`PDF`, `CSV`, `XLSX`), any case.
+fn format(raw: &str) -> Result<Format, String> {
+    Format::parse(&raw.to_ascii_uppercase()).ok_or_else(|| "expected PDF, CSV or XLSX".into())
 }

@@ -148,7 +148,8 @@ impl CreateRequest {
             return Err(InvalidInput::new(
                 "format",
                 format!(
-                    "{ledger_type} documents in {format} are not available yet; available: STATEMENT in CSV"
+                    "{ledger_type} documents in {format} are not available yet; available: {}",
+                    crate::render::available()
                 ),
             ));
         }

@@ -1,7 +1,8 @@
-//! `ledger bench …`: end-to-end measurements through the real service (HTTP create →
-//! COMPLETED), printed as figures. The service runs in this process on a temporary data
-//! dir with the embedded defaults; the source is a generated NDJSON file. Peak RSS is the
-//! process's high-water mark (`VmHWM`), reset before each run.
+//! `ledger bench …`: measurements printed as figures. `large` and `small` go end to end
+//! through the real service (HTTP create → COMPLETED): the service runs in this process on
+//! a temporary data dir with the embedded defaults, the source is a generated NDJSON file.
+//! `render` times one renderer alone over generated entries. Peak RSS is the process's
+//! high-water mark (`VmHWM`), reset before each run.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +13,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::domain::Grant;
+use crate::domain::{
+    Balance, Currency, Format, Grant, LedgerId, LedgerType, Merchant, MerchantId, Period, Stage,
+    Timezone,
+};
+use crate::render::{self, DocumentHeader};
 use crate::source::fixture::{self, FixtureSpec};
 
 /// A service started for a benchmark.
@@ -190,8 +195,14 @@ fn write_source(
     Ok(())
 }
 
-/// One large CSV statement, `runs` times: wall time create → COMPLETED and peak RSS.
-pub async fn large(entries: u64, runs: usize) -> anyhow::Result<()> {
+/// One large ledger (`STATEMENT` in `CSV` unless told otherwise), `runs` times: wall time
+/// create → COMPLETED and peak RSS.
+pub async fn large(
+    entries: u64,
+    runs: usize,
+    ledger_type: LedgerType,
+    format: Format,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
     write_source(
@@ -210,7 +221,7 @@ pub async fn large(entries: u64, runs: usize) -> anyhow::Result<()> {
         reset_peak_rss();
         let t0 = Instant::now();
         let id = bench
-            .create(&json!({"merchantId": "m_bench", "type": "STATEMENT", "period": "2025", "format": "CSV"}))
+            .create(&json!({"merchantId": "m_bench", "type": ledger_type.as_str(), "period": "2025", "format": format.as_str()}))
             .await?;
         let done = bench.wait_completed(&id, Duration::from_millis(5)).await?;
         let wall = t0.elapsed().as_secs_f64();
@@ -231,12 +242,108 @@ pub async fn large(entries: u64, runs: usize) -> anyhow::Result<()> {
             .await?;
     }
     println!(
-        "large CSV statement, {entries} entries, {} runs: median wall {:.3}s, median peak RSS {:.1}MiB",
+        "large {ledger_type} in {format}, {entries} entries, {} runs: median wall {:.3}s, median peak RSS {:.1}MiB",
         walls.len(),
         median(&mut walls),
         median(&mut rss)
     );
     bench.stop().await;
+    Ok(())
+}
+
+/// Counts what a renderer writes and drops it.
+#[derive(Default)]
+struct CountingSink(u64);
+
+impl std::io::Write for CountingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One renderer alone, `runs` times, over `entries` generated entries of the year 2025 in
+/// Europe/Berlin spread over `currencies` (the first gets most): wall time and peak RSS of
+/// generate + render, and of generating alone, so the renderer's share is the difference.
+/// No encryption, no upload: `large` measures those.
+pub fn render(
+    entries: u64,
+    runs: usize,
+    ledger_type: LedgerType,
+    format: Format,
+    currencies: &[String],
+) -> anyhow::Result<()> {
+    let tz = Timezone::parse("Europe/Berlin").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let period = Period::parse("2025").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut opening = Vec::new();
+    for code in currencies {
+        let currency = Currency::parse(code).with_context(|| format!("unknown currency {code}"))?;
+        opening.push(Balance {
+            currency,
+            amount: 1_000_000,
+        });
+    }
+    let header = DocumentHeader {
+        ledger_id: LedgerId::from_i64(1),
+        merchant: Merchant {
+            id: MerchantId::parse("m_bench").map_err(|e| anyhow::anyhow!("{e}"))?,
+            name: "Bench Merchant GmbH".into(),
+            timezone: Some(tz),
+        },
+        ledger_type,
+        period,
+        timezone: tz,
+        local_days: period.local_days(),
+        bounds: period.bounds(tz),
+        stage: Stage::Final,
+        version: 1,
+        generated_at: chrono::Utc::now(),
+        opening_balances: opening,
+    };
+    let mut spec = FixtureSpec::new("m_bench", entries);
+    spec.currencies = currencies.iter().map(|c| (c.as_str(), 1_000_000)).collect();
+    spec.start = "2025-01-01T00:00:00Z".parse()?;
+    let spec = spec.spread_until("2025-12-31T00:00:00Z".parse()?);
+
+    let t0 = Instant::now();
+    let generated = fixture::generate(&spec)?.count();
+    let generate_only = t0.elapsed().as_secs_f64();
+    println!("generating {generated} entries alone: {generate_only:.3}s");
+
+    let (mut walls, mut rss) = (Vec::new(), Vec::new());
+    for run in 1..=runs.max(1) {
+        reset_peak_rss();
+        let t0 = Instant::now();
+        let mut renderer = render::renderer(&header, format, CountingSink::default())?;
+        for entry in fixture::generate(&spec)? {
+            renderer.entry(&entry)?;
+        }
+        let (totals, sink) = renderer.finish()?;
+        let wall = t0.elapsed().as_secs_f64();
+        let peak = peak_rss_mib();
+        anyhow::ensure!(
+            totals.entry_count == entries,
+            "the renderer reported {} entries of {entries}",
+            totals.entry_count
+        );
+        println!(
+            "run {run}: wall={wall:.3}s peak_rss={peak:.1}MiB size={}B ({:.0} entries/s)",
+            sink.0,
+            entries as f64 / wall
+        );
+        walls.push(wall);
+        rss.push(peak);
+    }
+    println!(
+        "render {ledger_type} in {format}, {entries} entries, {} runs: median wall {:.3}s (generating alone {generate_only:.3}s), median peak RSS {:.1}MiB",
+        walls.len(),
+        median(&mut walls),
+        median(&mut rss)
+    );
     Ok(())
 }
 

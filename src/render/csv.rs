@@ -1,12 +1,14 @@
-//! The CSV statement: RFC 4180, UTF-8, a header row, opening balance rows, one row per entry
-//! with its running balance, and closing balance rows — one currency's rows never mix sums
-//! with another's.
+//! CSV documents, RFC 4180 and UTF-8. The statement: a header row, opening balance rows, one
+//! row per entry with its running balance, and closing balance rows — one currency's rows
+//! never mix sums with another's. The summary: per currency its opening balance, one row per
+//! local day and per entry type, the currency's total and its closing balance.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use super::summary::Summary;
 use super::{DocumentHeader, RenderError, Renderer, text};
-use crate::domain::{ControlTotals, Currency, Entry, Timezone};
+use crate::domain::{ControlTotals, Currency, CurrencyTotals, Entry, Timezone};
 
 const COLUMNS: [&str; 8] = [
     "bookedAt",
@@ -126,6 +128,92 @@ impl<W: Write + Send> Renderer<W> for CsvStatement<W> {
     }
 }
 
+/// The columns of a CSV summary.
+pub const SUMMARY_COLUMNS: [&str; 7] = [
+    "currency", "section", "key", "count", "credits", "debits", "net",
+];
+
+/// Writes `summary` as CSV: per currency an `OPENING_BALANCE` row (key: the period's local
+/// start, net: the balance), `DAY` rows (key: the local date), `TYPE` rows (key: the entry
+/// type), a `TOTAL` row and a `CLOSING_BALANCE` row (key: the period's local end). Debits
+/// are the sum of the negative amounts, so they are zero or negative. The totals reported
+/// are summed from the day rows written.
+pub fn write_summary<W: Write>(
+    header: &DocumentHeader,
+    summary: &Summary,
+    out: W,
+) -> Result<(ControlTotals, W), RenderError> {
+    let mut out = csv::WriterBuilder::new()
+        .buffer_capacity(64 * 1024)
+        .from_writer(out);
+    out.write_record(SUMMARY_COLUMNS)?;
+    let start = text::local_instant(header.bounds.0, header.timezone);
+    let end = text::local_instant(header.bounds.1, header.timezone);
+    let mut written = ControlTotals::default();
+    for c in &summary.currencies {
+        let code = c.currency.code();
+        let amount = |v: i128| text::wide_amount(c.currency, v);
+        let mut totals = CurrencyTotals {
+            opening: c.opening,
+            ..CurrencyTotals::default()
+        };
+        let opening = amount(i128::from(c.opening));
+        out.write_record([code, "OPENING_BALANCE", &start, "", "", "", &opening])?;
+        for (day, b) in &c.days {
+            let key = day.format("%Y-%m-%d").to_string();
+            out.write_record([
+                code,
+                "DAY",
+                &key,
+                &b.count.to_string(),
+                &amount(b.credits),
+                &amount(b.debits),
+                &amount(b.net()),
+            ])?;
+            totals.count += b.count;
+            totals.credits += b.credits;
+            totals.debits += b.debits;
+        }
+        for (entry_type, b) in &c.types {
+            out.write_record([
+                code,
+                "TYPE",
+                entry_type.as_str(),
+                &b.count.to_string(),
+                &amount(b.credits),
+                &amount(b.debits),
+                &amount(b.net()),
+            ])?;
+        }
+        let t = &c.total;
+        out.write_record([
+            code,
+            "TOTAL",
+            "",
+            &t.count.to_string(),
+            &amount(t.credits),
+            &amount(t.debits),
+            &amount(t.net()),
+        ])?;
+        out.write_record([
+            code,
+            "CLOSING_BALANCE",
+            &end,
+            "",
+            "",
+            "",
+            &amount(c.closing()),
+        ])?;
+        totals.closing = i128::from(totals.opening) + totals.credits + totals.debits;
+        written.entry_count += totals.count;
+        written.currencies.insert(c.currency, totals);
+    }
+    let out = out
+        .into_inner()
+        .map_err(|e| RenderError::Io(std::io::Error::other(e.to_string())))?;
+    Ok((written, out))
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, Utc};
@@ -227,5 +315,65 @@ mod tests {
         assert_eq!((rows[6][5].as_str(), rows[6][7].as_str()), ("JPY", "1500"));
         assert_eq!(totals.entry_count, 3);
         assert_eq!(totals.currencies[&eur].closing, 125_000);
+    }
+
+    #[test]
+    fn a_summary_parses_back_per_currency_with_day_and_type_rows() {
+        let eur = Currency::parse("EUR").unwrap();
+        let mut h = header(vec![Balance {
+            currency: eur,
+            amount: 1000,
+        }]);
+        h.ledger_type = LedgerType::Summary;
+        let mut r: Box<dyn Renderer<Vec<u8>>> = Box::new(
+            crate::render::summary::SummaryRenderer::new(&h, Vec::new(), write_summary).unwrap(),
+        );
+        r.entry(&entry("tx_1", "2026-10-01T08:15:00Z", 1999, "EUR", "a"))
+            .unwrap();
+        r.entry(&entry("tx_2", "2026-10-01T09:15:00Z", -999, "EUR", "b"))
+            .unwrap();
+        r.entry(&entry("tx_3", "2026-10-03T09:15:00Z", 500, "JPY", "c"))
+            .unwrap();
+        let (totals, bytes) = r.finish().unwrap();
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        assert_eq!(reader.headers().unwrap(), SUMMARY_COLUMNS.as_slice());
+        let rows: Vec<Vec<String>> = reader
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        let find = |currency: &str, section: &str, key: &str| {
+            rows.iter()
+                .find(|r| r[0] == currency && r[1] == section && r[2] == key)
+                .unwrap_or_else(|| panic!("no {currency} {section} {key} row in {rows:?}"))
+                .clone()
+        };
+        assert_eq!(
+            find("EUR", "OPENING_BALANCE", "2026-10-01T00:00:00+02:00")[6],
+            "10.00"
+        );
+        assert_eq!(
+            find("EUR", "DAY", "2026-10-01")[3..],
+            ["2", "19.99", "-9.99", "10.00"]
+        );
+        assert_eq!(
+            find("EUR", "TYPE", "REFUND")[3..],
+            ["1", "0.00", "-9.99", "-9.99"]
+        );
+        assert_eq!(find("EUR", "TOTAL", "")[3], "2");
+        assert_eq!(
+            find("EUR", "CLOSING_BALANCE", "2026-11-01T00:00:00+01:00")[6],
+            "20.00"
+        );
+        assert_eq!(
+            find("JPY", "OPENING_BALANCE", "2026-10-01T00:00:00+02:00")[6],
+            "0"
+        );
+        assert_eq!(
+            find("JPY", "CLOSING_BALANCE", "2026-11-01T00:00:00+01:00")[6],
+            "500"
+        );
+        assert!(!rows.iter().any(|r| r.iter().any(|c| c.starts_with("tx_"))));
+        assert_eq!(totals.entry_count, 3);
+        assert_eq!(totals.currencies[&eur].closing, 2000);
     }
 }

@@ -3,6 +3,7 @@
 //! work and run on the blocking pool; they never read the source or touch storage.
 
 pub mod csv;
+pub mod summary;
 pub mod text;
 
 use std::io::Write;
@@ -70,7 +71,23 @@ pub trait Renderer<W: Write>: Send {
 
 /// True when this build renders `ledger_type` as `format`.
 pub fn supported(ledger_type: LedgerType, format: Format) -> bool {
-    matches!((ledger_type, format), (LedgerType::Statement, Format::Csv))
+    matches!(
+        (ledger_type, format),
+        (LedgerType::Statement | LedgerType::Summary, Format::Csv)
+    )
+}
+
+/// The (type, format) pairs this build renders, for error messages (`STATEMENT in CSV, …`).
+pub fn available() -> String {
+    let mut pairs = Vec::new();
+    for t in [LedgerType::Statement, LedgerType::Summary] {
+        for f in [Format::Pdf, Format::Csv, Format::Xlsx] {
+            if supported(t, f) {
+                pairs.push(format!("{t} in {f}"));
+            }
+        }
+    }
+    pairs.join(", ")
 }
 
 /// The renderer for the pair, writing to `out`.
@@ -81,6 +98,11 @@ pub fn renderer<W: Write + Send + 'static>(
 ) -> Result<Box<dyn Renderer<W>>, RenderError> {
     match (header.ledger_type, format) {
         (LedgerType::Statement, Format::Csv) => Ok(Box::new(csv::CsvStatement::new(header, out)?)),
+        (LedgerType::Summary, Format::Csv) => Ok(Box::new(summary::SummaryRenderer::new(
+            header,
+            out,
+            csv::write_summary,
+        )?)),
         (t, f) => Err(RenderError::Unsupported(t, f)),
     }
 }
