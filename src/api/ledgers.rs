@@ -484,7 +484,7 @@ async fn download(
         .storage
         .read(&file.object_key)
         .await
-        .map_err(|e| ApiError::Internal(format!("reading {}: {e}", file.object_key)))?;
+        .map_err(|e| download_error(&file.object_key, e.into()))?;
     let mut plain = Decrypting::new(
         Decryptor::new(&state.keyring, binding),
         objects,
@@ -494,7 +494,7 @@ async fn download(
     let first = plain
         .next_chunk()
         .await
-        .map_err(|e| ApiError::Internal(format!("{}: {e}", file.object_key)))?;
+        .map_err(|e| download_error(&file.object_key, e))?;
     let body = plain.into_body(first, file.object_key.clone());
     let name = &file.info.file_name;
     let disposition = format!("attachment; filename=\"{name}\"; filename*=UTF-8''{name}");
@@ -514,6 +514,20 @@ async fn download(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::ETAG, value(&format!("\"{}\"", file.info.sha256))?);
     Ok(response)
+}
+
+/// A download that failed before its first byte: an unreachable storage backend is a 503 the
+/// client may retry; a recorded file that is missing or does not decrypt to what was
+/// recorded is lost data, a 500 logged with the object key.
+fn download_error(object_key: &str, e: super::download::DownloadError) -> ApiError {
+    use super::download::DownloadError;
+    use crate::storage::StorageError;
+    match e {
+        DownloadError::Storage(StorageError::Backend(cause)) => {
+            ApiError::Unavailable(format!("object storage reading {object_key}: {cause}"))
+        }
+        other => ApiError::Internal(format!("{object_key}: {other}")),
+    }
 }
 
 /// Applies a user's state change through the state machine, then the store.

@@ -401,7 +401,7 @@ impl Config {
                 "APP_ENV_LEDGER_ENCRYPTION_KEY: required when APP_ENV_STORAGE_URL is s3://".into(),
             );
         }
-        let encryption_keys_old = r
+        let encryption_keys_old: Vec<Secret> = r
             .string("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD")
             .map(|raw| {
                 raw.split(',')
@@ -411,6 +411,24 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
+        // Keys are checked here so a bad one is listed with every other problem; the
+        // message never quotes the value.
+        if let Some(key) = &encryption_key
+            && crate::crypto::MasterKey::from_base64(key.expose()).is_err()
+        {
+            r.errors.push(
+                "APP_ENV_LEDGER_ENCRYPTION_KEY: expected base64 of 32 bytes (`ledger keygen` prints one)"
+                    .into(),
+            );
+        }
+        for (i, key) in encryption_keys_old.iter().enumerate() {
+            if crate::crypto::MasterKey::from_base64(key.expose()).is_err() {
+                r.errors.push(format!(
+                    "APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD: key {} is not base64 of 32 bytes",
+                    i + 1
+                ));
+            }
+        }
         let auth_jwks_url = r.string("APP_ENV_AUTH_JWKS_URL");
         if let Some(url) = &auth_jwks_url
             && url::Url::parse(url)
@@ -520,6 +538,8 @@ mod tests {
             ("APP_ENV_APPLICATION_ROLES", "api,cron"),
             ("APP_ENV_LOG_FORMAT", "xml"),
             ("APP_ENV_DATABASE_URL", "mysql://user:hunter2@db/x"),
+            ("APP_ENV_LEDGER_ENCRYPTION_KEY", "c2VjcmV0LWtleQ=="),
+            ("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD", "b2xkLXNlY3JldA=="),
         ]))
         .unwrap_err();
         let text = err.to_string();
@@ -529,16 +549,21 @@ mod tests {
             "APP_ENV_APPLICATION_ROLES",
             "APP_ENV_LOG_FORMAT",
             "APP_ENV_DATABASE_URL",
+            "APP_ENV_LEDGER_ENCRYPTION_KEY:",
+            "APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD",
         ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }
-        assert!(!text.contains("hunter2"));
+        for secret in ["hunter2", "c2VjcmV0LWtleQ", "b2xkLXNlY3JldA"] {
+            assert!(!text.contains(secret), "{secret} echoed in {text}");
+        }
     }
 
     #[test]
     fn secrets_debug_as_stars() {
-        let c = Config::from_vars(&vars(&[("APP_ENV_LEDGER_ENCRYPTION_KEY", "c2VjcmV0")])).unwrap();
-        assert!(!format!("{c:?}").contains("c2VjcmV0"));
+        let key = crate::crypto::generate_key_base64();
+        let c = Config::from_vars(&vars(&[("APP_ENV_LEDGER_ENCRYPTION_KEY", &key)])).unwrap();
+        assert!(!format!("{c:?}").contains(&key));
     }
 }
 
@@ -565,7 +590,10 @@ mod storage_tests {
         assert!(err.contains("APP_ENV_S3_SECRET_ACCESS_KEY"), "{err}");
         let ok = Config::from_vars(&vars(&[
             ("APP_ENV_STORAGE_URL", "s3://bucket/a/b/"),
-            ("APP_ENV_LEDGER_ENCRYPTION_KEY", "k"),
+            (
+                "APP_ENV_LEDGER_ENCRYPTION_KEY",
+                &crate::crypto::generate_key_base64(),
+            ),
             ("APP_ENV_S3_ENDPOINT", "http://127.0.0.1:9000"),
         ]))
         .unwrap();

@@ -52,6 +52,22 @@ fn shared_backends() -> &'static tokio::sync::Mutex<HashMap<String, Vars>> {
     SHARED.get_or_init(Default::default)
 }
 
+/// The backend variables of processes on `data_dir`: none in the embedded run; in the
+/// production run PostgreSQL, Kafka, S3 and Redis, the same for every process (and CLI
+/// call) a test starts on that data dir.
+pub async fn backends_for(data_dir: &Path) -> Vec<(&'static str, String)> {
+    with_backends(&data_dir.display().to_string(), Vec::new()).await
+}
+
+/// [`backends_for`] from synchronous code (CLI tests).
+pub fn backends_for_blocking(data_dir: &Path) -> Vec<(&'static str, String)> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(backends_for(data_dir))
+}
+
 /// In the production run, every app gets PostgreSQL, Kafka, S3 and Redis unless the test
 /// names its backends itself.
 async fn with_backends(

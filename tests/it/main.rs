@@ -6,6 +6,7 @@ mod helpers;
 mod api_errors;
 mod cli;
 mod lifecycle;
+mod outages;
 mod production;
 mod recovery;
 mod security;

@@ -342,6 +342,66 @@ async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
     api.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stops_gracefully_hands_its_partitions_to_the_others() {
+    let backends = production().await;
+    let api = spawn_with(Options {
+        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
+        ..Options::default()
+    })
+    .await;
+    let token = api.user("ops", "platform_admin", "*").await;
+    let data = tempfile::tempdir().unwrap();
+    let mut leaving = worker_process(&backends.vars, data.path());
+    let _staying = worker_process(&backends.vars, data.path());
+    // Three merchants are three message keys, spread over the topic's three partitions.
+    let merchants = ["m_acme", "m_global", "m_tokyo"];
+    let create_batch = |month: u32| {
+        let api = &api;
+        let token = &token;
+        async move {
+            let mut ids = Vec::new();
+            for m in merchants {
+                for day in 1..=4 {
+                    let period = format!("2025-{month:02}-{day:02}");
+                    ids.push(
+                        api.create_ok(token, statement(m, &period)).await["id"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                    );
+                }
+            }
+            ids
+        }
+    };
+    for id in create_batch(1).await {
+        api.wait_for(&token, &id, "COMPLETED", 120).await;
+    }
+
+    // A rolling restart: SIGTERM, a clean exit, and the other worker takes over at once
+    // (the leaving consumer leaves the group instead of waiting out its session).
+    signal(&leaving.0, "-TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = leaving.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "SIGTERM ignored");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "graceful exit: {status}");
+    let t0 = std::time::Instant::now();
+    for id in create_batch(2).await {
+        api.wait_for(&token, &id, "COMPLETED", 60).await;
+    }
+    eprintln!(
+        "after the graceful leave, 12 ledgers on 3 keys completed in {:?}",
+        t0.elapsed()
+    );
+    api.stop().await;
+}
+
 fn signal(child: &std::process::Child, sig: &str) {
     let status = std::process::Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -477,7 +537,7 @@ async fn storage_down_during_upload_rejects_after_bounded_retries_and_retry_comp
 
     // Storage is back (a redeployed worker that reaches it): a retry completes the ledger.
     // Its own consumer group keeps this test about storage, not about Kafka rebalancing
-    // (which the scale-out test covers).
+    // (which the scale-out and graceful hand-over tests cover).
     let group = format!("{}-redeployed", uuid::Uuid::new_v4().simple());
     let worker = spawn_with(Options {
         vars: backends.with(&[

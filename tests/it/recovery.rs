@@ -164,9 +164,15 @@ struct Process {
     port: u16,
 }
 
-fn start_binary(data_dir: &std::path::Path, source_dir: &std::path::Path, port: u16) -> Process {
+fn start_binary(
+    data_dir: &std::path::Path,
+    source_dir: &std::path::Path,
+    port: u16,
+    backends: &[(&'static str, String)],
+) -> Process {
     let child = crate::helpers::ledger_command()
         .arg("serve")
+        .envs(backends.iter().map(|(k, v)| (*k, v.as_str())))
         .env("APP_ENV_DATA_DIR", data_dir)
         .env("APP_ENV_SOURCE_DIR", source_dir)
         .env("APP_ENV_HOST", "127.0.0.1")
@@ -211,22 +217,29 @@ async fn kill_dash_nine_mid_job_loses_nothing() {
     let source = source_with("m_big", 400_000, Some("UTC"));
     let data = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
+    // In the production run: PostgreSQL, Kafka, S3 and Redis shared by both processes.
+    let backends = crate::helpers::backends_for(data.path()).await;
     // Token and grant through the CLI's own building blocks, on the same data dir.
-    let config = ledger::config::Config::from_vars(
-        &[(
-            "APP_ENV_DATA_DIR".to_owned(),
-            data.path().display().to_string(),
-        )]
-        .into(),
-    )
-    .unwrap();
+    let mut vars: std::collections::HashMap<String, String> = backends
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    vars.insert(
+        "APP_ENV_DATA_DIR".to_owned(),
+        data.path().display().to_string(),
+    );
+    let config = ledger::config::Config::from_vars(&vars).unwrap();
+    if !backends.is_empty() {
+        // A shared database is migrated before any process serves.
+        ledger::app::migrate(&config).await.unwrap();
+    }
     let token = ledger::app::dev_key(&config)
         .unwrap()
         .sign("ops", Duration::from_secs(3600), None, None)
         .unwrap();
 
     let port = free_port();
-    let mut first = start_binary(data.path(), source.path(), port);
+    let mut first = start_binary(data.path(), source.path(), port, &backends);
     wait_ready(&client, port).await;
     let store = ledger::app::open_store(&config).await.unwrap();
     store
@@ -273,7 +286,7 @@ async fn kill_dash_nine_mid_job_loses_nothing() {
     first.child.wait().unwrap();
 
     let port = free_port();
-    let mut second = start_binary(data.path(), source.path(), port);
+    let mut second = start_binary(data.path(), source.path(), port, &backends);
     wait_ready(&client, port).await;
     let base = format!("http://127.0.0.1:{port}/v1/api/ledger");
     for id in &ids {
