@@ -296,6 +296,7 @@ async fn enqueue_or_reject(
     let message = JobMessage {
         ledger_id: ledger.id,
         merchant_id: ledger.merchant_id.clone(),
+        redelivery: false,
     };
     let Err(e) = state.queue.enqueue(&message).await else {
         return accepted(&ledger);

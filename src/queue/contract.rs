@@ -21,6 +21,7 @@ pub async fn pending(store: &dyn JobStore, id: i64) -> JobMessage {
     JobMessage {
         ledger_id: new.id,
         merchant_id: new.merchant_id,
+        redelivery: false,
     }
 }
 
@@ -29,10 +30,11 @@ pub async fn run_all(queue: Arc<dyn Queue>, store: Arc<dyn JobStore>) {
     queue.ready().await.unwrap();
     let mut consumer = queue.consumer().await.unwrap();
 
-    // Every enqueued job reaches a consumer.
+    // Every enqueued job reaches a consumer, redeliveries by the sweep too.
     let mut sent = HashSet::new();
     for id in 1..=5 {
-        let m = pending(&*store, id).await;
+        let mut m = pending(&*store, id).await;
+        m.redelivery = id % 2 == 0;
         queue.enqueue(&m).await.unwrap();
         sent.insert(m.ledger_id);
     }

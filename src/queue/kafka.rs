@@ -151,8 +151,20 @@ impl Queue for KafkaQueue {
             ledger_id: message.ledger_id,
         })
         .map_err(|e| QueueError::Backend(e.to_string()))?;
+        // A redelivery gets a key of its own each time, so it lands on some partition other
+        // than the one its merchant's key names if that one has no live consumer.
+        let key = if message.redelivery {
+            format!(
+                "{}#{}#{}",
+                message.merchant_id,
+                message.ledger_id,
+                chrono::Utc::now().timestamp_millis()
+            )
+        } else {
+            message.merchant_id.as_str().to_owned()
+        };
         let record = FutureRecord::to(&self.settings.topic)
-            .key(message.merchant_id.as_str())
+            .key(&key)
             .payload(&payload);
         self.producer
             .send(record, PUBLISH_TIMEOUT)
@@ -356,6 +368,7 @@ mod tests {
         let message = JobMessage {
             ledger_id: LedgerId::from_i64(1),
             merchant_id: crate::domain::MerchantId::parse("m_1").unwrap(),
+            redelivery: false,
         };
         assert!(queue.enqueue(&message).await.is_err());
         assert!(queue.ready().await.is_err());

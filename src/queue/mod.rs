@@ -27,6 +27,10 @@ pub struct JobMessage {
     pub ledger_id: LedgerId,
     /// Its merchant (the partition key where the backend has partitions).
     pub merchant_id: MerchantId,
+    /// Set by the recovery sweep for a job nobody claimed in time: a partitioned backend
+    /// then routes it by another key, so a job is not held forever on a partition whose
+    /// consumer is gone (per-merchant order does not matter to correctness; claims do).
+    pub redelivery: bool,
 }
 
 /// Where a message sits in a partitioned log (what acknowledging it commits).

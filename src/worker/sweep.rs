@@ -33,12 +33,18 @@ pub async fn sweep_once(worker: &Worker) -> anyhow::Result<SweepOutcome> {
         .sweep(now, now - timeout, worker.settings.max_attempts)
         .await?;
     let stalled = outcome.requeued.len() + outcome.abandoned.len();
-    if stalled > 0 || !outcome.unclaimed.is_empty() {
+    if stalled > 0 {
         tracing::warn!(
             requeued = outcome.requeued.len(),
             abandoned = outcome.abandoned.len(),
-            unclaimed = outcome.unclaimed.len(),
             "[RecoveryComponent] Found {stalled} stalled job(s)"
+        );
+    }
+    if !outcome.unclaimed.is_empty() {
+        tracing::warn!(
+            unclaimed = outcome.unclaimed.len(),
+            "[RecoveryComponent] re-enqueuing {} job(s) no worker claimed in time",
+            outcome.unclaimed.len()
         );
     }
     metrics::counter!("ledger_stalled_jobs_reset_total").increment(outcome.requeued.len() as u64);
@@ -59,6 +65,7 @@ pub async fn sweep_once(worker: &Worker) -> anyhow::Result<SweepOutcome> {
         let message = JobMessage {
             ledger_id: ledger.id,
             merchant_id: ledger.merchant_id.clone(),
+            redelivery: outcome.unclaimed.iter().any(|l| l.id == ledger.id),
         };
         if let Err(e) = worker.queue.enqueue(&message).await {
             // The job stays PENDING; the next sweep tries again.

@@ -11,14 +11,14 @@ use serde_json::Value;
 use crate::helpers::{Options, assert_error, production, spawn_with, statement};
 
 /// A server this test owns.
-struct Private {
+pub(crate) struct Private {
     child: Option<Child>,
     port: u16,
     kind: Kind,
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Kafka,
     S3,
 }
@@ -40,7 +40,7 @@ fn free_port() -> u16 {
 }
 
 impl Private {
-    async fn start(kind: Kind) -> Private {
+    pub(crate) async fn start(kind: Kind) -> Private {
         let mut me = Private {
             child: None,
             port: free_port(),
@@ -99,7 +99,7 @@ impl Private {
         }
     }
 
-    fn address(&self) -> String {
+    pub(crate) fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 

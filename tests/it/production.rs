@@ -240,9 +240,25 @@ fn worker_process_in(
         .env("APP_ENV_SOURCE_DIR", source_dir)
         .env("APP_ENV_JOB_TIMEOUT_MS", "3000")
         .env("APP_ENV_SWEEP_INTERVAL_MS", "500")
-        .env("APP_ENV_LOG_LEVEL", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .env("APP_ENV_LOG_LEVEL", "warn");
+    // LEDGER_TEST_LOG_DIR keeps each worker's log for a failure's post-mortem, at
+    // LEDGER_TEST_LOG_LEVEL (default info; `info,librdkafka=debug` with a librdkafka `debug`
+    // context shows the consumer group's moves).
+    match std::env::var_os("LEDGER_TEST_LOG_DIR") {
+        Some(dir) => {
+            let path = std::path::Path::new(&dir)
+                .join(format!("worker-{}.log", uuid::Uuid::new_v4().simple()));
+            let log = std::fs::File::create(&path).expect("worker log file");
+            let level = std::env::var("LEDGER_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+            cmd.env("APP_ENV_LOG_LEVEL", level)
+                .stdout(log.try_clone().expect("log handle"))
+                .stderr(log);
+        }
+        None => {
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+    }
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -344,7 +360,14 @@ async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_stops_gracefully_hands_its_partitions_to_the_others() {
-    let backends = production().await;
+    // A broker of its own: on the suite's shared tansu, with many groups rebalancing at
+    // once, the remaining member was sometimes never given the leaver's partition (seen
+    // with both the cooperative-sticky and the range assignor, ~1 run in 4 under full-suite
+    // load; never in 6 runs on a private broker) — a coordinator fault of the test broker
+    // that this test does not try to cover.
+    let broker = crate::outages::Private::start(crate::outages::Kind::Kafka).await;
+    let mut backends = production().await;
+    backends.vars = backends.with(&[("APP_ENV_KAFKA_BROKERS", &broker.address())]);
     let api = spawn_with(Options {
         vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
         ..Options::default()
