@@ -17,7 +17,7 @@ pub use ledger::{
     Action, FailureReason, FileInfo, Format, Ledger, LedgerType, Stage, Status, TransitionError,
 };
 pub use merchant::MerchantId;
-pub use money::{Currency, format_minor};
+pub use money::{Currency, format_minor, write_minor};
 pub use period::{Period, Timezone};
 pub use policy::Grant;
 

@@ -229,17 +229,46 @@ impl fmt::Display for Currency {
 
 /// Formats `amount` minor units with `exponent` decimals, exactly (works for `i64::MIN`).
 pub fn format_minor(amount: i64, exponent: u8) -> String {
+    let mut out = String::with_capacity(24);
+    write_minor(&mut out, amount, exponent);
+    out
+}
+
+/// Appends `amount` minor units with `exponent` decimals to `out`, exactly and without
+/// allocating (renderers call this once or twice per entry).
+pub fn write_minor(out: &mut String, amount: i64, exponent: u8) {
     // unsigned_abs, because -i64::MIN does not fit an i64.
-    let digits = amount.unsigned_abs().to_string();
-    let sign = if amount < 0 { "-" } else { "" };
+    let mut n = amount.unsigned_abs();
+    let mut buf = [0u8; 20];
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = &buf[start..];
+    // ASCII digits only, so every split below is on a char boundary.
+    let text = std::str::from_utf8(digits).unwrap_or_default();
+    if amount < 0 {
+        out.push('-');
+    }
     let exponent = usize::from(exponent);
     if exponent == 0 {
-        return format!("{sign}{digits}");
+        out.push_str(text);
+    } else if text.len() <= exponent {
+        // At least one digit before the point: 5 at 2 digits is 0.05.
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', exponent - text.len()));
+        out.push_str(text);
+    } else {
+        let (units, minor) = text.split_at(text.len() - exponent);
+        out.push_str(units);
+        out.push('.');
+        out.push_str(minor);
     }
-    // Left-pad so there is at least one digit before the point: 5 at 2 digits is 0.05.
-    let padded = format!("{digits:0>width$}", width = exponent + 1);
-    let (units, minor) = padded.split_at(padded.len() - exponent);
-    format!("{sign}{units}.{minor}")
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ pub struct CsvStatement<W: Write> {
     start: String,
     balances: BTreeMap<Currency, i64>,
     totals: ControlTotals,
+    /// Reused cell buffers: no allocation per row.
+    booked: String,
+    amount: String,
+    running: String,
 }
 
 impl<W: Write> CsvStatement<W> {
@@ -45,6 +49,9 @@ impl<W: Write> CsvStatement<W> {
             end: text::local_instant(header.bounds.1, header.timezone),
             balances: BTreeMap::new(),
             totals: ControlTotals::with_opening(&header.opening_balances),
+            booked: String::with_capacity(32),
+            amount: String::with_capacity(24),
+            running: String::with_capacity(24),
         };
         let mut opening: BTreeMap<Currency, i64> = BTreeMap::new();
         for b in &header.opening_balances {
@@ -86,20 +93,24 @@ impl<W: Write + Send> Renderer<W> for CsvStatement<W> {
         *balance = balance
             .checked_add(entry.amount)
             .ok_or_else(|| RenderError::Overflow(entry.currency.to_string()))?;
-        let running = text::amount(entry.currency, *balance);
-        let amount = text::amount(entry.currency, entry.amount);
-        let booked = text::local_instant(entry.booked_at, self.timezone);
+        let running = *balance;
+        self.running.clear();
+        text::push_amount(&mut self.running, entry.currency, running);
+        self.amount.clear();
+        text::push_amount(&mut self.amount, entry.currency, entry.amount);
+        self.booked.clear();
+        text::push_local_instant(&mut self.booked, entry.booked_at, self.timezone);
         let description = text::spreadsheet_safe(&entry.description);
         let reference = text::spreadsheet_safe(&entry.reference);
         self.out.write_record([
-            booked.as_str(),
+            self.booked.as_str(),
             entry.id.as_str(),
             entry.entry_type.as_str(),
             description.as_ref(),
             reference.as_ref(),
             entry.currency.code(),
-            amount.as_str(),
-            running.as_str(),
+            self.amount.as_str(),
+            self.running.as_str(),
         ])?;
         self.totals.add(entry.currency, entry.amount);
         Ok(())
