@@ -80,6 +80,9 @@ const EXACT_LIMIT: u128 = 1_000_000_000_000_000;
 /// size and time of the levels measured.
 const ZIP_LEVEL: u8 = 1;
 
+/// Statements with at most this many entries are built in memory: no temporary file.
+pub const IN_MEMORY_ENTRIES: usize = 5_000;
+
 /// The smallest `rows_per_sheet` that leaves room for a header, an opening row, an entry and
 /// the closing block on one sheet.
 const MIN_ROWS_PER_SHEET: u32 = 10;
@@ -121,6 +124,9 @@ pub struct XlsxOptions {
     /// Rows per worksheet before a currency continues on its next sheet: Excel's limit,
     /// lowered only by tests (at least 10).
     pub rows_per_sheet: u32,
+    /// Statements with at most this many entries are built in memory and never touch a
+    /// file; from the next entry on the sheets stream through temporary files.
+    pub in_memory_entries: usize,
     /// Directory of the anonymous temporary files of the constant-memory sheets; `None` is
     /// `std::env::temp_dir()`.
     pub temp_dir: Option<PathBuf>,
@@ -130,6 +136,7 @@ impl Default for XlsxOptions {
     fn default() -> Self {
         Self {
             rows_per_sheet: EXCEL_MAX_ROWS,
+            in_memory_entries: IN_MEMORY_ENTRIES,
             temp_dir: None,
         }
     }
@@ -467,6 +474,8 @@ struct Widths {
 /// The sheets of one currency in a statement.
 struct CurrencySheets {
     currency: Currency,
+    /// Constant-memory sheets (rows go to a temporary file) rather than in-memory ones.
+    streaming: bool,
     /// Full sheets, in order.
     done: Vec<Worksheet>,
     /// The sheet rows go to now.
@@ -481,16 +490,28 @@ struct CurrencySheets {
     wide: bool,
 }
 
-/// A streaming XLSX statement: one constant-memory sheet (or several, past the row limit)
-/// per currency, and a first sheet with the header and the totals, written at the end.
+/// An XLSX statement: one sheet (or several, past the row limit) per currency, and a first
+/// sheet with the header and the totals, written at the end. The first
+/// [`XlsxOptions::in_memory_entries`] entries are held back; a statement that ends by then
+/// is laid out in in-memory sheets, a longer one streams through constant-memory sheets.
 pub struct XlsxStatement<W: Write + Send> {
     out: W,
     workbook: Workbook,
     header: DocumentHeader,
     styles: Styles,
     rows_per_sheet: u32,
+    in_memory_entries: usize,
+    temp_dir: Option<PathBuf>,
+    /// Opening balances per currency, until the sheets are opened.
+    opening: BTreeMap<Currency, i64>,
+    /// Entries held back until the sheets are opened.
+    pending: Vec<Entry>,
+    /// Whether the sheets are open (and `pending` is written).
+    started: bool,
     currencies: BTreeMap<Currency, CurrencySheets>,
     entry_count: u64,
+    /// What the finished document states, for [`Renderer::finish`].
+    totals: ControlTotals,
     /// Set after an error: the workbook is incomplete and takes no more rows.
     failed: bool,
 }
@@ -501,20 +522,16 @@ impl<W: Write + Send> XlsxStatement<W> {
         Self::with_options(header, out, &XlsxOptions::default())
     }
 
-    /// A statement with explicit settings; opens a sheet (and writes its opening row) for
-    /// every currency with an opening balance.
+    /// A statement with explicit settings.
     pub fn with_options(
         header: &DocumentHeader,
         out: W,
         options: &XlsxOptions,
     ) -> Result<Self, RenderError> {
         let mut workbook = Workbook::new();
-        if let Some(dir) = &options.temp_dir {
-            workbook.set_tempdir(dir)?;
-        }
         workbook.set_zip_compression_level(ZIP_LEVEL);
         workbook.set_properties(&properties(header));
-        let mut me = Self {
+        Ok(Self {
             out,
             workbook,
             header: header.clone(),
@@ -522,14 +539,43 @@ impl<W: Write + Send> XlsxStatement<W> {
             rows_per_sheet: options
                 .rows_per_sheet
                 .clamp(MIN_ROWS_PER_SHEET, EXCEL_MAX_ROWS),
+            in_memory_entries: options.in_memory_entries,
+            temp_dir: options.temp_dir.clone(),
+            opening: opening_balances(&header.opening_balances)?,
+            pending: Vec::new(),
+            started: false,
             currencies: BTreeMap::new(),
             entry_count: 0,
+            totals: ControlTotals::default(),
             failed: false,
-        };
-        for (currency, amount) in opening_balances(&header.opening_balances)? {
-            me.guarded(|me| me.open_currency(currency, amount))?;
+        })
+    }
+
+    /// Opens a sheet (with its opening row) for every currency with an opening balance, in
+    /// memory or `streaming`, and writes the entries held back.
+    fn start(&mut self, streaming: bool) -> Result<(), RenderError> {
+        self.started = true;
+        if streaming && let Some(dir) = &self.temp_dir {
+            self.workbook.set_tempdir(dir)?;
         }
-        Ok(me)
+        for (currency, amount) in std::mem::take(&mut self.opening) {
+            self.open_currency(currency, amount, streaming)?;
+        }
+        for entry in std::mem::take(&mut self.pending) {
+            self.write_entry(&entry, streaming)?;
+        }
+        Ok(())
+    }
+
+    fn add_entry(&mut self, entry: &Entry) -> Result<(), RenderError> {
+        if !self.started {
+            if self.pending.len() < self.in_memory_entries {
+                self.pending.push(entry.clone());
+                return Ok(());
+            }
+            self.start(true)?;
+        }
+        self.write_entry(entry, true)
     }
 
     /// Runs `f`, turning a panic of the writer (a failed temporary-file write) into an
@@ -554,10 +600,16 @@ impl<W: Write + Send> XlsxStatement<W> {
         result
     }
 
-    fn open_currency(&mut self, currency: Currency, opening: i64) -> Result<(), RenderError> {
-        let sheet = statement_sheet(&mut self.workbook, &self.styles, currency, 1)?;
+    fn open_currency(
+        &mut self,
+        currency: Currency,
+        opening: i64,
+        streaming: bool,
+    ) -> Result<(), RenderError> {
+        let sheet = statement_sheet(&mut self.workbook, &self.styles, currency, 1, streaming)?;
         let mut c = CurrencySheets {
             currency,
+            streaming,
             done: Vec::new(),
             sheet,
             sheet_number: 1,
@@ -591,10 +643,12 @@ impl<W: Write + Send> XlsxStatement<W> {
         Ok(())
     }
 
-    fn write_entry(&mut self, entry: &Entry) -> Result<(), RenderError> {
+    /// Writes one entry's row; a currency first seen opens its sheet, in memory or
+    /// `streaming` like the others.
+    fn write_entry(&mut self, entry: &Entry, streaming: bool) -> Result<(), RenderError> {
         if !self.currencies.contains_key(&entry.currency) {
             // A currency first seen inside the period opens at zero, visibly.
-            self.open_currency(entry.currency, 0)?;
+            self.open_currency(entry.currency, 0, streaming)?;
         }
         let Some(c) = self.currencies.get_mut(&entry.currency) else {
             return Err(RenderError::Io(std::io::Error::other(
@@ -642,6 +696,10 @@ impl<W: Write + Send> XlsxStatement<W> {
     }
 
     fn write_end(&mut self) -> Result<(), RenderError> {
+        if !self.started {
+            // Every entry fitted in memory.
+            self.start(false)?;
+        }
         let rows_per_sheet = self.rows_per_sheet;
         for c in self.currencies.values_mut() {
             c.close(
@@ -661,6 +719,7 @@ impl<W: Write + Send> XlsxStatement<W> {
             })
             .collect();
         let wide = self.currencies.values().any(|c| c.wide);
+        self.totals = self.written_totals();
         let front = front_sheet(&self.header, &self.styles, &lines, self.entry_count, wide)?;
         self.workbook.push_worksheet(front);
         for c in std::mem::take(&mut self.currencies).into_values() {
@@ -677,7 +736,8 @@ impl<W: Write + Send> XlsxStatement<W> {
         Ok(())
     }
 
-    fn totals(&self) -> ControlTotals {
+    /// The totals of the rows written.
+    fn written_totals(&self) -> ControlTotals {
         let mut totals = ControlTotals {
             entry_count: self.entry_count,
             ..ControlTotals::default()
@@ -689,14 +749,19 @@ impl<W: Write + Send> XlsxStatement<W> {
     }
 }
 
-/// A new constant-memory sheet for `currency` with its header row.
+/// A new sheet for `currency` with its header row: constant-memory when `streaming`.
 fn statement_sheet(
     workbook: &mut Workbook,
     styles: &Styles,
     currency: Currency,
     number: u32,
+    streaming: bool,
 ) -> Result<Worksheet, RenderError> {
-    let mut sheet = workbook.new_worksheet_with_constant_memory()?;
+    let mut sheet = if streaming {
+        workbook.new_worksheet_with_constant_memory()?
+    } else {
+        Worksheet::new()
+    };
     if number == 1 {
         sheet.set_name(currency.code())?;
     } else {
@@ -738,7 +803,13 @@ impl CurrencySheets {
             return Ok(());
         }
         self.sheet_number += 1;
-        let next = statement_sheet(workbook, styles, self.currency, self.sheet_number)?;
+        let next = statement_sheet(
+            workbook,
+            styles,
+            self.currency,
+            self.sheet_number,
+            self.streaming,
+        )?;
         let mut full = std::mem::replace(&mut self.sheet, next);
         full.autofilter(0, 0, self.row - 1, 6)?;
         self.done.push(full);
@@ -826,13 +897,12 @@ impl CurrencySheets {
 
 impl<W: Write + Send> Renderer<W> for XlsxStatement<W> {
     fn entry(&mut self, entry: &Entry) -> Result<(), RenderError> {
-        self.guarded(|me| me.write_entry(entry))
+        self.guarded(|me| me.add_entry(entry))
     }
 
     fn finish(mut self: Box<Self>) -> Result<(ControlTotals, W), RenderError> {
-        let totals = self.totals();
         self.guarded(Self::write_end)?;
-        Ok((totals, self.out))
+        Ok((self.totals, self.out))
     }
 }
 
@@ -1066,7 +1136,7 @@ mod tests {
         t
     }
 
-    fn statement(
+    fn render(
         h: &DocumentHeader,
         entries: &[Entry],
         options: &XlsxOptions,
@@ -1077,6 +1147,41 @@ mod tests {
             r.entry(e).unwrap();
         }
         r.finish().unwrap()
+    }
+
+    /// Every sheet's cells as calamine reads them.
+    fn contents(bytes: &[u8]) -> Vec<(String, Range<Data>)> {
+        let mut book = Book::open(bytes.to_vec());
+        book.names()
+            .into_iter()
+            .map(|name| {
+                let range = book.sheet(&name);
+                (name, range)
+            })
+            .collect()
+    }
+
+    /// A statement rendered all in memory, all streaming and switching to streaming
+    /// halfway: the three must read back the same. Returns the streaming one.
+    fn statement(
+        h: &DocumentHeader,
+        entries: &[Entry],
+        options: &XlsxOptions,
+    ) -> (ControlTotals, Vec<u8>) {
+        let with = |in_memory_entries| XlsxOptions {
+            in_memory_entries,
+            ..options.clone()
+        };
+        let (streamed_totals, streamed) = render(h, entries, &with(0));
+        for in_memory_entries in [usize::MAX, entries.len() / 2] {
+            let (totals, bytes) = render(h, entries, &with(in_memory_entries));
+            assert_eq!(totals, streamed_totals, "{in_memory_entries} in memory");
+            assert!(
+                contents(&bytes) == contents(&streamed),
+                "{in_memory_entries} entries in memory read back unlike streaming"
+            );
+        }
+        (streamed_totals, streamed)
     }
 
     fn summary(h: &DocumentHeader, entries: &[Entry]) -> (ControlTotals, Vec<u8>) {
@@ -1270,22 +1375,28 @@ mod tests {
     fn the_header_row_is_frozen_and_filtered_and_columns_have_widths() {
         let h = header(LedgerType::Statement, "2026-03", &[("EUR", 0)]);
         let entries = [entry("tx_1", "2026-03-02T10:00:00Z", 100, "EUR", "a")];
-        let (_, bytes) = statement(&h, &entries, &XlsxOptions::default());
-        let book = Book::open(bytes);
-        // calamine does not read panes or filters; the sheet XML says it.
-        let xml = book.part("xl/worksheets/sheet2.xml");
-        assert!(
-            xml.contains(
-                r#"<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>"#
-            ),
-            "{xml}"
-        );
-        // Header, opening, the entry and the closing row.
-        assert!(xml.contains(r#"<autoFilter ref="A1:G4"/>"#), "{xml}");
-        assert!(xml.contains("<cols>"), "{xml}");
-        assert!(!xml.contains("<f>"), "no formulas: {xml}");
-        let workbook = book.part("xl/workbook.xml");
-        assert!(workbook.contains("_xlnm._FilterDatabase"), "{workbook}");
+        for in_memory_entries in [0, usize::MAX] {
+            let options = XlsxOptions {
+                in_memory_entries,
+                ..XlsxOptions::default()
+            };
+            let (_, bytes) = render(&h, &entries, &options);
+            let book = Book::open(bytes);
+            // calamine does not read panes or filters; the sheet XML says it.
+            let xml = book.part("xl/worksheets/sheet2.xml");
+            assert!(
+                xml.contains(
+                    r#"<pane ySplit="1" topLeftCell="A2" activePane="bottomLeft" state="frozen"/>"#
+                ),
+                "{xml}"
+            );
+            // Header, opening, the entry and the closing row.
+            assert!(xml.contains(r#"<autoFilter ref="A1:G4"/>"#), "{xml}");
+            assert!(xml.contains("<cols>"), "{xml}");
+            assert!(!xml.contains("<f>"), "no formulas: {xml}");
+            let workbook = book.part("xl/workbook.xml");
+            assert!(workbook.contains("_xlnm._FilterDatabase"), "{workbook}");
+        }
     }
 
     #[test]
@@ -1489,12 +1600,24 @@ mod tests {
     #[test]
     fn a_running_balance_that_overflows_is_an_error_not_a_panic() {
         let h = header(LedgerType::Statement, "2026-03", &[("EUR", i64::MAX)]);
-        let mut r = XlsxStatement::new(&h, Vec::new()).unwrap();
         let e = entry("tx_1", "2026-03-02T10:00:00Z", 1, "EUR", "");
+        let ok = entry("tx_2", "2026-03-02T11:00:00Z", -1, "EUR", "");
+        let streaming = XlsxOptions {
+            in_memory_entries: 0,
+            ..XlsxOptions::default()
+        };
+        let mut r = XlsxStatement::with_options(&h, Vec::new(), &streaming).unwrap();
         assert!(matches!(r.entry(&e), Err(RenderError::Overflow(_))));
         // The workbook is incomplete from then on.
-        let ok = entry("tx_2", "2026-03-02T11:00:00Z", -1, "EUR", "");
         assert!(r.entry(&ok).is_err());
+        assert!(Box::new(r).finish().is_err());
+        // Held back in memory, the entry fails when it is laid out.
+        let mut r = XlsxStatement::new(&h, Vec::new()).unwrap();
+        r.entry(&e).unwrap();
+        assert!(matches!(
+            Box::new(r).finish(),
+            Err(RenderError::Overflow(_))
+        ));
         let h = header(
             LedgerType::Statement,
             "2026-03",
@@ -1507,38 +1630,62 @@ mod tests {
     }
 
     #[test]
-    fn temporary_files_are_anonymous_in_the_chosen_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = XlsxOptions {
-            temp_dir: Some(dir.path().to_owned()),
-            ..XlsxOptions::default()
-        };
-        let h = header(LedgerType::Statement, "2026-03", &[("EUR", 1)]);
-        let mut r = XlsxStatement::with_options(&h, Vec::new(), &options).unwrap();
-        for i in 0..2000 {
-            r.entry(&entry(
-                &format!("tx_{i}"),
-                "2026-03-02T10:00:00Z",
-                1,
-                if i % 2 == 0 { "EUR" } else { "USD" },
-                "secret description",
-            ))
-            .unwrap();
+    fn temporary_files_are_anonymous_and_only_for_large_statements() {
+        /// Open files of this process inside `dir` (an unlinked file's link reads
+        /// `dir/#123 (deleted)` or `dir/.tmpXXXX (deleted)`).
+        fn open_in(dir: &std::path::Path) -> usize {
+            std::fs::read_dir("/proc/self/fd")
+                .map(|fds| {
+                    fds.flatten()
+                        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                        .filter(|target| target.starts_with(dir))
+                        .count()
+                })
+                .unwrap_or(0)
         }
+        let dir = tempfile::tempdir().unwrap();
         let names = || std::fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(names(), 0, "sheet data never has a name on disk");
-        let (_, bytes) = Box::new(r).finish().unwrap();
-        assert_eq!(names(), 0);
-        assert_eq!(Book::open(bytes).names(), ["Statement", "EUR", "USD"]);
+        let h = header(LedgerType::Statement, "2026-03", &[("EUR", 1)]);
+        let entries: Vec<Entry> = (0..2000)
+            .map(|i| {
+                let currency = if i % 2 == 0 { "EUR" } else { "USD" };
+                entry(
+                    &format!("tx_{i}"),
+                    "2026-03-02T10:00:00Z",
+                    1,
+                    currency,
+                    "secret",
+                )
+            })
+            .collect();
+        for in_memory_entries in [1000, 2000] {
+            let options = XlsxOptions {
+                in_memory_entries,
+                temp_dir: Some(dir.path().to_owned()),
+                ..XlsxOptions::default()
+            };
+            let mut r = XlsxStatement::with_options(&h, Vec::new(), &options).unwrap();
+            for e in &entries {
+                r.entry(e).unwrap();
+            }
+            assert_eq!(names(), 0, "sheet data never has a name on disk");
+            if cfg!(target_os = "linux") {
+                let streaming = in_memory_entries < entries.len();
+                // One file per currency sheet while streaming; none for a small statement.
+                assert_eq!(open_in(dir.path()), if streaming { 2 } else { 0 });
+            }
+            let (_, bytes) = Box::new(r).finish().unwrap();
+            assert_eq!((names(), open_in(dir.path())), (0, 0));
+            assert_eq!(Book::open(bytes).names(), ["Statement", "EUR", "USD"]);
+        }
 
         let missing = XlsxOptions {
+            in_memory_entries: 0,
             temp_dir: Some(dir.path().join("missing")),
             ..XlsxOptions::default()
         };
-        assert!(matches!(
-            XlsxStatement::with_options(&h, Vec::new(), &missing),
-            Err(RenderError::Io(_))
-        ));
+        let mut r = XlsxStatement::with_options(&h, Vec::new(), &missing).unwrap();
+        assert!(matches!(r.entry(&entries[0]), Err(RenderError::Io(_))));
     }
 
     /// A writer that fails after `left` bytes.
