@@ -1868,16 +1868,39 @@ mod tests {
 
     #[test]
     fn the_service_renders_xlsx() {
+        use crate::domain::Format as DocumentFormat;
+        use crate::render::{renderer, supported};
         for t in [LedgerType::Statement, LedgerType::Summary] {
-            assert!(super::super::supported(t, crate::domain::Format::Xlsx));
+            assert!(supported(t, DocumentFormat::Xlsx));
             let h = header(t, "2026-03", &[("EUR", 1)]);
-            let mut r =
-                super::super::renderer(&h, crate::domain::Format::Xlsx, Vec::new()).unwrap();
+            let mut r = renderer(&h, DocumentFormat::Xlsx, Vec::new()).unwrap();
             r.entry(&entry("tx_1", "2026-03-02T10:00:00Z", 1, "EUR", "a"))
                 .unwrap();
             let (totals, bytes) = r.finish().unwrap();
             assert_eq!(totals.entry_count, 1);
-            assert_eq!(&bytes[..2], b"PK");
+            let first = match t {
+                LedgerType::Statement => "Statement",
+                LedgerType::Summary => "Summary",
+            };
+            assert_eq!(Book::open(bytes).names()[0], first);
         }
+    }
+
+    #[test]
+    fn the_repeated_hour_of_a_fall_back_shows_its_local_time_twice() {
+        // 25 October 2026 in Berlin: 03:00 CEST becomes 02:00 CET.
+        let h = header(LedgerType::Statement, "2026-10", &[]);
+        let entries = [
+            entry("tx_1", "2026-10-25T00:30:00Z", 1, "EUR", "02:30 CEST"),
+            entry("tx_2", "2026-10-25T01:30:00Z", 2, "EUR", "02:30 CET"),
+            entry("tx_3", "2026-10-25T02:30:00Z", 3, "EUR", "03:30 CET"),
+        ];
+        let (_, bytes) = statement(&h, &entries, &XlsxOptions::default());
+        let eur = Book::open(bytes).sheet("EUR");
+        assert_eq!(datetime(&eur, 2, 0), local("2026-10-25 02:30:00"));
+        assert_eq!(datetime(&eur, 3, 0), local("2026-10-25 02:30:00"));
+        assert_eq!(datetime(&eur, 4, 0), local("2026-10-25 03:30:00"));
+        // The sheet keeps the booking order, so the running balance tells them apart.
+        assert_eq!([num(&eur, 2, 6), num(&eur, 3, 6)], [0.01, 0.03]);
     }
 }
