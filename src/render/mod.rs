@@ -5,6 +5,7 @@
 pub mod csv;
 pub mod summary;
 pub mod text;
+pub mod xlsx;
 
 use std::io::Write;
 
@@ -73,7 +74,10 @@ pub trait Renderer<W: Write>: Send {
 pub fn supported(ledger_type: LedgerType, format: Format) -> bool {
     matches!(
         (ledger_type, format),
-        (LedgerType::Statement | LedgerType::Summary, Format::Csv)
+        (
+            LedgerType::Statement | LedgerType::Summary,
+            Format::Csv | Format::Xlsx
+        )
     )
 }
 
@@ -102,6 +106,14 @@ pub fn renderer<W: Write + Send + 'static>(
             header,
             out,
             csv::write_summary,
+        )?)),
+        (LedgerType::Statement, Format::Xlsx) => {
+            Ok(Box::new(xlsx::XlsxStatement::new(header, out)?))
+        }
+        (LedgerType::Summary, Format::Xlsx) => Ok(Box::new(summary::SummaryRenderer::new(
+            header,
+            out,
+            xlsx::write_summary,
         )?)),
         (t, f) => Err(RenderError::Unsupported(t, f)),
     }

@@ -212,12 +212,6 @@ async fn create_refuses_bad_bodies_with_400() {
             "format",
             Some("not available yet"),
         ),
-        (
-            "XLSX",
-            with("format", json!("XLSX")),
-            "format",
-            Some("not available yet"),
-        ),
         // bad periods
         ("month 13", with("period", json!("2026-13")), "period", None),
         (
