@@ -50,12 +50,13 @@
 //! currencies interleave freely (each sheet keeps its own row order). Those files are made
 //! by `tempfile::tempfile_in`: on Linux `O_TMPFILE`, an inode that never has a name, mode
 //! 0600, freed by the kernel when the sheet is dropped or the process dies (elsewhere
-//! created and unlinked at once); in [`XlsxOptions::temp_dir`], by default
-//! `std::env::temp_dir()`, i.e. `TMPDIR`. They hold the sheet XML in plaintext, about 390
-//! bytes an entry, for the seconds a render takes: for the promise to hold for large
-//! statements too, `TMPDIR` must be a memory-backed filesystem (tmpfs; a Kubernetes
-//! `emptyDir` with `medium: Memory`, which counts against the pod's memory: ~390 MB for a
-//! million entries) or an encrypted volume. A summary has at most days × types rows per
+//! created and unlinked at once); in [`XlsxOptions::temp_dir`], by default `/dev/shm`
+//! (Linux's memory-backed tmpfs) where it is writable, else `TMPDIR`. They hold the sheet
+//! XML in plaintext, about 390 bytes an entry, for the seconds a render takes — in memory,
+//! not on a disk: tmpfs pages count against the container's memory (~390 MB for a million
+//! entries; Kubernetes sizes `/dev/shm` with an `emptyDir` of `medium: Memory`). Where no
+//! `/dev/shm` is writable, `TMPDIR` must be memory-backed or an encrypted volume for the
+//! promise to hold. A summary has at most days × types rows per
 //! currency, so its sheets are always in memory and it never uses a file.
 //!
 //! At [`Renderer::finish`] the workbook is zipped straight into `W` (`save_to_writer`, a
@@ -144,7 +145,7 @@ pub struct XlsxOptions {
     /// file; from the next entry on the sheets stream through temporary files.
     pub in_memory_entries: usize,
     /// Directory of the anonymous temporary files of the constant-memory sheets; `None` is
-    /// `std::env::temp_dir()`.
+    /// `std::env::temp_dir()`. The default is [`memory_backed_temp_dir`].
     pub temp_dir: Option<PathBuf>,
 }
 
@@ -153,9 +154,22 @@ impl Default for XlsxOptions {
         Self {
             rows_per_sheet: EXCEL_MAX_ROWS,
             in_memory_entries: IN_MEMORY_ENTRIES,
-            temp_dir: None,
+            temp_dir: memory_backed_temp_dir(),
         }
     }
+}
+
+/// `/dev/shm` where it is a writable directory (Linux's memory-backed tmpfs, present in
+/// every Linux container), so sheet rows in plaintext never reach a disk; else `None`
+/// (`TMPDIR`, which must then be memory-backed or encrypted — see the module docs).
+pub fn memory_backed_temp_dir() -> Option<PathBuf> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let shm = PathBuf::from("/dev/shm");
+        // Proven writable by making (and at once dropping) an anonymous file there.
+        tempfile::tempfile_in(&shm).ok().map(|_| shm)
+    })
+    .clone()
 }
 
 /// The formats every workbook uses; built once, reused for every cell.
