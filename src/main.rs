@@ -121,7 +121,23 @@ enum PolicyCommand {
     List,
 }
 
+/// glibc gives every thread that allocates its own malloc arena (up to 8 per core), and
+/// memory freed in one arena is not reused by another: a long-running worker's RSS then
+/// creeps from job to job (measured: 53 → 127 MiB over five 1M-entry ledgers). Two arenas
+/// keep it flat (~60 MiB) at no measurable cost. Must run before any thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(c) => c,

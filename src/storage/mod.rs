@@ -88,15 +88,19 @@ pub struct S3Settings {
     pub secret_access_key: Option<crate::config::Secret>,
 }
 
-/// Part size of multipart uploads: S3's minimum is 5 MiB.
-const PART_SIZE: usize = 5 * 1024 * 1024;
-/// Parts in flight per upload; with `PART_SIZE` this bounds an upload's memory.
+/// Part size of multipart uploads to S3: its minimum is 5 MiB.
+const S3_PART_SIZE: usize = 5 * 1024 * 1024;
+/// Part size of uploads to a local directory, which has no minimum: smaller parts keep a
+/// large ledger's upload buffers (part size × parts in flight) small.
+const LOCAL_PART_SIZE: usize = 1024 * 1024;
+/// Parts in flight per upload; with the part size this bounds an upload's memory.
 const MAX_PARTS_IN_FLIGHT: usize = 2;
 
 /// [`ObjectStorage`] over any `object_store` backend, under a key prefix.
 pub struct ObjectStoreStorage {
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    part_size: usize,
 }
 
 impl ObjectStoreStorage {
@@ -105,6 +109,7 @@ impl ObjectStoreStorage {
         Self {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
+            part_size: S3_PART_SIZE,
         }
     }
 
@@ -114,7 +119,10 @@ impl ObjectStoreStorage {
             .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", dir.display())))?;
         let fs = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| StorageError::Config(e.to_string()))?;
-        Ok(Self::new(Arc::new(fs), ""))
+        Ok(Self {
+            part_size: LOCAL_PART_SIZE,
+            ..Self::new(Arc::new(fs), "")
+        })
     }
 
     /// An S3 (or S3-compatible) bucket. Transient failures (5xx, 503 SlowDown, broken
@@ -180,6 +188,7 @@ struct Upload {
     path: ObjectPath,
     pending: Vec<Bytes>,
     pending_size: usize,
+    part_size: usize,
     multipart: Option<WriteMultipart>,
 }
 
@@ -193,9 +202,9 @@ impl ObjectWriter for Upload {
         }
         self.pending_size += bytes.len();
         self.pending.push(bytes);
-        if self.pending_size >= PART_SIZE {
+        if self.pending_size >= self.part_size {
             let upload = self.store.put_multipart(&self.path).await?;
-            let mut multipart = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut multipart = WriteMultipart::new_with_chunk_size(upload, self.part_size);
             for chunk in self.pending.drain(..) {
                 multipart.put(chunk);
             }
@@ -236,6 +245,7 @@ impl ObjectStorage for ObjectStoreStorage {
             path: self.path(key),
             pending: Vec::new(),
             pending_size: 0,
+            part_size: self.part_size,
             multipart: None,
         }))
     }

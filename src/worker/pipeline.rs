@@ -475,8 +475,11 @@ fn render_blocking(
     let exec = |e: &dyn std::fmt::Display| JobError::Execution(e.to_string());
     let encrypting =
         EncryptingWriter::new(ChannelWriter::new(tx), keyring, binding).map_err(|e| exec(&e))?;
-    let mut renderer =
+    let renderer =
         render::renderer(header, format, HashingWriter::new(encrypting)).map_err(|e| exec(&e))?;
+    #[cfg(test)]
+    let renderer = faulty::wrap(header.ledger_id, renderer);
+    let mut renderer = renderer;
     let mut source = ControlTotals::with_opening(&header.opening_balances);
     let handle = tokio::runtime::Handle::current();
     while let Some(batch) = handle.block_on(entries.next()) {
@@ -505,6 +508,64 @@ fn render_blocking(
         sha256,
         size,
     })
+}
+
+/// A renderer that loses a row, for the self-check's test: armed per ledger id, so tests
+/// running in parallel never see it.
+#[cfg(test)]
+pub(crate) mod faulty {
+    use std::collections::HashSet;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use crate::domain::{ControlTotals, Entry, LedgerId};
+    use crate::render::{RenderError, Renderer};
+
+    static ARMED: Mutex<Option<HashSet<LedgerId>>> = Mutex::new(None);
+
+    /// The next render of `id` silently skips its second entry.
+    pub fn arm(id: LedgerId) {
+        ARMED
+            .lock()
+            .unwrap()
+            .get_or_insert_with(HashSet::new)
+            .insert(id);
+    }
+
+    pub fn wrap<W: Write + Send + 'static>(
+        id: LedgerId,
+        inner: Box<dyn Renderer<W>>,
+    ) -> Box<dyn Renderer<W>> {
+        let armed = ARMED
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|set| set.remove(&id));
+        if armed {
+            Box::new(DropsARow { inner, seen: 0 })
+        } else {
+            inner
+        }
+    }
+
+    struct DropsARow<W> {
+        inner: Box<dyn Renderer<W>>,
+        seen: u64,
+    }
+
+    impl<W: Write + Send> Renderer<W> for DropsARow<W> {
+        fn entry(&mut self, entry: &Entry) -> Result<(), RenderError> {
+            self.seen += 1;
+            if self.seen == 2 {
+                return Ok(());
+            }
+            self.inner.entry(entry)
+        }
+
+        fn finish(self: Box<Self>) -> Result<(ControlTotals, W), RenderError> {
+            self.inner.finish()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -663,5 +724,52 @@ mod tests {
             "attempt 1 wrote nothing"
         );
         assert!(store.get_file(id, 1).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_self_check_rejects_a_renderer_that_drops_a_row_in_every_format() {
+        use crate::domain::{Format, LedgerType};
+        let rig = rig(2_000, Duration::from_secs(60)).await;
+        let store = rig.worker.store.clone();
+        let mut n = 10;
+        for ledger_type in [LedgerType::Statement, LedgerType::Summary] {
+            for format in [Format::Csv, Format::Xlsx, Format::Pdf] {
+                if !crate::render::supported(ledger_type, format) {
+                    continue;
+                }
+                n += 1;
+                let mut new = crate::store::contract::new_ledger(n, "m_1", "2026", None);
+                new.ledger_type = ledger_type;
+                new.format = format;
+                assert!(matches!(
+                    store.insert_ledger(&new, None).await.unwrap(),
+                    InsertOutcome::Created(_)
+                ));
+                super::faulty::arm(new.id);
+                let outcome = rig
+                    .worker
+                    .try_execute_task(new.id, &CancellationToken::new())
+                    .await
+                    .unwrap();
+                let TaskOutcome::Ran(Some(done)) = outcome else {
+                    panic!("{ledger_type} {format}: {outcome:?}")
+                };
+                assert_eq!(done.status, Status::Rejected, "{ledger_type} {format}");
+                let reason = done.failure_reason.expect("a failure reason");
+                assert!(
+                    reason.message.contains("self-check failed"),
+                    "{ledger_type} {format}: {}",
+                    reason.message
+                );
+                assert!(
+                    store.get_file(new.id, 1).await.unwrap().is_none(),
+                    "{ledger_type} {format}: no file recorded"
+                );
+            }
+        }
+        assert!(
+            n >= 12,
+            "at least CSV statements and summaries were checked"
+        );
     }
 }
