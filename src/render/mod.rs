@@ -3,6 +3,7 @@
 //! work and run on the blocking pool; they never read the source or touch storage.
 
 pub mod csv;
+pub mod pdf;
 pub mod summary;
 pub mod text;
 
@@ -73,7 +74,10 @@ pub trait Renderer<W: Write>: Send {
 pub fn supported(ledger_type: LedgerType, format: Format) -> bool {
     matches!(
         (ledger_type, format),
-        (LedgerType::Statement | LedgerType::Summary, Format::Csv)
+        (
+            LedgerType::Statement | LedgerType::Summary,
+            Format::Csv | Format::Pdf
+        )
     )
 }
 
@@ -102,6 +106,12 @@ pub fn renderer<W: Write + Send + 'static>(
             header,
             out,
             csv::write_summary,
+        )?)),
+        (LedgerType::Statement, Format::Pdf) => Ok(Box::new(pdf::PdfStatement::new(header, out)?)),
+        (LedgerType::Summary, Format::Pdf) => Ok(Box::new(summary::SummaryRenderer::new(
+            header,
+            out,
+            pdf::write_summary,
         )?)),
         (t, f) => Err(RenderError::Unsupported(t, f)),
     }
