@@ -207,12 +207,6 @@ async fn create_refuses_bad_bodies_with_400() {
         ("empty format", with("format", json!("")), "format", None),
         // documents not available yet
         (
-            "PDF",
-            with("format", json!("PDF")),
-            "format",
-            Some("not available yet"),
-        ),
-        (
             "XLSX",
             with("format", json!("XLSX")),
             "format",
