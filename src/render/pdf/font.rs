@@ -5,9 +5,10 @@
 //! out from that table instead of being shaped, which is what keeps a 100,000-row statement
 //! fast, and the same table measures text for right alignment and clipping.
 //!
-//! Text reaches the page only through [`Face::fit_into`]: control characters become spaces,
-//! characters the font lacks (and bidirectional controls, which would reorder what a reader
-//! sees) become U+FFFD, so drawing never meets a glyph it cannot show and never panics.
+//! Text reaches the page only through [`Face::fit_into`]: control characters and line or
+//! paragraph separators become spaces, characters the font lacks (and bidirectional
+//! controls, which would reorder what a reader sees) become U+FFFD, so drawing never meets a
+//! glyph it cannot show and never panics.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -130,7 +131,7 @@ impl Face {
         } else {
             self.other.get(&code).copied().unwrap_or_default()
         };
-        if c.is_control() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
             return (' ', self.flat[usize::from(b' ')]);
         }
         if found.id == 0 || is_bidi_control(c) {
@@ -206,6 +207,7 @@ mod tests {
             assert_ne!(f.resolve(c).1.id, 0, "{c:?}");
         }
         assert_eq!(f.resolve('\n').0, ' ');
+        assert_eq!(f.resolve('\u{2028}').0, ' ');
         assert_eq!(f.resolve('\u{1F980}').0, REPLACEMENT);
         assert_eq!(f.resolve('中').0, REPLACEMENT);
         assert_eq!(f.resolve('\u{202E}').0, REPLACEMENT);

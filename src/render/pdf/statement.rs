@@ -16,7 +16,8 @@ use super::layout::{
     self, Align, BASELINE, Canvas, Column, Flow, HEADER_HEIGHT, HEADING_HEIGHT, LINE_HEIGHT,
     NO_ENTRIES, Pages, ROW_HEIGHT, SECTION_GAP, TABLE_HEAD_HEIGHT, TEXT_SIZE,
 };
-use crate::domain::{ControlTotals, Currency, CurrencyTotals, Entry, EntryType};
+use super::{Tally, control_totals};
+use crate::domain::{ControlTotals, Currency, Entry, EntryType};
 use crate::render::{DocumentHeader, RenderError, Renderer, text};
 
 /// The statement's columns, left to right.
@@ -192,28 +193,20 @@ impl<W: Write + Send> Renderer<W> for PdfStatement<W> {
         } = *self;
         let sections: Vec<Section> = sections.into_values().collect();
         let pages = plan(&sections);
-        let mut drawn: Vec<Drawn> = sections.iter().map(|_| Drawn::default()).collect();
+        let mut painter = Painter {
+            header: &header,
+            columns: &columns,
+            sections: &sections,
+            drawn: sections.iter().map(|_| Tally::default()).collect(),
+            balances: vec![0; sections.len()],
+        };
         let bytes = layout::render(&header, fonts, &pages, |canvas, top, block| {
-            draw(canvas, top, block, &header, &columns, &sections, &mut drawn)
+            painter.draw(canvas, top, block)
         })?;
+        let totals = control_totals(painter.drawn);
         drop(pages);
         drop(sections);
         out.write_all(&bytes)?;
-        let mut totals = ControlTotals::default();
-        for d in drawn {
-            let Some(currency) = d.currency else { continue };
-            totals.entry_count += d.count;
-            totals.currencies.insert(
-                currency,
-                CurrencyTotals {
-                    opening: d.opening,
-                    count: d.count,
-                    credits: d.credits,
-                    debits: d.debits,
-                    closing: i128::from(d.opening) + d.credits + d.debits,
-                },
-            );
-        }
         Ok((totals, out))
     }
 }
@@ -228,17 +221,6 @@ enum Block {
     Rows { section: usize, rows: Range<usize> },
     NoRows,
     Totals(usize),
-}
-
-/// What has been drawn of one currency: the source of the running balance and the totals.
-#[derive(Default)]
-struct Drawn {
-    currency: Option<Currency>,
-    opening: i64,
-    balance: i64,
-    count: u64,
-    credits: i128,
-    debits: i128,
 }
 
 /// Cuts the statement into pages: a currency's heading, opening balance, column header and
@@ -318,116 +300,124 @@ fn overflow(currency: Currency) -> RenderError {
     RenderError::Overflow(currency.to_string())
 }
 
-fn draw(
-    canvas: &mut Canvas<'_, '_>,
-    top: f32,
-    block: &Block,
-    header: &DocumentHeader,
-    columns: &[Column; 7],
-    sections: &[Section],
-    drawn: &mut [Drawn],
-) -> Result<(), RenderError> {
-    let fonts = canvas.fonts;
-    match block {
-        Block::Header => layout::document_header(canvas, top, header),
-        Block::NoEntries | Block::NoRows => {
-            let column = Column {
-                title: "",
-                x: columns[0].x,
-                width: columns[BALANCE].x - columns[0].x,
-                align: Align::Left,
-            };
-            canvas.text(
-                &fonts.regular,
-                8.0,
-                &column,
-                top + BASELINE + 1.0,
-                NO_ENTRIES,
-            );
-        }
-        Block::Heading { section, continued } => {
-            let code = sections[*section].currency.code();
-            let title = if *continued {
-                format!("{code} (continued)")
-            } else {
-                code.to_owned()
-            };
-            canvas.heading(top, &title);
-        }
-        Block::Opening(i) => {
-            let s = &sections[*i];
-            let d = &mut drawn[*i];
-            d.currency = Some(s.currency);
-            d.opening = s.opening;
-            d.balance = s.opening;
-            let label = format!(
-                "Opening balance at {}",
-                text::local_instant(header.bounds.0, header.timezone)
-            );
-            canvas.label_value(
-                top,
-                &label,
-                &columns[BALANCE],
-                &text::amount(s.currency, s.opening),
-            );
-        }
-        Block::TableHead => canvas.table_head(columns, top),
-        Block::Rows { section, rows } => {
-            let s = &sections[*section];
-            let d = &mut drawn[*section];
-            let currency = s.currency;
-            let line = &mut canvas.line;
-            for (k, row) in s.rows[rows.clone()].iter().enumerate() {
-                d.balance = d
-                    .balance
-                    .checked_add(row.amount)
-                    .ok_or_else(|| overflow(currency))?;
-                d.count += 1;
-                if row.amount >= 0 {
-                    d.credits += i128::from(row.amount);
+/// Draws the statement's blocks; running balances and tallies grow with the rows drawn.
+struct Painter<'a> {
+    header: &'a DocumentHeader,
+    columns: &'a [Column; 7],
+    sections: &'a [Section],
+    drawn: Vec<Tally>,
+    balances: Vec<i64>,
+}
+
+impl Painter<'_> {
+    fn draw(
+        &mut self,
+        canvas: &mut Canvas<'_, '_>,
+        top: f32,
+        block: &Block,
+    ) -> Result<(), RenderError> {
+        let (header, columns, sections) = (self.header, self.columns, self.sections);
+        let (drawn, balances) = (&mut self.drawn, &mut self.balances);
+        let fonts = canvas.fonts;
+        match block {
+            Block::Header => layout::document_header(canvas, top, header),
+            Block::NoEntries | Block::NoRows => {
+                let column = Column {
+                    title: "",
+                    x: columns[0].x,
+                    width: columns[BALANCE].x - columns[0].x,
+                    align: Align::Left,
+                };
+                canvas.text(
+                    &fonts.regular,
+                    8.0,
+                    &column,
+                    top + BASELINE + 1.0,
+                    NO_ENTRIES,
+                );
+            }
+            Block::Heading { section, continued } => {
+                let code = sections[*section].currency.code();
+                let title = if *continued {
+                    format!("{code} (continued)")
                 } else {
-                    d.debits += i128::from(row.amount);
-                }
-                line.reset(&fonts.regular, TEXT_SIZE);
-                line.cell(
-                    &columns[DATE],
-                    &text::local_instant(row.booked_at, header.timezone),
-                );
-                line.cell(&columns[ID], s.cell(row, 0));
-                line.cell(&columns[REFERENCE], s.cell(row, 1));
-                line.cell(&columns[DESCRIPTION], s.cell(row, 2));
-                line.cell(&columns[TYPE], row.entry_type.as_str());
-                line.number(&columns[AMOUNT], &text::amount(currency, row.amount));
-                line.number(&columns[BALANCE], &text::amount(currency, d.balance));
-                line.draw(canvas.surface, top + k as f32 * ROW_HEIGHT + BASELINE);
+                    code.to_owned()
+                };
+                canvas.heading(top, &title);
             }
-        }
-        Block::Totals(i) => {
-            let s = &sections[*i];
-            let d = &drawn[*i];
-            let amount = |v: i128| text::wide_amount(s.currency, v);
-            canvas.rule(top + 2.0);
-            let top = top + 4.0;
-            let closing = i128::from(d.opening) + d.credits + d.debits;
-            let end = format!(
-                "Closing balance at {}",
-                text::local_instant(header.bounds.1, header.timezone)
-            );
-            let lines: [(&str, String); 4] = [
-                ("Entries", d.count.to_string()),
-                ("Credits", amount(d.credits)),
-                ("Debits", amount(d.debits)),
-                (end.as_str(), amount(closing)),
-            ];
-            for (k, (label, value)) in lines.iter().enumerate() {
+            Block::Opening(i) => {
+                let s = &sections[*i];
+                drawn[*i] = Tally {
+                    currency: Some(s.currency),
+                    opening: s.opening,
+                    ..Tally::default()
+                };
+                balances[*i] = s.opening;
+                let label = format!(
+                    "Opening balance at {}",
+                    text::local_instant(header.bounds.0, header.timezone)
+                );
                 canvas.label_value(
-                    top + k as f32 * LINE_HEIGHT,
-                    label,
+                    top,
+                    &label,
                     &columns[BALANCE],
-                    value,
+                    &text::amount(s.currency, s.opening),
                 );
             }
+            Block::TableHead => canvas.table_head(columns, top),
+            Block::Rows { section, rows } => {
+                let s = &sections[*section];
+                let d = &mut drawn[*section];
+                let balance = &mut balances[*section];
+                let currency = s.currency;
+                let line = &mut canvas.line;
+                for (k, row) in s.rows[rows.clone()].iter().enumerate() {
+                    *balance = balance
+                        .checked_add(row.amount)
+                        .ok_or_else(|| overflow(currency))?;
+                    let amount = i128::from(row.amount);
+                    d.add(1, amount.max(0), amount.min(0));
+                    line.reset(&fonts.regular, TEXT_SIZE);
+                    line.cell(
+                        &columns[DATE],
+                        &text::local_instant(row.booked_at, header.timezone),
+                    );
+                    line.cell(&columns[ID], s.cell(row, 0));
+                    line.cell(&columns[REFERENCE], s.cell(row, 1));
+                    line.cell(&columns[DESCRIPTION], s.cell(row, 2));
+                    line.cell(&columns[TYPE], row.entry_type.as_str());
+                    line.number(&columns[AMOUNT], &text::amount(currency, row.amount));
+                    line.number(&columns[BALANCE], &text::amount(currency, *balance));
+                    line.draw(canvas.surface, top + k as f32 * ROW_HEIGHT + BASELINE);
+                }
+            }
+            Block::Totals(i) => {
+                let s = &sections[*i];
+                let d = &drawn[*i];
+                let amount = |v: i128| text::wide_amount(s.currency, v);
+                canvas.rule(top + 2.0);
+                let top = top + 4.0;
+                let closing = d.closing();
+                let end = format!(
+                    "Closing balance at {}",
+                    text::local_instant(header.bounds.1, header.timezone)
+                );
+                let lines: [(&str, String); 4] = [
+                    ("Entries", d.count.to_string()),
+                    ("Credits", amount(d.credits)),
+                    ("Debits", amount(d.debits)),
+                    (end.as_str(), amount(closing)),
+                ];
+                for (k, (label, value)) in lines.iter().enumerate() {
+                    canvas.label_value(
+                        top + k as f32 * LINE_HEIGHT,
+                        label,
+                        &columns[BALANCE],
+                        value,
+                    );
+                }
+            }
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -13,7 +13,8 @@ use super::layout::{
     self, Align, BASELINE, Canvas, Column, Flow, HEADER_HEIGHT, HEADING_HEIGHT, LINE_HEIGHT,
     NO_ENTRIES, Pages, ROW_HEIGHT, SECTION_GAP, TABLE_HEAD_HEIGHT, TEXT_SIZE,
 };
-use crate::domain::{ControlTotals, Currency, CurrencyTotals};
+use super::{Tally, control_totals};
+use crate::domain::{ControlTotals, Currency};
 use crate::render::summary::{Bucket, Summary};
 use crate::render::{DocumentHeader, RenderError, text};
 
@@ -48,16 +49,6 @@ enum Block {
     Closing(usize),
 }
 
-/// What has been drawn of one currency.
-#[derive(Default)]
-struct Drawn {
-    currency: Option<Currency>,
-    opening: i64,
-    count: u64,
-    credits: i128,
-    debits: i128,
-}
-
 /// Writes `summary` as a PDF (the [`WriteSummary`](crate::render::summary::WriteSummary)
 /// of the PDF format) and returns the control totals summed from the day rows drawn.
 pub fn write_summary<W: Write>(
@@ -66,49 +57,29 @@ pub fn write_summary<W: Write>(
     mut out: W,
 ) -> Result<(ControlTotals, W), RenderError> {
     let fonts = fonts()?;
-    let days: Vec<Vec<(NaiveDate, Bucket)>> = summary
-        .currencies
-        .iter()
-        .map(|c| c.days.iter().map(|(d, b)| (*d, *b)).collect())
-        .collect();
-    let pages = plan(summary, &days);
-    let day_columns = table("Day (local)");
-    let type_columns = table("Entry type");
-    let mut drawn: Vec<Drawn> = summary
-        .currencies
-        .iter()
-        .map(|_| Drawn::default())
-        .collect();
+    let mut painter = Painter {
+        header,
+        summary,
+        days: summary
+            .currencies
+            .iter()
+            .map(|c| c.days.iter().map(|(d, b)| (*d, *b)).collect())
+            .collect(),
+        day_columns: table("Day (local)"),
+        type_columns: table("Entry type"),
+        drawn: summary
+            .currencies
+            .iter()
+            .map(|_| Tally::default())
+            .collect(),
+    };
+    let pages = plan(summary, &painter.days);
     let bytes = layout::render(header, fonts, &pages, |canvas, top, block| {
-        draw(
-            canvas,
-            top,
-            block,
-            header,
-            summary,
-            &days,
-            (&day_columns, &type_columns),
-            &mut drawn,
-        );
+        painter.draw(canvas, top, block);
         Ok(())
     })?;
     out.write_all(&bytes)?;
-    let mut totals = ControlTotals::default();
-    for d in drawn {
-        let Some(currency) = d.currency else { continue };
-        totals.entry_count += d.count;
-        totals.currencies.insert(
-            currency,
-            CurrencyTotals {
-                opening: d.opening,
-                count: d.count,
-                credits: d.credits,
-                debits: d.debits,
-                closing: i128::from(d.opening) + d.credits + d.debits,
-            },
-        );
-    }
-    Ok((totals, out))
+    Ok((control_totals(painter.drawn), out))
 }
 
 /// Cuts the summary into pages; the day table's column header repeats on every page it
@@ -204,123 +175,133 @@ fn bucket_row(
     line.draw(canvas.surface, y);
 }
 
-#[allow(clippy::too_many_arguments)]
-fn draw(
-    canvas: &mut Canvas<'_, '_>,
-    top: f32,
-    block: &Block,
-    header: &DocumentHeader,
-    summary: &Summary,
-    days: &[Vec<(NaiveDate, Bucket)>],
-    (day_columns, type_columns): (&[Column; 5], &[Column; 5]),
-    drawn: &mut [Drawn],
-) {
-    let fonts = canvas.fonts;
-    let balance_column = &day_columns[4];
-    match block {
-        Block::Header => layout::document_header(canvas, top, header),
-        Block::NoEntries | Block::NoRows => {
-            let column = Column {
-                title: "",
-                x: day_columns[0].x,
-                width: balance_column.x - day_columns[0].x,
-                align: Align::Left,
-            };
-            canvas.text(
-                &fonts.regular,
-                8.0,
-                &column,
-                top + BASELINE + 1.0,
-                NO_ENTRIES,
-            );
-        }
-        Block::Heading { section, continued } => {
-            let code = summary.currencies[*section].currency.code();
-            let title = if *continued {
-                format!("{code} (continued)")
-            } else {
-                code.to_owned()
-            };
-            canvas.heading(top, &title);
-        }
-        Block::Opening(i) => {
-            let c = &summary.currencies[*i];
-            let d = &mut drawn[*i];
-            d.currency = Some(c.currency);
-            d.opening = c.opening;
-            let label = format!(
-                "Opening balance at {}",
-                text::local_instant(header.bounds.0, header.timezone)
-            );
-            canvas.label_value(
-                top,
-                &label,
-                balance_column,
-                &text::amount(c.currency, c.opening),
-            );
-        }
-        Block::DayHead => canvas.table_head(day_columns, top),
-        Block::TypeHead => canvas.table_head(type_columns, top),
-        Block::Days { section, rows } => {
-            let currency = summary.currencies[*section].currency;
-            let d = &mut drawn[*section];
-            for (k, (day, b)) in days[*section][rows.clone()].iter().enumerate() {
-                d.count += b.count;
-                d.credits += b.credits;
-                d.debits += b.debits;
-                canvas.line.reset(&fonts.regular, TEXT_SIZE);
+/// Draws the summary's blocks and tallies what it drew.
+struct Painter<'a> {
+    header: &'a DocumentHeader,
+    summary: &'a Summary,
+    /// Each currency's day rows, in date order.
+    days: Vec<Vec<(NaiveDate, Bucket)>>,
+    day_columns: [Column; 5],
+    type_columns: [Column; 5],
+    drawn: Vec<Tally>,
+}
+
+impl Painter<'_> {
+    fn draw(&mut self, canvas: &mut Canvas<'_, '_>, top: f32, block: &Block) {
+        let Painter {
+            header,
+            summary,
+            days,
+            day_columns,
+            type_columns,
+            drawn,
+        } = self;
+        let fonts = canvas.fonts;
+        let balance_column = &day_columns[4];
+        match block {
+            Block::Header => layout::document_header(canvas, top, header),
+            Block::NoEntries | Block::NoRows => {
+                let column = Column {
+                    title: "",
+                    x: day_columns[0].x,
+                    width: balance_column.x - day_columns[0].x,
+                    align: Align::Left,
+                };
+                canvas.text(
+                    &fonts.regular,
+                    8.0,
+                    &column,
+                    top + BASELINE + 1.0,
+                    NO_ENTRIES,
+                );
+            }
+            Block::Heading { section, continued } => {
+                let code = summary.currencies[*section].currency.code();
+                let title = if *continued {
+                    format!("{code} (continued)")
+                } else {
+                    code.to_owned()
+                };
+                canvas.heading(top, &title);
+            }
+            Block::Opening(i) => {
+                let c = &summary.currencies[*i];
+                drawn[*i] = Tally {
+                    currency: Some(c.currency),
+                    opening: c.opening,
+                    ..Tally::default()
+                };
+                let label = format!(
+                    "Opening balance at {}",
+                    text::local_instant(header.bounds.0, header.timezone)
+                );
+                canvas.label_value(
+                    top,
+                    &label,
+                    balance_column,
+                    &text::amount(c.currency, c.opening),
+                );
+            }
+            Block::DayHead => canvas.table_head(day_columns, top),
+            Block::TypeHead => canvas.table_head(type_columns, top),
+            Block::Days { section, rows } => {
+                let currency = summary.currencies[*section].currency;
+                let d = &mut drawn[*section];
+                for (k, (day, b)) in days[*section][rows.clone()].iter().enumerate() {
+                    d.add(b.count, b.credits, b.debits);
+                    canvas.line.reset(&fonts.regular, TEXT_SIZE);
+                    bucket_row(
+                        canvas,
+                        day_columns,
+                        currency,
+                        top + k as f32 * ROW_HEIGHT + BASELINE,
+                        &day.format("%Y-%m-%d").to_string(),
+                        (b.count, b.credits, b.debits),
+                    );
+                }
+            }
+            Block::Types(i) => {
+                let c = &summary.currencies[*i];
+                for (k, (entry_type, b)) in c.types.iter().enumerate() {
+                    canvas.line.reset(&fonts.regular, TEXT_SIZE);
+                    bucket_row(
+                        canvas,
+                        type_columns,
+                        c.currency,
+                        top + k as f32 * ROW_HEIGHT + BASELINE,
+                        entry_type.as_str(),
+                        (b.count, b.credits, b.debits),
+                    );
+                }
+            }
+            Block::Total(i) => {
+                let d = &drawn[*i];
+                let currency = summary.currencies[*i].currency;
+                canvas.rule(top + 1.0);
+                canvas.line.reset(&fonts.bold, TEXT_SIZE + 0.5);
                 bucket_row(
                     canvas,
                     day_columns,
                     currency,
-                    top + k as f32 * ROW_HEIGHT + BASELINE,
-                    &day.format("%Y-%m-%d").to_string(),
-                    (b.count, b.credits, b.debits),
+                    top + 4.0 + BASELINE + 1.0,
+                    "Total",
+                    (d.count, d.credits, d.debits),
                 );
             }
-        }
-        Block::Types(i) => {
-            let c = &summary.currencies[*i];
-            for (k, (entry_type, b)) in c.types.iter().enumerate() {
-                canvas.line.reset(&fonts.regular, TEXT_SIZE);
-                bucket_row(
-                    canvas,
-                    type_columns,
-                    c.currency,
-                    top + k as f32 * ROW_HEIGHT + BASELINE,
-                    entry_type.as_str(),
-                    (b.count, b.credits, b.debits),
+            Block::Closing(i) => {
+                let d = &drawn[*i];
+                let currency = summary.currencies[*i].currency;
+                let label = format!(
+                    "Closing balance at {}",
+                    text::local_instant(header.bounds.1, header.timezone)
+                );
+                canvas.label_value(
+                    top,
+                    &label,
+                    balance_column,
+                    &text::wide_amount(currency, d.closing()),
                 );
             }
-        }
-        Block::Total(i) => {
-            let d = &drawn[*i];
-            let currency = summary.currencies[*i].currency;
-            canvas.rule(top + 1.0);
-            canvas.line.reset(&fonts.bold, TEXT_SIZE + 0.5);
-            bucket_row(
-                canvas,
-                day_columns,
-                currency,
-                top + 4.0 + BASELINE + 1.0,
-                "Total",
-                (d.count, d.credits, d.debits),
-            );
-        }
-        Block::Closing(i) => {
-            let d = &drawn[*i];
-            let currency = summary.currencies[*i].currency;
-            let label = format!(
-                "Closing balance at {}",
-                text::local_instant(header.bounds.1, header.timezone)
-            );
-            let closing = i128::from(d.opening) + d.credits + d.debits;
-            canvas.label_value(
-                top,
-                &label,
-                balance_column,
-                &text::wide_amount(currency, closing),
-            );
         }
     }
 }
