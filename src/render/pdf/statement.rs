@@ -370,14 +370,16 @@ impl Painter<'_> {
                 let d = &mut drawn[*section];
                 let balance = &mut balances[*section];
                 let currency = s.currency;
+                // One glyph run for the whole block of rows.
                 let line = &mut canvas.line;
+                line.reset(&fonts.regular, TEXT_SIZE);
                 for (k, row) in s.rows[rows.clone()].iter().enumerate() {
                     *balance = balance
                         .checked_add(row.amount)
                         .ok_or_else(|| overflow(currency))?;
                     let amount = i128::from(row.amount);
                     d.add(1, amount.max(0), amount.min(0));
-                    line.reset(&fonts.regular, TEXT_SIZE);
+                    line.row(k as f32 * ROW_HEIGHT);
                     line.cell(
                         &columns[DATE],
                         &text::local_instant(row.booked_at, header.timezone),
@@ -388,8 +390,8 @@ impl Painter<'_> {
                     line.cell(&columns[TYPE], row.entry_type.as_str());
                     line.number(&columns[AMOUNT], &text::amount(currency, row.amount));
                     line.number(&columns[BALANCE], &text::amount(currency, *balance));
-                    line.draw(canvas.surface, top + k as f32 * ROW_HEIGHT + BASELINE);
                 }
+                line.draw(canvas.surface, top + BASELINE);
             }
             Block::Totals(i) => {
                 let s = &sections[*i];
