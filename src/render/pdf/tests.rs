@@ -624,3 +624,37 @@ fn a_long_summary_repeats_its_column_header_and_an_empty_one_says_so() {
     let doc = read_back(&pdf);
     assert!(doc.text().contains("No entries in this period"));
 }
+
+#[test]
+fn any_text_renders_without_panic_and_the_file_stays_valid() {
+    let mut h = header("2026-10", LedgerType::Statement, &[("EUR", 0)]);
+    h.merchant.name = "\u{0}\n\u{202E}\u{1F980}".repeat(200);
+    let every: String = (0u32..0x3000).filter_map(char::from_u32).collect();
+    let texts = [
+        every.clone(),
+        "A\u{00A0}B \u{2126} \u{03A9} e\u{0301} \u{200B}x\u{FEFF}".to_owned(),
+        "\u{2028}\u{2029}\u{85}".to_owned(),
+        "مرحبا بالعالم".to_owned(),
+        "(unbalanced \\ parens))".to_owned(),
+    ];
+    let list: Vec<Entry> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut e = entry(&format!("tx_w{i}"), "2026-10-07T10:00:00Z", -3, "EUR");
+            e.description = t.clone();
+            e.reference = t.chars().rev().collect();
+            e
+        })
+        .collect();
+    let (totals, pdf) = statement(&h, &list);
+    assert_eq!(totals, source_totals(&h, &list));
+    let doc = read_back(&pdf);
+    for e in &list {
+        assert_eq!(
+            doc.tokens(&e.id).last().unwrap(),
+            &amount("EUR", -3 * (1 + e.id[4..].parse::<i64>().unwrap()))
+        );
+    }
+    assert!(doc.line_with("tx_w4").contains("(unbalanced \\ parens))"));
+}
