@@ -32,6 +32,11 @@ if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null; t
   apt_install libssl-dev pkg-config
 fi
 
+# --- tools the PDF tests read documents back with (pdftotext, pdfinfo, pdffonts; qpdf) -------
+if ! command -v pdftotext >/dev/null || ! command -v pdffonts >/dev/null || ! command -v qpdf >/dev/null; then
+  apt_install poppler-utils qpdf
+fi
+
 # --- PostgreSQL -----------------------------------------------------------------------
 export LEDGER_TEST_DATABASE_URL="${LEDGER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 pg_ok() { psql "$LEDGER_TEST_DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }

@@ -3,6 +3,7 @@
 //! work and run on the blocking pool; they never read the source or touch storage.
 
 pub mod csv;
+pub mod pdf;
 pub mod summary;
 pub mod text;
 pub mod xlsx;
@@ -76,7 +77,7 @@ pub fn supported(ledger_type: LedgerType, format: Format) -> bool {
         (ledger_type, format),
         (
             LedgerType::Statement | LedgerType::Summary,
-            Format::Csv | Format::Xlsx
+            Format::Csv | Format::Xlsx | Format::Pdf
         )
     )
 }
@@ -115,6 +116,11 @@ pub fn renderer<W: Write + Send + 'static>(
             out,
             xlsx::write_summary,
         )?)),
-        (t, f) => Err(RenderError::Unsupported(t, f)),
+        (LedgerType::Statement, Format::Pdf) => Ok(Box::new(pdf::PdfStatement::new(header, out)?)),
+        (LedgerType::Summary, Format::Pdf) => Ok(Box::new(summary::SummaryRenderer::new(
+            header,
+            out,
+            pdf::write_summary,
+        )?)),
     }
 }

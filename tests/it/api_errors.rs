@@ -205,13 +205,6 @@ async fn create_refuses_bad_bodies_with_400() {
             None,
         ),
         ("empty format", with("format", json!("")), "format", None),
-        // documents not available yet
-        (
-            "PDF",
-            with("format", json!("PDF")),
-            "format",
-            Some("not available yet"),
-        ),
         // bad periods
         ("month 13", with("period", json!("2026-13")), "period", None),
         (

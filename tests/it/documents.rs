@@ -60,7 +60,7 @@ fn xlsx_cells(bytes: &[u8]) -> Vec<(String, Vec<Vec<Data>>)> {
 #[tokio::test]
 async fn every_type_and_format_carries_the_same_entries_and_totals() {
     let app = spawn_app().await;
-    let token = app.user("ops", "merchant_viewer", "m_global").await;
+    let token = app.user("ops", "merchant_operator", "m_global").await;
     // m_global: EUR, USD, GBP, JPY and KWD; March 2026 in UTC.
     let (csv_done, csv) = generate(&app, &token, "STATEMENT", "CSV").await;
     assert!(

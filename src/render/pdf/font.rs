@@ -1,0 +1,231 @@
+//! The embedded fonts and their glyph tables. DejaVu Sans Condensed (regular and bold) ships
+//! inside the binary through the `dejavu` crate (the DejaVu fonts licence allows embedding
+//! and redistribution); no system font is ever read. Each face gets a glyph table built once
+//! per process from its `cmap` and `hmtx`: character → glyph id and advance. Cells are laid
+//! out from that table instead of being shaped, which is what keeps a 100,000-row statement
+//! fast, and the same table measures text for right alignment and clipping.
+//!
+//! Text reaches the page only through [`Face::fit_into`]: control characters and line or
+//! paragraph separators become spaces, characters the font lacks (and bidirectional
+//! controls, which would reorder what a reader sees) become U+FFFD, so drawing never meets a
+//! glyph it cannot show and never panics.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use krilla::text::Font;
+use skrifa::instance::{LocationRef, Size};
+use skrifa::{FontRef, MetadataProvider};
+
+use crate::render::RenderError;
+
+/// Code points below this are looked up in a flat table (Latin-1 and Latin Extended-A/B).
+const FLAT: usize = 0x300;
+
+/// What a character not in the font is drawn as.
+pub(super) const REPLACEMENT: char = '\u{FFFD}';
+
+/// What a clipped cell ends with.
+pub(super) const ELLIPSIS: char = '\u{2026}';
+
+/// A glyph of a face: its id and advance in font units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct GlyphInfo {
+    /// Glyph id; 0 (`.notdef`) means the font has no glyph.
+    pub id: u16,
+    /// Horizontal advance in font units.
+    pub advance: u16,
+}
+
+/// One font face with its glyph table.
+pub(super) struct Face {
+    /// The face as krilla embeds it (subset on export).
+    pub font: Font,
+    /// Font units per em.
+    units_per_em: f32,
+    flat: Vec<GlyphInfo>,
+    other: HashMap<u32, GlyphInfo>,
+    replacement: GlyphInfo,
+    ellipsis: (char, GlyphInfo),
+}
+
+/// The faces a document uses.
+pub(super) struct Fonts {
+    /// Body text.
+    pub regular: Face,
+    /// Headings, labels and totals.
+    pub bold: Face,
+}
+
+/// The process-wide fonts, loaded on first use.
+pub(super) fn fonts() -> Result<&'static Fonts, RenderError> {
+    static FONTS: OnceLock<Option<Fonts>> = OnceLock::new();
+    FONTS
+        .get_or_init(|| {
+            Some(Fonts {
+                regular: Face::load(dejavu::sans_condensed::regular())?,
+                bold: Face::load(dejavu::sans_condensed::bold())?,
+            })
+        })
+        .as_ref()
+        .ok_or_else(|| RenderError::Io(std::io::Error::other("the embedded font is unreadable")))
+}
+
+impl Face {
+    fn load(data: &'static [u8]) -> Option<Face> {
+        let font_ref = FontRef::new(data).ok()?;
+        let metrics = font_ref.metrics(Size::unscaled(), LocationRef::default());
+        let units_per_em = f32::from(metrics.units_per_em);
+        let glyph_metrics = font_ref.glyph_metrics(Size::unscaled(), LocationRef::default());
+        let info = |gid: skrifa::GlyphId| {
+            let id = u16::try_from(gid.to_u32()).ok()?;
+            let advance = glyph_metrics.advance_width(gid)?;
+            Some(GlyphInfo {
+                id,
+                advance: advance.round().clamp(0.0, f32::from(u16::MAX)) as u16,
+            })
+        };
+        let mut flat = vec![GlyphInfo::default(); FLAT];
+        let mut other = HashMap::new();
+        for (code, gid) in font_ref.charmap().mappings() {
+            if gid.to_u32() == 0 {
+                continue;
+            }
+            let Some(g) = info(gid) else { continue };
+            match usize::try_from(code) {
+                Ok(i) if i < FLAT => flat[i] = g,
+                _ => {
+                    other.insert(code, g);
+                }
+            }
+        }
+        let lookup = |c: char| -> Option<GlyphInfo> {
+            let code = u32::from(c);
+            match usize::try_from(code) {
+                Ok(i) if i < FLAT => Some(flat[i]).filter(|g| g.id != 0),
+                _ => other.get(&code).copied(),
+            }
+        };
+        let replacement = lookup(REPLACEMENT).or_else(|| lookup('?'))?;
+        let ellipsis = match lookup(ELLIPSIS) {
+            Some(g) => (ELLIPSIS, g),
+            None => ('.', lookup('.')?),
+        };
+        Some(Face {
+            font: krilla::text::Font::new(data.into(), 0)?,
+            units_per_em,
+            flat,
+            other,
+            replacement,
+            ellipsis,
+        })
+    }
+
+    /// The glyph `c` is drawn with and the character it stands for in the text layer: `c`
+    /// itself, a space for a control character, or U+FFFD for one the font lacks.
+    #[inline]
+    pub fn resolve(&self, c: char) -> (char, GlyphInfo) {
+        let code = u32::from(c);
+        let found = if (code as usize) < FLAT {
+            self.flat[code as usize]
+        } else {
+            self.other.get(&code).copied().unwrap_or_default()
+        };
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            return (' ', self.flat[usize::from(b' ')]);
+        }
+        if found.id == 0 || is_bidi_control(c) {
+            return (REPLACEMENT, self.replacement);
+        }
+        (c, found)
+    }
+
+    /// Font units per em.
+    pub fn units_per_em(&self) -> f32 {
+        self.units_per_em
+    }
+
+    /// Width in points of `text` at `size` as it would be drawn (after [`Face::resolve`]).
+    pub fn width(&self, text: &str, size: f32) -> f32 {
+        let units: u64 = text
+            .chars()
+            .map(|c| u64::from(self.resolve(c).1.advance))
+            .sum();
+        units as f32 * size / self.units_per_em
+    }
+
+    /// Appends `text` to `out` as it is drawn — control characters as spaces, missing ones as
+    /// U+FFFD — cut with an ellipsis where it would exceed `max_width` points at `size`, so
+    /// nothing after the cut is kept. Returns the width in points of what was appended.
+    pub fn fit_into(&self, out: &mut String, text: &str, size: f32, max_width: f32) -> f32 {
+        let limit = (max_width.max(0.0) * self.units_per_em / size) as u64;
+        let (mark, ellipsis) = (self.ellipsis.0, u64::from(self.ellipsis.1.advance));
+        let start = out.len();
+        let mut width = 0u64;
+        // Where the text would be cut (and the width there) if it turns out not to fit.
+        let mut cut: Option<(usize, u64)> = None;
+        for c in text.chars() {
+            let (shown, glyph) = self.resolve(c);
+            let advance = u64::from(glyph.advance);
+            if cut.is_none() && width + advance + ellipsis > limit {
+                cut = Some((out.len(), width));
+            }
+            width += advance;
+            if width > limit {
+                let (at, kept) = cut.unwrap_or((start, 0));
+                out.truncate(at);
+                // A column narrower than the ellipsis keeps nothing at all.
+                if kept + ellipsis <= limit {
+                    out.push(mark);
+                    return (kept + ellipsis) as f32 * size / self.units_per_em;
+                }
+                return kept as f32 * size / self.units_per_em;
+            }
+            out.push(shown);
+        }
+        width as f32 * size / self.units_per_em
+    }
+}
+
+/// Bidirectional formatting characters: shown as U+FFFD so text cannot be visually reordered.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latin1_maps_and_missing_characters_are_replaced() {
+        let f = &fonts().unwrap().regular;
+        for c in ['a', 'é', 'ü', 'ß', '€', '"', ',', ELLIPSIS, REPLACEMENT] {
+            assert_eq!(f.resolve(c).0, c, "{c:?}");
+            assert_ne!(f.resolve(c).1.id, 0, "{c:?}");
+        }
+        assert_eq!(f.resolve('\n').0, ' ');
+        assert_eq!(f.resolve('\u{2028}').0, ' ');
+        assert_eq!(f.resolve('\u{1F980}').0, REPLACEMENT);
+        assert_eq!(f.resolve('中').0, REPLACEMENT);
+        assert_eq!(f.resolve('\u{202E}').0, REPLACEMENT);
+    }
+
+    #[test]
+    fn fitting_clips_with_an_ellipsis_and_cleans_text() {
+        let f = &fonts().unwrap().regular;
+        let mut out = String::new();
+        let w = f.fit_into(&mut out, "line\nbreak", 8.0, 1000.0);
+        assert_eq!(out, "line break");
+        assert!((w - f.width("line break", 8.0)).abs() < 0.01);
+        out.clear();
+        let w = f.fit_into(&mut out, &"x".repeat(1000), 8.0, 50.0);
+        assert!(out.ends_with(ELLIPSIS) && out.len() < 100, "{out}");
+        assert!(w <= 50.0);
+        out.clear();
+        assert_eq!(f.fit_into(&mut out, "wide", 8.0, 0.5), 0.0);
+        assert_eq!(out, "");
+    }
+}

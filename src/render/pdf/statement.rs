@@ -1,0 +1,425 @@
+//! The STATEMENT PDF. Entries arrive interleaved across currencies but the document shows
+//! one currency after another, so rows are held until `finish`: per currency an arena of
+//! cell text already cleaned and clipped to its column (never an `Entry` clone) plus the
+//! booking time, type and amount of each row. Nothing is ever spilled to disk. Dates and
+//! amounts are formatted while drawing; running balances and the control totals are summed
+//! from the rows as they are drawn.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::ops::Range;
+
+use chrono::{DateTime, Utc};
+
+use super::font::{Face, Fonts, fonts};
+use super::layout::{
+    self, Align, BASELINE, Canvas, Column, Flow, HEADER_HEIGHT, HEADING_HEIGHT, LINE_HEIGHT,
+    NO_ENTRIES, Pages, ROW_HEIGHT, SECTION_GAP, TABLE_HEAD_HEIGHT, TEXT_SIZE,
+};
+use super::{Tally, control_totals};
+use crate::domain::{ControlTotals, Currency, Entry, EntryType};
+use crate::render::{DocumentHeader, RenderError, Renderer, text};
+
+/// The statement's columns, left to right.
+const DATE: usize = 0;
+const ID: usize = 1;
+const REFERENCE: usize = 2;
+const DESCRIPTION: usize = 3;
+const TYPE: usize = 4;
+const AMOUNT: usize = 5;
+const BALANCE: usize = 6;
+
+fn table(face: &Face) -> [Column; 7] {
+    // Wide enough for any RFC 3339 local time (DejaVu's digits share one width).
+    let date = face.width("0000-00-00T00:00:00+00:00", TEXT_SIZE).ceil() + 1.0;
+    let kind = EntryType::ALL
+        .iter()
+        .map(|t| face.width(t.as_str(), TEXT_SIZE))
+        .fold(0.0, f32::max)
+        .ceil()
+        + 1.0;
+    layout::columns(
+        [
+            ("Date (local)", date, Align::Left),
+            ("Entry id", 66.0, Align::Left),
+            ("Reference", 58.0, Align::Left),
+            ("Description", 0.0, Align::Left),
+            ("Type", kind, Align::Left),
+            ("Amount", 62.0, Align::Right),
+            ("Balance", 68.0, Align::Right),
+        ],
+        5.0,
+    )
+}
+
+const OPENING_HEIGHT: f32 = LINE_HEIGHT + 2.0;
+const TOTALS_HEIGHT: f32 = 6.0 + 4.0 * LINE_HEIGHT;
+
+/// One entry as the statement keeps it until drawn.
+struct Row {
+    booked_at: DateTime<Utc>,
+    amount: i64,
+    /// Start of the row's text in the arena.
+    start: u32,
+    /// Ends of the id, reference and description in the arena.
+    ends: [u32; 3],
+    entry_type: EntryType,
+}
+
+/// One currency's part of the statement.
+struct Section {
+    currency: Currency,
+    opening: i64,
+    /// Running balance while entries arrive, only to fail early on overflow.
+    balance: i64,
+    /// Cleaned, clipped cell text of every row, back to back.
+    text: String,
+    rows: Vec<Row>,
+}
+
+impl Section {
+    fn new(currency: Currency, opening: i64) -> Section {
+        Section {
+            currency,
+            opening,
+            balance: opening,
+            text: String::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        entry: &Entry,
+        face: &Face,
+        columns: &[Column; 7],
+    ) -> Result<(), RenderError> {
+        let offset = |len: usize| {
+            u32::try_from(len).map_err(|_| {
+                RenderError::Io(std::io::Error::other(
+                    "the statement's text exceeds what one document holds",
+                ))
+            })
+        };
+        let start = offset(self.text.len())?;
+        let mut ends = [0u32; 3];
+        for (end, (value, column)) in ends.iter_mut().zip([
+            (&entry.id, ID),
+            (&entry.reference, REFERENCE),
+            (&entry.description, DESCRIPTION),
+        ]) {
+            face.fit_into(&mut self.text, value, TEXT_SIZE, columns[column].width);
+            *end = offset(self.text.len())?;
+        }
+        self.rows.push(Row {
+            booked_at: entry.booked_at,
+            amount: entry.amount,
+            start,
+            ends,
+            entry_type: entry.entry_type,
+        });
+        Ok(())
+    }
+
+    fn cell(&self, row: &Row, index: usize) -> &str {
+        let start = if index == 0 {
+            row.start
+        } else {
+            row.ends[index - 1]
+        };
+        self.text
+            .get(start as usize..row.ends[index] as usize)
+            .unwrap_or("")
+    }
+}
+
+/// A streaming PDF statement (A4 portrait): document header, per currency its opening
+/// balance, the entries with running balances and the totals; `Page X of Y` and the ledger
+/// id on every page.
+pub struct PdfStatement<W: Write> {
+    header: DocumentHeader,
+    out: W,
+    fonts: &'static Fonts,
+    columns: [Column; 7],
+    sections: BTreeMap<Currency, Section>,
+}
+
+impl<W: Write> PdfStatement<W> {
+    /// A statement of `header`'s ledger, written to `out` when finished.
+    pub fn new(header: &DocumentHeader, out: W) -> Result<Self, RenderError> {
+        let mut sections: BTreeMap<Currency, Section> = BTreeMap::new();
+        for b in &header.opening_balances {
+            let s = sections
+                .entry(b.currency)
+                .or_insert_with(|| Section::new(b.currency, 0));
+            s.opening = s
+                .opening
+                .checked_add(b.amount)
+                .ok_or_else(|| RenderError::Overflow(b.currency.to_string()))?;
+            s.balance = s.opening;
+        }
+        let fonts = fonts()?;
+        Ok(Self {
+            header: header.clone(),
+            out,
+            fonts,
+            columns: table(&fonts.regular),
+            sections,
+        })
+    }
+}
+
+impl<W: Write + Send> Renderer<W> for PdfStatement<W> {
+    fn entry(&mut self, entry: &Entry) -> Result<(), RenderError> {
+        // A currency first seen inside the period opens at zero, visibly.
+        let section = self
+            .sections
+            .entry(entry.currency)
+            .or_insert_with(|| Section::new(entry.currency, 0));
+        section.balance = section
+            .balance
+            .checked_add(entry.amount)
+            .ok_or_else(|| RenderError::Overflow(entry.currency.to_string()))?;
+        section.push(entry, &self.fonts.regular, &self.columns)
+    }
+
+    fn finish(self: Box<Self>) -> Result<(ControlTotals, W), RenderError> {
+        let Self {
+            header,
+            mut out,
+            fonts,
+            columns,
+            sections,
+        } = *self;
+        let sections: Vec<Section> = sections.into_values().collect();
+        let pages = plan(&sections);
+        let mut painter = Painter {
+            header: &header,
+            columns: &columns,
+            sections: &sections,
+            drawn: sections.iter().map(|_| Tally::default()).collect(),
+            balances: vec![0; sections.len()],
+        };
+        let bytes = layout::render(&header, fonts, &pages, |canvas, top, block| {
+            painter.draw(canvas, top, block)
+        })?;
+        let totals = control_totals(painter.drawn);
+        drop(pages);
+        drop(sections);
+        out.write_all(&bytes)?;
+        Ok((totals, out))
+    }
+}
+
+/// What the statement draws, in order.
+enum Block {
+    Header,
+    NoEntries,
+    Heading { section: usize, continued: bool },
+    Opening(usize),
+    TableHead,
+    Rows { section: usize, rows: Range<usize> },
+    NoRows,
+    Totals(usize),
+}
+
+/// Cuts the statement into pages: a currency's heading, opening balance, column header and
+/// first row stay together; the column header (under a "continued" heading) repeats on
+/// every page the rows continue on (and above totals pushed to a page of their own); the
+/// totals block is never split.
+fn plan(sections: &[Section]) -> Pages<Block> {
+    let mut flow = Flow::new();
+    flow.place(HEADER_HEIGHT, Block::Header);
+    if sections.is_empty() {
+        flow.place(LINE_HEIGHT, Block::NoEntries);
+    }
+    for (i, s) in sections.iter().enumerate() {
+        let rows = s.rows.len();
+        let first = if rows == 0 {
+            LINE_HEIGHT
+        } else {
+            TABLE_HEAD_HEIGHT + ROW_HEIGHT
+        };
+        if !flow.fits(HEADING_HEIGHT + OPENING_HEIGHT + first) {
+            flow.page_break();
+        }
+        flow.place(
+            HEADING_HEIGHT,
+            Block::Heading {
+                section: i,
+                continued: false,
+            },
+        );
+        flow.place(OPENING_HEIGHT, Block::Opening(i));
+        if rows == 0 {
+            flow.place(LINE_HEIGHT, Block::NoRows);
+        }
+        let mut next = 0;
+        while next < rows {
+            if !flow.fits(TABLE_HEAD_HEIGHT + ROW_HEIGHT) {
+                flow.page_break();
+                flow.place(
+                    HEADING_HEIGHT,
+                    Block::Heading {
+                        section: i,
+                        continued: true,
+                    },
+                );
+            }
+            flow.place(TABLE_HEAD_HEIGHT, Block::TableHead);
+            let n = flow.rows_left(ROW_HEIGHT).min(rows - next).max(1);
+            flow.place(
+                n as f32 * ROW_HEIGHT,
+                Block::Rows {
+                    section: i,
+                    rows: next..next + n,
+                },
+            );
+            next += n;
+        }
+        if !flow.fits(TOTALS_HEIGHT) {
+            flow.page_break();
+            flow.place(
+                HEADING_HEIGHT,
+                Block::Heading {
+                    section: i,
+                    continued: true,
+                },
+            );
+            if rows > 0 {
+                flow.place(TABLE_HEAD_HEIGHT, Block::TableHead);
+            }
+        }
+        flow.place(TOTALS_HEIGHT, Block::Totals(i));
+        flow.skip(SECTION_GAP);
+    }
+    flow.finish()
+}
+
+fn overflow(currency: Currency) -> RenderError {
+    RenderError::Overflow(currency.to_string())
+}
+
+/// Draws the statement's blocks; running balances and tallies grow with the rows drawn.
+struct Painter<'a> {
+    header: &'a DocumentHeader,
+    columns: &'a [Column; 7],
+    sections: &'a [Section],
+    drawn: Vec<Tally>,
+    balances: Vec<i64>,
+}
+
+impl Painter<'_> {
+    fn draw(
+        &mut self,
+        canvas: &mut Canvas<'_, '_>,
+        top: f32,
+        block: &Block,
+    ) -> Result<(), RenderError> {
+        let (header, columns, sections) = (self.header, self.columns, self.sections);
+        let (drawn, balances) = (&mut self.drawn, &mut self.balances);
+        let fonts = canvas.fonts;
+        match block {
+            Block::Header => layout::document_header(canvas, top, header),
+            Block::NoEntries | Block::NoRows => {
+                let column = Column {
+                    title: "",
+                    x: columns[0].x,
+                    width: columns[BALANCE].x - columns[0].x,
+                    align: Align::Left,
+                };
+                canvas.text(
+                    &fonts.regular,
+                    8.0,
+                    &column,
+                    top + BASELINE + 1.0,
+                    NO_ENTRIES,
+                );
+            }
+            Block::Heading { section, continued } => {
+                let code = sections[*section].currency.code();
+                let title = if *continued {
+                    format!("{code} (continued)")
+                } else {
+                    code.to_owned()
+                };
+                canvas.heading(top, &title);
+            }
+            Block::Opening(i) => {
+                let s = &sections[*i];
+                drawn[*i] = Tally {
+                    currency: Some(s.currency),
+                    opening: s.opening,
+                    ..Tally::default()
+                };
+                balances[*i] = s.opening;
+                let label = format!(
+                    "Opening balance at {}",
+                    text::local_instant(header.bounds.0, header.timezone)
+                );
+                canvas.label_value(
+                    top,
+                    &label,
+                    &columns[BALANCE],
+                    &text::amount(s.currency, s.opening),
+                );
+            }
+            Block::TableHead => canvas.table_head(columns, top),
+            Block::Rows { section, rows } => {
+                let s = &sections[*section];
+                let d = &mut drawn[*section];
+                let balance = &mut balances[*section];
+                let currency = s.currency;
+                // One glyph run for the whole block of rows.
+                let line = &mut canvas.line;
+                line.reset(&fonts.regular, TEXT_SIZE);
+                for (k, row) in s.rows[rows.clone()].iter().enumerate() {
+                    *balance = balance
+                        .checked_add(row.amount)
+                        .ok_or_else(|| overflow(currency))?;
+                    let amount = i128::from(row.amount);
+                    d.add(1, amount.max(0), amount.min(0));
+                    line.row(k as f32 * ROW_HEIGHT);
+                    line.cell(
+                        &columns[DATE],
+                        &text::local_instant(row.booked_at, header.timezone),
+                    );
+                    line.cell(&columns[ID], s.cell(row, 0));
+                    line.cell(&columns[REFERENCE], s.cell(row, 1));
+                    line.cell(&columns[DESCRIPTION], s.cell(row, 2));
+                    line.cell(&columns[TYPE], row.entry_type.as_str());
+                    line.number(&columns[AMOUNT], &text::amount(currency, row.amount));
+                    line.number(&columns[BALANCE], &text::amount(currency, *balance));
+                }
+                line.draw(canvas.surface, top + BASELINE);
+            }
+            Block::Totals(i) => {
+                let s = &sections[*i];
+                let d = &drawn[*i];
+                let amount = |v: i128| text::wide_amount(s.currency, v);
+                canvas.rule(top + 2.0);
+                let top = top + 4.0;
+                let closing = d.closing();
+                let end = format!(
+                    "Closing balance at {}",
+                    text::local_instant(header.bounds.1, header.timezone)
+                );
+                let lines: [(&str, String); 4] = [
+                    ("Entries", d.count.to_string()),
+                    ("Credits", amount(d.credits)),
+                    ("Debits", amount(d.debits)),
+                    (end.as_str(), amount(closing)),
+                ];
+                for (k, (label, value)) in lines.iter().enumerate() {
+                    canvas.label_value(
+                        top + k as f32 * LINE_HEIGHT,
+                        label,
+                        &columns[BALANCE],
+                        value,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
