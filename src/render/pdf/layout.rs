@@ -170,14 +170,14 @@ pub(super) struct Line {
 }
 
 impl Line {
-    /// An empty line in `face` at `size` points.
-    pub fn new(face: &'static Face, size: f32) -> Line {
+    /// An empty line in `face` at `size` points, with room for `glyphs` glyphs.
+    pub fn new(face: &'static Face, size: f32, glyphs: usize) -> Line {
         Line {
             face,
             size,
             unit: size / face.units_per_em(),
-            text: String::with_capacity(4096),
-            glyphs: Vec::with_capacity(4096),
+            text: String::with_capacity(glyphs),
+            glyphs: Vec::with_capacity(glyphs),
             start: None,
             pen: 0.0,
             row: 0.0,
@@ -323,7 +323,7 @@ impl Line {
             let width = self.face.width(number, self.size);
             // A hair smaller than exact, so rounding never pushes it past the column.
             let scale = column.width / width.max(f32::MIN_POSITIVE) * 0.99;
-            let mut line = Line::new(self.face, self.size * scale);
+            let mut line = Line::new(self.face, self.size * scale, number.len());
             if let Some(units) = line.push(number, f32::INFINITY) {
                 line.position(column, 0, units);
             }
@@ -340,8 +340,8 @@ pub(super) struct Canvas<'a, 'b> {
     pub surface: &'a mut Surface<'b>,
     /// The document's fonts.
     pub fonts: &'static Fonts,
-    /// A line buffer for callers.
-    pub line: Line,
+    /// A line buffer for callers, shared by all pages.
+    pub line: &'a mut Line,
 }
 
 impl Canvas<'_, '_> {
@@ -529,6 +529,8 @@ pub(super) fn render<B>(
             ]),
     );
     let total = pages.len();
+    // A page's rows are one glyph run: room for a full page of them.
+    let mut line = Line::new(&fonts.regular, TEXT_SIZE, 8192);
     for (index, blocks) in pages.iter().enumerate() {
         let Some(settings) = PageSettings::from_wh(PAGE_WIDTH, PAGE_HEIGHT) else {
             return Err(pdf_error("invalid page size"));
@@ -538,7 +540,7 @@ pub(super) fn render<B>(
         let mut canvas = Canvas {
             surface: &mut surface,
             fonts,
-            line: Line::new(&fonts.regular, TEXT_SIZE),
+            line: &mut line,
         };
         footer(&mut canvas, header, index + 1, total);
         let drawn = blocks
