@@ -200,9 +200,14 @@ impl Queue for KafkaQueue {
             // A worker that died gives its partitions up after 10 s, not librdkafka's 45 s.
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
-            // A consumer polls again only when its job ended: allow long ledgers (30 min)
-            // before the group gives its partitions away.
-            .set("max.poll.interval.ms", "1800000")
+            // A consumer polls again only when its job ended, and this is also the time the
+            // group coordinator may wait for members to rejoin a rebalance: 60 s keeps a
+            // rebalance that a departed member stalls short (with 30 min, a rolling restart
+            // under load left a partition unassigned past 2 minutes on tansu). A job longer
+            // than this costs one rebalance: its consumer rejoins on its next poll, the late
+            // commit fails and is logged, and the message, redelivered, is dropped as a
+            // duplicate by the claim.
+            .set("max.poll.interval.ms", "60000")
             .create()
             .map_err(|e| QueueError::Backend(format!("creating the Kafka consumer: {e}")))?;
         consumer

@@ -373,6 +373,9 @@ impl Painter<'_> {
                 // One glyph run for the whole block of rows.
                 let line = &mut canvas.line;
                 line.reset(&fonts.regular, TEXT_SIZE);
+                // Cell text is formatted into reused buffers: no allocation per cell.
+                let (mut date, mut amount_text, mut balance_text) =
+                    (String::new(), String::new(), String::new());
                 for (k, row) in s.rows[rows.clone()].iter().enumerate() {
                     *balance = balance
                         .checked_add(row.amount)
@@ -380,16 +383,19 @@ impl Painter<'_> {
                     let amount = i128::from(row.amount);
                     d.add(1, amount.max(0), amount.min(0));
                     line.row(k as f32 * ROW_HEIGHT);
-                    line.cell(
-                        &columns[DATE],
-                        &text::local_instant(row.booked_at, header.timezone),
-                    );
+                    date.clear();
+                    text::push_local_instant(&mut date, row.booked_at, header.timezone);
+                    line.cell(&columns[DATE], &date);
                     line.cell(&columns[ID], s.cell(row, 0));
                     line.cell(&columns[REFERENCE], s.cell(row, 1));
                     line.cell(&columns[DESCRIPTION], s.cell(row, 2));
                     line.cell(&columns[TYPE], row.entry_type.as_str());
-                    line.number(&columns[AMOUNT], &text::amount(currency, row.amount));
-                    line.number(&columns[BALANCE], &text::amount(currency, *balance));
+                    amount_text.clear();
+                    text::push_amount(&mut amount_text, currency, row.amount);
+                    line.number(&columns[AMOUNT], &amount_text);
+                    balance_text.clear();
+                    text::push_amount(&mut balance_text, currency, *balance);
+                    line.number(&columns[BALANCE], &balance_text);
                 }
                 line.draw(canvas.surface, top + BASELINE);
             }
