@@ -144,15 +144,6 @@ impl CreateRequest {
                 "the period has not started yet",
             ));
         }
-        if !crate::render::supported(ledger_type, format) {
-            return Err(InvalidInput::new(
-                "format",
-                format!(
-                    "{ledger_type} documents in {format} are not available yet; available: {}",
-                    crate::render::available()
-                ),
-            ));
-        }
         Ok(Self {
             merchant_id,
             ledger_type,

@@ -151,8 +151,9 @@ impl Queue for KafkaQueue {
             ledger_id: message.ledger_id,
         })
         .map_err(|e| QueueError::Backend(e.to_string()))?;
-        // A redelivery gets a key of its own each time, so it lands on some partition other
-        // than the one its merchant's key names if that one has no live consumer.
+        // A redelivery gets a key of its own each time, so it most likely lands on another
+        // partition than its merchant's (each sweep draws again) should that one have no
+        // live consumer.
         let key = if message.redelivery {
             format!(
                 "{}#{}#{}",
@@ -200,14 +201,15 @@ impl Queue for KafkaQueue {
             // A worker that died gives its partitions up after 10 s, not librdkafka's 45 s.
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "2000")
-            // A consumer polls again only when its job ended, and this is also the time the
-            // group coordinator may wait for members to rejoin a rebalance: 60 s keeps a
-            // rebalance that a departed member stalls short (with 30 min, a rolling restart
-            // under load left a partition unassigned past 2 minutes on tansu). A job longer
-            // than this costs one rebalance: its consumer rejoins on its next poll, the late
-            // commit fails and is logged, and the message, redelivered, is dropped as a
+            // A consumer polls again only when its job ended, and this is also how long the
+            // group coordinator may wait for members to rejoin a rebalance. 5 minutes lets
+            // the largest ledgers finish between polls while bounding a rebalance that a
+            // departed member stalls (with 30 minutes, a rolling restart under load left a
+            // partition unassigned for minutes on tansu; the sweep's redelivery under a
+            // fresh key is the backstop). A job longer than this costs one rebalance: the
+            // late commit fails and is logged, and the redelivered message is dropped as a
             // duplicate by the claim.
-            .set("max.poll.interval.ms", "60000")
+            .set("max.poll.interval.ms", "300000")
             .create()
             .map_err(|e| QueueError::Backend(format!("creating the Kafka consumer: {e}")))?;
         consumer

@@ -196,15 +196,17 @@ pub fn write_summary<W: Write>(
                 &amount(b.net()),
             ])?;
         }
-        let t = &c.total;
+        // The total and the closing balance are what the day rows written add up to, so
+        // the totals reported (and self-checked) are exactly the ones shown.
+        totals.closing = i128::from(totals.opening) + totals.credits + totals.debits;
         out.write_record([
             code,
             "TOTAL",
             "",
-            &t.count.to_string(),
-            &amount(t.credits),
-            &amount(t.debits),
-            &amount(t.net()),
+            &totals.count.to_string(),
+            &amount(totals.credits),
+            &amount(totals.debits),
+            &amount(totals.credits + totals.debits),
         ])?;
         out.write_record([
             code,
@@ -213,9 +215,8 @@ pub fn write_summary<W: Write>(
             "",
             "",
             "",
-            &amount(c.closing()),
+            &amount(totals.closing),
         ])?;
-        totals.closing = i128::from(totals.opening) + totals.credits + totals.debits;
         written.entry_count += totals.count;
         written.currencies.insert(c.currency, totals);
     }

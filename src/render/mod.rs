@@ -19,12 +19,12 @@ use crate::domain::{
 /// Errors while rendering.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// This (type, format) pair has no renderer in this build.
-    #[error("{0} {1} documents are not available yet")]
-    Unsupported(LedgerType, Format),
     /// Writing the output failed (encryption or upload behind it).
     #[error("writing the document failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The document would exceed what its format holds; retrying cannot help.
+    #[error("{0}")]
+    TooLarge(String),
     /// A running balance left the representable range.
     #[error("balance of {0} overflows")]
     Overflow(String),
@@ -69,30 +69,6 @@ pub trait Renderer<W: Write>: Send {
     fn entry(&mut self, entry: &Entry) -> Result<(), RenderError>;
     /// Writes the closing part and returns the totals written and the output.
     fn finish(self: Box<Self>) -> Result<(ControlTotals, W), RenderError>;
-}
-
-/// True when this build renders `ledger_type` as `format`.
-pub fn supported(ledger_type: LedgerType, format: Format) -> bool {
-    matches!(
-        (ledger_type, format),
-        (
-            LedgerType::Statement | LedgerType::Summary,
-            Format::Csv | Format::Xlsx | Format::Pdf
-        )
-    )
-}
-
-/// The (type, format) pairs this build renders, for error messages (`STATEMENT in CSV, …`).
-pub fn available() -> String {
-    let mut pairs = Vec::new();
-    for t in [LedgerType::Statement, LedgerType::Summary] {
-        for f in [Format::Pdf, Format::Csv, Format::Xlsx] {
-            if supported(t, f) {
-                pairs.push(format!("{t} in {f}"));
-            }
-        }
-    }
-    pairs.join(", ")
 }
 
 /// The renderer for the pair, writing to `out`.

@@ -37,6 +37,10 @@ impl From<object_store::Error> for StorageError {
     fn from(e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { path, .. } => StorageError::NotFound(path),
+            // Refused credentials or permissions are a misconfiguration, not an outage:
+            // retrying cannot help, so they are not reported as a backend fault.
+            e @ (object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }) => StorageError::Config(e.to_string()),
             other => StorageError::Backend(other.to_string()),
         }
     }

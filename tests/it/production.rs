@@ -359,7 +359,7 @@ async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_that_stops_gracefully_hands_its_partitions_to_the_others() {
+async fn after_a_worker_stops_gracefully_every_ledger_still_completes() {
     // A broker of its own, so no other test's groups share its coordinator. Under full-suite
     // load the remaining member was sometimes not given the leaver's partition for over a
     // minute (with both the cooperative-sticky and the range assignor); the consumer's
@@ -414,8 +414,10 @@ async fn a_worker_that_stops_gracefully_hands_its_partitions_to_the_others() {
     };
     assert!(status.success(), "graceful exit: {status}");
     let t0 = std::time::Instant::now();
-    // A coordinator may hold a departed member's partition until the rebalance timeout
-    // (max.poll.interval.ms, 60 s); the sweep's redelivery under a fresh key is the backstop.
+    // What a user sees is asserted: every ledger completes. Whether the partition moved at
+    // once or the sweep's redelivery (after APP_ENV_JOB_TIMEOUT_MS, 3 s here) carried it is
+    // not: on tansu under load the hand-over itself sometimes stalls (see the note above);
+    // the elapsed time is printed to tell the two apart.
     for id in create_batch(2).await {
         api.wait_for(&token, &id, "COMPLETED", 120).await;
     }

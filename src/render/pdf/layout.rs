@@ -222,7 +222,7 @@ impl Line {
         self.position(column, first, units);
     }
 
-    /// Adds a number in `column`: never clipped; one too wide for the column is drawn
+    /// Adds a number (or an entry id) in `column`: never clipped; one too wide for the column is drawn
     /// smaller instead, so every digit stays readable and inside the column.
     pub fn number(&mut self, column: &Column, text: &str) {
         let first = self.glyphs.len();

@@ -12,7 +12,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
-pub use statement::PdfStatement;
+pub use statement::{MAX_PDF_STATEMENT_ENTRIES, PdfStatement};
 pub use summary::write_summary;
 
 use crate::domain::{ControlTotals, Currency, CurrencyTotals};

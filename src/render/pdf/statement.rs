@@ -108,7 +108,14 @@ impl Section {
             (&entry.reference, REFERENCE),
             (&entry.description, DESCRIPTION),
         ]) {
-            face.fit_into(&mut self.text, value, TEXT_SIZE, columns[column].width);
+            // An entry id identifies the entry: kept whole (drawn smaller when too wide,
+            // like a number); reference and description are clipped to their column.
+            let width = if column == ID {
+                f32::INFINITY
+            } else {
+                columns[column].width
+            };
+            face.fit_into(&mut self.text, value, TEXT_SIZE, width);
             *end = offset(self.text.len())?;
         }
         self.rows.push(Row {
@@ -142,7 +149,14 @@ pub struct PdfStatement<W: Write> {
     fonts: &'static Fonts,
     columns: [Column; 7],
     sections: BTreeMap<Currency, Section>,
+    entries: usize,
 }
+
+/// The most entries a PDF statement holds. Its rows wait in memory until the page count is
+/// known (~0.2 KiB each) and the finished document is assembled in memory, so the size
+/// must be bounded; 250,000 rows are ~5,000 pages and ~90 MiB for the whole process. A
+/// longer period is refused with a message naming the formats without a limit.
+pub const MAX_PDF_STATEMENT_ENTRIES: usize = 250_000;
 
 impl<W: Write> PdfStatement<W> {
     /// A statement of `header`'s ledger, written to `out` when finished.
@@ -165,12 +179,19 @@ impl<W: Write> PdfStatement<W> {
             fonts,
             columns: table(&fonts.regular),
             sections,
+            entries: 0,
         })
     }
 }
 
 impl<W: Write + Send> Renderer<W> for PdfStatement<W> {
     fn entry(&mut self, entry: &Entry) -> Result<(), RenderError> {
+        self.entries += 1;
+        if self.entries > MAX_PDF_STATEMENT_ENTRIES {
+            return Err(RenderError::TooLarge(format!(
+                "a PDF statement holds at most {MAX_PDF_STATEMENT_ENTRIES} entries and this period has more; request CSV or XLSX, a SUMMARY, or a shorter period"
+            )));
+        }
         // A currency first seen inside the period opens at zero, visibly.
         let section = self
             .sections
@@ -190,6 +211,7 @@ impl<W: Write + Send> Renderer<W> for PdfStatement<W> {
             fonts,
             columns,
             sections,
+            entries: _,
         } = *self;
         let sections: Vec<Section> = sections.into_values().collect();
         let pages = plan(&sections);
@@ -386,7 +408,7 @@ impl Painter<'_> {
                     date.clear();
                     text::push_local_instant(&mut date, row.booked_at, header.timezone);
                     line.cell(&columns[DATE], &date);
-                    line.cell(&columns[ID], s.cell(row, 0));
+                    line.number(&columns[ID], s.cell(row, 0));
                     line.cell(&columns[REFERENCE], s.cell(row, 1));
                     line.cell(&columns[DESCRIPTION], s.cell(row, 2));
                     line.cell(&columns[TYPE], row.entry_type.as_str());
