@@ -249,6 +249,7 @@ pub async fn run(
             verifier,
             authz,
             ids: Arc::new(Snowflake::new(node.id)?),
+            shutdown: shutdown.clone(),
         })
     } else {
         None

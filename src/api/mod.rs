@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod ledgers;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub authz: Arc<Authorizer>,
     /// Ledger ids.
     pub ids: Arc<Snowflake>,
+    /// Fires on shutdown: WebSockets close with 1001.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Everything `/readyz` checks and `/metrics` renders, for any role.
@@ -65,7 +68,10 @@ pub struct OpsState {
 pub fn router(api: Option<AppState>, ops: OpsState) -> Router {
     let mut app = health::router(ops);
     if let Some(state) = api {
-        app = app.nest(BASE, ledgers::router().with_state(state));
+        app = app.nest(
+            BASE,
+            ledgers::router().merge(ws::router()).with_state(state),
+        );
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -305,6 +305,43 @@ async fn claims_and_fencing(store: &dyn JobStore) {
     assert_eq!(steps, ["PENDING", "PROCESSING", "FETCH_START", "COMPLETED"]);
     assert_eq!(timeline[1].attempt, 1);
 
+    // The status changes since a point in time, across ledgers, paged by position.
+    let before = timeline[0].at - chrono::Duration::milliseconds(1);
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.status_events_since(before, after, 1).await.unwrap();
+        let Some((seq, event)) = page.into_iter().next() else {
+            break;
+        };
+        assert!(seq > after, "positions grow");
+        after = seq;
+        if event.ledger_id == l.id {
+            seen.push((event.status, event.attempt_count));
+            assert_eq!(event.merchant_id, l.merchant_id);
+            assert_eq!(event.version, 1);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (Status::Pending, 0),
+            (Status::Processing, 1),
+            (Status::Completed, 1)
+        ],
+        "status changes only, no phases"
+    );
+    let last_at = timeline.last().unwrap().at;
+    assert!(
+        store
+            .status_events_since(last_at, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, e)| e.ledger_id != l.id),
+        "nothing of this ledger after its last change"
+    );
+
     // Failing and releasing are fenced the same way.
     let f = created(store, &new_ledger(3002, "m_claim", "2026-09", None)).await;
     store

@@ -174,6 +174,15 @@ pub trait JobStore: Send + Sync {
     async fn list_ledgers(&self, query: &ListQuery) -> Result<Vec<Ledger>, StoreError>;
     /// The timeline, oldest first.
     async fn list_events(&self, id: LedgerId) -> Result<Vec<TimelineItem>, StoreError>;
+    /// Status changes of every ledger recorded after `since` (exclusive) and after the
+    /// timeline position `after` (0 to start), in recording order, at most `limit`: each
+    /// with its position, to page on. For live clients catching up on what they missed.
+    async fn status_events_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, crate::domain::StatusEvent)>, StoreError>;
     /// The file of one version.
     async fn get_file(&self, id: LedgerId, version: u32) -> Result<Option<StoredFile>, StoreError>;
 

@@ -450,6 +450,25 @@ impl JobStore for PostgresStore {
         rows.into_iter().map(TimelineItem::try_from).collect()
     }
 
+    async fn status_events_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, crate::domain::StatusEvent)>, StoreError> {
+        let sql = format!(
+            "{} WHERE e.status IS NOT NULL AND e.at > $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3",
+            super::rows::STATUS_EVENT_SELECT
+        );
+        let rows = sqlx::query_as::<_, super::rows::StatusEventRow>(&sql)
+            .bind(since.timestamp_millis())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(TryFrom::try_from).collect()
+    }
+
     async fn get_file(&self, id: LedgerId, version: u32) -> Result<Option<StoredFile>, StoreError> {
         let row = sqlx::query_as::<_, FileRow>(
             "SELECT version, content_type, size_bytes, sha256, file_name, object_key \
@@ -920,7 +939,7 @@ mod tests {
         let pending = store.pending_migrations().await.unwrap();
         assert_eq!(
             pending,
-            ["1_init"],
+            ["1_init", "2_status events by time"],
             "a fresh schema has every migration pending"
         );
         store.migrate().await.unwrap();

@@ -168,6 +168,47 @@ impl TryFrom<EventRow> for TimelineItem {
     }
 }
 
+/// A status change joined with its ledger: `seq, ledger_id, merchant_id, at, attempt,
+/// status, error_code, stage, version`.
+#[derive(Debug, FromRow)]
+pub(super) struct StatusEventRow {
+    seq: i64,
+    ledger_id: i64,
+    merchant_id: String,
+    at: i64,
+    attempt: i64,
+    status: String,
+    error_code: Option<String>,
+    stage: String,
+    version: i64,
+}
+
+/// The SELECT list and joins of [`StatusEventRow`], shared by both adapters.
+pub(super) const STATUS_EVENT_SELECT: &str = "SELECT e.seq, e.ledger_id, l.merchant_id, e.at, \
+     e.attempt, e.status, e.error_code, l.stage, l.version \
+     FROM ledger_events e JOIN ledgers l ON l.id = e.ledger_id";
+
+impl TryFrom<StatusEventRow> for (i64, crate::domain::StatusEvent) {
+    type Error = StoreError;
+
+    fn try_from(row: StatusEventRow) -> Result<Self, StoreError> {
+        Ok((
+            row.seq,
+            crate::domain::StatusEvent {
+                ledger_id: crate::domain::LedgerId::from_i64(row.ledger_id),
+                merchant_id: crate::domain::MerchantId::parse(&row.merchant_id)
+                    .map_err(|_| corrupt("merchant_id", &row.merchant_id))?,
+                status: Status::parse(&row.status).ok_or_else(|| corrupt("status", &row.status))?,
+                stage: Stage::parse(&row.stage).ok_or_else(|| corrupt("stage", &row.stage))?,
+                version: u32_of(row.version, "version")?,
+                attempt_count: u32_of(row.attempt, "attempt")?,
+                error_code: row.error_code,
+                at: time(row.at)?,
+            },
+        ))
+    }
+}
+
 /// A `ledger_files` row: `version, content_type, size_bytes, sha256, file_name, object_key`.
 #[derive(Debug, FromRow)]
 pub(super) struct FileRow {

@@ -348,6 +348,25 @@ impl JobStore for SqliteStore {
         rows.into_iter().map(TimelineItem::try_from).collect()
     }
 
+    async fn status_events_since(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, crate::domain::StatusEvent)>, StoreError> {
+        let sql = format!(
+            "{} WHERE e.status IS NOT NULL AND e.at > ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+            super::rows::STATUS_EVENT_SELECT
+        );
+        let rows = sqlx::query_as::<_, super::rows::StatusEventRow>(&sql)
+            .bind(since.timestamp_millis())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(TryFrom::try_from).collect()
+    }
+
     async fn get_file(&self, id: LedgerId, version: u32) -> Result<Option<StoredFile>, StoreError> {
         let row = sqlx::query_as::<_, FileRow>(
             "SELECT version, content_type, size_bytes, sha256, file_name, object_key \
@@ -772,7 +791,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("ledger.db"))
             .await
             .unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap().len(), 1);
+        assert_eq!(store.pending_migrations().await.unwrap().len(), 2);
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         super::super::contract::run_all(Arc::new(store)).await;

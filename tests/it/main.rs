@@ -7,6 +7,7 @@ mod api_errors;
 mod cli;
 mod documents;
 mod lifecycle;
+mod live;
 mod outages;
 mod production;
 mod recovery;

@@ -1,6 +1,8 @@
 //! The end-to-end suite on the production backends: PostgreSQL, Kafka (tansu), S3 (moto)
 //! and Redis, in the deployment shapes of the operations sheet.
 
+use std::time::Duration;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -57,6 +59,38 @@ async fn a_ledger_lives_its_whole_life_on_the_production_backends() {
         assert_eq!(checks["checks"][backend]["status"], "ok", "{checks}");
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_cross_from_a_worker_process_to_a_client_of_an_api_process() {
+    use crate::live::{completion_latencies, connect, p};
+    let backends = production().await;
+    let api = spawn_with(Options {
+        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
+        ..Options::default()
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let _worker = worker_process(&backends.vars, data.path());
+    let token = api.user("ops", "merchant_operator", "m_global").await;
+    let mut socket = connect(&api, &token).await;
+    let day0 = chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+    let mut ids = Vec::new();
+    for d in 0..40u64 {
+        let period = (day0 + chrono::Days::new(d)).to_string();
+        let l = api.create_ok(&token, statement("m_global", &period)).await;
+        ids.push(l["id"].as_str().unwrap().to_owned());
+    }
+    // COMPLETED is emitted by the worker process only: it can reach this client only
+    // through Redis.
+    let latencies = completion_latencies(&mut socket, &ids, Duration::from_secs(120)).await;
+    eprintln!(
+        "production (worker process -> Redis -> api process), state change -> client receive, {} COMPLETED events: p50 {:.2} ms, p99 {:.2} ms",
+        latencies.len(),
+        p(&latencies, 0.5),
+        p(&latencies, 0.99)
+    );
+    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,405 @@
+//! `GET /v1/api/ledger/ws`: live `ledger.status` and `ledger.progress` events (SPEC §5) of
+//! every merchant the caller may read, as JSON text frames.
+//!
+//! - The token (`Authorization: Bearer …` or `?access_token=…`) is verified before the
+//!   upgrade: no valid token, a 401 and no socket.
+//! - A client narrows the flow with `{"subscribe":["m_1",…]}` / `{"unsubscribe":[…]}`; a
+//!   merchant it may not read gets an error frame `{"error":{"code":"FORBIDDEN",…}}`.
+//!   What it may read is looked up again every second (through the policy cache), so a
+//!   revoked grant stops the flow within the cache's TTL.
+//! - Each client has a bounded queue between the event bus and its socket. A progress
+//!   frame that does not fit is dropped (the next one carries newer counts); a status frame
+//!   that does not fit closes the socket with code 4008 and a reason, so the client
+//!   reconnects instead of silently missing a state change. A slow client never slows a
+//!   worker or another client: the bus never waits for a socket.
+//! - `?since=<RFC 3339>` first replays the status changes recorded on the timelines after
+//!   that time (of the merchants the client may see, at most 10,000, oldest first), then a
+//!   `{"replay":{"events":N,"complete":true}}` frame, then live events — a reconnecting
+//!   client misses no state change (it may see one twice).
+//! - Pings every 20 s; on shutdown every socket is closed with 1001 (going away).
+//!
+//! Metrics: `ledger_ws_clients`, `ledger_ws_frames_sent_total`,
+//! `ledger_ws_frames_dropped_total`, `ledger_ws_slow_client_closes_total`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use axum::routing::get;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::{Caller, MerchantScope, Permission};
+use crate::domain::{Event, InvalidInput, MerchantId};
+
+/// Frames waiting for one client's socket.
+const CLIENT_QUEUE: usize = 256;
+/// Keep-alive ping interval.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// How often what the caller may read is looked up again.
+const SCOPE_EVERY: Duration = Duration::from_secs(1);
+/// Close code for a client that fell too far behind (application range 4000–4999).
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+/// A client message larger than this is refused.
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// The WebSocket route, relative to the API's base path.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    mut parts: Parts,
+) -> Result<Response, ApiError> {
+    let (mut token, mut since) = (None, None);
+    for (key, value) in url::form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "access_token" => token = Some(value.into_owned()),
+            "since" => {
+                let at = chrono::DateTime::parse_from_rfc3339(&value).map_err(|_| {
+                    InvalidInput::new(
+                        "since",
+                        "expected an RFC 3339 time, e.g. 2026-11-24T10:00:00Z",
+                    )
+                })?;
+                since = Some(at.with_timezone(&chrono::Utc));
+            }
+            other => {
+                return Err(InvalidInput::new(other.to_owned(), "unknown query parameter").into());
+            }
+        }
+    }
+    // The token is checked before anything else: a refused caller never gets a socket.
+    let caller = match token {
+        Some(token) => state
+            .verifier
+            .verify(&token)
+            .await
+            .map(Caller::from)
+            .map_err(|e| ApiError::Unauthorized(e.to_string()))?,
+        None => Caller::from_request_parts(&mut parts, &state).await?,
+    };
+    let scope = scope(&state, &caller).await?;
+    let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
+        .await
+        .map_err(|e| {
+            ApiError::Validation(InvalidInput::new(
+                "upgrade",
+                format!("expected a WebSocket upgrade: {e}"),
+            ))
+        })?;
+    Ok(ws
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, state, caller, scope, since)))
+}
+
+async fn scope(state: &AppState, caller: &Caller) -> Result<MerchantScope, ApiError> {
+    state
+        .authz
+        .scope(&caller.subject, Permission::Read)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))
+}
+
+/// Counts a connected client for as long as it lives.
+struct Connected;
+
+impl Connected {
+    fn new() -> Self {
+        metrics::gauge!("ledger_ws_clients").increment(1.0);
+        Connected
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        metrics::gauge!("ledger_ws_clients").decrement(1.0);
+    }
+}
+
+/// What one client receives: merchants in its read scope, narrowed by its messages.
+struct Filter {
+    scope: MerchantScope,
+    /// `None` until the first `subscribe`: every merchant in scope; then only these.
+    only: Option<BTreeSet<MerchantId>>,
+    /// Unsubscribed while not narrowed.
+    excluded: BTreeSet<MerchantId>,
+}
+
+impl Filter {
+    fn wants(&self, merchant: &MerchantId) -> bool {
+        self.scope.contains(merchant)
+            && !self.excluded.contains(merchant)
+            && self
+                .only
+                .as_ref()
+                .is_none_or(|only| only.contains(merchant))
+    }
+}
+
+/// Why the connection ends, as the close frame says it.
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    }))
+}
+
+/// Status events replayed at most on a reconnect; older ones need `GET /ledgers/:id`.
+const MAX_REPLAY: usize = 10_000;
+/// How long a replay may wait for room in a client's queue before the client is too slow.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Queues the status changes since `since` the client may see, then a
+/// `{"replay":{"events":N,"complete":bool}}` frame marking where live events begin.
+/// `Err` when the client does not take them in time.
+async fn replay(
+    state: &AppState,
+    filter: &Filter,
+    since: chrono::DateTime<chrono::Utc>,
+    frames: &mpsc::Sender<Message>,
+) -> Result<(), ()> {
+    let (mut after, mut sent, mut complete) = (0, 0usize, true);
+    'pages: loop {
+        let page = match state.store.status_events_since(since, after, 500).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, "replaying status events failed");
+                complete = false;
+                break;
+            }
+        };
+        let last_page = page.len() < 500;
+        for (seq, event) in page {
+            after = seq;
+            if !filter.wants(&event.merchant_id) {
+                continue;
+            }
+            if sent == MAX_REPLAY {
+                complete = false;
+                break 'pages;
+            }
+            let Ok(text) = serde_json::to_string(&Event::Status(event)) else {
+                continue;
+            };
+            frames
+                .send_timeout(Message::Text(text.into()), REPLAY_PATIENCE)
+                .await
+                .map_err(|_| ())?;
+            sent += 1;
+        }
+        if last_page {
+            break;
+        }
+    }
+    let marker = json!({"replay": {"events": sent, "complete": complete}}).to_string();
+    frames
+        .send_timeout(Message::Text(marker.into()), REPLAY_PATIENCE)
+        .await
+        .map_err(|_| ())
+}
+
+async fn serve(
+    socket: WebSocket,
+    state: AppState,
+    caller: Caller,
+    scope: MerchantScope,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let _connected = Connected::new();
+    let (mut sink, mut incoming) = socket.split();
+    let (frames, mut queued) = mpsc::channel::<Message>(CLIENT_QUEUE);
+    // The writer owns the socket's sending half; everything else only queues frames.
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = queued.recv().await {
+            let closing = matches!(frame, Message::Close(_));
+            if sink.send(frame).await.is_err() {
+                break;
+            }
+            if !closing {
+                metrics::counter!("ledger_ws_frames_sent_total").increment(1);
+            } else {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut events = state.notifier.bus().subscribe();
+    let mut filter = Filter {
+        scope,
+        only: None,
+        excluded: BTreeSet::new(),
+    };
+    // Subscribed before the replay is read, so nothing falls between the two (an event may
+    // come twice: replayed, then live).
+    if let Some(since) = since
+        && replay(&state, &filter, since, &frames).await.is_err()
+    {
+        let _ = frames.try_send(slow(&caller));
+        drop(frames);
+        let _ = writer.await;
+        return;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    let mut rescope = tokio::time::interval(SCOPE_EVERY);
+    rescope.reset();
+    let ending = loop {
+        tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => break Some(close(1001, "server shutting down")),
+            message = incoming.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    let reply = command(&mut filter, text.as_str());
+                    if frames.try_send(Message::Text(reply.into())).is_err()
+                    {
+                        break Some(slow(&caller));
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    break Some(close(1003, "text frames with JSON only"));
+                }
+                Some(Ok(_)) => {} // ping/pong are answered by the library
+                Some(Err(_)) | None => break None,
+            },
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if !filter.wants(event.merchant_id()) {
+                        continue;
+                    }
+                    let text = match serde_json::to_string(&event) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::error!(error = %e, "serialising an event failed");
+                            continue;
+                        }
+                    };
+                    if frames.try_send(Message::Text(text.into())).is_err() {
+                        match event {
+                            Event::Progress(_) => {
+                                // The next progress frame carries newer counts.
+                                metrics::counter!("ledger_ws_frames_dropped_total").increment(1);
+                            }
+                            Event::Status(_) => break Some(slow(&caller)),
+                        }
+                    }
+                }
+                // This client's share of the bus overflowed: events are lost, say so.
+                Err(broadcast::error::RecvError::Lagged(_)) => break Some(slow(&caller)),
+                Err(broadcast::error::RecvError::Closed) => {
+                    break Some(close(1001, "server shutting down"));
+                }
+            },
+            _ = ping.tick() => {
+                if frames.try_send(Message::Ping(Default::default())).is_err() {
+                    break Some(slow(&caller));
+                }
+            }
+            _ = rescope.tick() => {
+                // A failed lookup keeps the last answer; a revoke shrinks it.
+                if let Ok(scope) = scope_of(&state, &caller).await {
+                    filter.scope = scope;
+                }
+            }
+        }
+    };
+    if let Some(frame) = ending {
+        // A full queue cannot take the close frame: the writer is stopped by dropping it.
+        let _ = frames.try_send(frame);
+    }
+    drop(frames);
+    let _ = writer.await;
+}
+
+async fn scope_of(state: &AppState, caller: &Caller) -> Result<MerchantScope, ApiError> {
+    scope(state, caller).await
+}
+
+fn slow(caller: &Caller) -> Message {
+    metrics::counter!("ledger_ws_slow_client_closes_total").increment(1);
+    tracing::warn!(subject = %caller.subject, "closing a WebSocket client that fell too far behind");
+    close(
+        CLOSE_TOO_SLOW,
+        "client too slow: events would be lost; reconnect",
+    )
+}
+
+/// Handles one client message and returns the answer frame.
+fn command(filter: &mut Filter, text: &str) -> String {
+    let error = |code: &str, message: String| {
+        json!({"error": {"code": code, "message": message}}).to_string()
+    };
+    let usage = || {
+        error(
+            "VALIDATION_ERROR",
+            "expected {\"subscribe\":[merchant ids]} or {\"unsubscribe\":[merchant ids]}".into(),
+        )
+    };
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_str::<serde_json::Value>(text)
+    else {
+        return usage();
+    };
+    let (key, list) = match object.iter().next() {
+        Some((key, serde_json::Value::Array(list)))
+            if object.len() == 1 && (key == "subscribe" || key == "unsubscribe") =>
+        {
+            (key.as_str(), list)
+        }
+        _ => return usage(),
+    };
+    let mut merchants = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        match item.as_str().map(MerchantId::parse) {
+            Some(Ok(m)) => merchants.push(m),
+            _ => {
+                return error(
+                    "VALIDATION_ERROR",
+                    format!("{key}[{i}]: expected a merchant id"),
+                );
+            }
+        }
+    }
+    let names: Vec<&str> = merchants.iter().map(MerchantId::as_str).collect();
+    if key == "unsubscribe" {
+        for m in &merchants {
+            match &mut filter.only {
+                Some(only) => {
+                    only.remove(m);
+                }
+                None => {
+                    filter.excluded.insert(m.clone());
+                }
+            }
+        }
+        return json!({"unsubscribed": names}).to_string();
+    }
+    let forbidden: Vec<&str> = merchants
+        .iter()
+        .filter(|m| !filter.scope.contains(m))
+        .map(MerchantId::as_str)
+        .collect();
+    if !forbidden.is_empty() {
+        return error(
+            "FORBIDDEN",
+            format!("not allowed to read {}", forbidden.join(", ")),
+        );
+    }
+    for m in &merchants {
+        filter.excluded.remove(m);
+    }
+    filter
+        .only
+        .get_or_insert_with(BTreeSet::new)
+        .extend(merchants.iter().cloned());
+    json!({"subscribed": names}).to_string()
+}

@@ -1,0 +1,364 @@
+//! Live status over a real WebSocket, as a client sees it.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::helpers::{TestApp, spawn_app, statement};
+
+/// Receive time minus the event's `at` (the worker's clock; one machine here), in ms, for
+/// the COMPLETED status events of `ids`, sorted.
+pub(crate) async fn completion_latencies(
+    socket: &mut Socket,
+    ids: &[String],
+    wait: Duration,
+) -> Vec<f64> {
+    let deadline = Instant::now() + wait;
+    let mut latencies = Vec::new();
+    while latencies.len() < ids.len() && Instant::now() < deadline {
+        let Some(frame) = next_json(socket, Duration::from_secs(1)).await else {
+            continue;
+        };
+        if frame["event"] == "ledger.status"
+            && frame["status"] == "COMPLETED"
+            && ids.iter().any(|id| frame["ledgerId"] == id.as_str())
+        {
+            let at: chrono::DateTime<chrono::Utc> = frame["at"].as_str().unwrap().parse().unwrap();
+            let ms = (chrono::Utc::now() - at).num_microseconds().unwrap() as f64 / 1000.0;
+            latencies.push(ms);
+        }
+    }
+    assert_eq!(latencies.len(), ids.len(), "every COMPLETED event arrived");
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+pub(crate) fn p(latencies: &[f64], q: f64) -> f64 {
+    latencies[((latencies.len() - 1) as f64 * q).round() as usize]
+}
+
+pub(crate) type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn ws_url(app: &TestApp) -> String {
+    format!("{}/v1/api/ledger/ws", app.base.replacen("http", "ws", 1))
+}
+
+pub(crate) async fn connect(app: &TestApp, token: &str) -> Socket {
+    let mut request = ws_url(app).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let (socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade");
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+/// The next JSON text frame, or `None` when nothing arrives within `wait`.
+pub(crate) async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Some(Ok(Message::Close(frame)))) => panic!("closed: {frame:?}"),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => panic!("socket error: {e}"),
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+/// Status and progress events of `id` until COMPLETED (or `wait` runs out).
+async fn follow(socket: &mut Socket, id: &str, wait: Duration) -> (Vec<String>, Vec<Value>) {
+    let deadline = Instant::now() + wait;
+    let (mut statuses, mut progress) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline {
+        let Some(event) = next_json(socket, Duration::from_secs(1)).await else {
+            continue;
+        };
+        if event["ledgerId"] != id {
+            continue;
+        }
+        match event["event"].as_str() {
+            Some("ledger.status") => {
+                let s = event["status"].as_str().unwrap().to_owned();
+                let done = s == "COMPLETED" || s == "REJECTED";
+                statuses.push(s);
+                if done {
+                    break;
+                }
+            }
+            Some("ledger.progress") => progress.push(event),
+            other => panic!("unexpected frame {other:?}: {event}"),
+        }
+    }
+    (statuses, progress)
+}
+
+#[tokio::test]
+async fn a_client_watches_its_ledger_and_another_tenant_sees_nothing_of_it() {
+    let app = spawn_app().await;
+    let alice = app.user("alice", "merchant_operator", "m_acme").await;
+    let bob = app.user("bob", "merchant_viewer", "m_tokyo").await;
+    let mut watching = connect(&app, &alice).await;
+    let mut other = connect(&app, &bob).await;
+
+    let created = app.create_ok(&alice, statement("m_acme", "2026-10")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (statuses, progress) = follow(&mut watching, &id, Duration::from_secs(30)).await;
+    assert_eq!(
+        statuses,
+        ["PENDING", "PROCESSING", "COMPLETED"],
+        "{progress:?}"
+    );
+    assert!(!progress.is_empty(), "progress frames arrive");
+    // rowsDone never goes down within a phase.
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    for p in &progress {
+        assert_eq!(p["merchantId"], "m_acme");
+        let phase = p["phase"].as_str().unwrap().to_owned();
+        let done = p["rowsDone"].as_u64().unwrap();
+        let before = last.insert(phase.clone(), done).unwrap_or(0);
+        assert!(done >= before, "{phase}: {before} then {done}");
+    }
+    // Bob may read m_tokyo only: not a single frame of m_acme reaches him.
+    while let Some(frame) = next_json(&mut other, Duration::from_millis(500)).await {
+        assert_ne!(frame["merchantId"], "m_acme", "{frame}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn upgrades_without_a_valid_token_are_refused_before_the_socket_opens() {
+    let app = spawn_app().await;
+    let token = app.user("alice", "merchant_viewer", "m_acme").await;
+    let plain = reqwest::Client::new();
+    let url = format!("{}/v1/api/ledger/ws", app.base);
+    let r = plain.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    for bad in [format!("?access_token={forged}"), "?access_token=".into()] {
+        let r = plain.get(format!("{url}{bad}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{bad}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+    }
+    for bad in ["?since=yesterday", "?sinse=2026-01-01T00:00:00Z"] {
+        let r = plain
+            .get(format!("{url}{bad}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    // A valid token but a plain GET: not a WebSocket upgrade.
+    let r = plain.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // The token in the query string works for browsers, which cannot set headers.
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{}?access_token={token}", ws_url(&app)))
+            .await
+            .expect("upgrade with ?access_token");
+    socket
+        .send(Message::Text(
+            json!({"subscribe": ["m_acme"]}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    let answer = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(answer["subscribed"], json!(["m_acme"]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn subscribing_to_a_merchant_one_may_not_read_is_forbidden_and_narrowing_works() {
+    let app = spawn_app().await;
+    let token = app.user("ops", "merchant_operator", "m_acme").await;
+    app.grant("ops", "merchant_operator", "m_global").await;
+    let mut socket = connect(&app, &token).await;
+    socket
+        .send(Message::Text(
+            json!({"subscribe": ["m_tokyo"]}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    let refused = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(refused["error"]["code"], "FORBIDDEN", "{refused}");
+    socket.send(Message::Text("not json".into())).await.unwrap();
+    let bad = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(bad["error"]["code"], "VALIDATION_ERROR", "{bad}");
+
+    // Narrowed to m_global: m_acme's events no longer arrive, m_global's do.
+    socket
+        .send(Message::Text(
+            json!({"subscribe": ["m_global"]}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    let ok = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ok["subscribed"], json!(["m_global"]));
+    let acme = app.create_ok(&token, statement("m_acme", "2026-10")).await;
+    let global = app
+        .create_ok(&token, statement("m_global", "2026-10"))
+        .await;
+    let (statuses, _) = follow(
+        &mut socket,
+        global["id"].as_str().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(statuses.last().map(String::as_str), Some("COMPLETED"));
+    app.wait_for(&token, acme["id"].as_str().unwrap(), "COMPLETED", 30)
+        .await;
+    while let Some(frame) = next_json(&mut socket, Duration::from_millis(300)).await {
+        assert_ne!(frame["merchantId"], "m_acme", "{frame}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_does_not_slow_a_job() {
+    let source = crate::helpers::source_with("m_big", 200_000, Some("UTC"));
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        source_dir: Some(source.path().to_owned()),
+        ..Default::default()
+    })
+    .await;
+    let token = app.user("ops", "merchant_operator", "m_big").await;
+    let timed = |period: &'static str| {
+        let app = &app;
+        let token = &token;
+        async move {
+            let t0 = Instant::now();
+            let l = app.create_ok(token, statement("m_big", period)).await;
+            app.wait_for(token, l["id"].as_str().unwrap(), "COMPLETED", 60)
+                .await;
+            t0.elapsed()
+        }
+    };
+    let alone = timed("2026-Q1").await;
+    // A client that connects and then never reads a frame.
+    let _stuck = connect(&app, &token).await;
+    let with_stuck = timed("2026-Q2").await;
+    eprintln!("job alone {alone:?}, with a client that never reads {with_stuck:?}");
+    assert!(
+        with_stuck < alone * 3 + Duration::from_secs(2),
+        "alone {alone:?}, with a stuck client {with_stuck:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_going_away() {
+    let app = spawn_app().await;
+    let token = app.user("alice", "merchant_viewer", "m_acme").await;
+    let mut socket = connect(&app, &token).await;
+    let stopping = tokio::spawn(app.stop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, socket.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => break u16::from(frame.code),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, 1001);
+    stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_reconnecting_with_since_gets_what_it_missed_then_live_events() {
+    let app = spawn_app().await;
+    let alice = app.user("alice", "merchant_operator", "m_acme").await;
+    let other = app.user("bob", "merchant_operator", "m_tokyo").await;
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    // While nobody is connected: one ledger of alice's merchant, one of another merchant.
+    let missed = app.create_ok(&alice, statement("m_acme", "2026-10")).await;
+    let missed = missed["id"].as_str().unwrap().to_owned();
+    let foreign = app.create_ok(&other, statement("m_tokyo", "2026-10")).await;
+    app.wait_for(&alice, &missed, "COMPLETED", 30).await;
+    app.wait_for(&other, foreign["id"].as_str().unwrap(), "COMPLETED", 30)
+        .await;
+
+    let mut request = format!(
+        "{}?since={}",
+        ws_url(&app),
+        before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    )
+    .into_client_request()
+    .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {alice}")).unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut replayed = Vec::new();
+    let marker = loop {
+        let frame = next_json(&mut socket, Duration::from_secs(5))
+            .await
+            .expect("replay frames");
+        if frame.get("replay").is_some() {
+            break frame;
+        }
+        assert_eq!(frame["event"], "ledger.status", "{frame}");
+        assert_eq!(
+            frame["merchantId"], "m_acme",
+            "only what alice may read: {frame}"
+        );
+        if frame["ledgerId"] == missed.as_str() {
+            replayed.push(frame["status"].as_str().unwrap().to_owned());
+        }
+    };
+    assert_eq!(replayed, ["PENDING", "PROCESSING", "COMPLETED"]);
+    assert_eq!(marker["replay"]["complete"], true, "{marker}");
+    // Then live.
+    let live = app.create_ok(&alice, statement("m_acme", "2026-09")).await;
+    let (statuses, _) = follow(
+        &mut socket,
+        live["id"].as_str().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(statuses, ["PENDING", "PROCESSING", "COMPLETED"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn event_latency_embedded() {
+    let app = spawn_app().await;
+    let token = app.user("ops", "merchant_operator", "m_global").await;
+    let mut socket = connect(&app, &token).await;
+    let day0 = chrono::NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+    let mut ids = Vec::new();
+    for d in 0..40u64 {
+        let period = (day0 + chrono::Days::new(d)).to_string();
+        let l = app.create_ok(&token, statement("m_global", &period)).await;
+        ids.push(l["id"].as_str().unwrap().to_owned());
+    }
+    let latencies = completion_latencies(&mut socket, &ids, Duration::from_secs(60)).await;
+    eprintln!(
+        "embedded: state change (event `at`) -> client receive over {} COMPLETED events: p50 {:.2} ms, p99 {:.2} ms",
+        latencies.len(),
+        p(&latencies, 0.5),
+        p(&latencies, 0.99)
+    );
+    app.stop().await;
+}
