@@ -362,3 +362,33 @@ async fn event_latency_embedded() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_grant_revoked_while_connected_stops_the_flow() {
+    // The suite's policy cache TTL is 0: the flow stops within the one-second re-check.
+    let app = spawn_app().await;
+    let ops = app.user("ops", "merchant_operator", "m_acme").await;
+    let viewer = app.user("carol", "merchant_viewer", "m_acme").await;
+    let mut socket = connect(&app, &viewer).await;
+    let first = app.create_ok(&ops, statement("m_acme", "2026-10")).await;
+    let (statuses, _) = follow(
+        &mut socket,
+        first["id"].as_str().unwrap(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(statuses.last().map(String::as_str), Some("COMPLETED"));
+
+    app.revoke("carol", "merchant_viewer", "m_acme").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = app.create_ok(&ops, statement("m_acme", "2026-09")).await;
+    app.wait_for(&ops, second["id"].as_str().unwrap(), "COMPLETED", 30)
+        .await;
+    while let Some(frame) = next_json(&mut socket, Duration::from_millis(500)).await {
+        assert_ne!(
+            frame["ledgerId"], second["id"],
+            "an event after the revoke: {frame}"
+        );
+    }
+    app.stop().await;
+}
