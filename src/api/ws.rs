@@ -32,7 +32,7 @@ use axum::response::Response;
 use axum::routing::get;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::AppState;
 use super::error::ApiError;
@@ -219,16 +219,26 @@ async fn serve(
     let (mut sink, mut incoming) = socket.split();
     let (frames, mut queued) = mpsc::channel::<Message>(CLIENT_QUEUE);
     // The writer owns the socket's sending half; everything else only queues frames.
+    // The close frame has its own way to the writer: it must get through when the queue is
+    // full (that is when a slow client is closed), ahead of what is still queued.
+    let (closing, mut close_with) = oneshot::channel::<Message>();
     let writer = tokio::spawn(async move {
-        while let Some(frame) = queued.recv().await {
-            let closing = matches!(frame, Message::Close(_));
-            if sink.send(frame).await.is_err() {
-                break;
-            }
-            if !closing {
-                metrics::counter!("ledger_ws_frames_sent_total").increment(1);
-            } else {
-                break;
+        loop {
+            tokio::select! {
+                biased;
+                frame = &mut close_with => {
+                    if let Ok(frame) = frame {
+                        let _ = sink.send(frame).await;
+                    }
+                    break;
+                }
+                frame = queued.recv() => {
+                    let Some(frame) = frame else { break };
+                    if sink.send(frame).await.is_err() {
+                        break;
+                    }
+                    metrics::counter!("ledger_ws_frames_sent_total").increment(1);
+                }
             }
         }
         let _ = sink.close().await;
@@ -245,9 +255,7 @@ async fn serve(
     if let Some(since) = since
         && replay(&state, &filter, since, &frames).await.is_err()
     {
-        let _ = frames.try_send(slow(&caller));
-        drop(frames);
-        let _ = writer.await;
+        finish(writer, closing, Some(slow(&caller))).await;
         return;
     }
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -313,12 +321,32 @@ async fn serve(
             }
         }
     };
-    if let Some(frame) = ending {
-        // A full queue cannot take the close frame: the writer is stopped by dropping it.
-        let _ = frames.try_send(frame);
-    }
     drop(frames);
-    let _ = writer.await;
+    finish(writer, closing, ending).await;
+}
+
+/// How long a closing socket may take to flush its close frame before it is dropped.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Hands `frame` (if any) to the writer as the last frame and waits for it; a client that
+/// reads nothing at all is cut off after [`CLOSE_PATIENCE`], so no task outlives it.
+async fn finish(
+    mut writer: tokio::task::JoinHandle<()>,
+    closing: oneshot::Sender<Message>,
+    frame: Option<Message>,
+) {
+    match frame {
+        Some(frame) => {
+            let _ = closing.send(frame);
+        }
+        None => drop(closing),
+    }
+    if tokio::time::timeout(CLOSE_PATIENCE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 async fn scope_of(state: &AppState, caller: &Caller) -> Result<MerchantScope, ApiError> {

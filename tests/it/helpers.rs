@@ -30,6 +30,9 @@ pub struct Options {
     pub vars: Vec<(&'static str, String)>,
     /// Use this source dir instead of a copy of `examples/source`.
     pub source_dir: Option<PathBuf>,
+    /// A fixed kernel send buffer for the server's connections (no autotuning), to make
+    /// slow clients observable.
+    pub send_buffer: Option<usize>,
 }
 
 pub fn examples_dir() -> PathBuf {
@@ -137,6 +140,12 @@ pub async fn spawn_with(options: Options) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
+    if let Some(size) = options.send_buffer {
+        // Accepted connections inherit the listener's buffer sizes (Linux).
+        socket2::SockRef::from(&listener)
+            .set_send_buffer_size(size)
+            .expect("SO_SNDBUF");
+    }
     let address = listener.local_addr().expect("address");
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(ledger::run(config.clone(), listener, shutdown.clone()));

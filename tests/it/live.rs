@@ -236,8 +236,10 @@ async fn subscribing_to_a_merchant_one_may_not_read_is_forbidden_and_narrowing_w
 #[tokio::test]
 async fn a_client_that_never_reads_does_not_slow_a_job() {
     let source = crate::helpers::source_with("m_big", 200_000, Some("UTC"));
+    // Small fixed kernel buffers, so the stuck client's backlog really fills.
     let app = crate::helpers::spawn_with(crate::helpers::Options {
         source_dir: Some(source.path().to_owned()),
+        send_buffer: Some(4096),
         ..Default::default()
     })
     .await;
@@ -390,5 +392,59 @@ async fn a_grant_revoked_while_connected_stops_the_flow() {
             "an event after the revoke: {frame}"
         );
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_falls_too_far_behind_is_closed_with_4008_and_never_slows_the_jobs() {
+    // Small fixed kernel buffers on both ends, so "too far behind" is a few hundred frames
+    // (the per-client queue holds 256) rather than megabytes.
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        send_buffer: Some(4096),
+        ..Default::default()
+    })
+    .await;
+    let token = app.user("ops", "merchant_operator", "m_global").await;
+    // A client with a tiny receive window that reads nothing until the jobs are done.
+    let address: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let raw = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    raw.set_recv_buffer_size(2048).unwrap();
+    raw.connect(&address.into()).unwrap();
+    raw.set_nonblocking(true).unwrap();
+    let stream = tokio::net::TcpStream::from_std(raw.into()).unwrap();
+    let mut request = ws_url(&app).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+
+    let day0 = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+    let mut ids = Vec::new();
+    for d in 0..150u64 {
+        let period = (day0 + chrono::Days::new(d)).to_string();
+        let l = app.create_ok(&token, statement("m_global", &period)).await;
+        ids.push(l["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        app.wait_for(&token, id, "COMPLETED", 60).await;
+    }
+    // Now read: what was buffered, then the close frame that says why.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut frames = 0;
+    let code = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, socket.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => break Some(u16::from(frame.code)),
+            Ok(Some(Ok(_))) => frames += 1,
+            other => {
+                eprintln!("after {frames} frames: {other:?}");
+                break None;
+            }
+        }
+    };
+    assert_eq!(code, Some(4008), "a client that fell behind is told so");
     app.stop().await;
 }

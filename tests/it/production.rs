@@ -477,6 +477,7 @@ async fn a_paused_worker_that_resumes_cannot_overwrite_the_newer_attempt() {
     let api = spawn_with(Options {
         vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
         source_dir: Some(source.path().to_path_buf()),
+        ..Options::default()
     })
     .await;
     let token = api.user("ops", "merchant_operator", "m_big").await;
