@@ -250,6 +250,7 @@ pub async fn run(
             authz,
             ids: Arc::new(Snowflake::new(node.id)?),
             shutdown: shutdown.clone(),
+            ws_ping_interval: config.ws_ping_interval,
         })
     } else {
         None

@@ -53,6 +53,8 @@ pub struct AppState {
     pub ids: Arc<Snowflake>,
     /// Fires on shutdown: WebSockets close with 1001.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// WebSocket keep-alive ping interval.
+    pub ws_ping_interval: std::time::Duration,
 }
 
 /// Everything `/readyz` checks and `/metrics` renders, for any role.

@@ -16,7 +16,8 @@
 //!   that time (of the merchants the client may see, at most 10,000, oldest first), then a
 //!   `{"replay":{"events":N,"complete":true}}` frame, then live events — a reconnecting
 //!   client misses no state change (it may see one twice).
-//! - Pings every 20 s; on shutdown every socket is closed with 1001 (going away).
+//! - Pings every `APP_ENV_WS_PING_INTERVAL_MS` (20 s); a client silent for two intervals
+//!   (no pong, no message) is closed; on shutdown every socket is closed with 1001.
 //!
 //! Metrics: `ledger_ws_clients`, `ledger_ws_frames_sent_total`,
 //! `ledger_ws_frames_dropped_total`, `ledger_ws_slow_client_closes_total`.
@@ -41,8 +42,6 @@ use crate::domain::{Event, InvalidInput, MerchantId};
 
 /// Frames waiting for one client's socket.
 const CLIENT_QUEUE: usize = 256;
-/// Keep-alive ping interval.
-const PING_EVERY: Duration = Duration::from_secs(20);
 /// How often what the caller may read is looked up again.
 const SCOPE_EVERY: Duration = Duration::from_secs(1);
 /// Close code for a client that fell too far behind (application range 4000–4999).
@@ -258,15 +257,22 @@ async fn serve(
         finish(writer, closing, Some(slow(&caller))).await;
         return;
     }
-    let mut ping = tokio::time::interval(PING_EVERY);
+    // Keep-alive: a ping every interval; a client that has said nothing (not even a pong)
+    // for two intervals is gone, and its task must not linger until TCP gives up.
+    let mut ping = tokio::time::interval(state.ws_ping_interval);
     ping.reset();
+    let mut last_heard = tokio::time::Instant::now();
     let mut rescope = tokio::time::interval(SCOPE_EVERY);
     rescope.reset();
     let ending = loop {
         tokio::select! {
             biased;
             _ = state.shutdown.cancelled() => break Some(close(1001, "server shutting down")),
-            message = incoming.next() => match message {
+            message = incoming.next() => {
+                if matches!(message, Some(Ok(_))) {
+                    last_heard = tokio::time::Instant::now();
+                }
+                match message {
                 Some(Ok(Message::Text(text))) => {
                     let reply = command(&mut filter, text.as_str());
                     if frames.try_send(Message::Text(reply.into())).is_err()
@@ -279,6 +285,7 @@ async fn serve(
                 }
                 Some(Ok(_)) => {} // ping/pong are answered by the library
                 Some(Err(_)) | None => break None,
+                }
             },
             event = events.recv() => match event {
                 Ok(event) => {
@@ -309,6 +316,9 @@ async fn serve(
                 }
             },
             _ = ping.tick() => {
+                if last_heard.elapsed() > state.ws_ping_interval * 2 {
+                    break Some(close(1001, "no answer to pings"));
+                }
                 if frames.try_send(Message::Ping(Default::default())).is_err() {
                     break Some(slow(&caller));
                 }

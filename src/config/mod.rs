@@ -141,6 +141,9 @@ pub struct Config {
     pub auth_audience: Option<String>,
     /// `APP_ENV_POLICY_CACHE_TTL_MS`: how long authorization decisions are cached (default 5000).
     pub policy_cache_ttl: Duration,
+    /// `APP_ENV_WS_PING_INTERVAL_MS`: WebSocket keep-alive ping interval (default 20000); a
+    /// client silent for two intervals is closed.
+    pub ws_ping_interval: Duration,
     /// `APP_ENV_LOG_FORMAT`: `logfmt` (default) or `json`.
     pub log_format: LogFormat,
     /// `APP_ENV_LOG_LEVEL`: a tracing filter (default `info`).
@@ -442,6 +445,7 @@ impl Config {
         let auth_issuer = r.string("APP_ENV_AUTH_ISSUER");
         let auth_audience = r.string("APP_ENV_AUTH_AUDIENCE");
         let policy_cache_ttl = r.millis("APP_ENV_POLICY_CACHE_TTL_MS", 5_000, 0);
+        let ws_ping_interval = r.millis("APP_ENV_WS_PING_INTERVAL_MS", 20_000, 50);
         let log_format = match r.raw("APP_ENV_LOG_FORMAT") {
             None | Some("logfmt") => LogFormat::Logfmt,
             Some("json") => LogFormat::Json,
@@ -489,6 +493,7 @@ impl Config {
             auth_issuer,
             auth_audience,
             policy_cache_ttl,
+            ws_ping_interval,
             log_format,
             log_level,
             shutdown_timeout,

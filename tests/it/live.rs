@@ -448,3 +448,43 @@ async fn a_client_that_falls_too_far_behind_is_closed_with_4008_and_never_slows_
     assert_eq!(code, Some(4008), "a client that fell behind is told so");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_silent_client_is_closed_and_a_listening_one_is_kept() {
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        vars: vec![("APP_ENV_WS_PING_INTERVAL_MS", "200".into())],
+        ..Default::default()
+    })
+    .await;
+    let token = app.user("alice", "merchant_viewer", "m_acme").await;
+    // Polled all the time, this client answers every ping (tungstenite does on read).
+    let mut listening = connect(&app, &token).await;
+    // Never polled for a second: it answers no ping.
+    let mut silent = connect(&app, &token).await;
+    let t0 = Instant::now();
+    let mut pings = 0;
+    while t0.elapsed() < Duration::from_millis(1500) {
+        match tokio::time::timeout(Duration::from_millis(100), listening.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                panic!("a listening client was closed: {frame:?}")
+            }
+            _ => {}
+        }
+    }
+    assert!(pings >= 3, "pings arrive: {pings}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let closed = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, silent.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                break (u16::from(frame.code), frame.reason.to_string());
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(closed.0, 1001);
+    assert!(closed.1.contains("ping"), "{closed:?}");
+    app.stop().await;
+}
