@@ -297,7 +297,6 @@ pub fn render(
         ledger_type,
         period,
         timezone: tz,
-        local_days: period.local_days(),
         bounds: period.bounds(tz),
         stage: Stage::Final,
         version: 1,

@@ -248,7 +248,6 @@ mod tests {
             ledger_type: LedgerType::Statement,
             period,
             timezone: tz,
-            local_days: period.local_days(),
             bounds: period.bounds(tz),
             stage: Stage::Final,
             version: 1,

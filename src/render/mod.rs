@@ -10,7 +10,7 @@ pub mod xlsx;
 
 use std::io::Write;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::domain::{
     Balance, ControlTotals, Entry, Format, LedgerId, LedgerType, Merchant, Period, Stage, Timezone,
@@ -49,8 +49,6 @@ pub struct DocumentHeader {
     pub period: Period,
     /// The zone the period is cut in.
     pub timezone: Timezone,
-    /// Local first day and first day after.
-    pub local_days: (NaiveDate, NaiveDate),
     /// `[start, end)` in UTC.
     pub bounds: (DateTime<Utc>, DateTime<Utc>),
     /// DRAFT or FINAL.

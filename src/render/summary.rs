@@ -217,7 +217,6 @@ mod tests {
             ledger_type: LedgerType::Summary,
             period,
             timezone: tz,
-            local_days: period.local_days(),
             bounds: period.bounds(tz),
             stage: Stage::Final,
             version: 1,

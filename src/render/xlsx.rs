@@ -1134,7 +1134,6 @@ mod tests {
             ledger_type,
             period,
             timezone: tz,
-            local_days: period.local_days(),
             bounds: period.bounds(tz),
             stage: Stage::Draft,
             version: 3,

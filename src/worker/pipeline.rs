@@ -278,7 +278,6 @@ async fn execute(
         ledger_type: ledger.ledger_type,
         period: ledger.period,
         timezone,
-        local_days: ledger.period.local_days(),
         bounds: (from, to),
         stage: stage_at(&ledger.period, timezone, now),
         version: ledger.version,

@@ -639,7 +639,7 @@ pub(super) fn document_header(canvas: &mut Canvas<'_, '_>, top: f32, header: &Do
     let tz = header.timezone;
     let local = |at| text::local_instant(at, tz);
     let utc = |at| text::local_instant(at, Timezone::UTC);
-    let (first, after) = header.local_days;
+    let (first, after) = header.period.local_days();
     let left: [(&str, String); 6] = [
         ("Merchant", header.merchant.name.clone()),
         ("Merchant id", header.merchant.id.to_string()),

@@ -34,7 +34,6 @@ fn header(period: &str, ledger_type: LedgerType, opening: &[(&str, i64)]) -> Doc
         ledger_type,
         period,
         timezone: tz,
-        local_days: period.local_days(),
         bounds: period.bounds(tz),
         stage: Stage::Final,
         version: 3,
