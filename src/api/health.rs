@@ -98,6 +98,6 @@ async fn metrics(State(ops): State<OpsState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        ops.metrics.render(),
+        crate::telemetry::render_metrics(&ops.metrics),
     )
 }

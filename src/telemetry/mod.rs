@@ -1,10 +1,12 @@
 //! Logs and metrics: structured key-value logs on stdout (logfmt or JSON) and the
 //! process-wide Prometheus recorder. Never formats a secret: callers pass ids, not tokens.
 
+pub mod process;
+
 use std::fmt;
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -55,13 +57,108 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = builder().build_recorder();
             let handle = recorder.handle();
             // Another recorder may exist (a test harness); this handle then renders ours only.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe_metrics();
+            }
             handle
         })
         .clone()
+}
+
+/// Real Prometheus histograms (`_bucket` series, aggregatable across replicas with
+/// `histogram_quantile`) for the two latency metrics; the exporter would otherwise render
+/// summaries with per-process quantiles.
+fn builder() -> PrometheusBuilder {
+    // Requests: from a cached GET (~1 ms) to a large download streaming for a minute.
+    const HTTP: [f64; 14] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+    ];
+    // Job phases: a small ledger's few milliseconds to a million-row PDF's minutes.
+    const PHASES: [f64; 14] = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ];
+    let with = |b: PrometheusBuilder, name: &str, buckets: &[f64]| {
+        b.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+            .expect("bucket lists are constant and non-empty")
+    };
+    let b = with(
+        PrometheusBuilder::new(),
+        "ledger_http_request_duration_seconds",
+        &HTTP,
+    );
+    with(b, "ledger_job_phase_duration_seconds", &PHASES)
+}
+
+/// The `/metrics` exposition: the service's metrics, then the process metrics.
+pub fn render_metrics(handle: &PrometheusHandle) -> String {
+    let mut out = handle.render();
+    process::render(&mut out);
+    out
+}
+
+/// The failure codes a job can end REJECTED with (`ledger_jobs_total{error_code}`).
+pub const JOB_ERROR_CODES: [&str; 3] =
+    ["FETCH_DATA_ERROR", "JOB_EXECUTION_FAILED", "ENQUEUE_FAILED"];
+
+/// HELP lines for every metric of the service, and a zero for the counters the alert rules
+/// take a rate of: a series that only appears with its first increment makes `rate()` and
+/// `increase()` blind to that first event.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "ledger_jobs_total",
+        "Jobs that reached a terminal state, by status and failure code."
+    );
+    describe_histogram!(
+        "ledger_job_phase_duration_seconds",
+        Unit::Seconds,
+        "Time a job spent in a pipeline phase (FETCH, GENERATE, UPLOAD, TOTAL)."
+    );
+    describe_counter!(
+        "ledger_stalled_jobs_reset_total",
+        "Jobs the recovery sweep found stalled and put back in the queue."
+    );
+    describe_gauge!(
+        "ledger_kafka_consumer_lag",
+        "Messages of ledger.generate not yet consumed, per partition held by this process."
+    );
+    describe_counter!(
+        "ledger_ws_emit_failures_total",
+        "Status or progress events that could not be published (emitter not ready)."
+    );
+    describe_gauge!("ledger_ws_clients", "WebSocket clients connected now.");
+    describe_counter!(
+        "ledger_ws_frames_sent_total",
+        "Event frames written to WebSocket clients."
+    );
+    describe_counter!(
+        "ledger_ws_frames_dropped_total",
+        "Progress frames dropped for a client whose queue was full."
+    );
+    describe_counter!(
+        "ledger_ws_slow_client_closes_total",
+        "WebSocket clients closed (4008) for falling too far behind."
+    );
+    describe_counter!(
+        "ledger_http_requests_total",
+        "HTTP requests answered, by route template, method and status."
+    );
+    describe_histogram!(
+        "ledger_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency, by route template, method and status."
+    );
+    metrics::counter!("ledger_jobs_total", "status" => "COMPLETED", "error_code" => "").absolute(0);
+    for code in JOB_ERROR_CODES {
+        metrics::counter!("ledger_jobs_total", "status" => "REJECTED", "error_code" => code)
+            .absolute(0);
+    }
+    metrics::counter!("ledger_stalled_jobs_reset_total").absolute(0);
+    metrics::counter!("ledger_ws_emit_failures_total").absolute(0);
+    metrics::gauge!("ledger_ws_clients").increment(0.0);
 }
 
 /// `ts=… level=info target=… msg="…" key=value …`, one line per event.

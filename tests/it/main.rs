@@ -8,6 +8,7 @@ mod cli;
 mod documents;
 mod lifecycle;
 mod live;
+mod ops;
 mod outages;
 mod production;
 mod recovery;

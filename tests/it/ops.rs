@@ -1,0 +1,454 @@
+//! What an operator relies on: the metrics an alert or a dashboard reads, the log lines of a
+//! request and of a job, and a graceful stop on SIGTERM.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, statement};
+
+/// Lines of the exposition for `name` (its samples, with or without labels).
+fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_carry_the_names_and_labels_alerts_and_dashboards_use() {
+    let app = spawn_app().await;
+    let token = app.user("ops", "merchant_operator", "m_acme").await;
+    let created = app.create_ok(&token, statement("m_acme", "2026-10")).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    app.wait_for(&token, &id, "COMPLETED", 30).await;
+    assert_eq!(
+        app.get(&token, &format!("/ledgers/{id}")).await.status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(format!("{}/no/such/route/{id}", app.base))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let r = reqwest::get(format!("{}/metrics", app.base)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+
+    // Jobs by outcome; the failure codes exist at zero before any failure, so `rate()` sees
+    // the first one.
+    let jobs = samples(&text, "ledger_jobs_total");
+    assert!(
+        jobs.iter()
+            .any(|l| l.contains(r#"status="COMPLETED""#) && !l.ends_with(" 0")),
+        "{jobs:?}"
+    );
+    for code in ["FETCH_DATA_ERROR", "JOB_EXECUTION_FAILED", "ENQUEUE_FAILED"] {
+        assert!(
+            jobs.iter().any(|l| l.contains(r#"status="REJECTED""#)
+                && l.contains(&format!(r#"error_code="{code}""#))),
+            "{code} in {jobs:?}"
+        );
+    }
+    // Real histograms (aggregatable across replicas), per phase.
+    assert!(text.contains("# TYPE ledger_job_phase_duration_seconds histogram"));
+    for phase in ["FETCH", "GENERATE", "TOTAL"] {
+        assert!(
+            samples(&text, "ledger_job_phase_duration_seconds_bucket")
+                .iter()
+                .any(|l| l.contains(&format!(r#"phase="{phase}""#)) && l.contains("le=")),
+            "phase {phase}"
+        );
+    }
+    for name in [
+        "ledger_stalled_jobs_reset_total",
+        "ledger_ws_emit_failures_total",
+        "ledger_ws_clients",
+    ] {
+        assert_eq!(samples(&text, name).len(), 1, "{name} in\n{text}");
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} has help");
+    }
+    // HTTP by route template: the ledger id never becomes a label value (bounded series).
+    assert!(text.contains("# TYPE ledger_http_request_duration_seconds histogram"));
+    let requests = samples(&text, "ledger_http_requests_total");
+    assert!(
+        requests
+            .iter()
+            .any(|l| l.contains(r#"route="/v1/api/ledger/ledgers/{id}""#)
+                && l.contains(r#"method="GET""#)
+                && l.contains(r#"status="200""#)),
+        "{requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|l| l.contains(r#"route="unmatched""#) && l.contains(r#"status="404""#)),
+        "{requests:?}"
+    );
+    assert!(
+        !text.contains(&id),
+        "a ledger id leaked into a label:\n{text}"
+    );
+    assert!(
+        samples(&text, "ledger_http_request_duration_seconds_bucket")
+            .iter()
+            .any(|l| l.contains(r#"route="/v1/api/ledger/ledgers""#)
+                && l.contains(r#"method="POST""#))
+    );
+    // On Kafka, the lag of each partition held, reported every 10 s once the consumer holds
+    // its partitions.
+    if std::env::var("LEDGER_TEST_BACKENDS").as_deref() == Ok("production") {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = reqwest::get(format!("{}/metrics", app.base))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let lag = samples(&text, "ledger_kafka_consumer_lag");
+            if lag.iter().any(|l| l.contains("partition=\"")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no lag reported: {lag:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // The process metrics every Prometheus client exports.
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "process_open_fds",
+    ] {
+        assert_eq!(samples(&text, name).len(), 1, "{name}");
+    }
+    app.stop().await;
+}
+
+/// A `ledger serve` process on its own port, its stdout (the logs) going to a file.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    logs: tempfile::NamedTempFile,
+}
+
+impl Served {
+    fn start(
+        data: &std::path::Path,
+        source: &std::path::Path,
+        backends: &[(&'static str, String)],
+        env: &[(&str, &str)],
+    ) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let logs = tempfile::NamedTempFile::new().unwrap();
+        let child = crate::helpers::ledger_command()
+            .arg("serve")
+            .envs(backends.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("APP_ENV_DATA_DIR", data)
+            .env("APP_ENV_SOURCE_DIR", source)
+            .env("APP_ENV_HOST", "127.0.0.1")
+            .env("APP_ENV_PORT", port.to_string())
+            .env("APP_ENV_WORKER_CONCURRENCY", "1")
+            .env("APP_ENV_KAFKA_CONSUMER_COUNT", "1")
+            .env("APP_ENV_POLICY_CACHE_TTL_MS", "0")
+            .envs(env.iter().copied())
+            .stdout(logs.reopen().unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ledger");
+        Served {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            logs,
+        }
+    }
+
+    async fn ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} did not become ready:\n{}", self.base, self.log_text());
+    }
+
+    async fn ledger(&self, client: &reqwest::Client, token: &str, id: &str) -> Value {
+        client
+            .get(format!("{}/v1/api/ledger/ledgers/{id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {within:?} of SIGTERM:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.logs.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Data dir, backends (in the production run: PostgreSQL, Kafka, S3, Redis, migrated), and a
+/// token of an operator of `merchant`.
+async fn setup(data: &std::path::Path, merchant: &str) -> (Vec<(&'static str, String)>, String) {
+    let backends = crate::helpers::backends_for(data).await;
+    let mut vars: std::collections::HashMap<String, String> = backends
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    vars.insert("APP_ENV_DATA_DIR".to_owned(), data.display().to_string());
+    let config = ledger::config::Config::from_vars(&vars).unwrap();
+    ledger::app::migrate(&config).await.unwrap();
+    let store = ledger::app::open_store(&config).await.unwrap();
+    store
+        .add_grant(&ledger::domain::Grant {
+            subject: "ops".into(),
+            role: "merchant_operator".into(),
+            domain: merchant.into(),
+        })
+        .await
+        .unwrap();
+    let token = ledger::app::dev_key(&config)
+        .unwrap()
+        .sign("ops", Duration::from_secs(3600), None, None)
+        .unwrap();
+    (backends, token)
+}
+
+async fn create(client: &reqwest::Client, p: &Served, token: &str, body: &Value) -> String {
+    let r = client
+        .post(format!("{}/v1/api/ledger/ledgers", p.base))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn wait_status(
+    client: &reqwest::Client,
+    p: &Served,
+    token: &str,
+    id: &str,
+    status: &str,
+    secs: u64,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let l = p.ledger(client, token, id).await;
+        if l["status"] == status {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ledger {id} not {status} within {secs}s: {l}\n{}",
+            p.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_mid_job_releases_it_to_pending_exits_zero_and_the_next_process_completes_it() {
+    let source = crate::helpers::source_with("m_big", 400_000, Some("UTC"));
+    let data = tempfile::tempdir().unwrap();
+    let (backends, token) = setup(data.path(), "m_big").await;
+    let client = reqwest::Client::new();
+    // A grace period far shorter than the job: it cannot finish, so it is released.
+    let mut first = Served::start(
+        data.path(),
+        source.path(),
+        &backends,
+        &[("APP_ENV_SHUTDOWN_TIMEOUT_MS", "300")],
+    );
+    first.ready(&client).await;
+    let id = create(&client, &first, &token, &statement("m_big", "2026")).await;
+    wait_status(&client, &first, &token, &id, "PROCESSING", 30).await;
+    let t0 = Instant::now();
+    let status = first.terminate(Duration::from_secs(20)).await;
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "graceful exit:\n{}",
+        first.log_text()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the grace period bounds the stop: {:?}",
+        t0.elapsed()
+    );
+    let logs = first.log_text();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("RELEASED (shutdown)") && l.contains(&format!("ledgerId={id}"))),
+        "an operator sees the release:\n{logs}"
+    );
+
+    // An api-only process reads the store as the stop left it: PENDING, not PROCESSING.
+    let api = Served::start(
+        data.path(),
+        source.path(),
+        &backends,
+        &[("APP_ENV_APPLICATION_ROLES", "api")],
+    );
+    api.ready(&client).await;
+    let left = api.ledger(&client, &token, &id).await;
+    assert_eq!(left["status"], "PENDING", "{left}");
+    assert_eq!(left["attemptCount"], 1, "{left}");
+    drop(api);
+
+    // The next worker takes it at once (the released job went back on the queue).
+    let second = Served::start(data.path(), source.path(), &backends, &[]);
+    second.ready(&client).await;
+    let done = wait_status(&client, &second, &token, &id, "COMPLETED", 120).await;
+    assert_eq!(done["attemptCount"], 2, "{done}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_running_job_finish_within_the_grace_period_and_logs_say_what_happened() {
+    let source = crate::helpers::source_with("m_mid", 400_000, Some("UTC"));
+    let data = tempfile::tempdir().unwrap();
+    let (backends, token) = setup(data.path(), "m_mid").await;
+    let client = reqwest::Client::new();
+    let mut served = Served::start(
+        data.path(),
+        source.path(),
+        &backends,
+        &[
+            ("APP_ENV_SHUTDOWN_TIMEOUT_MS", "60000"),
+            ("APP_ENV_LOG_FORMAT", "json"),
+        ],
+    );
+    served.ready(&client).await;
+    let r = client
+        .post(format!("{}/v1/api/ledger/ledgers", served.base))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-ops-test-1")
+        .json(&statement("m_mid", "2026"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["x-request-id"], "req-ops-test-1");
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_status(&client, &served, &token, &id, "PROCESSING", 30).await;
+    let status = served.terminate(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "{}", served.log_text());
+
+    // Every line is one JSON object; the request and each phase have their line.
+    let lines: Vec<Value> = served
+        .log_text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["requestId"] == "req-ops-test-1")
+        .expect("a line for the request");
+    assert_eq!(request["route"], "/v1/api/ledger/ledgers");
+    assert_eq!(request["method"], "POST");
+    assert_eq!(request["status"], "202");
+    assert!(request["latencyMs"].as_f64().is_some(), "{request}");
+    for phase in [
+        "FETCH_START",
+        "FETCH_DONE",
+        "GENERATE_START",
+        "GENERATE_DONE",
+        "UPLOAD_DONE",
+        "COMPLETED",
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == phase && l["ledgerId"] == id.as_str())
+            .unwrap_or_else(|| panic!("no {phase} line for {id}"));
+        assert_eq!(line["merchantId"], "m_mid", "{line}");
+        assert_eq!(line["type"], "STATEMENT", "{line}");
+        assert_eq!(line["period"], "2026", "{line}");
+        assert!(
+            line["attemptCount"] == 1 || line["attemptCount"] == "1",
+            "{line}"
+        );
+    }
+
+    // It finished after the stop was asked for, inside the grace period.
+    let position = |message: &str| {
+        lines
+            .iter()
+            .position(|l| {
+                l["message"] == message && (l["ledgerId"].is_null() || l["ledgerId"] == id.as_str())
+            })
+            .unwrap_or_else(|| panic!("no {message} line"))
+    };
+    assert!(position("shutdown requested") < position("COMPLETED"));
+    assert!(position("COMPLETED") < position("ledger stopped"));
+
+    // COMPLETED on the first attempt.
+    let api = Served::start(
+        data.path(),
+        source.path(),
+        &backends,
+        &[("APP_ENV_APPLICATION_ROLES", "api")],
+    );
+    api.ready(&client).await;
+    let done = api.ledger(&client, &token, &id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["attemptCount"], 1, "{done}");
+}
