@@ -278,44 +278,64 @@ impl Consumer for KafkaConsumer {
     }
 }
 
-/// Exports `ledger_kafka_consumer_lag{partition}` for the partitions this consumer holds.
+/// Exports `ledger_kafka_consumer_lag{partition}` for the partitions this consumer holds,
+/// and 0 for those it held before a rebalance took them away (the new holder reports them),
+/// so a sum over every process counts each partition once.
 async fn report_lag(consumer: Arc<StreamConsumer>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(LAG_EVERY);
+    let mut held: std::collections::HashSet<i32> = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
         let c = consumer.clone();
-        let lags = tokio::task::spawn_blocking(move || {
-            let mut lags = Vec::new();
-            let Ok(positions) = c.position() else {
-                return lags;
-            };
-            for element in positions.elements() {
-                let Ok((_, high)) = c.fetch_watermarks(
-                    element.topic(),
-                    element.partition(),
-                    Duration::from_secs(2),
-                ) else {
-                    continue;
-                };
-                let lag = match element.offset() {
-                    Offset::Offset(position) => (high - position).max(0),
-                    // Nothing consumed yet on this partition: everything is behind.
-                    _ => high.max(0),
-                };
-                lags.push((element.partition(), lag));
-            }
-            lags
-        })
-        .await
-        .unwrap_or_default();
+        let lags = tokio::task::spawn_blocking(move || measure_lag(&c))
+            .await
+            .unwrap_or_default();
+        let now: std::collections::HashSet<i32> = lags.iter().map(|(p, _)| *p).collect();
+        for gone in held.difference(&now) {
+            metrics::gauge!("ledger_kafka_consumer_lag", "partition" => gone.to_string()).set(0.0);
+        }
         for (partition, lag) in lags {
             metrics::gauge!("ledger_kafka_consumer_lag", "partition" => partition.to_string())
                 .set(lag as f64);
         }
+        held = now;
     }
+}
+
+/// Messages behind the end of each partition this consumer holds: from its position, or,
+/// before it read anything there in this session, from where it will resume — the group's
+/// committed offset, else the partition's start.
+fn measure_lag(c: &StreamConsumer) -> Vec<(i32, i64)> {
+    let mut lags = Vec::new();
+    let Ok(positions) = c.position() else {
+        return lags;
+    };
+    let committed = c
+        .committed_offsets(positions.clone(), Duration::from_secs(2))
+        .ok();
+    for element in positions.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let Ok((low, high)) = c.fetch_watermarks(topic, partition, Duration::from_secs(2)) else {
+            continue;
+        };
+        let resume = |offset: Offset| match offset {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        };
+        let from = resume(element.offset())
+            .or_else(|| {
+                committed
+                    .as_ref()
+                    .and_then(|t| t.find_partition(topic, partition))
+                    .and_then(|e| resume(e.offset()))
+            })
+            .unwrap_or(low);
+        lags.push((partition, (high - from).max(0)));
+    }
+    lags
 }
 
 #[cfg(test)]
