@@ -20,6 +20,7 @@ use crate::domain::ledger::stage_at;
 use crate::domain::{
     ControlTotals, Event, FailureReason, FileInfo, Ledger, ProgressEvent, Timezone,
 };
+use crate::queue::JobMessage;
 use crate::render::{self, DocumentHeader};
 use crate::source::{EntryBatches, SourceError, Window};
 use crate::store::CompletedFile;
@@ -131,6 +132,17 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
             Ok(Some(released)) => {
                 phase_log!(ledger, "RELEASED (shutdown)");
                 worker.notifier.status(&released).await;
+                // Back on the queue at once, so another worker takes it now rather than at
+                // the sweep after the job timeout (this process acknowledges its message).
+                let message = JobMessage {
+                    ledger_id: released.id,
+                    merchant_id: released.merchant_id.clone(),
+                    redelivery: false,
+                };
+                if let Err(e) = worker.queue.enqueue(&message).await {
+                    tracing::error!(ledgerId = %released.id, error = %e,
+                        "re-enqueueing a released job failed; the sweep will");
+                }
                 None
             }
             Ok(None) => None,
