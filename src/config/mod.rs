@@ -152,6 +152,78 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 }
 
+/// Every `APP_ENV_*` variable the service reads. Any other `APP_ENV_*` name in the
+/// environment is a configuration error: a misspelt setting would otherwise be ignored
+/// without a word and its default used.
+pub const SETTINGS: &[&str] = &[
+    "APP_ENV_APPLICATION_ROLES",
+    "APP_ENV_AUTH_AUDIENCE",
+    "APP_ENV_AUTH_ISSUER",
+    "APP_ENV_AUTH_JWKS_FILE",
+    "APP_ENV_AUTH_JWKS_URL",
+    "APP_ENV_DATABASE_URL",
+    "APP_ENV_DATA_DIR",
+    "APP_ENV_HOST",
+    "APP_ENV_JOB_TIMEOUT_MS",
+    "APP_ENV_KAFKA_BROKERS",
+    "APP_ENV_KAFKA_CONSUMER_COUNT",
+    "APP_ENV_KAFKA_GROUP_ID",
+    "APP_ENV_KAFKA_PARTITIONS",
+    "APP_ENV_KAFKA_SASL_MECHANISM",
+    "APP_ENV_KAFKA_SASL_PASSWORD",
+    "APP_ENV_KAFKA_SASL_USERNAME",
+    "APP_ENV_KAFKA_SECURITY_PROTOCOL",
+    "APP_ENV_KAFKA_TOPIC",
+    "APP_ENV_LEDGER_ENCRYPTION_KEY",
+    "APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD",
+    "APP_ENV_LOG_FORMAT",
+    "APP_ENV_LOG_LEVEL",
+    "APP_ENV_MAX_ATTEMPTS",
+    "APP_ENV_NODE_ID",
+    "APP_ENV_POLICY_CACHE_TTL_MS",
+    "APP_ENV_PORT",
+    "APP_ENV_QUEUE",
+    "APP_ENV_REDIS_URL",
+    "APP_ENV_S3_ACCESS_KEY_ID",
+    "APP_ENV_S3_ENDPOINT",
+    "APP_ENV_S3_REGION",
+    "APP_ENV_S3_SECRET_ACCESS_KEY",
+    "APP_ENV_SHUTDOWN_TIMEOUT_MS",
+    "APP_ENV_SOURCE_DIR",
+    "APP_ENV_SOURCE_TOKEN",
+    "APP_ENV_SOURCE_URL",
+    "APP_ENV_STORAGE_URL",
+    "APP_ENV_SWEEP_INTERVAL_MS",
+    "APP_ENV_WEBSOCKET_REDIS_URL",
+    "APP_ENV_WORKER_CONCURRENCY",
+    "APP_ENV_WS_PING_INTERVAL_MS",
+];
+
+/// The setting nearest to a name that is not one (at most three edits away).
+fn nearest_setting(name: &str) -> Option<&'static str> {
+    fn distance(a: &[u8], b: &[u8]) -> usize {
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, x) in a.iter().enumerate() {
+            let mut diagonal = row[0];
+            row[0] = i + 1;
+            for (j, y) in b.iter().enumerate() {
+                let above = row[j + 1];
+                row[j + 1] = (above + 1)
+                    .min(row[j] + 1)
+                    .min(diagonal + usize::from(x != y));
+                diagonal = above;
+            }
+        }
+        row[b.len()]
+    }
+    SETTINGS
+        .iter()
+        .map(|s| (distance(name.as_bytes(), s.as_bytes()), *s))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, s)| s)
+}
+
 /// Every problem found in the environment, one line each, naming the variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration:\n  {}", .0.join("\n  "))]
@@ -464,6 +536,17 @@ impl Config {
         }
         let shutdown_timeout = r.millis("APP_ENV_SHUTDOWN_TIMEOUT_MS", 30_000, 0);
 
+        let mut unknown: Vec<&String> = vars
+            .keys()
+            .filter(|k| k.starts_with("APP_ENV_") && !SETTINGS.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        for name in unknown {
+            r.errors.push(match nearest_setting(name) {
+                Some(near) => format!("{name}: not a setting of ledger (did you mean {near}?)"),
+                None => format!("{name}: not a setting of ledger"),
+            });
+        }
         if !r.errors.is_empty() {
             return Err(ConfigErrors(r.errors));
         }
@@ -565,6 +648,51 @@ mod tests {
     }
 
     #[test]
+    fn a_misspelt_setting_is_an_error_that_names_the_likely_one() {
+        let e = Config::from_vars(&vars(&[
+            ("APP_ENV_KAFKA_BROKER", "k:9092"),
+            ("APP_ENV_SHUTDOWN_TIMEOUT", "1000"),
+            ("APP_ENV_FROBNICATE", "1"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            [
+                "APP_ENV_FROBNICATE: not a setting of ledger",
+                "APP_ENV_KAFKA_BROKER: not a setting of ledger (did you mean APP_ENV_KAFKA_BROKERS?)",
+                "APP_ENV_SHUTDOWN_TIMEOUT: not a setting of ledger (did you mean APP_ENV_SHUTDOWN_TIMEOUT_MS?)",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_variable_this_module_reads_is_a_listed_setting() {
+        // The code above the tests: every quoted APP_ENV_ name in it is one it reads.
+        let code = include_str!("mod.rs").split("#[cfg(test)]").next().unwrap();
+        let mut rest = code;
+        let mut seen = 0;
+        while let Some(at) = rest.find("\"APP_ENV_") {
+            let name: String = rest[at + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + 1..];
+            if name == "APP_ENV_" {
+                continue; // the prefix itself
+            }
+            assert!(
+                SETTINGS.contains(&name.as_str()),
+                "{name} is read but not listed"
+            );
+            seen += 1;
+        }
+        assert!(
+            seen > 2 * SETTINGS.len(),
+            "listed once and read at least once each"
+        );
+    }
+
+    #[test]
     fn secrets_debug_as_stars() {
         let key = crate::crypto::generate_key_base64();
         let c = Config::from_vars(&vars(&[("APP_ENV_LEDGER_ENCRYPTION_KEY", &key)])).unwrap();
@@ -614,22 +742,11 @@ mod storage_tests {
 
 #[cfg(test)]
 mod readme_tests {
-    /// Every variable the configuration reads is documented in the README's table.
+    /// Every setting is documented in the README's table.
     #[test]
     fn every_variable_is_in_the_readme() {
-        let source = include_str!("mod.rs");
         let readme = include_str!("../../README.md");
-        let mut names: Vec<&str> = source
-            .match_indices("\"APP_ENV_")
-            .map(|(i, _)| {
-                let rest = &source[i + 1..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
-                    .unwrap_or(rest.len());
-                &rest[..end]
-            })
-            .filter(|name| name.len() > "APP_ENV_".len())
-            .collect();
+        let mut names = super::SETTINGS.to_vec();
         names.sort();
         names.dedup();
         assert!(names.len() > 20, "{names:?}");
