@@ -101,6 +101,29 @@ enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// Live events: latency from the worker's emit to WebSocket clients, on real ledgers.
+    Live {
+        /// Ledgers to generate (one merchant each, a year of entries).
+        #[arg(long, default_value_t = 24)]
+        ledgers: usize,
+        /// Entries in each ledger.
+        #[arg(long, default_value_t = 50_000)]
+        entries: u64,
+        /// PDF, CSV or XLSX.
+        #[arg(long, default_value = "PDF", value_parser = format)]
+        format: Format,
+        /// WebSocket clients watching every merchant.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Jobs each worker runs at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Worker-only processes to start (0: one embedded process with its in-process
+        /// bus). With workers, events cross Redis: set APP_ENV_WEBSOCKET_REDIS_URL and the
+        /// other production backends in this process's environment.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -233,6 +256,14 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
                 concurrency,
                 workers,
             } => ledger::bench::small(count, entries, concurrency, workers).await,
+            BenchCommand::Live {
+                ledgers,
+                entries,
+                format,
+                clients,
+                concurrency,
+                workers,
+            } => ledger::bench::live(ledgers, entries, format, clients, concurrency, workers).await,
         },
         Command::Keygen => {
             println!("{}", ledger::crypto::generate_key_base64());

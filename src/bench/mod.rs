@@ -4,6 +4,10 @@
 //! `render` times one renderer alone over generated entries. Peak RSS is the process's
 //! high-water mark (`VmHWM`), reset before each run.
 
+mod live;
+
+pub use live::live;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
