@@ -69,6 +69,12 @@ impl JobError {
 
 /// The span fields every phase line carries.
 macro_rules! phase_log {
+    (warn $ledger:expr, $msg:literal $(, $k:ident = $v:expr)*) => {
+        tracing::warn!(
+            ledgerId = %$ledger.id, merchantId = %$ledger.merchant_id, type = %$ledger.ledger_type,
+            period = %$ledger.period, attemptCount = $ledger.attempt_count $(, $k = $v)*, $msg
+        )
+    };
     ($ledger:expr, $msg:literal $(, $k:ident = $v:expr)*) => {
         tracing::info!(
             ledgerId = %$ledger.id, merchantId = %$ledger.merchant_id, type = %$ledger.ledger_type,
@@ -156,8 +162,9 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
             metrics::counter!("ledger_jobs_total", "status" => "REJECTED",
                 "error_code" => reason.error_code.clone())
             .increment(1);
+            // A warning: an operator filtering on level sees every rejected ledger.
             phase_log!(
-                ledger,
+                warn ledger,
                 "FAILED",
                 errorCode = reason.error_code.as_str(),
                 error = reason.message.as_str()

@@ -51,7 +51,7 @@ pub async fn sweep_once(worker: &Worker) -> anyhow::Result<SweepOutcome> {
     for ledger in &outcome.abandoned {
         metrics::counter!("ledger_jobs_total", "status" => "REJECTED", "error_code" => "JOB_EXECUTION_FAILED")
             .increment(1);
-        tracing::info!(
+        tracing::warn!(
             ledgerId = %ledger.id, merchantId = %ledger.merchant_id, type = %ledger.ledger_type,
             period = %ledger.period, attemptCount = ledger.attempt_count,
             errorCode = "JOB_EXECUTION_FAILED", "FAILED (stalled too often)"
