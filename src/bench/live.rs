@@ -120,9 +120,15 @@ pub async fn live(
     } else {
         "embedded (one process, in-process bus)".to_owned()
     };
+    // The api runs in this process: its counters are this process's.
+    let exposition = crate::telemetry::metrics_handle().render();
+    let dropped = exposition
+        .lines()
+        .find_map(|l| l.strip_prefix("ledger_ws_frames_dropped_total "))
+        .unwrap_or("0");
     println!(
         "live events, {shape}: {ledgers} {} statements of {entries} entries in {wall:.2}s, \
-         {clients} client(s)",
+         {clients} client(s), {dropped} progress frame(s) dropped for slow clients",
         format.as_str()
     );
     println!(
