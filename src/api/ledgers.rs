@@ -511,7 +511,18 @@ async fn enqueue_or_reject(
 }
 
 fn parse_id(raw: &str) -> Result<LedgerId, ApiError> {
-    raw.parse::<LedgerId>().map_err(ApiError::Validation)
+    raw.parse::<LedgerId>().map_err(|e| {
+        // A decimal id of the documented form (`^[1-9][0-9]{0,18}$`) that does not fit in 63
+        // bits is well-formed: no ledger has it.
+        let documented = (1..=19).contains(&raw.len())
+            && !raw.starts_with('0')
+            && raw.bytes().all(|b| b.is_ascii_digit());
+        if documented {
+            ApiError::NotFound("no such ledger")
+        } else {
+            ApiError::Validation(e)
+        }
+    })
 }
 
 /// Loads a ledger the caller may use with `perm`; anything else is the same 404.
