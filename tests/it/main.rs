@@ -8,6 +8,7 @@ mod cli;
 mod documents;
 mod lifecycle;
 mod live;
+mod openapi;
 mod outages;
 mod production;
 mod recovery;
