@@ -109,7 +109,7 @@ pub struct ErrorBody {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorDetail {
     /// Stable, machine-readable code; the status of the response follows from it.
-    #[schema(value_type = String, schema_with = code_schema)]
+    #[schema(schema_with = code_schema)]
     pub code: &'static str,
     /// Readable explanation (a 5xx says nothing but to quote the request id).
     pub message: String,
