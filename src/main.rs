@@ -43,6 +43,8 @@ enum Command {
     },
     /// Print a new random base64 AES-256 key (for APP_ENV_LEDGER_ENCRYPTION_KEY).
     Keygen,
+    /// Print the OpenAPI 3.1 document of the HTTP API (as served at /v1/api/ledger/openapi.json).
+    Openapi,
     /// Measure the service end to end (use a release build).
     Bench {
         #[command(subcommand)]
@@ -170,6 +172,19 @@ fn limit_malloc_arenas() {}
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        // Needs no configuration: the document comes from the code alone.
+        return match ledger::api::openapi::json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -267,6 +282,10 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
         },
         Command::Keygen => {
             println!("{}", ledger::crypto::generate_key_base64());
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", ledger::api::openapi::json()?);
             Ok(())
         }
     }

@@ -5,7 +5,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::AccessError;
 use crate::domain::{InvalidInput, LedgerId, TransitionError};
@@ -64,7 +65,7 @@ pub enum ApiError {
     IdempotencyMismatch,
     /// 503: the job is stored (REJECTED/ENQUEUE_FAILED) but could not be queued.
     #[error("the ledger was stored but could not be queued; retry it")]
-    EnqueueFailed(Box<serde_json::Value>),
+    EnqueueFailed(Box<super::ledgers::LedgerView>),
     /// 503: a backend did not answer.
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
@@ -73,8 +74,75 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Every error code a response can carry, with its status: the `code` enum of the documented
+/// error body. `tests/it/openapi.rs` checks that the codes of every [`ApiError`] are exactly
+/// these, each documented on an operation.
+pub const CODES: &[(u16, &str)] = &[
+    (400, "VALIDATION_ERROR"),
+    (401, "UNAUTHORIZED"),
+    (403, "FORBIDDEN"),
+    (404, "NOT_FOUND"),
+    (405, "METHOD_NOT_ALLOWED"),
+    (409, "LEDGER_EXISTS"),
+    (409, "JOB_IN_PROGRESS"),
+    (409, "INVALID_STATE"),
+    (409, "LEDGER_FINAL"),
+    (409, "JOB_NOT_READY"),
+    (413, "PAYLOAD_TOO_LARGE"),
+    (415, "UNSUPPORTED_MEDIA_TYPE"),
+    (422, "IDEMPOTENCY_KEY_REUSED"),
+    (500, "INTERNAL"),
+    (503, "ENQUEUE_FAILED"),
+    (503, "SERVICE_UNAVAILABLE"),
+];
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The `error` member of an error body.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code; the status of the response follows from it.
+    #[schema(schema_with = code_schema)]
+    pub code: &'static str,
+    /// Readable explanation (a 5xx says nothing but to quote the request id).
+    pub message: String,
+    /// The request's id, also in the `X-Request-Id` response header.
+    pub request_id: String,
+    /// VALIDATION_ERROR: the body field, query parameter or header that is wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// LEDGER_EXISTS: the id of the ledger that exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[1-9][0-9]{0,18}$")]
+    pub ledger_id: Option<String>,
+    /// ENQUEUE_FAILED: the ledger as stored, REJECTED with ENQUEUE_FAILED (retry it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<Box<super::ledgers::LedgerView>>,
+}
+
+fn code_schema() -> utoipa::openapi::Object {
+    let mut codes: Vec<&str> = CODES.iter().map(|(_, c)| *c).collect();
+    codes.dedup();
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(codes))
+        .description(Some(
+            "Stable error code. 404 NOT_FOUND and 405 METHOD_NOT_ALLOWED also answer paths and \
+             methods the API does not have.",
+        ))
+        .build()
+}
+
 impl ApiError {
-    fn parts(&self) -> (StatusCode, &'static str) {
+    /// The status and the stable code of this error.
+    pub fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Validation(_) | ApiError::MalformedBody(_) => {
                 (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
@@ -99,8 +167,8 @@ impl ApiError {
         }
     }
 
-    /// The JSON body of this error.
-    pub fn body(&self) -> serde_json::Value {
+    /// The body of this error.
+    pub fn error_body(&self) -> ErrorBody {
         let (status, code) = self.parts();
         let message = if status.is_server_error() && !matches!(self, ApiError::EnqueueFailed(_)) {
             // The cause is logged; the client only gets the id to quote.
@@ -109,14 +177,30 @@ impl ApiError {
         } else {
             self.to_string()
         };
-        let mut error = json!({ "code": code, "message": message, "requestId": request_id() });
-        match self {
-            ApiError::Validation(invalid) => error["field"] = json!(invalid.field),
-            ApiError::LedgerExists(id) => error["ledgerId"] = json!(id.to_string()),
-            ApiError::EnqueueFailed(ledger) => error["ledger"] = (**ledger).clone(),
-            _ => {}
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                request_id: request_id(),
+                field: match self {
+                    ApiError::Validation(invalid) => Some(invalid.field.clone()),
+                    _ => None,
+                },
+                ledger_id: match self {
+                    ApiError::LedgerExists(id) => Some(id.to_string()),
+                    _ => None,
+                },
+                ledger: match self {
+                    ApiError::EnqueueFailed(ledger) => Some(ledger.clone()),
+                    _ => None,
+                },
+            },
         }
-        json!({ "error": error })
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::to_value(self.error_body()).unwrap_or_default()
     }
 }
 
@@ -126,7 +210,7 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(requestId = %request_id(), status = status.as_u16(), error = %self, "request failed");
         }
-        let mut response = (status, Json(self.body())).into_response();
+        let mut response = (status, Json(self.error_body())).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

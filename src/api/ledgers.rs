@@ -5,27 +5,30 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Map, Value, json};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::download::Decrypting;
 use super::extract::{JsonObject, Path, Query};
+use super::openapi::error_responses;
 use super::{ApiError, AppState};
 use crate::auth::{Caller, MerchantScope, Permission, assert_merchant_access};
 use crate::crypto::{Binding, Decryptor};
 use crate::domain::ledger::{parse_wire, stage_at};
 use crate::domain::{
     Action, FailureReason, Format, InvalidInput, Ledger, LedgerId, LedgerType, MerchantId, Period,
-    Status, Timezone,
+    Stage, Status, Timezone,
 };
 use crate::queue::JobMessage;
 use crate::store::{IdempotencyRecord, InsertOutcome, ListQuery, NewLedger, UserChange};
@@ -35,49 +38,183 @@ const MAX_LIMIT: u32 = 200;
 /// Page size when none is asked for.
 const DEFAULT_LIMIT: u32 = 50;
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ledgers", post(create).get(list))
-        .route("/ledgers/{id}", get(read).delete(delete))
-        .route("/ledgers/{id}/events", get(events))
-        .route("/ledgers/{id}/download", get(download))
-        .route("/ledgers/{id}/retry", post(retry))
-        .route("/ledgers/{id}/regenerate", post(regenerate))
-        .route("/openapi.json", get(openapi))
+/// The ledger routes, relative to the API's base path; each handler documents itself.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, delete))
+        .routes(routes!(events))
+        .routes(routes!(download))
+        .routes(routes!(retry))
+        .routes(routes!(regenerate))
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+/// An instant as the API writes it: RFC 3339 UTC with milliseconds.
+fn millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// [`millis`] or `null`.
+fn millis_or_null<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => millis(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// The JSON view of a ledger (SPEC §3).
-pub fn view(l: &Ledger) -> Value {
-    let failure = l.failure_reason.as_ref().map(|f| {
-        json!({
-            "errorCode": f.error_code, "message": f.message,
-            "retryable": f.retryable, "at": rfc3339(f.at),
-        })
-    });
-    json!({
-        "id": l.id.to_string(),
-        "merchantId": l.merchant_id,
-        "type": l.ledger_type,
-        "period": l.period.to_string(),
-        "timezone": l.timezone.or(l.requested_timezone).map(|t| t.name()),
-        "format": l.format,
-        "stage": l.stage,
-        "status": l.status,
-        "version": l.version,
-        "attemptCount": l.attempt_count,
-        "failureReason": failure,
-        "file": l.file,
-        "createdBy": l.created_by,
-        "createdAt": rfc3339(l.created_at),
-        "updatedAt": rfc3339(l.updated_at),
-        "startedAt": l.started_at.map(rfc3339),
-        "completedAt": l.completed_at.map(rfc3339),
-        "deletedAt": l.deleted_at.map(rfc3339),
-    })
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Ledger)]
+pub struct LedgerView {
+    /// Snowflake id, a decimal string.
+    #[schema(pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")]
+    pub id: String,
+    /// The merchant.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "m_acme")]
+    pub merchant_id: String,
+    /// What the document contains.
+    #[serde(rename = "type")]
+    pub ledger_type: LedgerType,
+    /// The period in canonical form (`2026`, `2026-Q3`, `2026-10`, `2026-W40`, `2026-10-15`).
+    #[schema(example = "2026-10")]
+    pub period: String,
+    /// The IANA zone the period is cut in; the requested one until the worker knows the
+    /// merchant's, `null` when none was requested and the worker has not started.
+    #[schema(required = true, example = "Europe/Berlin")]
+    pub timezone: Option<String>,
+    /// The document format.
+    pub format: Format,
+    /// DRAFT while the period had not ended at generation time, FINAL after.
+    pub stage: Stage,
+    /// Where the job is.
+    pub status: Status,
+    /// 1, +1 on every regenerate.
+    #[schema(minimum = 1)]
+    pub version: u32,
+    /// Lifetime count of processing attempts.
+    pub attempt_count: u32,
+    /// The last failure, if any.
+    #[schema(required = true)]
+    pub failure_reason: Option<FailureReasonView>,
+    /// The newest completed file, if any.
+    #[schema(required = true)]
+    pub file: Option<crate::domain::FileInfo>,
+    /// The subject (`sub`) that created the ledger.
+    pub created_by: String,
+    /// When it was created.
+    #[serde(serialize_with = "millis")]
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    #[serde(serialize_with = "millis")]
+    pub updated_at: DateTime<Utc>,
+    /// When the last attempt was claimed.
+    #[serde(serialize_with = "millis_or_null")]
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it last completed.
+    #[serde(serialize_with = "millis_or_null")]
+    #[schema(required = true)]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it was (softly) deleted.
+    #[serde(serialize_with = "millis_or_null")]
+    #[schema(required = true)]
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// Why the last attempt failed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = FailureReason)]
+pub struct FailureReasonView {
+    /// `FETCH_DATA_ERROR`, `JOB_EXECUTION_FAILED` or `ENQUEUE_FAILED`.
+    #[schema(example = "FETCH_DATA_ERROR")]
+    pub error_code: String,
+    /// Readable detail, e.g. the path of a bad field in the source.
+    pub message: String,
+    /// Whether a retry may succeed without a change of input.
+    pub retryable: bool,
+    /// When it failed.
+    #[serde(serialize_with = "millis")]
+    pub at: DateTime<Utc>,
+}
+
+/// A page of ledgers, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = LedgerPage)]
+pub struct LedgerPage {
+    /// At most `limit` ledgers.
+    pub items: Vec<LedgerView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true, pattern = "^[A-Za-z0-9_-]+$")]
+    pub next_cursor: Option<String>,
+}
+
+/// A ledger's timeline, oldest first: one item per status change and per pipeline phase.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeline {
+    /// The items.
+    pub items: Vec<crate::domain::TimelineItem>,
+}
+
+/// The body of `POST /ledgers`. Unknown fields are refused.
+#[derive(ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateLedger)]
+#[allow(dead_code)] // Documentation only: `create` parses the body field by field for precise errors.
+pub struct CreateLedgerBody {
+    /// The merchant.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "m_acme")]
+    merchant_id: String,
+    /// What the document contains.
+    #[serde(rename = "type")]
+    ledger_type: LedgerType,
+    /// `YYYY`, `YYYY-Qn`, `YYYY-MM`, `YYYY-Www` (ISO week) or `YYYY-MM-DD`, a year from 1970;
+    /// a period that has not started yet, a day the calendar lacks or a week the ISO year
+    /// lacks is a 400.
+    #[schema(
+        pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})(-[Qq][1-4]|-[Ww](0[1-9]|[1-4][0-9]|5[0-3])|-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?$",
+        example = "2026-10"
+    )]
+    period: String,
+    /// The document format.
+    format: Format,
+    /// IANA zone to cut the period in; omitted or `null`: the merchant's own (else UTC).
+    #[schema(example = "Europe/Berlin")]
+    timezone: Option<String>,
+}
+
+/// The JSON view of a ledger (SPEC §3).
+pub fn view(l: &Ledger) -> LedgerView {
+    LedgerView {
+        id: l.id.to_string(),
+        merchant_id: l.merchant_id.to_string(),
+        ledger_type: l.ledger_type,
+        period: l.period.to_string(),
+        timezone: l
+            .timezone
+            .or(l.requested_timezone)
+            .map(|t| t.name().to_owned()),
+        format: l.format,
+        stage: l.stage,
+        status: l.status,
+        version: l.version,
+        attempt_count: l.attempt_count,
+        failure_reason: l.failure_reason.as_ref().map(|f| FailureReasonView {
+            error_code: f.error_code.clone(),
+            message: f.message.clone(),
+            retryable: f.retryable,
+            at: f.at,
+        }),
+        file: l.file.clone(),
+        created_by: l.created_by.clone(),
+        created_at: l.created_at,
+        updated_at: l.updated_at,
+        started_at: l.started_at,
+        completed_at: l.completed_at,
+        deleted_at: l.deleted_at,
+    }
 }
 
 fn accepted(l: &Ledger) -> Response {
@@ -185,6 +322,59 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+error_responses! {
+    /// What creating a ledger can answer besides 202.
+    CreateErrors {
+        400 => ["VALIDATION_ERROR"],
+        401 => ["UNAUTHORIZED"],
+        403 => ["FORBIDDEN"],
+        409 => ["LEDGER_EXISTS"],
+        413 => ["PAYLOAD_TOO_LARGE"],
+        415 => ["UNSUPPORTED_MEDIA_TYPE"],
+        422 => ["IDEMPOTENCY_KEY_REUSED"],
+        500 => ["INTERNAL"],
+        503 => ["ENQUEUE_FAILED", "SERVICE_UNAVAILABLE"],
+    }
+}
+
+/// Create a ledger and queue its generation.
+///
+/// At most one non-deleted ledger exists per merchant, type, period, requested timezone and
+/// format: another is a 409 LEDGER_EXISTS naming it (`ledgerId`). With an `Idempotency-Key`,
+/// the same key and body replay the first response (with `Idempotent-Replayed: true`); the
+/// same key with another body is a 422. When the queue refuses the job, the ledger is kept
+/// as REJECTED / ENQUEUE_FAILED (in the 503 body's `ledger`) and `retry` works.
+#[utoipa::path(
+    post,
+    path = "/ledgers",
+    tag = "ledgers",
+    operation_id = "createLedger",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to repeat: 1 to 255 visible ASCII characters, scoped to the caller", pattern = "^[!-~]{1,255}$", example = "8f14e45f-ceea-467a-9575-6f2b1c3d4e5f"),
+    ),
+    request_body(content = CreateLedgerBody, content_type = "application/json", description = "What to generate; at most 1 MiB"),
+    responses(
+        (
+            status = 202,
+            description = "Stored and queued: the ledger, PENDING (or the replay of the first response to this Idempotency-Key)",
+            body = LedgerView,
+            headers(
+                ("Location" = String, description = "The ledger's URL"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the replay of an earlier response"),
+            ),
+            links(
+                ("GetLedger" = (operation_id = "getLedger", parameters(("id" = "$response.body#/id")))),
+                ("GetLedgerEvents" = (operation_id = "getLedgerEvents", parameters(("id" = "$response.body#/id")))),
+                ("DownloadLedger" = (operation_id = "downloadLedger", parameters(("id" = "$response.body#/id")))),
+                ("RetryLedger" = (operation_id = "retryLedger", parameters(("id" = "$response.body#/id")))),
+                ("RegenerateLedger" = (operation_id = "regenerateLedger", parameters(("id" = "$response.body#/id")))),
+                ("DeleteLedger" = (operation_id = "deleteLedger", parameters(("id" = "$response.body#/id")))),
+            ),
+        ),
+        CreateErrors,
+    ),
+    security(("bearer" = [])),
+)]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -213,13 +403,15 @@ async fn create(
             created_by: caller.subject.clone(),
             created_at: now,
         };
+        let pending = serde_json::to_string(&view(&pending_view(&new)))
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let record = key.as_ref().map(|k| IdempotencyRecord {
             subject: caller.subject.clone(),
             key: k.clone(),
             request_hash: request.fingerprint(),
             ledger_id: new.id,
             status_code: StatusCode::ACCEPTED.as_u16(),
-            body: view(&pending_view(&new)).to_string(),
+            body: pending.clone(),
         });
         match state.store.insert_ledger(&new, record.as_ref()).await? {
             InsertOutcome::Created(ledger) => {
@@ -319,7 +511,18 @@ async fn enqueue_or_reject(
 }
 
 fn parse_id(raw: &str) -> Result<LedgerId, ApiError> {
-    raw.parse::<LedgerId>().map_err(ApiError::Validation)
+    raw.parse::<LedgerId>().map_err(|e| {
+        // A decimal id of the documented form (`^[1-9][0-9]{0,18}$`) that does not fit in 63
+        // bits is well-formed: no ledger has it.
+        let documented = (1..=19).contains(&raw.len())
+            && !raw.starts_with('0')
+            && raw.bytes().all(|b| b.is_ascii_digit());
+        if documented {
+            ApiError::NotFound("no such ledger")
+        } else {
+            ApiError::Validation(e)
+        }
+    })
 }
 
 /// Loads a ledger the caller may use with `perm`; anything else is the same 404.
@@ -340,23 +543,66 @@ async fn load(
     }
 }
 
+error_responses! {
+    /// What reading one ledger (or its timeline) can answer besides 200.
+    ReadErrors {
+        400 => ["VALIDATION_ERROR"],
+        401 => ["UNAUTHORIZED"],
+        404 => ["NOT_FOUND"],
+        500 => ["INTERNAL"],
+        503 => ["SERVICE_UNAVAILABLE"],
+    }
+}
+
+/// One ledger.
+///
+/// An id the caller may not read is a 404 like a missing one: existence is not leaked.
+/// A deleted ledger is still readable, with `deletedAt` set.
+#[utoipa::path(
+    get,
+    path = "/ledgers/{id}",
+    tag = "ledgers",
+    operation_id = "getLedger",
+    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    responses(
+        (status = 200, description = "The ledger", body = LedgerView),
+        ReadErrors,
+    ),
+    security(("bearer" = [])),
+)]
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LedgerView>, ApiError> {
     let ledger = load(&state, &caller, &id, Permission::Read).await?;
     Ok(Json(view(&ledger)))
 }
 
+/// A ledger's timeline, oldest first.
+///
+/// One item per status change `{at, attempt, status, errorCode?}` and one per pipeline phase
+/// `{at, attempt, phase, detail?}`.
+#[utoipa::path(
+    get,
+    path = "/ledgers/{id}/events",
+    tag = "ledgers",
+    operation_id = "getLedgerEvents",
+    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    responses(
+        (status = 200, description = "The timeline", body = Timeline),
+        ReadErrors,
+    ),
+    security(("bearer" = [])),
+)]
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Timeline>, ApiError> {
     let ledger = load(&state, &caller, &id, Permission::Read).await?;
     let items = state.store.list_events(ledger.id).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Timeline { items }))
 }
 
 fn encode_cursor(id: LedgerId) -> String {
@@ -373,11 +619,46 @@ fn decode_cursor(raw: &str) -> Result<LedgerId, InvalidInput> {
         .map_err(|_| bad())
 }
 
+error_responses! {
+    /// What listing ledgers can answer besides 200.
+    ListErrors {
+        400 => ["VALIDATION_ERROR"],
+        401 => ["UNAUTHORIZED"],
+        403 => ["FORBIDDEN"],
+        500 => ["INTERNAL"],
+        503 => ["SERVICE_UNAVAILABLE"],
+    }
+}
+
+/// List ledgers, newest first.
+///
+/// Without `merchantId`, the ledgers of every merchant the caller may read; naming a merchant
+/// the caller may not read is a 403. Deleted ledgers are included (`deletedAt` set). Unknown
+/// query parameters are a 400.
+#[utoipa::path(
+    get,
+    path = "/ledgers",
+    tag = "ledgers",
+    operation_id = "listLedgers",
+    params(
+        ("merchantId" = Option<String>, Query, description = "Only this merchant's ledgers", pattern = "^[A-Za-z0-9_-]{1,64}$", example = "m_acme"),
+        ("status" = Option<Status>, Query, description = "Only ledgers in this status"),
+        ("type" = Option<LedgerType>, Query, description = "Only ledgers of this type"),
+        ("period" = Option<String>, Query, description = "Only ledgers of this period (any of the five forms; compared in canonical form)", pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})(-[Qq][1-4]|-[Ww](0[1-9]|[1-4][0-9]|5[0-3])|-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?$", example = "2026-10"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 200 (default 50)", minimum = 1, maximum = 200),
+        ("cursor" = Option<String>, Query, description = "The `nextCursor` of the previous page", pattern = "^[A-Za-z0-9_-]+$"),
+    ),
+    responses(
+        (status = 200, description = "A page of ledgers", body = LedgerPage),
+        ListErrors,
+    ),
+    security(("bearer" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LedgerPage>, ApiError> {
     const PARAMS: [&str; 6] = ["merchantId", "status", "type", "period", "limit", "cursor"];
     if let Some(unknown) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
         return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
@@ -433,10 +714,90 @@ async fn list(
     } else {
         None
     };
-    let items: Vec<Value> = ledgers.iter().map(view).collect();
-    Ok(Json(json!({ "items": items, "nextCursor": next })))
+    Ok(Json(LedgerPage {
+        items: ledgers.iter().map(view).collect(),
+        next_cursor: next,
+    }))
 }
 
+/// The `version` query parameter of a download: a `u32` from 1 (the path macro's literals
+/// cannot say `maximum = u32::MAX`).
+enum VersionParam {}
+
+impl utoipa::IntoParams for VersionParam {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        vec![
+            ParameterBuilder::new()
+                .name("version")
+                .parameter_in(ParameterIn::Query)
+                .description(Some(
+                    "Which version's file (default: the newest completed one)",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::Int64,
+                        )))
+                        .minimum(Some(1))
+                        .maximum(Some(u32::MAX)),
+                ))
+                .build(),
+        ]
+    }
+}
+
+error_responses! {
+    /// What a download can answer besides 200.
+    DownloadErrors {
+        400 => ["VALIDATION_ERROR"],
+        401 => ["UNAUTHORIZED"],
+        404 => ["NOT_FOUND"],
+        409 => ["JOB_NOT_READY"],
+        500 => ["INTERNAL"],
+        503 => ["SERVICE_UNAVAILABLE"],
+    }
+}
+
+/// Download a ledger's document, decrypted.
+///
+/// The plaintext is streamed as it is decrypted and verified; a file that fails verification
+/// after the first byte ends the connection early (the body is shorter than its
+/// `Content-Length`), never with wrong bytes. A deleted ledger is a 404.
+#[utoipa::path(
+    get,
+    path = "/ledgers/{id}/download",
+    tag = "ledgers",
+    operation_id = "downloadLedger",
+    params(
+        ("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568"),
+        VersionParam,
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The document",
+            content(
+                ("application/pdf"),
+                ("text/csv"),
+                ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            ),
+            headers(
+                ("Content-Disposition" = String, description = "`attachment; filename=\"…\"; filename*=UTF-8''…`"),
+                ("Content-Length" = u64, description = "Size of the plaintext"),
+                ("ETag" = String, description = "The quoted hex SHA-256 of the plaintext"),
+                ("X-Content-Type-Options" = String, description = "`nosniff`"),
+                ("Cache-Control" = String, description = "`no-store`"),
+            ),
+        ),
+        DownloadErrors,
+    ),
+    security(("bearer" = [])),
+)]
 async fn download(
     State(state): State<AppState>,
     caller: Caller,
@@ -570,6 +931,34 @@ async fn change(
     }
 }
 
+error_responses! {
+    /// What a retry can answer besides 202.
+    RetryErrors {
+        400 => ["VALIDATION_ERROR"],
+        401 => ["UNAUTHORIZED"],
+        404 => ["NOT_FOUND"],
+        409 => ["JOB_IN_PROGRESS", "INVALID_STATE"],
+        500 => ["INTERNAL"],
+        503 => ["ENQUEUE_FAILED", "SERVICE_UNAVAILABLE"],
+    }
+}
+
+/// Retry a REJECTED ledger: back to PENDING and queued again.
+///
+/// PENDING or PROCESSING is a 409 JOB_IN_PROGRESS, COMPLETED a 409 INVALID_STATE (use
+/// regenerate); a deleted ledger is a 404.
+#[utoipa::path(
+    post,
+    path = "/ledgers/{id}/retry",
+    tag = "ledgers",
+    operation_id = "retryLedger",
+    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    responses(
+        (status = 202, description = "PENDING again, queued", body = LedgerView, headers(("Location" = String, description = "The ledger's URL"))),
+        RetryErrors,
+    ),
+    security(("bearer" = [])),
+)]
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,
@@ -588,6 +977,35 @@ async fn retry(
     Ok(enqueue_or_reject(&state, ledger, None, &caller).await)
 }
 
+error_responses! {
+    /// What a regenerate can answer besides 202.
+    RegenerateErrors {
+        400 => ["VALIDATION_ERROR"],
+        401 => ["UNAUTHORIZED"],
+        404 => ["NOT_FOUND"],
+        409 => ["JOB_IN_PROGRESS", "INVALID_STATE", "LEDGER_FINAL"],
+        500 => ["INTERNAL"],
+        503 => ["ENQUEUE_FAILED", "SERVICE_UNAVAILABLE"],
+    }
+}
+
+/// Generate a new version of a COMPLETED DRAFT ledger.
+///
+/// The version goes up by one and the ledger is PENDING and queued; every version's file is
+/// kept. FINAL is a 409 LEDGER_FINAL, PENDING or PROCESSING a 409 JOB_IN_PROGRESS, REJECTED a
+/// 409 INVALID_STATE (use retry).
+#[utoipa::path(
+    post,
+    path = "/ledgers/{id}/regenerate",
+    tag = "ledgers",
+    operation_id = "regenerateLedger",
+    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    responses(
+        (status = 202, description = "The new version, PENDING, queued", body = LedgerView, headers(("Location" = String, description = "The ledger's URL"))),
+        RegenerateErrors,
+    ),
+    security(("bearer" = [])),
+)]
 async fn regenerate(
     State(state): State<AppState>,
     caller: Caller,
@@ -606,6 +1024,34 @@ async fn regenerate(
     Ok(enqueue_or_reject(&state, ledger, None, &caller).await)
 }
 
+error_responses! {
+    /// What a delete can answer besides 204.
+    DeleteErrors {
+        400 => ["VALIDATION_ERROR"],
+        401 => ["UNAUTHORIZED"],
+        404 => ["NOT_FOUND"],
+        409 => ["JOB_IN_PROGRESS"],
+        500 => ["INTERNAL"],
+        503 => ["SERVICE_UNAVAILABLE"],
+    }
+}
+
+/// Delete a ledger (softly).
+///
+/// Sets `deletedAt`; the files stay. Deleting a deleted ledger succeeds again. PENDING or
+/// PROCESSING is a 409 JOB_IN_PROGRESS.
+#[utoipa::path(
+    delete,
+    path = "/ledgers/{id}",
+    tag = "ledgers",
+    operation_id = "deleteLedger",
+    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    responses(
+        (status = 204, description = "Deleted"),
+        DeleteErrors,
+    ),
+    security(("bearer" = [])),
+)]
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -624,11 +1070,4 @@ async fn delete(
         tracing::info!(ledgerId = %deleted.id, merchantId = %deleted.merchant_id, subject = %caller.subject, "ledger deleted (soft)");
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod ledgers;
+pub mod openapi;
 pub mod ws;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::ApiError;
 
@@ -66,14 +68,22 @@ pub struct OpsState {
     pub metrics: PrometheusHandle,
 }
 
+/// The routes under [`BASE`]. Each is registered with its `#[utoipa::path]` documentation
+/// (`routes!`), so the served API and [`openapi::document`] come from this one list.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(ledgers::routes())
+        .merge(ws::routes())
+        .merge(openapi::routes())
+}
+
 /// The router of a process: the API when `api` is set, plus the ops endpoints.
 pub fn router(api: Option<AppState>, ops: OpsState) -> Router {
-    let mut app = health::router(ops);
+    let (ops_routes, _) = health::routes().split_for_parts();
+    let mut app = ops_routes.with_state(ops);
     if let Some(state) = api {
-        app = app.nest(
-            BASE,
-            ledgers::router().merge(ws::router()).with_state(state),
-        );
+        let (api, _) = api_routes().split_for_parts();
+        app = app.nest(BASE, api.with_state(state));
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -25,18 +25,20 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::get;
 use futures::{SinkExt, StreamExt};
-use serde_json::json;
+use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
+use super::openapi::error_responses;
 use crate::auth::{Caller, MerchantScope, Permission};
 use crate::domain::{Event, InvalidInput, MerchantId};
 
@@ -50,10 +52,157 @@ pub const CLOSE_TOO_SLOW: u16 = 4008;
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
 /// The WebSocket route, relative to the API's base path.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ws", get(upgrade))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(upgrade))
 }
 
+/// Every text frame the server sends: a JSON object of one of these shapes.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = WsServerFrame)]
+pub enum ServerFrame {
+    /// A status change or progress of a ledger the client may read (`event` says which).
+    Event(Event),
+    /// After a `?since=` replay, before live events.
+    Replay(ReplayFrame),
+    /// The answer to a `subscribe`.
+    Subscribed(SubscribedFrame),
+    /// The answer to an `unsubscribe`.
+    Unsubscribed(UnsubscribedFrame),
+    /// A refused client message; the connection stays open.
+    Error(ErrorFrame),
+}
+
+/// The end of a `?since=` replay: live events follow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayFrame {
+    /// What was replayed.
+    pub replay: ReplaySummary,
+}
+
+/// How many status events a replay sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplaySummary {
+    /// Status events replayed.
+    pub events: usize,
+    /// False when the replay stopped early (over 10,000 events, or the store failed): read
+    /// the ledgers with `GET /ledgers` instead.
+    pub complete: bool,
+}
+
+/// The answer to `{"subscribe":[…]}`: the flow is narrowed to these merchants (added to any
+/// earlier subscription).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscribedFrame {
+    /// The merchants added.
+    pub subscribed: Vec<String>,
+}
+
+/// The answer to `{"unsubscribe":[…]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnsubscribedFrame {
+    /// The merchants removed from the flow.
+    pub unsubscribed: Vec<String>,
+}
+
+/// A refused client message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorFrame {
+    /// What was wrong.
+    pub error: ErrorFrameDetail,
+}
+
+/// Why a client message was refused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorFrameDetail {
+    /// `VALIDATION_ERROR` (not a subscribe/unsubscribe message, or a bad merchant id) or
+    /// `FORBIDDEN` (a merchant the caller may not read).
+    #[schema(pattern = "^(VALIDATION_ERROR|FORBIDDEN)$")]
+    pub code: &'static str,
+    /// Readable explanation.
+    pub message: String,
+}
+
+/// What a client may send: one text frame holding one JSON object of one of these shapes.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(as = WsClientMessage)]
+#[allow(dead_code)] // Documentation only: `command` parses messages by hand for precise errors.
+pub enum ClientMessage {
+    /// Receive only these merchants' events (added to any earlier subscription).
+    Subscribe {
+        /// Merchant ids the caller may read.
+        subscribe: Vec<String>,
+    },
+    /// Stop receiving these merchants' events.
+    Unsubscribe {
+        /// Merchant ids.
+        unsubscribe: Vec<String>,
+    },
+}
+
+fn frame(f: &ServerFrame) -> String {
+    serde_json::to_string(f).unwrap_or_default()
+}
+
+error_responses! {
+    /// What the upgrade can answer instead of 101.
+    UpgradeErrors {
+        400 => ["VALIDATION_ERROR"],
+        401 => ["UNAUTHORIZED"],
+        500 => ["INTERNAL"],
+        503 => ["SERVICE_UNAVAILABLE"],
+    }
+}
+
+/// Live status events over a WebSocket.
+///
+/// The token (`Authorization: Bearer …` or `?access_token=…`) is checked before the upgrade.
+/// The server sends JSON text frames (`WsServerFrame`): `ledger.status` and `ledger.progress`
+/// events (SPEC §5) of every merchant the caller may read; a client narrows the flow with
+/// `{"subscribe":["m_1"]}` / `{"unsubscribe":[…]}` (`WsClientMessage`), a merchant it may not
+/// read is an error frame with `FORBIDDEN`. `?since=` first replays the status changes after
+/// that time, then a `{"replay":{"events":N,"complete":true}}` frame, then live events.
+/// Pings every 20 s; a client silent for two intervals is closed.
+///
+/// Close codes: `1001` server shutting down or no answer to pings; `1003` a binary frame;
+/// `4008` the client fell too far behind (events would be lost): reconnect with `?since=`.
+/// A client message over 64 KiB ends the connection.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "live",
+    operation_id = "watchLedgers",
+    params(
+        ("access_token" = Option<String>, Query, description = "The JWT, for clients that cannot set `Authorization` (browsers)"),
+        ("since" = Option<chrono::DateTime<chrono::Utc>>, Query, description = "Replay the status changes recorded after this RFC 3339 time first", example = "2026-11-24T10:00:00Z"),
+        ("Connection" = String, Header, description = "`Upgrade`"),
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The client's handshake nonce (RFC 6455)"),
+    ),
+    responses(
+        (
+            status = 101,
+            description = "Switching to the WebSocket protocol; the frames are described by `WsServerFrame` (server to client) and `WsClientMessage` (client to server)",
+            headers(
+                ("Upgrade" = String, description = "`websocket`"),
+                ("Sec-WebSocket-Accept" = String, description = "The handshake answer (RFC 6455)"),
+            ),
+        ),
+        UpgradeErrors,
+    ),
+    security(("bearer" = []), ("accessToken" = [])),
+    extensions(("x-websocket" = json!({
+        "serverFrames": {"$ref": "#/components/schemas/WsServerFrame"},
+        "clientMessages": {"$ref": "#/components/schemas/WsClientMessage"},
+        "closeCodes": {
+            "1001": "server shutting down, or no answer to pings",
+            "1003": "the client sent a binary frame",
+            "4008": "the client fell too far behind: reconnect with ?since="
+        }
+    }))),
+)]
 async fn upgrade(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -200,7 +349,12 @@ async fn replay(
             break;
         }
     }
-    let marker = json!({"replay": {"events": sent, "complete": complete}}).to_string();
+    let marker = frame(&ServerFrame::Replay(ReplayFrame {
+        replay: ReplaySummary {
+            events: sent,
+            complete,
+        },
+    }));
     frames
         .send_timeout(Message::Text(marker.into()), REPLAY_PATIENCE)
         .await
@@ -374,8 +528,10 @@ fn slow(caller: &Caller) -> Message {
 
 /// Handles one client message and returns the answer frame.
 fn command(filter: &mut Filter, text: &str) -> String {
-    let error = |code: &str, message: String| {
-        json!({"error": {"code": code, "message": message}}).to_string()
+    let error = |code: &'static str, message: String| {
+        frame(&ServerFrame::Error(ErrorFrame {
+            error: ErrorFrameDetail { code, message },
+        }))
     };
     let usage = || {
         error(
@@ -407,7 +563,7 @@ fn command(filter: &mut Filter, text: &str) -> String {
             }
         }
     }
-    let names: Vec<&str> = merchants.iter().map(MerchantId::as_str).collect();
+    let names: Vec<String> = merchants.iter().map(|m| m.as_str().to_owned()).collect();
     if key == "unsubscribe" {
         for m in &merchants {
             match &mut filter.only {
@@ -419,7 +575,9 @@ fn command(filter: &mut Filter, text: &str) -> String {
                 }
             }
         }
-        return json!({"unsubscribed": names}).to_string();
+        return frame(&ServerFrame::Unsubscribed(UnsubscribedFrame {
+            unsubscribed: names,
+        }));
     }
     let forbidden: Vec<&str> = merchants
         .iter()
@@ -439,5 +597,7 @@ fn command(filter: &mut Filter, text: &str) -> String {
         .only
         .get_or_insert_with(BTreeSet::new)
         .extend(merchants.iter().cloned());
-    json!({"subscribed": names}).to_string()
+    frame(&ServerFrame::Subscribed(SubscribedFrame {
+        subscribed: names,
+    }))
 }

@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 use super::{LedgerId, MerchantId, Stage, Status};
 
 /// A status change, published after the store recorded it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusEvent {
     /// The ledger.
+    #[schema(value_type = String, pattern = "^[1-9][0-9]{0,18}$")]
     pub ledger_id: LedgerId,
     /// Its merchant, for routing to authorised clients.
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub merchant_id: MerchantId,
     /// The new status.
     pub status: Status,
@@ -22,31 +24,35 @@ pub struct StatusEvent {
     /// Lifetime processing attempts.
     pub attempt_count: u32,
     /// Set on REJECTED.
+    #[schema(required = true)]
     pub error_code: Option<String>,
     /// When it happened.
     pub at: DateTime<Utc>,
 }
 
 /// Progress of a running job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProgressEvent {
     /// The ledger.
+    #[schema(value_type = String, pattern = "^[1-9][0-9]{0,18}$")]
     pub ledger_id: LedgerId,
     /// Its merchant.
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub merchant_id: MerchantId,
     /// FETCH, GENERATE, UPLOAD.
     pub phase: String,
     /// Rows done within the phase; never goes down within it.
     pub rows_done: u64,
     /// Rows in the phase when known.
+    #[schema(required = true)]
     pub rows_total: Option<u64>,
     /// When it was measured.
     pub at: DateTime<Utc>,
 }
 
 /// An event on the status bus, serialised as the wire JSON of SPEC §5.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event")]
 pub enum Event {
     /// `ledger.status`.
@@ -76,7 +82,7 @@ impl Event {
 }
 
 /// One item of a ledger's timeline: a status change or a pipeline phase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimelineItem {
     /// When.

@@ -9,10 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{InvalidInput, LedgerId, MerchantId, Period, Timezone};
 
+// `$wire:tt`, not `:literal`: a `literal` fragment reaches the `ToSchema` derive wrapped in
+// an invisible group, which it ignores, and the schema's enum said `Pending` instead of
+// `PENDING`.
 macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:tt),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            utoipa::ToSchema,
+        )]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $wire)] $variant),+
         }
@@ -240,16 +246,19 @@ pub struct FailureReason {
 }
 
 /// The newest completed file of a ledger.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileInfo {
     /// Ledger version the file belongs to.
+    #[schema(minimum = 1)]
     pub version: u32,
     /// Media type.
+    #[schema(example = "text/csv; charset=utf-8")]
     pub content_type: String,
     /// Plaintext size.
     pub size_bytes: u64,
     /// Hex SHA-256 of the plaintext.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub sha256: String,
     /// Suggested download name.
     pub file_name: String,

@@ -614,6 +614,33 @@ async fn bad_ledger_ids_in_paths_are_400() {
     }
 }
 
+/// Found by making the OpenAPI document say what an id is (`^[1-9][0-9]{0,18}$`, the form of
+/// every id the API hands out): 19-digit ids beyond 63 bits matched it, yet were refused as
+/// "not a positive decimal integer". They are well-formed ids no ledger has.
+#[tokio::test]
+async fn well_formed_ids_beyond_63_bits_are_404_not_400() {
+    let app = spawn_app().await;
+    let token = app.user(ALICE, "merchant_admin", "m_acme").await;
+    for id in ["9223372036854775808", "9999999999999999999"] {
+        for (method, template) in [
+            ("GET", "/ledgers/{}"),
+            ("GET", "/ledgers/{}/events"),
+            ("GET", "/ledgers/{}/download"),
+            ("POST", "/ledgers/{}/retry"),
+            ("POST", "/ledgers/{}/regenerate"),
+            ("DELETE", "/ledgers/{}"),
+        ] {
+            let path = template.replace("{}", id);
+            let r = match method {
+                "GET" => app.get(&token, &path).await,
+                "POST" => app.post(&token, &path).await,
+                _ => app.delete(&token, &path).await,
+            };
+            expect(r, &format!("{method} {path}"), 404, "NOT_FOUND", None, None).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn list_and_download_refuse_bad_parameters() {
     let app = spawn_app().await;

@@ -8,6 +8,7 @@ mod cli;
 mod documents;
 mod lifecycle;
 mod live;
+mod openapi;
 mod ops;
 mod outages;
 mod production;
