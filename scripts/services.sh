@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the backing services the test suite talks to, where they are not running yet:
 # PostgreSQL, Redis, an S3 server (moto) and a Kafka broker (tansu), the last two from a
-# virtualenv this script makes, which also holds schemathesis (the OpenAPI fuzzer). librdkafka is built by cargo and needs OpenSSL's headers.
+# virtualenv this script makes, which also holds schemathesis (the OpenAPI fuzzer).
+# librdkafka is built by cargo and needs OpenSSL's headers.
 # Idempotent. Prints the variables the tests read; a service that cannot be started fails
 # the run with a message, never a silent skip. Sourced by scripts/run-tests.sh.
 
