@@ -38,6 +38,11 @@ if ! command -v pdftotext >/dev/null || ! command -v pdffonts >/dev/null || ! co
   apt_install poppler-utils qpdf
 fi
 
+# --- promtool (Debian's prometheus package): the alert rules' checks and unit tests -------
+if ! command -v promtool >/dev/null; then
+  apt_install prometheus
+fi
+
 # --- PostgreSQL -----------------------------------------------------------------------
 export LEDGER_TEST_DATABASE_URL="${LEDGER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 pg_ok() { psql "$LEDGER_TEST_DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod api_errors;
 mod cli;
+mod deploy;
 mod documents;
 mod lifecycle;
 mod live;
