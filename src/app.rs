@@ -185,7 +185,7 @@ pub async fn run(
         Some(url) => Arc::new(
             RedisBus::start(
                 url.expose(),
-                crate::notify::redis::CHANNEL,
+                &config.websocket_redis_channel,
                 shutdown.clone(),
             )
             .map_err(|e| anyhow::anyhow!("APP_ENV_WEBSOCKET_REDIS_URL: {e}"))?,

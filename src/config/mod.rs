@@ -104,6 +104,10 @@ pub struct Config {
     /// `APP_ENV_WEBSOCKET_REDIS_URL`: Redis for status events across processes (in-process
     /// when unset).
     pub websocket_redis_url: Option<Secret>,
+    /// `APP_ENV_WEBSOCKET_REDIS_CHANNEL`: the pub/sub channel of those events (default
+    /// `ledger.events`); every process of one deployment uses the same, deployments sharing
+    /// a Redis each their own (pub/sub channels ignore Redis database numbers).
+    pub websocket_redis_channel: String,
     /// `APP_ENV_REDIS_URL`: Redis for the shared policy cache and instant revocation across
     /// api processes (in-process cache when unset).
     pub redis_url: Option<Secret>,
@@ -194,6 +198,7 @@ pub const SETTINGS: &[&str] = &[
     "APP_ENV_SOURCE_URL",
     "APP_ENV_STORAGE_URL",
     "APP_ENV_SWEEP_INTERVAL_MS",
+    "APP_ENV_WEBSOCKET_REDIS_CHANNEL",
     "APP_ENV_WEBSOCKET_REDIS_URL",
     "APP_ENV_WORKER_CONCURRENCY",
     "APP_ENV_WS_PING_INTERVAL_MS",
@@ -395,6 +400,9 @@ impl Config {
                 });
         let source_token = r.string("APP_ENV_SOURCE_TOKEN").map(Secret::new);
         let websocket_redis_url = r.string("APP_ENV_WEBSOCKET_REDIS_URL").map(Secret::new);
+        let websocket_redis_channel = r
+            .string("APP_ENV_WEBSOCKET_REDIS_CHANNEL")
+            .unwrap_or_else(|| crate::notify::redis::CHANNEL.to_owned());
         let redis_url = r.string("APP_ENV_REDIS_URL").map(Secret::new);
         if let Some(u) = &redis_url
             && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
@@ -560,6 +568,7 @@ impl Config {
             source_url,
             source_token,
             websocket_redis_url,
+            websocket_redis_channel,
             redis_url,
             queue,
             storage,

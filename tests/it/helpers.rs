@@ -377,6 +377,12 @@ pub async fn production() -> Production {
                 "APP_ENV_WEBSOCKET_REDIS_URL",
                 test_env("LEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
             ),
+            // Tests run side by side on one Redis: each deployment its own channel, so one
+            // test's events never reach another test's clients.
+            (
+                "APP_ENV_WEBSOCKET_REDIS_CHANNEL",
+                format!("ledger.it.{unique}.events"),
+            ),
         ],
     }
 }
