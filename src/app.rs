@@ -58,10 +58,11 @@ pub async fn migrate(config: &Config) -> anyhow::Result<Vec<String>> {
     Ok(pending)
 }
 
-/// Makes the store ready to serve: the embedded SQLite file migrates itself (zero set-up);
-/// a shared database must be migrated by `ledger migrate` first, so replicas of different
-/// versions never race to change its schema.
-async fn prepare_store(config: &Config, store: &dyn JobStore) -> anyhow::Result<()> {
+/// Makes the store ready for `serve` and `policy`: the embedded SQLite file migrates itself
+/// (zero set-up); a shared database with pending migrations is refused, naming them — only
+/// `ledger migrate` changes its schema, so replicas (or an operator's newer CLI) of another
+/// version never change it behind a rollout.
+pub async fn prepare_store(config: &Config, store: &dyn JobStore) -> anyhow::Result<()> {
     match config.database {
         DatabaseKind::Sqlite(_) => store.migrate().await.context("migrating the job store"),
         DatabaseKind::Postgres(_) => {

@@ -293,7 +293,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
 
 async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
     let store = ledger::app::open_store(&config).await?;
-    store.migrate().await?;
+    ledger::app::prepare_store(&config, &*store).await?;
     let changed = match command {
         PolicyCommand::Grant {
             subject,

@@ -28,6 +28,17 @@ fn stdout(o: &Output) -> String {
 fn policy_grant_list_revoke() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    if std::env::var("LEDGER_TEST_BACKENDS").as_deref() == Ok("production") {
+        // A shared database changes schema through `ledger migrate` only, never as a side
+        // effect of another command (the embedded SQLite file migrates itself).
+        let refused = ledger(d, &["policy", "list"], &[]);
+        assert!(!refused.status.success(), "{refused:?}");
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(err.contains("pending migrations"), "{err}");
+        assert!(err.contains("ledger migrate"), "{err}");
+        let migrated = ledger(d, &["migrate"], &[]);
+        assert!(migrated.status.success(), "{migrated:?}");
+    }
     let granted = ledger(
         d,
         &["policy", "grant", "alice", "merchant_viewer", "m_1"],
