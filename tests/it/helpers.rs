@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -406,4 +407,105 @@ pub fn ledger_command() -> std::process::Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     cmd
+}
+
+/// A `ledger serve` process on its own port, its stdout (the logs) going to a file.
+pub struct Served {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    logs: tempfile::NamedTempFile,
+}
+
+impl Served {
+    pub fn start(
+        data: &std::path::Path,
+        source: &std::path::Path,
+        backends: &[(&'static str, String)],
+        env: &[(&str, &str)],
+    ) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let logs = tempfile::NamedTempFile::new().unwrap();
+        let child = crate::helpers::ledger_command()
+            .arg("serve")
+            .envs(backends.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("APP_ENV_DATA_DIR", data)
+            .env("APP_ENV_SOURCE_DIR", source)
+            .env("APP_ENV_HOST", "127.0.0.1")
+            .env("APP_ENV_PORT", port.to_string())
+            .env("APP_ENV_WORKER_CONCURRENCY", "1")
+            .env("APP_ENV_KAFKA_CONSUMER_COUNT", "1")
+            .env("APP_ENV_POLICY_CACHE_TTL_MS", "0")
+            .envs(env.iter().copied())
+            .stdout(logs.reopen().unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ledger");
+        Served {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            logs,
+        }
+    }
+
+    pub async fn ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} did not become ready:\n{}", self.base, self.log_text());
+    }
+
+    pub async fn ledger(&self, client: &reqwest::Client, token: &str, id: &str) -> Value {
+        client
+            .get(format!("{}/v1/api/ledger/ledgers/{id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {within:?} of SIGTERM:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.logs.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

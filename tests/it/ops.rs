@@ -1,12 +1,11 @@
 //! What an operator relies on: the metrics an alert or a dashboard reads, the log lines of a
 //! request and of a job, and a graceful stop on SIGTERM.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, statement};
+use crate::helpers::{Served, spawn_app, statement};
 
 /// Lines of the exposition for `name` (its samples, with or without labels).
 fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
@@ -138,106 +137,6 @@ async fn metrics_carry_the_names_and_labels_alerts_and_dashboards_use() {
     app.stop().await;
 }
 
-/// A `ledger serve` process on its own port, its stdout (the logs) going to a file.
-struct Served {
-    child: std::process::Child,
-    base: String,
-    logs: tempfile::NamedTempFile,
-}
-
-impl Served {
-    fn start(
-        data: &std::path::Path,
-        source: &std::path::Path,
-        backends: &[(&'static str, String)],
-        env: &[(&str, &str)],
-    ) -> Served {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let logs = tempfile::NamedTempFile::new().unwrap();
-        let child = crate::helpers::ledger_command()
-            .arg("serve")
-            .envs(backends.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("APP_ENV_DATA_DIR", data)
-            .env("APP_ENV_SOURCE_DIR", source)
-            .env("APP_ENV_HOST", "127.0.0.1")
-            .env("APP_ENV_PORT", port.to_string())
-            .env("APP_ENV_WORKER_CONCURRENCY", "1")
-            .env("APP_ENV_KAFKA_CONSUMER_COUNT", "1")
-            .env("APP_ENV_POLICY_CACHE_TTL_MS", "0")
-            .envs(env.iter().copied())
-            .stdout(logs.reopen().unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start ledger");
-        Served {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            logs,
-        }
-    }
-
-    async fn ready(&self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{} did not become ready:\n{}", self.base, self.log_text());
-    }
-
-    async fn ledger(&self, client: &reqwest::Client, token: &str, id: &str) -> Value {
-        client
-            .get(format!("{}/v1/api/ledger/ledgers/{id}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit within {within:?} of SIGTERM:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.logs.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Data dir, backends (in the production run: PostgreSQL, Kafka, S3, Redis, migrated), and a
 /// token of an operator of `merchant`.
 async fn setup(data: &std::path::Path, merchant: &str) -> (Vec<(&'static str, String)>, String) {
@@ -352,10 +251,11 @@ async fn sigterm_mid_job_releases_it_to_pending_exits_zero_and_the_next_process_
     assert_eq!(left["attemptCount"], 1, "{left}");
     drop(api);
 
-    // The next worker takes it at once (the released job went back on the queue).
+    // The next worker takes it at once: the released job went back on the queue. (Had it
+    // not, on Kafka it would wait for the sweep, a job timeout — 120 s — after its enqueue.)
     let second = Served::start(data.path(), source.path(), &backends, &[]);
     second.ready(&client).await;
-    let done = wait_status(&client, &second, &token, &id, "COMPLETED", 120).await;
+    let done = wait_status(&client, &second, &token, &id, "COMPLETED", 60).await;
     assert_eq!(done["attemptCount"], 2, "{done}");
 }
 

@@ -1,7 +1,6 @@
 //! Worker death and recovery: expired leases are swept back into the queue, a late write
 //! of a dead attempt is fenced off, and a killed process loses nothing.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -9,7 +8,7 @@ use ledger::domain::{FailureReason, FileInfo, LedgerId, Stage, Timezone};
 use ledger::store::CompletedFile;
 use serde_json::Value;
 
-use crate::helpers::{Options, source_with, spawn_with, statement};
+use crate::helpers::{Options, Served, source_with, spawn_with, statement};
 
 #[tokio::test]
 async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
@@ -159,58 +158,11 @@ async fn a_job_that_stalls_too_often_is_rejected() {
     app.stop().await;
 }
 
-struct Process {
-    child: std::process::Child,
-    port: u16,
-}
-
-fn start_binary(
-    data_dir: &std::path::Path,
-    source_dir: &std::path::Path,
-    port: u16,
-    backends: &[(&'static str, String)],
-) -> Process {
-    let child = crate::helpers::ledger_command()
-        .arg("serve")
-        .envs(backends.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("APP_ENV_DATA_DIR", data_dir)
-        .env("APP_ENV_SOURCE_DIR", source_dir)
-        .env("APP_ENV_HOST", "127.0.0.1")
-        .env("APP_ENV_PORT", port.to_string())
-        .env("APP_ENV_JOB_TIMEOUT_MS", "1500")
-        .env("APP_ENV_SWEEP_INTERVAL_MS", "200")
-        .env("APP_ENV_WORKER_CONCURRENCY", "1")
-        .env("APP_ENV_POLICY_CACHE_TTL_MS", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ledger");
-    Process { child, port }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_ready(client: &reqwest::Client, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("ledger on port {port} did not become ready");
-}
+/// Short leases and sweeps, so a killed attempt is found quickly.
+const FAST_RECOVERY: [(&str, &str); 2] = [
+    ("APP_ENV_JOB_TIMEOUT_MS", "1500"),
+    ("APP_ENV_SWEEP_INTERVAL_MS", "200"),
+];
 
 #[tokio::test]
 async fn kill_dash_nine_mid_job_loses_nothing() {
@@ -238,9 +190,8 @@ async fn kill_dash_nine_mid_job_loses_nothing() {
         .sign("ops", Duration::from_secs(3600), None, None)
         .unwrap();
 
-    let port = free_port();
-    let mut first = start_binary(data.path(), source.path(), port, &backends);
-    wait_ready(&client, port).await;
+    let mut first = Served::start(data.path(), source.path(), &backends, &FAST_RECOVERY);
+    first.ready(&client).await;
     let store = ledger::app::open_store(&config).await.unwrap();
     store
         .add_grant(&ledger::domain::Grant {
@@ -250,7 +201,7 @@ async fn kill_dash_nine_mid_job_loses_nothing() {
         })
         .await
         .unwrap();
-    let base = format!("http://127.0.0.1:{}/v1/api/ledger", first.port);
+    let base = format!("{}/v1/api/ledger", first.base);
     let mut ids = Vec::new();
     for period in ["2026", "2026-Q2", "2026-03", "2026-W10"] {
         let r = client
@@ -285,10 +236,9 @@ async fn kill_dash_nine_mid_job_loses_nothing() {
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
 
-    let port = free_port();
-    let mut second = start_binary(data.path(), source.path(), port, &backends);
-    wait_ready(&client, port).await;
-    let base = format!("http://127.0.0.1:{port}/v1/api/ledger");
+    let second = Served::start(data.path(), source.path(), &backends, &FAST_RECOVERY);
+    second.ready(&client).await;
+    let base = format!("{}/v1/api/ledger", second.base);
     for id in &ids {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -312,6 +262,5 @@ async fn kill_dash_nine_mid_job_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    second.child.kill().unwrap();
-    second.child.wait().unwrap();
+    drop(second);
 }
