@@ -134,10 +134,21 @@ async fn observe(request: Request, next: Next) -> Response {
     metrics::counter!("ledger_http_requests_total", &labels).increment(1);
     metrics::histogram!("ledger_http_request_duration_seconds", &labels)
         .record(elapsed.as_secs_f64());
-    if method != Method::GET || !matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Probes and scrapes come every few seconds from every replica: their lines are debug
+    // (APP_ENV_LOG_LEVEL=debug shows them), unless one fails.
+    let routine = method == Method::GET
+        && matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics")
+        && response.status().is_success();
+    if routine {
+        tracing::debug!(
+            requestId = %id, method = %method, route = %route, status = %status,
+            latencyMs = latency_ms, "http request"
+        );
+    } else {
         tracing::info!(
             requestId = %id, method = %method, route = %route, status = %status,
-            latencyMs = elapsed.as_secs_f64() * 1000.0, "http request"
+            latencyMs = latency_ms, "http request"
         );
     }
     response
