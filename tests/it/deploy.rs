@@ -416,3 +416,81 @@ fn the_image_runs_ledger_serve_as_an_unprivileged_user() {
         assert!(ignore.lines().any(|l| l.trim() == path), "{path}");
     }
 }
+
+/// The argv the migration Job's container runs: its `args`, or else the image's `CMD`
+/// (a Job without `command` keeps the image's `ENTRYPOINT`, the `ledger` binary).
+fn job_arguments(job: &Value) -> Vec<String> {
+    let container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container["command"].is_null(),
+        "the Job keeps the image's entrypoint"
+    );
+    if let Some(args) = container["args"].as_sequence() {
+        return args
+            .iter()
+            .map(|a| a.as_str().expect("string args").to_owned())
+            .collect();
+    }
+    let dockerfile = read(&repo().join("deploy/Dockerfile"));
+    let cmd = dockerfile
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("CMD "))
+        .expect("the image has a CMD");
+    serde_json::from_str(cmd).expect("CMD in exec form")
+}
+
+#[test]
+fn the_migration_job_migrates_and_exits_instead_of_serving() {
+    let job = documents(&repo().join("deploy/k8s/migrate-job.yaml"))
+        .into_iter()
+        .find(|d| d["kind"] == "Job")
+        .expect("a Job in migrate-job.yaml");
+    let args = job_arguments(&job);
+    let run_mode = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "RUN_MODE")
+        .map(|e| str_at(e, &["value"]).to_owned());
+    // The real binary with the Job's arguments and RUN_MODE, on a SQLite job store; the
+    // port settings only matter if it wrongly serves.
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cmd = crate::helpers::ledger_command();
+    cmd.args(&args)
+        .env("APP_ENV_DATA_DIR", data.path())
+        .env("APP_ENV_HOST", "127.0.0.1")
+        .env("APP_ENV_PORT", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(mode) = &run_mode {
+        cmd.env("RUN_MODE", mode);
+    }
+    let mut child = cmd.spawn().expect("ledger runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`ledger {}` with RUN_MODE={run_mode:?} was still running after 30 s: the Job would serve instead of migrating",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        status.success(),
+        "ledger {args:?}: {status}\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("migrations: applied"),
+        "the Job applies the migrations: {stdout}"
+    );
+}
