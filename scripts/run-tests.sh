@@ -33,6 +33,21 @@ step "tests: unit, contract suites against every adapter, end-to-end"
 # Logs of the services under test go to the test output only when a test fails.
 cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-4}"
 
+step "date-sensitive tests again at other dates (libfaketime, scripts/at-date.sh)"
+# Periods open and close with the clock: what is a DRAFT today is FINAL next month. These
+# tests must hold on any date, so they run again at a month end, a year end, the night
+# Europe's clocks go forward, and in 2030 (cargo runs each test binary through at-date.sh).
+runner="CARGO_TARGET_$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')_RUNNER"
+for when in 2026-11-30T23:50:00Z 2026-12-31T23:55:00Z 2027-03-28T00:55:00Z 2030-06-15T12:00:00Z; do
+  echo "-- at $when"
+  # (The contract suites are left out: PostgreSQL's clock is not moved.)
+  env "$runner=$PWD/scripts/at-date.sh $when" cargo test --lib --locked -q -- \
+    domain:: render:: source:: auth:: api::
+  env "$runner=$PWD/scripts/at-date.sh $when" cargo test --test it --locked -q -- \
+    --test-threads="${TEST_THREADS:-4}" lifecycle:: security:: api_errors:: documents:: \
+    recovery:: helpers::
+done
+
 step "end-to-end suite again, every process on PostgreSQL + Kafka + S3 + Redis"
 # (The production:: and outages:: tests pick their backends themselves and ran above.)
 LEDGER_TEST_BACKENDS=production cargo test --test it --locked -- \

@@ -305,6 +305,53 @@ pub fn statement(merchant: &str, period: &str) -> Value {
     json!({ "merchantId": merchant, "type": "STATEMENT", "period": period, "format": "CSV" })
 }
 
+/// A month that is still open now and stays open for at least the next hour, with the zone
+/// it is cut in, derived from the clock so that a DRAFT stays a DRAFT on any date: the
+/// current UTC month, or — in the last hour of a UTC month — the current month at UTC-12,
+/// which ends twelve hours later.
+pub fn open_month() -> (String, &'static str) {
+    open_month_at(chrono::Utc::now())
+}
+
+/// [`open_month`] as seen at `now`.
+pub fn open_month_at(now: chrono::DateTime<chrono::Utc>) -> (String, &'static str) {
+    use chrono::Datelike;
+    let soon = now + chrono::Duration::hours(1);
+    if (soon.year(), soon.month()) == (now.year(), now.month()) {
+        (now.format("%Y-%m").to_string(), "UTC")
+    } else {
+        // `Etc/GMT+12` is UTC-12 (POSIX signs are inverted).
+        let local = now - chrono::Duration::hours(12);
+        (local.format("%Y-%m").to_string(), "Etc/GMT+12")
+    }
+}
+
+/// A STATEMENT/CSV request body for a period that is still open ([`open_month`]): its
+/// ledger is a DRAFT whatever the date.
+pub fn open_statement(merchant: &str) -> Value {
+    let (period, timezone) = open_month();
+    json!({ "merchantId": merchant, "type": "STATEMENT", "period": period, "format": "CSV",
+            "timezone": timezone })
+}
+
+#[test]
+fn the_open_month_is_open_for_another_hour_on_any_date() {
+    for (now, period, zone) in [
+        ("2026-11-20T12:00:00Z", "2026-11", "UTC"),
+        ("2026-11-30T22:59:59Z", "2026-11", "UTC"),
+        ("2026-11-30T23:00:00Z", "2026-11", "Etc/GMT+12"),
+        ("2026-12-31T23:59:59Z", "2026-12", "Etc/GMT+12"),
+        ("2027-01-01T00:00:00Z", "2027-01", "UTC"),
+    ] {
+        let at = now.parse::<chrono::DateTime<chrono::Utc>>().expect("time");
+        assert_eq!(open_month_at(at), (period.to_owned(), zone), "at {now}");
+        // The month really is open in that zone for at least another hour.
+        let tz: chrono_tz::Tz = zone.parse().expect("zone");
+        let local = (at + chrono::Duration::hours(1)).with_timezone(&tz);
+        assert_eq!(local.format("%Y-%m").to_string(), period, "at {now}");
+    }
+}
+
 /// Asserts the error body shape and code; returns the body.
 pub async fn assert_error(r: reqwest::Response, status: u16, code: &str) -> Value {
     let got = r.status().as_u16();

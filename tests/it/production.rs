@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{Options, assert_error, production, spawn_with, statement};
+use crate::helpers::{Options, assert_error, open_statement, production, spawn_with, statement};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_lives_its_whole_life_on_the_production_backends() {
@@ -30,7 +30,7 @@ async fn a_ledger_lives_its_whole_life_on_the_production_backends() {
         done["file"]["sha256"].as_str().unwrap()
     );
     // A draft regenerates into version 2 through Kafka again; both versions stay readable.
-    let draft = app.create_ok(&token, statement("m_global", "2026")).await;
+    let draft = app.create_ok(&token, open_statement("m_global")).await;
     let draft_id = draft["id"].as_str().unwrap().to_owned();
     app.wait_for(&token, &draft_id, "COMPLETED", 90).await;
     assert_eq!(

@@ -11,7 +11,7 @@ use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestApp, assert_error, spawn_app, statement};
+use crate::helpers::{TestApp, assert_error, open_statement, spawn_app, statement};
 
 const ALICE: &str = "alice";
 const MALLORY: &str = "mallory";
@@ -362,9 +362,9 @@ async fn another_tenant_cannot_see_or_touch_a_ledger() {
     let alice = app.user(ALICE, "merchant_admin", "m_acme").await;
     let mallory = app.user(MALLORY, "merchant_admin", "m_tokyo").await;
 
-    // A DRAFT ledger (the current month), COMPLETED: regenerate and delete would work for
+    // A DRAFT ledger (a month still open), COMPLETED: regenerate and delete would work for
     // its owner, download too.
-    let created = app.create_ok(&alice, statement("m_acme", "2026-11")).await;
+    let created = app.create_ok(&alice, open_statement("m_acme")).await;
     let id = created["id"].as_str().expect("id").to_owned();
     let before = app.wait_for(&alice, &id, "COMPLETED", 30).await;
     assert_eq!(before["stage"], "DRAFT", "{before}");
@@ -403,10 +403,19 @@ async fn another_tenant_cannot_see_or_touch_a_ledger() {
     }
 
     // Creating for or listing another merchant is 403.
+    // The answer names the merchant and the missing permission (her own request: nothing
+    // leaks) and which roles would grant it.
     let r = app.create(&mallory, statement("m_acme", "2026-09")).await;
     no_5xx(&r, "create for m_acme");
-    assert_error(r, 403, "FORBIDDEN").await;
-    error_of(
+    let refused = assert_error(r, 403, "FORBIDDEN").await;
+    assert_eq!(refused["error"]["merchantId"], "m_acme", "{refused}");
+    assert_eq!(refused["error"]["action"], "create", "{refused}");
+    assert_eq!(
+        refused["error"]["message"],
+        "not allowed to create ledgers of merchant m_acme: ask for a role that grants `create` \
+         on it (merchant_operator, merchant_admin or platform_admin)"
+    );
+    let refused = error_of(
         &app,
         &mallory,
         "GET",
@@ -415,6 +424,8 @@ async fn another_tenant_cannot_see_or_touch_a_ledger() {
         "FORBIDDEN",
     )
     .await;
+    assert_eq!(refused["error"]["merchantId"], "m_acme", "{refused}");
+    assert_eq!(refused["error"]["action"], "read", "{refused}");
 
     // Listing without a merchant shows only her own merchant's ledgers.
     let r = app.get(&mallory, "/ledgers").await;
@@ -426,7 +437,13 @@ async fn another_tenant_cannot_see_or_touch_a_ledger() {
     assert!(items.iter().all(|l| l["merchantId"] == "m_tokyo"), "{list}");
     // Nor with other filters that would match alice's ledger.
     let list: Value = app
-        .get(&mallory, "/ledgers?period=2026-11")
+        .get(
+            &mallory,
+            &format!(
+                "/ledgers?period={}",
+                created["period"].as_str().expect("period")
+            ),
+        )
         .await
         .json()
         .await
@@ -465,7 +482,7 @@ async fn a_viewer_reads_and_downloads_but_changes_nothing() {
 
     // A DRAFT COMPLETED ledger (regenerate and delete would work) and a REJECTED one
     // (retry would work).
-    let draft = app.create_ok(&admin, statement("m_acme", "2026-11")).await;
+    let draft = app.create_ok(&admin, open_statement("m_acme")).await;
     let draft_id = draft["id"].as_str().expect("id").to_owned();
     let draft = app.wait_for(&admin, &draft_id, "COMPLETED", 30).await;
     let broken = app
