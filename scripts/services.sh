@@ -12,6 +12,28 @@ mkdir -p "$CACHE"
 
 fail() { echo "services: $*" >&2; exit 1; }
 
+# What this script starts is stopped again when the sourcing shell exits, unless
+# LEDGER_KEEP_SERVICES=1 (then a later run finds them up and starts nothing). Services that
+# were already running are left alone either way.
+STARTED_PIDS=()
+STARTED_CLUSTERS=()
+stop_started_services() {
+  if [ "${LEDGER_KEEP_SERVICES:-0}" = 1 ]; then
+    [ ${#STARTED_PIDS[@]} -eq 0 ] || echo "services: left running (LEDGER_KEEP_SERVICES=1), pids ${STARTED_PIDS[*]}"
+    return 0
+  fi
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  local version
+  for version in "${STARTED_CLUSTERS[@]}"; do
+    pg_ctlcluster --skip-systemctl-redirect "$version" main stop >/dev/null 2>&1 || true
+  done
+  if [ -n "${STARTED_PGDATA:-}" ]; then
+    runuser -u postgres -- "$STARTED_PG_BIN/pg_ctl" -D "$STARTED_PGDATA" -m fast stop >/dev/null 2>&1 || true
+  fi
+}
+trap stop_started_services EXIT
+
 wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
   local seconds=$1 what=$2; shift 2
   for _ in $(seq $((seconds * 10))); do
@@ -38,6 +60,11 @@ if ! command -v pdftotext >/dev/null || ! command -v pdffonts >/dev/null || ! co
   apt_install poppler-utils qpdf
 fi
 
+# --- libfaketime: the date-sensitive tests run again at other dates (scripts/at-date.sh) ----
+if ! ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+  apt_install faketime
+fi
+
 # --- promtool (Debian's prometheus package): the alert rules' checks and unit tests -------
 if ! command -v promtool >/dev/null; then
   apt_install prometheus
@@ -49,7 +76,9 @@ pg_ok() { psql "$LEDGER_TEST_DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }
 if ! pg_ok; then
   command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
   for version in $(ls /etc/postgresql 2>/dev/null); do
-    pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+    if pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1; then
+      STARTED_CLUSTERS+=("$version")
+    fi
   done
   sleep 1
 fi
@@ -63,8 +92,10 @@ if ! pg_ok; then
     runuser -u postgres -- "$bin/initdb" -D "$pgdata" --auth=trust -U postgres >/dev/null \
       || fail "initdb of a private cluster failed"
   fi
-  runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata" -o "-p 55432 -k /tmp -h 127.0.0.1" \
-    -l "$pgdata/log" start >/dev/null 2>&1 || true
+  if runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata" -o "-p 55432 -k /tmp -h 127.0.0.1" \
+    -l "$pgdata/log" start >/dev/null 2>&1; then
+    STARTED_PGDATA=$pgdata STARTED_PG_BIN=$bin
+  fi
   export LEDGER_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:55432/postgres"
 fi
 wait_for 30 "PostgreSQL at $LEDGER_TEST_DATABASE_URL" pg_ok
@@ -74,8 +105,9 @@ export LEDGER_TEST_REDIS_URL="${LEDGER_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 if ! redis-cli -u "$LEDGER_TEST_REDIS_URL" ping >/dev/null 2>&1; then
   command -v redis-server >/dev/null || apt_install redis-server
   mkdir -p "$CACHE/redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --dir "$CACHE/redis" --logfile "$CACHE/redis/redis.log" >/dev/null
+  redis-server --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "$CACHE/redis" --logfile "$CACHE/redis/redis.log" >/dev/null 2>&1 &
+  STARTED_PIDS+=($!)
 fi
 wait_for 15 "Redis at $LEDGER_TEST_REDIS_URL" redis-cli -u "$LEDGER_TEST_REDIS_URL" ping
 
@@ -105,10 +137,11 @@ export LEDGER_TEST_TANSU_BIN
 
 # --- S3 (moto) ------------------------------------------------------------------------
 export LEDGER_TEST_S3_ENDPOINT="${LEDGER_TEST_S3_ENDPOINT:-http://127.0.0.1:39000}"
-s3_ok() { curl -fsS -o /dev/null "$LEDGER_TEST_S3_ENDPOINT/"; }
+s3_ok() { curl -fs -o /dev/null "$LEDGER_TEST_S3_ENDPOINT/" 2>/dev/null; }
 if ! s3_ok; then
   port="${LEDGER_TEST_S3_ENDPOINT##*:}"
   nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$CACHE/moto.log" 2>&1 &
+  STARTED_PIDS+=($!)
 fi
 wait_for 30 "the S3 server (moto) at $LEDGER_TEST_S3_ENDPOINT" s3_ok
 
@@ -119,6 +152,7 @@ if ! kafka_ok; then
   url="tcp://$LEDGER_TEST_KAFKA_BROKERS"
   nohup "$LEDGER_TEST_TANSU_BIN" broker --listener-url "$url" --advertised-listener-url "$url" \
     --storage-engine memory://tansu/ >"$CACHE/tansu.log" 2>&1 &
+  STARTED_PIDS+=($!)
 fi
 wait_for 30 "the Kafka broker (tansu) at $LEDGER_TEST_KAFKA_BROKERS" kafka_ok
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, assert_error, spawn_app, spawn_with, statement};
+use crate::helpers::{Options, assert_error, open_statement, spawn_app, spawn_with, statement};
 
 fn csv_rows(bytes: &[u8]) -> Vec<Vec<String>> {
     let mut reader = csv::Reader::from_reader(bytes);
@@ -130,6 +130,49 @@ async fn the_requested_zone_cuts_the_period() {
 }
 
 #[tokio::test]
+async fn ledgers_that_differ_only_in_their_zone_download_under_different_names() {
+    let app = spawn_app().await;
+    let token = app.user("alice", "merchant_operator", "m_acme").await;
+    let own = app.create_ok(&token, statement("m_acme", "2026-10")).await;
+    // The merchant's own zone is known once a worker has generated the ledger: null until then.
+    assert!(
+        own["timezone"].is_null() || own["timezone"] == "Europe/Berlin",
+        "{own}"
+    );
+    let mut body = statement("m_acme", "2026-10");
+    body["timezone"] = json!("America/New_York");
+    let zoned = app.create_ok(&token, body).await;
+    assert_eq!(
+        zoned["timezone"], "America/New_York",
+        "a requested zone is shown from the start"
+    );
+    let mut names = Vec::new();
+    for created in [&own, &zoned] {
+        let id = created["id"].as_str().unwrap();
+        app.wait_for(&token, id, "COMPLETED", 30).await;
+        let r = app.get(&token, &format!("/ledgers/{id}/download")).await;
+        assert_eq!(r.status(), 200);
+        names.push(
+            r.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        names[0],
+        "attachment; filename=\"ledger-m_acme-statement-2026-10-v1.csv\"; \
+         filename*=UTF-8''ledger-m_acme-statement-2026-10-v1.csv"
+    );
+    assert!(
+        names[1].contains("filename=\"ledger-m_acme-statement-2026-10-America-New_York-v1.csv\""),
+        "{}",
+        names[1]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts() {
     let app = spawn_app().await;
     let token = app.user("alice", "merchant_admin", "m_broken").await;
@@ -148,12 +191,19 @@ async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts()
         "{reason}"
     );
     assert_eq!(reason["retryable"], false);
-    assert_error(
+    // It will never have a file unless retried, and the answer says so.
+    let refused = assert_error(
         app.get(&token, &format!("/ledgers/{id}/download")).await,
         409,
         "JOB_NOT_READY",
     )
     .await;
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("rejected with FETCH_DATA_ERROR")
+            && message.contains(&format!("/ledgers/{id}/retry")),
+        "{message}"
+    );
     assert_error(
         app.post(&token, &format!("/ledgers/{id}/regenerate")).await,
         409,
@@ -210,8 +260,8 @@ async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts()
 async fn drafts_regenerate_into_new_versions_and_finals_do_not() {
     let app = spawn_app().await;
     let token = app.user("alice", "merchant_operator", "m_acme").await;
-    // The current year has not ended: a DRAFT.
-    let draft = app.create_ok(&token, statement("m_acme", "2026")).await;
+    // A month that has not ended: a DRAFT.
+    let draft = app.create_ok(&token, open_statement("m_acme")).await;
     let id = draft["id"].as_str().unwrap().to_owned();
     let v1 = app.wait_for(&token, &id, "COMPLETED", 30).await;
     assert_eq!(v1["stage"], "DRAFT");
