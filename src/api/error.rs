@@ -36,9 +36,19 @@ pub enum ApiError {
     /// 401: no or an invalid token.
     #[error("{0}")]
     Unauthorized(String),
-    /// 403: the caller may not use the named merchant.
-    #[error("the caller may not perform this action on this merchant")]
-    Forbidden,
+    /// 403: the caller may not do `permission` on the named merchant. Both are named: it is
+    /// the caller's own request, so nothing leaks, and it says which grant is missing.
+    #[error(
+        "not allowed to {permission} ledgers of merchant {merchant}: ask for a role that grants \
+         `{permission}` on it ({})",
+        one_of(&permission.granted_by())
+    )]
+    Forbidden {
+        /// The merchant of the request.
+        merchant: crate::domain::MerchantId,
+        /// The action refused.
+        permission: crate::auth::Permission,
+    },
     /// 404: no such resource (also when the caller may not see it).
     #[error("{0}")]
     NotFound(&'static str),
@@ -51,9 +61,10 @@ pub enum ApiError {
     /// 409: the ledger's status refuses the action.
     #[error("{}", .0.message)]
     Conflict(TransitionError),
-    /// 409: the file is not there yet.
-    #[error("the ledger has no completed file yet")]
-    NotReady,
+    /// 409: the file is not there: still being generated, or the ledger was rejected (the
+    /// message says which, and what to do).
+    #[error("{0}")]
+    NotReady(String),
     /// 413: the body is over the limit.
     #[error("request body is larger than 1 MiB")]
     PayloadTooLarge,
@@ -72,6 +83,15 @@ pub enum ApiError {
     /// 500: a bug or a broken invariant; details only in the log.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn one_of(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
 }
 
 /// Every error code a response can carry, with its status: the `code` enum of the documented
@@ -122,6 +142,13 @@ pub struct ErrorDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[1-9][0-9]{0,18}$")]
     pub ledger_id: Option<String>,
+    /// FORBIDDEN: the merchant the caller may not act on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<String>,
+    /// FORBIDDEN: the action refused (`read`, `create`, `retry`, `regenerate`, `delete`,
+    /// `download`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
     /// ENQUEUE_FAILED: the ledger as stored, REJECTED with ENQUEUE_FAILED (retry it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger: Option<Box<super::ledgers::LedgerView>>,
@@ -148,12 +175,12 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
             }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::LedgerExists(_) => (StatusCode::CONFLICT, "LEDGER_EXISTS"),
             ApiError::Conflict(t) => (StatusCode::CONFLICT, t.code),
-            ApiError::NotReady => (StatusCode::CONFLICT, "JOB_NOT_READY"),
+            ApiError::NotReady(_) => (StatusCode::CONFLICT, "JOB_NOT_READY"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
@@ -188,6 +215,14 @@ impl ApiError {
                 },
                 ledger_id: match self {
                     ApiError::LedgerExists(id) => Some(id.to_string()),
+                    _ => None,
+                },
+                merchant_id: match self {
+                    ApiError::Forbidden { merchant, .. } => Some(merchant.to_string()),
+                    _ => None,
+                },
+                action: match self {
+                    ApiError::Forbidden { permission, .. } => Some(permission.as_str()),
                     _ => None,
                 },
                 ledger: match self {
@@ -244,7 +279,13 @@ impl From<StoreError> for ApiError {
 impl From<AccessError> for ApiError {
     fn from(e: AccessError) -> Self {
         match e {
-            AccessError::Denied => ApiError::Forbidden,
+            AccessError::Denied {
+                merchant,
+                permission,
+            } => ApiError::Forbidden {
+                merchant,
+                permission,
+            },
             AccessError::Backend(m) => ApiError::Unavailable(m),
         }
     }

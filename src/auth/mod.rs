@@ -60,9 +60,14 @@ impl From<Claims> for Caller {
 /// The outcome of a refused merchant access check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
-    /// The caller holds no role that allows this action on this merchant.
-    #[error("access denied")]
-    Denied,
+    /// The caller holds no role that allows `permission` on `merchant`.
+    #[error("not allowed to {permission} ledgers of merchant {merchant}")]
+    Denied {
+        /// The merchant asked for.
+        merchant: MerchantId,
+        /// The action refused.
+        permission: Permission,
+    },
     /// The policy could not be evaluated; the API answers 503, never "allowed".
     #[error("authorization unavailable: {0}")]
     Backend(String),
@@ -77,7 +82,10 @@ pub async fn assert_merchant_access(
 ) -> Result<(), AccessError> {
     match authz.allowed(&caller.subject, merchant, perm).await {
         Ok(true) => Ok(()),
-        Ok(false) => Err(AccessError::Denied),
+        Ok(false) => Err(AccessError::Denied {
+            merchant: merchant.clone(),
+            permission: perm,
+        }),
         Err(AuthError::Backend(message)) => Err(AccessError::Backend(message)),
         // Any other failure still must not grant access; it is reported as unavailable
         // so that it shows up as a server-side problem rather than a silent 403.
@@ -122,11 +130,17 @@ mod tests {
         );
         assert_eq!(
             assert_merchant_access(&authz, &alice, &merchant("m_1"), Permission::Delete).await,
-            Err(AccessError::Denied)
+            Err(AccessError::Denied {
+                merchant: merchant("m_1"),
+                permission: Permission::Delete
+            })
         );
         assert_eq!(
             assert_merchant_access(&authz, &alice, &merchant("m_2"), Permission::Read).await,
-            Err(AccessError::Denied)
+            Err(AccessError::Denied {
+                merchant: merchant("m_2"),
+                permission: Permission::Read
+            })
         );
 
         let broken = Authorizer::new(
@@ -142,6 +156,13 @@ mod tests {
     #[test]
     fn errors_do_not_leak_inputs() {
         assert_eq!(AuthError::MissingToken.to_string(), "missing bearer token");
-        assert_eq!(AccessError::Denied.to_string(), "access denied");
+        let denied = AccessError::Denied {
+            merchant: merchant("m_1"),
+            permission: Permission::Create,
+        };
+        assert_eq!(
+            denied.to_string(),
+            "not allowed to create ledgers of merchant m_1"
+        );
     }
 }

@@ -118,6 +118,16 @@ impl std::fmt::Display for Permission {
     }
 }
 
+impl Permission {
+    /// The built-in roles that allow this action, weakest first.
+    pub fn granted_by(self) -> Vec<&'static str> {
+        ROLES
+            .into_iter()
+            .filter(|role| role_permissions(role).contains(&self))
+            .collect()
+    }
+}
+
 /// The actions each built-in role allows.
 fn role_permissions(role: &str) -> &'static [Permission] {
     use Permission::*;

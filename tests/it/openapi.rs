@@ -364,11 +364,14 @@ fn every_api_error() -> Vec<ApiError> {
         ApiError::Validation(InvalidInput::new("period", "bad")),
         ApiError::MalformedBody("bad".into()),
         ApiError::Unauthorized("no token".into()),
-        ApiError::Forbidden,
+        ApiError::Forbidden {
+            merchant: ledger::domain::MerchantId::parse("m_acme").expect("merchant"),
+            permission: ledger::auth::Permission::Create,
+        },
         ApiError::NotFound("no such ledger"),
         ApiError::MethodNotAllowed,
         ApiError::LedgerExists(LedgerId::from_i64(1)),
-        ApiError::NotReady,
+        ApiError::NotReady("not yet".into()),
         ApiError::PayloadTooLarge,
         ApiError::UnsupportedMediaType,
         ApiError::IdempotencyMismatch,
@@ -402,12 +405,12 @@ fn exhaustive(e: &ApiError) {
         ApiError::Validation(_)
         | ApiError::MalformedBody(_)
         | ApiError::Unauthorized(_)
-        | ApiError::Forbidden
+        | ApiError::Forbidden { .. }
         | ApiError::NotFound(_)
         | ApiError::MethodNotAllowed
         | ApiError::LedgerExists(_)
         | ApiError::Conflict(_)
-        | ApiError::NotReady
+        | ApiError::NotReady(_)
         | ApiError::PayloadTooLarge
         | ApiError::UnsupportedMediaType
         | ApiError::IdempotencyMismatch
