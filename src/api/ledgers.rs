@@ -79,8 +79,10 @@ pub struct LedgerView {
     /// The period in canonical form (`2026`, `2026-Q3`, `2026-10`, `2026-W40`, `2026-10-15`).
     #[schema(example = "2026-10")]
     pub period: String,
-    /// The IANA zone the period is cut in; the requested one until the worker knows the
-    /// merchant's, `null` when none was requested and the worker has not started.
+    /// The IANA zone the period is cut in. A requested zone is shown from the start. Without
+    /// one, the merchant's own zone is used, which only the source knows: it is `null` (also
+    /// in the 202 of the create) until a worker has generated the ledger, since the API never
+    /// waits for the source.
     #[schema(required = true, example = "Europe/Berlin")]
     pub timezone: Option<String>,
     /// The document format.
@@ -538,7 +540,7 @@ async fn load(
     match assert_merchant_access(&state.authz, caller, &ledger.merchant_id, perm).await {
         Ok(()) => Ok(ledger),
         // Existence is not leaked: an id the caller may not see is just missing.
-        Err(crate::auth::AccessError::Denied) => Err(MISSING),
+        Err(crate::auth::AccessError::Denied { .. }) => Err(MISSING),
         Err(e) => Err(e.into()),
     }
 }
@@ -582,7 +584,15 @@ async fn read(
 /// A ledger's timeline, oldest first.
 ///
 /// One item per status change `{at, attempt, status, errorCode?}` and one per pipeline phase
-/// `{at, attempt, phase, detail?}`.
+/// `{at, attempt, phase, detail?}`. Phases overlap: entries stream from the source straight
+/// into the renderer, so fetching and rendering run together and `GENERATE_START` comes
+/// before `FETCH_DONE`. `FETCH_START`: the source is asked for the merchant. `GENERATE_START`
+/// (`detail`: the zone the period is cut in): the merchant is read, and rendering, encryption
+/// and upload start, fed entry by entry as the source sends them. `FETCH_DONE` (`detail`: how
+/// many entries): every entry was read and validated. `GENERATE_DONE` (`detail`: the size):
+/// the document is complete; its control totals are checked against the source next.
+/// `UPLOAD_DONE`: the encrypted file is stored. Then the status change to COMPLETED — or to
+/// REJECTED, with its `errorCode`, at whichever phase failed.
 #[utoipa::path(
     get,
     path = "/ledgers/{id}/events",
@@ -814,7 +824,7 @@ async fn download(
     let version = match params.get("version") {
         None => match &ledger.file {
             Some(f) => f.version,
-            None => return Err(ApiError::NotReady),
+            None => return Err(not_ready(&ledger)),
         },
         Some(raw) => raw
             .parse::<u32>()
@@ -824,7 +834,7 @@ async fn download(
     };
     let Some(file) = state.store.get_file(ledger.id, version).await? else {
         return Err(if version == ledger.version {
-            ApiError::NotReady
+            not_ready(&ledger)
         } else {
             ApiError::NotFound("no such version")
         });
@@ -867,6 +877,26 @@ async fn download(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::ETAG, value(&format!("\"{}\"", file.info.sha256))?);
     Ok(response)
+}
+
+/// Why `ledger`'s current version has no file to download, and what the caller can do.
+fn not_ready(ledger: &Ledger) -> ApiError {
+    ApiError::NotReady(match (&ledger.status, &ledger.failure_reason) {
+        (Status::Rejected, reason) => format!(
+            "version {} was rejected{} and has no file (see the ledger's failureReason); \
+             POST /ledgers/{}/retry generates it again",
+            ledger.version,
+            reason
+                .as_ref()
+                .map(|r| format!(" with {}", r.error_code))
+                .unwrap_or_default(),
+            ledger.id
+        ),
+        _ => format!(
+            "version {} is {}: its file can be downloaded once the ledger is COMPLETED",
+            ledger.version, ledger.status
+        ),
+    })
 }
 
 /// A download that failed before its first byte: an unreachable storage backend is a 503 the

@@ -95,7 +95,9 @@ pub struct TimelineItem {
     /// Set for a rejection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
-    /// Set for a pipeline phase (`FETCH_START`, …).
+    /// Set for a pipeline phase: `FETCH_START`, `GENERATE_START`, `FETCH_DONE`,
+    /// `GENERATE_DONE`, `UPLOAD_DONE`. Fetch and render stream together, so their phases
+    /// overlap: `GENERATE_START` comes before `FETCH_DONE`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Extra words on a phase (`1200 entries`).

@@ -321,10 +321,16 @@ impl Ledger {
         )
     }
 
-    /// The download name of `version`'s file: only `[A-Za-z0-9_.-]`, safe in a header.
+    /// The download name of `version`'s file: only `[A-Za-z0-9_.+-]`, safe in a header (and
+    /// an RFC 8187 `attr-char` each). A requested time zone is part of it (`/` → `-`), so two
+    /// ledgers that differ only in their zone download under different names.
     pub fn file_name(&self, version: u32) -> String {
+        let zone = self
+            .requested_timezone
+            .map(|tz| format!("-{}", tz.name().replace('/', "-")))
+            .unwrap_or_default();
         format!(
-            "ledger-{}-{}-{}-v{}.{}",
+            "ledger-{}-{}-{}{zone}-v{}.{}",
             self.merchant_id,
             self.ledger_type.as_str().to_ascii_lowercase(),
             self.period,
