@@ -132,7 +132,10 @@ pub fn dev_key(config: &Config) -> anyhow::Result<DevKey> {
 }
 
 async fn verifier(config: &Config) -> anyhow::Result<Verifier> {
-    let opts = VerifierOptions::new(config.auth_issuer.clone(), config.auth_audience.clone());
+    let opts = VerifierOptions {
+        leeway: config.auth_leeway,
+        ..VerifierOptions::new(config.auth_issuer.clone(), config.auth_audience.clone())
+    };
     if let Some(url) = &config.auth_jwks_url {
         return Verifier::from_url(url, opts)
             .await

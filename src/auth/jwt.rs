@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::AuthError;
 
-/// Clock skew tolerated on `exp` and `nbf`.
-pub const LEEWAY_SECS: u64 = 30;
+/// Clock skew tolerated on `exp` and `nbf` unless configured (`APP_ENV_AUTH_LEEWAY_SECS`).
+/// The library's own default (60 s) is never used.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// Timeout of one JWKS request, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys fetched from a URL are refreshed once they are this old, so a key the issuer
@@ -42,6 +43,8 @@ pub struct VerifierOptions {
     pub audience: Option<String>,
     /// Minimum time between two JWKS fetches (unknown `kid`, stale keys, readiness).
     pub min_refetch_interval: Duration,
+    /// Clock skew tolerated on `exp` and `nbf`: a token is accepted until `exp` + this.
+    pub leeway: Duration,
 }
 
 impl Default for VerifierOptions {
@@ -50,6 +53,7 @@ impl Default for VerifierOptions {
             issuer: None,
             audience: None,
             min_refetch_interval: Duration::from_secs(30),
+            leeway: DEFAULT_LEEWAY,
         }
     }
 }
@@ -180,7 +184,7 @@ impl Verifier {
         opts: VerifierOptions,
     ) -> Self {
         let mut validation = Validation::new(Algorithm::ES256);
-        validation.leeway = LEEWAY_SECS;
+        validation.leeway = opts.leeway.as_secs();
         validation.validate_exp = true;
         validation.validate_nbf = true;
         // The library compares `iss` / `aud` only when present, so a configured one must
@@ -606,6 +610,43 @@ mod tests {
             &serde_json::json!({"sub": "a", "exp": now() - 5}),
         );
         assert!(v.verify(&skewed).await.is_ok());
+        // 30 s, not the library's default of 60 s.
+        let past_leeway = sign_with(
+            &secret,
+            key.kid(),
+            &serde_json::json!({"sub": "a", "exp": now() - 45}),
+        );
+        expect_invalid(v.verify(&past_leeway).await, "expired");
+    }
+
+    #[tokio::test]
+    async fn the_leeway_is_configurable() {
+        let (_dir, key, secret) = dev_key();
+        let strict = verifier(
+            &key,
+            VerifierOptions {
+                leeway: Duration::ZERO,
+                ..VerifierOptions::default()
+            },
+        );
+        let lenient = verifier(
+            &key,
+            VerifierOptions {
+                leeway: Duration::from_secs(120),
+                ..VerifierOptions::default()
+            },
+        );
+        let token = |exp| {
+            sign_with(
+                &secret,
+                key.kid(),
+                &serde_json::json!({"sub": "a", "exp": exp}),
+            )
+        };
+        expect_invalid(strict.verify(&token(now() - 5)).await, "expired");
+        assert!(strict.verify(&token(now() + 5)).await.is_ok());
+        assert!(lenient.verify(&token(now() - 90)).await.is_ok());
+        expect_invalid(lenient.verify(&token(now() - 150)).await, "expired");
     }
 
     #[tokio::test]

@@ -143,6 +143,9 @@ pub struct Config {
     pub auth_issuer: Option<String>,
     /// `APP_ENV_AUTH_AUDIENCE`: required `aud` of tokens, when set.
     pub auth_audience: Option<String>,
+    /// `APP_ENV_AUTH_LEEWAY_SECS`: clock skew tolerated on a token's `exp` and `nbf`, 0–300
+    /// (default 30): a token is accepted until `exp` + this.
+    pub auth_leeway: Duration,
     /// `APP_ENV_POLICY_CACHE_TTL_MS`: how long authorization decisions are cached (default 5000).
     pub policy_cache_ttl: Duration,
     /// `APP_ENV_WS_PING_INTERVAL_MS`: WebSocket keep-alive ping interval (default 20000); a
@@ -165,6 +168,7 @@ pub const SETTINGS: &[&str] = &[
     "APP_ENV_AUTH_ISSUER",
     "APP_ENV_AUTH_JWKS_FILE",
     "APP_ENV_AUTH_JWKS_URL",
+    "APP_ENV_AUTH_LEEWAY_SECS",
     "APP_ENV_DATABASE_URL",
     "APP_ENV_DATA_DIR",
     "APP_ENV_HOST",
@@ -524,6 +528,11 @@ impl Config {
         let auth_jwks_file = r.string("APP_ENV_AUTH_JWKS_FILE").map(PathBuf::from);
         let auth_issuer = r.string("APP_ENV_AUTH_ISSUER");
         let auth_audience = r.string("APP_ENV_AUTH_AUDIENCE");
+        let auth_leeway = Duration::from_secs(r.number(
+            "APP_ENV_AUTH_LEEWAY_SECS",
+            crate::auth::jwt::DEFAULT_LEEWAY.as_secs(),
+            (0, 300),
+        ));
         let policy_cache_ttl = r.millis("APP_ENV_POLICY_CACHE_TTL_MS", 5_000, 0);
         let ws_ping_interval = r.millis("APP_ENV_WS_PING_INTERVAL_MS", 20_000, 50);
         let log_format = match r.raw("APP_ENV_LOG_FORMAT") {
@@ -584,6 +593,7 @@ impl Config {
             auth_jwks_file,
             auth_issuer,
             auth_audience,
+            auth_leeway,
             policy_cache_ttl,
             ws_ping_interval,
             log_format,
