@@ -21,11 +21,46 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// How `serve` and `migrate` are configured. `tests/it/cli.rs` checks that it names every
+/// setting of `ledger::config::SETTINGS`.
+const CONFIGURATION_HELP: &str = "\
+Configuration comes from APP_ENV_* environment variables, read once at start-up; a bad or
+unknown one exits with status 2, listing every problem (values of secrets are never printed).
+Each setting's default and meaning: docs/configuration.md. Unset, the service runs on its
+embedded defaults (SQLite, local files, in-database queue, local dev key).
+
+  process     APP_ENV_APPLICATION_ROLES (api,worker), APP_ENV_HOST, APP_ENV_PORT (3000),
+              APP_ENV_NODE_ID, APP_ENV_DATA_DIR (./data), APP_ENV_SHUTDOWN_TIMEOUT_MS,
+              APP_ENV_LOG_FORMAT (logfmt|json), APP_ENV_LOG_LEVEL; RUN_MODE=migrate
+  job store   APP_ENV_DATABASE_URL (postgres://…; SQLite in the data dir when unset)
+  queue       APP_ENV_QUEUE (db|kafka), APP_ENV_KAFKA_BROKERS, APP_ENV_KAFKA_TOPIC,
+              APP_ENV_KAFKA_GROUP_ID, APP_ENV_KAFKA_PARTITIONS, APP_ENV_KAFKA_CONSUMER_COUNT,
+              APP_ENV_KAFKA_SECURITY_PROTOCOL, APP_ENV_KAFKA_SASL_MECHANISM,
+              APP_ENV_KAFKA_SASL_USERNAME, APP_ENV_KAFKA_SASL_PASSWORD
+  storage     APP_ENV_STORAGE_URL (file://…|s3://bucket/prefix), APP_ENV_S3_ENDPOINT,
+              APP_ENV_S3_REGION, APP_ENV_S3_ACCESS_KEY_ID, APP_ENV_S3_SECRET_ACCESS_KEY
+  encryption  APP_ENV_LEDGER_ENCRYPTION_KEY, APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD
+  source      APP_ENV_SOURCE_DIR (examples/source), APP_ENV_SOURCE_URL, APP_ENV_SOURCE_TOKEN
+  auth        APP_ENV_AUTH_JWKS_URL, APP_ENV_AUTH_JWKS_FILE, APP_ENV_AUTH_ISSUER,
+              APP_ENV_AUTH_AUDIENCE, APP_ENV_AUTH_LEEWAY_SECS (30), APP_ENV_REDIS_URL,
+              APP_ENV_POLICY_CACHE_TTL_MS
+  worker      APP_ENV_WORKER_CONCURRENCY, APP_ENV_JOB_TIMEOUT_MS, APP_ENV_SWEEP_INTERVAL_MS,
+              APP_ENV_MAX_ATTEMPTS
+  live events APP_ENV_WEBSOCKET_REDIS_URL, APP_ENV_WEBSOCKET_REDIS_CHANNEL,
+              APP_ENV_WS_PING_INTERVAL_MS";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the configured roles (the default).
+    #[command(after_long_help = CONFIGURATION_HELP)]
     Serve,
     /// Apply database migrations and exit.
+    #[command(
+        long_about = "Apply the job store's pending migrations and exit, starting no role \
+                      (the same as RUN_MODE=migrate). `serve` refuses a database with pending \
+                      migrations and names them; the embedded SQLite file migrates itself.",
+        after_long_help = CONFIGURATION_HELP
+    )]
     Migrate,
     /// Print a token signed with the local dev key.
     Token {
@@ -131,20 +166,39 @@ enum BenchCommand {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Give SUBJECT the ROLE on MERCHANT (or `*` for every merchant).
+    #[command(after_long_help = ROLES_HELP)]
     Grant {
+        /// Who: the `sub` claim of the caller's tokens, e.g. `alice`.
         subject: String,
+        /// One of merchant_viewer, merchant_operator, merchant_admin, platform_admin.
         role: String,
+        /// A merchant id (`[A-Za-z0-9_-]{1,64}`), or `*` for every merchant, present and
+        /// future (quote it in a shell: '*').
         merchant: String,
     },
-    /// Take the grant away.
+    /// Take a grant away (the same three values it was granted with).
+    #[command(after_long_help = ROLES_HELP)]
     Revoke {
+        /// Who: the `sub` claim of the caller's tokens.
         subject: String,
+        /// The role granted.
         role: String,
+        /// The merchant id, or `*`, as granted.
         merchant: String,
     },
     /// List every grant.
     List,
 }
+
+/// The built-in roles, for `policy grant|revoke --help`.
+const ROLES_HELP: &str = "\
+Roles (each includes the one above it):
+  merchant_viewer    read, download
+  merchant_operator  + create, retry, regenerate
+  merchant_admin     + delete
+  platform_admin     everything; grant it on `*`
+
+api processes see a change within APP_ENV_POLICY_CACHE_TTL_MS, at once with APP_ENV_REDIS_URL.";
 
 /// Two glibc malloc settings that keep a long-running worker's RSS flat, measured with
 /// `ledger bench large`:

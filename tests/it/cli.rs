@@ -160,3 +160,45 @@ fn a_bad_configuration_lists_every_problem_and_no_secret() {
     assert!(err.contains("APP_ENV_LEDGER_ENCRYPTION_KEY"), "{err}");
     assert!(!err.contains("bm90LWEta2V5"), "{err}");
 }
+
+#[test]
+fn help_names_every_setting_every_role_and_every_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["serve", "migrate"] {
+        let out = ledger(dir.path(), &[command, "--help"], &[]);
+        assert!(out.status.success(), "{command} --help: {out:?}");
+        let help = stdout(&out);
+        for setting in ledger::config::SETTINGS {
+            assert!(
+                help.contains(setting),
+                "`ledger {command} --help` does not name {setting}:\n{help}"
+            );
+        }
+        assert!(help.contains("docs/configuration.md"), "{help}");
+    }
+    for command in ["grant", "revoke"] {
+        let out = ledger(dir.path(), &["policy", command, "--help"], &[]);
+        assert!(out.status.success(), "policy {command} --help: {out:?}");
+        let help = stdout(&out);
+        for role in ledger::auth::ROLES {
+            assert!(
+                help.contains(role),
+                "policy {command} --help: {role}\n{help}"
+            );
+        }
+        // Every argument has a description: no bare `<SUBJECT>` line.
+        for arg in ["<SUBJECT>", "<ROLE>", "<MERCHANT>"] {
+            let line = help
+                .lines()
+                .find(|l| l.trim_start().starts_with(arg))
+                .unwrap_or_else(|| panic!("{arg} missing:\n{help}"));
+            let described = line.trim() != arg
+                || help
+                    .lines()
+                    .skip_while(|l| !l.trim_start().starts_with(arg))
+                    .nth(1)
+                    .is_some_and(|next| !next.trim().is_empty() && !next.trim().starts_with('<'));
+            assert!(described, "{arg} has no description:\n{help}");
+        }
+    }
+}
