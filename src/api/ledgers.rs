@@ -62,7 +62,7 @@ fn millis_or_null<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::O
     }
 }
 
-/// The JSON view of a ledger (SPEC §3).
+/// The JSON view of a ledger (docs/data-model.md).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = Ledger)]
@@ -643,7 +643,7 @@ error_responses! {
 /// List ledgers, newest first.
 ///
 /// Without `merchantId`, the ledgers of every merchant the caller may read; naming a merchant
-/// the caller may not read is a 403. Deleted ledgers are included (`deletedAt` set). Unknown
+/// the caller may not read is a 403. Deleted ledgers are left out. Unknown
 /// query parameters are a 400.
 #[utoipa::path(
     get,

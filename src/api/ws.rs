@@ -159,7 +159,7 @@ error_responses! {
 ///
 /// The token (`Authorization: Bearer …` or `?access_token=…`) is checked before the upgrade.
 /// The server sends JSON text frames (`WsServerFrame`): `ledger.status` and `ledger.progress`
-/// events (SPEC §5) of every merchant the caller may read; a client narrows the flow with
+/// events (docs/api.md) of every merchant the caller may read; a client narrows the flow with
 /// `{"subscribe":["m_1"]}` / `{"unsubscribe":[…]}` (`WsClientMessage`), a merchant it may not
 /// read is an error frame with `FORBIDDEN`. `?since=` first replays the status changes after
 /// that time, then a `{"replay":{"events":N,"complete":true}}` frame, then live events.

@@ -51,7 +51,7 @@ pub struct ProgressEvent {
     pub at: DateTime<Utc>,
 }
 
-/// An event on the status bus, serialised as the wire JSON of SPEC §5.
+/// An event on the status bus, serialised as the wire JSON documented in docs/api.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event")]
 pub enum Event {
