@@ -159,7 +159,7 @@ impl GrantSource for StoreGrants {
     async fn list_grants(&self) -> Result<Vec<Grant>, String> {
         self.0.list_grants().await.map_err(|e| e.to_string())
     }
-    async fn policy_revision(&self) -> Result<i64, String> {
+    async fn policy_revision(&self) -> Result<crate::domain::PolicyRevision, String> {
         self.0.policy_revision().await.map_err(|e| e.to_string())
     }
 }

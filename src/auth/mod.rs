@@ -108,8 +108,14 @@ mod tests {
         async fn list_grants(&self) -> Result<Vec<Grant>, String> {
             self.0.clone()
         }
-        async fn policy_revision(&self) -> Result<i64, String> {
-            self.0.as_ref().map(|_| 1).map_err(Clone::clone)
+        async fn policy_revision(&self) -> Result<crate::domain::PolicyRevision, String> {
+            self.0
+                .as_ref()
+                .map(|grants| crate::domain::PolicyRevision {
+                    revision: 1,
+                    digest: crate::domain::grant_digest(grants),
+                })
+                .map_err(Clone::clone)
         }
     }
 

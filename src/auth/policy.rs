@@ -24,7 +24,7 @@ pub use super::policy_cache::{
     DEFAULT_CHANNEL, DEFAULT_KEY_PREFIX, PolicyCacheConfig, publish_policy_change,
     publish_policy_change_with,
 };
-use crate::domain::{Grant, MerchantId};
+use crate::domain::{Grant, MerchantId, PolicyRevision, grant_digest};
 
 /// The built-in roles, weakest first.
 pub const ROLES: [&str; 4] = [
@@ -163,8 +163,9 @@ impl MerchantScope {
 pub trait GrantSource: Send + Sync {
     /// Every grant currently in force.
     async fn list_grants(&self) -> Result<Vec<Grant>, String>;
-    /// A number that changes whenever any grant is added or revoked.
-    async fn policy_revision(&self) -> Result<i64, String>;
+    /// A number that changes whenever any grant is added or revoked, with the digest
+    /// ([`crate::domain::grant_digest`]) of the grants in force at it.
+    async fn policy_revision(&self) -> Result<PolicyRevision, String>;
 }
 
 /// Checks a grant before it is stored (and again when loaded): a built-in role, a valid
@@ -513,7 +514,8 @@ impl Authorizer {
         let store = |e: String| AuthError::Backend(format!("policy store: {e}"));
         // The revision is read before the grants: a change racing with the listing then
         // shows up as a newer revision at the next check instead of being missed.
-        let revision = self.source.policy_revision().await.map_err(store)?;
+        let PolicyRevision { revision, digest } =
+            self.source.policy_revision().await.map_err(store)?;
         let previous = self
             .current
             .read()
@@ -523,7 +525,7 @@ impl Authorizer {
         let snapshot = match previous {
             Some(previous) if !forced && previous.revision == revision => previous,
             _ => {
-                let grants = self.grants(revision).await?;
+                let grants = self.grants(revision, &digest).await?;
                 let count = grants.len();
                 let snapshot = Arc::new(Snapshot::build(revision, grants).await?);
                 tracing::debug!(revision, grants = count, "authorization policy loaded");
@@ -537,14 +539,25 @@ impl Authorizer {
     }
 
     /// The grants at `revision`: from the Redis snapshot when it is of exactly that
-    /// revision, else from the store (and then cached in Redis for the other replicas).
-    /// A snapshot written for revision R holds grants listed after R was read, so it is
-    /// never older than R; every change bumps the revision, so a matching one is current.
-    async fn grants(&self, revision: i64) -> Result<Vec<Grant>, AuthError> {
+    /// revision and its grants hash to `digest`, else from the store (and then cached in
+    /// Redis for the other replicas). Anyone who can write to Redis can write a snapshot, so
+    /// its revision proves nothing (it sits in the same value); only the digest, which comes
+    /// from the store, does. A snapshot that does not match is logged and replaced.
+    async fn grants(&self, revision: i64, digest: &str) -> Result<Vec<Grant>, AuthError> {
         if let Some(redis) = &self.redis
             && let Some(grants) = redis.load(revision).await
         {
-            return Ok(grants);
+            if grant_digest(&grants) == digest {
+                return Ok(grants);
+            }
+            metrics::counter!("ledger_policy_snapshots_rejected_total").increment(1);
+            tracing::warn!(
+                revision,
+                grants = grants.len(),
+                "policy cache: ignoring a Redis snapshot whose grants do not match the job \
+                 store's digest for this revision (written by something other than ledger?); \
+                 using the job store"
+            );
         }
         let grants = self
             .source
@@ -613,12 +626,16 @@ mod tests {
                 .clone())
         }
 
-        async fn policy_revision(&self) -> Result<i64, String> {
+        async fn policy_revision(&self) -> Result<PolicyRevision, String> {
             self.revisions.fetch_add(1, Ordering::SeqCst);
             if self.failing.load(Ordering::SeqCst) {
                 return Err("connection refused".into());
             }
-            Ok(self.revision.load(Ordering::SeqCst))
+            let grants = self.grants.lock().map_err(|_| "poisoned".to_owned())?;
+            Ok(PolicyRevision {
+                revision: self.revision.load(Ordering::SeqCst),
+                digest: grant_digest(&grants),
+            })
         }
     }
 
@@ -1005,6 +1022,92 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_forged_redis_snapshot_grants_nothing() {
+        let url = require_redis().await;
+        let config = unique_config();
+        let source = MemorySource::with(&[("mallory", "merchant_viewer", "m_2")]);
+        let shutdown = CancellationToken::new();
+        let a =
+            Authorizer::with_redis_config(source.clone(), LONG, &url, &config, shutdown.clone())
+                .expect("authorizer with Redis");
+        until_subscribed(&[&a]).await;
+        assert!(
+            !a.allowed("mallory", &m("m_1"), Permission::Read)
+                .await
+                .expect("decision")
+        );
+        let lists = source.lists.load(Ordering::SeqCst);
+
+        // Someone with write access to Redis adds a platform_admin grant to the snapshot,
+        // keeping its revision (it sits in the same value), and announces a change.
+        let mut raw = redis::Client::open(url.as_str())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connection");
+        let stored: Vec<u8> = redis::cmd("GET")
+            .arg(config.grants_key())
+            .query_async(&mut raw)
+            .await
+            .expect("the snapshot was cached");
+        let mut forged: serde_json::Value = serde_json::from_slice(&stored).expect("json");
+        forged["grants"]
+            .as_array_mut()
+            .expect("grants")
+            .push(serde_json::json!(["mallory", "platform_admin", "*"]));
+        let _: () = redis::cmd("SET")
+            .arg(config.grants_key())
+            .arg(forged.to_string())
+            .query_async(&mut raw)
+            .await
+            .expect("SET");
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(config.channel_name())
+            .arg("changed")
+            .query_async(&mut raw)
+            .await
+            .expect("PUBLISH");
+
+        // The reload finds the forged snapshot, sees its digest differ from the store's,
+        // and reads the store instead.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while source.lists.load(Ordering::SeqCst) == lists {
+            assert!(
+                !a.allowed("mallory", &m("m_1"), Permission::Read)
+                    .await
+                    .expect("decision"),
+                "the forged snapshot was used"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "no reload after the announcement"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for merchant in ["m_1", "m_3"] {
+            assert!(
+                !a.allowed("mallory", &m(merchant), Permission::Read)
+                    .await
+                    .expect("decision"),
+                "mallory on {merchant}"
+            );
+        }
+        assert!(
+            a.allowed("mallory", &m("m_2"), Permission::Read)
+                .await
+                .expect("decision")
+        );
+        // The honest snapshot was written back over the forged one.
+        let stored: Vec<u8> = redis::cmd("GET")
+            .arg(config.grants_key())
+            .query_async(&mut raw)
+            .await
+            .expect("snapshot");
+        assert!(!String::from_utf8_lossy(&stored).contains("platform_admin"));
+        shutdown.cancel();
     }
 
     #[tokio::test]

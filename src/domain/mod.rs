@@ -19,7 +19,7 @@ pub use ledger::{
 pub use merchant::MerchantId;
 pub use money::{Currency, format_minor, write_minor};
 pub use period::{Period, Timezone};
-pub use policy::Grant;
+pub use policy::{Grant, PolicyRevision, grant_digest};
 
 /// A value a user sent that does not parse; the message says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

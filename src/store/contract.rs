@@ -10,7 +10,7 @@ use super::{
 };
 use crate::domain::{
     FailureReason, FileInfo, Format, Grant, LedgerId, LedgerType, MerchantId, Period, Stage,
-    Status, Timezone,
+    Status, Timezone, grant_digest,
 };
 
 /// A STATEMENT/CSV ledger to insert (shared by the contract suites and pipeline tests).
@@ -549,18 +549,45 @@ async fn grants(store: &dyn JobStore) {
         domain: "m_1".into(),
     };
     let r0 = store.policy_revision().await.unwrap();
+    assert_eq!(r0.digest, grant_digest(&[]), "the digest of no grants");
     assert!(store.add_grant(&g).await.unwrap());
     assert!(
         !store.add_grant(&g).await.unwrap(),
         "granting twice is a no-op"
     );
     let r1 = store.policy_revision().await.unwrap();
-    assert_ne!(r0, r1, "a change moves the revision");
+    assert_ne!(r0.revision, r1.revision, "a change moves the revision");
     assert_eq!(store.list_grants().await.unwrap(), vec![g.clone()]);
+    assert_eq!(r1.digest, grant_digest(std::slice::from_ref(&g)));
     assert!(store.remove_grant(&g).await.unwrap());
     assert!(!store.remove_grant(&g).await.unwrap());
-    assert_ne!(store.policy_revision().await.unwrap(), r1);
+    let r2 = store.policy_revision().await.unwrap();
+    assert_ne!(r2.revision, r1.revision);
+    assert_eq!(r2.digest, grant_digest(&[]));
     assert!(store.list_grants().await.unwrap().is_empty());
+
+    // Concurrent changes each record the digest of the set they leave behind: the last
+    // digest is that of every grant.
+    let many: Vec<Grant> = (0..12)
+        .map(|i| Grant {
+            subject: format!("user{i}"),
+            role: "merchant_viewer".into(),
+            domain: format!("m_{}", i % 3),
+        })
+        .collect();
+    let adds = many.iter().map(|g| store.add_grant(g));
+    for added in futures::future::join_all(adds).await {
+        assert!(added.unwrap());
+    }
+    let state = store.policy_revision().await.unwrap();
+    assert_eq!(
+        state.digest,
+        grant_digest(&store.list_grants().await.unwrap())
+    );
+    assert_eq!(state.digest, grant_digest(&many));
+    for g in &many {
+        assert!(store.remove_grant(g).await.unwrap());
+    }
 }
 
 async fn node_leases(store: &dyn JobStore) {

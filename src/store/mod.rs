@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    FailureReason, FileInfo, Grant, Ledger, LedgerId, LedgerType, MerchantId, Stage, Status,
-    TimelineItem, Timezone,
+    FailureReason, FileInfo, Grant, Ledger, LedgerId, LedgerType, MerchantId, PolicyRevision,
+    Stage, Status, TimelineItem, Timezone,
 };
 
 /// Errors of a store backend.
@@ -287,7 +287,8 @@ pub trait JobStore: Send + Sync {
     async fn add_grant(&self, grant: &Grant) -> Result<bool, StoreError>;
     /// Removes a grant; false when it did not exist.
     async fn remove_grant(&self, grant: &Grant) -> Result<bool, StoreError>;
-    /// A random number that changes whenever grants change (cache invalidation across
-    /// processes); random, so it also tells databases apart.
-    async fn policy_revision(&self) -> Result<i64, StoreError>;
+    /// The grants' revision — a random number that changes whenever grants change (cache
+    /// invalidation across processes; random, so it also tells databases apart) — and the
+    /// digest of the grant set in force at it, which a cached copy must match to be used.
+    async fn policy_revision(&self) -> Result<PolicyRevision, StoreError>;
 }

@@ -18,7 +18,8 @@ use super::{
     StoredFile, SweepOutcome, UserChange,
 };
 use crate::domain::{
-    FailureReason, Grant, Ledger, LedgerId, Stage, Status, TimelineItem, Timezone,
+    FailureReason, Grant, Ledger, LedgerId, PolicyRevision, Stage, Status, TimelineItem, Timezone,
+    grant_digest,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -826,6 +827,7 @@ impl JobStore for PostgresStore {
 
     async fn add_grant(&self, grant: &Grant) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        lock_revision(&mut tx).await?;
         let r = sqlx::query(
             "INSERT INTO policy_grants (subject, role, domain, created_at) \
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -846,6 +848,7 @@ impl JobStore for PostgresStore {
 
     async fn remove_grant(&self, grant: &Grant) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        lock_revision(&mut tx).await?;
         let r = sqlx::query(
             "DELETE FROM policy_grants WHERE subject = $1 AND role = $2 AND domain = $3",
         )
@@ -862,20 +865,62 @@ impl JobStore for PostgresStore {
         Ok(removed)
     }
 
-    async fn policy_revision(&self) -> Result<i64, StoreError> {
-        let (rev,): (i64,) = sqlx::query_as("SELECT revision FROM policy_revision WHERE id = 1")
-            .fetch_one(&self.pool)
+    async fn policy_revision(&self) -> Result<PolicyRevision, StoreError> {
+        let (revision, digest): (i64, Option<String>) =
+            sqlx::query_as("SELECT revision, digest FROM policy_revision WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        if let Some(digest) = digest {
+            return Ok(PolicyRevision { revision, digest });
+        }
+        // A database from before digests: compute it once, under the same lock as changes.
+        let mut tx = self.pool.begin().await?;
+        let revision = lock_revision(&mut tx).await?;
+        let digest = grant_digest(&grants_in(&mut tx).await?);
+        sqlx::query("UPDATE policy_revision SET digest = $1 WHERE id = 1")
+            .bind(&digest)
+            .execute(&mut *tx)
             .await?;
-        Ok(rev)
+        tx.commit().await?;
+        Ok(PolicyRevision { revision, digest })
     }
 }
 
-/// Moves the policy revision inside the grant's transaction, so a cache that sees the new
-/// revision also sees the new grants.
+/// Takes the policy row's lock for the rest of the transaction, so grant changes (and the
+/// digest each one records) are serialised: two concurrent changes would otherwise each
+/// hash a grant set without the other's change. Returns the current revision.
+async fn lock_revision(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<i64, StoreError> {
+    let (revision,): (i64,) =
+        sqlx::query_as("SELECT revision FROM policy_revision WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(revision)
+}
+
+async fn grants_in(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<Vec<Grant>, StoreError> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT subject, role, domain FROM policy_grants")
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(subject, role, domain)| Grant {
+            subject,
+            role,
+            domain,
+        })
+        .collect())
+}
+
+/// Moves the policy revision and records the digest of the grants as they now are, inside
+/// the grant's transaction, so a cache that sees the new revision also sees the new grants.
 async fn bump_revision(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<(), StoreError> {
+    let digest = grant_digest(&grants_in(tx).await?);
     sqlx::query(
-        "UPDATE policy_revision SET revision = floor(random() * 9e18)::BIGINT WHERE id = 1",
+        "UPDATE policy_revision SET revision = floor(random() * 9e18)::BIGINT, digest = $1 \
+         WHERE id = 1",
     )
+    .bind(digest)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -939,7 +984,7 @@ mod tests {
         let pending = store.pending_migrations().await.unwrap();
         assert_eq!(
             pending,
-            ["1_init", "2_status events by time"],
+            ["1_init", "2_status events by time", "3_policy digest"],
             "a fresh schema has every migration pending"
         );
         store.migrate().await.unwrap();

@@ -20,7 +20,8 @@ use super::{
     StoredFile, SweepOutcome, UserChange,
 };
 use crate::domain::{
-    FailureReason, Grant, Ledger, LedgerId, Stage, Status, TimelineItem, Timezone,
+    FailureReason, Grant, Ledger, LedgerId, PolicyRevision, Stage, Status, TimelineItem, Timezone,
+    grant_digest,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -727,9 +728,7 @@ impl JobStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 1 {
-            sqlx::query("UPDATE policy_revision SET revision = abs(random()) WHERE id = 1")
-                .execute(&mut *tx)
-                .await?;
+            bump_revision(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
@@ -745,20 +744,62 @@ impl JobStore for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         if r.rows_affected() == 1 {
-            sqlx::query("UPDATE policy_revision SET revision = abs(random()) WHERE id = 1")
-                .execute(&mut *tx)
-                .await?;
+            bump_revision(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
 
-    async fn policy_revision(&self) -> Result<i64, StoreError> {
-        let (rev,): (i64,) = sqlx::query_as("SELECT revision FROM policy_revision WHERE id = 1")
-            .fetch_one(&self.pool)
+    async fn policy_revision(&self) -> Result<PolicyRevision, StoreError> {
+        let (revision, digest): (i64, Option<String>) =
+            sqlx::query_as("SELECT revision, digest FROM policy_revision WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        if let Some(digest) = digest {
+            return Ok(PolicyRevision { revision, digest });
+        }
+        // A database from before digests: compute it once. The UPDATE comes first so the
+        // transaction holds SQLite's write lock before it reads the grants it hashes.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE policy_revision SET digest = NULL WHERE id = 1")
+            .execute(&mut *tx)
             .await?;
-        Ok(rev)
+        let digest = grant_digest(&grants_in(&mut tx).await?);
+        let (revision,): (i64,) =
+            sqlx::query_as("UPDATE policy_revision SET digest = ? WHERE id = 1 RETURNING revision")
+                .bind(&digest)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(PolicyRevision { revision, digest })
     }
+}
+
+async fn grants_in(tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<Vec<Grant>, StoreError> {
+    let rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT subject, role, domain FROM policy_grants")
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(subject, role, domain)| Grant {
+            subject,
+            role,
+            domain,
+        })
+        .collect())
+}
+
+/// Moves the policy revision and records the digest of the grants as they now are, inside
+/// the grant's transaction (which already holds SQLite's single write lock, so concurrent
+/// changes are serialised), so a cache that sees the new revision also sees the new grants.
+async fn bump_revision(tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+    let digest = grant_digest(&grants_in(tx).await?);
+    sqlx::query("UPDATE policy_revision SET revision = abs(random()), digest = ? WHERE id = 1")
+        .bind(digest)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -791,7 +832,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("ledger.db"))
             .await
             .unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap().len(), 2);
+        assert_eq!(store.pending_migrations().await.unwrap().len(), 3);
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         super::super::contract::run_all(Arc::new(store)).await;

@@ -151,6 +151,11 @@ fn describe_metrics() {
         Unit::Seconds,
         "HTTP request latency, by route template, method and status."
     );
+    describe_counter!(
+        "ledger_policy_snapshots_rejected_total",
+        "Policy snapshots found in Redis whose grants did not match the job store's digest \
+         (ignored; someone other than ledger wrote to the policy cache)."
+    );
     metrics::counter!("ledger_jobs_total", "status" => "COMPLETED", "error_code" => "").absolute(0);
     for code in JOB_ERROR_CODES {
         metrics::counter!("ledger_jobs_total", "status" => "REJECTED", "error_code" => code)
@@ -158,6 +163,7 @@ fn describe_metrics() {
     }
     metrics::counter!("ledger_stalled_jobs_reset_total").absolute(0);
     metrics::counter!("ledger_ws_emit_failures_total").absolute(0);
+    metrics::counter!("ledger_policy_snapshots_rejected_total").absolute(0);
     metrics::gauge!("ledger_ws_clients").increment(0.0);
 }
 

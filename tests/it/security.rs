@@ -871,3 +871,89 @@ async fn no_plaintext_of_a_document_reaches_the_disk() {
         "the object holds the start of the plaintext"
     );
 }
+
+/// Redis database of the forged-snapshot test: keys are per database, so no other test's
+/// api process writes the policy snapshot this test forges (pub/sub is shared, harmlessly).
+const FORGERY_REDIS_DB: u8 = 9;
+
+#[tokio::test]
+async fn a_forged_policy_snapshot_in_redis_grants_nothing() {
+    let base =
+        std::env::var("LEDGER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = format!("{}/{FORGERY_REDIS_DB}", base.trim_end_matches('/'));
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        vars: vec![
+            ("APP_ENV_REDIS_URL", redis_url.clone()),
+            // Decisions would be cached for ten minutes: only the announcement reloads.
+            ("APP_ENV_POLICY_CACHE_TTL_MS", "600000".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mallory = app.user(MALLORY, "merchant_viewer", "m_tokyo").await;
+    let r = app.get(&mallory, "/ledgers?merchantId=m_acme").await;
+    assert_eq!(r.status(), 403, "the snapshot is now cached in Redis");
+
+    // Anyone who can write to Redis makes mallory platform_admin in the cached snapshot,
+    // keeping its revision, and announces a policy change.
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .expect("redis client")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("no Redis at {redis_url}: {e}"));
+    let key = "ledger:policy:grants";
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .expect("the api process cached its snapshot");
+    let mut forged: Value = serde_json::from_slice(&stored).expect("snapshot json");
+    forged["grants"]
+        .as_array_mut()
+        .expect("grants")
+        .push(json!([MALLORY, "platform_admin", "*"]));
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(forged.to_string())
+        .query_async(&mut redis)
+        .await
+        .expect("SET");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("ledger.policy")
+        .arg("changed")
+        .query_async(&mut redis)
+        .await
+        .expect("PUBLISH");
+
+    // The api reloads, finds the forged snapshot, sees it does not hash to the digest the
+    // job store holds for that revision, and uses the store.
+    let rejected = || async {
+        let text = reqwest::get(format!("{}/metrics", app.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("ledger_policy_snapshots_rejected_total "))
+            .map(|v| v.trim().parse::<f64>().expect("number"))
+            .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rejected().await < 1.0 {
+        for path in ["/ledgers?merchantId=m_acme", "/ledgers?merchantId=m_global"] {
+            let r = app.get(&mallory, path).await;
+            assert_eq!(r.status(), 403, "{path}: the forged grant was used");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the forged snapshot was never read"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = app.get(&mallory, "/ledgers?merchantId=m_acme").await;
+    assert_eq!(r.status(), 403);
+    let r = app.get(&mallory, "/ledgers?merchantId=m_tokyo").await;
+    assert_eq!(r.status(), 200, "her own grant still works");
+    app.stop().await;
+}
