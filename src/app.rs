@@ -170,6 +170,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let problems = config.serving_problems();
+    if !problems.is_empty() {
+        return Err(crate::config::ConfigErrors(problems).into());
+    }
     let store = open_store(&config).await?;
     prepare_store(&config, &*store).await?;
     let keyring = keyring(&config)?;

@@ -247,6 +247,15 @@ fn main() -> ExitCode {
         }
     };
     let serving = matches!(cli.command, None | Some(Command::Serve));
+    if matches!(cli.command, Some(Command::Serve))
+        || (cli.command.is_none() && !config.run_mode_migrate)
+    {
+        let problems = config.serving_problems();
+        if !problems.is_empty() {
+            eprintln!("{}", ledger::config::ConfigErrors(problems));
+            return ExitCode::from(2);
+        }
+    }
     let target = if serving {
         LogTarget::Stdout
     } else {

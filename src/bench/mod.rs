@@ -64,9 +64,30 @@ async fn start_with(
         concurrency.to_string(),
     );
     vars.insert("APP_ENV_POLICY_CACHE_TTL_MS".to_owned(), "60000".to_owned());
-    let config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if config.has_production_backend() && config.auth_jwks_file.is_none() {
+        // Production backends refuse the dev key: the bench is its own identity provider,
+        // publishing the dev key of its data dir as a JWKS file.
+        let key = crate::app::dev_key(&config)?;
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, serde_json::to_vec(&key.jwks())?)?;
+        vars.insert(
+            "APP_ENV_AUTH_JWKS_FILE".to_owned(),
+            jwks.display().to_string(),
+        );
+        vars.insert(
+            "APP_ENV_AUTH_AUDIENCE".to_owned(),
+            "ledger-bench".to_owned(),
+        );
+        config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let key = crate::app::dev_key(&config)?;
-    let token = key.sign("bench", Duration::from_secs(3600), None, None)?;
+    let token = key.sign(
+        "bench",
+        Duration::from_secs(3600),
+        config.auth_issuer.as_deref(),
+        config.auth_audience.as_deref(),
+    )?;
     crate::app::migrate(&config).await?;
     let store = crate::app::open_store(&config).await?;
     store

@@ -208,6 +208,16 @@ pub const SETTINGS: &[&str] = &[
     "APP_ENV_WS_PING_INTERVAL_MS",
 ];
 
+/// Whether `url` names this machine: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// The setting nearest to a name that is not one (at most three edits away).
 fn nearest_setting(name: &str) -> Option<&'static str> {
     fn distance(a: &[u8], b: &[u8]) -> usize {
@@ -280,6 +290,51 @@ impl Reader<'_> {
 }
 
 impl Config {
+    /// Whether any production backend is configured: a PostgreSQL job store, the Kafka queue
+    /// or S3 storage. Such a deployment runs several processes on several machines.
+    pub fn has_production_backend(&self) -> bool {
+        matches!(self.database, DatabaseKind::Postgres(_))
+            || matches!(self.queue, QueueKind::Kafka(_))
+            || matches!(self.storage, StorageKind::S3(_))
+    }
+
+    /// What refuses to serve the API on production backends, one line per problem (each
+    /// naming its variable): the local dev key (a key generated on one pod, which every
+    /// token signed with it would then open), a JWKS fetched over plain http from another
+    /// machine (anyone on the path could swap the keys), and tokens not bound to this
+    /// service by an audience (a token for any other service of the same identity provider
+    /// would do). Only the api role verifies tokens; `migrate`, `policy` and worker-only
+    /// processes are not held to it.
+    pub fn serving_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.roles.api || !self.has_production_backend() {
+            return problems;
+        }
+        const WHY: &str = "with a production backend (PostgreSQL, Kafka or S3)";
+        if self.auth_jwks_url.is_none() && self.auth_jwks_file.is_none() {
+            problems.push(format!(
+                "APP_ENV_AUTH_JWKS_URL: required {WHY}, or APP_ENV_AUTH_JWKS_FILE; the local dev \
+                 signing key is for the embedded default only"
+            ));
+        }
+        if let Some(url) = &self.auth_jwks_url
+            && let Ok(parsed) = url::Url::parse(url)
+            && parsed.scheme() == "http"
+            && !is_loopback(&parsed)
+        {
+            problems.push(format!(
+                "APP_ENV_AUTH_JWKS_URL: must be https {WHY} (plain http only to a loopback address)"
+            ));
+        }
+        if self.auth_audience.is_none() {
+            problems.push(format!(
+                "APP_ENV_AUTH_AUDIENCE: required {WHY}, so that only tokens issued for this \
+                 service are accepted"
+            ));
+        }
+        problems
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigErrors> {
         let vars: HashMap<String, String> = std::env::vars()
@@ -756,6 +811,53 @@ mod storage_tests {
         assert_eq!(s3.region, "us-east-1");
         let bad = Config::from_vars(&vars(&[("APP_ENV_STORAGE_URL", "ftp://x")])).unwrap_err();
         assert!(bad.to_string().contains("APP_ENV_STORAGE_URL"));
+    }
+
+    #[test]
+    fn serving_on_production_backends_needs_an_identity_provider() {
+        let config = |pairs: &[(&str, &str)]| {
+            Config::from_vars(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+            .expect("valid config")
+        };
+        // The embedded default keeps its dev key.
+        assert!(config(&[]).serving_problems().is_empty());
+        let pg = ("APP_ENV_DATABASE_URL", "postgres://db/ledger");
+        assert_eq!(config(&[pg]).serving_problems().len(), 2);
+        // A worker-only process verifies no token.
+        assert!(
+            config(&[pg, ("APP_ENV_APPLICATION_ROLES", "worker")])
+                .serving_problems()
+                .is_empty()
+        );
+        for (url, ok) in [
+            ("https://idp.example/jwks.json", true),
+            ("http://127.0.0.1:8080/jwks.json", true),
+            ("http://127.8.0.1/jwks.json", true),
+            ("http://localhost:9/jwks.json", true),
+            ("http://[::1]:9/jwks.json", true),
+            ("http://idp.example/jwks.json", false),
+            ("http://10.0.0.1/jwks.json", false),
+            ("http://localhost.evil.example/jwks.json", false),
+        ] {
+            let problems = config(&[
+                pg,
+                ("APP_ENV_AUTH_JWKS_URL", url),
+                ("APP_ENV_AUTH_AUDIENCE", "ledger"),
+            ])
+            .serving_problems();
+            assert_eq!(problems.is_empty(), ok, "{url}: {problems:?}");
+        }
+        let file = config(&[
+            pg,
+            ("APP_ENV_AUTH_JWKS_FILE", "/etc/ledger/jwks.json"),
+            ("APP_ENV_AUTH_AUDIENCE", "ledger"),
+        ]);
+        assert!(file.serving_problems().is_empty());
     }
 }
 

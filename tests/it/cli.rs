@@ -202,3 +202,67 @@ fn help_names_every_setting_every_role_and_every_argument() {
         }
     }
 }
+
+#[test]
+fn production_backends_refuse_the_dev_key_a_plain_http_jwks_and_a_missing_audience() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |env: &[(&str, &str)]| {
+        crate::helpers::ledger_command()
+            .arg("serve")
+            .env("APP_ENV_DATA_DIR", dir.path())
+            .env("APP_ENV_PORT", "0")
+            .env("APP_ENV_LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run ledger")
+    };
+    let s3 = [
+        ("APP_ENV_STORAGE_URL", "s3://bucket/ledgers"),
+        (
+            "APP_ENV_LEDGER_ENCRYPTION_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ),
+    ];
+    for backend in [
+        &[(
+            "APP_ENV_DATABASE_URL",
+            "postgres://ledger:pw@db.internal/ledger",
+        )][..],
+        &[
+            ("APP_ENV_QUEUE", "kafka"),
+            ("APP_ENV_KAFKA_BROKERS", "kafka:9092"),
+        ][..],
+        &s3[..],
+    ] {
+        // No JWKS at all: the dev key would be trusted.
+        let o = serve(backend);
+        assert_eq!(o.status.code(), Some(2), "{backend:?}: {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("APP_ENV_AUTH_JWKS_URL: required"), "{err}");
+        assert!(err.contains("APP_ENV_AUTH_AUDIENCE: required"), "{err}");
+        assert!(!err.contains("pw@"), "{err}");
+
+        // A JWKS over plain http from another host.
+        let mut env = backend.to_vec();
+        env.push(("APP_ENV_AUTH_JWKS_URL", "http://idp.internal/jwks.json"));
+        env.push(("APP_ENV_AUTH_AUDIENCE", "ledger"));
+        let o = serve(&env);
+        assert_eq!(o.status.code(), Some(2), "{env:?}: {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("APP_ENV_AUTH_JWKS_URL: must be https"),
+            "{err}"
+        );
+        assert!(!err.contains("AUDIENCE"), "{err}");
+    }
+    // Migrations and grants are not the API: they run without an identity provider.
+    let o = crate::helpers::ledger_command()
+        .args(["migrate", "--help"])
+        .env(
+            "APP_ENV_DATABASE_URL",
+            "postgres://ledger:pw@db.internal/ledger",
+        )
+        .output()
+        .expect("run ledger");
+    assert!(o.status.success(), "{o:?}");
+}

@@ -267,6 +267,8 @@ async fn the_manifests_agree_with_the_code() {
             "{name}"
         );
         assert_eq!(parsed.port, defaults.port, "{name}");
+        // And hold the production posture: an https JWKS and an audience, no dev key.
+        assert_eq!(parsed.serving_problems(), Vec::<String>::new(), "{name}");
         // SIGTERM: the grace period outlasts the jobs' shutdown timeout.
         let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
         assert!(

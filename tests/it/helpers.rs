@@ -197,12 +197,9 @@ impl TestApp {
         format!("{}/v1/api/ledger{path}", self.base)
     }
 
-    /// A token for `sub` signed with the dev key.
+    /// A token for `sub` that this app accepts.
     pub fn token(&self, sub: &str) -> String {
-        ledger::app::dev_key(&self.config)
-            .expect("dev key")
-            .sign(sub, Duration::from_secs(3600), None, None)
-            .expect("sign")
+        sign_token(&self.config, sub)
     }
 
     pub async fn grant(&self, sub: &str, role: &str, merchant: &str) {
@@ -364,6 +361,66 @@ pub async fn assert_error(r: reqwest::Response, status: u16, code: &str) -> Valu
     body
 }
 
+/// The audience of the tokens of the production run (a production deployment must name one).
+pub const TEST_AUDIENCE: &str = "ledger-tests";
+
+/// The identity provider of the production run: a production deployment refuses the local
+/// dev key, so the suite signs with one ES256 key of its own, published as a JWKS file.
+struct TestIdp {
+    key: ledger::auth::DevKey,
+    pem_file: PathBuf,
+    jwks_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn test_idp() -> &'static TestIdp {
+    static IDP: std::sync::OnceLock<TestIdp> = std::sync::OnceLock::new();
+    IDP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pem_file = dir.path().join("idp.pem");
+        let (key, _) = ledger::auth::DevKey::load_or_create(&pem_file).expect("idp key");
+        let jwks_file = dir.path().join("jwks.json");
+        std::fs::write(
+            &jwks_file,
+            serde_json::to_vec(&key.jwks()).expect("jwks json"),
+        )
+        .expect("write jwks");
+        TestIdp {
+            key,
+            pem_file,
+            jwks_file,
+            _dir: dir,
+        }
+    })
+}
+
+/// The signing key a service on `config` trusts, and its PKCS#8 PEM: the suite's identity
+/// provider's when `config` trusts its JWKS file, else the data dir's dev key.
+pub fn trusted_key(config: &Config) -> (ledger::auth::DevKey, String) {
+    let idp = test_idp();
+    let path = if config.auth_jwks_file.as_deref() == Some(idp.jwks_file.as_path()) {
+        idp.pem_file.clone()
+    } else {
+        ledger::app::dev_key(config).expect("dev key");
+        config.data_dir.join("dev-signing-key.pem")
+    };
+    let (key, _) = ledger::auth::DevKey::load_or_create(&path).expect("signing key");
+    let pem = std::fs::read_to_string(&path).expect("signing key pem");
+    (key, pem)
+}
+
+/// A token for `sub` that a service on `config` accepts (see [`trusted_key`]).
+pub fn sign_token(config: &Config, sub: &str) -> String {
+    let (key, _) = trusted_key(config);
+    key.sign(
+        sub,
+        Duration::from_secs(3600),
+        config.auth_issuer.as_deref(),
+        config.auth_audience.as_deref(),
+    )
+    .expect("sign")
+}
+
 /// The production backends of the test suite, each test getting its own database, bucket,
 /// topic and consumer group. The servers come from `scripts/run-tests.sh`.
 pub struct Production {
@@ -421,6 +478,12 @@ pub async fn production() -> Production {
             ("APP_ENV_S3_ACCESS_KEY_ID", "test".into()),
             ("APP_ENV_S3_SECRET_ACCESS_KEY", "test".into()),
             ("APP_ENV_LEDGER_ENCRYPTION_KEY", key),
+            // Production backends refuse the dev key and want an audience.
+            (
+                "APP_ENV_AUTH_JWKS_FILE",
+                test_idp().jwks_file.display().to_string(),
+            ),
+            ("APP_ENV_AUTH_AUDIENCE", TEST_AUDIENCE.into()),
             (
                 "APP_ENV_WEBSOCKET_REDIS_URL",
                 test_env("LEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379"),

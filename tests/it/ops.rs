@@ -157,10 +157,7 @@ async fn setup(data: &std::path::Path, merchant: &str) -> (Vec<(&'static str, St
         })
         .await
         .unwrap();
-    let token = ledger::app::dev_key(&config)
-        .unwrap()
-        .sign("ops", Duration::from_secs(3600), None, None)
-        .unwrap();
+    let token = crate::helpers::sign_token(&config, "ops");
     (backends, token)
 }
 

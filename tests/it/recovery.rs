@@ -185,10 +185,7 @@ async fn kill_dash_nine_mid_job_loses_nothing() {
         // A shared database is migrated before any process serves.
         ledger::app::migrate(&config).await.unwrap();
     }
-    let token = ledger::app::dev_key(&config)
-        .unwrap()
-        .sign("ops", Duration::from_secs(3600), None, None)
-        .unwrap();
+    let token = crate::helpers::sign_token(&config, "ops");
 
     let mut first = Served::start(data.path(), source.path(), &backends, &FAST_RECOVERY);
     first.ready(&client).await;

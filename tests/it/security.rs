@@ -28,15 +28,23 @@ fn no_5xx(r: &reqwest::Response, what: &str) {
     assert!(!r.status().is_server_error(), "{what}: got {}", r.status());
 }
 
+/// The PEM of the key the app trusts (its dev key, or the production run's identity
+/// provider).
 fn dev_key_pem(app: &TestApp) -> String {
-    std::fs::read_to_string(app.data_dir.path().join("dev-signing-key.pem")).expect("dev key pem")
+    crate::helpers::trusted_key(&app.config).1
 }
 
 fn dev_kid(app: &TestApp) -> String {
-    ledger::app::dev_key(&app.config)
-        .expect("dev key")
-        .kid()
-        .to_owned()
+    crate::helpers::trusted_key(&app.config).0.kid().to_owned()
+}
+
+/// `claims` plus the audience the app requires, if any: a forged token must fail for the
+/// reason it tests, not for a missing `aud`.
+fn with_aud(app: &TestApp, mut claims: Value) -> Value {
+    if let Some(aud) = &app.config.auth_audience {
+        claims["aud"] = json!(aud);
+    }
+    claims
 }
 
 /// An ES256 token over arbitrary claims with an arbitrary PKCS#8 PEM key and `kid`.
@@ -103,7 +111,10 @@ async fn forged_and_invalid_tokens_are_401_with_a_bearer_challenge() {
 
     let kid = dev_kid(&app);
     let pem = dev_key_pem(&app);
-    let valid_claims = json!({ "sub": ALICE, "iat": now(), "exp": now() + 3600 });
+    let valid_claims = with_aud(
+        &app,
+        json!({ "sub": ALICE, "iat": now(), "exp": now() + 3600 }),
+    );
 
     // No header, another scheme, garbage.
     assert_unauthorized(&app, None, "no Authorization header").await;
@@ -146,7 +157,7 @@ async fn forged_and_invalid_tokens_are_401_with_a_bearer_challenge() {
     .await;
 
     // HS256 with the public key material as the HMAC secret (algorithm confusion).
-    let dev = ledger::app::dev_key(&app.config).expect("dev key");
+    let dev = crate::helpers::trusted_key(&app.config).0;
     let jwk = dev.jwks().keys[0].clone();
     let jwk_json = serde_json::to_string(&jwk).expect("jwk json");
     let coords = match &jwk.algorithm {
@@ -227,12 +238,19 @@ async fn forged_and_invalid_tokens_are_401_with_a_bearer_challenge() {
     let expired = es256(
         &pem,
         Some(&kid),
-        &json!({ "sub": ALICE, "iat": now() - 7200, "exp": now() - 120 }),
+        &with_aud(
+            &app,
+            json!({ "sub": ALICE, "iat": now() - 7200, "exp": now() - 120 }),
+        ),
     );
     assert_unauthorized(&app, Some(&format!("Bearer {expired}")), "expired").await;
 
     // No exp at all.
-    let no_exp = es256(&pem, Some(&kid), &json!({ "sub": ALICE, "iat": now() }));
+    let no_exp = es256(
+        &pem,
+        Some(&kid),
+        &with_aud(&app, json!({ "sub": ALICE, "iat": now() })),
+    );
     assert_unauthorized(&app, Some(&format!("Bearer {no_exp}")), "no exp").await;
 
     // Wrong kid, no kid.
@@ -256,10 +274,14 @@ async fn forged_and_invalid_tokens_are_401_with_a_bearer_challenge() {
     let no_sub = es256(
         &pem,
         Some(&kid),
-        &json!({ "iat": now(), "exp": now() + 3600 }),
+        &with_aud(&app, json!({ "iat": now(), "exp": now() + 3600 })),
     );
     assert_unauthorized(&app, Some(&format!("Bearer {no_sub}")), "missing sub").await;
-    let empty_sub = es256(&pem, Some(&kid), &json!({ "sub": "", "exp": now() + 3600 }));
+    let empty_sub = es256(
+        &pem,
+        Some(&kid),
+        &with_aud(&app, json!({ "sub": "", "exp": now() + 3600 })),
+    );
     assert_unauthorized(&app, Some(&format!("Bearer {empty_sub}")), "empty sub").await;
 
     // Our own hand-signed token with the genuine key is accepted (the forgeries above failed
