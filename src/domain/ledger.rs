@@ -310,13 +310,18 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// The object key of `version`'s encrypted file.
-    pub fn object_key(&self, version: u32) -> String {
+    /// The object key of the encrypted file `attempt` writes for `version`. One object per
+    /// attempt: an attempt that stalled after its last lease check and resumed after a newer
+    /// attempt completed writes its own object, never the one the newer attempt recorded.
+    /// (Files written before this rule, under `v{version}.{ext}.enc`, stay readable: the
+    /// download reads the key recorded with the file.)
+    pub fn object_key(&self, version: u32, attempt: u32) -> String {
         format!(
-            "ledgers/{}/{}/v{}.{}.enc",
+            "ledgers/{}/{}/v{}.a{}.{}.enc",
             self.merchant_id,
             self.id,
             version,
+            attempt,
             self.format.extension()
         )
     }

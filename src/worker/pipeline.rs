@@ -315,7 +315,7 @@ async fn execute(
     .await?;
     progress_event(worker, ledger, "GENERATE", 0, None).await;
     let generate_started = Instant::now();
-    let key = ledger.object_key(ledger.version);
+    let key = ledger.object_key(ledger.version, ledger.attempt_count);
     let mut writer = worker
         .storage
         .writer(&key)
@@ -423,9 +423,9 @@ async fn execute(
         writer.abort().await;
         return Err(e);
     }
-    // Last fenced check before the object becomes visible: an attempt that lost its lease
-    // (a long pause) must not replace the object of the attempt that owns the job now. The
-    // download also verifies the plaintext hash recorded at completion.
+    // Last fenced check before the upload is finished: an attempt that lost its lease (a
+    // long pause) stops here. One that pauses right after it still cannot hurt: it writes
+    // its own object (the key names the attempt) and its completion is refused.
     let until =
         Utc::now() + chrono::Duration::from_std(worker.settings.job_timeout).unwrap_or_default();
     match worker
@@ -596,6 +596,7 @@ pub(crate) mod faulty {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     use chrono::Utc;
@@ -616,6 +617,69 @@ mod tests {
         worker: Worker,
         bus: Arc<InProcessBus>,
         _dir: tempfile::TempDir,
+    }
+
+    /// Storage whose first upload stops in `finish` until released: an attempt that passed
+    /// its last lease check and then stalled (a GC pause, a frozen VM).
+    struct StallFirstFinish {
+        inner: Arc<dyn ObjectStorage>,
+        armed: std::sync::atomic::AtomicBool,
+        stalled: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    struct StalledWriter {
+        inner: Box<dyn crate::storage::ObjectWriter>,
+        stalled: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::storage::ObjectWriter for StalledWriter {
+        async fn write(&mut self, bytes: bytes::Bytes) -> Result<(), crate::storage::StorageError> {
+            self.inner.write(bytes).await
+        }
+        async fn finish(self: Box<Self>) -> Result<(), crate::storage::StorageError> {
+            self.stalled.notify_one();
+            self.release.notified().await;
+            self.inner.finish().await
+        }
+        async fn abort(self: Box<Self>) {
+            self.inner.abort().await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStorage for StallFirstFinish {
+        async fn writer(
+            &self,
+            key: &str,
+        ) -> Result<Box<dyn crate::storage::ObjectWriter>, crate::storage::StorageError> {
+            let inner = self.inner.writer(key).await?;
+            if self.armed.swap(false, Ordering::SeqCst) {
+                return Ok(Box::new(StalledWriter {
+                    inner,
+                    stalled: self.stalled.clone(),
+                    release: self.release.clone(),
+                }));
+            }
+            Ok(inner)
+        }
+        async fn read(
+            &self,
+            key: &str,
+        ) -> Result<crate::storage::ByteStream, crate::storage::StorageError> {
+            self.inner.read(key).await
+        }
+        async fn size(&self, key: &str) -> Result<Option<u64>, crate::storage::StorageError> {
+            self.inner.size(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::storage::StorageError> {
+            self.inner.list(prefix).await
+        }
+        async fn ready(&self) -> Result<(), crate::storage::StorageError> {
+            self.inner.ready().await
+        }
     }
 
     async fn rig(entries: u64, job_timeout: Duration) -> Rig {
@@ -749,6 +813,76 @@ mod tests {
             "attempt 1 wrote nothing"
         );
         assert!(store.get_file(id, 1).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_attempt_that_resumes_after_a_newer_one_completed_leaves_its_file_alone() {
+        let mut rig = rig(2_000, Duration::from_secs(60)).await;
+        let gate = Arc::new(StallFirstFinish {
+            inner: rig.worker.storage.clone(),
+            armed: std::sync::atomic::AtomicBool::new(true),
+            stalled: Arc::new(tokio::sync::Notify::new()),
+            release: Arc::new(tokio::sync::Notify::new()),
+        });
+        rig.worker.storage = gate.clone();
+        let store = rig.worker.store.clone();
+        let id = pending(&*store, 4, "2026").await;
+        let worker = rig.worker.clone();
+        let first = tokio::spawn(async move {
+            worker
+                .try_execute_task(id, &CancellationToken::new())
+                .await
+                .unwrap()
+        });
+        // Attempt 1 passed its last lease check and stalls before its upload is finished.
+        tokio::time::timeout(Duration::from_secs(30), gate.stalled.notified())
+            .await
+            .expect("attempt 1 reached the end of its upload");
+        // Meanwhile the entries change (a late correction upstream), the lease is taken over
+        // and attempt 2 completes with the new entries.
+        let source = rig._dir.path().join("source/m_1.ndjson");
+        let spec =
+            FixtureSpec::new("m_1", 2_500).spread_until("2026-06-01T00:00:00Z".parse().unwrap());
+        fixture::write_ndjson(&source, &spec).unwrap();
+        store.release(id, 1, Utc::now()).await.unwrap().unwrap();
+        let second = rig
+            .worker
+            .try_execute_task(id, &CancellationToken::new())
+            .await
+            .unwrap();
+        let TaskOutcome::Ran(Some(done)) = second else {
+            panic!("{second:?}")
+        };
+        assert_eq!((done.status, done.attempt_count), (Status::Completed, 2));
+        // Attempt 1 wakes up and finishes its upload; its completion is refused.
+        gate.release.notify_one();
+        assert_eq!(first.await.unwrap(), TaskOutcome::Ran(None));
+
+        // The recorded file is attempt 2's, intact: it decrypts to what was recorded.
+        let file = store.get_file(id, 1).await.unwrap().expect("a file");
+        let mut stream = rig.worker.storage.read(&file.object_key).await.unwrap();
+        let mut sealed = Vec::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            sealed.extend_from_slice(&chunk.unwrap());
+        }
+        let binding = crate::crypto::Binding {
+            ledger_id: id.as_i64(),
+            version: 1,
+        };
+        let plain = crate::crypto::decrypt_to_vec(&rig.worker.keyring, binding, &sealed).unwrap();
+        assert_eq!(
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&plain)),
+            file.info.sha256,
+            "the object recorded by attempt 2 was replaced"
+        );
+        assert!(
+            file.object_key.ends_with("/v1.a2.csv.enc"),
+            "{}",
+            file.object_key
+        );
+        // Attempt 1's object sits beside it, unrecorded.
+        let keys = rig.worker.storage.list("ledgers/").await.unwrap();
+        assert_eq!(keys.len(), 2, "{keys:?}");
     }
 
     #[tokio::test]

@@ -871,7 +871,18 @@ async fn no_plaintext_of_a_document_reaches_the_disk() {
 
     // The object as stored, through the storage port (a local directory or S3).
     let storage = ledger::app::open_storage(&app.config).unwrap();
-    let key = format!("ledgers/m_acme/{id}/v1.csv.enc");
+    let recorded = app
+        .store
+        .get_file(id.parse::<ledger::domain::LedgerId>().expect("id"), 1)
+        .await
+        .expect("store")
+        .expect("a recorded file");
+    let key = recorded.object_key;
+    assert_eq!(
+        key,
+        format!("ledgers/m_acme/{id}/v1.a1.csv.enc"),
+        "one object per attempt"
+    );
     let mut stream = storage
         .read(&key)
         .await
