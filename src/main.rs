@@ -198,7 +198,16 @@ fn main() -> ExitCode {
     } else {
         LogTarget::Stderr
     };
-    ledger::telemetry::init_logging(config.log_format, &config.log_level, target);
+    // Declared before the runtime, so dropped after it: the flush also waits for the lines
+    // of the runtime's last tasks.
+    let _logs = match ledger::telemetry::init_logging(config.log_format, &config.log_level, target)
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
