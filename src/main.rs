@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use ledger::auth::validate_grant;
 use ledger::config::Config;
 use ledger::domain::{Format, LedgerType};
+use ledger::output::OutputError;
 use ledger::telemetry::LogTarget;
+use ledger::{errln, outln};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -174,21 +176,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Some(Command::Openapi)) {
         // Needs no configuration: the document comes from the code alone.
-        return match ledger::api::openapi::json() {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit_code(
+            ledger::api::openapi::json()
+                .map_err(anyhow::Error::from)
+                .and_then(|json| Ok(outln!("{json}")?)),
+        );
     }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            errln!("{e}");
             return ExitCode::from(2);
         }
     };
@@ -204,21 +201,34 @@ fn main() -> ExitCode {
     {
         Ok(guard) => guard,
         Err(e) => {
-            eprintln!("cannot start the log writer: {e}");
+            errln!("cannot start the log writer: {e}");
             return ExitCode::FAILURE;
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            errln!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli, config)) {
+    exit_code(runtime.block_on(dispatch(cli, config)))
+}
+
+/// Success, or the error on stderr and failure. A stdout closed by its reader (`ledger
+/// openapi | head`) is a success: the reader took what it wanted, as with any Unix filter;
+/// a shell's `pipefail` must not see an error where there is none.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.chain()
+                .any(|c| matches!(c.downcast_ref(), Some(OutputError::Closed))) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -235,17 +245,17 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Migrate => {
             let applied = ledger::app::migrate(&config).await?;
             if applied.is_empty() {
-                println!("migrations: up to date");
+                outln!("migrations: up to date")?;
             } else {
                 for m in applied {
-                    println!("migrations: applied {m}");
+                    outln!("migrations: applied {m}")?;
                 }
             }
             Ok(())
         }
         Command::Token { sub, ttl } => {
             if config.auth_jwks_url.is_some() || config.auth_jwks_file.is_some() {
-                eprintln!(
+                errln!(
                     "warning: the server verifies tokens with APP_ENV_AUTH_JWKS_*; a dev-key token will be refused there"
                 );
             }
@@ -256,7 +266,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
                 config.auth_issuer.as_deref(),
                 config.auth_audience.as_deref(),
             )?;
-            println!("{token}");
+            outln!("{token}")?;
             Ok(())
         }
         Command::Policy { command } => policy(config, command).await,
@@ -290,11 +300,11 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
             } => ledger::bench::live(ledgers, entries, format, clients, concurrency, workers).await,
         },
         Command::Keygen => {
-            println!("{}", ledger::crypto::generate_key_base64());
+            outln!("{}", ledger::crypto::generate_key_base64())?;
             Ok(())
         }
         Command::Openapi => {
-            println!("{}", ledger::api::openapi::json()?);
+            outln!("{}", ledger::api::openapi::json()?)?;
             Ok(())
         }
     }
@@ -303,7 +313,9 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
 async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
     let store = ledger::app::open_store(&config).await?;
     ledger::app::prepare_store(&config, &*store).await?;
-    let changed = match command {
+    // What a change printed is kept until the change is announced: a reader that went away
+    // must not keep the other api processes from hearing of it.
+    let (changed, printed) = match command {
         PolicyCommand::Grant {
             subject,
             role,
@@ -311,14 +323,14 @@ async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
         } => {
             let grant = validate_grant(&subject, &role, &merchant)?;
             let added = store.add_grant(&grant).await?;
-            println!(
+            let printed = outln!(
                 "{} {} {} {}",
                 if added { "granted" } else { "already granted" },
                 grant.subject,
                 grant.role,
                 grant.domain
             );
-            added
+            (added, printed)
         }
         PolicyCommand::Revoke {
             subject,
@@ -335,26 +347,26 @@ async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
                     grant.domain
                 );
             }
-            println!("revoked {} {} {}", grant.subject, grant.role, grant.domain);
-            true
+            let printed = outln!("revoked {} {} {}", grant.subject, grant.role, grant.domain);
+            (true, printed)
         }
         PolicyCommand::List => {
             for g in store.list_grants().await? {
-                println!("{}\t{}\t{}", g.subject, g.role, g.domain);
+                outln!("{}\t{}\t{}", g.subject, g.role, g.domain)?;
             }
-            false
+            (false, Ok(()))
         }
     };
     if changed && let Some(url) = &config.redis_url {
         // The store's revision moved already; this only makes every api process see it now
         // instead of after its cache TTL.
         if let Err(e) = ledger::auth::publish_policy_change(url.expose()).await {
-            eprintln!(
+            errln!(
                 "warning: api processes will see the change within APP_ENV_POLICY_CACHE_TTL_MS ({e})"
             );
         }
     }
-    Ok(())
+    Ok(printed?)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
