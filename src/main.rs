@@ -128,6 +128,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// Requests per second of `ledger serve` with its logs going to a file, to a pipe read at
+    /// once, and to a pipe nobody reads.
+    Logs {
+        /// Requests per run (each logs one line).
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Runs per sink (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The `ledger` binary to serve (default: this one), e.g. an older build to compare.
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -298,6 +314,12 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
                 concurrency,
                 workers,
             } => ledger::bench::live(ledgers, entries, format, clients, concurrency, workers).await,
+            BenchCommand::Logs {
+                requests,
+                concurrency,
+                runs,
+                binary,
+            } => ledger::bench::logs(requests, concurrency, runs, binary).await,
         },
         Command::Keygen => {
             outln!("{}", ledger::crypto::generate_key_base64())?;

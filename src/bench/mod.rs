@@ -2,11 +2,14 @@
 //! through the real service (HTTP create → COMPLETED): the service runs in this process on
 //! a temporary data dir with the embedded defaults, the source is a generated NDJSON file.
 //! `render` times one renderer alone over generated entries. Peak RSS is the process's
-//! high-water mark (`VmHWM`), reset before each run.
+//! high-water mark (`VmHWM`), reset before each run. `logs` measures requests per second of
+//! a served process by where its log lines go.
 
 mod live;
+mod logs;
 
 pub use live::live;
+pub use logs::logs;
 
 use std::collections::HashMap;
 use std::path::Path;
