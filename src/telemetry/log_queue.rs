@@ -14,15 +14,16 @@ use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Lines the queue holds while the sink is behind: about 1 MiB of typical ~250-byte lines,
-/// on top of the 64 KiB a pipe buffers itself. Enough for a sink's hiccup of about a second
-/// at full request load (see BENCHMARKS.md, "Logs to a slow sink"); a sink that stays behind
-/// longer loses lines however large the queue, and a larger one only costs memory.
+/// Lines the queue holds while the sink is behind: under 1 MiB of ~210-byte request lines,
+/// on top of the ~300 lines a pipe buffers itself. At the ~2,000 requests/s this machine
+/// serves with full logging (`ledger bench logs`, BENCHMARKS.md 2026-12-04) that rides out a
+/// sink's 2 s hiccup without a loss; a sink that stays behind longer loses lines however
+/// large the queue, and a larger one only costs memory.
 pub const LOG_QUEUE_LINES: usize = 4096;
 
-/// The most the writer hands to the sink in one write: a pipe's buffer. Batching the lines
-/// that queued up during one write keeps a busy process at a few writes per second per
-/// burst instead of one per line.
+/// The most the writer hands to the sink in one write: a pipe's buffer. The lines that
+/// queued up during one write go out in one system call instead of one each, so a busy
+/// process's writer keeps up with a sink that is only slow per call.
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// Log lines lost since the process started, for every queue: read by `/metrics`.
