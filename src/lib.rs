@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod notify;
+pub mod output;
 pub mod queue;
 pub mod render;
 pub mod source;

@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use ledger::auth::validate_grant;
 use ledger::config::Config;
 use ledger::domain::{Format, LedgerType};
+use ledger::output::OutputError;
 use ledger::telemetry::LogTarget;
+use ledger::{errln, outln};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -161,6 +163,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// Requests per second of `ledger serve` with its logs going to a file, to a pipe read at
+    /// once, and to a pipe nobody reads.
+    Logs {
+        /// Requests per run (each logs one line).
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Runs per sink (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The `ledger` binary to serve (default: this one), e.g. an older build to compare.
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,21 +246,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Some(Command::Openapi)) {
         // Needs no configuration: the document comes from the code alone.
-        return match ledger::api::openapi::json() {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit_code(
+            ledger::api::openapi::json()
+                .map_err(anyhow::Error::from)
+                .and_then(|json| Ok(outln!("{json}")?)),
+        );
     }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
+            errln!("{e}");
             return ExitCode::from(2);
         }
     };
@@ -261,18 +274,40 @@ fn main() -> ExitCode {
     } else {
         LogTarget::Stderr
     };
-    ledger::telemetry::init_logging(config.log_format, &config.log_level, target);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
+    // Declared before the runtime, so dropped after it: the flush also waits for the lines
+    // of the runtime's last tasks.
+    let _logs = match ledger::telemetry::init_logging(config.log_format, &config.log_level, target)
+    {
+        Ok(guard) => guard,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            errln!("cannot start the log writer: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli, config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    exit_code(runtime.block_on(dispatch(cli, config)))
+}
+
+/// Success, or the error on stderr and failure. A stdout closed by its reader (`ledger
+/// openapi | head`) is a success: the reader took what it wanted, as with any Unix filter;
+/// a shell's `pipefail` must not see an error where there is none.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e)
+            if e.chain()
+                .any(|c| matches!(c.downcast_ref(), Some(OutputError::Closed))) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -289,17 +324,17 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Migrate => {
             let applied = ledger::app::migrate(&config).await?;
             if applied.is_empty() {
-                println!("migrations: up to date");
+                outln!("migrations: up to date")?;
             } else {
                 for m in applied {
-                    println!("migrations: applied {m}");
+                    outln!("migrations: applied {m}")?;
                 }
             }
             Ok(())
         }
         Command::Token { sub, ttl } => {
             if config.auth_jwks_url.is_some() || config.auth_jwks_file.is_some() {
-                eprintln!(
+                errln!(
                     "warning: the server verifies tokens with APP_ENV_AUTH_JWKS_*; a dev-key token will be refused there"
                 );
             }
@@ -310,7 +345,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
                 config.auth_issuer.as_deref(),
                 config.auth_audience.as_deref(),
             )?;
-            println!("{token}");
+            outln!("{token}")?;
             Ok(())
         }
         Command::Policy { command } => policy(config, command).await,
@@ -342,13 +377,19 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
                 concurrency,
                 workers,
             } => ledger::bench::live(ledgers, entries, format, clients, concurrency, workers).await,
+            BenchCommand::Logs {
+                requests,
+                concurrency,
+                runs,
+                binary,
+            } => ledger::bench::logs(requests, concurrency, runs, binary).await,
         },
         Command::Keygen => {
-            println!("{}", ledger::crypto::generate_key_base64());
+            outln!("{}", ledger::crypto::generate_key_base64())?;
             Ok(())
         }
         Command::Openapi => {
-            println!("{}", ledger::api::openapi::json()?);
+            outln!("{}", ledger::api::openapi::json()?)?;
             Ok(())
         }
     }
@@ -357,7 +398,9 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
 async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
     let store = ledger::app::open_store(&config).await?;
     ledger::app::prepare_store(&config, &*store).await?;
-    let changed = match command {
+    // What a change printed is kept until the change is announced: a reader that went away
+    // must not keep the other api processes from hearing of it.
+    let (changed, printed) = match command {
         PolicyCommand::Grant {
             subject,
             role,
@@ -365,14 +408,14 @@ async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
         } => {
             let grant = validate_grant(&subject, &role, &merchant)?;
             let added = store.add_grant(&grant).await?;
-            println!(
+            let printed = outln!(
                 "{} {} {} {}",
                 if added { "granted" } else { "already granted" },
                 grant.subject,
                 grant.role,
                 grant.domain
             );
-            added
+            (added, printed)
         }
         PolicyCommand::Revoke {
             subject,
@@ -389,26 +432,26 @@ async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
                     grant.domain
                 );
             }
-            println!("revoked {} {} {}", grant.subject, grant.role, grant.domain);
-            true
+            let printed = outln!("revoked {} {} {}", grant.subject, grant.role, grant.domain);
+            (true, printed)
         }
         PolicyCommand::List => {
             for g in store.list_grants().await? {
-                println!("{}\t{}\t{}", g.subject, g.role, g.domain);
+                outln!("{}\t{}\t{}", g.subject, g.role, g.domain)?;
             }
-            false
+            (false, Ok(()))
         }
     };
     if changed && let Some(url) = &config.redis_url {
         // The store's revision moved already; this only makes every api process see it now
         // instead of after its cache TTL.
         if let Err(e) = ledger::auth::publish_policy_change(url.expose()).await {
-            eprintln!(
+            errln!(
                 "warning: api processes will see the change within APP_ENV_POLICY_CACHE_TTL_MS ({e})"
             );
         }
     }
-    Ok(())
+    Ok(printed?)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::{Workers, env_vars, percentile, spawn_workers, start_with, write_source};
 use crate::config::Config;
 use crate::domain::Format;
+use crate::outln;
 
 /// What one client heard: latencies in milliseconds, by kind.
 #[derive(Default)]
@@ -126,25 +127,25 @@ pub async fn live(
         .lines()
         .find_map(|l| l.strip_prefix("ledger_ws_frames_dropped_total "))
         .unwrap_or("0");
-    println!(
+    outln!(
         "live events, {shape}: {ledgers} {} statements of {entries} entries in {wall:.2}s, \
          {clients} client(s), {dropped} progress frame(s) dropped for slow clients",
         format.as_str()
-    );
-    println!(
+    )?;
+    outln!(
         "  progress, worker emit → client receive: {} frames, p50 {:.2}ms p99 {:.2}ms max {:.2}ms",
         progress.len(),
         percentile(&progress, 50.0),
         percentile(&progress, 99.0),
         progress.last().copied().unwrap_or(f64::NAN)
-    );
-    println!(
+    )?;
+    outln!(
         "  status, state change (before the commit) → client receive: {} frames, p50 {:.2}ms p99 {:.2}ms max {:.2}ms",
         status.len(),
         percentile(&status, 50.0),
         percentile(&status, 99.0),
         status.last().copied().unwrap_or(f64::NAN)
-    );
+    )?;
     bench.stop().await;
     drop(workers);
     Ok(())

@@ -2,11 +2,14 @@
 //! through the real service (HTTP create → COMPLETED): the service runs in this process on
 //! a temporary data dir with the embedded defaults, the source is a generated NDJSON file.
 //! `render` times one renderer alone over generated entries. Peak RSS is the process's
-//! high-water mark (`VmHWM`), reset before each run.
+//! high-water mark (`VmHWM`), reset before each run. `logs` measures requests per second of
+//! a served process by where its log lines go.
 
 mod live;
+mod logs;
 
 pub use live::live;
+pub use logs::logs;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,6 +24,7 @@ use crate::domain::{
     Balance, Currency, Format, Grant, LedgerId, LedgerType, Merchant, MerchantId, Period, Stage,
     Timezone,
 };
+use crate::outln;
 use crate::render::{self, DocumentHeader};
 use crate::source::fixture::{self, FixtureSpec};
 
@@ -236,10 +240,10 @@ pub async fn large(
         entries,
         vec![("EUR", 1_000_000), ("USD", 0), ("JPY", 0)],
     )?;
-    println!(
+    outln!(
         "source: {entries} entries written in {:.2}s",
         started.elapsed().as_secs_f64()
-    );
+    )?;
     let bench = start(dir, 1).await?;
     let (mut walls, mut rss) = (Vec::new(), Vec::new());
     for run in 1..=runs.max(1) {
@@ -251,11 +255,11 @@ pub async fn large(
         let done = bench.wait_completed(&id, Duration::from_millis(5)).await?;
         let wall = t0.elapsed().as_secs_f64();
         let peak = peak_rss_mib();
-        println!(
+        outln!(
             "run {run}: entries={entries} wall={wall:.3}s peak_rss={peak:.1}MiB size={}B ({:.0} entries/s)",
             done["file"]["sizeBytes"],
             entries as f64 / wall
-        );
+        )?;
         walls.push(wall);
         rss.push(peak);
         // Soft delete frees the identity for the next run.
@@ -266,12 +270,12 @@ pub async fn large(
             .send()
             .await?;
     }
-    println!(
+    outln!(
         "large {ledger_type} in {format}, {entries} entries, {} runs: median wall {:.3}s, median peak RSS {:.1}MiB",
         walls.len(),
         median(&mut walls),
         median(&mut rss)
-    );
+    )?;
     bench.stop().await;
     Ok(())
 }
@@ -336,7 +340,7 @@ pub fn render(
     let t0 = Instant::now();
     let generated = fixture::generate(&spec)?.count();
     let generate_only = t0.elapsed().as_secs_f64();
-    println!("generating {generated} entries alone: {generate_only:.3}s");
+    outln!("generating {generated} entries alone: {generate_only:.3}s")?;
 
     let (mut walls, mut rss) = (Vec::new(), Vec::new());
     for run in 1..=runs.max(1) {
@@ -354,20 +358,20 @@ pub fn render(
             "the renderer reported {} entries of {entries}",
             totals.entry_count
         );
-        println!(
+        outln!(
             "run {run}: wall={wall:.3}s peak_rss={peak:.1}MiB size={}B ({:.0} entries/s)",
             sink.0,
             entries as f64 / wall
-        );
+        )?;
         walls.push(wall);
         rss.push(peak);
     }
-    println!(
+    outln!(
         "render {ledger_type} in {format}, {entries} entries, {} runs: median wall {:.3}s (generating alone {generate_only:.3}s), median peak RSS {:.1}MiB",
         walls.len(),
         median(&mut walls),
         median(&mut rss)
-    );
+    )?;
     Ok(())
 }
 
@@ -482,7 +486,7 @@ pub async fn small(
     }
     let wall = t0.elapsed().as_secs_f64();
     latencies.sort_by(|a, b| a.total_cmp(b));
-    println!(
+    outln!(
         "small CSV statements: {count} ledgers of ~{} entries, {} worker process(es), \
          concurrency {concurrency} each: \
          {wall:.2}s wall ({created_in:.2}s to create all), {:.1} ledgers/s, \
@@ -492,7 +496,7 @@ pub async fn small(
         count as f64 / wall,
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0)
-    );
+    )?;
     bench.stop().await;
     drop(workers);
     Ok(())

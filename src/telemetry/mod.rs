@@ -1,20 +1,27 @@
-//! Logs and metrics: structured key-value logs on stdout (logfmt or JSON) and the
+//! Logs and metrics: structured key-value logs on stdout (logfmt or JSON), written through a
+//! bounded queue so a stalled or closed stdout never holds up or stops the service, and the
 //! process-wide Prometheus recorder. Never formats a secret: callers pass ids, not tokens.
 
+pub mod log_queue;
 pub mod process;
 
 use std::fmt;
+use std::io;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogFormat;
+
+pub use log_queue::{LOG_QUEUE_LINES, LogQueue, dropped_total as log_lines_dropped};
 
 /// Where log lines go: the service logs to stdout; one-shot commands (`token`, `policy`,
 /// …) log to stderr so their stdout stays machine-readable.
@@ -28,21 +35,53 @@ pub enum LogTarget {
     Captured,
 }
 
-/// Installs the global log subscriber (once; later calls are ignored, as in tests).
-pub fn init_logging(format: LogFormat, level: &str, target: LogTarget) {
+/// How long the end of the process waits for queued log lines. A healthy sink takes the last
+/// lines (`ledger stopped`, a command's warnings) in milliseconds; a stalled one must not hold
+/// up an exit an orchestrator is timing: 2 s stays well inside the 15 s between
+/// APP_ENV_SHUTDOWN_TIMEOUT_MS (30 s) and terminationGracePeriodSeconds (45 s) in deploy/k8s.
+pub const EXIT_FLUSH: Duration = Duration::from_secs(2);
+
+/// Holds the log queue of the process; dropping it (at the end of `main`) waits up to
+/// [`EXIT_FLUSH`] for the queued lines to be written.
+#[must_use = "dropping the guard is what writes the last queued lines"]
+pub struct LogGuard(Option<LogQueue>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(queue) = &self.0 {
+            queue.flush(EXIT_FLUSH);
+        }
+    }
+}
+
+/// Installs the global log subscriber (once; later calls are ignored, as in tests). Stdout and
+/// stderr are written by a writer thread behind a [`LogQueue`]; fails only when that thread
+/// cannot be started.
+pub fn init_logging(format: LogFormat, level: &str, target: LogTarget) -> io::Result<LogGuard> {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer =
-        tracing_subscriber::fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
-            match target {
-                LogTarget::Stdout => Box::new(std::io::stdout()),
-                LogTarget::Stderr => Box::new(std::io::stderr()),
-                LogTarget::Captured => Box::new(tracing_subscriber::fmt::TestWriter::new()),
-            }
-        });
+    let queue = match target {
+        LogTarget::Stdout => Some(LogQueue::start(
+            "log-stdout",
+            io::stdout(),
+            LOG_QUEUE_LINES,
+            |n| dropped_notice(n, "stdout"),
+        )?),
+        LogTarget::Stderr => Some(LogQueue::start(
+            "log-stderr",
+            io::stderr(),
+            LOG_QUEUE_LINES,
+            |n| dropped_notice(n, "stderr"),
+        )?),
+        LogTarget::Captured => None,
+    };
+    let writer = match &queue {
+        Some(q) => BoxMakeWriter::new(q.clone()),
+        None => BoxMakeWriter::new(tracing_subscriber::fmt::TestWriter::new()),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    let _ = match format {
+    let installed = match format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -50,6 +89,18 @@ pub fn init_logging(format: LogFormat, level: &str, target: LogTarget) {
             .try_init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
     };
+    // Not installed (a subscriber exists): this queue has no sender left and its thread ends.
+    Ok(LogGuard(queue.filter(|_| installed.is_ok())))
+}
+
+/// The line that says, once the sink takes writes again, how many lines it missed. Logged
+/// from the writer thread, so it comes through the queue in the configured format.
+fn dropped_notice(dropped: u64, sink: &'static str) {
+    tracing::warn!(
+        dropped,
+        sink,
+        "log lines dropped: the sink did not keep up or was closed (ledger_log_lines_dropped_total)"
+    );
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -92,11 +143,27 @@ fn builder() -> PrometheusBuilder {
     with(b, "ledger_job_phase_duration_seconds", &PHASES)
 }
 
-/// The `/metrics` exposition: the service's metrics, then the process metrics.
+/// The `/metrics` exposition: the service's metrics, the log drop counter, then the process
+/// metrics.
 pub fn render_metrics(handle: &PrometheusHandle) -> String {
     let mut out = handle.render();
+    render_log_drops(&mut out);
     process::render(&mut out);
     out
+}
+
+/// `ledger_log_lines_dropped_total`, read from the log queue's own count at each scrape rather
+/// than kept in the recorder: a drop is counted on the thread that logs, which must never wait,
+/// and from the first line on, before the recorder exists. Always present, from 0.
+fn render_log_drops(out: &mut String) {
+    use std::fmt::Write as _;
+    let name = "ledger_log_lines_dropped_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Log lines lost: stdout (or stderr) did not keep up, so the queue in \
+         front of it was full, or it was closed.\n# TYPE {name} counter\n{name} {}",
+        log_lines_dropped()
+    );
 }
 
 /// The failure codes a job can end REJECTED with (`ledger_jobs_total{error_code}`).

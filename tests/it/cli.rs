@@ -7,6 +7,15 @@ use base64::Engine;
 /// Runs `ledger args…` on `data_dir` with the run's backends (in the production run the
 /// data dir's PostgreSQL database, Kafka topic, bucket and Redis), then `env`.
 fn ledger(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(data_dir, args, env).output().expect("run ledger")
+}
+
+/// The command [`ledger`] runs, for a test that sets its stdio itself.
+fn command(
+    data_dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Command {
     let mut cmd = crate::helpers::ledger_command();
     cmd.args(args)
         .env("APP_ENV_DATA_DIR", data_dir)
@@ -17,7 +26,7 @@ fn ledger(data_dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Ou
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run ledger")
+    cmd
 }
 
 fn stdout(o: &Output) -> String {
@@ -265,4 +274,39 @@ fn production_backends_refuse_the_dev_key_a_plain_http_jwks_and_a_missing_audien
         .output()
         .expect("run ledger");
     assert!(o.status.success(), "{o:?}");
+}
+
+#[test]
+fn every_command_that_prints_ends_quietly_when_its_reader_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        &["migrate"][..],
+        &["openapi"],
+        &["keygen"],
+        &["token", "--sub", "alice"],
+        &["policy", "grant", "alice", "merchant_viewer", "m_1"],
+        &["policy", "list"],
+        &[
+            "bench",
+            "render",
+            "--entries",
+            "10",
+            "--runs",
+            "1",
+            "--format",
+            "CSV",
+        ],
+        &["--help"],
+        &["--version"],
+    ] {
+        // `ledger … | head -0`: the read end is closed before the command writes a byte.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = command(d, args, &[]).stdout(writer).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
 }

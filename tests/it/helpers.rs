@@ -129,11 +129,13 @@ pub async fn spawn_with(options: Options) -> TestApp {
         vars.insert(k.into(), v);
     }
     let config = Config::from_vars(&vars).expect("test config");
-    ledger::telemetry::init_logging(
+    // Captured logs have no queue: the guard holds nothing to flush.
+    let _logs = ledger::telemetry::init_logging(
         config.log_format,
         "warn,ledger=info",
         ledger::telemetry::LogTarget::Captured,
-    );
+    )
+    .expect("test logging");
     // Create the dev key before the server so tokens can be signed at once.
     ledger::app::dev_key(&config).expect("dev key");
     // A shared database is migrated by `ledger migrate` before any process serves.
@@ -367,7 +369,6 @@ pub const TEST_AUDIENCE: &str = "ledger-tests";
 /// The identity provider of the production run: a production deployment refuses the local
 /// dev key, so the suite signs with one ES256 key of its own, published as a JWKS file.
 struct TestIdp {
-    key: ledger::auth::DevKey,
     pem_file: PathBuf,
     jwks_file: PathBuf,
     _dir: tempfile::TempDir,
@@ -386,7 +387,6 @@ fn test_idp() -> &'static TestIdp {
         )
         .expect("write jwks");
         TestIdp {
-            key,
             pem_file,
             jwks_file,
             _dir: dir,
@@ -534,12 +534,39 @@ impl Served {
         backends: &[(&'static str, String)],
         env: &[(&str, &str)],
     ) -> Served {
+        let logs = tempfile::NamedTempFile::new().unwrap();
+        let stdout = Stdio::from(logs.reopen().unwrap());
+        Served::spawn(data, source, backends, env, logs, stdout, Stdio::null())
+    }
+
+    /// Like [`Served::start`], with stdout and stderr where the test says (a pipe it never
+    /// reads, or one whose reader is gone) instead of the log file: `log_text` is then empty.
+    pub fn start_with_output(
+        data: &std::path::Path,
+        source: &std::path::Path,
+        backends: &[(&'static str, String)],
+        env: &[(&str, &str)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Served {
+        let logs = tempfile::NamedTempFile::new().unwrap();
+        Served::spawn(data, source, backends, env, logs, stdout, stderr)
+    }
+
+    fn spawn(
+        data: &std::path::Path,
+        source: &std::path::Path,
+        backends: &[(&'static str, String)],
+        env: &[(&str, &str)],
+        logs: tempfile::NamedTempFile,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Served {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let logs = tempfile::NamedTempFile::new().unwrap();
         let child = crate::helpers::ledger_command()
             .arg("serve")
             .envs(backends.iter().map(|(k, v)| (*k, v.as_str())))
@@ -551,8 +578,8 @@ impl Served {
             .env("APP_ENV_KAFKA_CONSUMER_COUNT", "1")
             .env("APP_ENV_POLICY_CACHE_TTL_MS", "0")
             .envs(env.iter().copied())
-            .stdout(logs.reopen().unwrap())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("start ledger");
         Served {

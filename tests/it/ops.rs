@@ -75,6 +75,7 @@ async fn metrics_carry_the_names_and_labels_alerts_and_dashboards_use() {
         "ledger_stalled_jobs_reset_total",
         "ledger_ws_emit_failures_total",
         "ledger_ws_clients",
+        "ledger_log_lines_dropped_total",
     ] {
         assert_eq!(samples(&text, name).len(), 1, "{name} in\n{text}");
         assert!(text.contains(&format!("# HELP {name} ")), "{name} has help");
@@ -348,4 +349,160 @@ async fn sigterm_lets_a_running_job_finish_within_the_grace_period_and_logs_say_
     let done = api.ledger(&client, &token, &id).await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
     assert_eq!(done["attemptCount"], 1, "{done}");
+}
+
+/// `ledger_log_lines_dropped_total` of the process at `base`, with its HELP line checked.
+async fn log_lines_dropped(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("# HELP ledger_log_lines_dropped_total "),
+        "{text}"
+    );
+    let samples = samples(&text, "ledger_log_lines_dropped_total");
+    assert_eq!(samples.len(), 1, "{samples:?}");
+    samples[0]
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("not a count: {}", samples[0]))
+}
+
+#[tokio::test]
+async fn a_stdout_nobody_reads_drops_log_lines_but_never_a_request_or_a_job() {
+    use futures::StreamExt;
+    use std::io::BufRead;
+
+    let source = crate::helpers::source_with("m_stall", 2_000, Some("UTC"));
+    let data = tempfile::tempdir().unwrap();
+    let (backends, token) = setup(data.path(), "m_stall").await;
+    // A log shipper that stopped reading: the pipe's read end stays open, nothing reads it.
+    let (unread, writer) = std::io::pipe().unwrap();
+    let mut served = Served::start_with_output(
+        data.path(),
+        source.path(),
+        &backends,
+        &[("APP_ENV_LOG_LEVEL", "info")],
+        writer.into(),
+        std::process::Stdio::null(),
+    );
+    // Generous: a stuck service never answers; a slow machine still does within this.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    served.ready(&client).await;
+
+    // Each request logs a line: more than the pipe (~300 lines) and the queue hold together.
+    // Without a token, so the debug build's signature checks do not make this slow; the 401
+    // is the service's answer all the same.
+    let requests = ledger::telemetry::LOG_QUEUE_LINES + 3_000;
+    let url = format!("{}/v1/api/ledger/ledgers/1", served.base);
+    let answered = futures::stream::iter(0..requests)
+        .map(|i| {
+            let (client, url) = (&client, &url);
+            async move {
+                let r = client.get(url).send().await;
+                let r = r.unwrap_or_else(|e| panic!("request {i} not answered: {e}"));
+                assert_eq!(r.status(), 401, "request {i}");
+            }
+        })
+        .buffer_unordered(16)
+        .count()
+        .await;
+    assert_eq!(answered, requests);
+    assert!(log_lines_dropped(&client, &served.base).await > 0);
+
+    // Statements are still made while the logs are stuck.
+    let id = create(&client, &served, &token, &statement("m_stall", "2026-10")).await;
+    wait_status(&client, &served, &token, &id, "COMPLETED", 60).await;
+
+    // The shipper reads again: once the backlog is through, a line says what was lost.
+    let notice = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(unread)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("log lines dropped"))
+    });
+    let notice = tokio::time::timeout(Duration::from_secs(60), notice)
+        .await
+        .expect("no notice within 60 s of reading again")
+        .unwrap()
+        .expect("stdout ended without a notice");
+    assert!(notice.contains("level=warn"), "{notice}");
+    let dropped: u64 = notice
+        .split(' ')
+        .find_map(|f| f.strip_prefix("dropped="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {notice}"));
+    assert!(dropped > 0, "{notice}");
+    assert_eq!(
+        served.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_after_the_log_reader_went_away_exits_zero_and_releases_the_running_job() {
+    use std::io::BufRead;
+
+    let source = crate::helpers::source_with("m_gone", 400_000, Some("UTC"));
+    let data = tempfile::tempdir().unwrap();
+    let (backends, token) = setup(data.path(), "m_gone").await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // stdout and stderr in one pipe, as a container runtime or a sidecar collects them.
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut first = Served::start_with_output(
+        data.path(),
+        source.path(),
+        &backends,
+        &[("APP_ENV_SHUTDOWN_TIMEOUT_MS", "300")],
+        writer.try_clone().unwrap().into(),
+        writer.into(),
+    );
+    // The reader follows the logs until the job runs, then goes away (a crashed sidecar,
+    // `| head`): every later write fails with EPIPE.
+    let reading = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("FETCH_START"))
+    });
+    first.ready(&client).await;
+    let id = create(&client, &first, &token, &statement("m_gone", "2026")).await;
+    let started = tokio::time::timeout(Duration::from_secs(60), reading).await;
+    assert!(
+        matches!(started, Ok(Ok(true))),
+        "the job never started: {started:?}"
+    );
+
+    let t0 = Instant::now();
+    let status = first.terminate(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the grace period bounds the stop: {:?}",
+        t0.elapsed()
+    );
+
+    // Released at once, not left PROCESSING for the sweep.
+    let api = Served::start(
+        data.path(),
+        source.path(),
+        &backends,
+        &[("APP_ENV_APPLICATION_ROLES", "api")],
+    );
+    api.ready(&client).await;
+    let left = api.ledger(&client, &token, &id).await;
+    assert_eq!(left["status"], "PENDING", "{left}");
+    assert_eq!(left["attemptCount"], 1, "{left}");
 }
