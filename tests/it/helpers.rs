@@ -556,3 +556,56 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// The TLS-only PostgreSQL and Redis that `scripts/services.sh` starts, and the CAs: the one
+/// that signed their certificate and another that signed nothing.
+pub struct TlsServers {
+    /// `postgres://postgres@localhost:PORT/postgres`, without TLS parameters.
+    pub database_url: String,
+    /// `rediss://localhost:PORT`.
+    pub redis_url: String,
+    pub ca_file: PathBuf,
+    pub other_ca_file: PathBuf,
+}
+
+/// The TLS servers of this run; a missing one fails the test (never a skip).
+pub fn tls_servers() -> TlsServers {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is unset: scripts/services.sh starts the TLS-only servers and sets it")
+        })
+    };
+    TlsServers {
+        database_url: var("LEDGER_TEST_TLS_DATABASE_URL"),
+        redis_url: var("LEDGER_TEST_TLS_REDIS_URL"),
+        ca_file: var("LEDGER_TEST_TLS_CA_FILE").into(),
+        other_ca_file: var("LEDGER_TEST_TLS_OTHER_CA_FILE").into(),
+    }
+}
+
+impl TlsServers {
+    /// `url` with `sslmode` and, when given, `sslrootcert`.
+    pub fn with_sslmode(url: &str, mode: &str, root_cert: Option<&Path>) -> String {
+        match root_cert {
+            Some(ca) => format!("{url}?sslmode={mode}&sslrootcert={}", ca.display()),
+            None => format!("{url}?sslmode={mode}"),
+        }
+    }
+
+    /// A fresh database on the TLS-only server (made over `verify-full`); its URL without
+    /// TLS parameters.
+    pub async fn database(&self) -> String {
+        use sqlx::Connection;
+        let admin_url = Self::with_sslmode(&self.database_url, "verify-full", Some(&self.ca_file));
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("no TLS-only PostgreSQL at {admin_url} ({e})"));
+        let database = format!("ledger_tls_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let base = self.database_url.rsplit_once('/').expect("database URL").0;
+        format!("{base}/{database}")
+    }
+}
