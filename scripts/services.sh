@@ -158,7 +158,12 @@ pg_tls_ok() {
   psql "$LEDGER_TEST_TLS_DATABASE_URL?sslmode=verify-full&sslrootcert=$LEDGER_TEST_TLS_CA_FILE" \
     -Atqc 'select 1' >/dev/null 2>&1
 }
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+pg_server_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true; }
+pg_bin=$(pg_server_bin)
+if [ -z "$pg_bin" ] || ! command -v psql >/dev/null; then
+  apt_install postgresql postgresql-client
+  pg_bin=$(pg_server_bin)
+fi
 [ -n "$pg_bin" ] || fail "PostgreSQL server binaries (initdb, pg_ctl) not found"
 command -v psql >/dev/null || fail "psql not found"
 if [ "${stale_tls_servers:-0}" = 1 ] && [ -f "$PG_TLS_DATA/postmaster.pid" ]; then
@@ -201,6 +206,7 @@ if [ "${stale_tls_servers:-0}" = 1 ]; then
   redis-cli --tls --insecure -h localhost -p "$REDIS_TLS_PORT" shutdown nosave >/dev/null 2>&1 || true
 fi
 if ! redis_tls_ok; then
+  command -v redis-server >/dev/null || apt_install redis-server
   mkdir -p "$CACHE/redis-tls"
   # `--port 0`: no plain-text listener at all.
   redis-server --bind 127.0.0.1 --port 0 --tls-port "$REDIS_TLS_PORT" \
