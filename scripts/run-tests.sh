@@ -49,6 +49,6 @@ for when in 2026-11-30T23:50:00Z 2026-12-31T23:55:00Z 2027-03-28T00:55:00Z 2030-
 done
 
 step "end-to-end suite again, every process on PostgreSQL + Kafka + S3 + Redis"
-# (The production:: and outages:: tests pick their backends themselves and ran above.)
+# (The production::, outages:: and tls:: tests pick their backends themselves and ran above.)
 LEDGER_TEST_BACKENDS=production cargo test --test it --locked -- \
-  --test-threads="${TEST_THREADS:-4}" --skip production:: --skip outages::
+  --test-threads="${TEST_THREADS:-4}" --skip production:: --skip outages:: --skip tls::

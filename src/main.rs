@@ -49,7 +49,9 @@ embedded defaults (SQLite, local files, in-database queue, local dev key).
   worker      APP_ENV_WORKER_CONCURRENCY, APP_ENV_JOB_TIMEOUT_MS, APP_ENV_SWEEP_INTERVAL_MS,
               APP_ENV_MAX_ATTEMPTS
   live events APP_ENV_WEBSOCKET_REDIS_URL, APP_ENV_WEBSOCKET_REDIS_CHANNEL,
-              APP_ENV_WS_PING_INTERVAL_MS";
+              APP_ENV_WS_PING_INTERVAL_MS
+  TLS         postgres://…?sslmode=verify-full&sslrootcert=ca.pem, rediss://… with
+              APP_ENV_REDIS_TLS_CA_FILE for a private CA (system roots when unset)";
 
 #[derive(Subcommand)]
 enum Command {
@@ -442,10 +444,11 @@ async fn policy(config: Config, command: PolicyCommand) -> anyhow::Result<()> {
             (false, Ok(()))
         }
     };
-    if changed && let Some(url) = &config.redis_url {
+    if changed && let Some(server) = &config.redis {
         // The store's revision moved already; this only makes every api process see it now
         // instead of after its cache TTL.
-        if let Err(e) = ledger::auth::publish_policy_change(url.expose()).await {
+        let cache = ledger::auth::PolicyCacheConfig::default();
+        if let Err(e) = ledger::auth::publish_policy_change_with(server, &cache).await {
             errln!(
                 "warning: api processes will see the change within APP_ENV_POLICY_CACHE_TTL_MS ({e})"
             );

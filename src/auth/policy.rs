@@ -24,6 +24,7 @@ pub use super::policy_cache::{
     DEFAULT_CHANNEL, DEFAULT_KEY_PREFIX, PolicyCacheConfig, publish_policy_change,
     publish_policy_change_with,
 };
+use crate::config::RedisServer;
 use crate::domain::{Grant, MerchantId, PolicyRevision, grant_digest};
 
 /// The built-in roles, weakest first.
@@ -405,24 +406,25 @@ impl Authorizer {
         Self::with_redis_config(
             source,
             ttl,
-            redis_url,
+            &RedisServer::new(redis_url),
             &PolicyCacheConfig::default(),
             CancellationToken::new(),
         )
     }
 
-    /// [`Authorizer::with_redis`] with a key prefix and channel of choice, and a `shutdown`
+    /// [`Authorizer::with_redis`] with a key prefix and channel of choice, a Redis server
+    /// that may carry a private CA for `rediss://`, and a `shutdown`
     /// token that also stops the subscriber (dropping the authorizer still does).
     pub fn with_redis_config(
         source: Arc<dyn GrantSource>,
         ttl: Duration,
-        redis_url: &str,
+        redis: &RedisServer,
         config: &PolicyCacheConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, AuthError> {
         let mut authorizer = Self::new(source, ttl);
         authorizer.redis = Some(RedisPolicyCache::start(
-            redis_url,
+            redis,
             config,
             ttl,
             Arc::downgrade(&authorizer.stale),
@@ -1030,9 +1032,14 @@ mod tests {
         let config = unique_config();
         let source = MemorySource::with(&[("mallory", "merchant_viewer", "m_2")]);
         let shutdown = CancellationToken::new();
-        let a =
-            Authorizer::with_redis_config(source.clone(), LONG, &url, &config, shutdown.clone())
-                .expect("authorizer with Redis");
+        let a = Authorizer::with_redis_config(
+            source.clone(),
+            LONG,
+            &RedisServer::new(url.clone()),
+            &config,
+            shutdown.clone(),
+        )
+        .expect("authorizer with Redis");
         until_subscribed(&[&a]).await;
         assert!(
             !a.allowed("mallory", &m("m_1"), Permission::Read)
@@ -1120,8 +1127,14 @@ mod tests {
         ]);
         let shutdown = CancellationToken::new();
         let replica = || {
-            Authorizer::with_redis_config(source.clone(), LONG, &url, &config, shutdown.clone())
-                .expect("authorizer with Redis")
+            Authorizer::with_redis_config(
+                source.clone(),
+                LONG,
+                &RedisServer::new(url.clone()),
+                &config,
+                shutdown.clone(),
+            )
+            .expect("authorizer with Redis")
         };
         let (a, b) = (replica(), replica());
         until_subscribed(&[&a, &b]).await;
@@ -1158,7 +1171,7 @@ mod tests {
         // A revoke is committed and announced: both replicas see it well within their
         // (hour-long) TTL.
         source.revoke("alice", "merchant_admin", "m_1", true);
-        publish_policy_change_with(&url, &config)
+        publish_policy_change_with(&RedisServer::new(url.clone()), &config)
             .await
             .expect("announce");
         let started = Instant::now();
@@ -1238,7 +1251,7 @@ mod tests {
             let a = Authorizer::with_redis_config(
                 source.clone(),
                 LONG,
-                &url,
+                &RedisServer::new(url.clone()),
                 &config,
                 CancellationToken::new(),
             )

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::AuthError;
+use crate::config::redis::{RedisServer, describe};
 use crate::domain::Grant;
 
 /// The default key prefix; the snapshot lives at `{prefix}:grants`.
@@ -97,7 +98,7 @@ impl PolicyCacheConfig {
 /// `ledger.policy`, so each replica reloads on its next decision. Call it after the change
 /// is committed to the store.
 pub async fn publish_policy_change(redis_url: &str) -> Result<(), AuthError> {
-    publish_policy_change_with(redis_url, &PolicyCacheConfig::default()).await
+    publish_policy_change_with(&RedisServer::new(redis_url), &PolicyCacheConfig::default()).await
 }
 
 /// [`publish_policy_change`] for a non-default key prefix or channel.
@@ -105,10 +106,10 @@ pub async fn publish_policy_change(redis_url: &str) -> Result<(), AuthError> {
 /// An error means the replicas were not told; they still see the change once their TTL
 /// runs out (the store's revision changed), so a caller may report it as a warning.
 pub async fn publish_policy_change_with(
-    redis_url: &str,
+    redis: &RedisServer,
     config: &PolicyCacheConfig,
 ) -> Result<(), AuthError> {
-    let client = open(redis_url)?;
+    let client = open(redis)?;
     let announce = async {
         let mut connection = client.get_multiplexed_async_connection().await?;
         // DEL first: a replica woken by the message must not find the old snapshot.
@@ -132,14 +133,18 @@ pub async fn publish_policy_change_with(
     }
 }
 
-fn open(redis_url: &str) -> Result<redis::Client, AuthError> {
+fn open(redis: &RedisServer) -> Result<redis::Client, AuthError> {
     // The URL may hold a password: the error names what is wrong, not the URL.
-    redis::Client::open(redis_url)
-        .map_err(|e| AuthError::Backend(format!("policy cache: invalid Redis URL ({})", kind(&e))))
+    redis.client().map_err(|e| {
+        AuthError::Backend(format!(
+            "policy cache: invalid Redis URL or CA ({})",
+            kind(&e)
+        ))
+    })
 }
 
 fn kind(e: &redis::RedisError) -> String {
-    format!("{:?}", e.kind())
+    describe(e)
 }
 
 /// The snapshot as stored in Redis.
@@ -204,13 +209,13 @@ impl RedisPolicyCache {
     /// Connecting happens in the background; this only fails on a bad URL or outside a
     /// Tokio runtime.
     pub(super) fn start(
-        redis_url: &str,
+        redis: &RedisServer,
         config: &PolicyCacheConfig,
         cache_ttl: Duration,
         stale: Weak<AtomicBool>,
         shutdown: CancellationToken,
     ) -> Result<Self, AuthError> {
-        let client = open(redis_url)?;
+        let client = open(redis)?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| AuthError::Backend("policy cache: Redis needs a Tokio runtime".into()))?;
         let stop = shutdown.child_token();

@@ -7,6 +7,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod redis;
+
+pub use self::redis::RedisServer;
+
 /// A secret value: printable only on purpose.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -102,15 +106,19 @@ pub struct Config {
     /// `APP_ENV_SOURCE_TOKEN`: bearer token for `APP_ENV_SOURCE_URL`.
     pub source_token: Option<Secret>,
     /// `APP_ENV_WEBSOCKET_REDIS_URL`: Redis for status events across processes (in-process
-    /// when unset).
-    pub websocket_redis_url: Option<Secret>,
+    /// when unset); `rediss://` for TLS.
+    pub websocket_redis: Option<RedisServer>,
     /// `APP_ENV_WEBSOCKET_REDIS_CHANNEL`: the pub/sub channel of those events (default
     /// `ledger.events`); every process of one deployment uses the same, deployments sharing
     /// a Redis each their own (pub/sub channels ignore Redis database numbers).
     pub websocket_redis_channel: String,
     /// `APP_ENV_REDIS_URL`: Redis for the shared policy cache and instant revocation across
-    /// api processes (in-process cache when unset).
-    pub redis_url: Option<Secret>,
+    /// api processes (in-process cache when unset); `rediss://` for TLS.
+    pub redis: Option<RedisServer>,
+    /// `APP_ENV_REDIS_TLS_CA_FILE`: a PEM file of the CA certificate(s) that the `rediss://`
+    /// servers of both Redis URLs must chain to, for a private CA (ElastiCache, Memorystore,
+    /// your own); when unset, the system's trusted roots. Read at start-up.
+    pub redis_tls_ca_file: Option<PathBuf>,
     /// `APP_ENV_STORAGE_URL`: object storage, `file://…` or `s3://bucket/prefix` (default
     /// `file://{data_dir}/objects`). With S3: `APP_ENV_S3_ENDPOINT` (S3-compatible server),
     /// `APP_ENV_S3_REGION` (default `us-east-1`), `APP_ENV_S3_ACCESS_KEY_ID`,
@@ -191,6 +199,7 @@ pub const SETTINGS: &[&str] = &[
     "APP_ENV_POLICY_CACHE_TTL_MS",
     "APP_ENV_PORT",
     "APP_ENV_QUEUE",
+    "APP_ENV_REDIS_TLS_CA_FILE",
     "APP_ENV_REDIS_URL",
     "APP_ENV_S3_ACCESS_KEY_ID",
     "APP_ENV_S3_ENDPOINT",
@@ -458,23 +467,62 @@ impl Config {
                     }
                 });
         let source_token = r.string("APP_ENV_SOURCE_TOKEN").map(Secret::new);
-        let websocket_redis_url = r.string("APP_ENV_WEBSOCKET_REDIS_URL").map(Secret::new);
+        let websocket_redis_url = r.string("APP_ENV_WEBSOCKET_REDIS_URL");
         let websocket_redis_channel = r
             .string("APP_ENV_WEBSOCKET_REDIS_CHANNEL")
             .unwrap_or_else(|| crate::notify::redis::CHANNEL.to_owned());
-        let redis_url = r.string("APP_ENV_REDIS_URL").map(Secret::new);
-        if let Some(u) = &redis_url
-            && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
-        {
-            r.errors
-                .push("APP_ENV_REDIS_URL: expected redis:// or rediss://".into());
+        let redis_url = r.string("APP_ENV_REDIS_URL");
+        for (name, url) in [
+            ("APP_ENV_REDIS_URL", &redis_url),
+            ("APP_ENV_WEBSOCKET_REDIS_URL", &websocket_redis_url),
+        ] {
+            if let Some(u) = url
+                && !(u.starts_with("redis://") || u.starts_with("rediss://"))
+            {
+                r.errors
+                    .push(format!("{name}: expected redis:// or rediss://"));
+            }
         }
-        if let Some(u) = &websocket_redis_url
-            && !(u.expose().starts_with("redis://") || u.expose().starts_with("rediss://"))
-        {
-            r.errors
-                .push("APP_ENV_WEBSOCKET_REDIS_URL: expected redis:// or rediss://".into());
-        }
+        let redis_tls_ca_file = r.string("APP_ENV_REDIS_TLS_CA_FILE").map(PathBuf::from);
+        let redis_root_ca = redis_tls_ca_file.as_ref().and_then(|path| {
+            let any_tls = [&redis_url, &websocket_redis_url]
+                .iter()
+                .any(|u| u.as_deref().is_some_and(|u| u.starts_with("rediss://")));
+            if !any_tls {
+                // A CA that nothing uses is a deployment that believes it verifies Redis.
+                r.errors.push(
+                    "APP_ENV_REDIS_TLS_CA_FILE: set, but neither APP_ENV_REDIS_URL nor APP_ENV_WEBSOCKET_REDIS_URL is rediss://".into(),
+                );
+            }
+            match std::fs::read(path) {
+                Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                    Some(std::sync::Arc::<[u8]>::from(pem))
+                }
+                Ok(_) => {
+                    r.errors.push(format!(
+                        "APP_ENV_REDIS_TLS_CA_FILE: {} holds no PEM certificate",
+                        path.display()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    r.errors.push(format!(
+                        "APP_ENV_REDIS_TLS_CA_FILE: cannot read {} ({e})",
+                        path.display()
+                    ));
+                    None
+                }
+            }
+        });
+        let server = |url: String| {
+            let server = RedisServer::new(url);
+            match &redis_root_ca {
+                Some(pem) => server.with_root_ca(pem.clone()),
+                None => server,
+            }
+        };
+        let websocket_redis = websocket_redis_url.map(server);
+        let redis = redis_url.map(server);
         let storage = match r.string("APP_ENV_STORAGE_URL") {
             None => StorageKind::Local(absolute(&data_dir.join("objects"))),
             Some(url) => match url.strip_prefix("file://") {
@@ -631,9 +679,10 @@ impl Config {
             database,
             source_url,
             source_token,
-            websocket_redis_url,
+            websocket_redis,
             websocket_redis_channel,
-            redis_url,
+            redis,
+            redis_tls_ca_file,
             queue,
             storage,
             source_dir,
@@ -771,6 +820,73 @@ mod tests {
         let key = crate::crypto::generate_key_base64();
         let c = Config::from_vars(&vars(&[("APP_ENV_LEDGER_ENCRYPTION_KEY", &key)])).unwrap();
         assert!(!format!("{c:?}").contains(&key));
+    }
+}
+
+#[cfg(test)]
+mod redis_tls_tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_private_redis_ca_goes_to_every_rediss_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let c = Config::from_vars(&vars(&[
+            ("APP_ENV_REDIS_URL", "rediss://:pw@cache:6380/1"),
+            ("APP_ENV_WEBSOCKET_REDIS_URL", "rediss://:pw@cache:6380/0"),
+            ("APP_ENV_REDIS_TLS_CA_FILE", ca.to_str().unwrap()),
+        ]))
+        .unwrap();
+        for server in [c.redis.unwrap(), c.websocket_redis.unwrap()] {
+            assert!(server.is_tls());
+            assert!(format!("{server:?}").contains("private_ca: true"));
+        }
+    }
+
+    #[test]
+    fn a_redis_ca_that_cannot_be_used_is_a_configuration_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (url, ca, expected) in [
+            (
+                "rediss://cache:6380",
+                junk.to_str().unwrap(),
+                "holds no PEM certificate",
+            ),
+            (
+                "rediss://cache:6380",
+                missing.to_str().unwrap(),
+                "cannot read",
+            ),
+            (
+                "redis://cache:6379",
+                junk.to_str().unwrap(),
+                "neither APP_ENV_REDIS_URL",
+            ),
+        ] {
+            let err = Config::from_vars(&vars(&[
+                ("APP_ENV_REDIS_URL", url),
+                ("APP_ENV_REDIS_TLS_CA_FILE", ca),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("APP_ENV_REDIS_TLS_CA_FILE"), "{err}");
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::{RwLock, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::{CAPACITY, EventBus, NotifyError};
+use crate::config::redis::{RedisServer, describe};
 use crate::domain::Event;
 
 /// The pub/sub channel every ledger event goes through.
@@ -29,24 +30,39 @@ pub struct RedisBus {
     subscribed: Arc<std::sync::atomic::AtomicBool>,
     local: broadcast::Sender<Event>,
     channel: String,
+    /// Why the last connection attempt failed, so that readiness can tell a TLS or auth
+    /// problem from an outage.
+    last_error: LastError,
+}
+
+/// The latest connection failure of either connection, cleared by the next success.
+type LastError = Arc<std::sync::Mutex<Option<String>>>;
+
+fn note(last_error: &LastError, error: Option<String>) {
+    *last_error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = error;
 }
 
 impl RedisBus {
-    /// Connects (in the background, retrying) to `url` and relays `channel` to local
+    /// Connects (in the background, retrying) to `server` and relays `channel` to local
     /// subscribers until `shutdown`.
     pub fn start(
-        url: &str,
+        server: &RedisServer,
         channel: &str,
         shutdown: CancellationToken,
     ) -> Result<Self, NotifyError> {
         // The URL may hold a password: errors say what is wrong, not the URL.
-        let client = redis::Client::open(url)
-            .map_err(|e| NotifyError::NotReady(format!("invalid Redis URL ({})", e.kind_name())))?;
+        let client = server.client().map_err(|e| {
+            NotifyError::NotReady(format!("invalid Redis URL or CA ({})", describe(&e)))
+        })?;
         let (local, _) = broadcast::channel(CAPACITY);
         let publisher = Arc::new(RwLock::new(None));
+        let last_error = LastError::default();
         tokio::spawn(connect_publisher(
             client.clone(),
             publisher.clone(),
+            last_error.clone(),
             shutdown.clone(),
         ));
         let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -55,6 +71,7 @@ impl RedisBus {
             channel.to_owned(),
             local.clone(),
             subscribed.clone(),
+            last_error.clone(),
             shutdown,
         ));
         Ok(Self {
@@ -62,23 +79,15 @@ impl RedisBus {
             subscribed,
             local,
             channel: channel.to_owned(),
+            last_error,
         })
-    }
-}
-
-trait KindName {
-    fn kind_name(&self) -> String;
-}
-
-impl KindName for redis::RedisError {
-    fn kind_name(&self) -> String {
-        format!("{:?}", self.kind())
     }
 }
 
 async fn connect_publisher(
     client: redis::Client,
     slot: Arc<RwLock<Option<ConnectionManager>>>,
+    last_error: LastError,
     shutdown: CancellationToken,
 ) {
     let config = ConnectionManagerConfig::new()
@@ -93,11 +102,13 @@ async fn connect_publisher(
         {
             Ok(manager) => {
                 *slot.write().await = Some(manager);
+                note(&last_error, None);
                 tracing::info!("[notifyJobStatus] Redis emitter connected");
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e.kind_name(), "[notifyJobStatus] emitter not ready: cannot connect to Redis; retrying");
+                tracing::warn!(error = %describe(&e), "[notifyJobStatus] emitter not ready: cannot connect to Redis; retrying");
+                note(&last_error, Some(describe(&e)));
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -115,6 +126,7 @@ async fn relay(
     channel: String,
     local: broadcast::Sender<Event>,
     subscribed: Arc<std::sync::atomic::AtomicBool>,
+    last_error: LastError,
     shutdown: CancellationToken,
 ) {
     use std::sync::atomic::Ordering;
@@ -133,6 +145,7 @@ async fn relay(
             Ok(pubsub) => {
                 backoff = Duration::from_millis(100);
                 subscribed.store(true, Ordering::SeqCst);
+                note(&last_error, None);
                 let mut messages = pubsub.into_on_message();
                 loop {
                     let message = tokio::select! {
@@ -152,7 +165,8 @@ async fn relay(
                 tracing::warn!("Redis subscription lost; resubscribing");
             }
             Err(e) => {
-                tracing::warn!(error = %e.kind_name(), "cannot subscribe to Redis; retrying");
+                tracing::warn!(error = %describe(&e), "cannot subscribe to Redis; retrying");
+                note(&last_error, Some(describe(&e)));
             }
         }
         tokio::select! {
@@ -177,7 +191,7 @@ impl EventBus for RedisBus {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(NotifyError::NotReady(format!(
                 "Redis publish failed ({})",
-                e.kind_name()
+                describe(&e)
             ))),
             Err(_) => Err(NotifyError::NotReady("Redis publish timed out".into())),
         }
@@ -188,11 +202,25 @@ impl EventBus for RedisBus {
     }
 
     async fn ready(&self) -> Result<(), NotifyError> {
+        let because = || {
+            self.last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        };
         if !self.subscribed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(NotifyError::NotReady("not subscribed to Redis".into()));
+            return Err(NotifyError::NotReady(format!(
+                "not subscribed to Redis{}",
+                because()
+            )));
         }
         let Some(mut manager) = self.publisher.read().await.clone() else {
-            return Err(NotifyError::NotReady("not connected to Redis".into()));
+            return Err(NotifyError::NotReady(format!(
+                "not connected to Redis{}",
+                because()
+            )));
         };
         let pong: Result<redis::RedisResult<String>, _> = tokio::time::timeout(
             COMMAND_TIMEOUT,
@@ -203,7 +231,7 @@ impl EventBus for RedisBus {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(NotifyError::NotReady(format!(
                 "Redis PING failed ({})",
-                e.kind_name()
+                describe(&e)
             ))),
             Err(_) => Err(NotifyError::NotReady("Redis PING timed out".into())),
         }
@@ -219,7 +247,12 @@ mod tests {
     }
 
     async fn connected(channel: &str) -> RedisBus {
-        let bus = RedisBus::start(&test_url(), channel, CancellationToken::new()).unwrap();
+        let bus = RedisBus::start(
+            &RedisServer::new(test_url()),
+            channel,
+            CancellationToken::new(),
+        )
+        .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while bus.ready().await.is_err() {
             assert!(
@@ -262,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn redis_down_is_reported_not_hidden() {
         let bus = RedisBus::start(
-            "redis://127.0.0.1:9",
+            &RedisServer::new("redis://127.0.0.1:9"),
             "ledger.test.down",
             CancellationToken::new(),
         )

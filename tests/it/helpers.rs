@@ -394,6 +394,18 @@ fn test_idp() -> &'static TestIdp {
     })
 }
 
+/// The suite's identity provider as settings (`APP_ENV_AUTH_JWKS_FILE`, `…_AUDIENCE`), for a
+/// test that names production backends itself: they refuse the dev key.
+pub fn identity() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "APP_ENV_AUTH_JWKS_FILE",
+            test_idp().jwks_file.display().to_string(),
+        ),
+        ("APP_ENV_AUTH_AUDIENCE", TEST_AUDIENCE.into()),
+    ]
+}
+
 /// The signing key a service on `config` trusts, and its PKCS#8 PEM: the suite's identity
 /// provider's when `config` trusts its JWKS file, else the data dir's dev key.
 pub fn trusted_key(config: &Config) -> (ledger::auth::DevKey, String) {
@@ -478,12 +490,6 @@ pub async fn production() -> Production {
             ("APP_ENV_S3_ACCESS_KEY_ID", "test".into()),
             ("APP_ENV_S3_SECRET_ACCESS_KEY", "test".into()),
             ("APP_ENV_LEDGER_ENCRYPTION_KEY", key),
-            // Production backends refuse the dev key and want an audience.
-            (
-                "APP_ENV_AUTH_JWKS_FILE",
-                test_idp().jwks_file.display().to_string(),
-            ),
-            ("APP_ENV_AUTH_AUDIENCE", TEST_AUDIENCE.into()),
             (
                 "APP_ENV_WEBSOCKET_REDIS_URL",
                 test_env("LEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
@@ -494,7 +500,11 @@ pub async fn production() -> Production {
                 "APP_ENV_WEBSOCKET_REDIS_CHANNEL",
                 format!("ledger.it.{unique}.events"),
             ),
-        ],
+        ]
+        .into_iter()
+        // Production backends refuse the dev key and want an audience.
+        .chain(identity())
+        .collect(),
     }
 }
 
@@ -644,5 +654,58 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The TLS-only PostgreSQL and Redis that `scripts/services.sh` starts, and the CAs: the one
+/// that signed their certificate and another that signed nothing.
+pub struct TlsServers {
+    /// `postgres://postgres@localhost:PORT/postgres`, without TLS parameters.
+    pub database_url: String,
+    /// `rediss://localhost:PORT`.
+    pub redis_url: String,
+    pub ca_file: PathBuf,
+    pub other_ca_file: PathBuf,
+}
+
+/// The TLS servers of this run; a missing one fails the test (never a skip).
+pub fn tls_servers() -> TlsServers {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is unset: scripts/services.sh starts the TLS-only servers and sets it")
+        })
+    };
+    TlsServers {
+        database_url: var("LEDGER_TEST_TLS_DATABASE_URL"),
+        redis_url: var("LEDGER_TEST_TLS_REDIS_URL"),
+        ca_file: var("LEDGER_TEST_TLS_CA_FILE").into(),
+        other_ca_file: var("LEDGER_TEST_TLS_OTHER_CA_FILE").into(),
+    }
+}
+
+impl TlsServers {
+    /// `url` with `sslmode` and, when given, `sslrootcert`.
+    pub fn with_sslmode(url: &str, mode: &str, root_cert: Option<&Path>) -> String {
+        match root_cert {
+            Some(ca) => format!("{url}?sslmode={mode}&sslrootcert={}", ca.display()),
+            None => format!("{url}?sslmode={mode}"),
+        }
+    }
+
+    /// A fresh database on the TLS-only server (made over `verify-full`); its URL without
+    /// TLS parameters.
+    pub async fn database(&self) -> String {
+        use sqlx::Connection;
+        let admin_url = Self::with_sslmode(&self.database_url, "verify-full", Some(&self.ca_file));
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("no TLS-only PostgreSQL at {admin_url} ({e})"));
+        let database = format!("ledger_tls_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let base = self.database_url.rsplit_once('/').expect("database URL").0;
+        format!("{base}/{database}")
     }
 }

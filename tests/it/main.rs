@@ -15,3 +15,4 @@ mod outages;
 mod production;
 mod recovery;
 mod security;
+mod tls;
