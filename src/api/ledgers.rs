@@ -933,7 +933,12 @@ async fn change(
     ledger.status.apply(action, ledger.stage)?;
     match state
         .store
-        .user_change(ledger.id, ledger.status, store_change, Utc::now())
+        .user_change(
+            ledger.id,
+            crate::store::Expected::of(&ledger),
+            store_change,
+            Utc::now(),
+        )
         .await?
     {
         Some(changed) => Ok(Some(changed)),

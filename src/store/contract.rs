@@ -6,7 +6,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 
 use super::{
-    CompletedFile, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger, UserChange,
+    CompletedFile, Expected, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger,
+    UserChange,
 };
 use crate::domain::{
     FailureReason, FileInfo, Format, Grant, LedgerId, LedgerType, MerchantId, Period, Stage,
@@ -137,7 +138,7 @@ async fn identity_and_lists(store: &dyn JobStore) {
 
     // Soft delete frees the identity and hides the row from lists, not from reads.
     let deleted = store
-        .user_change(a.id, Status::Pending, UserChange::Delete, Utc::now())
+        .user_change(a.id, Expected::of(&a), UserChange::Delete, Utc::now())
         .await;
     assert!(deleted.unwrap().unwrap().deleted_at.is_some());
     created(store, &new_ledger(1006, "m_list", "2026-10", None)).await;
@@ -382,9 +383,13 @@ async fn user_changes(store: &dyn JobStore) {
     let l = created(store, &new_ledger(4001, "m_user", "2026-10", None)).await;
     let now = Utc::now();
     // Wrong expected status: nothing changes.
+    let as_if_rejected = Expected {
+        status: Status::Rejected,
+        ..Expected::of(&l)
+    };
     assert!(
         store
-            .user_change(l.id, Status::Rejected, UserChange::Retry, now)
+            .user_change(l.id, as_if_rejected, UserChange::Retry, now)
             .await
             .unwrap()
             .is_none()
@@ -396,7 +401,7 @@ async fn user_changes(store: &dyn JobStore) {
         .unwrap();
     assert_eq!(rejected.status, Status::Rejected);
     let retried = store
-        .user_change(l.id, Status::Rejected, UserChange::Retry, now)
+        .user_change(l.id, Expected::of(&rejected), UserChange::Retry, now)
         .await
         .unwrap()
         .unwrap();
@@ -406,13 +411,13 @@ async fn user_changes(store: &dyn JobStore) {
         .await
         .unwrap()
         .unwrap();
-    store
+    let draft = store
         .complete(l.id, 1, &file(1), Stage::Draft, Timezone::UTC, now)
         .await
         .unwrap()
         .unwrap();
     let regen = store
-        .user_change(l.id, Status::Completed, UserChange::Regenerate, now)
+        .user_change(l.id, Expected::of(&draft), UserChange::Regenerate, now)
         .await
         .unwrap()
         .unwrap();
@@ -422,6 +427,46 @@ async fn user_changes(store: &dyn JobStore) {
         1,
         "the previous file stays the newest completed"
     );
+
+    // Two regenerates judged on the same DRAFT v1: the first one's v2 completes FINAL (the
+    // period ended meanwhile); the second, still judging v1 DRAFT COMPLETED, changes nothing.
+    store
+        .claim(l.id, now, now + Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let fin = store
+        .complete(l.id, 2, &file(2), Stage::Final, Timezone::UTC, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (fin.status, fin.stage, fin.version),
+        (Status::Completed, Stage::Final, 2)
+    );
+    assert!(
+        store
+            .user_change(l.id, Expected::of(&draft), UserChange::Regenerate, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "a FINAL ledger got a new version"
+    );
+    // Judged on an older version of the same stage: nothing either.
+    let v1_final = Expected {
+        version: 1,
+        ..Expected::of(&fin)
+    };
+    assert!(
+        store
+            .user_change(l.id, v1_final, UserChange::Delete, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let after = store.get_ledger(l.id).await.unwrap().unwrap();
+    assert_eq!((after.stage, after.version), (Stage::Final, 2));
+    assert!(after.deleted_at.is_none());
 }
 
 async fn sweeps(store: Arc<dyn JobStore>) {
@@ -481,7 +526,7 @@ async fn sweeps(store: Arc<dyn JobStore>) {
     let tired_now = store.get_ledger(tired.id).await.unwrap().unwrap();
     assert_eq!(tired_now.status, Status::Rejected);
     assert_eq!(
-        tired_now.failure_reason.unwrap().error_code,
+        tired_now.failure_reason.clone().unwrap().error_code,
         "JOB_EXECUTION_FAILED"
     );
     assert_eq!(
@@ -495,7 +540,7 @@ async fn sweeps(store: Arc<dyn JobStore>) {
 
     // A user retry starts the stall count afresh.
     store
-        .user_change(tired.id, Status::Rejected, UserChange::Retry, now)
+        .user_change(tired.id, Expected::of(&tired_now), UserChange::Retry, now)
         .await
         .unwrap()
         .unwrap();

@@ -132,6 +132,28 @@ pub enum UserChange {
     Delete,
 }
 
+/// The state a user's change was judged in: it applies only if the ledger is still so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// The status the state machine allowed the change from.
+    pub status: Status,
+    /// The stage it was judged with (regenerate is for DRAFT only).
+    pub stage: Stage,
+    /// The version it was judged on.
+    pub version: u32,
+}
+
+impl Expected {
+    /// The state of `ledger` as read.
+    pub fn of(ledger: &Ledger) -> Self {
+        Self {
+            status: ledger.status,
+            stage: ledger.stage,
+            version: ledger.version,
+        }
+    }
+}
+
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepOutcome {
@@ -186,12 +208,14 @@ pub trait JobStore: Send + Sync {
     /// The file of one version.
     async fn get_file(&self, id: LedgerId, version: u32) -> Result<Option<StoredFile>, StoreError>;
 
-    /// Applies a user's change if the ledger is still in `expected` status; `None` when it
-    /// changed meanwhile (the caller re-reads and reports).
+    /// Applies a user's change if the ledger is still exactly as the caller judged it
+    /// (status, stage and version); `None` when it changed meanwhile (the caller re-reads
+    /// and reports). Checking the status alone would let a regenerate judged on a DRAFT
+    /// land on the FINAL version another regenerate produced in between.
     async fn user_change(
         &self,
         id: LedgerId,
-        expected: Status,
+        expected: Expected,
         change: UserChange,
         now: DateTime<Utc>,
     ) -> Result<Option<Ledger>, StoreError>;

@@ -14,8 +14,8 @@ use sqlx::{Connection, Executor, PgConnection, PgExecutor, Postgres};
 
 use super::rows::{EventRow, FileRow, IdempotencyRow, LedgerRow};
 use super::{
-    CompletedFile, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger, StoreError,
-    StoredFile, SweepOutcome, UserChange,
+    CompletedFile, Expected, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger,
+    StoreError, StoredFile, SweepOutcome, UserChange,
 };
 use crate::domain::{
     FailureReason, Grant, Ledger, LedgerId, PolicyRevision, Stage, Status, TimelineItem, Timezone,
@@ -485,7 +485,7 @@ impl JobStore for PostgresStore {
     async fn user_change(
         &self,
         id: LedgerId,
-        expected: Status,
+        expected: Expected,
         change: UserChange,
         now: DateTime<Utc>,
     ) -> Result<Option<Ledger>, StoreError> {
@@ -501,13 +501,18 @@ impl JobStore for PostgresStore {
             }
             UserChange::Delete => "deleted_at = $1, updated_at = $1",
         };
-        let sql = format!("{set} WHERE id = $2 AND status = $3 AND deleted_at IS NULL");
+        let sql = format!(
+            "{set} WHERE id = $2 AND status = $3 AND stage = $4 AND version = $5 \
+             AND deleted_at IS NULL"
+        );
         self.update_one(
             &sql,
             vec![
                 Bind::I(millis(now)),
                 Bind::I(id.as_i64()),
-                Bind::T(expected.as_str().into()),
+                Bind::T(expected.status.as_str().into()),
+                Bind::T(expected.stage.as_str().into()),
+                Bind::I(i64::from(expected.version)),
             ],
         )
         .await
