@@ -18,7 +18,7 @@ use super::{
     StoreError, StoredFile, SweepOutcome, UserChange,
 };
 use crate::domain::{
-    FailureReason, Grant, Ledger, LedgerId, PolicyRevision, Stage, Status, TimelineItem, Timezone,
+    FailureReason, Grant, Ledger, LedgerId, PolicyRevision, Stage, TimelineItem, Timezone,
     grant_digest,
 };
 
@@ -935,6 +935,8 @@ async fn bump_revision(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<(), S
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
+
+    use crate::domain::Status;
 
     use chrono::Duration as ChronoDuration;
     use tokio::sync::Barrier;

@@ -20,7 +20,7 @@ use super::{
     StoreError, StoredFile, SweepOutcome, UserChange,
 };
 use crate::domain::{
-    FailureReason, Grant, Ledger, LedgerId, PolicyRevision, Stage, Status, TimelineItem, Timezone,
+    FailureReason, Grant, Ledger, LedgerId, PolicyRevision, Stage, TimelineItem, Timezone,
     grant_digest,
 };
 

@@ -30,15 +30,27 @@ const UPLOAD_QUEUE: usize = 8;
 /// Progress events at most this often while a phase runs (and at least once a second).
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
-/// Why an attempt stopped without completing.
+/// Why an attempt stopped without completing. `Display` is the whole story, for the log;
+/// [`JobError::reason`] is what the ledger's owner sees, which names no internal host, port,
+/// bucket, path or URL.
 #[derive(Debug, thiserror::Error)]
 enum JobError {
     /// The source data is bad or the source is unreachable.
     #[error("{0}")]
     Fetch(SourceError),
-    /// Anything else in the pipeline.
+    /// A step of the service failed: `public` says which, in words for the ledger's owner;
+    /// `detail` (the backend's error, which may name hosts, buckets and keys) goes to the log.
+    #[error("{public}: {detail}")]
+    Execution {
+        /// What failed, for the user.
+        public: &'static str,
+        /// Why, for the operator.
+        detail: String,
+    },
+    /// The rendered document's control totals differ from the source's: the message shows
+    /// totals only, which are the owner's own data.
     #[error("{0}")]
-    Execution(String),
+    SelfCheck(String),
     /// The document cannot be made in the requested format (too large): not retryable.
     #[error("{0}")]
     Unrenderable(String),
@@ -51,16 +63,37 @@ enum JobError {
 }
 
 impl JobError {
-    fn reason(&self) -> FailureReason {
+    fn execution(public: &'static str, detail: impl std::fmt::Display) -> Self {
+        JobError::Execution {
+            public,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// The failure as the ledger's owner sees it (`failureReason`, the timeline, events).
+    fn reason(&self, ledger: crate::domain::LedgerId) -> FailureReason {
         let (code, retryable) = match self {
             JobError::Fetch(SourceError::Unavailable(_)) => ("FETCH_DATA_ERROR", true),
             JobError::Fetch(_) => ("FETCH_DATA_ERROR", false),
             JobError::Unrenderable(_) => ("JOB_EXECUTION_FAILED", false),
             _ => ("JOB_EXECUTION_FAILED", true),
         };
+        let message = match self {
+            // Backend errors name hosts, ports, buckets, files and URLs: the log has them.
+            JobError::Fetch(SourceError::Unavailable(_)) => format!(
+                "the source of entries could not be read; retry the ledger later \
+                 (ledger {ledger}: the service log has the details)"
+            ),
+            JobError::Execution { public, .. } => format!(
+                "{public}; retry the ledger (ledger {ledger}: the service log has the details)"
+            ),
+            // Data errors (the field path of the bad entry), the self-check's totals and the
+            // renderer's limits are about the owner's own data.
+            other => other.to_string(),
+        };
         FailureReason {
             error_code: code.into(),
-            message: self.to_string(),
+            message,
             retryable,
             at: Utc::now(),
         }
@@ -158,7 +191,8 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
             }
         },
         Err(err) => {
-            let reason = err.reason();
+            let reason = err.reason(ledger.id);
+            let detail = err.to_string();
             metrics::counter!("ledger_jobs_total", "status" => "REJECTED",
                 "error_code" => reason.error_code.clone())
             .increment(1);
@@ -167,7 +201,7 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
                 warn ledger,
                 "FAILED",
                 errorCode = reason.error_code.as_str(),
-                error = reason.message.as_str()
+                error = detail.as_str()
             );
             match store.fail(ledger.id, attempt, &reason).await {
                 Ok(Some(failed)) => {
@@ -234,7 +268,10 @@ async fn phase(
     {
         Ok(true) => Ok(()),
         Ok(false) => Err(JobError::LeaseLost),
-        Err(e) => Err(JobError::Execution(format!("recording phase {name}: {e}"))),
+        Err(e) => Err(JobError::execution(
+            "the job store did not answer",
+            format_args!("recording phase {name}: {e}"),
+        )),
     }
 }
 
@@ -316,11 +353,12 @@ async fn execute(
     progress_event(worker, ledger, "GENERATE", 0, None).await;
     let generate_started = Instant::now();
     let key = ledger.object_key(ledger.version, ledger.attempt_count);
-    let mut writer = worker
-        .storage
-        .writer(&key)
-        .await
-        .map_err(|e| JobError::Execution(format!("starting the upload: {e}")))?;
+    let mut writer = worker.storage.writer(&key).await.map_err(|e| {
+        JobError::execution(
+            "storing the document failed",
+            format_args!("starting the upload of {key}: {e}"),
+        )
+    })?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
     let render_task = {
         let keyring = worker.keyring.clone();
@@ -356,7 +394,7 @@ async fn execute(
             chunk = rx.recv() => match chunk {
                 Some(bytes) => {
                     if let Err(e) = writer.write(bytes).await {
-                        break Err(JobError::Execution(format!("uploading: {e}")));
+                        break Err(JobError::execution("storing the document failed", format_args!("uploading {key}: {e}")));
                     }
                 }
                 None => break Ok(()),
@@ -372,9 +410,12 @@ async fn execute(
         }
     };
     drop(rx);
-    let rendered = render_task
-        .await
-        .unwrap_or_else(|e| Err(JobError::Execution(format!("the renderer crashed: {e}"))));
+    let rendered = render_task.await.unwrap_or_else(|e| {
+        Err(JobError::execution(
+            "rendering the document failed",
+            format_args!("the renderer crashed: {e}"),
+        ))
+    });
     let rendered = match (upload, rendered) {
         (Ok(()), Ok(r)) => r,
         (Err(e), _) | (Ok(()), Err(e)) => {
@@ -411,7 +452,7 @@ async fn execute(
         .await?;
         // Self-check before anything becomes visible: a wrong document is never stored.
         match rendered.source.difference(&rendered.written) {
-            Some(diff) => Err(JobError::Execution(format!(
+            Some(diff) => Err(JobError::SelfCheck(format!(
                 "self-check failed: rendered totals differ from the source ({diff})"
             ))),
             None => Ok(()),
@@ -440,15 +481,20 @@ async fn execute(
         }
         Err(e) => {
             writer.abort().await;
-            return Err(JobError::Execution(format!("renewing the lease: {e}")));
+            return Err(JobError::execution(
+                "the job store did not answer",
+                format_args!("renewing the lease: {e}"),
+            ));
         }
     }
     progress_event(worker, ledger, "UPLOAD", rows, Some(rows)).await;
     let upload_started = Instant::now();
-    writer
-        .finish()
-        .await
-        .map_err(|e| JobError::Execution(format!("completing the upload: {e}")))?;
+    writer.finish().await.map_err(|e| {
+        JobError::execution(
+            "storing the document failed",
+            format_args!("completing the upload of {key}: {e}"),
+        )
+    })?;
     metrics::histogram!("ledger_job_phase_duration_seconds", "phase" => "UPLOAD")
         .record(upload_started.elapsed().as_secs_f64());
     phase_log!(ledger, "UPLOAD_DONE", objectKey = key.as_str());
@@ -479,7 +525,10 @@ async fn execute(
     {
         Ok(Some(done)) => Ok(done),
         Ok(None) => Err(JobError::LeaseLost),
-        Err(e) => Err(JobError::Execution(format!("recording completion: {e}"))),
+        Err(e) => Err(JobError::execution(
+            "the job store did not answer",
+            format_args!("recording completion: {e}"),
+        )),
     }
 }
 
@@ -494,7 +543,7 @@ fn render_blocking(
     progress: &Progress,
     job: &CancellationToken,
 ) -> Result<Rendered, JobError> {
-    let exec = |e: &dyn std::fmt::Display| JobError::Execution(e.to_string());
+    let exec = |e: &dyn std::fmt::Display| JobError::execution("rendering the document failed", e);
     let encrypting =
         EncryptingWriter::new(ChannelWriter::new(tx), keyring, binding).map_err(|e| exec(&e))?;
     let renderer =

@@ -594,6 +594,40 @@ async fn storage_down_during_upload_rejects_after_bounded_retries_and_retry_comp
         "{rejected}"
     );
     assert_eq!(rejected["failureReason"]["retryable"], true);
+    // What the owner sees names no internal host, port, bucket or key: the log has those.
+    let message = rejected["failureReason"]["message"].as_str().unwrap();
+    let bucket = backends
+        .vars
+        .iter()
+        .find(|(k, _)| *k == "APP_ENV_STORAGE_URL")
+        .map(|(_, v)| {
+            v.trim_start_matches("s3://")
+                .split('/')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .unwrap();
+    for internal in ["127.0.0.1", ":9", "http", &bucket, "ledgers/"] {
+        assert!(!message.contains(internal), "{internal:?} in {message:?}");
+    }
+    assert!(
+        message.starts_with("storing the document failed; retry the ledger")
+            && message.contains(&id),
+        "{message}"
+    );
+    let timeline = api
+        .get(&token, &format!("/ledgers/{id}/events"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    for internal in ["127.0.0.1", &bucket] {
+        assert!(
+            !timeline.contains(internal),
+            "{internal:?} in the timeline: {timeline}"
+        );
+    }
     broken.stop().await;
 
     // Storage is back (a redeployed worker that reaches it): a retry completes the ledger.
