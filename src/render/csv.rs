@@ -244,6 +244,7 @@ mod tests {
                 id: MerchantId::parse("m_1").unwrap(),
                 name: "Acme".into(),
                 timezone: Some(tz),
+                locale: None,
             },
             ledger_type: LedgerType::Statement,
             period,

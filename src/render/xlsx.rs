@@ -1130,6 +1130,7 @@ mod tests {
                 id: MerchantId::parse("m_1").unwrap(),
                 name: "Acme & Söhne GmbH".into(),
                 timezone: Some(tz),
+                locale: None,
             },
             ledger_type,
             period,

@@ -30,6 +30,7 @@ fn header(period: &str, ledger_type: LedgerType, opening: &[(&str, i64)]) -> Doc
             id: MerchantId::parse("m_acme").unwrap(),
             name: "Acme Café GmbH".into(),
             timezone: Some(tz),
+            locale: None,
         },
         ledger_type,
         period,
