@@ -1,6 +1,7 @@
 //! Page geometry and drawing shared by the statement and the summary: A4 portrait, a flow
-//! of fixed-height blocks cut into pages before anything is drawn (so `Page X of Y` is known
-//! while drawing and needs no second pass), the first page's document header, the footer of
+//! of blocks of known height cut into pages before anything is drawn (so `Page X of Y` is
+//! known while drawing and needs no second pass; a wrapped row's height is known from its
+//! line count when it arrives), the first page's document header, the footer of
 //! every page, and [`Line`]: a row of cells drawn as one glyph run from the glyph table.
 
 use std::ops::Range;
@@ -35,6 +36,18 @@ pub(super) const BODY_BOTTOM: f32 = PAGE_HEIGHT - 46.0;
 pub(super) const TEXT_SIZE: f32 = 7.5;
 /// Height of one table row.
 pub(super) const ROW_HEIGHT: f32 = 10.0;
+/// Distance between the lines of a wrapped cell: 1.2 × the text size, so a descender never
+/// touches the line below.
+pub(super) const WRAP_LEADING: f32 = 9.0;
+/// The most lines a wrapped cell takes; only text beyond them is clipped with an ellipsis.
+/// Three lines hold ~80 characters of description and ~45 of reference, which keeps every
+/// id of the sample data whole while a runaway text cannot take over a page.
+pub(super) const MAX_CELL_LINES: usize = 3;
+
+/// Height of a table row whose tallest cell has `lines` lines.
+pub(super) fn row_height(lines: u8) -> f32 {
+    ROW_HEIGHT + f32::from(lines.max(1) - 1) * WRAP_LEADING
+}
 /// Where a row's baseline sits below its top.
 pub(super) const BASELINE: f32 = 7.5;
 /// Height of a table's column header.
