@@ -17,6 +17,7 @@ use krilla::{Document, SerializeSettings};
 
 use super::font::{Face, Fonts, GlyphInfo};
 use crate::domain::{Stage, Timezone};
+use crate::render::locale::{Conventions, DEFAULT};
 use crate::render::{DocumentHeader, RenderError, text};
 
 /// A4 width in points.
@@ -622,9 +623,25 @@ fn footer(canvas: &mut Canvas<'_, '_>, header: &DocumentHeader, page: usize, tot
     }
 }
 
+/// How the header names the number and date format: the merchant's tag, and the table row
+/// used when that is not the tag itself (`de-LU (as de-DE)`).
+fn locale_label(header: &DocumentHeader, conv: &Conventions) -> String {
+    match &header.merchant.locale {
+        None => format!("{} (ISO 8601 dates)", DEFAULT.name),
+        Some(tag) if tag.as_str() == conv.name => conv.name.to_owned(),
+        Some(tag) => format!("{tag} (as {})", conv.name),
+    }
+}
+
 /// The document header on the first page, [`HEADER_HEIGHT`] points from `top`: title, DRAFT
-/// mark, merchant, ledger, period, zone, local and UTC bounds, stage, version, generation.
-pub(super) fn document_header(canvas: &mut Canvas<'_, '_>, top: f32, header: &DocumentHeader) {
+/// mark, merchant, ledger, period, zone, local and UTC bounds, stage, version, generation,
+/// and the locale its numbers and dates are written in (`conv`).
+pub(super) fn document_header(
+    canvas: &mut Canvas<'_, '_>,
+    top: f32,
+    header: &DocumentHeader,
+    conv: &Conventions,
+) {
     let fonts = canvas.fonts;
     let full = Column {
         title: "",
@@ -650,16 +667,17 @@ pub(super) fn document_header(canvas: &mut Canvas<'_, '_>, top: f32, header: &Do
     }
     canvas.rule(top + 24.0);
     let tz = header.timezone;
-    let local = |at| text::local_instant(at, tz);
-    let utc = |at| text::local_instant(at, Timezone::UTC);
+    let local = |at| conv.instant(at, tz);
+    let utc = |at| conv.instant(at, Timezone::UTC);
     let (first, after) = header.period.local_days();
-    let left: [(&str, String); 6] = [
+    let left: [(&str, String); 7] = [
         ("Merchant", header.merchant.name.clone()),
         ("Merchant id", header.merchant.id.to_string()),
         ("Ledger id", header.ledger_id.to_string()),
         ("Ledger type", header.ledger_type.as_str().to_owned()),
         ("Stage", header.stage.as_str().to_owned()),
         ("Version", header.version.to_string()),
+        ("Locale", locale_label(header, conv)),
     ];
     let right: [(&str, String); 7] = [
         (
@@ -667,8 +685,8 @@ pub(super) fn document_header(canvas: &mut Canvas<'_, '_>, top: f32, header: &Do
             format!(
                 "{} ({} to {}, local days)",
                 header.period,
-                first.format("%Y-%m-%d"),
-                after.pred_opt().unwrap_or(after).format("%Y-%m-%d")
+                conv.date(first),
+                conv.date(after.pred_opt().unwrap_or(after))
             ),
         ),
         ("Time zone", tz.name().to_owned()),

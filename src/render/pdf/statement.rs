@@ -23,7 +23,8 @@ use super::layout::{
 };
 use super::{Tally, control_totals};
 use crate::domain::{ControlTotals, Currency, Entry, EntryType};
-use crate::render::{DocumentHeader, RenderError, Renderer, text};
+use crate::render::locale::{self, Conventions};
+use crate::render::{DocumentHeader, RenderError, Renderer};
 
 /// The statement's columns, left to right.
 const DATE: usize = 0;
@@ -34,9 +35,9 @@ const TYPE: usize = 4;
 const AMOUNT: usize = 5;
 const BALANCE: usize = 6;
 
-pub(super) fn table(face: &Face) -> [Column; 7] {
-    // Wide enough for any RFC 3339 local time (DejaVu's digits share one width).
-    let date = face.width("0000-00-00T00:00:00+00:00", TEXT_SIZE).ceil() + 1.0;
+pub(super) fn table(face: &Face, conv: &Conventions) -> [Column; 7] {
+    // Wide enough for any local time the locale writes (DejaVu's digits share one width).
+    let date = face.width(conv.widest_instant(), TEXT_SIZE).ceil() + 1.0;
     let kind = EntryType::ALL
         .iter()
         .map(|t| face.width(t.as_str(), TEXT_SIZE))
@@ -171,6 +172,8 @@ pub struct PdfStatement<W: Write> {
     header: DocumentHeader,
     out: W,
     fonts: &'static Fonts,
+    /// How numbers and dates are written (the merchant's locale).
+    conv: &'static Conventions,
     columns: [Column; 7],
     sections: BTreeMap<Currency, Section>,
     entries: usize,
@@ -199,11 +202,13 @@ impl<W: Write> PdfStatement<W> {
             s.balance = s.opening;
         }
         let fonts = fonts()?;
+        let conv = locale::conventions(header.merchant.locale.as_ref());
         Ok(Self {
             header: header.clone(),
             out,
             fonts,
-            columns: table(&fonts.regular),
+            conv,
+            columns: table(&fonts.regular, conv),
             sections,
             entries: 0,
             scratch: Vec::new(),
@@ -236,6 +241,7 @@ impl<W: Write + Send> Renderer<W> for PdfStatement<W> {
             header,
             mut out,
             fonts,
+            conv,
             columns,
             sections,
             entries: _,
@@ -245,6 +251,7 @@ impl<W: Write + Send> Renderer<W> for PdfStatement<W> {
         let pages = plan(&sections);
         let mut painter = Painter {
             header: &header,
+            conv,
             columns: &columns,
             sections: &sections,
             drawn: sections.iter().map(|_| Tally::default()).collect(),
@@ -362,6 +369,7 @@ fn overflow(currency: Currency) -> RenderError {
 /// Draws the statement's blocks; running balances and tallies grow with the rows drawn.
 struct Painter<'a> {
     header: &'a DocumentHeader,
+    conv: &'static Conventions,
     columns: &'a [Column; 7],
     sections: &'a [Section],
     drawn: Vec<Tally>,
@@ -375,11 +383,12 @@ impl Painter<'_> {
         top: f32,
         block: &Block,
     ) -> Result<(), RenderError> {
-        let (header, columns, sections) = (self.header, self.columns, self.sections);
+        let (header, conv, columns, sections) =
+            (self.header, self.conv, self.columns, self.sections);
         let (drawn, balances) = (&mut self.drawn, &mut self.balances);
         let fonts = canvas.fonts;
         match block {
-            Block::Header => layout::document_header(canvas, top, header),
+            Block::Header => layout::document_header(canvas, top, header, conv),
             Block::NoEntries | Block::NoRows => {
                 let column = Column {
                     title: "",
@@ -414,13 +423,13 @@ impl Painter<'_> {
                 balances[*i] = s.opening;
                 let label = format!(
                     "Opening balance at {}",
-                    text::local_instant(header.bounds.0, header.timezone)
+                    conv.instant(header.bounds.0, header.timezone)
                 );
                 canvas.label_value(
                     top,
                     &label,
                     &columns[BALANCE],
-                    &text::amount(s.currency, s.opening),
+                    &conv.amount(s.currency, i128::from(s.opening)),
                 );
             }
             Block::TableHead => canvas.table_head(columns, top),
@@ -444,7 +453,7 @@ impl Painter<'_> {
                     d.add(1, amount.max(0), amount.min(0));
                     line.row(y);
                     date.clear();
-                    text::push_local_instant(&mut date, row.booked_at, header.timezone);
+                    conv.push_instant(&mut date, row.booked_at, header.timezone);
                     line.cell(&columns[DATE], &date);
                     line.number(&columns[ID], s.cell(row, 0));
                     let mut reference = s.cell(row, 1).split('\n');
@@ -453,10 +462,10 @@ impl Painter<'_> {
                     line.cell(&columns[DESCRIPTION], description.next().unwrap_or(""));
                     line.cell(&columns[TYPE], row.entry_type.as_str());
                     amount_text.clear();
-                    text::push_amount(&mut amount_text, currency, row.amount);
+                    conv.push_amount(&mut amount_text, currency, amount);
                     line.number(&columns[AMOUNT], &amount_text);
                     balance_text.clear();
-                    text::push_amount(&mut balance_text, currency, *balance);
+                    conv.push_amount(&mut balance_text, currency, i128::from(*balance));
                     line.number(&columns[BALANCE], &balance_text);
                     // The wrapped lines below the row's first, in the same glyph run.
                     for (column, rest) in [(REFERENCE, reference), (DESCRIPTION, description)] {
@@ -472,16 +481,16 @@ impl Painter<'_> {
             Block::Totals(i) => {
                 let s = &sections[*i];
                 let d = &drawn[*i];
-                let amount = |v: i128| text::wide_amount(s.currency, v);
+                let amount = |v: i128| conv.amount(s.currency, v);
                 canvas.rule(top + 2.0);
                 let top = top + 4.0;
                 let closing = d.closing();
                 let end = format!(
                     "Closing balance at {}",
-                    text::local_instant(header.bounds.1, header.timezone)
+                    conv.instant(header.bounds.1, header.timezone)
                 );
                 let lines: [(&str, String); 4] = [
-                    ("Entries", d.count.to_string()),
+                    ("Entries", conv.count(d.count)),
                     ("Credits", amount(d.credits)),
                     ("Debits", amount(d.debits)),
                     (end.as_str(), amount(closing)),
