@@ -1,7 +1,7 @@
 //! Every (type × format) pair through the API, read back as a user's program would: the
 //! same ledger's entries must be in every format, with the same totals.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 
 use calamine::{Data, Reader, Xlsx};
@@ -44,6 +44,35 @@ fn pdf_text(bytes: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A CSV amount (`-1234567.89`) as the PDF shows it by default: thousands grouped with `,`.
+fn grouped(plain: &str) -> String {
+    let (sign, digits) = match plain.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", plain),
+    };
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (digits, None),
+    };
+    let mut out = sign.to_owned();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if let Some(f) = fraction {
+        out.push('.');
+        out.push_str(f);
+    }
+    out
+}
+
+/// A CSV decimal in minor units: the digits without the point.
+fn minor(plain: &str) -> i128 {
+    plain.replace('.', "").parse().unwrap()
+}
+
 fn xlsx_cells(bytes: &[u8]) -> Vec<(String, Vec<Vec<Data>>)> {
     let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes.to_vec())).expect("an XLSX workbook");
     let names = book.sheet_names().to_vec();
@@ -58,7 +87,7 @@ fn xlsx_cells(bytes: &[u8]) -> Vec<(String, Vec<Vec<Data>>)> {
 }
 
 #[tokio::test]
-async fn every_type_and_format_carries_the_same_entries_and_totals() {
+async fn every_type_and_format_carries_the_same_entries_and_totals_per_currency() {
     let app = spawn_app().await;
     let token = app.user("ops", "merchant_operator", "m_global").await;
     // m_global: EUR, USD, GBP, JPY and KWD; March 2026 in UTC.
@@ -87,6 +116,31 @@ async fn every_type_and_format_carries_the_same_entries_and_totals() {
         .map(|r| (r[5].to_owned(), r[7].to_owned()))
         .collect();
     assert_eq!(closing.len(), 5, "five currencies: {closing:?}");
+    // Per currency the CSV totals rows, which must be the sums of its entry rows.
+    let mut totals: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for r in &rows {
+        let slot = totals.entry(r[5].to_owned()).or_default();
+        match &r[2] {
+            "TOTAL_CREDITS" => slot.0 = r[6].to_owned(),
+            "TOTAL_DEBITS" => slot.1 = r[6].to_owned(),
+            _ => {}
+        }
+    }
+    assert_eq!(totals.len(), 5, "{totals:?}");
+    for (currency, (credits, debits)) in &totals {
+        let amounts = rows
+            .iter()
+            .filter(|r| &r[5] == currency && !r[1].is_empty())
+            .map(|r| minor(&r[6]));
+        let (c, d) = amounts.fold(
+            (0, 0),
+            |(c, d), a| {
+                if a >= 0 { (c + a, d) } else { (c, d + a) }
+            },
+        );
+        assert_eq!((minor(credits), minor(debits)), (c, d), "{currency}");
+        assert!(c > 0 && d < 0, "{currency} has credits and debits");
+    }
 
     // The CSV summary counts the same entries and closes on the same balances.
     let (_, summary) = generate(&app, &token, "SUMMARY", "CSV").await;
@@ -133,6 +187,23 @@ async fn every_type_and_format_carries_the_same_entries_and_totals() {
         assert!(!name.is_empty());
     }
     assert_eq!(xlsx_ids, ids, "every entry id is in the workbook");
+    // The first sheet's totals per currency are the CSV's, as numbers.
+    let front = &sheets[0].1;
+    for (currency, (credits, debits)) in &totals {
+        let row = front
+            .iter()
+            .find(|r| matches!(r.first(), Some(Data::String(c)) if c == currency))
+            .unwrap_or_else(|| panic!("no {currency} line on the first sheet"));
+        let number = |cell: &Data| match cell {
+            Data::Float(v) => *v,
+            other => panic!("{currency}: {other:?} is not a number cell"),
+        };
+        assert_eq!(
+            (number(&row[4]), number(&row[5])),
+            (credits.parse().unwrap(), debits.parse().unwrap()),
+            "{currency} credits and debits in the XLSX"
+        );
+    }
     assert!(
         numbers >= 2 * ids.len(),
         "amounts and balances are numeric cells"
@@ -169,11 +240,24 @@ async fn every_type_and_format_carries_the_same_entries_and_totals() {
         "the last page says Page {pages} of {pages}"
     );
     for (_, balance) in &closing {
+        let shown = grouped(balance);
         assert!(
-            text.contains(balance.as_str()),
-            "closing balance {balance} in the PDF"
+            text.contains(&shown),
+            "closing balance {balance} in the PDF as {shown}"
         );
     }
+    // Each currency's part ends with its credits and debits: the CSV's, grouped.
+    let last_value = |label: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(label))
+            .map(|l| l.split_whitespace().last().unwrap().to_owned())
+            .collect()
+    };
+    let expected: (Vec<String>, Vec<String>) = totals
+        .values()
+        .map(|(c, d)| (grouped(c), grouped(d)))
+        .unzip();
+    assert_eq!((last_value("Credits"), last_value("Debits")), expected);
     let (_, pdf_summary) = generate(&app, &token, "SUMMARY", "PDF").await;
     let text = pdf_text(&pdf_summary);
     assert!(text.contains("Page 1 of"), "{text}");
