@@ -203,6 +203,23 @@ impl Face {
         max_lines: usize,
     ) -> usize {
         let limit = (max_width.max(0.0) * self.units_per_em / size) as u64;
+        // Most cells fit on one line: appended in one pass, like `fit_into`.
+        let start = out.len();
+        let mut width = 0u64;
+        let mut fits = true;
+        for c in text.chars() {
+            let (shown, glyph) = self.resolve(c);
+            width += u64::from(glyph.advance);
+            if width > limit {
+                fits = false;
+                break;
+            }
+            out.push(shown);
+        }
+        if fits {
+            return 1;
+        }
+        out.truncate(start);
         scratch.clear();
         scratch.extend(text.chars().map(|c| {
             let (shown, glyph) = self.resolve(c);
