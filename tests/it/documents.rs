@@ -7,10 +7,22 @@ use std::io::Cursor;
 use calamine::{Data, Reader, Xlsx};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{Options, TestApp, spawn_app, spawn_with};
 
 async fn generate(app: &TestApp, token: &str, ledger_type: &str, format: &str) -> (Value, Vec<u8>) {
-    let body = json!({"merchantId": "m_global", "type": ledger_type, "period": "2026-03", "format": format});
+    generate_for(app, token, "m_global", "2026-03", ledger_type, format).await
+}
+
+async fn generate_for(
+    app: &TestApp,
+    token: &str,
+    merchant: &str,
+    period: &str,
+    ledger_type: &str,
+    format: &str,
+) -> (Value, Vec<u8>) {
+    let body =
+        json!({"merchantId": merchant, "type": ledger_type, "period": period, "format": format});
     let created = app.create_ok(token, body).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let done = app.wait_for(token, &id, "COMPLETED", 60).await;
@@ -264,6 +276,92 @@ async fn every_type_and_format_carries_the_same_entries_and_totals_per_currency(
     assert!(
         !ids.iter().any(|id| text.contains(id.as_str())),
         "a summary lists no single entries"
+    );
+    app.stop().await;
+}
+
+/// A one-page source file of a merchant whose `merchant.locale` is `locale` (raw JSON).
+fn localized_merchant(dir: &std::path::Path, id: &str, locale: &str) {
+    let entries = [
+        r#"{"id":"tx_1","bookedAt":"2026-10-01T08:15:00Z","type":"PAYMENT","amount":123456,"currency":"EUR","description":"Order 1001","reference":"ord_1001"}"#,
+        r#"{"id":"tx_2","bookedAt":"2026-10-15T12:00:00Z","type":"CHARGEBACK","amount":-4999,"currency":"EUR","description":"Chargeback, dispute dp_9f8e7d6c5b4a39281706","reference":"ord_1001"}"#,
+    ];
+    let doc = format!(
+        r#"{{"merchant":{{"id":"{id}","name":"Beispiel GmbH","timezone":"Europe/Berlin","locale":{locale}}},"openingBalances":[{{"currency":"EUR","amount":24997881}}],"entries":[{}],"nextCursor":null}}"#,
+        entries.join(",")
+    );
+    std::fs::write(dir.join(format!("{id}.json")), doc).unwrap();
+}
+
+#[tokio::test]
+async fn a_merchant_s_locale_shapes_its_pdf_but_never_its_csv_and_a_malformed_one_is_rejected() {
+    let source = tempfile::tempdir().unwrap();
+    localized_merchant(source.path(), "m_de", r#""de-de""#);
+    localized_merchant(source.path(), "m_bad", r#""de_DE""#);
+    let app = spawn_with(Options {
+        source_dir: Some(source.path().to_path_buf()),
+        ..Options::default()
+    })
+    .await;
+    let token = app.user("ops", "merchant_operator", "*").await;
+
+    // The PDF: German dates and amounts, and the whole dispute id in the wrapped cell.
+    let (_, pdf) = generate_for(&app, &token, "m_de", "2026-10", "STATEMENT", "PDF").await;
+    let text = pdf_text(&pdf);
+    let line = |needle: &str| -> Vec<String> {
+        let found: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+        assert_eq!(found.len(), 1, "{needle}: {found:?}");
+        found[0].split_whitespace().map(str::to_owned).collect()
+    };
+    let first = line("tx_1");
+    assert_eq!(
+        first[..3],
+        ["01.10.2026", "10:15:00", "+02:00"],
+        "{first:?}"
+    );
+    assert_eq!(first[first.len() - 2..], ["1.234,56", "251.213,37"]);
+    let second = line("tx_2");
+    assert_eq!(second[second.len() - 2..], ["-49,99", "251.163,38"]);
+    assert_eq!(line("Opening balance").last().unwrap(), "249.978,81");
+    assert_eq!(line("Credits").last().unwrap(), "1.234,56");
+    assert_eq!(line("Debits").last().unwrap(), "-49,99");
+    assert_eq!(line("Locale")[1], "de-DE");
+    let squeezed: String = text.split_whitespace().collect();
+    assert!(
+        squeezed.contains("dp_9f8e7d6c5b4a39281706") && !text.contains('…'),
+        "the dispute id is shown, not cut:\n{text}"
+    );
+
+    // The CSV of the same merchant stays machine-readable.
+    let (_, csv) = generate_for(&app, &token, "m_de", "2026-10", "STATEMENT", "CSV").await;
+    let mut reader = csv::Reader::from_reader(csv.as_slice());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let tx1 = rows.iter().find(|r| &r[1] == "tx_1").unwrap();
+    assert_eq!(
+        (&tx1[0], &tx1[6], &tx1[7]),
+        ("2026-10-01T10:15:00+02:00", "1234.56", "251213.37")
+    );
+    let total = |kind: &str| rows.iter().find(|r| &r[2] == kind).unwrap()[6].to_owned();
+    assert_eq!(
+        (total("TOTAL_CREDITS"), total("TOTAL_DEBITS")),
+        ("1234.56".to_owned(), "-49.99".to_owned())
+    );
+
+    // A malformed tag is the source's error, named by its path.
+    let body =
+        json!({"merchantId": "m_bad", "type": "STATEMENT", "period": "2026-10", "format": "PDF"});
+    let created = app.create_ok(&token, body).await;
+    let rejected = app
+        .wait_for(&token, created["id"].as_str().unwrap(), "REJECTED", 60)
+        .await;
+    let reason = &rejected["failureReason"];
+    assert_eq!(reason["errorCode"], "FETCH_DATA_ERROR", "{reason}");
+    assert!(
+        reason["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("merchant.locale: "),
+        "{reason}"
     );
     app.stop().await;
 }
