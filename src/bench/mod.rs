@@ -322,6 +322,7 @@ pub fn render(
             id: MerchantId::parse("m_bench").map_err(|e| anyhow::anyhow!("{e}"))?,
             name: "Bench Merchant GmbH".into(),
             timezone: Some(tz),
+            locale: None,
         },
         ledger_type,
         period,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Currency, MerchantId, Timezone};
+use super::{Currency, Locale, MerchantId, Timezone};
 
 /// What the source says about a merchant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,9 @@ pub struct Merchant {
     pub name: String,
     /// The merchant's own time zone, used when a request names none.
     pub timezone: Option<Timezone>,
+    /// How the merchant's PDF and XLSX documents write numbers and dates; `None` is the
+    /// documents' default (see `render::locale`). CSV never follows it.
+    pub locale: Option<Locale>,
 }
 
 /// A balance in one currency, in minor units.

@@ -5,6 +5,7 @@ pub mod entry;
 pub mod event;
 pub mod ids;
 pub mod ledger;
+pub mod locale;
 pub mod merchant;
 pub mod money;
 pub mod period;
@@ -16,6 +17,7 @@ pub use ids::{LedgerId, Snowflake};
 pub use ledger::{
     Action, FailureReason, FileInfo, Format, Ledger, LedgerType, Stage, Status, TransitionError,
 };
+pub use locale::Locale;
 pub use merchant::MerchantId;
 pub use money::{Currency, format_minor, write_minor};
 pub use period::{Period, Timezone};

@@ -1,6 +1,8 @@
-//! CSV documents, RFC 4180 and UTF-8. The statement: a header row, opening balance rows, one
-//! row per entry with its running balance, and closing balance rows — one currency's rows
-//! never mix sums with another's. The summary: per currency its opening balance, one row per
+//! CSV documents, RFC 4180 and UTF-8, for programs: plain decimals with a `.` and no
+//! grouping, RFC 3339 instants, whatever the merchant's locale (only PDF and XLSX follow
+//! it). The statement: a header row, opening balance rows, one row per entry with its
+//! running balance, then per currency its `TOTAL_CREDITS`, `TOTAL_DEBITS` and
+//! `CLOSING_BALANCE` rows — one currency's rows never mix sums with another's. The summary: per currency its opening balance, one row per
 //! local day and per entry type, the currency's total and its closing balance.
 
 use std::collections::BTreeMap;
@@ -119,6 +121,30 @@ impl<W: Write + Send> Renderer<W> for CsvStatement<W> {
     fn finish(mut self: Box<Self>) -> Result<(ControlTotals, W), RenderError> {
         let balances = std::mem::take(&mut self.balances);
         for (currency, balance) in balances {
+            // The sums of the rows written (the totals the self-check compares), in the
+            // amount column: credits are the positive amounts, debits the negative ones.
+            let totals = self
+                .totals
+                .currencies
+                .get(&currency)
+                .copied()
+                .unwrap_or_default();
+            for (kind, label, sum) in [
+                ("TOTAL_CREDITS", "Total credits", totals.credits),
+                ("TOTAL_DEBITS", "Total debits", totals.debits),
+            ] {
+                let sum = text::wide_amount(currency, sum);
+                self.out.write_record([
+                    self.end.as_str(),
+                    "",
+                    kind,
+                    label,
+                    "",
+                    currency.code(),
+                    sum.as_str(),
+                    "",
+                ])?;
+            }
             let closing = text::amount(currency, balance);
             self.out.write_record([
                 self.end.as_str(),
@@ -244,6 +270,7 @@ mod tests {
                 id: MerchantId::parse("m_1").unwrap(),
                 name: "Acme".into(),
                 timezone: Some(tz),
+                locale: None,
             },
             ledger_type: LedgerType::Statement,
             period,
@@ -318,12 +345,23 @@ mod tests {
         assert_eq!(rows[3][6], "1500");
         assert_eq!(rows[4][6], "-19.99");
         assert_eq!(rows[4][7], "1250.00");
-        assert_eq!(rows[5][2], "CLOSING_BALANCE");
+        // Per currency, in code order: credits, debits (sums in the amount column), closing.
+        let tail: Vec<[&str; 5]> = rows[5..]
+            .iter()
+            .map(|r| [&*r[0], &*r[2], &*r[5], &*r[6], &*r[7]])
+            .collect();
+        let end = "2026-11-01T00:00:00+01:00";
         assert_eq!(
-            (rows[5][5].as_str(), rows[5][7].as_str()),
-            ("EUR", "1250.00")
+            tail,
+            [
+                [end, "TOTAL_CREDITS", "EUR", "19.99", ""],
+                [end, "TOTAL_DEBITS", "EUR", "-19.99", ""],
+                [end, "CLOSING_BALANCE", "EUR", "", "1250.00"],
+                [end, "TOTAL_CREDITS", "JPY", "1500", ""],
+                [end, "TOTAL_DEBITS", "JPY", "0", ""],
+                [end, "CLOSING_BALANCE", "JPY", "", "1500"],
+            ]
         );
-        assert_eq!((rows[6][5].as_str(), rows[6][7].as_str()), ("JPY", "1500"));
         assert_eq!(totals.entry_count, 3);
         assert_eq!(totals.currencies[&eur].closing, 125_000);
     }

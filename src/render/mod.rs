@@ -3,6 +3,7 @@
 //! work and run on the blocking pool; they never read the source or touch storage.
 
 pub mod csv;
+pub mod locale;
 pub mod pdf;
 pub mod summary;
 pub mod text;

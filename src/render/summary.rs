@@ -213,6 +213,7 @@ mod tests {
                 id: MerchantId::parse("m_1").unwrap(),
                 name: "Acme".into(),
                 timezone: Some(tz),
+                locale: None,
             },
             ledger_type: LedgerType::Summary,
             period,

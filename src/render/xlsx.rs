@@ -12,7 +12,18 @@
 //!
 //! **Cells.** Amounts are numeric cells with a number format of the currency (`#,##0.00
 //! "EUR"`, `#,##0 "JPY"`, `#,##0.000 "KWD"`), instants are date cells (local time in the
-//! period's zone, `yyyy-mm-dd hh:mm:ss`), counts are numbers. Free text is always a string
+//! period's zone), counts are numbers.
+//!
+//! **Locale.** Dates are displayed in the merchant's locale (`render::locale`): `yyyy-mm-dd
+//! hh:mm:ss` by default, `dd.mm.yyyy hh:mm:ss` for de-DE, `mm/dd/yyyy hh:mm:ss` for en-US,
+//! `yyyy/mm/dd hh:mm:ss` for ja-JP (separators escaped, so they show as written). Numbers
+//! cannot be forced the same way: a format code always says `,` for the grouping and `.`
+//! for the decimal mark, and Excel, LibreOffice and Numbers replace them with the separators
+//! of the *viewer's* settings — a German Excel shows `249.978,81 EUR`, an American one
+//! `249,978.81 EUR`, from the same file. Forcing the merchant's separators would take text
+//! cells, and the cells stay numbers so they can be summed. What the file does control:
+//! grouping is on, and the number of minor digits is the currency's. The first sheet's
+//! period bounds are text in RFC 3339, the unambiguous form for copying elsewhere. Free text is always a string
 //! cell, never a formula, so `=HYPERLINK(…)` in a description stays text; the writer escapes
 //! XML specials and control characters (`_x0001_`), and text beyond Excel's 32,767
 //! characters a cell is cut and ends in `…`. An amount becomes `minor / 10^exponent` as an
@@ -79,7 +90,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use rust_xlsxwriter::{Color, DocProperties, Format, FormatAlign, Workbook, Worksheet, XlsxError};
 
 use super::summary::{Bucket, Summary};
-use super::{DocumentHeader, RenderError, Renderer, text};
+use super::{DocumentHeader, RenderError, Renderer, locale, text};
 use crate::domain::{
     Balance, ControlTotals, Currency, CurrencyTotals, Entry, LedgerType, Stage, Timezone,
 };
@@ -194,12 +205,14 @@ struct Styles {
 }
 
 impl Styles {
-    fn new() -> Self {
+    /// The formats of a document for the merchant's locale (its dates; see the module docs).
+    fn new(header: &DocumentHeader) -> Self {
+        let conv = locale::conventions(header.merchant.locale.as_ref());
         Self {
             bold: Format::new().set_bold(),
             title: Format::new().set_bold().set_font_size(14),
-            datetime: Format::new().set_num_format("yyyy-mm-dd hh:mm:ss"),
-            date: Format::new().set_num_format("yyyy-mm-dd"),
+            datetime: Format::new().set_num_format(conv.xlsx_datetime()),
+            date: Format::new().set_num_format(conv.xlsx_date()),
             count: Format::new().set_num_format("#,##0"),
             wide: Format::new()
                 .set_font_color(Color::Red)
@@ -573,7 +586,7 @@ impl<W: Write + Send> XlsxStatement<W> {
             out,
             workbook,
             header: header.clone(),
-            styles: Styles::new(),
+            styles: Styles::new(header),
             rows_per_sheet: options
                 .rows_per_sheet
                 .clamp(MIN_ROWS_PER_SHEET, EXCEL_MAX_ROWS),
@@ -956,7 +969,7 @@ pub fn write_summary<W: Write + Send>(
     summary: &Summary,
     mut out: W,
 ) -> Result<(ControlTotals, W), RenderError> {
-    let styles = Styles::new();
+    let styles = Styles::new(header);
     let mut workbook = Workbook::new();
     workbook.set_zip_compression_level(ZIP_LEVEL);
     workbook.set_properties(&properties(header));
@@ -1130,6 +1143,7 @@ mod tests {
                 id: MerchantId::parse("m_1").unwrap(),
                 name: "Acme & Söhne GmbH".into(),
                 timezone: Some(tz),
+                locale: None,
             },
             ledger_type,
             period,
@@ -1406,6 +1420,41 @@ mod tests {
         assert_eq!(num(&front, eur_line, 6), 1250.0);
         let jpy_line = find(&front, 0, "JPY");
         assert_eq!(num(&front, jpy_line, 6), 1250.0);
+    }
+
+    #[test]
+    fn dates_follow_the_merchant_s_locale_and_amounts_stay_grouped_numbers() {
+        for (tag, datetime_format, date_format) in [
+            ("de-DE", "dd\\.mm\\.yyyy hh:mm:ss", "dd\\.mm\\.yyyy"),
+            ("en-US", "mm\\/dd\\/yyyy hh:mm:ss", "mm\\/dd\\/yyyy"),
+            ("ja-JP", "yyyy\\/mm\\/dd hh:mm:ss", "yyyy\\/mm\\/dd"),
+        ] {
+            let mut h = header(LedgerType::Statement, "2026-03", &[("EUR", 24_997_881)]);
+            h.merchant.locale = Some(crate::domain::Locale::parse(tag).unwrap());
+            let entries = [entry("tx_1", "2026-03-02T10:00:00Z", -1999, "EUR", "a")];
+            let (_, bytes) = statement(&h, &entries, &XlsxOptions::default());
+            let mut book = Book::open(bytes);
+            let styles = book.part("xl/styles.xml");
+            assert!(
+                styles.contains(datetime_format),
+                "{tag}: {datetime_format} missing in {styles}"
+            );
+            assert!(styles.contains("#,##0.00 &quot;EUR&quot;"), "{tag}");
+            assert!(!styles.contains("yyyy-mm-dd"), "{tag}: {styles}");
+            // Still date cells and number cells, whatever the display.
+            let eur = book.sheet("EUR");
+            assert_eq!(datetime(&eur, 2, 0), local("2026-03-02 11:00:00"));
+            assert_eq!(num(&eur, 1, 6), 249_978.81);
+            assert_eq!(num(&eur, 2, 5), -19.99);
+
+            h.ledger_type = LedgerType::Summary;
+            let (_, bytes) = summary(&h, &entries);
+            let styles = Book::open(bytes).part("xl/styles.xml");
+            assert!(
+                styles.contains(date_format),
+                "{tag}: {date_format} missing in {styles}"
+            );
+        }
     }
 
     #[test]

@@ -336,7 +336,9 @@ pub mod contract {
     use chrono::{DateTime, Utc};
     use futures::StreamExt;
 
-    use crate::domain::{Balance, Currency, Entry, EntryType, Merchant, MerchantId, Timezone};
+    use crate::domain::{
+        Balance, Currency, Entry, EntryType, Locale, Merchant, MerchantId, Timezone,
+    };
     use crate::source::{Source, SourceError, Window};
 
     /// Source data as JSON text, so tests can hold data no valid type could (floats, …).
@@ -350,6 +352,9 @@ pub mod contract {
         pub name: String,
         /// `merchant.timezone`, left out when `None`.
         pub timezone: Option<String>,
+        /// `merchant.locale` as raw JSON (`"de-DE"` with its quotes, or `49`), left out
+        /// when `None`.
+        pub locale: Option<String>,
         /// `openingBalances` as raw JSON objects.
         pub opening: Vec<String>,
         /// Entry objects as raw JSON, in source order.
@@ -364,6 +369,7 @@ pub mod contract {
                 header_id: id.to_owned(),
                 name: "Contract GmbH".to_owned(),
                 timezone: None,
+                locale: None,
                 opening: Vec::new(),
                 entries: Vec::new(),
             }
@@ -396,8 +402,12 @@ pub mod contract {
                 Some(tz) => format!(r#","timezone":"{tz}""#),
                 None => String::new(),
             };
+            let locale = match &self.locale {
+                Some(raw) => format!(r#","locale":{raw}"#),
+                None => String::new(),
+            };
             format!(
-                r#"{{"merchant":{{"id":"{}","name":"{}"{tz}}},"openingBalances":[{}]}}"#,
+                r#"{{"merchant":{{"id":"{}","name":"{}"{tz}{locale}}},"openingBalances":[{}]}}"#,
                 self.header_id,
                 self.name,
                 self.opening.join(",")
@@ -499,8 +509,15 @@ pub mod contract {
                 id: mid("m_head"),
                 name: "Café Müller & Söhne".to_owned(),
                 timezone: Some(Timezone::parse("Europe/Berlin").expect("tz")),
+                locale: None,
             }
         );
+        // A locale is read in any case and kept in canonical case.
+        let mut localized = Dataset::new("m_locale");
+        localized.locale = Some(r#""de-de""#.to_owned());
+        let source = h.source_with(&localized).await;
+        let merchant = source.merchant(&mid("m_locale")).await.expect("merchant");
+        assert_eq!(merchant.locale.as_ref().map(Locale::as_str), Some("de-DE"));
         let plain = h.source_with(&Dataset::new("m_plain")).await;
         assert_eq!(
             plain
@@ -801,6 +818,20 @@ pub mod contract {
             "unknown time zone",
             tz,
             "merchant.timezone: unknown time zone",
+        ));
+        let mut locale = base();
+        locale.locale = Some(r#""de_DE""#.to_owned());
+        cases.push((
+            "malformed locale",
+            locale,
+            "merchant.locale: not made of letters, digits and hyphens; expected a BCP 47 language tag such as de-DE",
+        ));
+        let mut locale = base();
+        locale.locale = Some("49".to_owned());
+        cases.push((
+            "numeric locale",
+            locale,
+            "merchant.locale: expected string, found an integer",
         ));
         let mut float_opening = base();
         float_opening.opening = vec![r#"{"currency":"EUR","amount":12.5}"#.to_owned()];

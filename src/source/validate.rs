@@ -24,7 +24,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::error::Category;
 
 use super::SourceError;
-use crate::domain::{Balance, Currency, Entry, EntryType, Merchant, MerchantId, Timezone};
+use crate::domain::{Balance, Currency, Entry, EntryType, Locale, Merchant, MerchantId, Timezone};
 
 /// Longest entry id accepted, in characters.
 pub const MAX_ID_CHARS: usize = 128;
@@ -338,6 +338,8 @@ struct RawMerchant<'a> {
     name: Str<'a>,
     #[serde(default, borrow)]
     timezone: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    locale: Option<Str<'a>>,
 }
 
 impl RawMerchant<'_> {
@@ -346,6 +348,7 @@ impl RawMerchant<'_> {
             id: &self.id,
             name: &self.name,
             timezone: self.timezone.as_deref(),
+            locale: self.locale.as_deref(),
         }
     }
 }
@@ -405,6 +408,7 @@ struct MerchantParts<'a> {
     id: &'a str,
     name: &'a str,
     timezone: Option<&'a str>,
+    locale: Option<&'a str>,
 }
 
 struct BalanceParts<'a> {
@@ -434,6 +438,14 @@ fn finish_header<'a>(
             Timezone::parse(raw).map_err(|_| invalid("merchant.timezone", "unknown time zone"))?,
         ),
     };
+    // Only the syntax is checked: a well-formed tag the documents do not know falls back
+    // (render::locale), a malformed one is the source's error to fix.
+    let locale = match merchant.locale {
+        None => None,
+        Some(raw) => Some(
+            Locale::parse(raw).map_err(|e| invalid(format!("merchant.{}", e.field), e.message))?,
+        ),
+    };
     let mut opening_balances: Vec<Balance> = Vec::new();
     for (i, balance) in balances.enumerate() {
         let currency = parse_currency(balance.currency, || {
@@ -455,6 +467,7 @@ fn finish_header<'a>(
             id: expected.clone(),
             name: merchant.name.to_owned(),
             timezone,
+            locale,
         },
         opening_balances,
     })
@@ -473,7 +486,7 @@ fn parse_currency(raw: &str, path: impl FnOnce() -> String) -> Result<Currency, 
 
 /// Every member name the schema knows. Values of other members are skipped unparsed, as the
 /// typed structs skip them, so an odd value in an unknown member is refused by neither path.
-const KNOWN_KEYS: [&str; 13] = [
+const KNOWN_KEYS: [&str; 14] = [
     "merchant",
     "openingBalances",
     "entries",
@@ -481,6 +494,7 @@ const KNOWN_KEYS: [&str; 13] = [
     "id",
     "name",
     "timezone",
+    "locale",
     "currency",
     "amount",
     "bookedAt",
@@ -736,6 +750,7 @@ fn header_parts(
         id: required_string(merchant, "merchant", "id")?,
         name: required_string(merchant, "merchant", "name")?,
         timezone: optional_string(merchant, "merchant", "timezone")?,
+        locale: optional_string(merchant, "merchant", "locale")?,
     };
     let balances = match required(doc, "", "openingBalances", "array")? {
         Loose::Array(items) => items,
@@ -1249,6 +1264,7 @@ mod tests {
                 values.extend(literals(json));
             }
             values.extend(data.timezone.clone());
+            values.extend(data.locale.as_ref().map(|l| l.trim_matches('"').to_owned()));
             values.push(data.name.clone());
             values.retain(|v| *v != data.merchant_id && *v != data.header_id);
             assert!(!values.is_empty(), "{name}");

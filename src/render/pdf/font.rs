@@ -185,6 +185,121 @@ impl Face {
         }
         width as f32 * size / self.units_per_em
     }
+
+    /// Appends `text` to `out` as it is drawn (cleaned like [`Face::fit_into`]), broken into
+    /// lines of at most `max_width` points at `size`, separated by `\n` (which cleaned text
+    /// never contains). A line breaks at the last space that fits, or inside a token (an id,
+    /// a URL) that is wider than the line by itself; the spaces at a break are dropped. Only
+    /// the `max_lines`-th line is clipped with an ellipsis, so nothing is hidden while there
+    /// is a line left. Returns the number of lines appended (at least 1, even for empty
+    /// text). `scratch` is a reusable buffer, so wrapping allocates nothing per cell.
+    pub fn wrap_into(
+        &self,
+        out: &mut String,
+        scratch: &mut Vec<(char, u16)>,
+        text: &str,
+        size: f32,
+        max_width: f32,
+        max_lines: usize,
+    ) -> usize {
+        let limit = (max_width.max(0.0) * self.units_per_em / size) as u64;
+        // Most cells fit on one line: appended in one pass, like `fit_into`.
+        let start = out.len();
+        let mut width = 0u64;
+        let mut fits = true;
+        for c in text.chars() {
+            let (shown, glyph) = self.resolve(c);
+            width += u64::from(glyph.advance);
+            if width > limit {
+                fits = false;
+                break;
+            }
+            out.push(shown);
+        }
+        if fits {
+            return 1;
+        }
+        out.truncate(start);
+        scratch.clear();
+        scratch.extend(text.chars().map(|c| {
+            let (shown, glyph) = self.resolve(c);
+            (shown, glyph.advance)
+        }));
+        let glyphs = scratch.as_slice();
+        let n = glyphs.len();
+        let mut pos = 0;
+        let mut lines = 0;
+        while pos < n || lines == 0 {
+            if lines > 0 {
+                // A continuation line never starts with the spaces of the break.
+                while pos < n && glyphs[pos].0 == ' ' {
+                    pos += 1;
+                }
+                if pos == n {
+                    break;
+                }
+                out.push('\n');
+            }
+            lines += 1;
+            // The longest run from `pos` that fits.
+            let mut width = 0u64;
+            let mut end = pos;
+            while end < n && width + u64::from(glyphs[end].1) <= limit {
+                width += u64::from(glyphs[end].1);
+                end += 1;
+            }
+            if end == n {
+                out.extend(glyphs[pos..end].iter().map(|g| g.0));
+                break;
+            }
+            // On the last line, or in a column narrower than one glyph (where more lines
+            // would not help), the rest is clipped.
+            if lines >= max_lines.max(1) || end == pos {
+                self.clip(out, &glyphs[pos..], limit);
+                break;
+            }
+            // Break at the last space inside the run (or right after it); else inside the
+            // token, after the glyphs that fit (at least one, so the loop advances).
+            let space = glyphs[pos..=end]
+                .iter()
+                .rposition(|g| g.0 == ' ')
+                .map(|i| pos + i)
+                .filter(|&i| glyphs[pos..i].iter().any(|g| g.0 != ' '));
+            let (line_end, next) = match space {
+                Some(i) => (i, i + 1),
+                None => (end, end),
+            };
+            let kept = glyphs[pos..line_end]
+                .iter()
+                .rposition(|g| g.0 != ' ')
+                .map_or(pos, |i| pos + i + 1);
+            out.extend(glyphs[pos..kept].iter().map(|g| g.0));
+            pos = next;
+        }
+        lines
+    }
+
+    /// Appends as much of `glyphs` as fits `limit` font units with the ellipsis after it (or
+    /// nothing when not even the ellipsis fits) — the last line of a wrapped cell.
+    fn clip(&self, out: &mut String, glyphs: &[(char, u16)], limit: u64) {
+        let (mark, ellipsis) = (self.ellipsis.0, u64::from(self.ellipsis.1.advance));
+        if ellipsis > limit {
+            return;
+        }
+        let start = out.len();
+        let mut width = ellipsis;
+        for &(c, advance) in glyphs {
+            width += u64::from(advance);
+            if width > limit {
+                break;
+            }
+            out.push(c);
+        }
+        // `word …` reads as if the word were whole; `word…` does not.
+        let trimmed = out[start..].trim_end_matches(' ').len();
+        out.truncate(start + trimmed);
+        out.push(mark);
+    }
 }
 
 /// Bidirectional formatting characters: shown as U+FFFD so text cannot be visually reordered.
@@ -227,5 +342,74 @@ mod tests {
         out.clear();
         assert_eq!(f.fit_into(&mut out, "wide", 8.0, 0.5), 0.0);
         assert_eq!(out, "");
+    }
+
+    /// Wraps `text` into a column `width` points wide at 8 pt.
+    fn wrap(text: &str, width: f32, max_lines: usize) -> (usize, Vec<String>) {
+        let f = &fonts().unwrap().regular;
+        let mut out = String::from("before|");
+        let n = f.wrap_into(&mut out, &mut Vec::new(), text, 8.0, width, max_lines);
+        let text = out.strip_prefix("before|").expect("earlier text is kept");
+        (n, text.split('\n').map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn wrapping_breaks_at_spaces_then_inside_long_tokens() {
+        let f = &fonts().unwrap().regular;
+        let width = f.width("Chargeback, dispute", 8.0) + 0.5;
+        let (n, lines) = wrap("Chargeback, dispute dp_1042", width, 3);
+        assert_eq!(n, 2);
+        assert_eq!(lines, ["Chargeback, dispute", "dp_1042"]);
+        // A token wider than the column breaks inside it, and nothing of it is lost.
+        let id = "dp_0123456789abcdef0123456789abcdef";
+        let (n, lines) = wrap(&format!("dispute {id}"), width, 5);
+        assert!(n >= 2, "{lines:?}");
+        assert_eq!(lines[0], "dispute");
+        assert_eq!(lines[1..].concat(), id);
+        for line in &lines {
+            assert!(
+                f.width(line, 8.0) <= width,
+                "{line:?} is wider than {width}"
+            );
+            assert!(!line.starts_with(' ') && !line.ends_with(' '), "{line:?}");
+        }
+        // Short text, empty text and cleaned control characters stay on one line.
+        assert_eq!(
+            wrap("Order 1001", width, 3),
+            (1, vec!["Order 1001".to_owned()])
+        );
+        assert_eq!(wrap("", width, 3), (1, vec![String::new()]));
+        assert_eq!(wrap("a\nb", width, 3), (1, vec!["a b".to_owned()]));
+    }
+
+    #[test]
+    fn wrapping_clips_only_the_last_allowed_line() {
+        let f = &fonts().unwrap().regular;
+        let width = f.width("word word", 8.0) + 0.5;
+        let (n, lines) = wrap(&"word ".repeat(20), width, 3);
+        assert_eq!(n, 3);
+        assert_eq!(&lines[..2], ["word word", "word word"]);
+        // The last line is cut like a single-line cell: as much as fits, then the mark.
+        let last = lines[2]
+            .strip_suffix(ELLIPSIS)
+            .expect("ends with an ellipsis");
+        assert!(
+            "word word".starts_with(last) && last.len() >= 4,
+            "{lines:?}"
+        );
+        assert!(f.width(&lines[2], 8.0) <= width, "{lines:?}");
+        // Exactly three full lines need no ellipsis.
+        let (n, lines) = wrap("word word word word word word", width, 3);
+        assert_eq!(
+            (n, lines.concat().contains(ELLIPSIS)),
+            (3, false),
+            "{lines:?}"
+        );
+        // One line allowed: the old clipping.
+        let (n, lines) = wrap("word word word", width, 1);
+        assert_eq!(n, 1);
+        assert!(lines[0].ends_with(ELLIPSIS), "{lines:?}");
+        // A column narrower than one glyph keeps nothing rather than overflowing.
+        assert_eq!(wrap("wide", 0.5, 3), (1, vec![String::new()]));
     }
 }

@@ -1,6 +1,7 @@
 //! Page geometry and drawing shared by the statement and the summary: A4 portrait, a flow
-//! of fixed-height blocks cut into pages before anything is drawn (so `Page X of Y` is known
-//! while drawing and needs no second pass), the first page's document header, the footer of
+//! of blocks of known height cut into pages before anything is drawn (so `Page X of Y` is
+//! known while drawing and needs no second pass; a wrapped row's height is known from its
+//! line count when it arrives), the first page's document header, the footer of
 //! every page, and [`Line`]: a row of cells drawn as one glyph run from the glyph table.
 
 use std::ops::Range;
@@ -16,6 +17,7 @@ use krilla::{Document, SerializeSettings};
 
 use super::font::{Face, Fonts, GlyphInfo};
 use crate::domain::{Stage, Timezone};
+use crate::render::locale::{Conventions, DEFAULT};
 use crate::render::{DocumentHeader, RenderError, text};
 
 /// A4 width in points.
@@ -35,6 +37,18 @@ pub(super) const BODY_BOTTOM: f32 = PAGE_HEIGHT - 46.0;
 pub(super) const TEXT_SIZE: f32 = 7.5;
 /// Height of one table row.
 pub(super) const ROW_HEIGHT: f32 = 10.0;
+/// Distance between the lines of a wrapped cell: 1.2 × the text size, so a descender never
+/// touches the line below.
+pub(super) const WRAP_LEADING: f32 = 9.0;
+/// The most lines a wrapped cell takes; only text beyond them is clipped with an ellipsis.
+/// Three lines hold ~80 characters of description and ~45 of reference, which keeps every
+/// id of the sample data whole while a runaway text cannot take over a page.
+pub(super) const MAX_CELL_LINES: usize = 3;
+
+/// Height of a table row whose tallest cell has `lines` lines.
+pub(super) fn row_height(lines: u8) -> f32 {
+    ROW_HEIGHT + f32::from(lines.max(1) - 1) * WRAP_LEADING
+}
 /// Where a row's baseline sits below its top.
 pub(super) const BASELINE: f32 = 7.5;
 /// Height of a table's column header.
@@ -609,9 +623,25 @@ fn footer(canvas: &mut Canvas<'_, '_>, header: &DocumentHeader, page: usize, tot
     }
 }
 
+/// How the header names the number and date format: the merchant's tag, and the table row
+/// used when that is not the tag itself (`de-LU (as de-DE)`).
+fn locale_label(header: &DocumentHeader, conv: &Conventions) -> String {
+    match &header.merchant.locale {
+        None => format!("{} (ISO 8601 dates)", DEFAULT.name),
+        Some(tag) if tag.as_str() == conv.name => conv.name.to_owned(),
+        Some(tag) => format!("{tag} (as {})", conv.name),
+    }
+}
+
 /// The document header on the first page, [`HEADER_HEIGHT`] points from `top`: title, DRAFT
-/// mark, merchant, ledger, period, zone, local and UTC bounds, stage, version, generation.
-pub(super) fn document_header(canvas: &mut Canvas<'_, '_>, top: f32, header: &DocumentHeader) {
+/// mark, merchant, ledger, period, zone, local and UTC bounds, stage, version, generation,
+/// and the locale its numbers and dates are written in (`conv`).
+pub(super) fn document_header(
+    canvas: &mut Canvas<'_, '_>,
+    top: f32,
+    header: &DocumentHeader,
+    conv: &Conventions,
+) {
     let fonts = canvas.fonts;
     let full = Column {
         title: "",
@@ -637,16 +667,17 @@ pub(super) fn document_header(canvas: &mut Canvas<'_, '_>, top: f32, header: &Do
     }
     canvas.rule(top + 24.0);
     let tz = header.timezone;
-    let local = |at| text::local_instant(at, tz);
-    let utc = |at| text::local_instant(at, Timezone::UTC);
+    let local = |at| conv.instant(at, tz);
+    let utc = |at| conv.instant(at, Timezone::UTC);
     let (first, after) = header.period.local_days();
-    let left: [(&str, String); 6] = [
+    let left: [(&str, String); 7] = [
         ("Merchant", header.merchant.name.clone()),
         ("Merchant id", header.merchant.id.to_string()),
         ("Ledger id", header.ledger_id.to_string()),
         ("Ledger type", header.ledger_type.as_str().to_owned()),
         ("Stage", header.stage.as_str().to_owned()),
         ("Version", header.version.to_string()),
+        ("Locale", locale_label(header, conv)),
     ];
     let right: [(&str, String); 7] = [
         (
@@ -654,8 +685,8 @@ pub(super) fn document_header(canvas: &mut Canvas<'_, '_>, top: f32, header: &Do
             format!(
                 "{} ({} to {}, local days)",
                 header.period,
-                first.format("%Y-%m-%d"),
-                after.pred_opt().unwrap_or(after).format("%Y-%m-%d")
+                conv.date(first),
+                conv.date(after.pred_opt().unwrap_or(after))
             ),
         ),
         ("Time zone", tz.name().to_owned()),

@@ -15,8 +15,9 @@ use super::layout::{
 };
 use super::{Tally, control_totals};
 use crate::domain::{ControlTotals, Currency};
+use crate::render::locale::{self, Conventions};
 use crate::render::summary::{Bucket, Summary};
-use crate::render::{DocumentHeader, RenderError, text};
+use crate::render::{DocumentHeader, RenderError};
 
 fn table(key: &'static str) -> [Column; 5] {
     layout::columns(
@@ -57,8 +58,10 @@ pub fn write_summary<W: Write>(
     mut out: W,
 ) -> Result<(ControlTotals, W), RenderError> {
     let fonts = fonts()?;
+    let conv = locale::conventions(header.merchant.locale.as_ref());
     let mut painter = Painter {
         header,
+        conv,
         summary,
         days: summary
             .currencies
@@ -160,6 +163,7 @@ fn plan(summary: &Summary, days: &[Vec<(NaiveDate, Bucket)>]) -> Pages<Block> {
 /// One table row: key, count, credits, debits, net.
 fn bucket_row(
     canvas: &mut Canvas<'_, '_>,
+    conv: &Conventions,
     columns: &[Column; 5],
     currency: Currency,
     y: f32,
@@ -168,16 +172,17 @@ fn bucket_row(
 ) {
     let line = &mut canvas.line;
     line.cell(&columns[0], key);
-    line.number(&columns[1], &count.to_string());
-    line.number(&columns[2], &text::wide_amount(currency, credits));
-    line.number(&columns[3], &text::wide_amount(currency, debits));
-    line.number(&columns[4], &text::wide_amount(currency, credits + debits));
+    line.number(&columns[1], &conv.count(count));
+    line.number(&columns[2], &conv.amount(currency, credits));
+    line.number(&columns[3], &conv.amount(currency, debits));
+    line.number(&columns[4], &conv.amount(currency, credits + debits));
     line.draw(canvas.surface, y);
 }
 
 /// Draws the summary's blocks and tallies what it drew.
 struct Painter<'a> {
     header: &'a DocumentHeader,
+    conv: &'static Conventions,
     summary: &'a Summary,
     /// Each currency's day rows, in date order.
     days: Vec<Vec<(NaiveDate, Bucket)>>,
@@ -190,6 +195,7 @@ impl Painter<'_> {
     fn draw(&mut self, canvas: &mut Canvas<'_, '_>, top: f32, block: &Block) {
         let Painter {
             header,
+            conv,
             summary,
             days,
             day_columns,
@@ -199,7 +205,7 @@ impl Painter<'_> {
         let fonts = canvas.fonts;
         let balance_column = &day_columns[4];
         match block {
-            Block::Header => layout::document_header(canvas, top, header),
+            Block::Header => layout::document_header(canvas, top, header, conv),
             Block::NoEntries | Block::NoRows => {
                 let column = Column {
                     title: "",
@@ -233,13 +239,13 @@ impl Painter<'_> {
                 };
                 let label = format!(
                     "Opening balance at {}",
-                    text::local_instant(header.bounds.0, header.timezone)
+                    conv.instant(header.bounds.0, header.timezone)
                 );
                 canvas.label_value(
                     top,
                     &label,
                     balance_column,
-                    &text::amount(c.currency, c.opening),
+                    &conv.amount(c.currency, i128::from(c.opening)),
                 );
             }
             Block::DayHead => canvas.table_head(day_columns, top),
@@ -252,10 +258,11 @@ impl Painter<'_> {
                     canvas.line.reset(&fonts.regular, TEXT_SIZE);
                     bucket_row(
                         canvas,
+                        conv,
                         day_columns,
                         currency,
                         top + k as f32 * ROW_HEIGHT + BASELINE,
-                        &day.format("%Y-%m-%d").to_string(),
+                        &conv.date(*day),
                         (b.count, b.credits, b.debits),
                     );
                 }
@@ -266,6 +273,7 @@ impl Painter<'_> {
                     canvas.line.reset(&fonts.regular, TEXT_SIZE);
                     bucket_row(
                         canvas,
+                        conv,
                         type_columns,
                         c.currency,
                         top + k as f32 * ROW_HEIGHT + BASELINE,
@@ -281,6 +289,7 @@ impl Painter<'_> {
                 canvas.line.reset(&fonts.bold, TEXT_SIZE + 0.5);
                 bucket_row(
                     canvas,
+                    conv,
                     day_columns,
                     currency,
                     top + 4.0 + BASELINE + 1.0,
@@ -293,13 +302,13 @@ impl Painter<'_> {
                 let currency = summary.currencies[*i].currency;
                 let label = format!(
                     "Closing balance at {}",
-                    text::local_instant(header.bounds.1, header.timezone)
+                    conv.instant(header.bounds.1, header.timezone)
                 );
                 canvas.label_value(
                     top,
                     &label,
                     balance_column,
-                    &text::wide_amount(currency, d.closing()),
+                    &conv.amount(currency, d.closing()),
                 );
             }
         }
