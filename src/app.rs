@@ -131,13 +131,13 @@ pub fn dev_key(config: &Config) -> anyhow::Result<DevKey> {
     Ok(key)
 }
 
-async fn verifier(config: &Config) -> anyhow::Result<Verifier> {
+async fn verifier(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Verifier> {
     let opts = VerifierOptions {
         leeway: config.auth_leeway,
         ..VerifierOptions::new(config.auth_issuer.clone(), config.auth_audience.clone())
     };
     if let Some(url) = &config.auth_jwks_url {
-        return Verifier::from_url(url, opts)
+        return Verifier::from_url(url, opts, shutdown)
             .await
             .context("APP_ENV_AUTH_JWKS_URL");
     }
@@ -224,7 +224,7 @@ pub async fn run(
 
     let node = NodeId::acquire(&config, store.clone(), shutdown.clone()).await?;
     let api_state = if config.roles.api {
-        let verifier = Arc::new(verifier(&config).await?);
+        let verifier = Arc::new(verifier(&config, &shutdown).await?);
         let grants = Arc::new(StoreGrants(store.clone()));
         let authz = Arc::new(match &config.redis_url {
             None => Authorizer::new(grants, config.policy_cache_ttl),
