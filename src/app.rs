@@ -254,7 +254,13 @@ pub async fn run(
             authz,
             ids: Arc::new(Snowflake::new(node.id)?),
             shutdown: shutdown.clone(),
-            ws_ping_interval: config.ws_ping_interval,
+            ws: api::ws::WsSettings {
+                ping_interval: config.ws_ping_interval,
+                token_leeway: config.auth_leeway,
+                replay_max_age: config.ws_replay_max_age,
+                max_sockets_per_subject: config.ws_max_sockets_per_subject,
+            },
+            ws_sockets: api::ws::SocketCounts::default(),
         })
     } else {
         None
