@@ -47,7 +47,8 @@ embedded defaults (SQLite, local files, in-database queue, local dev key).
   worker      APP_ENV_WORKER_CONCURRENCY, APP_ENV_JOB_TIMEOUT_MS, APP_ENV_SWEEP_INTERVAL_MS,
               APP_ENV_MAX_ATTEMPTS
   live events APP_ENV_WEBSOCKET_REDIS_URL, APP_ENV_WEBSOCKET_REDIS_CHANNEL,
-              APP_ENV_WS_PING_INTERVAL_MS";
+              APP_ENV_WS_PING_INTERVAL_MS, APP_ENV_WS_REPLAY_MAX_AGE_MS (24 h),
+              APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT (100)";
 
 #[derive(Subcommand)]
 enum Command {

@@ -817,7 +817,7 @@ async fn since_replays_at_most_the_configured_age_back_and_says_it_is_incomplete
     );
     // Within it: everything since, complete.
     let (ledgers, marker) = replay(recent_since).await;
-    assert_eq!(ledgers.into_iter().collect::<Vec<_>>(), [recent.clone()]);
+    assert_eq!(ledgers.into_iter().collect::<Vec<_>>(), [recent]);
     assert_eq!(marker["complete"], true, "{marker}");
     app.stop().await;
 }
