@@ -134,6 +134,7 @@ pub fn dev_key(config: &Config) -> anyhow::Result<DevKey> {
 async fn verifier(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Verifier> {
     let opts = VerifierOptions {
         leeway: config.auth_leeway,
+        max_key_age: config.auth_jwks_max_age,
         ..VerifierOptions::new(config.auth_issuer.clone(), config.auth_audience.clone())
     };
     if let Some(url) = &config.auth_jwks_url {

@@ -40,7 +40,8 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the keys of a JWKS URL are fetched again when nothing else asks for it: a
 /// rotation that keeps the old `kid`s, or a withdrawn key, is seen within this time.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
-/// Keys of a JWKS URL not refreshed for this long are refused. An hour rides out an
+/// Keys of a JWKS URL not refreshed for this long are refused (the default of
+/// `APP_ENV_AUTH_JWKS_MAX_AGE_SECS`). An hour rides out an
 /// identity-provider outage of that length (the refresher retries every refetch interval,
 /// so about 120 attempts fail first) while bounding how long a key the issuer withdrew —
 /// e.g. after a leak — stays usable when its JWKS cannot be fetched: before, for ever.

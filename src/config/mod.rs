@@ -137,6 +137,10 @@ pub struct Config {
     pub encryption_keys_old: Vec<Secret>,
     /// `APP_ENV_AUTH_JWKS_URL`: JWKS of the identity service.
     pub auth_jwks_url: Option<String>,
+    /// `APP_ENV_AUTH_JWKS_MAX_AGE_SECS`: keys from `APP_ENV_AUTH_JWKS_URL` not refreshed
+    /// for this long are refused and readiness fails, 1–86400 (default 3600): how long a key
+    /// the issuer withdrew can still be used while its JWKS cannot be fetched.
+    pub auth_jwks_max_age: Duration,
     /// `APP_ENV_AUTH_JWKS_FILE`: a JWKS file (when no URL is set).
     pub auth_jwks_file: Option<PathBuf>,
     /// `APP_ENV_AUTH_ISSUER`: required `iss` of tokens, when set.
@@ -174,6 +178,7 @@ pub const SETTINGS: &[&str] = &[
     "APP_ENV_AUTH_AUDIENCE",
     "APP_ENV_AUTH_ISSUER",
     "APP_ENV_AUTH_JWKS_FILE",
+    "APP_ENV_AUTH_JWKS_MAX_AGE_SECS",
     "APP_ENV_AUTH_JWKS_URL",
     "APP_ENV_AUTH_LEEWAY_SECS",
     "APP_ENV_DATABASE_URL",
@@ -534,6 +539,11 @@ impl Config {
             r.errors
                 .push("APP_ENV_AUTH_JWKS_URL: expected an http(s) URL".into());
         }
+        let auth_jwks_max_age = Duration::from_secs(r.number(
+            "APP_ENV_AUTH_JWKS_MAX_AGE_SECS",
+            crate::auth::jwt::DEFAULT_MAX_KEY_AGE.as_secs(),
+            (1, 86_400),
+        ));
         let auth_jwks_file = r.string("APP_ENV_AUTH_JWKS_FILE").map(PathBuf::from);
         let auth_issuer = r.string("APP_ENV_AUTH_ISSUER");
         let auth_audience = r.string("APP_ENV_AUTH_AUDIENCE");
@@ -608,6 +618,7 @@ impl Config {
             encryption_key,
             encryption_keys_old,
             auth_jwks_url,
+            auth_jwks_max_age,
             auth_jwks_file,
             auth_issuer,
             auth_audience,
