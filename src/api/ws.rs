@@ -569,8 +569,10 @@ async fn replay(
     since: chrono::DateTime<chrono::Utc>,
     frames: &mpsc::Sender<Message>,
 ) -> Result<(), ()> {
-    let oldest = chrono::Utc::now()
-        - chrono::Duration::from_std(state.ws.replay_max_age).unwrap_or(chrono::Duration::MAX);
+    let oldest = chrono::Duration::from_std(state.ws.replay_max_age)
+        .ok()
+        .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     // An older `since` is not an error: the client gets what is allowed and, through
     // `complete: false`, learns it must re-read the ledgers for the rest.
     let (from, mut complete) = if since < oldest {
