@@ -131,13 +131,14 @@ pub fn dev_key(config: &Config) -> anyhow::Result<DevKey> {
     Ok(key)
 }
 
-async fn verifier(config: &Config) -> anyhow::Result<Verifier> {
+async fn verifier(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Verifier> {
     let opts = VerifierOptions {
         leeway: config.auth_leeway,
+        max_key_age: config.auth_jwks_max_age,
         ..VerifierOptions::new(config.auth_issuer.clone(), config.auth_audience.clone())
     };
     if let Some(url) = &config.auth_jwks_url {
-        return Verifier::from_url(url, opts)
+        return Verifier::from_url(url, opts, shutdown)
             .await
             .context("APP_ENV_AUTH_JWKS_URL");
     }
@@ -224,7 +225,7 @@ pub async fn run(
 
     let node = NodeId::acquire(&config, store.clone(), shutdown.clone()).await?;
     let api_state = if config.roles.api {
-        let verifier = Arc::new(verifier(&config).await?);
+        let verifier = Arc::new(verifier(&config, &shutdown).await?);
         let grants = Arc::new(StoreGrants(store.clone()));
         let authz = Arc::new(match &config.redis {
             None => Authorizer::new(grants, config.policy_cache_ttl),
@@ -254,7 +255,13 @@ pub async fn run(
             authz,
             ids: Arc::new(Snowflake::new(node.id)?),
             shutdown: shutdown.clone(),
-            ws_ping_interval: config.ws_ping_interval,
+            ws: api::ws::WsSettings {
+                ping_interval: config.ws_ping_interval,
+                token_leeway: config.auth_leeway,
+                replay_max_age: config.ws_replay_max_age,
+                max_sockets_per_subject: config.ws_max_sockets_per_subject,
+            },
+            ws_sockets: api::ws::SocketCounts::default(),
         })
     } else {
         None

@@ -43,13 +43,15 @@ embedded defaults (SQLite, local files, in-database queue, local dev key).
               APP_ENV_S3_REGION, APP_ENV_S3_ACCESS_KEY_ID, APP_ENV_S3_SECRET_ACCESS_KEY
   encryption  APP_ENV_LEDGER_ENCRYPTION_KEY, APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD
   source      APP_ENV_SOURCE_DIR (examples/source), APP_ENV_SOURCE_URL, APP_ENV_SOURCE_TOKEN
-  auth        APP_ENV_AUTH_JWKS_URL, APP_ENV_AUTH_JWKS_FILE, APP_ENV_AUTH_ISSUER,
+  auth        APP_ENV_AUTH_JWKS_URL, APP_ENV_AUTH_JWKS_MAX_AGE_SECS (3600),
+              APP_ENV_AUTH_JWKS_FILE, APP_ENV_AUTH_ISSUER,
               APP_ENV_AUTH_AUDIENCE, APP_ENV_AUTH_LEEWAY_SECS (30), APP_ENV_REDIS_URL,
               APP_ENV_POLICY_CACHE_TTL_MS
   worker      APP_ENV_WORKER_CONCURRENCY, APP_ENV_JOB_TIMEOUT_MS, APP_ENV_SWEEP_INTERVAL_MS,
               APP_ENV_MAX_ATTEMPTS
   live events APP_ENV_WEBSOCKET_REDIS_URL, APP_ENV_WEBSOCKET_REDIS_CHANNEL,
-              APP_ENV_WS_PING_INTERVAL_MS
+              APP_ENV_WS_PING_INTERVAL_MS, APP_ENV_WS_REPLAY_MAX_AGE_MS (24 h),
+              APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT (100)
   TLS         postgres://…?sslmode=verify-full&sslrootcert=ca.pem, rediss://… with
               APP_ENV_REDIS_TLS_CA_FILE for a private CA (system roots when unset)";
 

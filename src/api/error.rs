@@ -71,6 +71,9 @@ pub enum ApiError {
     /// 415: the body is not `application/json`.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// 429: the caller holds as many of a limited resource (WebSockets) as it may.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 422: the idempotency key was used with another body.
     #[error("this Idempotency-Key was used with a different request body")]
     IdempotencyMismatch,
@@ -111,6 +114,7 @@ pub const CODES: &[(u16, &str)] = &[
     (413, "PAYLOAD_TOO_LARGE"),
     (415, "UNSUPPORTED_MEDIA_TYPE"),
     (422, "IDEMPOTENCY_KEY_REUSED"),
+    (429, "TOO_MANY_REQUESTS"),
     (500, "INTERNAL"),
     (503, "ENQUEUE_FAILED"),
     (503, "SERVICE_UNAVAILABLE"),
@@ -188,6 +192,7 @@ impl ApiError {
             ApiError::IdempotencyMismatch => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
             }
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
             ApiError::EnqueueFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "ENQUEUE_FAILED"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),

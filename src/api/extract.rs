@@ -17,22 +17,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let token = bearer_token(&parts.headers)?
             .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("expected Authorization: Bearer <token>".into())
-            })?;
         let claims = state
             .verifier
             .verify(token)
@@ -40,6 +26,25 @@ impl FromRequestParts<AppState> for Caller {
             .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
         Ok(Caller::from(claims))
     }
+}
+
+/// The token of an `Authorization: Bearer` header: `None` without the header, an error when
+/// it holds anything else.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(header) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(Some)
+        .ok_or_else(|| ApiError::Unauthorized("expected Authorization: Bearer <token>".into()))
 }
 
 /// A JSON object body.

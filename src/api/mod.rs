@@ -55,8 +55,10 @@ pub struct AppState {
     pub ids: Arc<Snowflake>,
     /// Fires on shutdown: WebSockets close with 1001.
     pub shutdown: tokio_util::sync::CancellationToken,
-    /// WebSocket keep-alive ping interval.
-    pub ws_ping_interval: std::time::Duration,
+    /// `/ws` settings: keep-alive, token leeway, replay age, sockets per subject.
+    pub ws: ws::WsSettings,
+    /// Open WebSockets per subject on this process.
+    pub ws_sockets: ws::SocketCounts,
 }
 
 /// Everything `/readyz` checks and `/metrics` renders, for any role.

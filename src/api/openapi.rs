@@ -63,6 +63,9 @@ fn meaning(code: &str) -> &'static str {
         "PAYLOAD_TOO_LARGE" => "the body is over 1 MiB",
         "UNSUPPORTED_MEDIA_TYPE" => "the body is not `application/json`",
         "IDEMPOTENCY_KEY_REUSED" => "the Idempotency-Key was used with another body",
+        "TOO_MANY_REQUESTS" => {
+            "the subject already holds APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT WebSockets; close one first"
+        }
         "INTERNAL" => "a fault of the service; quote the requestId",
         "ENQUEUE_FAILED" => {
             "the ledger was stored but not queued: it is REJECTED/ENQUEUE_FAILED (in `ledger`), retry it"

@@ -3,11 +3,20 @@
 //!
 //! Owns the algorithm allow-list, claim checks and the JWKS cache. It must never accept
 //! another algorithm (`none`, HMAC, RSA…), never trust a key the token carries itself,
-//! and never put a token, a key or a JWKS URL's credentials into a log line or an error.
+//! never put a token, a key or a JWKS URL's credentials into a log line or an error, and
+//! never make a request wait on the identity provider for a key it already holds.
+//!
+//! Keys from a URL are refreshed by a background task (every
+//! [`VerifierOptions::refresh_interval`], retried after the refetch interval while it fails)
+//! that stops with the service's shutdown token or when the verifier is dropped. An unknown
+//! `kid` starts at most one rate-limited fetch, run apart from the request so that nothing
+//! else waits behind it. Keys not refreshed for [`VerifierOptions::max_key_age`] are
+//! refused, and readiness fails, so a key the issuer withdrew cannot be used for ever while
+//! its JWKS cannot be fetched.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -18,6 +27,8 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::AuthError;
 
@@ -26,25 +37,43 @@ use super::AuthError;
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// Timeout of one JWKS request, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Keys fetched from a URL are refreshed once they are this old, so a key the issuer
-/// withdrew stops being accepted even if no unknown `kid` ever shows up.
-pub const MAX_KEY_AGE: Duration = Duration::from_secs(15 * 60);
+/// How often the keys of a JWKS URL are fetched again when nothing else asks for it: a
+/// rotation that keeps the old `kid`s, or a withdrawn key, is seen within this time.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Keys of a JWKS URL not refreshed for this long are refused (the default of
+/// `APP_ENV_AUTH_JWKS_MAX_AGE_SECS`). An hour rides out an
+/// identity-provider outage of that length (the refresher retries every refetch interval,
+/// so about 120 attempts fail first) while bounding how long a key the issuer withdrew —
+/// e.g. after a leak — stays usable when its JWKS cannot be fetched: before, for ever.
+/// Access tokens live 5–60 min, so an outage longer than this would leave few valid ones
+/// anyway.
+pub const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(60 * 60);
+/// The background refresher never retries a failing JWKS more often than this, whatever
+/// the refetch interval (tests set that to zero).
+const RETRY_FLOOR: Duration = Duration::from_secs(1);
 /// Longer tokens are refused before any parsing: no legitimate bearer token is this big.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// A JWKS larger than this is refused rather than parsed.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// What a verifier checks beyond the signature.
+/// What a verifier checks beyond the signature, and how it keeps the keys of a JWKS URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifierOptions {
     /// Required `iss`, when set.
     pub issuer: Option<String>,
     /// Required `aud` (one of the token's audiences), when set.
     pub audience: Option<String>,
-    /// Minimum time between two JWKS fetches (unknown `kid`, stale keys, readiness).
+    /// Minimum time between two JWKS fetches for an unknown `kid` or a readiness probe, and
+    /// the delay before the background refresher retries a failed fetch.
     pub min_refetch_interval: Duration,
     /// Clock skew tolerated on `exp` and `nbf`: a token is accepted until `exp` + this.
     pub leeway: Duration,
+    /// How often the background task fetches the JWKS of a URL (at most half of
+    /// `max_key_age`, so a single failure never lets the keys expire).
+    pub refresh_interval: Duration,
+    /// Keys of a URL not refreshed successfully for this long are refused (401) and
+    /// readiness fails, until a fetch succeeds again.
+    pub max_key_age: Duration,
 }
 
 impl Default for VerifierOptions {
@@ -54,6 +83,8 @@ impl Default for VerifierOptions {
             audience: None,
             min_refetch_interval: Duration::from_secs(30),
             leeway: DEFAULT_LEEWAY,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            max_key_age: DEFAULT_MAX_KEY_AGE,
         }
     }
 }
@@ -90,11 +121,24 @@ struct KeyCache {
     fetched_at: Option<Instant>,
 }
 
+/// Where a JWKS URL's fetches stand. Locked only to read or flip these fields, never
+/// across a fetch.
+#[derive(Default)]
+struct FetchState {
+    /// When the last fetch started, for rate limiting.
+    last_attempt: Option<Instant>,
+    /// Whether the last finished fetch installed keys.
+    last_ok: bool,
+    /// A fetch is under way: others wait for its end instead of starting another.
+    running: bool,
+}
+
 struct Remote {
     url: reqwest::Url,
     client: reqwest::Client,
-    /// Serialises fetches; holds when the last one was attempted, for rate limiting.
-    last_attempt: tokio::sync::Mutex<Option<Instant>>,
+    state: Mutex<FetchState>,
+    /// Counts finished fetches; a request waiting for new keys watches it.
+    finished: watch::Sender<u64>,
 }
 
 impl Remote {
@@ -102,12 +146,36 @@ impl Remote {
     fn host(&self) -> &str {
         self.url.host_str().unwrap_or("?")
     }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FetchState> {
+        // The fields are plain values written one at a time: a poisoned lock is consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What [`Inner::claim_fetch`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The caller runs the fetch.
+    Started,
+    /// One is under way: wait for it.
+    Running,
+    /// One was attempted within the refetch interval.
+    RateLimited,
 }
 
 /// Verifies `Authorization: Bearer` tokens. Cheap to share behind an `Arc`.
 pub struct Verifier {
+    inner: Arc<Inner>,
+    /// Stops the background refresher when the verifier goes away.
+    _refresher: Option<DropGuard>,
+}
+
+struct Inner {
     validation: Validation,
     min_refetch_interval: Duration,
+    refresh_interval: Duration,
+    max_key_age: Duration,
     cache: RwLock<KeyCache>,
     remote: Option<Remote>,
 }
@@ -115,8 +183,8 @@ pub struct Verifier {
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
-            .field("keys", &self.current_keys().len())
-            .field("remote_host", &self.remote.as_ref().map(Remote::host))
+            .field("keys", &self.inner.current_keys().len())
+            .field("remote_host", &self.inner.remote.as_ref().map(Remote::host))
             .finish_non_exhaustive()
     }
 }
@@ -131,7 +199,10 @@ impl Verifier {
                 "the JWKS holds no usable ES256 (P-256) key with a kid ({skipped} skipped)"
             )));
         }
-        Ok(Self::build(keys, None, None, opts))
+        Ok(Self {
+            inner: Arc::new(Inner::build(keys, None, opts)),
+            _refresher: None,
+        })
     }
 
     /// A verifier over a JWKS file read once, now.
@@ -151,13 +222,21 @@ impl Verifier {
                 path.display()
             )));
         }
-        Ok(Self::build(keys, None, None, opts))
+        Ok(Self {
+            inner: Arc::new(Inner::build(keys, None, opts)),
+            _refresher: None,
+        })
     }
 
     /// A verifier over a JWKS URL. The first fetch happens now; when it fails the
     /// verifier still starts (and logs why), `ready()` reports the missing keys, and the
-    /// next token or readiness probe retries after the refetch interval.
-    pub async fn from_url(url: &str, opts: VerifierOptions) -> Result<Self, AuthError> {
+    /// background refresher retries after the refetch interval. The refresher stops when
+    /// `shutdown` fires or the verifier is dropped.
+    pub async fn from_url(
+        url: &str,
+        opts: VerifierOptions,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, AuthError> {
         let url = reqwest::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
@@ -170,51 +249,24 @@ impl Verifier {
         let remote = Remote {
             url,
             client,
-            last_attempt: tokio::sync::Mutex::new(None),
+            state: Mutex::new(FetchState::default()),
+            finished: watch::Sender::new(0),
         };
-        let verifier = Self::build(KeyMap::new(), None, Some(remote), opts);
-        verifier.refresh(true).await;
-        Ok(verifier)
+        let inner = Arc::new(Inner::build(KeyMap::new(), Some(remote), opts));
+        if inner.claim_fetch(true) == Claim::Started {
+            inner.fetch_claimed().await;
+        }
+        let stop = shutdown.child_token();
+        tokio::spawn(refresh_in_background(Arc::downgrade(&inner), stop.clone()));
+        Ok(Self {
+            inner,
+            _refresher: Some(stop.drop_guard()),
+        })
     }
 
-    fn build(
-        keys: KeyMap,
-        fetched_at: Option<Instant>,
-        remote: Option<Remote>,
-        opts: VerifierOptions,
-    ) -> Self {
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.leeway = opts.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        // The library compares `iss` / `aud` only when present, so a configured one must
-        // also be required or a token without it would pass.
-        let mut required = vec!["exp"];
-        if let Some(issuer) = &opts.issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        match &opts.audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
-            }
-            // The library otherwise refuses every token that carries an `aud`.
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        Self {
-            validation,
-            min_refetch_interval: opts.min_refetch_interval,
-            cache: RwLock::new(KeyCache {
-                keys: Arc::new(keys),
-                fetched_at,
-            }),
-            remote,
-        }
-    }
-
-    /// Checks the signature and claims of `token` (without the `Bearer ` prefix).
+    /// Checks the signature and claims of `token` (without the `Bearer ` prefix). Never
+    /// waits on the identity provider for a `kid` it holds; an unknown one waits for at
+    /// most one (rate-limited) fetch.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let token = token.trim();
         if token.is_empty() {
@@ -225,22 +277,18 @@ impl Verifier {
         }
         let header = parse_header(token)?;
 
-        if self.keys_are_stale() {
-            self.refresh(false).await;
-        }
-        let key = match self.current_keys().get(&header.kid) {
-            Some(key) => key.clone(),
+        let key = match self.inner.key(&header.kid)? {
+            Some(key) => key,
             None => {
                 // A rotation at the issuer shows up as a kid we have not seen yet.
-                self.refresh(false).await;
-                self.current_keys()
-                    .get(&header.kid)
-                    .cloned()
+                self.refetch_and_wait().await;
+                self.inner
+                    .key(&header.kid)?
                     .ok_or_else(|| invalid("unknown key id"))?
             }
         };
 
-        let data = jsonwebtoken::decode::<RawClaims>(token, &key, &self.validation)
+        let data = jsonwebtoken::decode::<RawClaims>(token, &key, &self.inner.validation)
             .map_err(|e| invalid(describe(e.kind())))?;
         let raw = data.claims;
         let sub = match raw.sub {
@@ -267,23 +315,91 @@ impl Verifier {
         })
     }
 
-    /// Ok when at least one verification key is loaded; with a URL source an empty
-    /// cache triggers a (rate-limited) fetch first.
+    /// Ok when verification keys are loaded and, for a URL, not older than the maximum
+    /// age. Never waits for a fetch (a probe has seconds): a missing or expired set starts
+    /// a rate-limited one in the background and is reported as it is now.
     pub async fn ready(&self) -> Result<(), AuthError> {
-        if self.current_keys().is_empty() {
-            self.refresh(false).await;
+        let problem = self.inner.keys_problem();
+        if problem.is_some() {
+            self.refetch_in_background();
         }
-        if self.current_keys().is_empty() {
-            return Err(AuthError::Keys(
-                "no verification keys loaded (JWKS not fetched yet)".into(),
-            ));
+        match problem {
+            Some(problem) => Err(AuthError::Keys(problem)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// How many verification keys are loaded.
     pub fn key_count(&self) -> usize {
-        self.current_keys().len()
+        self.inner.current_keys().len()
+    }
+
+    /// Starts a fetch unless one runs or the last was too recent; `false` when none will
+    /// finish soon.
+    fn refetch_in_background(&self) -> bool {
+        match self.inner.claim_fetch(false) {
+            Claim::RateLimited => false,
+            Claim::Running => true,
+            Claim::Started => {
+                // Spawned, not awaited here: a request that gives up (its client went away)
+                // must not cancel the fetch others are waiting for.
+                let inner = self.inner.clone();
+                tokio::spawn(async move { inner.fetch_claimed().await });
+                true
+            }
+        }
+    }
+
+    /// Waits (bounded) for the fetch an unknown `kid` asks for, when one is allowed.
+    async fn refetch_and_wait(&self) {
+        let Some(remote) = &self.inner.remote else {
+            return;
+        };
+        // Subscribed before the fetch is claimed, so its end cannot be missed.
+        let mut finished = remote.finished.subscribe();
+        if self.refetch_in_background() {
+            // A fetch ends within its client timeout; the margin covers scheduling.
+            let _ =
+                tokio::time::timeout(FETCH_TIMEOUT + Duration::from_secs(1), finished.changed())
+                    .await;
+        }
+    }
+}
+
+impl Inner {
+    fn build(keys: KeyMap, remote: Option<Remote>, opts: VerifierOptions) -> Self {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.leeway = opts.leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        // The library compares `iss` / `aud` only when present, so a configured one must
+        // also be required or a token without it would pass.
+        let mut required = vec!["exp"];
+        if let Some(issuer) = &opts.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        match &opts.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            // The library otherwise refuses every token that carries an `aud`.
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        Self {
+            validation,
+            min_refetch_interval: opts.min_refetch_interval,
+            // One failed refresh must not let the keys expire.
+            refresh_interval: opts.refresh_interval.min(opts.max_key_age / 2),
+            max_key_age: opts.max_key_age,
+            cache: RwLock::new(KeyCache {
+                keys: Arc::new(keys),
+                fetched_at: None,
+            }),
+            remote,
+        }
     }
 
     fn current_keys(&self) -> Arc<KeyMap> {
@@ -295,25 +411,79 @@ impl Verifier {
             .clone()
     }
 
-    fn keys_are_stale(&self) -> bool {
-        self.remote.is_some()
-            && self
-                .cache
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
+    /// The key of `kid`, `None` when unknown; an error when the keys of a URL are past
+    /// their maximum age.
+    fn key(&self, kid: &str) -> Result<Option<DecodingKey>, AuthError> {
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        if self.remote.is_some()
+            && cache
                 .fetched_at
-                .is_none_or(|at| at.elapsed() >= MAX_KEY_AGE)
+                .is_some_and(|at| at.elapsed() > self.max_key_age)
+        {
+            return Err(AuthError::Keys(format!(
+                "verification keys not refreshed for over {} s (the JWKS cannot be fetched): tokens are refused until it can",
+                self.max_key_age.as_secs()
+            )));
+        }
+        Ok(cache.keys.get(kid).cloned())
     }
 
-    /// Fetches the JWKS unless one was attempted within the refetch interval. A failure
-    /// keeps the cached keys. Concurrent callers wait for the running fetch.
-    async fn refresh(&self, initial: bool) {
-        let Some(remote) = &self.remote else { return };
-        let mut last_attempt = remote.last_attempt.lock().await;
-        if !initial && last_attempt.is_some_and(|at| at.elapsed() < self.min_refetch_interval) {
-            return;
+    /// Why tokens cannot be verified now, if they cannot.
+    fn keys_problem(&self) -> Option<String> {
+        let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+        if cache.keys.is_empty() {
+            return Some("no verification keys loaded (JWKS not fetched yet)".into());
         }
-        *last_attempt = Some(Instant::now());
+        match cache.fetched_at {
+            Some(at) if self.remote.is_some() && at.elapsed() > self.max_key_age => Some(format!(
+                "JWKS not refreshed for {} s (maximum {} s): keys expired, tokens refused",
+                at.elapsed().as_secs(),
+                self.max_key_age.as_secs()
+            )),
+            _ => None,
+        }
+    }
+
+    /// Takes the right to fetch: refused while one runs or, unless `force`d, within the
+    /// refetch interval of the last attempt.
+    fn claim_fetch(&self, force: bool) -> Claim {
+        let Some(remote) = &self.remote else {
+            return Claim::RateLimited;
+        };
+        let mut state = remote.state();
+        if state.running {
+            return Claim::Running;
+        }
+        if !force
+            && state
+                .last_attempt
+                .is_some_and(|at| at.elapsed() < self.min_refetch_interval)
+        {
+            return Claim::RateLimited;
+        }
+        state.running = true;
+        state.last_attempt = Some(Instant::now());
+        Claim::Started
+    }
+
+    /// Runs the fetch claimed with [`Inner::claim_fetch`]. A failure keeps the cached keys
+    /// (until they reach their maximum age).
+    async fn fetch_claimed(&self) {
+        let Some(remote) = &self.remote else { return };
+        /// Gives the claim back and wakes the waiters however the fetch ends (cancelled
+        /// included).
+        struct Release<'a>(&'a Remote, bool);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                {
+                    let mut state = self.0.state();
+                    state.running = false;
+                    state.last_ok = self.1;
+                }
+                self.0.finished.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+        let mut release = Release(remote, false);
         match fetch(remote).await {
             Ok((keys, skipped)) if !keys.is_empty() => {
                 tracing::info!(
@@ -325,6 +495,7 @@ impl Verifier {
                 let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
                 cache.keys = Arc::new(keys);
                 cache.fetched_at = Some(Instant::now());
+                release.1 = true;
             }
             Ok((_, skipped)) => tracing::warn!(
                 host = remote.host(),
@@ -336,6 +507,47 @@ impl Verifier {
                 %error,
                 "JWKS fetch failed; keeping the cached keys"
             ),
+        }
+    }
+
+    /// How long the background refresher sleeps before its next fetch.
+    fn next_refresh(&self) -> Duration {
+        let Some(remote) = &self.remote else {
+            return self.refresh_interval;
+        };
+        let (last_attempt, last_ok) = {
+            let state = remote.state();
+            (state.last_attempt, state.last_ok)
+        };
+        let since_attempt = last_attempt.map_or(Duration::MAX, |at| at.elapsed());
+        if last_ok {
+            self.refresh_interval.saturating_sub(since_attempt)
+        } else {
+            self.min_refetch_interval
+                .max(RETRY_FLOOR)
+                .saturating_sub(since_attempt)
+        }
+    }
+}
+
+/// Keeps the keys of a JWKS URL fresh until `stop` fires or the verifier is gone (it holds
+/// only a weak reference, so it never keeps one alive).
+async fn refresh_in_background(inner: Weak<Inner>, stop: CancellationToken) {
+    loop {
+        let wait = match inner.upgrade() {
+            Some(inner) => inner.next_refresh(),
+            None => return,
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.claim_fetch(true) == Claim::Started {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = inner.fetch_claimed() => {}
+            }
         }
     }
 }
@@ -533,8 +745,7 @@ mod tests {
     use crate::auth::DevKey;
     use jsonwebtoken::{EncodingKey, Header as JwtHeader};
     use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const HOUR: Duration = Duration::from_secs(3600);
@@ -865,11 +1076,26 @@ mod tests {
         );
     }
 
-    /// A one-route HTTP server answering every request with the current body.
+    /// A one-route HTTP server answering every request with the current body, after the
+    /// current delay: a JWKS endpoint the test makes slow or unresponsive at will.
     struct JwksServer {
         url: String,
         body: Arc<Mutex<String>>,
         hits: Arc<AtomicUsize>,
+        delay_ms: Arc<AtomicU64>,
+    }
+
+    impl JwksServer {
+        fn set_body(&self, body: String) {
+            *self.body.lock().expect("body") = body;
+        }
+        fn set_delay(&self, delay: Duration) {
+            self.delay_ms
+                .store(delay.as_millis() as u64, Ordering::SeqCst);
+        }
+        fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
     }
 
     async fn serve(body: String) -> JwksServer {
@@ -882,88 +1108,108 @@ mod tests {
         );
         let body = Arc::new(Mutex::new(body));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (shared, counter) = (body.clone(), hits.clone());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (shared, counter, delay) = (body.clone(), hits.clone(), delay_ms.clone());
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                let (shared, counter, delay) = (shared.clone(), counter.clone(), delay.clone());
+                // One task per connection: a slow answer must not hold up the next request.
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
                     }
-                }
-                counter.fetch_add(1, Ordering::SeqCst);
-                let body = shared.lock().expect("body").clone();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let wait = Duration::from_millis(delay.load(Ordering::SeqCst));
+                    tokio::time::sleep(wait).await;
+                    let body = shared.lock().expect("body").clone();
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
             }
         });
-        JwksServer { url, body, hits }
+        JwksServer {
+            url,
+            body,
+            hits,
+            delay_ms,
+        }
+    }
+
+    fn jwks_json(key: &DevKey) -> String {
+        serde_json::to_string(&key.jwks()).expect("json")
+    }
+
+    /// A verifier over `url` whose refresher runs until the test ends.
+    async fn from_url(url: &str, opts: VerifierOptions) -> Verifier {
+        Verifier::from_url(url, opts, &CancellationToken::new())
+            .await
+            .expect("from url")
     }
 
     #[tokio::test]
     async fn jwks_url_source_refetches_on_unknown_kid_after_rotation() {
         let (_d1, old, _) = dev_key();
         let (_d2, new, _) = dev_key();
-        let server = serve(serde_json::to_string(&old.jwks()).expect("json")).await;
+        let server = serve(jwks_json(&old)).await;
         let opts = VerifierOptions {
             min_refetch_interval: Duration::ZERO,
             ..VerifierOptions::default()
         };
-        let v = Verifier::from_url(&server.url, opts)
-            .await
-            .expect("from url");
+        let v = from_url(&server.url, opts).await;
         assert!(v.ready().await.is_ok());
-        assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+        assert_eq!(server.hits(), 1);
 
         let old_token = old.sign("a", HOUR, None, None).expect("sign");
         assert!(v.verify(&old_token).await.is_ok());
-        assert_eq!(server.hits.load(Ordering::SeqCst), 1, "known kid: no fetch");
+        assert_eq!(server.hits(), 1, "known kid: no fetch");
 
-        *server.body.lock().expect("body") = serde_json::to_string(&new.jwks()).expect("json");
+        server.set_body(jwks_json(&new));
         let new_token = new.sign("b", HOUR, None, None).expect("sign");
         assert_eq!(v.verify(&new_token).await.expect("rotated key").sub, "b");
-        assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+        assert_eq!(server.hits(), 2);
     }
 
     #[tokio::test]
     async fn jwks_url_refetch_is_rate_limited_and_failures_keep_keys() {
         let (_d1, old, _) = dev_key();
         let (_d2, new, _) = dev_key();
-        let server = serve(serde_json::to_string(&old.jwks()).expect("json")).await;
-        let v = Verifier::from_url(&server.url, VerifierOptions::default())
-            .await
-            .expect("from url");
-        *server.body.lock().expect("body") = "not json".into();
+        let server = serve(jwks_json(&old)).await;
+        let v = from_url(&server.url, VerifierOptions::default()).await;
+        server.set_body("not json".into());
 
         let new_token = new.sign("b", HOUR, None, None).expect("sign");
         for _ in 0..5 {
             expect_invalid(v.verify(&new_token).await, "unknown key id");
         }
-        assert_eq!(
-            server.hits.load(Ordering::SeqCst),
-            1,
-            "within 30 s: no refetch"
-        );
+        assert_eq!(server.hits(), 1, "within 30 s: no refetch");
 
-        let fast = Verifier::from_url(
+        let fast = from_url(
             &server.url,
             VerifierOptions {
                 min_refetch_interval: Duration::ZERO,
                 ..VerifierOptions::default()
             },
         )
-        .await
-        .expect("from url");
+        .await;
         assert!(fast.ready().await.is_err(), "no keys were ever fetched");
-        *server.body.lock().expect("body") = serde_json::to_string(&old.jwks()).expect("json");
-        assert!(fast.ready().await.is_ok());
-        *server.body.lock().expect("body") = "not json".into();
+        server.set_body(jwks_json(&old));
+        // Readiness never waits for a fetch; the one it started (or the refresher's retry)
+        // brings the keys in shortly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fast.ready().await.is_err() {
+            assert!(Instant::now() < deadline, "keys never arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.set_body("not json".into());
         expect_invalid(fast.verify(&new_token).await, "unknown key id");
         let old_token = old.sign("a", HOUR, None, None).expect("sign");
         assert!(
@@ -977,19 +1223,166 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
         drop(listener);
-        let v = Verifier::from_url(&url, VerifierOptions::default())
+        let v = from_url(&url, VerifierOptions::default()).await;
+        assert!(matches!(v.ready().await, Err(AuthError::Keys(_))));
+        let shutdown = CancellationToken::new();
+        for bad in ["ftp://x/jwks", "not a url"] {
+            assert!(
+                Verifier::from_url(bad, VerifierOptions::default(), &shutdown)
+                    .await
+                    .is_err()
+            );
+        }
+    }
+
+    /// Waits until `server` has seen more than `hits` requests.
+    async fn wait_for_hit(server: &JwksServer, hits: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while server.hits() <= hits {
+            assert!(Instant::now() < deadline, "no JWKS request arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_jwks_never_delays_a_token_whose_kid_is_known() {
+        let (_d1, known, _) = dev_key();
+        let (_d2, rotated, _) = dev_key();
+        let server = serve(jwks_json(&known)).await;
+        let v = Arc::new(
+            from_url(
+                &server.url,
+                VerifierOptions {
+                    min_refetch_interval: Duration::ZERO,
+                    refresh_interval: Duration::from_millis(300),
+                    ..VerifierOptions::default()
+                },
+            )
+            .await,
+        );
+        let token = known.sign("a", HOUR, None, None).expect("sign");
+        assert!(v.verify(&token).await.is_ok());
+
+        // The identity provider now takes 10 s per answer (the client gives up after 5 s),
+        // and the keys are due for a refresh.
+        server.set_delay(Duration::from_secs(10));
+        let hits = server.hits();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Unknown kids join one fetch and wait for it; nothing else does.
+        let before_unknown = server.hits();
+        let unknown = rotated.sign("b", HOUR, None, None).expect("sign");
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let (v, unknown) = (v.clone(), unknown.clone());
+                tokio::spawn(async move { v.verify(&unknown).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..20 {
+            let t0 = Instant::now();
+            assert_eq!(v.verify(&token).await.expect("known kid").sub, "a");
+            assert!(v.ready().await.is_ok());
+            assert!(
+                t0.elapsed() < Duration::from_millis(100),
+                "a known kid waited {:?} for the JWKS",
+                t0.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(server.hits() > hits, "a refresh was under way meanwhile");
+        for handle in waiting {
+            expect_invalid(handle.await.expect("join"), "unknown key id");
+        }
+        assert!(
+            server.hits() <= before_unknown + 1,
+            "three unknown kids, at most one more fetch: {} then {}",
+            before_unknown,
+            server.hits()
+        );
+    }
+
+    #[tokio::test]
+    async fn keys_past_their_maximum_age_are_refused_while_the_jwks_does_not_answer() {
+        let (_d, key, _) = dev_key();
+        let server = serve(jwks_json(&key)).await;
+        let max_key_age = Duration::from_secs(3);
+        let v = from_url(
+            &server.url,
+            VerifierOptions {
+                min_refetch_interval: Duration::from_millis(500),
+                refresh_interval: Duration::from_millis(500),
+                max_key_age,
+                ..VerifierOptions::default()
+            },
+        )
+        .await;
+        let token = key.sign("a", HOUR, None, None).expect("sign");
+        // Refreshed in the background, the keys stay valid past their maximum age.
+        tokio::time::sleep(max_key_age + Duration::from_secs(1)).await;
+        assert!(v.verify(&token).await.is_ok());
+        assert!(server.hits() >= 2, "refreshed: {}", server.hits());
+
+        // The identity provider stops answering (the key may have been withdrawn there).
+        server.set_delay(Duration::from_secs(3600));
+        let down = Instant::now();
+        let refused_after = loop {
+            match v.verify(&token).await {
+                Ok(_) => {}
+                Err(AuthError::Keys(message)) => {
+                    assert!(message.contains("not refreshed"), "{message}");
+                    break down.elapsed();
+                }
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+            assert!(
+                down.elapsed() < max_key_age + Duration::from_secs(3),
+                "keys still trusted {:?} after the JWKS went silent",
+                down.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(
+            refused_after > max_key_age - Duration::from_millis(600),
+            "refused too early: {refused_after:?}"
+        );
+        match v.ready().await {
+            Err(AuthError::Keys(message)) => assert!(message.contains("expired"), "{message}"),
+            other => panic!("readiness must fail: {other:?}"),
+        }
+
+        // Back: the next retry brings fresh keys and the token is accepted again.
+        server.set_delay(Duration::ZERO);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while v.verify(&token).await.is_err() {
+            assert!(Instant::now() < deadline, "keys never came back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(v.ready().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_refresher_stops_on_shutdown_and_when_the_verifier_is_dropped() {
+        let (_d, key, _) = dev_key();
+        let server = serve(jwks_json(&key)).await;
+        let opts = VerifierOptions {
+            refresh_interval: Duration::from_millis(100),
+            ..VerifierOptions::default()
+        };
+        let shutdown = CancellationToken::new();
+        let stopped = Verifier::from_url(&server.url, opts.clone(), &shutdown)
             .await
             .expect("from url");
-        assert!(matches!(v.ready().await, Err(AuthError::Keys(_))));
-        assert!(
-            Verifier::from_url("ftp://x/jwks", VerifierOptions::default())
-                .await
-                .is_err()
-        );
-        assert!(
-            Verifier::from_url("not a url", VerifierOptions::default())
-                .await
-                .is_err()
-        );
+        let dropped = from_url(&server.url, opts).await;
+        wait_for_hit(&server, 4, Duration::from_secs(3)).await;
+
+        shutdown.cancel();
+        drop(dropped);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let hits = server.hits();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(server.hits(), hits, "no fetch after shutdown and drop");
+        // The cancelled one still verifies with the keys it has.
+        let token = key.sign("a", HOUR, None, None).expect("sign");
+        assert!(stopped.verify(&token).await.is_ok());
     }
 }

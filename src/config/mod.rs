@@ -145,6 +145,10 @@ pub struct Config {
     pub encryption_keys_old: Vec<Secret>,
     /// `APP_ENV_AUTH_JWKS_URL`: JWKS of the identity service.
     pub auth_jwks_url: Option<String>,
+    /// `APP_ENV_AUTH_JWKS_MAX_AGE_SECS`: keys from `APP_ENV_AUTH_JWKS_URL` not refreshed
+    /// for this long are refused and readiness fails, 1–86400 (default 3600): how long a key
+    /// the issuer withdrew can still be used while its JWKS cannot be fetched.
+    pub auth_jwks_max_age: Duration,
     /// `APP_ENV_AUTH_JWKS_FILE`: a JWKS file (when no URL is set).
     pub auth_jwks_file: Option<PathBuf>,
     /// `APP_ENV_AUTH_ISSUER`: required `iss` of tokens, when set.
@@ -159,6 +163,13 @@ pub struct Config {
     /// `APP_ENV_WS_PING_INTERVAL_MS`: WebSocket keep-alive ping interval (default 20000); a
     /// client silent for two intervals is closed.
     pub ws_ping_interval: Duration,
+    /// `APP_ENV_WS_REPLAY_MAX_AGE_MS`: how far back a WebSocket's `?since=` replays, 1000 ms
+    /// to 7 days (default 86400000, 24 h); an older `since` replays from now minus this and
+    /// says `complete: false`.
+    pub ws_replay_max_age: Duration,
+    /// `APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT`: WebSockets one subject may hold open on one api
+    /// process, 1–100000 (default 100); beyond, the upgrade is a 429.
+    pub ws_max_sockets_per_subject: usize,
     /// `APP_ENV_LOG_FORMAT`: `logfmt` (default) or `json`.
     pub log_format: LogFormat,
     /// `APP_ENV_LOG_LEVEL`: a tracing filter (default `info`).
@@ -175,6 +186,7 @@ pub const SETTINGS: &[&str] = &[
     "APP_ENV_AUTH_AUDIENCE",
     "APP_ENV_AUTH_ISSUER",
     "APP_ENV_AUTH_JWKS_FILE",
+    "APP_ENV_AUTH_JWKS_MAX_AGE_SECS",
     "APP_ENV_AUTH_JWKS_URL",
     "APP_ENV_AUTH_LEEWAY_SECS",
     "APP_ENV_DATABASE_URL",
@@ -214,7 +226,9 @@ pub const SETTINGS: &[&str] = &[
     "APP_ENV_WEBSOCKET_REDIS_CHANNEL",
     "APP_ENV_WEBSOCKET_REDIS_URL",
     "APP_ENV_WORKER_CONCURRENCY",
+    "APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT",
     "APP_ENV_WS_PING_INTERVAL_MS",
+    "APP_ENV_WS_REPLAY_MAX_AGE_MS",
 ];
 
 /// Whether `url` names this machine: `localhost`, 127.0.0.0/8 or `::1`.
@@ -628,6 +642,11 @@ impl Config {
             r.errors
                 .push("APP_ENV_AUTH_JWKS_URL: expected an http(s) URL".into());
         }
+        let auth_jwks_max_age = Duration::from_secs(r.number(
+            "APP_ENV_AUTH_JWKS_MAX_AGE_SECS",
+            crate::auth::jwt::DEFAULT_MAX_KEY_AGE.as_secs(),
+            (1, 86_400),
+        ));
         let auth_jwks_file = r.string("APP_ENV_AUTH_JWKS_FILE").map(PathBuf::from);
         let auth_issuer = r.string("APP_ENV_AUTH_ISSUER");
         let auth_audience = r.string("APP_ENV_AUTH_AUDIENCE");
@@ -638,6 +657,15 @@ impl Config {
         ));
         let policy_cache_ttl = r.millis("APP_ENV_POLICY_CACHE_TTL_MS", 5_000, 0);
         let ws_ping_interval = r.millis("APP_ENV_WS_PING_INTERVAL_MS", 20_000, 50);
+        // Up to a week: longer replays read more of the timeline than a reconnect needs;
+        // a client away for longer re-reads the ledgers.
+        let ws_replay_max_age = Duration::from_millis(r.number(
+            "APP_ENV_WS_REPLAY_MAX_AGE_MS",
+            86_400_000u64,
+            (1_000, 7 * 86_400_000),
+        ));
+        let ws_max_sockets_per_subject =
+            r.number("APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT", 100usize, (1, 100_000));
         let log_format = match r.raw("APP_ENV_LOG_FORMAT") {
             None | Some("logfmt") => LogFormat::Logfmt,
             Some("json") => LogFormat::Json,
@@ -694,12 +722,15 @@ impl Config {
             encryption_key,
             encryption_keys_old,
             auth_jwks_url,
+            auth_jwks_max_age,
             auth_jwks_file,
             auth_issuer,
             auth_audience,
             auth_leeway,
             policy_cache_ttl,
             ws_ping_interval,
+            ws_replay_max_age,
+            ws_max_sockets_per_subject,
             log_format,
             log_level,
             shutdown_timeout,
@@ -812,6 +843,32 @@ mod tests {
         assert!(
             seen > 2 * SETTINGS.len(),
             "listed once and read at least once each"
+        );
+    }
+
+    #[test]
+    fn websocket_limits_have_defaults_and_bounds() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.ws_replay_max_age, Duration::from_secs(86_400));
+        assert_eq!(c.ws_max_sockets_per_subject, 100);
+        let c = Config::from_vars(&vars(&[
+            ("APP_ENV_WS_REPLAY_MAX_AGE_MS", "604800000"),
+            ("APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.ws_replay_max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.ws_max_sockets_per_subject, 1);
+        let e = Config::from_vars(&vars(&[
+            ("APP_ENV_WS_REPLAY_MAX_AGE_MS", "604800001"),
+            ("APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            e.0,
+            [
+                "APP_ENV_WS_REPLAY_MAX_AGE_MS: expected an integer from 1000 to 604800000",
+                "APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT: expected an integer from 1 to 100000",
+            ]
         );
     }
 

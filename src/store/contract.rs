@@ -68,6 +68,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     concurrent_claims(store.clone()).await;
     grants(&*store).await;
     node_leases(&*store).await;
+    replay_scope(&*store).await;
     assert!(store.pending_migrations().await.unwrap().is_empty());
     store.ping().await.unwrap();
 }
@@ -311,7 +312,10 @@ async fn claims_and_fencing(store: &dyn JobStore) {
     let mut seen = Vec::new();
     let mut after = 0;
     loop {
-        let page = store.status_events_since(before, after, 1).await.unwrap();
+        let page = store
+            .status_events_since(None, before, after, 1)
+            .await
+            .unwrap();
         let Some((seq, event)) = page.into_iter().next() else {
             break;
         };
@@ -335,7 +339,7 @@ async fn claims_and_fencing(store: &dyn JobStore) {
     let last_at = timeline.last().unwrap().at;
     assert!(
         store
-            .status_events_since(last_at, 0, 100)
+            .status_events_since(None, last_at, 0, 100)
             .await
             .unwrap()
             .iter()
@@ -671,4 +675,59 @@ async fn node_leases(store: &dyn JobStore) {
         .unwrap()
         .unwrap();
     assert_eq!(d, c, "a released id is free again");
+}
+
+/// The replay of status changes reads only the merchants asked for, in the query.
+async fn replay_scope(store: &dyn JobStore) {
+    let before = Utc::now() - Duration::seconds(1);
+    for (id, merchant) in [
+        (7001, "m_replay_a"),
+        (7002, "m_replay_b"),
+        (7003, "m_replay_c"),
+    ] {
+        created(store, &new_ledger(id, merchant, "2026-10", None)).await;
+    }
+    let merchant = |m: &str| MerchantId::parse(m).unwrap();
+    // Every merchant of `scope` whose events the replay returns, paging one by one.
+    let replayed = |scope: Option<Vec<MerchantId>>| async move {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut after = 0;
+        loop {
+            let page = store
+                .status_events_since(scope.as_deref(), before, after, 1)
+                .await
+                .unwrap();
+            let Some((seq, event)) = page.into_iter().next() else {
+                break;
+            };
+            after = seq;
+            seen.insert(event.merchant_id.as_str().to_owned());
+        }
+        seen.retain(|m| m.starts_with("m_replay_"));
+        seen.into_iter().collect::<Vec<_>>()
+    };
+    assert_eq!(
+        replayed(None).await,
+        ["m_replay_a", "m_replay_b", "m_replay_c"]
+    );
+    assert_eq!(
+        replayed(Some(vec![merchant("m_replay_b")])).await,
+        ["m_replay_b"]
+    );
+    assert_eq!(
+        replayed(Some(vec![merchant("m_replay_c"), merchant("m_replay_a")])).await,
+        ["m_replay_a", "m_replay_c"]
+    );
+    assert!(
+        store
+            .status_events_since(Some(&[]), before, 0, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an empty scope sees nothing"
+    );
+    assert!(
+        replayed(Some(vec![merchant("m_nobody")])).await.is_empty(),
+        "a merchant without ledgers"
+    );
 }

@@ -196,11 +196,15 @@ pub trait JobStore: Send + Sync {
     async fn list_ledgers(&self, query: &ListQuery) -> Result<Vec<Ledger>, StoreError>;
     /// The timeline, oldest first.
     async fn list_events(&self, id: LedgerId) -> Result<Vec<TimelineItem>, StoreError>;
-    /// Status changes of every ledger recorded after `since` (exclusive) and after the
+    /// Status changes of the ledgers of `merchants` (`None`: every merchant; an empty list
+    /// yields nothing without a query) recorded after `since` (exclusive) and after the
     /// timeline position `after` (0 to start), in recording order, at most `limit`: each
-    /// with its position, to page on. For live clients catching up on what they missed.
+    /// with its position, to page on. For live clients catching up on what they missed;
+    /// the merchant filter is in the query so a client never costs reading other
+    /// merchants' events.
     async fn status_events_since(
         &self,
+        merchants: Option<&[MerchantId]>,
         since: chrono::DateTime<chrono::Utc>,
         after: i64,
         limit: u32,

@@ -453,18 +453,28 @@ impl JobStore for PostgresStore {
 
     async fn status_events_since(
         &self,
+        merchants: Option<&[crate::domain::MerchantId]>,
         since: chrono::DateTime<chrono::Utc>,
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, crate::domain::StatusEvent)>, StoreError> {
+        // `NULL` means every merchant; a list is one array parameter whatever its size.
+        let scope: Option<Vec<String>> = match merchants {
+            Some([]) => return Ok(Vec::new()),
+            Some(list) => Some(list.iter().map(|m| m.as_str().to_owned()).collect()),
+            None => None,
+        };
         let sql = format!(
-            "{} WHERE e.status IS NOT NULL AND e.at > $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3",
+            "{} WHERE e.status IS NOT NULL AND e.at > $1 AND e.seq > $2 \
+             AND ($4::text[] IS NULL OR l.merchant_id = ANY($4)) \
+             ORDER BY e.seq LIMIT $3",
             super::rows::STATUS_EVENT_SELECT
         );
         let rows = sqlx::query_as::<_, super::rows::StatusEventRow>(&sql)
             .bind(since.timestamp_millis())
             .bind(after)
             .bind(i64::from(limit))
+            .bind(scope)
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(TryFrom::try_from).collect()

@@ -351,18 +351,37 @@ impl JobStore for SqliteStore {
 
     async fn status_events_since(
         &self,
+        merchants: Option<&[crate::domain::MerchantId]>,
         since: chrono::DateTime<chrono::Utc>,
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, crate::domain::StatusEvent)>, StoreError> {
+        // The merchants go in as one JSON array: a scope of any size is one parameter
+        // (SQLite caps the number of parameters), and `NULL` means every merchant.
+        let scope = match merchants {
+            Some([]) => return Ok(Vec::new()),
+            Some(list) => Some(
+                serde_json::to_string(
+                    &list
+                        .iter()
+                        .map(crate::domain::MerchantId::as_str)
+                        .collect::<Vec<_>>(),
+                )
+                .map_err(|e| StoreError::Corrupt(format!("merchant list: {e}")))?,
+            ),
+            None => None,
+        };
         let sql = format!(
-            "{} WHERE e.status IS NOT NULL AND e.at > ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+            "{} WHERE e.status IS NOT NULL AND e.at > ?1 AND e.seq > ?2 \
+             AND (?4 IS NULL OR l.merchant_id IN (SELECT value FROM json_each(?4))) \
+             ORDER BY e.seq LIMIT ?3",
             super::rows::STATUS_EVENT_SELECT
         );
         let rows = sqlx::query_as::<_, super::rows::StatusEventRow>(&sql)
             .bind(since.timestamp_millis())
             .bind(after)
             .bind(i64::from(limit))
+            .bind(scope)
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter().map(TryFrom::try_from).collect()

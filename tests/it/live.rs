@@ -516,3 +516,373 @@ async fn a_silent_client_is_closed_and_a_listening_one_is_kept() {
     assert!(closed.1.contains("ping"), "{closed:?}");
     app.stop().await;
 }
+
+/// The close frame `socket` gets within `wait` (frames before it are read and dropped), and
+/// when it arrived.
+async fn closed_with(socket: &mut Socket, wait: Duration) -> (u16, String, Instant) {
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, socket.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                return (
+                    u16::from(frame.code),
+                    frame.reason.to_string(),
+                    Instant::now(),
+                );
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame within {wait:?}: {other:?}"),
+        }
+    }
+}
+
+/// A token of `sub` expiring `ttl` from now, and its `exp` in ms since the epoch.
+fn short_token(app: &TestApp, sub: &str, ttl: Duration) -> (String, i64) {
+    let token = crate::helpers::trusted_key(&app.config)
+        .0
+        .sign(
+            sub,
+            ttl,
+            app.config.auth_issuer.as_deref(),
+            app.config.auth_audience.as_deref(),
+        )
+        .unwrap();
+    let exp = crate::helpers::claims(&token)["exp"].as_i64().unwrap();
+    (token, exp * 1000)
+}
+
+#[tokio::test]
+async fn a_socket_is_closed_with_4001_when_its_token_expires_plus_the_leeway() {
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        vars: vec![("APP_ENV_AUTH_LEEWAY_SECS", "1".into())],
+        ..Default::default()
+    })
+    .await;
+    app.grant("alice", "merchant_viewer", "m_acme").await;
+    let (token, exp_ms) = short_token(&app, "alice", Duration::from_secs(3));
+    let mut by_header = connect(&app, &token).await;
+    let (mut by_query, _) =
+        tokio_tungstenite::connect_async(format!("{}?access_token={token}", ws_url(&app)))
+            .await
+            .expect("upgrade with ?access_token");
+    let (code, reason, _) = closed_with(&mut by_header, Duration::from_secs(10)).await;
+    let closed_at = chrono::Utc::now().timestamp_millis();
+    assert_eq!(code, 4001, "{reason}");
+    assert!(reason.contains("expired"), "{reason}");
+    // Not before exp + leeway (1 s), and promptly after it.
+    let leeway_ms = 1000;
+    assert!(
+        closed_at >= exp_ms + leeway_ms - 50,
+        "closed {} ms before exp + leeway",
+        exp_ms + leeway_ms - closed_at
+    );
+    assert!(
+        closed_at <= exp_ms + leeway_ms + 1500,
+        "closed {} ms after exp + leeway",
+        closed_at - exp_ms - leeway_ms
+    );
+    let (code, _, _) = closed_with(&mut by_query, Duration::from_secs(2)).await;
+    assert_eq!(code, 4001);
+    // And the same token no longer opens one (the verifier counts whole seconds: it may
+    // accept a token for under a second past exp + leeway).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = app
+        .client
+        .get(app.url("/ws"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    app.stop().await;
+}
+
+/// Opens a socket without a token, as a browser does.
+async fn connect_anonymously(app: &TestApp, query: &str) -> Socket {
+    let (socket, response) = tokio_tungstenite::connect_async(format!("{}{query}", ws_url(app)))
+        .await
+        .expect("upgrade without a token");
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+async fn send_json(socket: &mut Socket, value: Value) {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_browser_authenticates_with_its_first_frame_and_is_sent_nothing_before() {
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        vars: vec![("APP_ENV_AUTH_LEEWAY_SECS", "0".into())],
+        ..Default::default()
+    })
+    .await;
+    let ops = app.user("ops", "merchant_operator", "m_acme").await;
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let mut browser = connect_anonymously(
+        &app,
+        &format!(
+            "?since={}",
+            before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+    )
+    .await;
+    // A ledger is created while the socket is not authenticated: its event does not arrive.
+    let early = app.create_ok(&ops, statement("m_acme", "2026-10")).await;
+    let early = early["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        next_json(&mut browser, Duration::from_millis(500)).await,
+        None,
+        "nothing before authentication"
+    );
+    // The token expires in a few seconds (leeway 0): it authenticates, then ends the socket.
+    let (token, exp_ms) = short_token(&app, "ops", Duration::from_secs(5));
+    send_json(&mut browser, json!({ "auth": token })).await;
+    // The replay of what it may read comes after the authentication, then live events.
+    let mut replayed = Vec::new();
+    loop {
+        let frame = next_json(&mut browser, Duration::from_secs(5))
+            .await
+            .expect("replay");
+        if frame.get("replay").is_some() {
+            assert_eq!(frame["replay"]["complete"], true, "{frame}");
+            break;
+        }
+        if frame["ledgerId"] == early.as_str() {
+            replayed.push(frame["status"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        replayed.first().map(String::as_str),
+        Some("PENDING"),
+        "{replayed:?}"
+    );
+    let (code, _, _) = closed_with(&mut browser, Duration::from_secs(8)).await;
+    assert_eq!(code, 4001, "the first-frame token also bounds the socket");
+    assert!(chrono::Utc::now().timestamp_millis() >= exp_ms - 50);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_without_a_token_that_does_not_authenticate_first_is_closed() {
+    let app = spawn_app().await;
+    let token = app.user("alice", "merchant_viewer", "m_acme").await;
+    // A forged token in the first frame: 4001.
+    let mut forged = connect_anonymously(&app, "").await;
+    send_json(
+        &mut forged,
+        json!({ "auth": format!("{}x", &token[..token.len() - 1]) }),
+    )
+    .await;
+    let (code, reason, _) = closed_with(&mut forged, Duration::from_secs(5)).await;
+    assert_eq!(code, 4001, "{reason}");
+    assert!(reason.contains("invalid token"), "{reason}");
+    // Anything else first: a policy violation, 1008.
+    let mut rude = connect_anonymously(&app, "").await;
+    send_json(&mut rude, json!({ "subscribe": ["m_acme"] })).await;
+    let (code, reason, _) = closed_with(&mut rude, Duration::from_secs(5)).await;
+    assert_eq!(code, 1008, "{reason}");
+    // Nothing within 5 s: 4001, not before.
+    let t0 = Instant::now();
+    let mut silent = connect_anonymously(&app, "").await;
+    let (code, reason, at) = closed_with(&mut silent, Duration::from_secs(8)).await;
+    assert_eq!(code, 4001, "{reason}");
+    let waited = at - t0;
+    assert!(
+        waited >= Duration::from_millis(4900) && waited < Duration::from_secs(7),
+        "{waited:?}"
+    );
+    app.stop().await;
+}
+
+/// An upgrade request made with a plain HTTP client, to read the refusal's body.
+async fn upgrade_with(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client
+        .get(app.url("/ws"))
+        .bearer_auth(token)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_subject_holds_at_most_the_configured_number_of_sockets() {
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        vars: vec![("APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT", "2".into())],
+        ..Default::default()
+    })
+    .await;
+    let alice = app.user("alice", "merchant_viewer", "m_acme").await;
+    let bob = app.user("bob", "merchant_viewer", "m_acme").await;
+    let first = connect(&app, &alice).await;
+    let _second = connect(&app, &alice).await;
+    let body =
+        crate::helpers::assert_error(upgrade_with(&app, &alice).await, 429, "TOO_MANY_REQUESTS")
+            .await;
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains('2'),
+        "{body}"
+    );
+    // The query-string token counts the same.
+    let refused =
+        tokio_tungstenite::connect_async(format!("{}?access_token={alice}", ws_url(&app))).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429)
+        }
+        other => panic!("expected a 429: {other:?}"),
+    }
+    // Over the limit after first-frame authentication: closed with 4029.
+    let mut browser = connect_anonymously(&app, "").await;
+    send_json(&mut browser, json!({ "auth": alice })).await;
+    let (code, _, _) = closed_with(&mut browser, Duration::from_secs(5)).await;
+    assert_eq!(code, 4029);
+    // Another subject is not affected.
+    let _bob = connect(&app, &bob).await;
+    // A closed socket gives its place back.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = upgrade_with(&app, &alice).await;
+        if r.status() == 101 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(Instant::now() < deadline, "the place was never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn since_replays_at_most_the_configured_age_back_and_says_it_is_incomplete() {
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        vars: vec![("APP_ENV_WS_REPLAY_MAX_AGE_MS", "2000".into())],
+        ..Default::default()
+    })
+    .await;
+    let alice = app.user("alice", "merchant_operator", "m_acme").await;
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let old = app.create_ok(&alice, statement("m_acme", "2026-10")).await;
+    let old = old["id"].as_str().unwrap().to_owned();
+    app.wait_for(&alice, &old, "COMPLETED", 30).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let recent_since = chrono::Utc::now() - chrono::Duration::milliseconds(500);
+    let recent = app.create_ok(&alice, statement("m_acme", "2026-09")).await;
+    let recent = recent["id"].as_str().unwrap().to_owned();
+    app.wait_for(&alice, &recent, "COMPLETED", 30).await;
+
+    let replay = |since: chrono::DateTime<chrono::Utc>| {
+        let (app, alice) = (&app, &alice);
+        async move {
+            let mut request = format!(
+                "{}?since={}",
+                ws_url(app),
+                since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )
+            .into_client_request()
+            .unwrap();
+            request.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {alice}")).unwrap(),
+            );
+            let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            let mut ledgers = std::collections::BTreeSet::new();
+            loop {
+                let frame = next_json(&mut socket, Duration::from_secs(5))
+                    .await
+                    .expect("replay frames");
+                if frame.get("replay").is_some() {
+                    return (ledgers, frame["replay"].clone());
+                }
+                ledgers.insert(frame["ledgerId"].as_str().unwrap().to_owned());
+            }
+        }
+    };
+    // Older than the maximum age: replayed from now − 2 s only, and said so.
+    let (ledgers, marker) = replay(before).await;
+    assert!(!ledgers.contains(&old), "{ledgers:?}");
+    assert!(ledgers.contains(&recent), "{ledgers:?}");
+    assert_eq!(marker["complete"], false, "{marker}");
+    let from: chrono::DateTime<chrono::Utc> = marker["from"].as_str().unwrap().parse().unwrap();
+    let expected = chrono::Utc::now() - chrono::Duration::seconds(2);
+    assert!(
+        (from - expected).num_milliseconds().abs() < 1000,
+        "from {from}, expected about {expected}"
+    );
+    // Within it: everything since, complete.
+    let (ledgers, marker) = replay(recent_since).await;
+    assert_eq!(ledgers.into_iter().collect::<Vec<_>>(), [recent]);
+    assert_eq!(marker["complete"], true, "{marker}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_cannot_grow_its_subscription_lists_without_bound() {
+    let app = spawn_app().await;
+    app.grant("root", "platform_admin", "*").await;
+    let root = app.token("root");
+    let mut socket = connect(&app, &root).await;
+    let merchants = |from: usize, n: usize| -> Vec<String> {
+        (from..from + n).map(|i| format!("m_{i:05}")).collect()
+    };
+    // Every merchant is readable: the cap is what bounds the lists.
+    send_json(&mut socket, json!({ "unsubscribe": merchants(0, 1000) })).await;
+    let ok = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ok["unsubscribed"].as_array().map(Vec::len), Some(1000));
+    // The same ones again cost nothing; one more is refused.
+    send_json(&mut socket, json!({ "unsubscribe": merchants(0, 10) })).await;
+    let again = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(again.get("unsubscribed").is_some(), "{again}");
+    send_json(&mut socket, json!({ "unsubscribe": merchants(1000, 1) })).await;
+    let refused = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(refused["error"]["code"], "VALIDATION_ERROR", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1000"),
+        "{refused}"
+    );
+    // Subscriptions are capped the same way.
+    send_json(&mut socket, json!({ "subscribe": merchants(5000, 1001) })).await;
+    let refused = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(refused["error"]["code"], "VALIDATION_ERROR", "{refused}");
+    send_json(&mut socket, json!({ "subscribe": merchants(5000, 1000) })).await;
+    let ok = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(ok["subscribed"].as_array().map(Vec::len), Some(1000));
+
+    // A viewer of one merchant: unsubscribing others is accepted and holds nothing.
+    let viewer = app.user("carol", "merchant_viewer", "m_acme").await;
+    let mut narrow = connect(&app, &viewer).await;
+    for round in 0..3 {
+        send_json(
+            &mut narrow,
+            json!({ "unsubscribe": merchants(round * 1000, 1000) }),
+        )
+        .await;
+        let ok = next_json(&mut narrow, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(ok.get("unsubscribed").is_some(), "round {round}: {ok}");
+    }
+    app.stop().await;
+}

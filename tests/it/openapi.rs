@@ -375,6 +375,7 @@ fn every_api_error() -> Vec<ApiError> {
         ApiError::PayloadTooLarge,
         ApiError::UnsupportedMediaType,
         ApiError::IdempotencyMismatch,
+        ApiError::TooManyRequests("sockets".into()),
         ApiError::Unavailable("store".into()),
         ApiError::Internal("bug".into()),
     ];
@@ -414,6 +415,7 @@ fn exhaustive(e: &ApiError) {
         | ApiError::PayloadTooLarge
         | ApiError::UnsupportedMediaType
         | ApiError::IdempotencyMismatch
+        | ApiError::TooManyRequests(_)
         | ApiError::EnqueueFailed(_)
         | ApiError::Unavailable(_)
         | ApiError::Internal(_) => {}

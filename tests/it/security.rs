@@ -990,3 +990,145 @@ async fn a_forged_policy_snapshot_in_redis_grants_nothing() {
     assert_eq!(r.status(), 200, "her own grant still works");
     app.stop().await;
 }
+
+/// The identity provider of a test: serves a JWKS on port 0, answering after a delay the
+/// test changes (a slow or an unreachable provider).
+struct IdentityProvider {
+    url: String,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl IdentityProvider {
+    async fn start(jwks: String) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let delay_ms = std::sync::Arc::new(AtomicU64::new(0));
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (delay, counter) = (delay_ms.clone(), hits.clone());
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let (delay, jwks) = (delay.clone(), jwks.clone());
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let wait = std::time::Duration::from_millis(delay.load(Ordering::SeqCst));
+                    tokio::time::sleep(wait).await;
+                    ([("content-type", "application/json")], jwks)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url,
+            delay_ms,
+            hits,
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn answer_after(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            delay.as_millis() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_identity_provider_delays_nobody_and_an_unreachable_ones_keys_expire() {
+    use std::time::{Duration, Instant};
+    let issuer_dir = tempfile::tempdir().unwrap();
+    let (issuer, _) =
+        ledger::auth::DevKey::load_or_create(&issuer_dir.path().join("idp.pem")).unwrap();
+    let idp = IdentityProvider::start(serde_json::to_string(&issuer.jwks()).unwrap()).await;
+    let app = crate::helpers::spawn_with(crate::helpers::Options {
+        vars: vec![
+            ("APP_ENV_AUTH_JWKS_URL", idp.url.clone()),
+            ("APP_ENV_AUTH_JWKS_MAX_AGE_SECS", "6".into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    app.grant(ALICE, "merchant_viewer", "m_acme").await;
+    let token = issuer
+        .sign(
+            ALICE,
+            Duration::from_secs(3600),
+            None,
+            app.config.auth_audience.as_deref(),
+        )
+        .unwrap();
+    assert_eq!(app.get(&token, "/ledgers").await.status(), 200);
+    let readyz = || async {
+        app.client
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(readyz().await.status(), 200);
+
+    // The provider now takes 10 s to answer; a token with a key it has not published yet
+    // (a rotation) makes the service ask it.
+    idp.answer_after(Duration::from_secs(10));
+    let slow_since = Instant::now();
+    let hits = idp.hits();
+    let rotated = app.token(ALICE); // signed by a key the provider does not serve
+    let unknown = {
+        let (client, url) = (app.client.clone(), app.url("/ledgers"));
+        tokio::spawn(async move { client.get(url).bearer_auth(rotated).send().await })
+    };
+    // The keys are refreshed every 3 s (half the maximum age): the next refresh gets stuck
+    // on the provider, and the keys are good for 3 s more from when it starts.
+    while idp.hits() <= hits {
+        assert!(slow_since.elapsed() < Duration::from_secs(4), "no refresh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stuck_since = Instant::now();
+    // Meanwhile a known key answers at once, and so does readiness.
+    while stuck_since.elapsed() < Duration::from_millis(2000) {
+        let t0 = Instant::now();
+        assert_eq!(app.get(&token, "/ledgers").await.status(), 200);
+        assert_eq!(readyz().await.status(), 200);
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "a known key waited {:?} on the identity provider",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(unknown.await.unwrap().unwrap().status(), 401);
+
+    // It never answers in time again: 6 s after the last refresh the keys are refused.
+    let refused = loop {
+        let r = app.get(&token, "/ledgers").await;
+        if r.status() == 401 {
+            break r;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(
+            slow_since.elapsed() < Duration::from_secs(8),
+            "keys still trusted {:?} after the provider went silent",
+            slow_since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let body = assert_error(refused, 401, "UNAUTHORIZED").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not refreshed"),
+        "{body}"
+    );
+    let r = readyz().await;
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("auth"), "{text}");
+    app.stop().await;
+}
