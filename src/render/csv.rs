@@ -102,11 +102,14 @@ impl<W: Write + Send> Renderer<W> for CsvStatement<W> {
         text::push_amount(&mut self.amount, entry.currency, entry.amount);
         self.booked.clear();
         text::push_local_instant(&mut self.booked, entry.booked_at, self.timezone);
+        // Every text that comes from the source is defused, the entry id too: an id such as
+        // `=HYPERLINK(…)` is as live a formula as a description.
+        let id = text::spreadsheet_safe(&entry.id);
         let description = text::spreadsheet_safe(&entry.description);
         let reference = text::spreadsheet_safe(&entry.reference);
         self.out.write_record([
             self.booked.as_str(),
-            entry.id.as_str(),
+            id.as_ref(),
             entry.entry_type.as_str(),
             description.as_ref(),
             reference.as_ref(),
@@ -296,6 +299,41 @@ mod tests {
             currency: Currency::parse(currency).unwrap(),
             description: description.into(),
             reference: "ref".into(),
+        }
+    }
+
+    #[test]
+    fn formulas_in_ids_descriptions_and_references_are_defused() {
+        let h = header(Vec::new());
+        let mut r: Box<dyn Renderer<Vec<u8>>> =
+            Box::new(CsvStatement::new(&h, Vec::new()).unwrap());
+        let mut e = entry(
+            "=HYPERLINK(\"https://evil.example\",\"refund\")",
+            "2026-10-01T08:15:00Z",
+            1999,
+            "EUR",
+            "@SUM(1+1)",
+        );
+        e.reference = "+cmd".into();
+        r.entry(&e).unwrap();
+        let (_, bytes) = r.finish().unwrap();
+        let rows: Vec<Vec<String>> = csv::Reader::from_reader(bytes.as_slice())
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+            .collect();
+        let row = rows
+            .iter()
+            .find(|r| r[2] == "PAYMENT")
+            .expect("the entry row");
+        assert_eq!(row[1], "'=HYPERLINK(\"https://evil.example\",\"refund\")");
+        assert_eq!(row[3], "'@SUM(1+1)");
+        assert_eq!(row[4], "'+cmd");
+        // No cell of the document starts a formula.
+        for cell in rows.iter().flatten() {
+            assert!(
+                !cell.starts_with(['=', '+', '@']) || cell.starts_with('\''),
+                "{cell}"
+            );
         }
     }
 
