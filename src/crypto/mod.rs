@@ -296,12 +296,36 @@ fn read_key_file(path: &Path) -> Result<Option<MasterKey>, CryptoError> {
     let mut text = Zeroizing::new(String::new());
     match fs::File::open(path) {
         Ok(mut file) => {
+            refuse_shared_key_file(path, &file)?;
             file.read_to_string(&mut text)?;
             MasterKey::from_base64(&text).map(Some)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A master key file that group or others may read is refused: whoever can read it can
+/// decrypt every file. (This process writes it with mode 0600; a copy or a restore may not.)
+fn refuse_shared_key_file(path: &Path, file: &fs::File) -> Result<(), CryptoError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CryptoError::Io(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the master key file {} may be read by others (mode {mode:03o}): \
+                     refusing it; `chmod 600` it",
+                    path.display()
+                ),
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, file);
+    Ok(())
 }
 
 fn write_new_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -828,6 +852,34 @@ pub fn decrypt_to_vec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_master_key_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("encryption.key");
+        let (_, created) = Keyring::load_or_generate(&path).unwrap();
+        assert!(created);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            !Keyring::load_or_generate(&path).unwrap().1,
+            "loads its own"
+        );
+        for mode in [0o644, 0o640, 0o604] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = Keyring::load_or_generate(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("may be read by others") && err.contains("chmod 600"),
+                "{mode:o}: {err}"
+            );
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(Keyring::load_or_generate(&path).is_ok());
+    }
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
