@@ -138,7 +138,7 @@ async fn verifier(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
         ..VerifierOptions::new(config.auth_issuer.clone(), config.auth_audience.clone())
     };
     if let Some(url) = &config.auth_jwks_url {
-        return Verifier::from_url(url, opts, shutdown)
+        return Verifier::from_url(url.as_str(), opts, shutdown)
             .await
             .context("APP_ENV_AUTH_JWKS_URL");
     }
@@ -272,9 +272,12 @@ pub async fn run(
             None => Arc::new(FileSource::new(config.source_dir.clone())),
             Some(url) => Arc::new(
                 HttpSource::new(
-                    url.clone(),
+                    url.0.clone(),
                     config.source_token.clone(),
-                    HttpSourceOptions::default(),
+                    HttpSourceOptions {
+                        max_pages: config.source_max_pages,
+                        ..HttpSourceOptions::default()
+                    },
                 )
                 .map_err(|e| anyhow::anyhow!("APP_ENV_SOURCE_URL: {e}"))?,
             ),
@@ -299,6 +302,7 @@ pub async fn run(
                 max_attempts: config.max_attempts,
                 concurrency: consumers,
                 shutdown_timeout: config.shutdown_timeout,
+                job_deadline: config.job_deadline,
             },
         })
     } else {

@@ -11,14 +11,14 @@ pub mod redis;
 
 pub use self::redis::RedisServer;
 
-/// A secret value: printable only on purpose.
+/// A secret value: printable only on purpose, and wiped from memory when dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(zeroize::Zeroizing<String>);
 
 impl Secret {
     /// Wraps a secret.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(zeroize::Zeroizing::new(value.into()))
     }
     /// The value, for the one place that needs it.
     pub fn expose(&self) -> &str {
@@ -29,6 +29,29 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// A URL setting that may carry a credential (user info, a token in its path or query):
+/// usable as the URL, while `Debug` (so a logged `Config`) shows its scheme and host only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SensitiveUrl(pub url::Url);
+
+impl std::ops::Deref for SensitiveUrl {
+    type Target = url::Url;
+    fn deref(&self) -> &url::Url {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SensitiveUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}/***",
+            self.0.scheme(),
+            self.0.host_str().unwrap_or("?")
+        )
     }
 }
 
@@ -102,7 +125,7 @@ pub struct Config {
     pub queue: QueueKind,
     /// `APP_ENV_SOURCE_URL`: an upstream HTTP API of entries (instead of the source dir),
     /// with the bearer token `APP_ENV_SOURCE_TOKEN`.
-    pub source_url: Option<url::Url>,
+    pub source_url: Option<SensitiveUrl>,
     /// `APP_ENV_SOURCE_TOKEN`: bearer token for `APP_ENV_SOURCE_URL`.
     pub source_token: Option<Secret>,
     /// `APP_ENV_WEBSOCKET_REDIS_URL`: Redis for status events across processes (in-process
@@ -134,6 +157,13 @@ pub struct Config {
     pub job_timeout: Duration,
     /// `APP_ENV_SWEEP_INTERVAL_MS`: recovery sweep period (default 60000).
     pub sweep_interval: Duration,
+    /// `APP_ENV_JOB_DEADLINE_MS`: the longest one attempt may run, however its lease is
+    /// renewed (default 1800000, 30 min; a 10M-entry ledger takes well under it); then it is
+    /// REJECTED with JOB_EXECUTION_FAILED (retryable).
+    pub job_deadline: Duration,
+    /// `APP_ENV_SOURCE_MAX_PAGES`: the most pages the HTTP source follows for one ledger
+    /// (default 100000); a ledger whose source has more is a FETCH_DATA_ERROR.
+    pub source_max_pages: u64,
     /// `APP_ENV_MAX_ATTEMPTS`: attempts after which a stalled job is REJECTED (default 5).
     pub max_attempts: u32,
     /// `APP_ENV_WORKER_CONCURRENCY`: jobs one worker process runs at once (default 2).
@@ -144,7 +174,7 @@ pub struct Config {
     /// `APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD`: comma-separated older keys that still decrypt.
     pub encryption_keys_old: Vec<Secret>,
     /// `APP_ENV_AUTH_JWKS_URL`: JWKS of the identity service.
-    pub auth_jwks_url: Option<String>,
+    pub auth_jwks_url: Option<SensitiveUrl>,
     /// `APP_ENV_AUTH_JWKS_MAX_AGE_SECS`: keys from `APP_ENV_AUTH_JWKS_URL` not refreshed
     /// for this long are refused and readiness fails, 1–86400 (default 3600): how long a key
     /// the issuer withdrew can still be used while its JWKS cannot be fetched.
@@ -192,6 +222,7 @@ pub const SETTINGS: &[&str] = &[
     "APP_ENV_DATABASE_URL",
     "APP_ENV_DATA_DIR",
     "APP_ENV_HOST",
+    "APP_ENV_JOB_DEADLINE_MS",
     "APP_ENV_JOB_TIMEOUT_MS",
     "APP_ENV_KAFKA_BROKERS",
     "APP_ENV_KAFKA_CONSUMER_COUNT",
@@ -219,6 +250,7 @@ pub const SETTINGS: &[&str] = &[
     "APP_ENV_S3_SECRET_ACCESS_KEY",
     "APP_ENV_SHUTDOWN_TIMEOUT_MS",
     "APP_ENV_SOURCE_DIR",
+    "APP_ENV_SOURCE_MAX_PAGES",
     "APP_ENV_SOURCE_TOKEN",
     "APP_ENV_SOURCE_URL",
     "APP_ENV_STORAGE_URL",
@@ -341,9 +373,8 @@ impl Config {
             ));
         }
         if let Some(url) = &self.auth_jwks_url
-            && let Ok(parsed) = url::Url::parse(url)
-            && parsed.scheme() == "http"
-            && !is_loopback(&parsed)
+            && url.scheme() == "http"
+            && !is_loopback(url)
         {
             problems.push(format!(
                 "APP_ENV_AUTH_JWKS_URL: must be https {WHY} (plain http only to a loopback address)"
@@ -473,7 +504,7 @@ impl Config {
         let source_url =
             r.string("APP_ENV_SOURCE_URL")
                 .and_then(|raw| match url::Url::parse(&raw) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => Some(SensitiveUrl(u)),
                     _ => {
                         r.errors
                             .push("APP_ENV_SOURCE_URL: expected an http(s) URL".into());
@@ -595,6 +626,8 @@ impl Config {
             .is_some()
             .then(|| r.number("APP_ENV_NODE_ID", 0u16, (0, 1023)));
         let job_timeout = r.millis("APP_ENV_JOB_TIMEOUT_MS", 120_000, 100);
+        let job_deadline = r.millis("APP_ENV_JOB_DEADLINE_MS", 1_800_000, 100);
+        let source_max_pages = r.number("APP_ENV_SOURCE_MAX_PAGES", 100_000u64, (1, 100_000_000));
         let sweep_interval = r.millis("APP_ENV_SWEEP_INTERVAL_MS", 60_000, 50);
         let max_attempts = r.number("APP_ENV_MAX_ATTEMPTS", 5u32, (1, 1000));
         let worker_concurrency = r.number("APP_ENV_WORKER_CONCURRENCY", 2usize, (1, 256));
@@ -633,15 +666,18 @@ impl Config {
                 ));
             }
         }
-        let auth_jwks_url = r.string("APP_ENV_AUTH_JWKS_URL");
-        if let Some(url) = &auth_jwks_url
-            && url::Url::parse(url)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
-        {
-            r.errors
-                .push("APP_ENV_AUTH_JWKS_URL: expected an http(s) URL".into());
-        }
+        let auth_jwks_url =
+            r.string("APP_ENV_AUTH_JWKS_URL")
+                .and_then(|raw| match url::Url::parse(&raw) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                        Some(SensitiveUrl(u))
+                    }
+                    _ => {
+                        r.errors
+                            .push("APP_ENV_AUTH_JWKS_URL: expected an http(s) URL".into());
+                        None
+                    }
+                });
         let auth_jwks_max_age = Duration::from_secs(r.number(
             "APP_ENV_AUTH_JWKS_MAX_AGE_SECS",
             crate::auth::jwt::DEFAULT_MAX_KEY_AGE.as_secs(),
@@ -716,6 +752,8 @@ impl Config {
             source_dir,
             node_id,
             job_timeout,
+            job_deadline,
+            source_max_pages,
             sweep_interval,
             max_attempts,
             worker_concurrency,
@@ -984,6 +1022,44 @@ mod storage_tests {
         assert_eq!(s3.region, "us-east-1");
         let bad = Config::from_vars(&vars(&[("APP_ENV_STORAGE_URL", "ftp://x")])).unwrap_err();
         assert!(bad.to_string().contains("APP_ENV_STORAGE_URL"));
+    }
+
+    #[test]
+    fn debug_output_carries_no_credential() {
+        let config = Config::from_vars(&vars(&[
+            (
+                "APP_ENV_AUTH_JWKS_URL",
+                "https://svc:jwks-pw@idp.example/t0ken-path/jwks.json?key=q-s3cret",
+            ),
+            (
+                "APP_ENV_SOURCE_URL",
+                "https://user:src-pw@entries.example/api?token=src-t0ken",
+            ),
+            ("APP_ENV_SOURCE_TOKEN", "bearer-s3cret"),
+            ("APP_ENV_DATABASE_URL", "postgres://ledger:db-pw@db/ledger"),
+            (
+                "APP_ENV_LEDGER_ENCRYPTION_KEY",
+                &crate::crypto::generate_key_base64(),
+            ),
+        ]))
+        .expect("valid config");
+        let debug = format!("{config:?}");
+        for secret in [
+            "jwks-pw",
+            "t0ken-path",
+            "q-s3cret",
+            "src-pw",
+            "src-t0ken",
+            "bearer-s3cret",
+            "db-pw",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("https://idp.example/***"), "{debug}");
+        assert_eq!(
+            config.auth_jwks_url.as_ref().map(|u| u.as_str()),
+            Some("https://svc:jwks-pw@idp.example/t0ken-path/jwks.json?key=q-s3cret")
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //!   merchant data such as the cursor). Redirects are not followed, so the token never
 //!   travels to another host.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -63,6 +64,9 @@ pub struct HttpSourceOptions {
     pub max_retries: u32,
     /// Delay before the first retry; doubled on each further one (plus jitter), capped.
     pub initial_backoff: Duration,
+    /// Most pages followed for one ledger (`APP_ENV_SOURCE_MAX_PAGES`): an upstream that
+    /// never stops paging must not hold a job forever.
+    pub max_pages: u64,
 }
 
 impl Default for HttpSourceOptions {
@@ -71,6 +75,7 @@ impl Default for HttpSourceOptions {
             request_timeout: Duration::from_secs(10),
             max_retries: 3,
             initial_backoff: Duration::from_millis(200),
+            max_pages: 100_000,
         }
     }
 }
@@ -371,6 +376,10 @@ impl HttpSource {
         let mut cursor = first.next_cursor;
         let mut entries = first.entries;
         let mut page_number = 1_u64;
+        // Every cursor followed, as a 64-bit hash (8 bytes a page at most, 800 KB at the
+        // default page limit): an upstream whose cursors cycle (A → B → A) would otherwise
+        // be followed forever.
+        let mut seen: HashSet<u64> = HashSet::new();
         loop {
             // An empty page is legal (a filtered upstream may have one); it is just not sent.
             if !entries.is_empty() && tx.send(Message::Batch(entries)).await.is_err() {
@@ -381,6 +390,25 @@ impl HttpSource {
                 return;
             };
             page_number += 1;
+            let refused = if page_number > self.options.max_pages {
+                Some(format!(
+                    "nextCursor: the source has more than {} pages (APP_ENV_SOURCE_MAX_PAGES)",
+                    self.options.max_pages
+                ))
+            } else if !seen.insert(cursor_hash(&current)) {
+                Some(format!(
+                    "nextCursor: page {} returns to the cursor of an earlier page (a cycle)",
+                    page_number - 1
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = refused {
+                let _ = tx
+                    .send(Message::Failed(SourceError::Invalid(message)))
+                    .await;
+                return;
+            }
             let next = tokio::select! {
                 // The consumer went away: drop the request in flight, fetch nothing more.
                 () = tx.closed() => return,
@@ -407,6 +435,13 @@ impl HttpSource {
             }
         }
     }
+}
+
+fn cursor_hash(cursor: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    cursor.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A later page must describe the same merchant with the same opening balances as the
@@ -672,6 +707,7 @@ mod tests {
             request_timeout: Duration::from_secs(5),
             max_retries: 3,
             initial_backoff: Duration::from_millis(1),
+            max_pages: 100_000,
         }
     }
 
@@ -911,6 +947,64 @@ mod tests {
         );
     }
 
+    /// A page of no entries (legal) whose `nextCursor` is `next`.
+    fn empty_page(next: &str) -> Reply {
+        let header = days(1).header_json();
+        let head = header.strip_suffix('}').unwrap();
+        Reply::Body(format!("{head},\"entries\":[],\"nextCursor\":{next}}}"))
+    }
+
+    #[tokio::test]
+    async fn cursors_that_cycle_are_refused_instead_of_followed_forever() {
+        // A → B → C → A → B → …: every page empty, so nothing else would ever stop it.
+        let mut up = Upstream::new(2).script([
+            empty_page("\"A\""),
+            empty_page("\"B\""),
+            empty_page("\"C\""),
+        ]);
+        up.forever = Some(empty_page("\"A\""));
+        let fake = up.start().await;
+        let source = fake.source(&days(1), None, fast());
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            collect(&source, &mid("m_pages"), october()),
+        )
+        .await
+        .expect("a cycling upstream is not followed forever");
+        assert_eq!(
+            outcome.err(),
+            Some(SourceError::Invalid(
+                "nextCursor: page 4 returns to the cursor of an earlier page (a cycle)".into()
+            ))
+        );
+        assert_eq!(
+            fake.requests(),
+            4,
+            "A, B and C once each, after the first page"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_more_pages_than_the_limit_are_followed() {
+        let fake = Upstream::new(1).start().await;
+        let limited = HttpSourceOptions {
+            max_pages: 3,
+            ..fast()
+        };
+        let source = fake.source(&days(5), None, limited);
+        assert_eq!(
+            collect(&source, &mid("m_pages"), october()).await.err(),
+            Some(SourceError::Invalid(
+                "nextCursor: the source has more than 3 pages (APP_ENV_SOURCE_MAX_PAGES)".into()
+            ))
+        );
+        assert_eq!(fake.requests(), 3);
+        // Exactly at the limit is fine.
+        let source = fake.source(&days(3), None, limited);
+        let (_, entries) = collect(&source, &mid("m_pages"), october()).await.unwrap();
+        assert_eq!(entries.len(), 3);
+    }
+
     #[tokio::test]
     async fn a_later_page_with_other_opening_balances_is_refused() {
         let mut up = Upstream::new(2);
@@ -1057,6 +1151,7 @@ mod tests {
             request_timeout: Duration::from_millis(200),
             max_retries: 1,
             initial_backoff: Duration::from_millis(1),
+            ..fast()
         };
         let source = fake.source(&days(1), None, options);
         let started = Instant::now();

@@ -33,6 +33,8 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     /// How long running jobs may go on after shutdown was asked.
     pub shutdown_timeout: Duration,
+    /// How long one attempt may run at most, lease renewals or not.
+    pub job_deadline: Duration,
 }
 
 /// What the worker needs.

@@ -120,6 +120,8 @@ macro_rules! phase_log {
 struct Progress {
     rows: AtomicU64,
     lost: AtomicBool,
+    /// Set when the job ran past its deadline and was cancelled for it.
+    overdue: AtomicBool,
 }
 
 /// Runs the claimed `ledger` to a terminal state; returns it, or `None` when the attempt
@@ -131,6 +133,7 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
     let progress = Arc::new(Progress {
         rows: AtomicU64::new(0),
         lost: AtomicBool::new(false),
+        overdue: AtomicBool::new(false),
     });
     let lease = tokio::spawn(keep_lease(
         worker.clone(),
@@ -138,11 +141,30 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
         job.clone(),
         progress.clone(),
     ));
+    // The lease is renewed as long as the job makes progress, so without a deadline an
+    // upstream that answers slowly forever would hold the job PROCESSING forever.
+    let deadline = worker.settings.job_deadline;
+    let overdue = {
+        let (job, progress) = (job.clone(), progress.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            progress.overdue.store(true, Ordering::Relaxed);
+            job.cancel();
+        })
+    };
     let result = execute(worker, &ledger, &job, &progress).await;
     lease.abort();
+    overdue.abort();
     let result = match result {
         Err(_) if progress.lost.load(Ordering::Relaxed) => Err(JobError::LeaseLost),
         Err(_) if stop.is_cancelled() => Err(JobError::Stopped),
+        Err(_) if progress.overdue.load(Ordering::Relaxed) => Err(JobError::execution(
+            "the job ran past its deadline",
+            format_args!(
+                "cancelled after {} s (APP_ENV_JOB_DEADLINE_MS)",
+                deadline.as_secs()
+            ),
+        )),
         other => other,
     };
     let store = &worker.store;
@@ -760,6 +782,7 @@ mod tests {
                 max_attempts: 5,
                 concurrency: 1,
                 shutdown_timeout: Duration::from_secs(1),
+                job_deadline: Duration::from_secs(600),
             },
         };
         Rig {
@@ -932,6 +955,39 @@ mod tests {
         // Attempt 1's object sits beside it, unrecorded.
         let keys = rig.worker.storage.list("ledgers/").await.unwrap();
         assert_eq!(keys.len(), 2, "{keys:?}");
+    }
+
+    #[tokio::test]
+    async fn a_job_past_its_deadline_is_rejected_retryably_however_its_lease_is_renewed() {
+        let mut rig = rig(400_000, Duration::from_millis(300)).await;
+        // The lease (renewed every 100 ms) would keep it alive; the deadline does not.
+        rig.worker.settings.job_deadline = Duration::from_millis(400);
+        let store = rig.worker.store.clone();
+        let id = pending(&*store, 5, "2026").await;
+        let started = std::time::Instant::now();
+        let outcome = rig
+            .worker
+            .try_execute_task(id, &CancellationToken::new())
+            .await
+            .unwrap();
+        let TaskOutcome::Ran(Some(done)) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(done.status, Status::Rejected);
+        let reason = done.failure_reason.expect("a failure reason");
+        assert_eq!(reason.error_code, "JOB_EXECUTION_FAILED");
+        assert!(reason.retryable);
+        assert!(
+            reason.message.starts_with("the job ran past its deadline"),
+            "{}",
+            reason.message
+        );
+        assert!(store.get_file(id, 1).await.unwrap().is_none());
     }
 
     #[tokio::test]
