@@ -49,6 +49,9 @@ pub enum ApiError {
         /// The action refused.
         permission: crate::auth::Permission,
     },
+    /// 403: an audit read of deleted ledgers by a caller who is not platform_admin.
+    #[error("includeDeleted=true is an audit read for platform_admin only")]
+    AuditOnly,
     /// 404: no such resource (also when the caller may not see it).
     #[error("{0}")]
     NotFound(&'static str),
@@ -179,7 +182,9 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
             }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            ApiError::Forbidden { .. } | ApiError::AuditOnly => {
+                (StatusCode::FORBIDDEN, "FORBIDDEN")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::LedgerExists(_) => (StatusCode::CONFLICT, "LEDGER_EXISTS"),

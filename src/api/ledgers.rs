@@ -527,17 +527,20 @@ fn parse_id(raw: &str) -> Result<LedgerId, ApiError> {
     })
 }
 
-/// Loads a ledger the caller may use with `perm`; anything else is the same 404.
+/// Loads a ledger the caller may use with `perm`; anything else — a deleted ledger too,
+/// unless `include_deleted` (an audit read) — is the same 404.
 async fn load(
     state: &AppState,
     caller: &Caller,
     raw_id: &str,
     perm: Permission,
+    include_deleted: bool,
 ) -> Result<Ledger, ApiError> {
     const MISSING: ApiError = ApiError::NotFound("no such ledger");
     let id = parse_id(raw_id)?;
     let ledger = state.store.get_ledger(id).await?.ok_or(MISSING)?;
     match assert_merchant_access(&state.authz, caller, &ledger.merchant_id, perm).await {
+        Ok(()) if ledger.deleted_at.is_some() && !include_deleted => Err(MISSING),
         Ok(()) => Ok(ledger),
         // Existence is not leaked: an id the caller may not see is just missing.
         Err(crate::auth::AccessError::Denied { .. }) => Err(MISSING),
@@ -546,10 +549,12 @@ async fn load(
 }
 
 error_responses! {
-    /// What reading one ledger (or its timeline) can answer besides 200.
+    /// What reading one ledger (or its timeline) can answer besides 200; 403 only for an
+    /// audit read (`includeDeleted=true`) by a caller who is not platform_admin.
     ReadErrors {
         400 => ["VALIDATION_ERROR"],
         401 => ["UNAUTHORIZED"],
+        403 => ["FORBIDDEN"],
         404 => ["NOT_FOUND"],
         500 => ["INTERNAL"],
         503 => ["SERVICE_UNAVAILABLE"],
@@ -558,14 +563,18 @@ error_responses! {
 
 /// One ledger.
 ///
-/// An id the caller may not read is a 404 like a missing one: existence is not leaked.
-/// A deleted ledger is still readable, with `deletedAt` set.
+/// An id the caller may not read is a 404 like a missing one: existence is not leaked. A
+/// deleted ledger is a 404 too, except for an audit read (`includeDeleted=true`) by a
+/// caller who may delete every merchant's ledgers (`platform_admin`).
 #[utoipa::path(
     get,
     path = "/ledgers/{id}",
     tag = "ledgers",
     operation_id = "getLedger",
-    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    params(
+        ("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568"),
+        ("includeDeleted" = Option<bool>, Query, description = "Audit read: also a deleted ledger (platform_admin only; anyone else gets 403)"),
+    ),
     responses(
         (status = 200, description = "The ledger", body = LedgerView),
         ReadErrors,
@@ -576,9 +585,36 @@ async fn read(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<LedgerView>, ApiError> {
-    let ledger = load(&state, &caller, &id, Permission::Read).await?;
+    let deleted = include_deleted(&state, &caller, &params).await?;
+    let ledger = load(&state, &caller, &id, Permission::Read, deleted).await?;
     Ok(Json(view(&ledger)))
+}
+
+/// Whether the request asks for an audit read of deleted ledgers (`includeDeleted=true`),
+/// which only a caller who may delete every merchant's ledgers may make.
+async fn include_deleted(
+    state: &AppState,
+    caller: &Caller,
+    params: &HashMap<String, String>,
+) -> Result<bool, ApiError> {
+    if let Some(unknown) = params.keys().find(|k| k.as_str() != "includeDeleted") {
+        return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
+    }
+    match params.get("includeDeleted").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => match state
+            .authz
+            .scope(&caller.subject, Permission::Delete)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        {
+            MerchantScope::All => Ok(true),
+            MerchantScope::Only(_) => Err(ApiError::AuditOnly),
+        },
+        Some(_) => Err(InvalidInput::new("includeDeleted", "expected true or false").into()),
+    }
 }
 
 /// A ledger's timeline, oldest first.
@@ -598,7 +634,10 @@ async fn read(
     path = "/ledgers/{id}/events",
     tag = "ledgers",
     operation_id = "getLedgerEvents",
-    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    params(
+        ("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568"),
+        ("includeDeleted" = Option<bool>, Query, description = "Audit read: also a deleted ledger's timeline (platform_admin only; anyone else gets 403)"),
+    ),
     responses(
         (status = 200, description = "The timeline", body = Timeline),
         ReadErrors,
@@ -609,8 +648,10 @@ async fn events(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Timeline>, ApiError> {
-    let ledger = load(&state, &caller, &id, Permission::Read).await?;
+    let deleted = include_deleted(&state, &caller, &params).await?;
+    let ledger = load(&state, &caller, &id, Permission::Read, deleted).await?;
     let items = state.store.list_events(ledger.id).await?;
     Ok(Json(Timeline { items }))
 }
@@ -817,10 +858,7 @@ async fn download(
     if let Some(unknown) = params.keys().find(|k| k.as_str() != "version") {
         return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
     }
-    let ledger = load(&state, &caller, &id, Permission::Download).await?;
-    if ledger.deleted_at.is_some() {
-        return Err(ApiError::NotFound("no such ledger"));
-    }
+    let ledger = load(&state, &caller, &id, Permission::Download, false).await?;
     let version = match params.get("version") {
         None => match &ledger.file {
             Some(f) => f.version,
@@ -922,14 +960,8 @@ async fn change(
     action: Action,
     store_change: UserChange,
 ) -> Result<Option<Ledger>, ApiError> {
-    let ledger = load(state, caller, raw_id, perm).await?;
-    if ledger.deleted_at.is_some() {
-        return if matches!(action, Action::Delete) {
-            Ok(None)
-        } else {
-            Err(ApiError::NotFound("no such ledger"))
-        };
-    }
+    // A deleted ledger is a 404 for every change, a second DELETE included.
+    let ledger = load(state, caller, raw_id, perm, false).await?;
     ledger.status.apply(action, ledger.stage)?;
     match state
         .store
@@ -1073,7 +1105,8 @@ error_responses! {
 
 /// Delete a ledger (softly).
 ///
-/// Sets `deletedAt`; the files stay. Deleting a deleted ledger succeeds again. PENDING or
+/// Sets `deletedAt`; the files stay. Afterwards every route of the id is a 404 (a second
+/// DELETE too), except an audit read by platform_admin (`includeDeleted=true`). PENDING or
 /// PROCESSING is a 409 JOB_IN_PROGRESS.
 #[utoipa::path(
     delete,

@@ -220,23 +220,56 @@ async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts()
         "attempts are counted over the ledger's life"
     );
 
-    // Deleting is soft: the ledger stays readable, leaves lists, and frees its identity.
+    // Deleting is soft: afterwards every route of the id is a 404 (a second DELETE too), the
+    // ledger leaves lists and frees its identity; a platform_admin can still audit it.
     assert_eq!(
         app.delete(&token, &format!("/ledgers/{id}")).await.status(),
         204
     );
-    assert_eq!(
-        app.delete(&token, &format!("/ledgers/{id}")).await.status(),
-        204,
-        "idempotent"
-    );
+    for (method, path) in [
+        ("DELETE", format!("/ledgers/{id}")),
+        ("GET", format!("/ledgers/{id}")),
+        ("GET", format!("/ledgers/{id}/events")),
+        ("GET", format!("/ledgers/{id}/download")),
+        ("POST", format!("/ledgers/{id}/retry")),
+        ("POST", format!("/ledgers/{id}/regenerate")),
+    ] {
+        let r = match method {
+            "DELETE" => app.delete(&token, &path).await,
+            "POST" => app.post(&token, &path).await,
+            _ => app.get(&token, &path).await,
+        };
+        assert_error(r, 404, "NOT_FOUND").await;
+    }
+    // The audit read is for platform_admin only.
+    assert_error(
+        app.get(&token, &format!("/ledgers/{id}?includeDeleted=true"))
+            .await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    let auditor = app.user("auditor", "platform_admin", "*").await;
     let deleted: Value = app
-        .get(&token, &format!("/ledgers/{id}"))
+        .get(&auditor, &format!("/ledgers/{id}?includeDeleted=true"))
         .await
         .json()
         .await
         .unwrap();
-    assert!(deleted["deletedAt"].is_string());
+    assert!(deleted["deletedAt"].is_string(), "{deleted}");
+    let r = app
+        .get(
+            &auditor,
+            &format!("/ledgers/{id}/events?includeDeleted=true"),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_error(
+        app.get(&auditor, &format!("/ledgers/{id}")).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
     let list: Value = app
         .get(&token, "/ledgers?merchantId=m_broken")
         .await
