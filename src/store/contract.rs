@@ -161,6 +161,20 @@ async fn identity_and_lists(store: &dyn JobStore) {
         .await
         .unwrap();
     assert!(listed.iter().all(|l| l.id != a.id));
+    // An audit read lists it, with deletedAt.
+    let audit = store
+        .list_ledgers(&ListQuery {
+            merchants: only("m_list"),
+            limit: 10,
+            include_deleted: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit.iter().any(|l| l.id == a.id && l.deleted_at.is_some()),
+        "{audit:?}"
+    );
 }
 
 async fn idempotency(store: &dyn JobStore) {
@@ -227,6 +241,68 @@ async fn idempotency(store: &dyn JobStore) {
         .unwrap();
     assert!(
         matches!(replay, InsertOutcome::Replay(ref f) if f.status_code == 503 && f.body == "{}")
+    );
+
+    // Keys are remembered for 24 h: a day later the same key creates again...
+    let old_key = |id: i64| IdempotencyRecord {
+        key: "key-old".into(),
+        ..record(id, "h-old")
+    };
+    let mut day_old = new_ledger(2005, "m_idem", "2026-08", None);
+    day_old.created_at = Utc::now() - Duration::hours(25);
+    assert!(matches!(
+        store
+            .insert_ledger(&day_old, Some(&old_key(2005)))
+            .await
+            .unwrap(),
+        InsertOutcome::Created(_)
+    ));
+    let fresh = store
+        .insert_ledger(
+            &new_ledger(2006, "m_idem", "2026-07", None),
+            Some(&IdempotencyRecord {
+                request_hash: "h-new".into(),
+                ..old_key(2006)
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(fresh, InsertOutcome::Created(_)), "{fresh:?}");
+    // ...and from then on that key replays the new request.
+    let replayed = store
+        .insert_ledger(
+            &new_ledger(2007, "m_idem", "2026-06", None),
+            Some(&old_key(2007)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(replayed, InsertOutcome::Replay(ref f) if f.request_hash == "h-new" && f.ledger_id.as_i64() == 2006),
+        "{replayed:?}"
+    );
+    // The sweep's purge removes expired keys only.
+    let mut stale = new_ledger(2008, "m_idem", "2026-05", None);
+    stale.created_at = Utc::now() - Duration::hours(30);
+    let stale_key = IdempotencyRecord {
+        key: "key-stale".into(),
+        ..record(2008, "h-stale")
+    };
+    store.insert_ledger(&stale, Some(&stale_key)).await.unwrap();
+    let purged = store
+        .purge_idempotency_keys(super::idempotency_cutoff(Utc::now()))
+        .await
+        .unwrap();
+    assert!(purged >= 1, "{purged}");
+    let again = store
+        .insert_ledger(
+            &new_ledger(2009, "m_idem", "2026-06", None),
+            Some(&old_key(2009)),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, InsertOutcome::Replay(ref f) if f.ledger_id.as_i64() == 2006),
+        "a live key survives the purge: {again:?}"
     );
 }
 

@@ -56,6 +56,15 @@ pub struct NewLedger {
     pub created_at: DateTime<Utc>,
 }
 
+/// How long an `Idempotency-Key` is remembered: a key older than this is as new (its request
+/// creates again) and is purged by the recovery sweep.
+pub const IDEMPOTENCY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The creation time before which a key has expired, at `now`.
+pub fn idempotency_cutoff(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::from_std(IDEMPOTENCY_TTL).unwrap_or_else(|_| chrono::Duration::days(1))
+}
+
 /// An `Idempotency-Key` and the response it produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyRecord {
@@ -101,6 +110,8 @@ pub struct ListQuery {
     pub before: Option<LedgerId>,
     /// Page size.
     pub limit: u32,
+    /// Deleted ledgers too (an audit read); by default they are left out.
+    pub include_deleted: bool,
 }
 
 /// A completed file, written together with the COMPLETED status.
@@ -211,6 +222,9 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Vec<(i64, crate::domain::StatusEvent)>, StoreError>;
     /// The file of one version.
     async fn get_file(&self, id: LedgerId, version: u32) -> Result<Option<StoredFile>, StoreError>;
+
+    /// Removes the idempotency keys created before `before` (expired); returns how many.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Applies a user's change if the ledger is still exactly as the caller judged it
     /// (status, stage and version); `None` when it changed meanwhile (the caller re-reads

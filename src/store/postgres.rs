@@ -156,17 +156,20 @@ async fn fetch_ledger<'e, E: PgExecutor<'e>>(ex: E, id: i64) -> Result<Option<Le
     row.map(Ledger::try_from).transpose()
 }
 
+/// The record of a key that has not expired at `now`.
 async fn find_idempotency<'e, E: PgExecutor<'e>>(
     ex: E,
     subject: &str,
     key: &str,
+    now: DateTime<Utc>,
 ) -> Result<Option<IdempotencyRecord>, StoreError> {
     let row = sqlx::query_as::<_, IdempotencyRow>(
         "SELECT request_hash, ledger_id, status_code, body FROM idempotency_keys \
-         WHERE subject = $1 AND key = $2",
+         WHERE subject = $1 AND key = $2 AND created_at > $3",
     )
     .bind(subject)
     .bind(key)
+    .bind(millis(super::idempotency_cutoff(now)))
     .fetch_optional(ex)
     .await?;
     Ok(row.map(|row| row.into_record(subject, key)))
@@ -318,7 +321,8 @@ impl JobStore for PostgresStore {
             }
             // Replays win over "exists": the same key resent after success must replay.
             if let Some(rec) = idempotency
-                && let Some(found) = find_idempotency(&self.pool, &rec.subject, &rec.key).await?
+                && let Some(found) =
+                    find_idempotency(&self.pool, &rec.subject, &rec.key, new.created_at).await?
             {
                 return Ok(InsertOutcome::Replay(found));
             }
@@ -345,7 +349,10 @@ impl JobStore for PostgresStore {
             let stored = sqlx::query(
                 "INSERT INTO idempotency_keys (subject, key, request_hash, ledger_id, \
                  status_code, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (subject, key) DO NOTHING",
+                 ON CONFLICT (subject, key) DO UPDATE SET request_hash = excluded.request_hash, \
+                 ledger_id = excluded.ledger_id, status_code = excluded.status_code, \
+                 body = excluded.body, created_at = excluded.created_at \
+                 WHERE idempotency_keys.created_at <= $8",
             )
             .bind(&rec.subject)
             .bind(&rec.key)
@@ -354,11 +361,14 @@ impl JobStore for PostgresStore {
             .bind(i64::from(rec.status_code))
             .bind(&rec.body)
             .bind(millis(new.created_at))
+            .bind(millis(super::idempotency_cutoff(new.created_at)))
             .execute(&mut *tx)
             .await?;
             if stored.rows_affected() == 0 {
                 tx.rollback().await?;
-                return match find_idempotency(&self.pool, &rec.subject, &rec.key).await? {
+                return match find_idempotency(&self.pool, &rec.subject, &rec.key, new.created_at)
+                    .await?
+                {
                     Some(found) => Ok(InsertOutcome::Replay(found)),
                     None => Ok(InsertOutcome::IdTaken),
                 };
@@ -396,8 +406,21 @@ impl JobStore for PostgresStore {
         fetch_ledger(&self.pool, id.as_i64()).await
     }
 
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= $1")
+            .bind(millis(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn list_ledgers(&self, query: &ListQuery) -> Result<Vec<Ledger>, StoreError> {
-        let mut sql = format!("{} WHERE l.deleted_at IS NULL", select_ledgers("ledgers"));
+        let live = if query.include_deleted {
+            "TRUE"
+        } else {
+            "l.deleted_at IS NULL"
+        };
+        let mut sql = format!("{} WHERE {live}", select_ledgers("ledgers"));
         let mut binds: Vec<Bind> = Vec::new();
         // Appends a condition whose `$` is the next parameter number.
         let mut push = |sql: &mut String, cond: &str, bind: Bind| {
@@ -1001,7 +1024,12 @@ mod tests {
         let pending = store.pending_migrations().await.unwrap();
         assert_eq!(
             pending,
-            ["1_init", "2_status events by time", "3_policy digest"],
+            [
+                "1_init",
+                "2_status events by time",
+                "3_policy digest",
+                "4_idempotency expiry"
+            ],
             "a fresh schema has every migration pending"
         );
         store.migrate().await.unwrap();

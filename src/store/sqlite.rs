@@ -222,7 +222,9 @@ impl JobStore for SqliteStore {
             if is_unique_violation(&e, "ledgers.merchant_id") {
                 // Replays win over "exists": the same key resent after success must replay.
                 if let Some(rec) = idempotency
-                    && let Some(found) = self.find_idempotency(&rec.subject, &rec.key).await?
+                    && let Some(found) = self
+                        .find_idempotency(&rec.subject, &rec.key, new.created_at)
+                        .await?
                 {
                     return Ok(InsertOutcome::Replay(found));
                 }
@@ -249,7 +251,10 @@ impl JobStore for SqliteStore {
             let stored = sqlx::query(
                 "INSERT INTO idempotency_keys (subject, key, request_hash, ledger_id, \
                  status_code, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (subject, key) DO NOTHING",
+                 ON CONFLICT (subject, key) DO UPDATE SET request_hash = excluded.request_hash, \
+                 ledger_id = excluded.ledger_id, status_code = excluded.status_code, \
+                 body = excluded.body, created_at = excluded.created_at \
+                 WHERE idempotency_keys.created_at <= ?",
             )
             .bind(&rec.subject)
             .bind(&rec.key)
@@ -258,11 +263,15 @@ impl JobStore for SqliteStore {
             .bind(i64::from(rec.status_code))
             .bind(&rec.body)
             .bind(millis(new.created_at))
+            .bind(millis(super::idempotency_cutoff(new.created_at)))
             .execute(&mut *tx)
             .await?;
             if stored.rows_affected() == 0 {
                 tx.rollback().await?;
-                return match self.find_idempotency(&rec.subject, &rec.key).await? {
+                return match self
+                    .find_idempotency(&rec.subject, &rec.key, new.created_at)
+                    .await?
+                {
                     Some(found) => Ok(InsertOutcome::Replay(found)),
                     None => Ok(InsertOutcome::IdTaken),
                 };
@@ -298,8 +307,21 @@ impl JobStore for SqliteStore {
         self.fetch_ledger(id.as_i64()).await
     }
 
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM idempotency_keys WHERE created_at <= ?")
+            .bind(millis(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn list_ledgers(&self, query: &ListQuery) -> Result<Vec<Ledger>, StoreError> {
-        let mut sql = format!("SELECT {LEDGER_COLUMNS} {LEDGER_FROM} WHERE l.deleted_at IS NULL");
+        let live = if query.include_deleted {
+            "1 = 1"
+        } else {
+            "l.deleted_at IS NULL"
+        };
+        let mut sql = format!("SELECT {LEDGER_COLUMNS} {LEDGER_FROM} WHERE {live}");
         let mut binds: Vec<Bind> = Vec::new();
         if let Some(merchants) = &query.merchants {
             if merchants.is_empty() {
@@ -827,17 +849,20 @@ async fn bump_revision(tx: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), Sto
 }
 
 impl SqliteStore {
+    /// The record of a key that has not expired at `now`.
     async fn find_idempotency(
         &self,
         subject: &str,
         key: &str,
+        now: DateTime<Utc>,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let row = sqlx::query_as::<_, IdempotencyRow>(
             "SELECT request_hash, ledger_id, status_code, body FROM idempotency_keys \
-             WHERE subject = ? AND key = ?",
+             WHERE subject = ? AND key = ? AND created_at > ?",
         )
         .bind(subject)
         .bind(key)
+        .bind(millis(super::idempotency_cutoff(now)))
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|row| row.into_record(subject, key)))
@@ -856,7 +881,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("ledger.db"))
             .await
             .unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap().len(), 3);
+        assert_eq!(store.pending_migrations().await.unwrap().len(), 4);
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         super::super::contract::run_all(Arc::new(store)).await;

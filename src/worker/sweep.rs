@@ -21,6 +21,13 @@ pub async fn run(worker: &Worker, shutdown: CancellationToken) {
         if let Err(e) = sweep_once(worker).await {
             tracing::error!(error = %e, "[RecoveryComponent] sweep failed");
         }
+        // Idempotency keys are remembered for 24 h; older ones only take room.
+        let cutoff = crate::store::idempotency_cutoff(Utc::now());
+        match worker.store.purge_idempotency_keys(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency keys removed"),
+            Err(e) => tracing::warn!(error = %e, "purging expired idempotency keys failed"),
+        }
     }
 }
 
