@@ -352,7 +352,7 @@ error_responses! {
     tag = "ledgers",
     operation_id = "createLedger",
     params(
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to repeat: 1 to 255 visible ASCII characters, scoped to the caller", pattern = "^[!-~]{1,255}$", example = "8f14e45f-ceea-467a-9575-6f2b1c3d4e5f"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to repeat: 1 to 255 visible ASCII characters, scoped to the caller, remembered for 24 hours", pattern = "^[!-~]{1,255}$", example = "8f14e45f-ceea-467a-9575-6f2b1c3d4e5f"),
     ),
     request_body(content = CreateLedgerBody, content_type = "application/json", description = "What to generate; at most 1 MiB"),
     responses(
@@ -684,7 +684,8 @@ error_responses! {
 /// List ledgers, newest first.
 ///
 /// Without `merchantId`, the ledgers of every merchant the caller may read; naming a merchant
-/// the caller may not read is a 403. Deleted ledgers are left out. Unknown
+/// the caller may not read is a 403. Deleted ledgers are left out, except for an audit read
+/// (`includeDeleted=true`) by platform_admin. Unknown
 /// query parameters are a 400.
 #[utoipa::path(
     get,
@@ -698,6 +699,7 @@ error_responses! {
         ("period" = Option<String>, Query, description = "Only ledgers of this period (any of the five forms; compared in canonical form)", pattern = "^(19[7-9][0-9]|[2-9][0-9]{3})(-[Qq][1-4]|-[Ww](0[1-9]|[1-4][0-9]|5[0-3])|-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?$", example = "2026-10"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 200 (default 50)", minimum = 1, maximum = 200),
         ("cursor" = Option<String>, Query, description = "The `nextCursor` of the previous page", pattern = "^[A-Za-z0-9_-]+$"),
+        ("includeDeleted" = Option<bool>, Query, description = "Audit read: deleted ledgers too, with `deletedAt` (platform_admin only; anyone else gets 403)"),
     ),
     responses(
         (status = 200, description = "A page of ledgers", body = LedgerPage),
@@ -711,9 +713,13 @@ async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<LedgerPage>, ApiError> {
     const PARAMS: [&str; 6] = ["merchantId", "status", "type", "period", "limit", "cursor"];
+    let (audit, filters): (HashMap<String, String>, HashMap<String, String>) =
+        params.into_iter().partition(|(k, _)| k == "includeDeleted");
+    let params = filters;
     if let Some(unknown) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
         return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
     }
+    let include_deleted = include_deleted(&state, &caller, &audit).await?;
     let get = |k: &str| params.get(k).map(String::as_str);
     let status = get("status")
         .map(|s| parse_wire("status", s, Status::ALL, Status::parse))
@@ -757,6 +763,7 @@ async fn list(
         period,
         before,
         limit: limit + 1,
+        include_deleted,
     };
     let mut ledgers = state.store.list_ledgers(&query).await?;
     let next = if ledgers.len() > limit as usize {

@@ -526,6 +526,13 @@ pub fn ledger_command() -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ledger"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
+    // A run at another date (scripts/at-date.sh) moves the clock of every process it
+    // starts, or tokens signed here would look expired (or not yet valid) there.
+    for name in ["LD_PRELOAD", "FAKETIME", "FAKETIME_DONT_FAKE_MONOTONIC"] {
+        if let Ok(value) = std::env::var(name) {
+            cmd.env(name, value);
+        }
+    }
     cmd
 }
 

@@ -264,6 +264,26 @@ async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts()
         )
         .await;
     assert_eq!(r.status(), 200);
+    let audit: Value = app
+        .get(&auditor, "/ledgers?merchantId=m_broken&includeDeleted=true")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["id"] == id.as_str() && l["deletedAt"].is_string()),
+        "{audit}"
+    );
+    assert_error(
+        app.get(&token, "/ledgers?includeDeleted=true").await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
     assert_error(
         app.get(&auditor, &format!("/ledgers/{id}")).await,
         404,
