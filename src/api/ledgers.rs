@@ -989,12 +989,8 @@ async fn change(
                 .await?
                 .ok_or(ApiError::NotFound("no such ledger"))?;
             if fresh.deleted_at.is_some() {
-                // Deleted meanwhile: a second DELETE succeeded already; anything else is gone.
-                return if matches!(action, Action::Delete) {
-                    Ok(None)
-                } else {
-                    Err(ApiError::NotFound("no such ledger"))
-                };
+                // Deleted meanwhile: gone for every action, a racing second DELETE too.
+                return Err(ApiError::NotFound("no such ledger"));
             }
             fresh.status.apply(action, fresh.stage)?;
             Err(ApiError::Conflict(crate::domain::TransitionError {

@@ -316,6 +316,9 @@ mod tests {
         );
         e.reference = "+cmd".into();
         r.entry(&e).unwrap();
+        let mut tab = entry("-1+1", "2026-10-02T08:15:00Z", 100, "EUR", "\t=1+1");
+        tab.reference = "\r@x".into();
+        r.entry(&tab).unwrap();
         let (_, bytes) = r.finish().unwrap();
         let rows: Vec<Vec<String>> = csv::Reader::from_reader(bytes.as_slice())
             .records()
@@ -328,12 +331,22 @@ mod tests {
         assert_eq!(row[1], "'=HYPERLINK(\"https://evil.example\",\"refund\")");
         assert_eq!(row[3], "'@SUM(1+1)");
         assert_eq!(row[4], "'+cmd");
-        // No cell of the document starts a formula.
-        for cell in rows.iter().flatten() {
-            assert!(
-                !cell.starts_with(['=', '+', '@']) || cell.starts_with('\''),
-                "{cell}"
-            );
+        let row = rows
+            .iter()
+            .find(|r| r[1].contains("-1+1"))
+            .expect("the second row");
+        assert_eq!(
+            [&*row[1], &*row[3], &*row[4]],
+            ["'-1+1", "'\t=1+1", "'\r@x"]
+        );
+        // No text cell of the document starts a formula (amounts are numbers).
+        for row in &rows {
+            for cell in [&row[1], &row[3], &row[4]] {
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    "{cell:?}"
+                );
+            }
         }
     }
 

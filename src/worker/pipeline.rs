@@ -158,11 +158,14 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
     let result = match result {
         Err(_) if progress.lost.load(Ordering::Relaxed) => Err(JobError::LeaseLost),
         Err(_) if stop.is_cancelled() => Err(JobError::Stopped),
+        // A failure of the data or of the document itself keeps its own reason (and its
+        // field path), even if the deadline passed while it was being reported.
+        Err(e @ (JobError::Fetch(SourceError::Invalid(_)) | JobError::Unrenderable(_))) => Err(e),
         Err(_) if progress.overdue.load(Ordering::Relaxed) => Err(JobError::execution(
             "the job ran past its deadline",
             format_args!(
-                "cancelled after {} s (APP_ENV_JOB_DEADLINE_MS)",
-                deadline.as_secs()
+                "cancelled after {} ms (APP_ENV_JOB_DEADLINE_MS)",
+                deadline.as_millis()
             ),
         )),
         other => other,
