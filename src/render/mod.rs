@@ -1,20 +1,30 @@
 //! Rendering: turns a validated entry stream into a document, streaming, and reports the
 //! control totals of what it actually wrote for the pipeline's self-check. Renderers are CPU
 //! work and run on the blocking pool; they never read the source or touch storage.
+//!
+//! One layout for every format: `csv/`, `xlsx/` and `pdf/` each hold a `statement` (a
+//! [`Renderer`] fed entry by entry) and a `summary` (a [`summary::WriteSummary`] of the
+//! finished [`summary::Summary`]). What every format shares sits here: [`summary`] folds
+//! entries into per-day and per-type totals, `text` writes plain amounts and instants,
+//! `locale` the merchant's number and date conventions.
 
 pub mod csv;
 pub mod locale;
 pub mod pdf;
 pub mod summary;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod text;
 pub mod xlsx;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Balance, ControlTotals, Entry, Format, LedgerId, LedgerType, Merchant, Period, Stage, Timezone,
+    Balance, ControlTotals, Currency, Entry, Format, LedgerId, LedgerType, Merchant, Period, Stage,
+    Timezone,
 };
 
 /// Errors while rendering.
@@ -60,6 +70,18 @@ pub struct DocumentHeader {
     pub generated_at: DateTime<Utc>,
     /// Balances at the period's start.
     pub opening_balances: Vec<Balance>,
+}
+
+/// The opening balance per currency, in code order (several for one currency are added).
+fn opening_balances(balances: &[Balance]) -> Result<BTreeMap<Currency, i64>, RenderError> {
+    let mut opening: BTreeMap<Currency, i64> = BTreeMap::new();
+    for b in balances {
+        let slot = opening.entry(b.currency).or_default();
+        *slot = slot
+            .checked_add(b.amount)
+            .ok_or_else(|| RenderError::Overflow(b.currency.to_string()))?;
+    }
+    Ok(opening)
 }
 
 /// A streaming document writer over `W`.

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use chrono::NaiveDate;
 
-use super::{DocumentHeader, RenderError, Renderer};
+use super::{DocumentHeader, RenderError, Renderer, opening_balances};
 use crate::domain::{ControlTotals, Currency, CurrencyTotals, Entry, EntryType, Timezone};
 
 /// Count and sums of a group of entries.
@@ -114,19 +114,12 @@ pub struct SummaryBuilder {
 impl SummaryBuilder {
     /// Starts from the header's opening balances (several for one currency are added).
     pub fn new(header: &DocumentHeader) -> Result<Self, RenderError> {
-        let mut currencies: BTreeMap<Currency, CurrencySummary> = BTreeMap::new();
-        for b in &header.opening_balances {
-            let c = currencies
-                .entry(b.currency)
-                .or_insert_with(|| CurrencySummary::new(b.currency, 0));
-            c.opening = c
-                .opening
-                .checked_add(b.amount)
-                .ok_or_else(|| RenderError::Overflow(b.currency.to_string()))?;
-        }
         Ok(Self {
             timezone: header.timezone,
-            currencies,
+            currencies: opening_balances(&header.opening_balances)?
+                .into_iter()
+                .map(|(currency, opening)| (currency, CurrencySummary::new(currency, opening)))
+                .collect(),
             entry_count: 0,
         })
     }
@@ -199,74 +192,27 @@ impl<W: Write + Send> Renderer<W> for SummaryRenderer<W> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, Utc};
-
     use super::*;
-    use crate::domain::{Balance, LedgerId, LedgerType, Merchant, MerchantId, Period, Stage};
-
-    pub(crate) fn header(opening: Vec<Balance>) -> DocumentHeader {
-        let period = Period::parse("2026-10").unwrap();
-        let tz = Timezone::parse("Europe/Berlin").unwrap();
-        DocumentHeader {
-            ledger_id: LedgerId::from_i64(1),
-            merchant: Merchant {
-                id: MerchantId::parse("m_1").unwrap(),
-                name: "Acme".into(),
-                timezone: Some(tz),
-                locale: None,
-            },
-            ledger_type: LedgerType::Summary,
-            period,
-            timezone: tz,
-            bounds: period.bounds(tz),
-            stage: Stage::Final,
-            version: 1,
-            generated_at: Utc::now(),
-            opening_balances: opening,
-        }
-    }
-
-    fn entry(at: &str, entry_type: EntryType, amount: i64, currency: &str) -> Entry {
-        Entry {
-            id: format!("tx_{at}"),
-            booked_at: at.parse::<DateTime<Utc>>().unwrap(),
-            entry_type,
-            amount,
-            currency: Currency::parse(currency).unwrap(),
-            description: String::new(),
-            reference: String::new(),
-        }
-    }
+    use crate::domain::LedgerType;
+    use crate::render::testing::{entry, header};
 
     #[test]
     fn entries_fold_per_local_day_type_and_currency() {
         let eur = Currency::parse("EUR").unwrap();
         let usd = Currency::parse("USD").unwrap();
-        let h = header(vec![
-            Balance {
-                currency: eur,
-                amount: 1000,
-            },
-            Balance {
-                currency: eur,
-                amount: 500,
-            },
-        ]);
+        let h = header(
+            LedgerType::Summary,
+            "2026-10",
+            &[("EUR", 1000), ("EUR", 500)],
+        );
         let mut b = SummaryBuilder::new(&h).unwrap();
         // 22:30 UTC on Oct 1 is Oct 2 in Berlin.
-        b.add(&entry(
-            "2026-10-01T22:30:00Z",
-            EntryType::Payment,
-            2000,
-            "EUR",
-        ));
-        b.add(&entry("2026-10-02T08:00:00Z", EntryType::Fee, -30, "EUR"));
-        b.add(&entry(
-            "2026-10-03T08:00:00Z",
-            EntryType::Payment,
-            700,
-            "USD",
-        ));
+        b.add(&entry("tx_1", "2026-10-01T22:30:00Z", 2000, "EUR"));
+        b.add(&Entry {
+            entry_type: EntryType::Fee,
+            ..entry("tx_2", "2026-10-02T08:00:00Z", -30, "EUR")
+        });
+        b.add(&entry("tx_3", "2026-10-03T08:00:00Z", 700, "USD"));
         let s = b.finish();
         assert_eq!(s.entry_count, 3);
         assert_eq!(s.currencies.len(), 2);
@@ -294,11 +240,7 @@ mod tests {
 
     #[test]
     fn an_empty_period_keeps_its_opening_balances() {
-        let eur = Currency::parse("EUR").unwrap();
-        let h = header(vec![Balance {
-            currency: eur,
-            amount: -5,
-        }]);
+        let h = header(LedgerType::Summary, "2026-10", &[("EUR", -5)]);
         let s = SummaryBuilder::new(&h).unwrap().finish();
         assert_eq!(s.entry_count, 0);
         assert_eq!(s.currencies[0].closing(), -5);

@@ -1,12 +1,17 @@
 //! PDF documents (A4 portrait) drawn with krilla from an embedded font: real text (every id
 //! and amount can be extracted), fonts embedded and subset, no system font read. `font`
-//! owns the faces and their glyph tables, `layout` the page geometry, header, footer and
-//! pagination, `statement` and `summary` the two document types. The whole document is laid
-//! out before it is drawn, so `Page X of Y` needs no second pass; nothing of it ever
-//! touches the disk — the output is the (encrypting) writer.
+//! owns the faces and their glyph tables, `layout` the page geometry and drawing, `line`
+//! the glyph runs of table rows, `plan` the pagination both document types share,
+//! `document` the pages with their footer and the document header, `statement` and
+//! `summary` the two document types. The whole document is laid out before it is drawn, so
+//! `Page X of Y` needs no second pass; nothing of it ever touches the disk — the output is
+//! the (encrypting) writer.
 
+mod document;
 mod font;
 mod layout;
+mod line;
+mod plan;
 mod statement;
 mod summary;
 #[cfg(test)]

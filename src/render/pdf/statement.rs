@@ -11,20 +11,20 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::ops::Range;
 
 use chrono::{DateTime, Utc};
 
+use super::document;
 use super::font::{Face, Fonts, fonts};
 use super::layout::{
-    self, Align, BASELINE, Canvas, Column, Flow, HEADER_HEIGHT, HEADING_HEIGHT, LINE_HEIGHT,
-    MAX_CELL_LINES, NO_ENTRIES, Pages, SECTION_GAP, TABLE_HEAD_HEIGHT, TEXT_SIZE, WRAP_LEADING,
+    self, Align, BASELINE, Canvas, Column, LINE_HEIGHT, MAX_CELL_LINES, TEXT_SIZE, WRAP_LEADING,
     row_height,
 };
+use super::plan::{Block, Flow, Sections, draw_heading, draw_no_entries, draw_opening, plan};
 use super::{Tally, control_totals};
 use crate::domain::{ControlTotals, Currency, Entry, EntryType};
 use crate::render::locale::{self, Conventions};
-use crate::render::{DocumentHeader, RenderError, Renderer};
+use crate::render::{DocumentHeader, RenderError, Renderer, opening_balances};
 
 /// The statement's columns, left to right.
 const DATE: usize = 0;
@@ -58,7 +58,6 @@ pub(super) fn table(face: &Face, conv: &Conventions) -> [Column; 7] {
     )
 }
 
-const OPENING_HEIGHT: f32 = LINE_HEIGHT + 2.0;
 const TOTALS_HEIGHT: f32 = 6.0 + 4.0 * LINE_HEIGHT;
 
 /// One entry as the statement keeps it until drawn.
@@ -193,17 +192,10 @@ pub const MAX_PDF_STATEMENT_ENTRIES: usize = 250_000;
 impl<W: Write> PdfStatement<W> {
     /// A statement of `header`'s ledger, written to `out` when finished.
     pub fn new(header: &DocumentHeader, out: W) -> Result<Self, RenderError> {
-        let mut sections: BTreeMap<Currency, Section> = BTreeMap::new();
-        for b in &header.opening_balances {
-            let s = sections
-                .entry(b.currency)
-                .or_insert_with(|| Section::new(b.currency, 0));
-            s.opening = s
-                .opening
-                .checked_add(b.amount)
-                .ok_or_else(|| RenderError::Overflow(b.currency.to_string()))?;
-            s.balance = s.opening;
-        }
+        let sections = opening_balances(&header.opening_balances)?
+            .into_iter()
+            .map(|(currency, opening)| (currency, Section::new(currency, opening)))
+            .collect();
         let fonts = fonts()?;
         let conv = locale::conventions(header.merchant.locale.as_ref());
         Ok(Self {
@@ -251,7 +243,7 @@ impl<W: Write + Send> Renderer<W> for PdfStatement<W> {
             scratch: _,
         } = *self;
         let sections: Vec<Section> = sections.into_values().collect();
-        let pages = plan(&sections);
+        let pages = plan(sections.as_slice());
         let mut painter = Painter {
             header: &header,
             conv,
@@ -260,7 +252,7 @@ impl<W: Write + Send> Renderer<W> for PdfStatement<W> {
             drawn: sections.iter().map(|_| Tally::default()).collect(),
             balances: vec![0; sections.len()],
         };
-        let bytes = layout::render(&header, fonts, &pages, |canvas, top, block| {
+        let bytes = document::render(&header, fonts, &pages, |canvas, top, block| {
             painter.draw(canvas, top, block)
         })?;
         let totals = control_totals(painter.drawn);
@@ -271,98 +263,32 @@ impl<W: Write + Send> Renderer<W> for PdfStatement<W> {
     }
 }
 
-/// What the statement draws, in order.
-enum Block {
-    Header,
-    NoEntries,
-    Heading { section: usize, continued: bool },
-    Opening(usize),
-    TableHead,
-    Rows { section: usize, rows: Range<usize> },
-    NoRows,
-    Totals(usize),
-}
+/// The statement as the page planner sees it: a currency's closing block is its totals,
+/// and its column header repeats above totals pushed to a page of their own.
+impl Sections for [Section] {
+    /// The currency's index.
+    type Closing = usize;
+    const HEAD_ABOVE_CLOSING: bool = true;
 
-/// Cuts the statement into pages: a currency's heading, opening balance, column header and
-/// first row stay together; a row (with all its wrapped lines) is never split; the column
-/// header (under a "continued" heading) repeats on every page the rows continue on (and
-/// above totals pushed to a page of their own); the totals block is never split.
-fn plan(sections: &[Section]) -> Pages<Block> {
-    let mut flow = Flow::new();
-    flow.place(HEADER_HEIGHT, Block::Header);
-    if sections.is_empty() {
-        flow.place(LINE_HEIGHT, Block::NoEntries);
+    fn sections(&self) -> usize {
+        self.len()
     }
-    for (i, s) in sections.iter().enumerate() {
-        let rows = s.rows.len();
-        let first = match s.rows.first() {
-            None => LINE_HEIGHT,
-            Some(row) => TABLE_HEAD_HEIGHT + row.height(),
-        };
-        if !flow.fits(HEADING_HEIGHT + OPENING_HEIGHT + first) {
-            flow.page_break();
-        }
-        flow.place(
-            HEADING_HEIGHT,
-            Block::Heading {
-                section: i,
-                continued: false,
-            },
-        );
-        flow.place(OPENING_HEIGHT, Block::Opening(i));
-        if rows == 0 {
-            flow.place(LINE_HEIGHT, Block::NoRows);
-        }
-        let mut next = 0;
-        while next < rows {
-            if !flow.fits(TABLE_HEAD_HEIGHT + s.rows[next].height()) {
-                flow.page_break();
-                flow.place(
-                    HEADING_HEIGHT,
-                    Block::Heading {
-                        section: i,
-                        continued: true,
-                    },
-                );
-            }
-            flow.place(TABLE_HEAD_HEIGHT, Block::TableHead);
-            // As many whole rows as the page still holds (at least one, so a page always
-            // advances; any row fits an empty page).
-            let mut end = next;
-            let mut height = 0.0;
-            while let Some(row) = s.rows.get(end) {
-                if end > next && !flow.fits(height + row.height()) {
-                    break;
-                }
-                height += row.height();
-                end += 1;
-            }
-            flow.place(
-                height,
-                Block::Rows {
-                    section: i,
-                    rows: next..end,
-                },
-            );
-            next = end;
-        }
-        if !flow.fits(TOTALS_HEIGHT) {
-            flow.page_break();
-            flow.place(
-                HEADING_HEIGHT,
-                Block::Heading {
-                    section: i,
-                    continued: true,
-                },
-            );
-            if rows > 0 {
-                flow.place(TABLE_HEAD_HEIGHT, Block::TableHead);
-            }
-        }
-        flow.place(TOTALS_HEIGHT, Block::Totals(i));
-        flow.skip(SECTION_GAP);
+
+    fn rows(&self, section: usize) -> usize {
+        self[section].rows.len()
     }
-    flow.finish()
+
+    fn row_height(&self, section: usize, row: usize) -> f32 {
+        self[section].rows[row].height()
+    }
+
+    fn closing_height(&self, _section: usize) -> f32 {
+        TOTALS_HEIGHT
+    }
+
+    fn place_closing(&self, flow: &mut Flow<Block<usize>>, section: usize) {
+        flow.place(TOTALS_HEIGHT, Block::Closing(section));
+    }
 }
 
 fn overflow(currency: Currency) -> RenderError {
@@ -384,56 +310,31 @@ impl Painter<'_> {
         &mut self,
         canvas: &mut Canvas<'_, '_>,
         top: f32,
-        block: &Block,
+        block: &Block<usize>,
     ) -> Result<(), RenderError> {
         let (header, conv, columns, sections) =
             (self.header, self.conv, self.columns, self.sections);
         let (drawn, balances) = (&mut self.drawn, &mut self.balances);
         let fonts = canvas.fonts;
         match block {
-            Block::Header => layout::document_header(canvas, top, header, conv),
+            Block::Header => document::document_header(canvas, top, header, conv),
             Block::NoEntries | Block::NoRows => {
-                let column = Column {
-                    title: "",
-                    x: columns[0].x,
-                    width: columns[BALANCE].x - columns[0].x,
-                    align: Align::Left,
-                };
-                canvas.text(
-                    &fonts.regular,
-                    8.0,
-                    &column,
-                    top + BASELINE + 1.0,
-                    NO_ENTRIES,
-                );
+                draw_no_entries(canvas, top, &columns[0], &columns[BALANCE]);
             }
             Block::Heading { section, continued } => {
-                let code = sections[*section].currency.code();
-                let title = if *continued {
-                    format!("{code} (continued)")
-                } else {
-                    code.to_owned()
-                };
-                canvas.heading(top, &title);
+                draw_heading(canvas, top, sections[*section].currency, *continued);
             }
             Block::Opening(i) => {
                 let s = &sections[*i];
-                drawn[*i] = Tally {
-                    currency: Some(s.currency),
-                    opening: s.opening,
-                    ..Tally::default()
-                };
-                balances[*i] = s.opening;
-                let label = format!(
-                    "Opening balance at {}",
-                    conv.instant(header.bounds.0, header.timezone)
-                );
-                canvas.label_value(
+                drawn[*i] = draw_opening(
+                    canvas,
                     top,
-                    &label,
+                    (header, conv),
                     &columns[BALANCE],
-                    &conv.amount(s.currency, i128::from(s.opening)),
+                    s.currency,
+                    s.opening,
                 );
+                balances[*i] = s.opening;
             }
             Block::TableHead => canvas.table_head(columns, top),
             Block::Rows { section, rows } => {
@@ -481,7 +382,7 @@ impl Painter<'_> {
                 }
                 line.draw(canvas.surface, top + BASELINE);
             }
-            Block::Totals(i) => {
+            Block::Closing(i) => {
                 let s = &sections[*i];
                 let d = &drawn[*i];
                 let amount = |v: i128| conv.amount(s.currency, v);

@@ -4,15 +4,15 @@
 //! control totals reported are summed from the day rows as they are drawn.
 
 use std::io::Write;
-use std::ops::Range;
 
 use chrono::NaiveDate;
 
+use super::document;
 use super::font::fonts;
 use super::layout::{
-    self, Align, BASELINE, Canvas, Column, Flow, HEADER_HEIGHT, HEADING_HEIGHT, LINE_HEIGHT,
-    NO_ENTRIES, Pages, ROW_HEIGHT, SECTION_GAP, TABLE_HEAD_HEIGHT, TEXT_SIZE,
+    self, Align, BASELINE, Canvas, Column, LINE_HEIGHT, ROW_HEIGHT, TABLE_HEAD_HEIGHT, TEXT_SIZE,
 };
+use super::plan::{Block, Flow, Sections, draw_heading, draw_no_entries, draw_opening, plan};
 use super::{Tally, control_totals};
 use crate::domain::{ControlTotals, Currency};
 use crate::render::locale::{self, Conventions};
@@ -32,22 +32,14 @@ fn table(key: &'static str) -> [Column; 5] {
     )
 }
 
-const OPENING_HEIGHT: f32 = LINE_HEIGHT + 2.0;
 const TYPES_GAP: f32 = 6.0;
 
-/// What the summary draws, in order.
-enum Block {
-    Header,
-    NoEntries,
-    Heading { section: usize, continued: bool },
-    Opening(usize),
-    DayHead,
-    Days { section: usize, rows: Range<usize> },
+/// A currency's closing blocks in the summary.
+pub(super) enum Closing {
     TypeHead,
     Types(usize),
-    NoRows,
     Total(usize),
-    Closing(usize),
+    Balance(usize),
 }
 
 /// Writes `summary` as a PDF (the [`WriteSummary`](crate::render::summary::WriteSummary)
@@ -76,8 +68,8 @@ pub fn write_summary<W: Write>(
             .map(|_| Tally::default())
             .collect(),
     };
-    let pages = plan(summary, &painter.days);
-    let bytes = layout::render(header, fonts, &pages, |canvas, top, block| {
+    let pages = plan(summary);
+    let bytes = document::render(header, fonts, &pages, |canvas, top, block| {
         painter.draw(canvas, top, block);
         Ok(())
     })?;
@@ -85,79 +77,47 @@ pub fn write_summary<W: Write>(
     Ok((control_totals(painter.drawn), out))
 }
 
-/// Cuts the summary into pages; the day table's column header repeats on every page it
-/// continues on, the type table with the total and closing balance is never split.
-fn plan(summary: &Summary, days: &[Vec<(NaiveDate, Bucket)>]) -> Pages<Block> {
-    let mut flow = Flow::new();
-    flow.place(HEADER_HEIGHT, Block::Header);
-    if summary.currencies.is_empty() {
-        flow.place(LINE_HEIGHT, Block::NoEntries);
+/// The summary as the page planner sees it: the rows are the day rows; a currency's
+/// closing blocks (the type table, the total and the closing balance) stay together.
+impl Sections for Summary {
+    type Closing = Closing;
+    const HEAD_ABOVE_CLOSING: bool = false;
+
+    fn sections(&self) -> usize {
+        self.currencies.len()
     }
-    for (i, c) in summary.currencies.iter().enumerate() {
-        let rows = days[i].len();
-        let continued = |flow: &mut Flow<Block>| {
-            flow.page_break();
-            flow.place(
-                HEADING_HEIGHT,
-                Block::Heading {
-                    section: i,
-                    continued: true,
-                },
-            );
-        };
-        let first = if rows == 0 {
-            LINE_HEIGHT
-        } else {
-            TABLE_HEAD_HEIGHT + ROW_HEIGHT
-        };
-        if !flow.fits(HEADING_HEIGHT + OPENING_HEIGHT + first) {
-            flow.page_break();
-        }
-        flow.place(
-            HEADING_HEIGHT,
-            Block::Heading {
-                section: i,
-                continued: false,
-            },
-        );
-        flow.place(OPENING_HEIGHT, Block::Opening(i));
-        if rows == 0 {
-            flow.place(LINE_HEIGHT, Block::NoRows);
-        }
-        let mut next = 0;
-        while next < rows {
-            if !flow.fits(TABLE_HEAD_HEIGHT + ROW_HEIGHT) {
-                continued(&mut flow);
-            }
-            flow.place(TABLE_HEAD_HEIGHT, Block::DayHead);
-            let n = flow.rows_left(ROW_HEIGHT).min(rows - next).max(1);
-            flow.place(
-                n as f32 * ROW_HEIGHT,
-                Block::Days {
-                    section: i,
-                    rows: next..next + n,
-                },
-            );
-            next += n;
-        }
-        let types = if c.types.is_empty() {
+
+    fn rows(&self, section: usize) -> usize {
+        self.currencies[section].days.len()
+    }
+
+    fn row_height(&self, _section: usize, _row: usize) -> f32 {
+        ROW_HEIGHT
+    }
+
+    fn closing_height(&self, section: usize) -> f32 {
+        let types = self.currencies[section].types.len();
+        let table = if types == 0 {
             0.0
         } else {
-            TYPES_GAP + TABLE_HEAD_HEIGHT + c.types.len() as f32 * ROW_HEIGHT
+            TYPES_GAP + TABLE_HEAD_HEIGHT + types as f32 * ROW_HEIGHT
         };
-        if !flow.fits(types + 2.0 * LINE_HEIGHT + 4.0) {
-            continued(&mut flow);
-        }
-        if !c.types.is_empty() {
-            flow.skip(TYPES_GAP);
-            flow.place(TABLE_HEAD_HEIGHT, Block::TypeHead);
-            flow.place(c.types.len() as f32 * ROW_HEIGHT, Block::Types(i));
-        }
-        flow.place(LINE_HEIGHT + 4.0, Block::Total(i));
-        flow.place(LINE_HEIGHT, Block::Closing(i));
-        flow.skip(SECTION_GAP);
+        table + 2.0 * LINE_HEIGHT + 4.0
     }
-    flow.finish()
+
+    fn place_closing(&self, flow: &mut Flow<Block<Closing>>, section: usize) {
+        let types = self.currencies[section].types.len();
+        if types > 0 {
+            flow.skip(TYPES_GAP);
+            flow.place(TABLE_HEAD_HEIGHT, Block::Closing(Closing::TypeHead));
+            flow.place(
+                types as f32 * ROW_HEIGHT,
+                Block::Closing(Closing::Types(section)),
+            );
+        }
+        flow.place(LINE_HEIGHT + 4.0, Block::Closing(Closing::Total(section)));
+        flow.place(LINE_HEIGHT, Block::Closing(Closing::Balance(section)));
+    }
 }
 
 /// One table row: key, count, credits, debits, net.
@@ -192,7 +152,7 @@ struct Painter<'a> {
 }
 
 impl Painter<'_> {
-    fn draw(&mut self, canvas: &mut Canvas<'_, '_>, top: f32, block: &Block) {
+    fn draw(&mut self, canvas: &mut Canvas<'_, '_>, top: f32, block: &Block<Closing>) {
         let Painter {
             header,
             conv,
@@ -205,52 +165,32 @@ impl Painter<'_> {
         let fonts = canvas.fonts;
         let balance_column = &day_columns[4];
         match block {
-            Block::Header => layout::document_header(canvas, top, header, conv),
+            Block::Header => document::document_header(canvas, top, header, conv),
             Block::NoEntries | Block::NoRows => {
-                let column = Column {
-                    title: "",
-                    x: day_columns[0].x,
-                    width: balance_column.x - day_columns[0].x,
-                    align: Align::Left,
-                };
-                canvas.text(
-                    &fonts.regular,
-                    8.0,
-                    &column,
-                    top + BASELINE + 1.0,
-                    NO_ENTRIES,
-                );
+                draw_no_entries(canvas, top, &day_columns[0], balance_column);
             }
             Block::Heading { section, continued } => {
-                let code = summary.currencies[*section].currency.code();
-                let title = if *continued {
-                    format!("{code} (continued)")
-                } else {
-                    code.to_owned()
-                };
-                canvas.heading(top, &title);
+                draw_heading(
+                    canvas,
+                    top,
+                    summary.currencies[*section].currency,
+                    *continued,
+                );
             }
             Block::Opening(i) => {
                 let c = &summary.currencies[*i];
-                drawn[*i] = Tally {
-                    currency: Some(c.currency),
-                    opening: c.opening,
-                    ..Tally::default()
-                };
-                let label = format!(
-                    "Opening balance at {}",
-                    conv.instant(header.bounds.0, header.timezone)
-                );
-                canvas.label_value(
+                drawn[*i] = draw_opening(
+                    canvas,
                     top,
-                    &label,
+                    (header, conv),
                     balance_column,
-                    &conv.amount(c.currency, i128::from(c.opening)),
+                    c.currency,
+                    c.opening,
                 );
             }
-            Block::DayHead => canvas.table_head(day_columns, top),
-            Block::TypeHead => canvas.table_head(type_columns, top),
-            Block::Days { section, rows } => {
+            Block::TableHead => canvas.table_head(day_columns, top),
+            Block::Closing(Closing::TypeHead) => canvas.table_head(type_columns, top),
+            Block::Rows { section, rows } => {
                 let currency = summary.currencies[*section].currency;
                 let d = &mut drawn[*section];
                 for (k, (day, b)) in days[*section][rows.clone()].iter().enumerate() {
@@ -267,7 +207,7 @@ impl Painter<'_> {
                     );
                 }
             }
-            Block::Types(i) => {
+            Block::Closing(Closing::Types(i)) => {
                 let c = &summary.currencies[*i];
                 for (k, (entry_type, b)) in c.types.iter().enumerate() {
                     canvas.line.reset(&fonts.regular, TEXT_SIZE);
@@ -282,7 +222,7 @@ impl Painter<'_> {
                     );
                 }
             }
-            Block::Total(i) => {
+            Block::Closing(Closing::Total(i)) => {
                 let d = &drawn[*i];
                 let currency = summary.currencies[*i].currency;
                 canvas.rule(top + 1.0);
@@ -297,7 +237,7 @@ impl Painter<'_> {
                     (d.count, d.credits, d.debits),
                 );
             }
-            Block::Closing(i) => {
+            Block::Closing(Closing::Balance(i)) => {
                 let d = &drawn[*i];
                 let currency = summary.currencies[*i].currency;
                 let label = format!(
