@@ -32,17 +32,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::StreamExt;
 use rand::Rng;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use reqwest::{Client, Response, StatusCode};
 use tokio::sync::mpsc;
 use url::Url;
 
+use super::batches::{Message, receive};
 use super::validate::{EntryValidator, Header, Page, parse_page};
 use super::{EntryStream, Source, SourceError, Window};
 use crate::config::Secret;
-use crate::domain::{Entry, Merchant, MerchantId};
+use crate::domain::{Merchant, MerchantId};
 
 /// Largest page body accepted: one bad (or hostile) page must not exhaust memory.
 pub const MAX_PAGE_BYTES: usize = 64 << 20;
@@ -102,13 +102,6 @@ impl fmt::Debug for HttpSource {
             .field("options", &self.options)
             .finish()
     }
-}
-
-/// What the fetching task sends; the explicit end tells a finished ledger from a dead task.
-enum Message {
-    Batch(Vec<Entry>),
-    Failed(SourceError),
-    End,
 }
 
 /// The outcome of one request that did not yield a body.
@@ -482,24 +475,7 @@ impl Source for HttpSource {
             self.clone()
                 .follow(id.clone(), window, first, validator, tx),
         );
-        let entries = futures::stream::unfold((rx, false), |(mut rx, done)| async move {
-            if done {
-                return None;
-            }
-            match rx.recv().await {
-                Some(Message::Batch(batch)) => Some((Ok(batch), (rx, false))),
-                Some(Message::Failed(e)) => Some((Err(e), (rx, true))),
-                Some(Message::End) => None,
-                // A task that vanished without `End` must not look like a short ledger.
-                None => Some((
-                    Err(SourceError::Unavailable(
-                        "the page fetcher stopped unexpectedly".to_owned(),
-                    )),
-                    (rx, true),
-                )),
-            }
-        })
-        .boxed();
+        let entries = receive(rx, "the page fetcher stopped unexpectedly");
         Ok(EntryStream {
             opening_balances,
             entries,
@@ -587,7 +563,7 @@ mod tests {
     use futures::StreamExt;
 
     use super::*;
-    use crate::source::fixture::contract::{
+    use crate::source::contract::{
         self, Dataset, Harness, collect, entry_json, mid, window,
     };
 

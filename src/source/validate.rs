@@ -900,7 +900,7 @@ fn found(value: &Loose) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::fixture::contract::{mid, validation_cases};
+    use crate::source::contract::{mid, validation_cases};
 
     /// The typed path alone, for comparing verdicts.
     fn fast(line: &str) -> bool {
