@@ -27,7 +27,10 @@ pub(super) fn receive(rx: mpsc::Receiver<Message>, stopped: &'static str) -> Ent
             Some(Message::Batch(batch)) => Some((Ok(batch), (rx, false))),
             Some(Message::Failed(e)) => Some((Err(e), (rx, true))),
             Some(Message::End) => None,
-            None => Some((Err(SourceError::Unavailable(stopped.to_owned())), (rx, true))),
+            None => Some((
+                Err(SourceError::Unavailable(stopped.to_owned())),
+                (rx, true),
+            )),
         }
     })
     .boxed()

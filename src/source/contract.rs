@@ -6,9 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
-use crate::domain::{
-    Balance, Currency, Entry, EntryType, Locale, Merchant, MerchantId, Timezone,
-};
+use crate::domain::{Balance, Currency, Entry, EntryType, Locale, Merchant, MerchantId, Timezone};
 use crate::source::{Source, SourceError, Window};
 
 /// Source data as JSON text, so tests can hold data no valid type could (floats, …).
@@ -53,14 +51,7 @@ impl Dataset {
     }
 
     /// Adds a valid-looking entry.
-    pub fn entry(
-        mut self,
-        id: &str,
-        at: &str,
-        kind: &str,
-        amount: i64,
-        currency: &str,
-    ) -> Self {
+    pub fn entry(mut self, id: &str, at: &str, kind: &str, amount: i64, currency: &str) -> Self {
         self.entries
             .push(entry_json(id, at, kind, &amount.to_string(), currency));
         self

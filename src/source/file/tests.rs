@@ -10,9 +10,7 @@ use futures::StreamExt;
 
 use super::*;
 use crate::domain::{Currency, EntryType};
-use crate::source::contract::{
-    self, Dataset, Harness, at, collect, everything, mid, window,
-};
+use crate::source::contract::{self, Dataset, Harness, at, collect, everything, mid, window};
 use crate::source::fixture::{self, FixtureSpec};
 
 /// Writes each dataset into a fresh directory in one format.
@@ -135,8 +133,7 @@ async fn ndjson_layout_details() {
         Err(SourceError::Invalid(_))
     ));
 
-    let with_entries =
-        r#"{"merchant":{"id":"m_h","name":"H"},"openingBalances":[],"entries":[]}"#;
+    let with_entries = r#"{"merchant":{"id":"m_h","name":"H"},"openingBalances":[],"entries":[]}"#;
     std::fs::write(dir.path().join("m_h.ndjson"), with_entries).unwrap();
     let err = source.merchant(&mid("m_h")).await.unwrap_err();
     assert!(err.to_string().starts_with("entries: not allowed"), "{err}");
