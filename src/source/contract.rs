@@ -138,6 +138,14 @@ fn eur() -> Currency {
     Currency::parse("EUR").expect("EUR")
 }
 
+/// One opening balance of `amount` in EUR.
+fn in_eur(amount: i64) -> Vec<Balance> {
+    vec![Balance {
+        currency: eur(),
+        amount,
+    }]
+}
+
 /// Opening balances and every entry of `window`, or the first error either step gave.
 pub async fn collect(
     source: &dyn Source,
@@ -207,13 +215,7 @@ pub async fn window_cutting(h: &dyn Harness) {
     )
     .await
     .expect("window");
-    assert_eq!(
-        opening,
-        vec![Balance {
-            currency: eur(),
-            amount: 10_500
-        }]
-    );
+    assert_eq!(opening, in_eur(10_500));
     assert_eq!(ids(&entries), ["b", "c", "d"]);
     let c = &entries[1];
     assert_eq!(c.booked_at, at("2026-10-15T10:00:00Z"));
@@ -228,13 +230,7 @@ pub async fn window_cutting(h: &dyn Harness) {
     let (opening, entries) = collect(&*source, &mid("m_cut"), everything())
         .await
         .expect("all");
-    assert_eq!(
-        opening,
-        vec![Balance {
-            currency: eur(),
-            amount: 10_000
-        }]
-    );
+    assert_eq!(opening, in_eur(10_000));
     assert_eq!(entries.len(), 5);
 }
 
@@ -282,41 +278,17 @@ pub async fn empty_window(h: &dyn Harness) {
         .entry("y", "2026-07-01T00:00:00Z", "PAYMENT", 9, "EUR");
     let source = h.source_with(&data).await;
     let june = window("2026-06-01T00:00:00Z", "2026-07-01T00:00:00Z");
-    let (opening, entries) = collect(&*source, &mid("m_empty"), june)
-        .await
-        .expect("june");
-    assert_eq!(
-        opening,
-        vec![Balance {
-            currency: eur(),
-            amount: 50
-        }]
-    );
-    assert!(entries.is_empty());
     let early = window("2020-01-01T00:00:00Z", "2020-02-01T00:00:00Z");
-    let (opening, entries) = collect(&*source, &mid("m_empty"), early)
-        .await
-        .expect("early");
-    assert_eq!(
-        opening,
-        vec![Balance {
-            currency: eur(),
-            amount: 42
-        }]
-    );
-    assert!(entries.is_empty());
     let late = window("2027-01-01T00:00:00Z", "2027-02-01T00:00:00Z");
-    let (opening, entries) = collect(&*source, &mid("m_empty"), late)
-        .await
-        .expect("late");
-    assert_eq!(
-        opening,
-        vec![Balance {
-            currency: eur(),
-            amount: 59
-        }]
-    );
-    assert!(entries.is_empty());
+    for (name, window, opening_eur) in
+        [("june", june, 50), ("early", early, 42), ("late", late, 59)]
+    {
+        let (opening, entries) = collect(&*source, &mid("m_empty"), window)
+            .await
+            .expect(name);
+        assert_eq!(opening, in_eur(opening_eur), "{name}");
+        assert!(entries.is_empty(), "{name}");
+    }
     let none = h.source_with(&Dataset::new("m_none")).await;
     let (opening, entries) = collect(&*none, &mid("m_none"), june).await.expect("none");
     assert!(opening.is_empty() && entries.is_empty());

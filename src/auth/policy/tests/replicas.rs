@@ -68,31 +68,55 @@ async fn until_denied(
     }
 }
 
+/// A plain connection to the test's Redis, to read and write the shared snapshot directly.
+async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection")
+}
+
+/// Deletes the snapshot a test left in Redis.
+async fn forget_snapshot(raw: &mut redis::aio::MultiplexedConnection, config: &PolicyCacheConfig) {
+    let () = redis::cmd("DEL")
+        .arg(config.grants_key())
+        .query_async(raw)
+        .await
+        .expect("DEL");
+}
+
+/// An authorizer over `source` sharing its snapshot through the test's Redis.
+fn replica(
+    source: &Arc<MemorySource>,
+    url: &str,
+    config: &PolicyCacheConfig,
+    shutdown: CancellationToken,
+) -> Authorizer {
+    Authorizer::with_redis_config(
+        source.clone(),
+        LONG,
+        &RedisServer::new(url.to_owned()),
+        config,
+        shutdown,
+    )
+    .expect("authorizer with Redis")
+}
+
 #[tokio::test]
 async fn a_forged_redis_snapshot_grants_nothing() {
     let url = require_redis().await;
     let config = unique_config();
     let source = MemorySource::with(&[("mallory", "merchant_viewer", "m_2")]);
     let shutdown = CancellationToken::new();
-    let a = Authorizer::with_redis_config(
-        source.clone(),
-        LONG,
-        &RedisServer::new(url.clone()),
-        &config,
-        shutdown.clone(),
-    )
-    .expect("authorizer with Redis");
+    let a = replica(&source, &url, &config, shutdown.clone());
     until_subscribed(&[&a]).await;
     assert!(!may(&a, "mallory", "m_1", Permission::Read, "decision").await);
     let lists = source.lists.load(Ordering::SeqCst);
 
     // Someone with write access to Redis adds a platform_admin grant to the snapshot,
     // keeping its revision (it sits in the same value), and announces a change.
-    let mut raw = redis::Client::open(url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
+    let mut raw = connect(&url).await;
     let stored: Vec<u8> = redis::cmd("GET")
         .arg(config.grants_key())
         .query_async(&mut raw)
@@ -158,17 +182,10 @@ async fn replicas_share_the_snapshot_and_see_a_published_revoke_at_once() {
         ("bob", "merchant_viewer", "m_1"),
     ]);
     let shutdown = CancellationToken::new();
-    let replica = || {
-        Authorizer::with_redis_config(
-            source.clone(),
-            LONG,
-            &RedisServer::new(url.clone()),
-            &config,
-            shutdown.clone(),
-        )
-        .expect("authorizer with Redis")
-    };
-    let (a, b) = (replica(), replica());
+    let (a, b) = (
+        replica(&source, &url, &config, shutdown.clone()),
+        replica(&source, &url, &config, shutdown.clone()),
+    );
     until_subscribed(&[&a, &b]).await;
 
     // The first replica lists the grants from the store and caches them in Redis...
@@ -177,11 +194,7 @@ async fn replicas_share_the_snapshot_and_see_a_published_revoke_at_once() {
     // ...the second reads them from Redis.
     assert!(may(&b, "alice", "m_1", Permission::Delete, "decision").await);
     assert_eq!(source.lists.load(Ordering::SeqCst), 1);
-    let mut raw = redis::Client::open(url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
+    let mut raw = connect(&url).await;
     let ttl_ms: i64 = redis::cmd("PTTL")
         .arg(config.grants_key())
         .query_async(&mut raw)
@@ -238,11 +251,7 @@ async fn replicas_share_the_snapshot_and_see_a_published_revoke_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(may(&a, "bob", "m_1", Permission::Read, "decision").await);
-    let () = redis::cmd("DEL")
-        .arg(config.grants_key())
-        .query_async(&mut raw)
-        .await
-        .expect("DEL");
+    forget_snapshot(&mut raw, &config).await;
 }
 
 #[tokio::test]
@@ -250,11 +259,7 @@ async fn a_snapshot_of_another_revision_or_garbage_is_not_used() {
     let url = require_redis().await;
     let config = unique_config();
     let source = MemorySource::with(&[("alice", "merchant_admin", "m_1")]);
-    let mut raw = redis::Client::open(url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connection");
+    let mut raw = connect(&url).await;
     // A stale snapshot (an older revision granting more) and then garbage.
     let stale = r#"{"revision":0,"grants":[["mallory","platform_admin","*"]]}"#;
     for value in [stale, "not json"] {
@@ -264,14 +269,7 @@ async fn a_snapshot_of_another_revision_or_garbage_is_not_used() {
             .query_async(&mut raw)
             .await
             .expect("SET");
-        let a = Authorizer::with_redis_config(
-            source.clone(),
-            LONG,
-            &RedisServer::new(url.clone()),
-            &config,
-            CancellationToken::new(),
-        )
-        .expect("authorizer");
+        let a = replica(&source, &url, &config, CancellationToken::new());
         assert!(
             !may(&a, "mallory", "m_1", Permission::Read, "decision").await,
             "{value}"
@@ -289,11 +287,7 @@ async fn a_snapshot_of_another_revision_or_garbage_is_not_used() {
         cached.contains("alice") && !cached.contains("mallory"),
         "{cached}"
     );
-    let () = redis::cmd("DEL")
-        .arg(config.grants_key())
-        .query_async(&mut raw)
-        .await
-        .expect("DEL");
+    forget_snapshot(&mut raw, &config).await;
 }
 
 #[tokio::test]
