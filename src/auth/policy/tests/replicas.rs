@@ -295,50 +295,16 @@ async fn redis_down_falls_back_to_the_store() {
     let source = MemorySource::with(&[("alice", "merchant_admin", "m_1")]);
     let a = Authorizer::with_redis(source.clone(), LONG, "redis://127.0.0.1:9")
         .expect("authorizer (connects in the background)");
+    let from_store =
+        |subject: &'static str, perm| may(&a, subject, "m_1", perm, "decision from the store");
     let started = Instant::now();
-    assert!(
-        may(
-            &a,
-            "alice",
-            "m_1",
-            Permission::Delete,
-            "decision from the store"
-        )
-        .await
-    );
-    assert!(
-        !may(
-            &a,
-            "bob",
-            "m_1",
-            Permission::Read,
-            "decision from the store"
-        )
-        .await
-    );
+    assert!(from_store("alice", Permission::Delete).await);
+    assert!(!from_store("bob", Permission::Read).await);
     source.revoke("alice", "merchant_admin", "m_1", true);
     source.grant("bob", "merchant_viewer", "m_1");
     a.invalidate();
-    assert!(
-        !may(
-            &a,
-            "alice",
-            "m_1",
-            Permission::Delete,
-            "decision from the store"
-        )
-        .await
-    );
-    assert!(
-        may(
-            &a,
-            "bob",
-            "m_1",
-            Permission::Read,
-            "decision from the store"
-        )
-        .await
-    );
+    assert!(!from_store("alice", Permission::Delete).await);
+    assert!(from_store("bob", Permission::Read).await);
     assert_eq!(source.lists.load(Ordering::SeqCst), 2);
     assert!(!a.redis_subscribed());
     // Refused connections fail fast, and after one failure Redis is skipped for a
