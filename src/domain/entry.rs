@@ -112,6 +112,19 @@ pub struct CurrencyTotals {
     pub closing: i128,
 }
 
+impl CurrencyTotals {
+    /// Counts one entry of `amount` as a credit or a debit and moves the closing balance.
+    pub fn add(&mut self, amount: i64) {
+        self.count += 1;
+        if amount >= 0 {
+            self.credits += i128::from(amount);
+        } else {
+            self.debits += i128::from(amount);
+        }
+        self.closing += i128::from(amount);
+    }
+}
+
 /// Control totals of a document: what the self-check compares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ControlTotals {
@@ -136,14 +149,7 @@ impl ControlTotals {
     /// Adds one entry.
     pub fn add(&mut self, currency: Currency, amount: i64) {
         self.entry_count += 1;
-        let t = self.currencies.entry(currency).or_default();
-        t.count += 1;
-        if amount >= 0 {
-            t.credits += i128::from(amount);
-        } else {
-            t.debits += i128::from(amount);
-        }
-        t.closing += i128::from(amount);
+        self.currencies.entry(currency).or_default().add(amount);
     }
 
     /// Describes the first difference from `other`, if any, for the self-check's error.

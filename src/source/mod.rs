@@ -4,10 +4,14 @@
 //! [`validate::EntryValidator`], so error messages (`entries[17].amount: expected integer`)
 //! are the same whatever the backend.
 
+#[cfg(test)]
+pub mod contract;
 pub mod file;
 pub mod fixture;
 pub mod http;
 pub mod validate;
+
+mod batches;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,0 +1,240 @@
+//! Master keys and the keyring: parsing keys and deriving their public ids, the current key
+//! and the old ones kept for objects sealed before a rotation, and the embedded-default key
+//! file (mode 0600, never clobbering a racing writer). Nothing here prints a key byte.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::KeyInit;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{CryptoError, KEY_ID_LABEL, KEY_LEN};
+
+/// A 32-byte master key, wiped from memory on drop.
+#[derive(Clone)]
+pub struct MasterKey {
+    pub(super) id: String,
+    pub(super) key: Zeroizing<[u8; KEY_LEN]>,
+}
+
+impl MasterKey {
+    /// Parses the base64 (standard alphabet, padded) of 32 bytes; surrounding whitespace is
+    /// ignored so a key file may end with a newline.
+    pub fn from_base64(b64: &str) -> Result<Self, CryptoError> {
+        // The error is deliberately a unit variant: base64's own errors quote offending
+        // bytes, which would be bytes of the secret.
+        let decoded = Zeroizing::new(BASE64.decode(b64.trim()).map_err(|_| CryptoError::BadKey)?);
+        if decoded.len() != KEY_LEN {
+            return Err(CryptoError::BadKey);
+        }
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        key.copy_from_slice(&decoded);
+        Ok(Self::from_bytes(key))
+    }
+
+    pub(super) fn from_bytes(key: Zeroizing<[u8; KEY_LEN]>) -> Self {
+        // A labelled hash truncated to 32 bits: stable across restarts, tells operators which
+        // key sealed an object, and is useless for recovering the key.
+        let digest = Sha256::new()
+            .chain_update(KEY_ID_LABEL)
+            .chain_update(&key[..])
+            .finalize();
+        let id = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Self { id, key }
+    }
+
+    pub(super) fn random() -> Result<Self, CryptoError> {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(&mut key[..])?;
+        Ok(Self::from_bytes(key))
+    }
+
+    /// The key id written into object headers: 8 lowercase hex characters.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(super) fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new((&self.key[..]).into())
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The master keys this process can use: the current one seals, all of them open.
+#[derive(Clone)]
+pub struct Keyring {
+    // Shared so that every stream can hold the keyring without copying key bytes around.
+    inner: Arc<KeyringInner>,
+}
+
+struct KeyringInner {
+    current: MasterKey,
+    old: Vec<MasterKey>,
+}
+
+impl Keyring {
+    /// `current` seals new objects; `old` keys only open objects sealed before a rotation.
+    pub fn new(current: MasterKey, old: Vec<MasterKey>) -> Self {
+        Self {
+            inner: Arc::new(KeyringInner { current, old }),
+        }
+    }
+
+    /// Id of the key that seals new objects.
+    pub fn current_id(&self) -> &str {
+        self.inner.current.id()
+    }
+
+    pub(super) fn current(&self) -> &MasterKey {
+        &self.inner.current
+    }
+
+    /// Every key with this id, current first. More than one only if the same key was
+    /// configured twice or two keys collide on their 32-bit id; unwrapping tries each.
+    pub(super) fn candidates<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl Iterator<Item = &'a MasterKey> + 'a {
+        std::iter::once(&self.inner.current)
+            .chain(self.inner.old.iter())
+            .filter(move |k| k.id() == id)
+    }
+
+    /// Loads `path` (base64 text) or, when it does not exist, generates a key, writes it with
+    /// mode 0600 (create_new, so two processes racing do not clobber) and returns
+    /// (keyring, true).
+    pub fn load_or_generate(path: &Path) -> Result<(Self, bool), CryptoError> {
+        if let Some(key) = read_key_file(path)? {
+            return Ok((Self::new(key, Vec::new()), false));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        let key = MasterKey::random()?;
+        let text = Zeroizing::new(format!("{}\n", BASE64.encode(&key.key[..])));
+        // Written in full to a private temporary name, then hard-linked into place: the link
+        // fails if the name exists, so a racing process never sees a half-written key file
+        // and neither process overwrites the other's key.
+        let mut suffix = [0u8; 8];
+        fill_random(&mut suffix)?;
+        let tmp = path.with_file_name(format!(
+            ".{}.{:016x}.tmp",
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            u64::from_be_bytes(suffix)
+        ));
+        let result =
+            write_new_private_file(&tmp, text.as_bytes()).and_then(|()| {
+                match fs::hard_link(&tmp, path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(e),
+                }
+            });
+        // The temporary name is only ever a second link (or a failed write): always remove it.
+        let _ = fs::remove_file(&tmp);
+        if !result? {
+            return match read_key_file(path)? {
+                Some(key) => Ok((Self::new(key, Vec::new()), false)),
+                None => Err(CryptoError::Io(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "key file vanished while loading it",
+                ))),
+            };
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Makes the new directory entry durable: losing it after objects were sealed
+            // with the key would make them unreadable.
+            fs::File::open(parent)?.sync_all()?;
+        }
+        Ok((Self::new(key, Vec::new()), true))
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let old: Vec<&str> = self.inner.old.iter().map(MasterKey::id).collect();
+        f.debug_struct("Keyring")
+            .field("current", &self.current_id())
+            .field("old", &old)
+            .finish()
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<Option<MasterKey>, CryptoError> {
+    let mut text = Zeroizing::new(String::new());
+    match fs::File::open(path) {
+        Ok(mut file) => {
+            refuse_shared_key_file(path, &file)?;
+            file.read_to_string(&mut text)?;
+            MasterKey::from_base64(&text).map(Some)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A master key file that group or others may read is refused: whoever can read it can
+/// decrypt every file. (This process writes it with mode 0600; a copy or a restore may not.)
+fn refuse_shared_key_file(path: &Path, file: &fs::File) -> Result<(), CryptoError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CryptoError::Io(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "the master key file {} may be read by others (mode {mode:03o}): \
+                     refusing it; `chmod 600` it",
+                    path.display()
+                ),
+            )));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, file);
+    Ok(())
+}
+
+fn write_new_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// A fresh random master key as base64, for operators to put into
+/// `APP_ENV_LEDGER_ENCRYPTION_KEY`.
+pub fn generate_key_base64() -> String {
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    OsRng.fill_bytes(&mut key[..]);
+    BASE64.encode(&key[..])
+}
+
+pub(super) fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    OsRng.try_fill_bytes(buf).map_err(|_| CryptoError::Random)
+}

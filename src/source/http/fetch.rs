@@ -1,0 +1,209 @@
+//! Fetching one page: the request with its bearer token, what each status means, retries
+//! of transient failures with backoff and `Retry-After`, and a body bounded in size. No
+//! error it returns carries the token or the URL.
+
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::header::{ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{Response, StatusCode};
+use url::Url;
+
+use super::HttpSource;
+use crate::domain::MerchantId;
+use crate::source::SourceError;
+
+/// Upper bound of one computed backoff delay, whatever the attempt number.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Upper bound of a `Retry-After` delay: an upstream asking for an hour must not park a job.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The outcome of one request that did not yield a body.
+enum Failure {
+    /// Worth another attempt; `after` is the upstream's `Retry-After`.
+    Transient {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// Final.
+    Fatal(SourceError),
+}
+
+impl HttpSource {
+    /// The body of a successful answer to `url`, retrying transient failures.
+    pub(super) async fn fetch(&self, id: &MerchantId, url: &Url) -> Result<Vec<u8>, SourceError> {
+        let mut retries = 0_u32;
+        loop {
+            // The client's timeout covers the body as well; this outer one also bounds the
+            // chunked body loop below against an upstream trickling bytes forever.
+            let outcome =
+                match tokio::time::timeout(self.options.request_timeout, self.attempt(id, url))
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(Failure::Transient {
+                        reason: format!(
+                            "no complete answer within {} ms",
+                            self.options.request_timeout.as_millis()
+                        ),
+                        after: None,
+                    }),
+                };
+            let (reason, after) = match outcome {
+                Ok(body) => return Ok(body),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient { reason, after }) => (reason, after),
+            };
+            if retries >= self.options.max_retries {
+                return Err(SourceError::Unavailable(format!(
+                    "{reason} (gave up after {} attempts)",
+                    retries + 1
+                )));
+            }
+            let delay = match after {
+                Some(after) => after.min(MAX_RETRY_AFTER),
+                None => backoff(self.options.initial_backoff, retries),
+            };
+            retries += 1;
+            tracing::warn!(
+                merchantId = %id,
+                retry = retries,
+                of = self.options.max_retries,
+                delay_ms = delay.as_millis() as u64,
+                reason = %reason,
+                "[HttpSource] transient failure, retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One request: the body of a 2xx answer, or why there is none.
+    async fn attempt(&self, id: &MerchantId, url: &Url) -> Result<Vec<u8>, Failure> {
+        let mut request = self
+            .client
+            .get(url.clone())
+            .header(ACCEPT, "application/json");
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let response = request.send().await.map_err(|e| Failure::Transient {
+            reason: describe(&e),
+            after: None,
+        })?;
+        let status = response.status();
+        let code = status.as_u16();
+        if status.is_success() {
+            return self.read_body(response).await;
+        }
+        Err(match status {
+            StatusCode::NOT_FOUND => Failure::Fatal(SourceError::UnknownMerchant(id.to_string())),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Failure::Fatal(SourceError::Unavailable(format!(
+                    "the source refused the credentials (HTTP {code})"
+                )))
+            }
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => Failure::Transient {
+                reason: format!("the source answered HTTP {code}"),
+                after: retry_after(&response),
+            },
+            s if s.is_server_error() => Failure::Transient {
+                reason: format!("the source answered HTTP {code}"),
+                after: retry_after(&response),
+            },
+            s if s.is_redirection() => Failure::Fatal(SourceError::Invalid(format!(
+                "the source answered with a redirect (HTTP {code}), which is not followed"
+            ))),
+            _ => Failure::Fatal(SourceError::Invalid(format!(
+                "the source refused the request (HTTP {code})"
+            ))),
+        })
+    }
+
+    /// The body, at most `max_page_bytes`, read chunk by chunk so an oversized one is
+    /// refused before it is held.
+    async fn read_body(&self, mut response: Response) -> Result<Vec<u8>, Failure> {
+        let max = self.max_page_bytes;
+        let too_large = || {
+            Failure::Fatal(SourceError::Invalid(format!(
+                "the source answered with a page larger than {max} bytes"
+            )))
+        };
+        let announced = response.content_length().unwrap_or(0);
+        if announced > max as u64 {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(announced as usize);
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > max {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => {
+                    return Err(Failure::Transient {
+                        reason: format!("the answer broke off: {}", describe(&e)),
+                        after: None,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `initial * 2^retry`, capped, with "equal jitter" (a random point in the upper half) so
+/// many workers failing together do not retry in lockstep.
+fn backoff(initial: Duration, retry: u32) -> Duration {
+    let full = initial
+        .saturating_mul(1_u32.checked_shl(retry).unwrap_or(u32::MAX))
+        .min(MAX_BACKOFF);
+    let half = full / 2;
+    let jitter_ms = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
+    half + Duration::from_millis(jitter_ms)
+}
+
+/// `Retry-After` in seconds; the HTTP-date form is rare from APIs and falls back to backoff.
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// A reqwest error without its URL (whose query holds the cursor and window), as the kind of
+/// failure and its causes.
+pub(super) fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the body could not be read"
+    } else {
+        "the request failed"
+    };
+    let mut message = kind.to_owned();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        for retry in 0..40 {
+            let full = Duration::from_millis(200)
+                .saturating_mul(1_u32.checked_shl(retry).unwrap_or(u32::MAX))
+                .min(MAX_BACKOFF);
+            let got = backoff(Duration::from_millis(200), retry);
+            assert!(got >= full / 2 && got <= full, "{retry}: {got:?}");
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Strict validation of source data (header, pages and entries) shared by every adapter, so a
+//! bad field gets the same `entries[17].amount: expected integer, found a decimal number`
+//! message whichever backend delivered it.
+//!
+//! Messages are stored at rest (a ledger's `failureReason`), so they name the JSON path, what
+//! was expected and what kind of value was found, never the value: no id, amount, timestamp,
+//! currency, description or reference of a merchant's data appears in them (its merchant id
+//! and the schema's own names do).
+//!
+//! Each JSON text is first deserialized into borrowed typed structs ([`typed`], the fast
+//! path, which is all a valid input ever costs). Only when that fails is it re-read as a
+//! loose tree that keeps every field ([`loose`], the slow path), to name the exact field and
+//! what was wrong with it. Both paths end in the same semantic checks (here), and both refuse
+//! the same inputs: the typed path's rules (integer `i64`, strings, optional `reference`,
+//! repeated keys refused, unknown keys ignored) are spelled out again by the slow path.
+
+mod loose;
+mod typed;
+
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use self::loose::{
+    Loose, entries_in_header, entry_parts, entry_path, explain, field, header_parts, object,
+    page_parts,
+};
+use self::typed::{RawBalance, RawEntry, RawHeaderDoc, RawPageDoc};
+use super::SourceError;
+use crate::domain::{Balance, Currency, Entry, EntryType, Locale, Merchant, MerchantId, Timezone};
+
+/// Longest entry id accepted, in characters.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// The merchant header of a file or page: who, and the balances before its first entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The merchant (its id equals the requested one).
+    pub merchant: Merchant,
+    /// Balances before the first entry, one per currency, in source order.
+    pub opening_balances: Vec<Balance>,
+}
+
+/// One page of the source schema: the header, its entries and the cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The merchant and its opening balances.
+    pub header: Header,
+    /// The page's entries, validated (order and uniqueness checked across pages too).
+    pub entries: Vec<Entry>,
+    /// `nextCursor`: `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Validates a merchant's entries one after the other: fields, ascending (`bookedAt`, `id`)
+/// order and unique ids across the whole stream. Keep one per stream (across pages).
+#[derive(Debug, Clone, Default)]
+pub struct EntryValidator {
+    next_index: u64,
+    last_at: Option<DateTime<Utc>>,
+    /// Reused buffer: copying the previous id into it avoids one allocation per entry.
+    last_id: String,
+    /// 64-bit hashes of every id seen rather than the ids: 8 bytes an entry whatever the id
+    /// length. A collision (about 3e-8 for a million ids) would refuse a valid stream as a
+    /// repeated id, never accept a bad one; that trade buys bounded memory.
+    seen: IdSet,
+}
+
+/// A set of 64-bit id hashes: open addressing with linear probing, so an insert touches one
+/// cache line. With a million entries the set outgrows the caches and a general hash set's
+/// two random reads per insert (control byte, then slot) cost more than parsing the JSON.
+#[derive(Debug, Clone, Default)]
+struct IdSet {
+    /// A power of two long (or empty); 0 marks a free slot.
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl IdSet {
+    /// `false` when `hash` was present already.
+    fn insert(&mut self, hash: u64) -> bool {
+        // 0 means free, so hash 0 is stored as 1: one more collision in 2^64.
+        let hash = hash.max(1);
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        // The hash is uniformly mixed, so its low bits are a fine slot number.
+        let mut i = (hash as usize) & mask;
+        loop {
+            match self.slots[i] {
+                0 => {
+                    self.slots[i] = hash;
+                    self.len += 1;
+                    return true;
+                }
+                h if h == hash => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(1024);
+        let old = std::mem::replace(&mut self.slots, vec![0; size]);
+        self.len = 0;
+        for hash in old.into_iter().filter(|h| *h != 0) {
+            self.insert(hash);
+        }
+    }
+}
+
+impl EntryValidator {
+    /// A validator at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many entries were accepted so far (also the index the next entry gets).
+    pub fn count(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Parses and validates the next entry from one JSON object (an NDJSON line).
+    pub fn next_from_json(&mut self, json: &[u8]) -> Result<Entry, SourceError> {
+        let index = self.next_index;
+        // One UTF-8 check of the whole line is cheaper than serde_json's check of each string
+        // on its own; a line that fails it fails `from_slice` too, so the slow path explains.
+        let typed = match std::str::from_utf8(json) {
+            Ok(text) => serde_json::from_str::<RawEntry<'_>>(text),
+            Err(_) => serde_json::from_slice::<RawEntry<'_>>(json),
+        };
+        match typed {
+            Ok(raw) => self.accept(raw.parts(), index),
+            Err(typed) => Err(explain(json, &typed, &entry_path(index), |value, path| {
+                entry_parts(value, path).map(drop)
+            })),
+        }
+    }
+
+    /// The shared semantic checks and the stream checks (uniqueness, order).
+    fn accept(&mut self, raw: EntryParts<'_>, index: u64) -> Result<Entry, SourceError> {
+        let at = |field: &str| format!("entries[{index}].{field}");
+        let id_chars = raw.id.chars().count();
+        if id_chars == 0 {
+            return Err(invalid(at("id"), "expected a non-empty string"));
+        }
+        if id_chars > MAX_ID_CHARS {
+            return Err(invalid(
+                at("id"),
+                format!("longer than {MAX_ID_CHARS} characters ({id_chars})"),
+            ));
+        }
+        let booked_at = parse_booked_at(raw.booked_at)
+            .ok_or_else(|| invalid(at("bookedAt"), "expected an RFC 3339 timestamp with offset"))?;
+        let entry_type = EntryType::parse(raw.entry_type).ok_or_else(|| {
+            invalid(
+                at("type"),
+                "expected one of PAYMENT, REFUND, FEE, PAYOUT, ADJUSTMENT, CHARGEBACK",
+            )
+        })?;
+        let currency = parse_currency(raw.currency, || at("currency"))?;
+
+        // Only hashes are kept, so where the id was first seen is not known here.
+        if !self.seen.insert(id_hash(raw.id)) {
+            return Err(invalid(at("id"), "repeated entry id"));
+        }
+        if let Some(last_at) = self.last_at {
+            let previous = index.wrapping_sub(1);
+            if booked_at < last_at {
+                return Err(invalid(
+                    at("bookedAt"),
+                    format!("out of order (before entries[{previous}])"),
+                ));
+            }
+            if booked_at == last_at && raw.id <= self.last_id.as_str() {
+                return Err(invalid(
+                    at("id"),
+                    format!(
+                        "out of order (not after entries[{previous}].id, booked at the same instant)"
+                    ),
+                ));
+            }
+        }
+        self.last_at = Some(booked_at);
+        self.last_id.clear();
+        self.last_id.push_str(raw.id);
+        self.next_index = index + 1;
+        Ok(Entry {
+            id: raw.id.to_owned(),
+            booked_at,
+            entry_type,
+            amount: raw.amount,
+            currency,
+            description: raw.description.to_owned(),
+            reference: raw.reference.unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// Parses a header object (`merchant`, `openingBalances`), as on the first NDJSON line.
+/// An `entries` member is refused: entries belong on their own lines.
+pub fn parse_header(json: &[u8], expected: &MerchantId) -> Result<Header, SourceError> {
+    match serde_json::from_slice::<RawHeaderDoc<'_>>(json) {
+        Ok(raw) => {
+            if raw.entries.is_some() {
+                return Err(entries_in_header());
+            }
+            finish_header(
+                &raw.merchant.parts(),
+                raw.opening_balances.iter().map(RawBalance::parts),
+                expected,
+            )
+        }
+        Err(typed) => Err(explain(json, &typed, "", |value, _| {
+            let doc = object(value, "")?;
+            if field(doc, "", "entries")?.is_some_and(|v| !matches!(v, Loose::Null)) {
+                return Err(entries_in_header());
+            }
+            header_parts(doc).map(drop)
+        })),
+    }
+}
+
+/// Parses a whole page (`merchant`, `openingBalances`, `entries`, `nextCursor`) and validates
+/// its entries with `validator`, which carries order, uniqueness and the entry index across
+/// pages.
+pub fn parse_page(
+    json: &[u8],
+    expected: &MerchantId,
+    validator: &mut EntryValidator,
+) -> Result<Page, SourceError> {
+    let raw = match serde_json::from_slice::<RawPageDoc<'_>>(json) {
+        Ok(raw) => raw,
+        Err(typed) => {
+            // The typed parse stops at the first problem; the walk names it, and the walk
+            // checks entries in document order so an earlier semantic error wins, as it
+            // would have on the fast path.
+            let mut shadow = validator.clone();
+            return Err(explain(json, &typed, "", |value, _| {
+                page_parts(value, expected, &mut shadow).map(drop)
+            }));
+        }
+    };
+    let header = finish_header(
+        &raw.merchant.parts(),
+        raw.opening_balances.iter().map(RawBalance::parts),
+        expected,
+    )?;
+    let mut entries = Vec::with_capacity(raw.entries.len());
+    for entry in &raw.entries {
+        let index = validator.next_index;
+        entries.push(validator.accept(entry.parts(), index)?);
+    }
+    Ok(Page {
+        header,
+        entries,
+        next_cursor: raw.next_cursor.map(|c| c.0.into_owned()),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared semantic checks: what both paths hand over, and what is made of it.
+
+struct EntryParts<'a> {
+    id: &'a str,
+    booked_at: &'a str,
+    entry_type: &'a str,
+    amount: i64,
+    currency: &'a str,
+    description: &'a str,
+    reference: Option<&'a str>,
+}
+
+struct MerchantParts<'a> {
+    id: &'a str,
+    name: &'a str,
+    timezone: Option<&'a str>,
+    locale: Option<&'a str>,
+}
+
+struct BalanceParts<'a> {
+    currency: &'a str,
+    amount: i64,
+}
+
+fn finish_header<'a>(
+    merchant: &MerchantParts<'_>,
+    balances: impl Iterator<Item = BalanceParts<'a>>,
+    expected: &MerchantId,
+) -> Result<Header, SourceError> {
+    // Merchant ids may be shown: they are not entry data.
+    if merchant.id != expected.as_str() {
+        return Err(invalid(
+            "merchant.id",
+            format!(
+                "expected {}, found {}",
+                quoted(expected.as_str()),
+                quoted(merchant.id)
+            ),
+        ));
+    }
+    let timezone = match merchant.timezone {
+        None => None,
+        Some(raw) => Some(
+            Timezone::parse(raw).map_err(|_| invalid("merchant.timezone", "unknown time zone"))?,
+        ),
+    };
+    // Only the syntax is checked: a well-formed tag the documents do not know falls back
+    // (render::locale), a malformed one is the source's error to fix.
+    let locale = match merchant.locale {
+        None => None,
+        Some(raw) => Some(
+            Locale::parse(raw).map_err(|e| invalid(format!("merchant.{}", e.field), e.message))?,
+        ),
+    };
+    let mut opening_balances: Vec<Balance> = Vec::new();
+    for (i, balance) in balances.enumerate() {
+        let currency = parse_currency(balance.currency, || {
+            format!("openingBalances[{i}].currency")
+        })?;
+        if let Some(first) = opening_balances.iter().position(|b| b.currency == currency) {
+            return Err(invalid(
+                format!("openingBalances[{i}].currency"),
+                format!("repeated currency (first at openingBalances[{first}])"),
+            ));
+        }
+        opening_balances.push(Balance {
+            currency,
+            amount: balance.amount,
+        });
+    }
+    Ok(Header {
+        merchant: Merchant {
+            id: expected.clone(),
+            name: merchant.name.to_owned(),
+            timezone,
+            locale,
+        },
+        opening_balances,
+    })
+}
+
+fn parse_currency(raw: &str, path: impl FnOnce() -> String) -> Result<Currency, SourceError> {
+    Currency::parse(raw).ok_or_else(|| {
+        let n = raw.chars().count();
+        let s = if n == 1 { "" } else { "s" };
+        invalid(path(), format!("unknown currency code ({n} character{s})"))
+    })
+}
+
+fn invalid(path: impl Into<String>, message: impl fmt::Display) -> SourceError {
+    SourceError::Invalid(format!("{}: {message}", path.into()))
+}
+
+fn id_hash(id: &str) -> u64 {
+    // `DefaultHasher::new()` has fixed keys, so the hash is stable for the whole stream.
+    let mut hasher = DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// An RFC 3339 timestamp with offset. The common `YYYY-MM-DDTHH:MM:SSZ` is read by hand
+/// (chrono's general parser is a tenth of the time per entry); anything else, offsets,
+/// fractions, leap seconds and every malformed value included, goes through chrono, which
+/// accepts the hand-read shape with the same result.
+fn parse_booked_at(raw: &str) -> Option<DateTime<Utc>> {
+    let b = raw.as_bytes();
+    if let [
+        y0,
+        y1,
+        y2,
+        y3,
+        b'-',
+        m0,
+        m1,
+        b'-',
+        d0,
+        d1,
+        b'T',
+        h0,
+        h1,
+        b':',
+        i0,
+        i1,
+        b':',
+        s0,
+        s1,
+        b'Z',
+    ] = *b
+    {
+        let num = |digits: &[u8]| {
+            digits.iter().try_fold(0u32, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
+        };
+        let fields = (
+            num(&[y0, y1, y2, y3]).and_then(|y| i32::try_from(y).ok()),
+            num(&[m0, m1]),
+            num(&[d0, d1]),
+            num(&[h0, h1]),
+            num(&[i0, i1]),
+            num(&[s0, s1]).filter(|s| *s < 60),
+        );
+        if let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = fields
+            && let Some(t) =
+                NaiveDate::from_ymd_opt(y, mo, d).and_then(|d| d.and_hms_opt(h, mi, sec))
+        {
+            return Some(t.and_utc());
+        }
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A merchant id quoted for a message, cut so a huge bad field cannot flood a log line. Never
+/// used on entry data.
+fn quoted(raw: &str) -> String {
+    const MAX: usize = 64;
+    if raw.chars().count() <= MAX {
+        format!("{raw:?}")
+    } else {
+        let head: String = raw.chars().take(MAX).collect();
+        format!("{head:?}…")
+    }
+}
