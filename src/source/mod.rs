@@ -5,6 +5,7 @@
 //! are the same whatever the backend.
 
 pub mod file;
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixture;
 pub mod http;
 pub mod validate;
