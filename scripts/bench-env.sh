@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Shared by the production benchmark scripts (sourced): builds the release binary, starts the
-# test services and defines `on_production RUN COMMAND…`, which runs COMMAND with APP_ENV_*
+# Shared by the production benchmark scripts (sourced): builds the release binaries (`ledger`,
+# which the worker processes run, and `ledger-bench` beside it), starts the test services and
+# defines `on_production RUN COMMAND…`, which runs COMMAND with APP_ENV_*
 # pointing at a fresh PostgreSQL database, Kafka topic and consumer group, S3 bucket and the
 # shared Redis, all named after RUN.
 set -euo pipefail
@@ -8,8 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ledger/target}"
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
+# Two builds: together, the bench's `fixtures` feature would reach the `ledger` binary too.
 cargo build --release --locked --quiet
+cargo build --release --locked --quiet --package ledger-bench
 ledger="$CARGO_TARGET_DIR/release/ledger"
+ledger_bench="$CARGO_TARGET_DIR/release/ledger-bench"
 bench_key=$("$ledger" keygen)
 
 on_production() {

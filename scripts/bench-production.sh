@@ -8,5 +8,5 @@ count="${1:-1000}"
 source "$(dirname "$0")/bench-env.sh"
 for workers in 1 2; do
   on_production "bench_$(date +%s)_$workers" \
-    "$ledger" bench small --count "$count" --workers "$workers" --concurrency 2
+    "$ledger_bench" small --count "$count" --workers "$workers" --concurrency 2
 done

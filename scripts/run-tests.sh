@@ -27,11 +27,12 @@ step "format"
 cargo fmt --all -- --check
 
 step "lint"
-cargo clippy --all-targets --locked -- -D warnings
+# --workspace: the root package alone is the default; this takes ledger-bench (bench/) in.
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests: unit, contract suites against every adapter, end-to-end"
 # Logs of the services under test go to the test output only when a test fails.
-cargo test --all-targets --locked -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --all-targets --locked -- --test-threads="${TEST_THREADS:-4}"
 
 step "date-sensitive tests again at other dates (libfaketime, scripts/at-date.sh)"
 # Periods open and close with the clock: what is a DRAFT today is FINAL next month. These

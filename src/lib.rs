@@ -6,7 +6,6 @@
 pub mod api;
 pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod crypto;
 pub mod domain;

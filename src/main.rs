@@ -6,7 +6,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ledger::auth::validate_grant;
 use ledger::config::Config;
-use ledger::domain::{Format, LedgerType};
 use ledger::output::OutputError;
 use ledger::telemetry::LogTarget;
 use ledger::{errln, outln};
@@ -88,103 +87,6 @@ enum Command {
     Keygen,
     /// Print the OpenAPI 3.1 document of the HTTP API (as served at /v1/api/ledger/openapi.json).
     Openapi,
-    /// Measure the service end to end (use a release build).
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// One large ledger through the service: wall time create → COMPLETED and peak RSS.
-    Large {
-        /// Entries in the ledger.
-        #[arg(long, default_value_t = 1_000_000)]
-        entries: u64,
-        /// Repetitions (the median is printed).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// STATEMENT or SUMMARY.
-        #[arg(long = "type", default_value = "STATEMENT", value_parser = ledger_type)]
-        ledger_type: LedgerType,
-        /// PDF, CSV or XLSX.
-        #[arg(long, default_value = "CSV", value_parser = format)]
-        format: Format,
-    },
-    /// One renderer alone over generated entries: wall time and peak RSS.
-    Render {
-        /// Entries in the document.
-        #[arg(long, default_value_t = 10_000)]
-        entries: u64,
-        /// Repetitions (the median is printed).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// STATEMENT or SUMMARY.
-        #[arg(long = "type", default_value = "STATEMENT", value_parser = ledger_type)]
-        ledger_type: LedgerType,
-        /// PDF, CSV or XLSX.
-        #[arg(long, default_value = "PDF", value_parser = format)]
-        format: Format,
-        /// Currencies of the entries, comma-separated.
-        #[arg(long, default_value = "EUR", value_delimiter = ',')]
-        currencies: Vec<String>,
-    },
-    /// Many small CSV statements: ledgers per second and latency.
-    Small {
-        /// Ledgers to create.
-        #[arg(long, default_value_t = 1000)]
-        count: usize,
-        /// Entries in each merchant's year (a day ledger holds ~1/365 of them).
-        #[arg(long, default_value_t = 18_250)]
-        entries: u64,
-        /// Jobs each worker runs at once.
-        #[arg(long, default_value_t = 2)]
-        concurrency: usize,
-        /// Worker-only processes to start (0: one embedded process does everything). They
-        /// and the in-process api use the backends of this process's APP_ENV_* variables.
-        #[arg(long, default_value_t = 0)]
-        workers: usize,
-    },
-    /// Live events: latency from the worker's emit to WebSocket clients, on real ledgers.
-    Live {
-        /// Ledgers to generate (one merchant each, a year of entries).
-        #[arg(long, default_value_t = 24)]
-        ledgers: usize,
-        /// Entries in each ledger.
-        #[arg(long, default_value_t = 50_000)]
-        entries: u64,
-        /// PDF, CSV or XLSX.
-        #[arg(long, default_value = "PDF", value_parser = format)]
-        format: Format,
-        /// WebSocket clients watching every merchant.
-        #[arg(long, default_value_t = 4)]
-        clients: usize,
-        /// Jobs each worker runs at once.
-        #[arg(long, default_value_t = 2)]
-        concurrency: usize,
-        /// Worker-only processes to start (0: one embedded process with its in-process
-        /// bus). With workers, events cross Redis: set APP_ENV_WEBSOCKET_REDIS_URL and the
-        /// other production backends in this process's environment.
-        #[arg(long, default_value_t = 0)]
-        workers: usize,
-    },
-    /// Requests per second of `ledger serve` with its logs going to a file, to a pipe read at
-    /// once, and to a pipe nobody reads.
-    Logs {
-        /// Requests per run (each logs one line).
-        #[arg(long, default_value_t = 20_000)]
-        requests: usize,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        /// Runs per sink (the median is printed).
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        /// The `ledger` binary to serve (default: this one), e.g. an older build to compare.
-        #[arg(long)]
-        binary: Option<std::path::PathBuf>,
-    },
 }
 
 #[derive(Subcommand)]
@@ -225,7 +127,7 @@ Roles (each includes the one above it):
 api processes see a change within APP_ENV_POLICY_CACHE_TTL_MS, at once with APP_ENV_REDIS_URL.";
 
 /// Two glibc malloc settings that keep a long-running worker's RSS flat, measured with
-/// `ledger bench large`:
+/// `ledger-bench large`:
 /// - glibc gives every thread that allocates its own arena (up to 8 per core), and memory
 ///   freed in one arena is not reused by another: RSS crept from job to job (53 → 127 MiB
 ///   over five 1M-entry CSV ledgers). Two arenas keep it at ~60 MiB.
@@ -355,41 +257,6 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy { command } => policy(config, command).await,
-        Command::Bench { command } => match command {
-            BenchCommand::Large {
-                entries,
-                runs,
-                ledger_type,
-                format,
-            } => ledger::bench::large(entries, runs, ledger_type, format).await,
-            BenchCommand::Render {
-                entries,
-                runs,
-                ledger_type,
-                format,
-                currencies,
-            } => ledger::bench::render(entries, runs, ledger_type, format, &currencies),
-            BenchCommand::Small {
-                count,
-                entries,
-                concurrency,
-                workers,
-            } => ledger::bench::small(count, entries, concurrency, workers).await,
-            BenchCommand::Live {
-                ledgers,
-                entries,
-                format,
-                clients,
-                concurrency,
-                workers,
-            } => ledger::bench::live(ledgers, entries, format, clients, concurrency, workers).await,
-            BenchCommand::Logs {
-                requests,
-                concurrency,
-                runs,
-                binary,
-            } => ledger::bench::logs(requests, concurrency, runs, binary).await,
-        },
         Command::Keygen => {
             outln!("{}", ledger::crypto::generate_key_base64())?;
             Ok(())
@@ -497,15 +364,4 @@ async fn wait_for_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-/// Parses a ledger type as the API spells it (`STATEMENT`, `SUMMARY`), any case.
-fn ledger_type(raw: &str) -> Result<LedgerType, String> {
-    LedgerType::parse(&raw.to_ascii_uppercase())
-        .ok_or_else(|| "expected STATEMENT or SUMMARY".into())
-}
-
-/// Parses a format as the API spells it (`PDF`, `CSV`, `XLSX`), any case.
-fn format(raw: &str) -> Result<Format, String> {
-    Format::parse(&raw.to_ascii_uppercase()).ok_or_else(|| "expected PDF, CSV or XLSX".into())
 }

@@ -1,7 +1,8 @@
-//! What one-shot commands (`openapi`, `token`, `keygen`, `policy`, `migrate`, `bench …`)
-//! print for their user. A reader that went away (`ledger openapi | head`, a closed pipe) is
-//! not a failure of the command: writing stops with [`OutputError::Closed`] and `main` ends
-//! quietly, where `println!` would panic. Never carries logs (see `telemetry::log_queue`).
+//! What one-shot commands (`openapi`, `token`, `keygen`, `policy`, `migrate`, and
+//! `ledger-bench`) print for their user. A reader that went away (`ledger openapi | head`, a
+//! closed pipe) is not a failure of the command: writing stops with [`OutputError::Closed`]
+//! and `main` ends quietly, where `println!` would panic. Never carries logs (see
+//! `telemetry::log_queue`).
 
 use std::fmt;
 use std::io::{self, Write};

@@ -7,6 +7,7 @@
 #[cfg(test)]
 pub mod contract;
 pub mod file;
+#[cfg(any(test, feature = "fixtures"))]
 pub mod fixture;
 pub mod http;
 pub mod validate;

@@ -378,12 +378,7 @@ async fn create_refuses_bad_bodies_with_400() {
     expect(r, "merchant 64 chars", 403, "FORBIDDEN", None, None).await;
 
     // None of it created anything.
-    let list: Value = app
-        .get(&token, "/ledgers")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list = app.get_json(&token, "/ledgers").await;
     assert_eq!(list["items"], json!([]), "{list}");
     // And a good request still works.
     app.create_ok(&token, statement("m_acme", "2026-10")).await;
@@ -545,12 +540,7 @@ async fn unknown_routes_and_methods_answer_json_errors() {
         assert!(!allow.contains(method.as_str()), "{what}: Allow: {allow}");
     }
     // Nothing was created by the refused methods.
-    let list: Value = app
-        .get(&token, "/ledgers")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list = app.get_json(&token, "/ledgers").await;
     assert_eq!(list["items"], json!([]), "{list}");
 }
 
@@ -819,12 +809,7 @@ async fn idempotency_key_replays_and_refuses_reuse() {
     }
 
     // Exactly two ledgers exist.
-    let list: Value = app
-        .get(&alice, "/ledgers?merchantId=m_acme")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list = app.get_json(&alice, "/ledgers?merchantId=m_acme").await;
     assert_eq!(list["items"].as_array().expect("items").len(), 2, "{list}");
 }
 

@@ -23,9 +23,7 @@ async fn generate_for(
 ) -> (Value, Vec<u8>) {
     let body =
         json!({"merchantId": merchant, "type": ledger_type, "period": period, "format": format});
-    let created = app.create_ok(token, body).await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let done = app.wait_for(token, &id, "COMPLETED", 60).await;
+    let (id, done) = app.completed(token, body, 60).await;
     let r = app.get(token, &format!("/ledgers/{id}/download")).await;
     assert_eq!(r.status(), 200, "{ledger_type} {format}");
     let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub data_dir: tempfile::TempDir,
+    pub data_dir: DataDir,
     pub config: Config,
     pub store: Arc<dyn JobStore>,
     pub shutdown: CancellationToken,
@@ -45,22 +45,20 @@ pub async fn spawn_app() -> TestApp {
     spawn_with(Options::default()).await
 }
 
-/// Backend variables of one test's processes.
-type Vars = Vec<(&'static str, String)>;
-
 /// Backends of the production run of this suite (`LEDGER_TEST_BACKENDS=production`), by
-/// data dir, so processes a test starts on the same data dir share them.
-fn shared_backends() -> &'static tokio::sync::Mutex<HashMap<String, Vars>> {
-    static SHARED: std::sync::OnceLock<tokio::sync::Mutex<HashMap<String, Vars>>> =
+/// data dir, so processes a test starts on the same data dir share them. An entry leaves
+/// (and its database is dropped) with the [`DataDir`] it is keyed by.
+fn shared_backends() -> &'static std::sync::Mutex<HashMap<PathBuf, Production>> {
+    static SHARED: std::sync::OnceLock<std::sync::Mutex<HashMap<PathBuf, Production>>> =
         std::sync::OnceLock::new();
     SHARED.get_or_init(Default::default)
 }
 
 /// The backend variables of processes on `data_dir`: none in the embedded run; in the
 /// production run PostgreSQL, Kafka, S3 and Redis, the same for every process (and CLI
-/// call) a test starts on that data dir.
+/// call) a test starts on that data dir, until its [`DataDir`] is dropped.
 pub async fn backends_for(data_dir: &Path) -> Vec<(&'static str, String)> {
-    with_backends(&data_dir.display().to_string(), Vec::new()).await
+    with_backends(data_dir, Vec::new()).await
 }
 
 /// [`backends_for`] from synchronous code (CLI tests).
@@ -75,20 +73,31 @@ pub fn backends_for_blocking(data_dir: &Path) -> Vec<(&'static str, String)> {
 /// In the production run, every app gets PostgreSQL, Kafka, S3 and Redis unless the test
 /// names its backends itself.
 async fn with_backends(
-    data_dir: &str,
+    data_dir: &Path,
     vars: Vec<(&'static str, String)>,
 ) -> Vec<(&'static str, String)> {
     let production_run = std::env::var("LEDGER_TEST_BACKENDS").is_ok_and(|b| b == "production");
     if !production_run || vars.iter().any(|(k, _)| *k == "APP_ENV_DATABASE_URL") {
         return vars;
     }
-    let mut shared = shared_backends().lock().await;
-    let backends = match shared.get(data_dir) {
-        Some(b) => b.clone(),
+    let known = shared_backends()
+        .lock()
+        .expect("backends")
+        .get(data_dir)
+        .map(|b| b.vars.clone());
+    let backends = match known {
+        Some(b) => b,
         None => {
-            let b = production().await.vars;
-            shared.insert(data_dir.to_owned(), b.clone());
-            b
+            let made = production().await;
+            // Another process of the test may have made them meanwhile: the first one
+            // stays (the other's database is dropped at once).
+            shared_backends()
+                .lock()
+                .expect("backends")
+                .entry(data_dir.to_owned())
+                .or_insert(made)
+                .vars
+                .clone()
         }
     };
     let mut merged = backends;
@@ -99,14 +108,39 @@ async fn with_backends(
     merged
 }
 
+/// A test's data dir: a temporary directory that, when dropped, also drops the production
+/// run's backends made for it ([`backends_for`]).
+pub struct DataDir(tempfile::TempDir);
+
+/// A fresh [`DataDir`].
+pub fn data_dir() -> DataDir {
+    DataDir(tempfile::tempdir().expect("tempdir"))
+}
+
+impl DataDir {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let backends = shared_backends()
+            .lock()
+            .map(|mut shared| shared.remove(self.0.path()))
+            .unwrap_or_default();
+        drop(backends);
+    }
+}
+
 pub async fn spawn_with(options: Options) -> TestApp {
-    let data_dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = data_dir();
     let shared_dir = options
         .vars
         .iter()
         .find(|(k, _)| *k == "APP_ENV_DATA_DIR")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| data_dir.path().display().to_string());
+        .map(|(_, v)| PathBuf::from(v))
+        .unwrap_or_else(|| data_dir.path().to_owned());
     let options = Options {
         vars: with_backends(&shared_dir, options.vars).await,
         ..options
@@ -177,6 +211,45 @@ pub async fn spawn_with(options: Options) -> TestApp {
         shutdown,
         task: Some(task),
     }
+}
+
+/// A process of one role (`api` or `worker`) on the run's backends, with `extra` settings.
+pub async fn spawn_role(role: &'static str, extra: &[(&'static str, &str)]) -> TestApp {
+    let mut vars = vec![("APP_ENV_APPLICATION_ROLES", role.to_owned())];
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    spawn_with(Options {
+        vars,
+        ..Options::default()
+    })
+    .await
+}
+
+/// For processes a test starts on `data` itself ([`Served`]): their backends (in the
+/// production run PostgreSQL, Kafka, S3, Redis), migrated, and the token of `ops`, an operator
+/// of `merchant`, granted through the CLI's own building blocks.
+pub async fn operator_on(
+    data: &std::path::Path,
+    merchant: &str,
+) -> (Vec<(&'static str, String)>, String) {
+    let backends = backends_for(data).await;
+    let mut vars: std::collections::HashMap<String, String> = backends
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    vars.insert("APP_ENV_DATA_DIR".to_owned(), data.display().to_string());
+    let config = ledger::config::Config::from_vars(&vars).unwrap();
+    ledger::app::migrate(&config).await.unwrap();
+    let store = ledger::app::open_store(&config).await.unwrap();
+    store
+        .add_grant(&ledger::domain::Grant {
+            subject: "ops".into(),
+            role: "merchant_operator".into(),
+            domain: merchant.into(),
+        })
+        .await
+        .unwrap();
+    let token = sign_token(&config, "ops");
+    (backends, token)
 }
 
 /// A fresh source directory with one NDJSON merchant of `entries` entries.
@@ -274,6 +347,45 @@ impl TestApp {
         json
     }
 
+    /// Creates a ledger (asserting 202) and returns its id.
+    pub async fn create_id(&self, token: &str, body: Value) -> String {
+        let created = self.create_ok(token, body).await;
+        created["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Creates a ledger and waits until it is COMPLETED (or fails the test after `secs`);
+    /// returns its id and its JSON then.
+    pub async fn completed(&self, token: &str, body: Value, secs: u64) -> (String, Value) {
+        let id = self.create_id(token, body).await;
+        let done = self.wait_for(token, &id, "COMPLETED", secs).await;
+        (id, done)
+    }
+
+    /// The JSON body of `GET path`, whatever the status.
+    pub async fn get_json(&self, token: &str, path: &str) -> Value {
+        self.get(token, path).await.json().await.expect("json")
+    }
+
+    /// `GET /ledgers/{id}`'s JSON body, whatever the status.
+    pub async fn ledger(&self, token: &str, id: impl std::fmt::Display) -> Value {
+        self.get_json(token, &format!("/ledgers/{id}")).await
+    }
+
+    /// `GET /ledgers/{id}/download` (the current version).
+    pub async fn download(&self, token: &str, id: impl std::fmt::Display) -> reqwest::Response {
+        self.get(token, &format!("/ledgers/{id}/download")).await
+    }
+
+    /// `POST /ledgers/{id}/retry`.
+    pub async fn retry(&self, token: &str, id: impl std::fmt::Display) -> reqwest::Response {
+        self.post(token, &format!("/ledgers/{id}/retry")).await
+    }
+
+    /// `POST /ledgers/{id}/regenerate`.
+    pub async fn regenerate(&self, token: &str, id: impl std::fmt::Display) -> reqwest::Response {
+        self.post(token, &format!("/ledgers/{id}/regenerate")).await
+    }
+
     /// Polls until the ledger reaches `status` (or fails the test after `secs`).
     pub async fn wait_for(&self, token: &str, id: &str, status: &str, secs: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -289,6 +401,24 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A worker-only process on this app's data dir (so on its job store, queue and
+    /// storage, whatever the run's backends), with `extra` settings.
+    pub async fn worker_beside(&self, extra: &[(&'static str, &str)]) -> TestApp {
+        let mut vars = vec![
+            ("APP_ENV_APPLICATION_ROLES", "worker".to_owned()),
+            (
+                "APP_ENV_DATA_DIR",
+                self.data_dir.path().display().to_string(),
+            ),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        spawn_with(Options {
+            vars,
+            ..Options::default()
+        })
+        .await
     }
 
     pub async fn stop(mut self) {
@@ -434,37 +564,87 @@ pub fn sign_token(config: &Config, sub: &str) -> String {
 }
 
 /// The production backends of the test suite, each test getting its own database, bucket,
-/// topic and consumer group. The servers come from `scripts/run-tests.sh`.
+/// topic and consumer group. The servers come from `scripts/run-tests.sh`. The database is
+/// dropped with the last clone of these.
+#[derive(Clone)]
 pub struct Production {
     pub vars: Vec<(&'static str, String)>,
+    _database: Arc<TestDatabase>,
 }
 
 fn test_env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// A PostgreSQL database made for one test, dropped with this value (its connections
+/// closed by force), also when the test fails.
+pub struct TestDatabase {
+    /// The database's URL (no TLS parameters).
+    pub url: String,
+    /// A URL of the server to drop it from.
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    /// Makes database `name` on the server at `admin_url` (whose last path segment is a
+    /// database to connect to); `url` is then the server's URL with `name` for that segment.
+    async fn create(admin_url: &str, server_url: &str, name: String) -> TestDatabase {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("no PostgreSQL at {admin_url} ({e}); scripts/run-tests.sh starts it")
+            });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let base = server_url.rsplit_once('/').expect("database URL").0;
+        TestDatabase {
+            url: format!("{base}/{name}"),
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // A thread of its own: a drop may run inside a runtime or outside any.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                admin.close().await.map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("test database {} was not dropped: {e}", self.name);
+        }
+    }
+}
+
 /// A fresh PostgreSQL database, S3 bucket, Kafka topic and group, and the Redis bus.
 pub async fn production() -> Production {
-    use sqlx::Connection;
     let unique = uuid::Uuid::new_v4().simple().to_string();
     let server = test_env(
         "LEDGER_TEST_DATABASE_URL",
         "postgres://postgres@127.0.0.1:5432/postgres",
     );
-    let mut admin = sqlx::PgConnection::connect(&server)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("no PostgreSQL at {server} ({e}); scripts/run-tests.sh starts it")
-        });
-    let database = format!("ledger_it_{unique}");
-    sqlx::query(&format!("CREATE DATABASE {database}"))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let base = server
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_owned())
-        .expect("database URL");
+    let database = TestDatabase::create(&server, &server, format!("ledger_it_{unique}")).await;
     let s3 = test_env("LEDGER_TEST_S3_ENDPOINT", "http://127.0.0.1:39000");
     let bucket = format!("ledger-it-{unique}");
     let created = reqwest::Client::new()
@@ -476,7 +656,7 @@ pub async fn production() -> Production {
     let key = ledger::crypto::generate_key_base64();
     Production {
         vars: vec![
-            ("APP_ENV_DATABASE_URL", format!("{base}/{database}")),
+            ("APP_ENV_DATABASE_URL", database.url.clone()),
             ("APP_ENV_QUEUE", "kafka".into()),
             (
                 "APP_ENV_KAFKA_BROKERS",
@@ -505,10 +685,40 @@ pub async fn production() -> Production {
         // Production backends refuse the dev key and want an audience.
         .chain(identity())
         .collect(),
+        _database: Arc::new(database),
     }
 }
 
 impl Production {
+    /// A service in this process on these backends plus `extra`.
+    pub async fn spawn(&self, extra: &[(&'static str, &str)]) -> TestApp {
+        spawn_with(Options {
+            vars: self.with(extra),
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// An api-only process on these backends plus `extra`.
+    pub async fn api(&self, extra: &[(&'static str, &str)]) -> TestApp {
+        let mut vars = vec![("APP_ENV_APPLICATION_ROLES", "api")];
+        vars.extend_from_slice(extra);
+        self.spawn(&vars).await
+    }
+
+    /// A worker-only process on these backends plus `extra`.
+    pub async fn worker(&self, extra: &[(&'static str, &str)]) -> TestApp {
+        let mut vars = vec![("APP_ENV_APPLICATION_ROLES", "worker")];
+        vars.extend_from_slice(extra);
+        self.spawn(&vars).await
+    }
+
+    /// The production shape in two processes (of this test): an api-only one and a
+    /// worker-only one on these backends.
+    pub async fn api_and_worker(&self) -> (TestApp, TestApp) {
+        (self.api(&[]).await, self.worker(&[]).await)
+    }
+
     /// These backends plus `extra`.
     pub fn with(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
         let mut vars = self.vars.clone();
@@ -631,6 +841,47 @@ impl Served {
             .unwrap()
     }
 
+    /// Creates a ledger (asserting 202) and returns its id.
+    pub async fn create(&self, client: &reqwest::Client, token: &str, body: &Value) -> String {
+        let r = client
+            .post(format!("{}/v1/api/ledger/ledgers", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Polls until the ledger reaches `status` (or fails the test after `secs`, with the
+    /// process's logs).
+    pub async fn wait_for(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        id: &str,
+        status: &str,
+        secs: u64,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let l = self.ledger(client, token, id).await;
+            if l["status"] == status {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ledger {id} not {status} within {secs}s: {l}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         let status = std::process::Command::new("kill")
@@ -699,21 +950,12 @@ impl TlsServers {
         }
     }
 
-    /// A fresh database on the TLS-only server (made over `verify-full`); its URL without
-    /// TLS parameters.
-    pub async fn database(&self) -> String {
-        use sqlx::Connection;
+    /// A fresh database on the TLS-only server (made over `verify-full`), dropped with the
+    /// value returned; its `url` has no TLS parameters.
+    pub async fn database(&self) -> TestDatabase {
         let admin_url = Self::with_sslmode(&self.database_url, "verify-full", Some(&self.ca_file));
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("no TLS-only PostgreSQL at {admin_url} ({e})"));
-        let database = format!("ledger_tls_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE {database}"))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        let base = self.database_url.rsplit_once('/').expect("database URL").0;
-        format!("{base}/{database}")
+        let name = format!("ledger_tls_{}", uuid::Uuid::new_v4().simple());
+        TestDatabase::create(&admin_url, &self.database_url, name).await
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, assert_error, open_statement, spawn_app, spawn_with, statement};
+use crate::helpers::{assert_error, open_statement, spawn_app, statement};
 
 fn csv_rows(bytes: &[u8]) -> Vec<Vec<String>> {
     let mut reader = csv::Reader::from_reader(bytes);
@@ -39,7 +39,7 @@ async fn a_ledger_is_created_generated_and_downloaded() {
     assert_eq!(file["version"], 1);
     assert_eq!(file["contentType"], "text/csv; charset=utf-8");
 
-    let r = app.get(&token, &format!("/ledgers/{id}/download")).await;
+    let r = app.download(&token, &id).await;
     assert_eq!(r.status(), 200);
     let body = r.bytes().await.unwrap();
     assert_eq!(body.len() as u64, file["sizeBytes"].as_u64().unwrap());
@@ -66,12 +66,7 @@ async fn a_ledger_is_created_generated_and_downloaded() {
     assert_eq!(entries.last().unwrap()[7], rows.last().unwrap()[7]);
 
     // The timeline tells the story in order.
-    let events: Value = app
-        .get(&token, &format!("/ledgers/{id}/events"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let events = app.get_json(&token, &format!("/ledgers/{id}/events")).await;
     let steps: Vec<String> = events["items"]
         .as_array()
         .unwrap()
@@ -151,7 +146,7 @@ async fn ledgers_that_differ_only_in_their_zone_download_under_different_names()
     for created in [&own, &zoned] {
         let id = created["id"].as_str().unwrap();
         app.wait_for(&token, id, "COMPLETED", 30).await;
-        let r = app.get(&token, &format!("/ledgers/{id}/download")).await;
+        let r = app.download(&token, &id).await;
         assert_eq!(r.status(), 200);
         names.push(
             r.headers()["content-disposition"]
@@ -193,26 +188,16 @@ async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts()
     );
     assert_eq!(reason["retryable"], false);
     // It will never have a file unless retried, and the answer says so.
-    let refused = assert_error(
-        app.get(&token, &format!("/ledgers/{id}/download")).await,
-        409,
-        "JOB_NOT_READY",
-    )
-    .await;
+    let refused = assert_error(app.download(&token, &id).await, 409, "JOB_NOT_READY").await;
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("rejected with FETCH_DATA_ERROR")
             && message.contains(&format!("/ledgers/{id}/retry")),
         "{message}"
     );
-    assert_error(
-        app.post(&token, &format!("/ledgers/{id}/regenerate")).await,
-        409,
-        "INVALID_STATE",
-    )
-    .await;
+    assert_error(app.regenerate(&token, &id).await, 409, "INVALID_STATE").await;
 
-    let r = app.post(&token, &format!("/ledgers/{id}/retry")).await;
+    let r = app.retry(&token, &id).await;
     assert_eq!(r.status(), 202);
     let again = app.wait_for(&token, &id, "REJECTED", 30).await;
     assert_eq!(
@@ -250,12 +235,9 @@ async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts()
     )
     .await;
     let auditor = app.user("auditor", "platform_admin", "*").await;
-    let deleted: Value = app
-        .get(&auditor, &format!("/ledgers/{id}?includeDeleted=true"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let deleted = app
+        .get_json(&auditor, &format!("/ledgers/{id}?includeDeleted=true"))
+        .await;
     assert!(deleted["deletedAt"].is_string(), "{deleted}");
     let r = app
         .get(
@@ -264,12 +246,9 @@ async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts()
         )
         .await;
     assert_eq!(r.status(), 200);
-    let audit: Value = app
-        .get(&auditor, "/ledgers?merchantId=m_broken&includeDeleted=true")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let audit = app
+        .get_json(&auditor, "/ledgers?merchantId=m_broken&includeDeleted=true")
+        .await;
     assert!(
         audit["items"]
             .as_array()
@@ -290,19 +269,9 @@ async fn bad_source_data_rejects_with_the_field_path_and_retry_counts_attempts()
         "NOT_FOUND",
     )
     .await;
-    let list: Value = app
-        .get(&token, "/ledgers?merchantId=m_broken")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list = app.get_json(&token, "/ledgers?merchantId=m_broken").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
-    assert_error(
-        app.post(&token, &format!("/ledgers/{id}/retry")).await,
-        404,
-        "NOT_FOUND",
-    )
-    .await;
+    assert_error(app.retry(&token, &id).await, 404, "NOT_FOUND").await;
     let recreated = app
         .create_ok(&token, statement("m_broken", "2026-10"))
         .await;
@@ -315,18 +284,11 @@ async fn drafts_regenerate_into_new_versions_and_finals_do_not() {
     let app = spawn_app().await;
     let token = app.user("alice", "merchant_operator", "m_acme").await;
     // A month that has not ended: a DRAFT.
-    let draft = app.create_ok(&token, open_statement("m_acme")).await;
-    let id = draft["id"].as_str().unwrap().to_owned();
-    let v1 = app.wait_for(&token, &id, "COMPLETED", 30).await;
+    let (id, v1) = app.completed(&token, open_statement("m_acme"), 30).await;
     assert_eq!(v1["stage"], "DRAFT");
-    assert_error(
-        app.post(&token, &format!("/ledgers/{id}/retry")).await,
-        409,
-        "INVALID_STATE",
-    )
-    .await;
+    assert_error(app.retry(&token, &id).await, 409, "INVALID_STATE").await;
 
-    let r = app.post(&token, &format!("/ledgers/{id}/regenerate")).await;
+    let r = app.regenerate(&token, &id).await;
     assert_eq!(r.status(), 202);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["version"], 2);
@@ -356,44 +318,25 @@ async fn drafts_regenerate_into_new_versions_and_finals_do_not() {
     let fin_id = fin["id"].as_str().unwrap();
     let done = app.wait_for(&token, fin_id, "COMPLETED", 30).await;
     assert_eq!(done["stage"], "FINAL");
-    assert_error(
-        app.post(&token, &format!("/ledgers/{fin_id}/regenerate"))
-            .await,
-        409,
-        "LEDGER_FINAL",
-    )
-    .await;
+    assert_error(app.regenerate(&token, &fin_id).await, 409, "LEDGER_FINAL").await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn jobs_in_progress_refuse_changes() {
     // An api-only process: nothing consumes, jobs stay PENDING.
-    let app = spawn_with(Options {
-        vars: vec![("APP_ENV_APPLICATION_ROLES", "api".into())],
-        ..Options::default()
-    })
-    .await;
+    let app = crate::helpers::spawn_role("api", &[]).await;
     let token = app.user("alice", "merchant_admin", "m_acme").await;
     let created = app.create_ok(&token, statement("m_acme", "2026-10")).await;
     let id = created["id"].as_str().unwrap();
     for (r, code) in [
-        (
-            app.post(&token, &format!("/ledgers/{id}/retry")).await,
-            "JOB_IN_PROGRESS",
-        ),
-        (
-            app.post(&token, &format!("/ledgers/{id}/regenerate")).await,
-            "JOB_IN_PROGRESS",
-        ),
+        (app.retry(&token, &id).await, "JOB_IN_PROGRESS"),
+        (app.regenerate(&token, &id).await, "JOB_IN_PROGRESS"),
         (
             app.delete(&token, &format!("/ledgers/{id}")).await,
             "JOB_IN_PROGRESS",
         ),
-        (
-            app.get(&token, &format!("/ledgers/{id}/download")).await,
-            "JOB_NOT_READY",
-        ),
+        (app.download(&token, &id).await, "JOB_NOT_READY"),
     ] {
         assert_error(r, 409, code).await;
     }

@@ -21,9 +21,9 @@ fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
 async fn metrics_carry_the_names_and_labels_alerts_and_dashboards_use() {
     let app = spawn_app().await;
     let token = app.user("ops", "merchant_operator", "m_acme").await;
-    let created = app.create_ok(&token, statement("m_acme", "2026-10")).await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    app.wait_for(&token, &id, "COMPLETED", 30).await;
+    let (id, _) = app
+        .completed(&token, statement("m_acme", "2026-10"), 30)
+        .await;
     assert_eq!(
         app.get(&token, &format!("/ledgers/{id}")).await.status(),
         200
@@ -138,73 +138,11 @@ async fn metrics_carry_the_names_and_labels_alerts_and_dashboards_use() {
     app.stop().await;
 }
 
-/// Data dir, backends (in the production run: PostgreSQL, Kafka, S3, Redis, migrated), and a
-/// token of an operator of `merchant`.
-async fn setup(data: &std::path::Path, merchant: &str) -> (Vec<(&'static str, String)>, String) {
-    let backends = crate::helpers::backends_for(data).await;
-    let mut vars: std::collections::HashMap<String, String> = backends
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect();
-    vars.insert("APP_ENV_DATA_DIR".to_owned(), data.display().to_string());
-    let config = ledger::config::Config::from_vars(&vars).unwrap();
-    ledger::app::migrate(&config).await.unwrap();
-    let store = ledger::app::open_store(&config).await.unwrap();
-    store
-        .add_grant(&ledger::domain::Grant {
-            subject: "ops".into(),
-            role: "merchant_operator".into(),
-            domain: merchant.into(),
-        })
-        .await
-        .unwrap();
-    let token = crate::helpers::sign_token(&config, "ops");
-    (backends, token)
-}
-
-async fn create(client: &reqwest::Client, p: &Served, token: &str, body: &Value) -> String {
-    let r = client
-        .post(format!("{}/v1/api/ledger/ledgers", p.base))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn wait_status(
-    client: &reqwest::Client,
-    p: &Served,
-    token: &str,
-    id: &str,
-    status: &str,
-    secs: u64,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let l = p.ledger(client, token, id).await;
-        if l["status"] == status {
-            return l;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ledger {id} not {status} within {secs}s: {l}\n{}",
-            p.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_mid_job_releases_it_to_pending_exits_zero_and_the_next_process_completes_it() {
     let source = crate::helpers::source_with("m_big", 400_000, Some("UTC"));
-    let data = tempfile::tempdir().unwrap();
-    let (backends, token) = setup(data.path(), "m_big").await;
+    let data = crate::helpers::data_dir();
+    let (backends, token) = crate::helpers::operator_on(data.path(), "m_big").await;
     let client = reqwest::Client::new();
     // A grace period far shorter than the job: it cannot finish, so it is released.
     let mut first = Served::start(
@@ -214,8 +152,10 @@ async fn sigterm_mid_job_releases_it_to_pending_exits_zero_and_the_next_process_
         &[("APP_ENV_SHUTDOWN_TIMEOUT_MS", "300")],
     );
     first.ready(&client).await;
-    let id = create(&client, &first, &token, &statement("m_big", "2026")).await;
-    wait_status(&client, &first, &token, &id, "PROCESSING", 30).await;
+    let id = first
+        .create(&client, &token, &statement("m_big", "2026"))
+        .await;
+    first.wait_for(&client, &token, &id, "PROCESSING", 30).await;
     let t0 = Instant::now();
     let status = first.terminate(Duration::from_secs(20)).await;
     assert_eq!(
@@ -253,15 +193,15 @@ async fn sigterm_mid_job_releases_it_to_pending_exits_zero_and_the_next_process_
     // not, on Kafka it would wait for the sweep, a job timeout — 120 s — after its enqueue.)
     let second = Served::start(data.path(), source.path(), &backends, &[]);
     second.ready(&client).await;
-    let done = wait_status(&client, &second, &token, &id, "COMPLETED", 60).await;
+    let done = second.wait_for(&client, &token, &id, "COMPLETED", 60).await;
     assert_eq!(done["attemptCount"], 2, "{done}");
 }
 
 #[tokio::test]
 async fn sigterm_lets_a_running_job_finish_within_the_grace_period_and_logs_say_what_happened() {
     let source = crate::helpers::source_with("m_mid", 400_000, Some("UTC"));
-    let data = tempfile::tempdir().unwrap();
-    let (backends, token) = setup(data.path(), "m_mid").await;
+    let data = crate::helpers::data_dir();
+    let (backends, token) = crate::helpers::operator_on(data.path(), "m_mid").await;
     let client = reqwest::Client::new();
     let mut served = Served::start(
         data.path(),
@@ -287,7 +227,9 @@ async fn sigterm_lets_a_running_job_finish_within_the_grace_period_and_logs_say_
         .as_str()
         .unwrap()
         .to_owned();
-    wait_status(&client, &served, &token, &id, "PROCESSING", 30).await;
+    served
+        .wait_for(&client, &token, &id, "PROCESSING", 30)
+        .await;
     let status = served.terminate(Duration::from_secs(60)).await;
     assert_eq!(status.code(), Some(0), "{}", served.log_text());
 
@@ -380,8 +322,8 @@ async fn a_stdout_nobody_reads_drops_log_lines_but_never_a_request_or_a_job() {
     use std::io::BufRead;
 
     let source = crate::helpers::source_with("m_stall", 2_000, Some("UTC"));
-    let data = tempfile::tempdir().unwrap();
-    let (backends, token) = setup(data.path(), "m_stall").await;
+    let data = crate::helpers::data_dir();
+    let (backends, token) = crate::helpers::operator_on(data.path(), "m_stall").await;
     // A log shipper that stopped reading: the pipe's read end stays open, nothing reads it.
     let (unread, writer) = std::io::pipe().unwrap();
     let mut served = Served::start_with_output(
@@ -420,8 +362,10 @@ async fn a_stdout_nobody_reads_drops_log_lines_but_never_a_request_or_a_job() {
     assert!(log_lines_dropped(&client, &served.base).await > 0);
 
     // Statements are still made while the logs are stuck.
-    let id = create(&client, &served, &token, &statement("m_stall", "2026-10")).await;
-    wait_status(&client, &served, &token, &id, "COMPLETED", 60).await;
+    let id = served
+        .create(&client, &token, &statement("m_stall", "2026-10"))
+        .await;
+    served.wait_for(&client, &token, &id, "COMPLETED", 60).await;
 
     // The shipper reads again: once the backlog is through, a line says what was lost.
     let notice = tokio::task::spawn_blocking(move || {
@@ -453,8 +397,8 @@ async fn sigterm_after_the_log_reader_went_away_exits_zero_and_releases_the_runn
     use std::io::BufRead;
 
     let source = crate::helpers::source_with("m_gone", 400_000, Some("UTC"));
-    let data = tempfile::tempdir().unwrap();
-    let (backends, token) = setup(data.path(), "m_gone").await;
+    let data = crate::helpers::data_dir();
+    let (backends, token) = crate::helpers::operator_on(data.path(), "m_gone").await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -478,7 +422,9 @@ async fn sigterm_after_the_log_reader_went_away_exits_zero_and_releases_the_runn
             .any(|l| l.contains("FETCH_START"))
     });
     first.ready(&client).await;
-    let id = create(&client, &first, &token, &statement("m_gone", "2026")).await;
+    let id = first
+        .create(&client, &token, &statement("m_gone", "2026"))
+        .await;
     let started = tokio::time::timeout(Duration::from_secs(60), reading).await;
     assert!(
         matches!(started, Ok(Ok(true))),

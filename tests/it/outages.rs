@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{Options, assert_error, production, spawn_with, statement};
+use crate::helpers::{assert_error, production, statement};
 
 /// A server this test owns.
 pub(crate) struct Private {
@@ -152,24 +152,15 @@ async fn readyz(base: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn create_id(app: &crate::helpers::TestApp, token: &str, period: &str) -> String {
-    app.create_ok(token, statement("m_acme", period)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_broker_refuses_creates_with_503_and_work_resumes_when_it_answers_again() {
     let broker = Private::start(Kind::Kafka).await;
     let backends = production().await;
-    let app = spawn_with(Options {
-        vars: backends.with(&[("APP_ENV_KAFKA_BROKERS", &broker.address())]),
-        ..Options::default()
-    })
-    .await;
+    let app = backends
+        .spawn(&[("APP_ENV_KAFKA_BROKERS", &broker.address())])
+        .await;
     let token = app.user("ops", "merchant_operator", "m_acme").await;
-    let before = create_id(&app, &token, "2026-01").await;
+    let before = app.create_id(&token, statement("m_acme", "2026-01")).await;
     app.wait_for(&token, &before, "COMPLETED", 90).await;
 
     broker.freeze();
@@ -197,13 +188,8 @@ async fn a_hung_broker_refuses_creates_with_503_and_work_resumes_when_it_answers
         assert!(Instant::now() < deadline, "never ready again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(
-        app.post(&token, &format!("/ledgers/{refused}/retry"))
-            .await
-            .status(),
-        202
-    );
-    let after = create_id(&app, &token, "2026-03").await;
+    assert_eq!(app.retry(&token, &refused).await.status(), 202);
+    let after = app.create_id(&token, statement("m_acme", "2026-03")).await;
     // The consumer's session may have expired while the broker was frozen: it rejoins.
     for id in [&refused, &after] {
         let done = app.wait_for(&token, id, "COMPLETED", 120).await;
@@ -227,22 +213,20 @@ async fn storage_that_goes_away_fails_jobs_retryably_and_downloads_with_503_unti
     make_bucket(s3.endpoint(), bucket.clone()).await;
     let backends = production().await;
     let storage_url = format!("s3://{bucket}/ledgers");
-    let app = spawn_with(Options {
-        vars: backends.with(&[
+    let app = backends
+        .spawn(&[
             ("APP_ENV_S3_ENDPOINT", &s3.endpoint()),
             ("APP_ENV_STORAGE_URL", &storage_url),
-        ]),
-        ..Options::default()
-    })
-    .await;
+        ])
+        .await;
     let token = app.user("ops", "merchant_operator", "m_acme").await;
-    let stored = create_id(&app, &token, "2026-01").await;
+    let stored = app.create_id(&token, statement("m_acme", "2026-01")).await;
     app.wait_for(&token, &stored, "COMPLETED", 90).await;
     let download = format!("/ledgers/{stored}/download");
     assert_eq!(app.get(&token, &download).await.status(), 200);
 
     s3.kill();
-    let failing = create_id(&app, &token, "2026-02").await;
+    let failing = app.create_id(&token, statement("m_acme", "2026-02")).await;
     let rejected = app.wait_for(&token, &failing, "REJECTED", 120).await;
     assert_eq!(
         rejected["failureReason"]["errorCode"], "JOB_EXECUTION_FAILED",
@@ -265,12 +249,7 @@ async fn storage_that_goes_away_fails_jobs_retryably_and_downloads_with_503_unti
         assert!(Instant::now() < deadline, "never ready again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(
-        app.post(&token, &format!("/ledgers/{failing}/retry"))
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(app.retry(&token, &failing).await.status(), 202);
     let done = app.wait_for(&token, &failing, "COMPLETED", 120).await;
     assert_eq!(done["attemptCount"], 2);
     let r = app

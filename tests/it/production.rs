@@ -11,18 +11,13 @@ use crate::helpers::{Options, assert_error, open_statement, production, spawn_wi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ledger_lives_its_whole_life_on_the_production_backends() {
     let backends = production().await;
-    let app = spawn_with(Options {
-        vars: backends.with(&[]),
-        ..Options::default()
-    })
-    .await;
+    let app = backends.spawn(&[]).await;
     let token = app.user("alice", "merchant_admin", "m_global").await;
-    let created = app
-        .create_ok(&token, statement("m_global", "2026-Q2"))
+    let id = app
+        .create_id(&token, statement("m_global", "2026-Q2"))
         .await;
-    let id = created["id"].as_str().unwrap().to_owned();
     let done = app.wait_for(&token, &id, "COMPLETED", 90).await;
-    let r = app.get(&token, &format!("/ledgers/{id}/download")).await;
+    let r = app.download(&token, &id).await;
     assert_eq!(r.status(), 200);
     let body = r.bytes().await.unwrap();
     assert_eq!(
@@ -30,15 +25,8 @@ async fn a_ledger_lives_its_whole_life_on_the_production_backends() {
         done["file"]["sha256"].as_str().unwrap()
     );
     // A draft regenerates into version 2 through Kafka again; both versions stay readable.
-    let draft = app.create_ok(&token, open_statement("m_global")).await;
-    let draft_id = draft["id"].as_str().unwrap().to_owned();
-    app.wait_for(&token, &draft_id, "COMPLETED", 90).await;
-    assert_eq!(
-        app.post(&token, &format!("/ledgers/{draft_id}/regenerate"))
-            .await
-            .status(),
-        202
-    );
+    let (draft_id, _) = app.completed(&token, open_statement("m_global"), 90).await;
+    assert_eq!(app.regenerate(&token, &draft_id).await.status(), 202);
     let v2 = app.wait_for(&token, &draft_id, "COMPLETED", 90).await;
     assert_eq!(v2["version"], 2);
     for v in [1, 2] {
@@ -63,13 +51,9 @@ async fn a_ledger_lives_its_whole_life_on_the_production_backends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_events_cross_from_a_worker_process_to_a_client_of_an_api_process() {
-    use crate::live::{completion_latencies, connect, p};
+    use crate::live::{assert_each_completes_in_order, connect};
     let backends = production().await;
-    let api = spawn_with(Options {
-        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
-        ..Options::default()
-    })
-    .await;
+    let api = backends.api(&[]).await;
     let data = tempfile::tempdir().unwrap();
     let _worker = worker_process(&backends.vars, data.path());
     let token = api.user("ops", "merchant_operator", "m_global").await;
@@ -83,29 +67,14 @@ async fn live_events_cross_from_a_worker_process_to_a_client_of_an_api_process()
     }
     // COMPLETED is emitted by the worker process only: it can reach this client only
     // through Redis.
-    let latencies = completion_latencies(&mut socket, &ids, Duration::from_secs(120)).await;
-    eprintln!(
-        "production (worker process -> Redis -> api process), state change -> client receive, {} COMPLETED events: p50 {:.2} ms, p99 {:.2} ms",
-        latencies.len(),
-        p(&latencies, 0.5),
-        p(&latencies, 0.99)
-    );
+    assert_each_completes_in_order(&mut socket, &ids, Duration::from_secs(120)).await;
     api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_only_and_worker_only_processes_share_the_work() {
     let backends = production().await;
-    let api = spawn_with(Options {
-        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
-        ..Options::default()
-    })
-    .await;
-    let worker = spawn_with(Options {
-        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "worker")]),
-        ..Options::default()
-    })
-    .await;
+    let (api, worker) = backends.api_and_worker().await;
     // The worker process serves no API.
     let r = worker
         .client
@@ -132,42 +101,23 @@ async fn api_only_and_worker_only_processes_share_the_work() {
 async fn a_refused_enqueue_keeps_the_job_and_retry_requeues_it() {
     let backends = production().await;
     // This api process cannot reach its broker.
-    let cut_off = spawn_with(Options {
-        vars: backends.with(&[
-            ("APP_ENV_APPLICATION_ROLES", "api"),
-            ("APP_ENV_KAFKA_BROKERS", "127.0.0.1:9"),
-        ]),
-        ..Options::default()
-    })
-    .await;
+    let cut_off = backends
+        .api(&[("APP_ENV_KAFKA_BROKERS", "127.0.0.1:9")])
+        .await;
     let token = cut_off.user("alice", "merchant_operator", "m_acme").await;
     let r = cut_off.create(&token, statement("m_acme", "2026-10")).await;
     let body = assert_error(r, 503, "ENQUEUE_FAILED").await;
     let id = body["error"]["ledger"]["id"].as_str().unwrap().to_owned();
-    let kept: Value = cut_off
-        .get(&token, &format!("/ledgers/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let kept = cut_off.ledger(&token, &id).await;
     assert_eq!(kept["status"], "REJECTED");
     assert_eq!(kept["failureReason"]["errorCode"], "ENQUEUE_FAILED");
     cut_off.stop().await;
 
     // The broker is back (a process that reaches it): retry publishes, a worker completes.
-    let app = spawn_with(Options {
-        vars: backends.with(&[]),
-        ..Options::default()
-    })
-    .await;
+    let app = backends.spawn(&[]).await;
     // Each test process signs with its own dev key; the grant lives in the shared database.
     let token = app.user("alice", "merchant_operator", "m_acme").await;
-    assert_eq!(
-        app.post(&token, &format!("/ledgers/{id}/retry"))
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(app.retry(&token, &id).await.status(), 202);
     let done = app.wait_for(&token, &id, "COMPLETED", 90).await;
     assert_eq!(done["attemptCount"], 1);
     app.stop().await;
@@ -183,20 +133,9 @@ async fn replicas_never_collide_on_ids() {
         })
         .collect();
     // As on the operations sheet: every replica configured with the same node id.
-    let same = [
-        ("APP_ENV_APPLICATION_ROLES", "api"),
-        ("APP_ENV_NODE_ID", "6"),
-    ];
-    let a = spawn_with(Options {
-        vars: backends.with(&same),
-        ..Options::default()
-    })
-    .await;
-    let b = spawn_with(Options {
-        vars: backends.with(&same),
-        ..Options::default()
-    })
-    .await;
+    let same = [("APP_ENV_NODE_ID", "6")];
+    let a = backends.api(&same).await;
+    let b = backends.api(&same).await;
     let (ta, tb) = (
         a.user("ops", "platform_admin", "*").await,
         b.user("ops", "platform_admin", "*").await,
@@ -219,17 +158,8 @@ async fn replicas_never_collide_on_ids() {
     b.stop().await;
 
     // Without a configured node id each process leases its own.
-    let api = [("APP_ENV_APPLICATION_ROLES", "api")];
-    let c = spawn_with(Options {
-        vars: backends.with(&api),
-        ..Options::default()
-    })
-    .await;
-    let d = spawn_with(Options {
-        vars: backends.with(&api),
-        ..Options::default()
-    })
-    .await;
+    let c = backends.api(&[]).await;
+    let d = backends.api(&[]).await;
     let node = |body: Value| {
         body["id"]
             .as_str()
@@ -302,11 +232,7 @@ fn worker_process_in(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
     let backends = production().await;
-    let api = spawn_with(Options {
-        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
-        ..Options::default()
-    })
-    .await;
+    let api = backends.api(&[]).await;
     let token = api.user("ops", "platform_admin", "*").await;
     let data = tempfile::tempdir().unwrap();
     let mut first = worker_process(&backends.vars, data.path());
@@ -328,12 +254,9 @@ async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
     // Kill one worker in the middle of the work.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let done: Value = api
-            .get(&token, "/ledgers?status=COMPLETED&limit=200")
-            .await
-            .json()
-            .await
-            .unwrap();
+        let done = api
+            .get_json(&token, "/ledgers?status=COMPLETED&limit=200")
+            .await;
         if done["items"].as_array().unwrap().len() >= 20 {
             break;
         }
@@ -345,12 +268,7 @@ async fn scale_out_survives_a_killed_worker_and_completes_every_ledger_once() {
 
     for id in &ids {
         api.wait_for(&token, id, "COMPLETED", 180).await;
-        let events: Value = api
-            .get(&token, &format!("/ledgers/{id}/events"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let events = api.get_json(&token, &format!("/ledgers/{id}/events")).await;
         let completed = events["items"]
             .as_array()
             .unwrap()
@@ -430,11 +348,7 @@ async fn after_a_worker_stops_gracefully_every_ledger_still_completes() {
     let broker = crate::outages::Private::start(crate::outages::Kind::Kafka).await;
     let mut backends = production().await;
     backends.vars = backends.with(&[("APP_ENV_KAFKA_BROKERS", &broker.address())]);
-    let api = spawn_with(Options {
-        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
-        ..Options::default()
-    })
-    .await;
+    let api = backends.api(&[]).await;
     let token = api.user("ops", "platform_admin", "*").await;
     let data = tempfile::tempdir().unwrap();
     let mut leaving = worker_process(&backends.vars, data.path());
@@ -512,8 +426,7 @@ async fn a_paused_worker_that_resumes_cannot_overwrite_the_newer_attempt() {
     let token = api.user("ops", "merchant_operator", "m_big").await;
     let data = tempfile::tempdir().unwrap();
     let zombie = worker_process_in(&backends.vars, data.path(), source.path());
-    let created = api.create_ok(&token, statement("m_big", "2026")).await;
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = api.create_id(&token, statement("m_big", "2026")).await;
     api.wait_for(&token, &id, "PROCESSING", 60).await;
     // Freeze it mid-job, well past its 3 s lease.
     signal(&zombie.0, "-STOP");
@@ -523,16 +436,11 @@ async fn a_paused_worker_that_resumes_cannot_overwrite_the_newer_attempt() {
     // The zombie wakes up and runs on: whatever it does is fenced off.
     signal(&zombie.0, "-CONT");
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
-    let after: Value = api
-        .get(&token, &format!("/ledgers/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after = api.ledger(&token, &id).await;
     assert_eq!(after["status"], "COMPLETED");
     assert_eq!(after["attemptCount"], 2);
     assert_eq!(after["file"], done["file"]);
-    let r = api.get(&token, &format!("/ledgers/{id}/download")).await;
+    let r = api.download(&token, &id).await;
     assert_eq!(r.status(), 200);
     let body = r.bytes().await.unwrap();
     assert_eq!(
@@ -600,23 +508,13 @@ async fn a_revoke_from_the_cli_reaches_every_api_process_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_down_during_upload_rejects_after_bounded_retries_and_retry_completes() {
     let backends = production().await;
-    let api = spawn_with(Options {
-        vars: backends.with(&[("APP_ENV_APPLICATION_ROLES", "api")]),
-        ..Options::default()
-    })
-    .await;
+    let api = backends.api(&[]).await;
     let token = api.user("ops", "merchant_operator", "m_acme").await;
     // A worker whose S3 endpoint does not answer.
-    let broken = spawn_with(Options {
-        vars: backends.with(&[
-            ("APP_ENV_APPLICATION_ROLES", "worker"),
-            ("APP_ENV_S3_ENDPOINT", "http://127.0.0.1:9"),
-        ]),
-        ..Options::default()
-    })
-    .await;
-    let created = api.create_ok(&token, statement("m_acme", "2026-10")).await;
-    let id = created["id"].as_str().unwrap().to_owned();
+    let broken = backends
+        .worker(&[("APP_ENV_S3_ENDPOINT", "http://127.0.0.1:9")])
+        .await;
+    let id = api.create_id(&token, statement("m_acme", "2026-10")).await;
     let rejected = api.wait_for(&token, &id, "REJECTED", 120).await;
     assert_eq!(
         rejected["failureReason"]["errorCode"], "JOB_EXECUTION_FAILED",
@@ -663,28 +561,11 @@ async fn storage_down_during_upload_rejects_after_bounded_retries_and_retry_comp
     // Its own consumer group keeps this test about storage, not about Kafka rebalancing
     // (which the scale-out and graceful hand-over tests cover).
     let group = format!("{}-redeployed", uuid::Uuid::new_v4().simple());
-    let worker = spawn_with(Options {
-        vars: backends.with(&[
-            ("APP_ENV_APPLICATION_ROLES", "worker"),
-            ("APP_ENV_KAFKA_GROUP_ID", &group),
-        ]),
-        ..Options::default()
-    })
-    .await;
-    assert_eq!(
-        api.post(&token, &format!("/ledgers/{id}/retry"))
-            .await
-            .status(),
-        202
-    );
+    let worker = backends.worker(&[("APP_ENV_KAFKA_GROUP_ID", &group)]).await;
+    assert_eq!(api.retry(&token, &id).await.status(), 202);
     let done = api.wait_for(&token, &id, "COMPLETED", 120).await;
     assert_eq!(done["attemptCount"], 2);
-    assert_eq!(
-        api.get(&token, &format!("/ledgers/{id}/download"))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(api.download(&token, &id).await.status(), 200);
     worker.stop().await;
     api.stop().await;
 }

@@ -3,21 +3,15 @@
 
 use std::time::{Duration, Instant};
 
+use crate::helpers::{Served, source_with, spawn_role, statement};
 use chrono::Utc;
 use ledger::domain::{FailureReason, FileInfo, LedgerId, Stage, Timezone};
 use ledger::store::CompletedFile;
-use serde_json::Value;
-
-use crate::helpers::{Options, Served, source_with, spawn_with, statement};
 
 #[tokio::test]
 async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
     // The api process stores the job; nobody consumes yet.
-    let api = spawn_with(Options {
-        vars: vec![("APP_ENV_APPLICATION_ROLES", "api".into())],
-        ..Options::default()
-    })
-    .await;
+    let api = spawn_role("api", &[]).await;
     let token = api.user("alice", "merchant_operator", "m_acme").await;
     let created = api.create_ok(&token, statement("m_acme", "2026-10")).await;
     let id: LedgerId = created["id"].as_str().unwrap().parse().unwrap();
@@ -32,19 +26,12 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
     assert_eq!(dead.unwrap().attempt_count, 1);
 
     // A worker process on the same data dir sweeps, re-claims and completes it as attempt 2.
-    let worker = spawn_with(Options {
-        vars: vec![
-            ("APP_ENV_APPLICATION_ROLES", "worker".into()),
-            (
-                "APP_ENV_DATA_DIR",
-                api.data_dir.path().display().to_string(),
-            ),
-            ("APP_ENV_JOB_TIMEOUT_MS", "300".into()),
-            ("APP_ENV_SWEEP_INTERVAL_MS", "100".into()),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let worker = api
+        .worker_beside(&[
+            ("APP_ENV_JOB_TIMEOUT_MS", "300"),
+            ("APP_ENV_SWEEP_INTERVAL_MS", "100"),
+        ])
+        .await;
     let done = api.wait_for(&token, &id.to_string(), "COMPLETED", 30).await;
     assert_eq!(done["attemptCount"], 2);
 
@@ -78,20 +65,10 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
         .complete(id, 1, &forged, Stage::Final, Timezone::UTC, Utc::now())
         .await;
     assert!(late.unwrap().is_none());
-    let after: Value = api
-        .get(&token, &format!("/ledgers/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after = api.ledger(&token, &id).await;
     assert_eq!(after["status"], "COMPLETED");
     assert_eq!(after["file"]["sha256"], done["file"]["sha256"]);
-    let events: Value = api
-        .get(&token, &format!("/ledgers/{id}/events"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let events = api.get_json(&token, &format!("/ledgers/{id}/events")).await;
     let attempts: Vec<u64> = events["items"]
         .as_array()
         .unwrap()
@@ -113,32 +90,18 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
 
 #[tokio::test]
 async fn a_job_that_stalls_too_often_is_rejected() {
-    let app = spawn_with(Options {
-        vars: vec![
-            ("APP_ENV_APPLICATION_ROLES", "api".into()),
-            ("APP_ENV_MAX_ATTEMPTS", "1".into()),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let app = spawn_role("api", &[("APP_ENV_MAX_ATTEMPTS", "1")]).await;
     let token = app.user("alice", "merchant_operator", "m_acme").await;
     let created = app.create_ok(&token, statement("m_acme", "2026-10")).await;
     let id: LedgerId = created["id"].as_str().unwrap().parse().unwrap();
     let now = Utc::now();
     app.store.claim(id, now, now).await.unwrap().unwrap();
-    let worker = spawn_with(Options {
-        vars: vec![
-            ("APP_ENV_APPLICATION_ROLES", "worker".into()),
-            (
-                "APP_ENV_DATA_DIR",
-                app.data_dir.path().display().to_string(),
-            ),
-            ("APP_ENV_MAX_ATTEMPTS", "1".into()),
-            ("APP_ENV_SWEEP_INTERVAL_MS", "100".into()),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let worker = app
+        .worker_beside(&[
+            ("APP_ENV_MAX_ATTEMPTS", "1"),
+            ("APP_ENV_SWEEP_INTERVAL_MS", "100"),
+        ])
+        .await;
     let rejected = app.wait_for(&token, &id.to_string(), "REJECTED", 30).await;
     assert_eq!(
         rejected["failureReason"]["errorCode"],
@@ -146,12 +109,7 @@ async fn a_job_that_stalls_too_often_is_rejected() {
     );
     assert_eq!(rejected["attemptCount"], 1);
     // A user retry brings it back, and this time it completes.
-    assert_eq!(
-        app.post(&token, &format!("/ledgers/{id}/retry"))
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(app.retry(&token, &id).await.status(), 202);
     let done = app.wait_for(&token, &id.to_string(), "COMPLETED", 30).await;
     assert_eq!(done["attemptCount"], 2);
     worker.stop().await;
@@ -167,87 +125,33 @@ const FAST_RECOVERY: [(&str, &str); 2] = [
 #[tokio::test]
 async fn kill_dash_nine_mid_job_loses_nothing() {
     let source = source_with("m_big", 400_000, Some("UTC"));
-    let data = tempfile::tempdir().unwrap();
+    let data = crate::helpers::data_dir();
     let client = reqwest::Client::new();
     // In the production run: PostgreSQL, Kafka, S3 and Redis shared by both processes.
-    let backends = crate::helpers::backends_for(data.path()).await;
-    // Token and grant through the CLI's own building blocks, on the same data dir.
-    let mut vars: std::collections::HashMap<String, String> = backends
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-        .collect();
-    vars.insert(
-        "APP_ENV_DATA_DIR".to_owned(),
-        data.path().display().to_string(),
-    );
-    let config = ledger::config::Config::from_vars(&vars).unwrap();
-    if !backends.is_empty() {
-        // A shared database is migrated before any process serves.
-        ledger::app::migrate(&config).await.unwrap();
-    }
-    let token = crate::helpers::sign_token(&config, "ops");
-
+    let (backends, token) = crate::helpers::operator_on(data.path(), "m_big").await;
     let mut first = Served::start(data.path(), source.path(), &backends, &FAST_RECOVERY);
     first.ready(&client).await;
-    let store = ledger::app::open_store(&config).await.unwrap();
-    store
-        .add_grant(&ledger::domain::Grant {
-            subject: "ops".into(),
-            role: "merchant_operator".into(),
-            domain: "m_big".into(),
-        })
-        .await
-        .unwrap();
-    let base = format!("{}/v1/api/ledger", first.base);
     let mut ids = Vec::new();
     for period in ["2026", "2026-Q2", "2026-03", "2026-W10"] {
-        let r = client
-            .post(format!("{base}/ledgers"))
-            .bearer_auth(&token)
-            .json(&statement("m_big", period))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let body: Value = r.json().await.unwrap();
-        ids.push(body["id"].as_str().unwrap().to_owned());
+        ids.push(
+            first
+                .create(&client, &token, &statement("m_big", period))
+                .await,
+        );
     }
     // Kill the process while the big first job is PROCESSING.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let l: Value = client
-            .get(format!("{base}/ledgers/{}", ids[0]))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if l["status"] == "PROCESSING" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job never started: {l}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first
+        .wait_for(&client, &token, &ids[0], "PROCESSING", 30)
+        .await;
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
 
     let second = Served::start(data.path(), source.path(), &backends, &FAST_RECOVERY);
     second.ready(&client).await;
-    let base = format!("{}/v1/api/ledger", second.base);
     for id in &ids {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let l: Value = client
-                .get(format!("{base}/ledgers/{id}"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let l = second.ledger(&client, &token, id).await;
             if l["status"] == "COMPLETED" {
                 if id == &ids[0] {
                     assert_eq!(l["attemptCount"], 2, "the killed attempt was 1: {l}");

@@ -338,12 +338,7 @@ async fn every_endpoint_requires_a_token_except_openapi() {
         }
     }
     // Nothing was created or changed by the refused calls.
-    let list: Value = app
-        .get(&token, "/ledgers?merchantId=m_acme")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list = app.get_json(&token, "/ledgers?merchantId=m_acme").await;
     assert_eq!(list["items"].as_array().expect("items").len(), 1, "{list}");
     assert!(list["items"][0]["deletedAt"].is_null(), "{list}");
 
@@ -473,24 +468,14 @@ async fn another_tenant_cannot_see_or_touch_a_ledger() {
     assert_eq!(list["items"], json!([]), "{list}");
 
     // Alice's ledger is untouched.
-    let after: Value = app
-        .get(&alice, &format!("/ledgers/{id}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let after = app.ledger(&alice, &id).await;
     assert_eq!(after["status"], "COMPLETED", "{after}");
     assert_eq!(after["version"], before["version"], "{after}");
     assert_eq!(after["attemptCount"], before["attemptCount"], "{after}");
     assert!(after["deletedAt"].is_null(), "{after}");
     assert_eq!(after["updatedAt"], before["updatedAt"], "{after}");
     // The only ledger of m_acme is still hers, and no create slipped through.
-    let list: Value = app
-        .get(&alice, "/ledgers?merchantId=m_acme")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list = app.get_json(&alice, "/ledgers?merchantId=m_acme").await;
     assert_eq!(list["items"].as_array().expect("items").len(), 1, "{list}");
 }
 
@@ -525,12 +510,7 @@ async fn a_viewer_reads_and_downloads_but_changes_nothing() {
         let r = app.get(&viewer, &path).await;
         assert_eq!(r.status(), 200, "viewer GET {path}");
     }
-    let list: Value = app
-        .get(&viewer, "/ledgers")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list = app.get_json(&viewer, "/ledgers").await;
     assert_eq!(list["items"].as_array().expect("items").len(), 2, "{list}");
 
     // Creating is 403.
@@ -551,12 +531,7 @@ async fn a_viewer_reads_and_downloads_but_changes_nothing() {
     }
 
     // Nothing changed.
-    let after: Value = app
-        .get(&admin, &format!("/ledgers/{draft_id}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let after = app.ledger(&admin, &draft_id).await;
     for field in [
         "status",
         "version",
@@ -567,12 +542,7 @@ async fn a_viewer_reads_and_downloads_but_changes_nothing() {
     ] {
         assert_eq!(after[field], draft[field], "{field}: {after}");
     }
-    let after: Value = app
-        .get(&admin, &format!("/ledgers/{broken_id}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let after = app.ledger(&admin, &broken_id).await;
     for field in [
         "status",
         "version",
@@ -583,12 +553,7 @@ async fn a_viewer_reads_and_downloads_but_changes_nothing() {
     ] {
         assert_eq!(after[field], broken[field], "{field}: {after}");
     }
-    let list: Value = app
-        .get(&admin, "/ledgers?merchantId=m_acme")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list = app.get_json(&admin, "/ledgers?merchantId=m_acme").await;
     assert_eq!(
         list["items"].as_array().expect("items").len(),
         1,
@@ -619,7 +584,7 @@ async fn platform_admin_sees_every_merchant() {
         .await;
     let global = app.create_ok(&root, statement("m_global", "2026-10")).await;
 
-    let list: Value = app.get(&root, "/ledgers").await.json().await.expect("json");
+    let list = app.get_json(&root, "/ledgers").await;
     let ids: Vec<&Value> = list["items"]
         .as_array()
         .expect("items")
@@ -645,12 +610,7 @@ async fn platform_admin_sees_every_merchant() {
         assert_eq!(r.status(), 200, "root lists {merchant}");
     }
     // Tenants still see only their own.
-    let list: Value = app
-        .get(&alice, "/ledgers")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list = app.get_json(&alice, "/ledgers").await;
     assert_eq!(list["items"].as_array().expect("items").len(), 1, "{list}");
     assert_eq!(list["items"][0]["id"], acme["id"], "{list}");
 }
@@ -696,7 +656,7 @@ async fn a_revoked_grant_takes_effect_at_once() {
         "FORBIDDEN",
     )
     .await;
-    let list: Value = app.get(&bob, "/ledgers").await.json().await.expect("json");
+    let list = app.get_json(&bob, "/ledgers").await;
     assert_eq!(list["items"], json!([]), "{list}");
 
     // Revoking the admin grant takes create and delete away too.
@@ -714,12 +674,7 @@ async fn a_revoked_grant_takes_effect_at_once() {
     .await;
     // And granting again restores it.
     app.grant(ALICE, "merchant_admin", "m_acme").await;
-    let after: Value = app
-        .get(&alice, &format!("/ledgers/{id}"))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let after = app.ledger(&alice, &id).await;
     assert!(after["deletedAt"].is_null(), "{after}");
 }
 
@@ -809,7 +764,7 @@ async fn no_plaintext_of_a_document_reaches_the_disk() {
     let created = app.create_ok(&alice, statement("m_acme", "2026-10")).await;
     let id = created["id"].as_str().expect("id").to_owned();
     app.wait_for(&alice, &id, "COMPLETED", 30).await;
-    let r = app.get(&alice, &format!("/ledgers/{id}/download")).await;
+    let r = app.download(&alice, &id).await;
     assert_eq!(r.status(), 200);
     let csv_bytes = r.bytes().await.expect("body");
 

@@ -16,7 +16,7 @@ use crate::live::{connect, next_json};
 async fn a_ledger_lives_its_whole_life_on_a_tls_only_postgresql_verified_with_verify_full() {
     let tls = tls_servers();
     let database = tls.database().await;
-    let url = TlsServers::with_sslmode(&database, "verify-full", Some(&tls.ca_file));
+    let url = TlsServers::with_sslmode(&database.url, "verify-full", Some(&tls.ca_file));
     // spawn_with migrates the database first, as `ledger migrate` does.
     let mut vars = vec![("APP_ENV_DATABASE_URL", url)];
     vars.extend(crate::helpers::identity());
@@ -26,12 +26,11 @@ async fn a_ledger_lives_its_whole_life_on_a_tls_only_postgresql_verified_with_ve
     })
     .await;
     let token = app.user("alice", "merchant_admin", "m_global").await;
-    let created = app
-        .create_ok(&token, statement("m_global", "2026-Q2"))
+    let id = app
+        .create_id(&token, statement("m_global", "2026-Q2"))
         .await;
-    let id = created["id"].as_str().unwrap().to_owned();
     app.wait_for(&token, &id, "COMPLETED", 60).await;
-    let r = app.get(&token, &format!("/ledgers/{id}/download")).await;
+    let r = app.download(&token, &id).await;
     assert_eq!(r.status(), 200);
     let ready: Value = app
         .client
@@ -49,8 +48,8 @@ async fn a_ledger_lives_its_whole_life_on_a_tls_only_postgresql_verified_with_ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_policy_changes_cross_a_tls_only_redis_with_a_private_ca() {
     let tls = tls_servers();
-    let database =
-        TlsServers::with_sslmode(&tls.database().await, "verify-full", Some(&tls.ca_file));
+    let made = tls.database().await;
+    let database = TlsServers::with_sslmode(&made.url, "verify-full", Some(&tls.ca_file));
     let ca = tls.ca_file.display().to_string();
     let channel = format!("ledger.tls.{}.events", uuid::Uuid::new_v4().simple());
     // No snapshot of an earlier run may answer for this database's revisions.
@@ -92,10 +91,9 @@ async fn events_and_policy_changes_cross_a_tls_only_redis_with_a_private_ca() {
     // subscription.
     let alice = app.user("alice", "merchant_admin", "m_global").await;
     let mut socket = connect(&app, &alice).await;
-    let created = app
-        .create_ok(&alice, statement("m_global", "2026-Q2"))
+    let id = app
+        .create_id(&alice, statement("m_global", "2026-Q2"))
         .await;
-    let id = created["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "no COMPLETED event for {id}");

@@ -1,4 +1,4 @@
-//! `ledger bench logs`: requests per second of a `ledger serve` process whose log lines go to
+//! `ledger-bench logs`: requests per second of a `ledger serve` process whose log lines go to
 //! a file, to a pipe read as fast as it is written, and to a pipe nobody reads (a stalled log
 //! shipper). The service is a child process (logging is process-wide) with the embedded
 //! defaults on a temporary data dir; every request is an authenticated `GET /ledgers/{id}`,
@@ -15,10 +15,10 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::{median, percentile, write_source};
-use crate::config::Config;
-use crate::domain::Grant;
-use crate::outln;
+use crate::harness::{ledger_binary, median, percentile, write_source};
+use ledger::config::Config;
+use ledger::domain::Grant;
+use ledger::outln;
 
 /// Where the served process's stdout goes.
 #[derive(Debug, Clone, Copy)]
@@ -80,9 +80,9 @@ impl Drop for Served {
     }
 }
 
-/// Runs `requests` requests, `concurrency` at once, against `ledger serve` processes (this
-/// binary, or `binary`, e.g. an older build) logging to each kind of sink, `runs` times,
-/// and prints requests per second and latency for each.
+/// Runs `requests` requests, `concurrency` at once, against `ledger serve` processes (the
+/// `ledger` binary beside this one, or `binary`, e.g. an older build) logging to each kind
+/// of sink, `runs` times, and prints requests per second and latency for each.
 pub async fn logs(
     requests: usize,
     concurrency: usize,
@@ -91,7 +91,7 @@ pub async fn logs(
 ) -> anyhow::Result<()> {
     let binary = match binary {
         Some(b) => b,
-        None => std::env::current_exe().context("locating this binary")?,
+        None => ledger_binary()?,
     };
     let dir = tempfile::tempdir()?;
     let vars = [
@@ -106,8 +106,8 @@ pub async fn logs(
             .collect(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::app::migrate(&config).await?;
-    crate::app::open_store(&config)
+    ledger::app::migrate(&config).await?;
+    ledger::app::open_store(&config)
         .await?
         .add_grant(&Grant {
             subject: "bench".into(),
@@ -116,7 +116,7 @@ pub async fn logs(
         })
         .await?;
     let token =
-        crate::app::dev_key(&config)?.sign("bench", Duration::from_secs(3600), None, None)?;
+        ledger::app::dev_key(&config)?.sign("bench", Duration::from_secs(3600), None, None)?;
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .pool_max_idle_per_host(concurrency)

@@ -1,4 +1,4 @@
-//! `ledger bench live`: how long a live event takes from the worker's emit to a WebSocket
+//! `ledger-bench live`: how long a live event takes from the worker's emit to a WebSocket
 //! client, measured on real ledgers.
 //!
 //! A progress event's `at` is read from the clock right before the worker publishes it, so
@@ -7,7 +7,8 @@
 //! socket. A status event's `at` is the state change, taken before the store commits it, so
 //! its latency also holds the commit; both are reported, each for what it is. Every client
 //! runs in this process and reads the same wall clock as the workers (one machine), so
-//! no clock skew enters the figures.
+//! no clock skew enters the figures. The COMPLETED events are also reported alone: the
+//! state change → receive figure the end-to-end tests printed before issue 14.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -18,16 +19,18 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Workers, env_vars, percentile, spawn_workers, start_with, write_source};
-use crate::config::Config;
-use crate::domain::Format;
-use crate::outln;
+use crate::harness::{Workers, env_vars, percentile, spawn_workers, start_with, write_source};
+use ledger::config::Config;
+use ledger::domain::Format;
+use ledger::outln;
 
 /// What one client heard: latencies in milliseconds, by kind.
 #[derive(Default)]
 struct Heard {
     progress: Vec<f64>,
     status: Vec<f64>,
+    /// The COMPLETED status events alone (also in `status`).
+    completed_ms: Vec<f64>,
     completed: HashSet<String>,
 }
 
@@ -60,7 +63,7 @@ pub async fn live(
             bail!("worker processes publish through Redis: set APP_ENV_WEBSOCKET_REDIS_URL");
         }
         let config = Config::from_vars(&base).map_err(|e| anyhow::anyhow!("{e}"))?;
-        crate::app::migrate(&config).await?;
+        ledger::app::migrate(&config).await?;
         base.insert("APP_ENV_APPLICATION_ROLES".into(), "api".into());
     }
     let mut workers: Option<Workers> = if production {
@@ -106,6 +109,7 @@ pub async fn live(
 
     let mut progress = Vec::new();
     let mut status = Vec::new();
+    let mut completed = Vec::new();
     for listener in listeners {
         let heard = tokio::time::timeout(Duration::from_secs(30), listener)
             .await
@@ -113,16 +117,18 @@ pub async fn live(
             .context("a client failed")?;
         progress.extend(heard.progress);
         status.extend(heard.status);
+        completed.extend(heard.completed_ms);
     }
     progress.sort_by(|a, b| a.total_cmp(b));
     status.sort_by(|a, b| a.total_cmp(b));
+    completed.sort_by(|a, b| a.total_cmp(b));
     let shape = if production {
         format!("production ({worker_processes} worker process(es) → Redis → api process)")
     } else {
         "embedded (one process, in-process bus)".to_owned()
     };
     // The api runs in this process: its counters are this process's.
-    let exposition = crate::telemetry::metrics_handle().render();
+    let exposition = ledger::telemetry::metrics_handle().render();
     let dropped = exposition
         .lines()
         .find_map(|l| l.strip_prefix("ledger_ws_frames_dropped_total "))
@@ -145,6 +151,13 @@ pub async fn live(
         percentile(&status, 50.0),
         percentile(&status, 99.0),
         status.last().copied().unwrap_or(f64::NAN)
+    )?;
+    outln!(
+        "  of which COMPLETED, state change (before the commit) → client receive: {} frames, p50 {:.2}ms p99 {:.2}ms max {:.2}ms",
+        completed.len(),
+        percentile(&completed, 50.0),
+        percentile(&completed, 99.0),
+        completed.last().copied().unwrap_or(f64::NAN)
     )?;
     bench.stop().await;
     drop(workers);
@@ -183,8 +196,9 @@ async fn listen(
                 heard.status.push(ms);
                 if let (Some("COMPLETED"), Some(id)) =
                     (event["status"].as_str(), event["ledgerId"].as_str())
+                    && heard.completed.insert(id.to_owned())
                 {
-                    heard.completed.insert(id.to_owned());
+                    heard.completed_ms.push(ms);
                 }
             }
             _ => {}

@@ -1,0 +1,273 @@
+//! What every measurement shares: the service started in this process on a temporary data
+//! dir ([`start`], [`start_with`]), worker-only `ledger serve` processes beside it
+//! ([`spawn_workers`]), the generated NDJSON source ([`write_source`]), peak RSS readings and
+//! percentiles.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use ledger::config::Config;
+use ledger::domain::Grant;
+use ledger::source::fixture::{self, FixtureSpec};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// A service started for a benchmark.
+pub struct Bench {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub token: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start(dir: tempfile::TempDir, concurrency: usize) -> anyhow::Result<Bench> {
+    start_with(dir, concurrency, HashMap::new()).await
+}
+
+/// The `APP_ENV_*` variables of this process (the production backends of a bench run).
+pub fn env_vars() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("APP_ENV_"))
+        .collect()
+}
+
+pub async fn start_with(
+    dir: tempfile::TempDir,
+    concurrency: usize,
+    base: HashMap<String, String>,
+) -> anyhow::Result<Bench> {
+    let mut vars = base;
+    vars.insert(
+        "APP_ENV_DATA_DIR".to_owned(),
+        dir.path().join("data").display().to_string(),
+    );
+    vars.insert(
+        "APP_ENV_SOURCE_DIR".to_owned(),
+        dir.path().join("source").display().to_string(),
+    );
+    vars.insert(
+        "APP_ENV_WORKER_CONCURRENCY".to_owned(),
+        concurrency.to_string(),
+    );
+    vars.insert("APP_ENV_POLICY_CACHE_TTL_MS".to_owned(), "60000".to_owned());
+    let mut config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if config.has_production_backend() && config.auth_jwks_file.is_none() {
+        // Production backends refuse the dev key: the bench is its own identity provider,
+        // publishing the dev key of its data dir as a JWKS file.
+        let key = ledger::app::dev_key(&config)?;
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, serde_json::to_vec(&key.jwks())?)?;
+        vars.insert(
+            "APP_ENV_AUTH_JWKS_FILE".to_owned(),
+            jwks.display().to_string(),
+        );
+        vars.insert(
+            "APP_ENV_AUTH_AUDIENCE".to_owned(),
+            "ledger-bench".to_owned(),
+        );
+        config = Config::from_vars(&vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let key = ledger::app::dev_key(&config)?;
+    let token = key.sign(
+        "bench",
+        Duration::from_secs(3600),
+        config.auth_issuer.as_deref(),
+        config.auth_audience.as_deref(),
+    )?;
+    ledger::app::migrate(&config).await?;
+    let store = ledger::app::open_store(&config).await?;
+    store
+        .add_grant(&Grant {
+            subject: "bench".into(),
+            role: "platform_admin".into(),
+            domain: "*".into(),
+        })
+        .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/v1/api/ledger", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(ledger::run(config, listener, shutdown.clone()));
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("the service did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Bench {
+        base,
+        client,
+        token,
+        shutdown,
+        task,
+        _dir: dir,
+    })
+}
+
+impl Bench {
+    pub async fn create(&self, body: &Value) -> anyhow::Result<String> {
+        let r = self
+            .client
+            .post(format!("{}/ledgers", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        if status != 202 {
+            bail!("create answered {status}: {body}");
+        }
+        body["id"].as_str().map(str::to_owned).context("no id")
+    }
+
+    pub async fn ledger(&self, id: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .client
+            .get(format!("{}/ledgers/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn wait_completed(&self, id: &str, poll: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if Instant::now() > deadline {
+                bail!("ledger {id} did not complete within 300 s");
+            }
+            let l = self.ledger(id).await?;
+            match l["status"].as_str() {
+                Some("COMPLETED") => return Ok(l),
+                Some("REJECTED") => bail!("ledger {id} was rejected: {}", l["failureReason"]),
+                _ => tokio::time::sleep(poll).await,
+            }
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Resets the process's peak RSS so the next reading covers one run only.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak RSS in MiB since the last reset.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+pub fn write_source(
+    dir: &Path,
+    merchant: &str,
+    entries: u64,
+    currencies: Vec<(&str, i64)>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut spec = FixtureSpec::new(merchant, entries);
+    spec.currencies = currencies;
+    spec.start = "2025-01-01T00:00:00Z".parse()?;
+    let spec = spec.spread_until("2025-12-31T00:00:00Z".parse()?);
+    fixture::write_ndjson(&dir.join(format!("{merchant}.ndjson")), &spec)?;
+    Ok(())
+}
+
+/// Worker processes started for a bench run; killed when dropped.
+pub struct Workers(Vec<std::process::Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Workers {
+    /// Fails when a worker process exited (a bench would otherwise wait forever).
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        for child in &mut self.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("worker process {} exited ({status})", child.id());
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn spawn_workers(count: usize, dir: &Path, concurrency: usize) -> anyhow::Result<Workers> {
+    let exe = ledger_binary()?;
+    let mut children = Vec::new();
+    for i in 0..count {
+        let data = dir.join(format!("worker-{i}"));
+        std::fs::create_dir_all(&data)?;
+        let child = std::process::Command::new(&exe)
+            .arg("serve")
+            .env("APP_ENV_APPLICATION_ROLES", "worker")
+            .env("APP_ENV_HOST", "127.0.0.1")
+            .env("APP_ENV_PORT", "0")
+            .env("APP_ENV_DATA_DIR", &data)
+            .env("APP_ENV_SOURCE_DIR", dir.join("source"))
+            .env("APP_ENV_WORKER_CONCURRENCY", concurrency.to_string())
+            .env("APP_ENV_KAFKA_CONSUMER_COUNT", concurrency.to_string())
+            .env("APP_ENV_LOG_LEVEL", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting a worker process")?;
+        children.push(child);
+    }
+    Ok(Workers(children))
+}
+
+/// The `ledger` binary built beside this one (`target/<profile>/ledger`): worker processes
+/// and `logs` serve the product binary, not this one.
+pub fn ledger_binary() -> anyhow::Result<PathBuf> {
+    let this = std::env::current_exe().context("locating this binary")?;
+    let ledger = this.with_file_name(format!("ledger{}", std::env::consts::EXE_SUFFIX));
+    if !ledger.is_file() {
+        bail!(
+            "no ledger binary beside {}: build it with the same profile (cargo build --release)",
+            this.display()
+        );
+    }
+    Ok(ledger)
+}

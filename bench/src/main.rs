@@ -1,0 +1,238 @@
+//! `ledger-bench`: measurements of the `ledger` service printed as figures (BENCHMARKS.md).
+//! Not shipped: a workspace member of its own, on the library with its `fixtures` feature
+//! (the generated source data). `large`, `small` and `live` go end to end through the real
+//! service (HTTP create → COMPLETED), run in this process on a temporary data dir with the
+//! embedded defaults, or as an api process here plus worker-only processes of the `ledger`
+//! binary built beside this one; `render` times one renderer alone; `logs` serves that
+//! `ledger` binary as a child process. Peak RSS is this process's high-water mark
+//! (`VmHWM`), reset before each run. Use a release build.
+
+mod harness;
+mod large;
+mod live;
+mod logs;
+mod render;
+mod small;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ledger::config::Config;
+use ledger::domain::{Format, LedgerType};
+use ledger::errln;
+use ledger::output::OutputError;
+use ledger::telemetry::LogTarget;
+
+#[derive(Parser)]
+#[command(
+    name = "ledger-bench",
+    version,
+    about = "Measure the ledger service end to end (use a release build)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One large ledger through the service: wall time create → COMPLETED and peak RSS.
+    Large {
+        /// Entries in the ledger.
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        /// Repetitions (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// STATEMENT or SUMMARY.
+        #[arg(long = "type", default_value = "STATEMENT", value_parser = ledger_type)]
+        ledger_type: LedgerType,
+        /// PDF, CSV or XLSX.
+        #[arg(long, default_value = "CSV", value_parser = format)]
+        format: Format,
+    },
+    /// One renderer alone over generated entries: wall time and peak RSS.
+    Render {
+        /// Entries in the document.
+        #[arg(long, default_value_t = 10_000)]
+        entries: u64,
+        /// Repetitions (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// STATEMENT or SUMMARY.
+        #[arg(long = "type", default_value = "STATEMENT", value_parser = ledger_type)]
+        ledger_type: LedgerType,
+        /// PDF, CSV or XLSX.
+        #[arg(long, default_value = "PDF", value_parser = format)]
+        format: Format,
+        /// Currencies of the entries, comma-separated.
+        #[arg(long, default_value = "EUR", value_delimiter = ',')]
+        currencies: Vec<String>,
+    },
+    /// Many small CSV statements: ledgers per second and latency.
+    Small {
+        /// Ledgers to create.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Entries in each merchant's year (a day ledger holds ~1/365 of them).
+        #[arg(long, default_value_t = 18_250)]
+        entries: u64,
+        /// Jobs each worker runs at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Worker-only `ledger` processes to start (0: one embedded process does everything).
+        /// They and the in-process api use the backends of this process's APP_ENV_* variables.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// Live events: latency from the worker's emit to WebSocket clients, on real ledgers.
+    Live {
+        /// Ledgers to generate (one merchant each, a year of entries).
+        #[arg(long, default_value_t = 24)]
+        ledgers: usize,
+        /// Entries in each ledger.
+        #[arg(long, default_value_t = 50_000)]
+        entries: u64,
+        /// PDF, CSV or XLSX.
+        #[arg(long, default_value = "PDF", value_parser = format)]
+        format: Format,
+        /// WebSocket clients watching every merchant.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Jobs each worker runs at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Worker-only `ledger` processes to start (0: one embedded process with its
+        /// in-process bus). With workers, events cross Redis: set APP_ENV_WEBSOCKET_REDIS_URL
+        /// and the other production backends in this process's environment.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// Requests per second of `ledger serve` with its logs going to a file, to a pipe read at
+    /// once, and to a pipe nobody reads.
+    Logs {
+        /// Requests per run (each logs one line).
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Runs per sink (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The `ledger` binary to serve (default: the one beside this binary), e.g. an older
+        /// build to compare.
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+    },
+}
+
+/// The malloc settings of `ledger` itself (see `limit_malloc_arenas` in the root crate's
+/// `src/main.rs`), so that the peak RSS measured here is the one the service would have.
+/// Must run before any thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets allocator parameters; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
+fn main() -> ExitCode {
+    limit_malloc_arenas();
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            errln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Declared before the runtime, so dropped after it: the flush also waits for the lines
+    // of the runtime's last tasks.
+    let _logs = match ledger::telemetry::init_logging(
+        config.log_format,
+        &config.log_level,
+        LogTarget::Stderr,
+    ) {
+        Ok(guard) => guard,
+        Err(e) => {
+            errln!("cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            errln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that went away (`ledger-bench … | head`) took what it wanted.
+        Err(e)
+            if e.chain()
+                .any(|c| matches!(c.downcast_ref(), Some(OutputError::Closed))) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            errln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Large {
+            entries,
+            runs,
+            ledger_type,
+            format,
+        } => large::large(entries, runs, ledger_type, format).await,
+        Command::Render {
+            entries,
+            runs,
+            ledger_type,
+            format,
+            currencies,
+        } => render::render(entries, runs, ledger_type, format, &currencies),
+        Command::Small {
+            count,
+            entries,
+            concurrency,
+            workers,
+        } => small::small(count, entries, concurrency, workers).await,
+        Command::Live {
+            ledgers,
+            entries,
+            format,
+            clients,
+            concurrency,
+            workers,
+        } => live::live(ledgers, entries, format, clients, concurrency, workers).await,
+        Command::Logs {
+            requests,
+            concurrency,
+            runs,
+            binary,
+        } => logs::logs(requests, concurrency, runs, binary).await,
+    }
+}
+
+/// Parses a ledger type as the API spells it (`STATEMENT`, `SUMMARY`), any case.
+fn ledger_type(raw: &str) -> Result<LedgerType, String> {
+    LedgerType::parse(&raw.to_ascii_uppercase())
+        .ok_or_else(|| "expected STATEMENT or SUMMARY".into())
+}
+
+/// Parses a format as the API spells it (`PDF`, `CSV`, `XLSX`), any case.
+fn format(raw: &str) -> Result<Format, String> {
+    Format::parse(&raw.to_ascii_uppercase()).ok_or_else(|| "expected PDF, CSV or XLSX".into())
+}

@@ -1,0 +1,44 @@
+//! The `ledger-bench` command line: a small run prints its figures, and a reader that went
+//! away ends it quietly, as with every command of `ledger` (tests/it/cli.rs).
+
+use std::process::Command;
+
+fn render() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledger-bench"));
+    cmd.args([
+        "render",
+        "--entries",
+        "10",
+        "--runs",
+        "1",
+        "--format",
+        "CSV",
+    ])
+    .env("APP_ENV_LOG_LEVEL", "warn");
+    cmd
+}
+
+#[test]
+fn render_prints_its_figures() {
+    let o = render().output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{o:?}");
+    assert!(out.contains("generating 10 entries alone: "), "{out}");
+    assert!(out.contains("run 1: wall="), "{out}");
+    assert!(
+        out.contains("render STATEMENT in CSV, 10 entries, 1 runs: median wall "),
+        "{out}"
+    );
+}
+
+#[test]
+fn ends_quietly_when_its_reader_is_gone() {
+    // `ledger-bench … | head -0`: the read end is closed before the command writes a byte.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = render().stdout(writer).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+}
