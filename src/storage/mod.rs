@@ -274,6 +274,24 @@ impl ObjectStorage for ObjectStoreStorage {
     }
 }
 
+/// Opens the object storage `kind` names.
+pub fn open(kind: &crate::config::StorageKind) -> anyhow::Result<Arc<dyn ObjectStorage>> {
+    use crate::config::StorageKind;
+    use anyhow::Context as _;
+    let storage = match kind {
+        StorageKind::Local(dir) => ObjectStoreStorage::local(dir),
+        StorageKind::S3(settings) => ObjectStoreStorage::s3(settings),
+    };
+    Ok(Arc::new(storage.context("APP_ENV_STORAGE_URL")?))
+}
+
+#[async_trait]
+impl crate::ready::Ready for dyn ObjectStorage {
+    async fn ready(&self) -> Result<(), String> {
+        ObjectStorage::ready(self).await.map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
@@ -356,23 +374,5 @@ pub mod tests {
                 .join("tenant-a/ledgers/m_1/1/v1.csv.enc")
                 .exists()
         );
-    }
-}
-
-/// Opens the object storage `kind` names.
-pub fn open(kind: &crate::config::StorageKind) -> anyhow::Result<Arc<dyn ObjectStorage>> {
-    use crate::config::StorageKind;
-    use anyhow::Context as _;
-    let storage = match kind {
-        StorageKind::Local(dir) => ObjectStoreStorage::local(dir),
-        StorageKind::S3(settings) => ObjectStoreStorage::s3(settings),
-    };
-    Ok(Arc::new(storage.context("APP_ENV_STORAGE_URL")?))
-}
-
-#[async_trait]
-impl crate::ready::Ready for dyn ObjectStorage {
-    async fn ready(&self) -> Result<(), String> {
-        ObjectStorage::ready(self).await.map_err(|e| e.to_string())
     }
 }
