@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use super::*;
 
+/// A map of variables, as `Config::from_vars` takes it.
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 mod parsing {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn defaults_are_the_embedded_deployment() {
@@ -121,13 +122,6 @@ mod parsing {
 mod redis_tls {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn a_private_redis_ca_goes_to_every_rediss_server() {
         let dir = tempfile::tempdir().unwrap();
@@ -186,13 +180,6 @@ mod redis_tls {
 
 mod storage {
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn s3_urls_need_a_shared_key_and_both_credentials() {
@@ -309,17 +296,12 @@ mod storage {
 }
 
 mod table {
-    use std::collections::{BTreeSet, HashMap};
+    use std::collections::BTreeSet;
+
+    use super::vars;
 
     use crate::config::settings::{self, Accepts, Default, Group};
     use crate::config::table::{self, TABLE};
-
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn every_row_is_read_and_nothing_else_is() {
