@@ -1,32 +1,24 @@
-//! The composition root: builds the adapters the configuration names, wires them into the
-//! api and worker roles, and runs until shutdown. The only place that knows which adapter
-//! stands behind which port.
+//! The composition root: opens each port from its settings (`store::open`, `queue::open`,
+//! `storage::open`, `notify::open`, `source::open`), adds the keys and the token verifier,
+//! wires them into the api and worker roles with one readiness check per port, and runs
+//! until shutdown. Which adapter stands behind a port is the port's own `open`'s business.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use async_trait::async_trait;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::health::Check;
 use crate::api::{self, AppState, OpsState};
-use crate::auth::{Authorizer, DevKey, GrantSource, PolicyCacheConfig, Verifier, VerifierOptions};
-use crate::config::{Config, DatabaseKind, QueueKind, StorageKind};
+use crate::auth::{Authorizer, DevKey, PolicyCacheConfig, StoreGrants, Verifier, VerifierOptions};
+use crate::config::{Config, DatabaseKind};
 use crate::crypto::{Keyring, MasterKey};
-use crate::domain::{Grant, Snowflake};
-use crate::notify::redis::RedisBus;
-use crate::notify::{EventBus, InProcessBus, Notifier};
-use crate::queue::Queue;
-use crate::queue::db::DbQueue;
-use crate::queue::kafka::KafkaQueue;
-use crate::source::Source;
-use crate::source::file::FileSource;
-use crate::source::http::{HttpSource, HttpSourceOptions};
-use crate::storage::{ObjectStorage, ObjectStoreStorage};
+use crate::domain::Snowflake;
+use crate::notify::Notifier;
+use crate::storage::ObjectStorage;
 use crate::store::JobStore;
-use crate::store::postgres::PostgresStore;
-use crate::store::sqlite::SqliteStore;
+use crate::store::node_ids::NodeId;
 use crate::worker::{Worker, WorkerSettings};
 
 /// Where the embedded dev signing key lives inside the data dir.
@@ -36,18 +28,7 @@ pub const MASTER_KEY_FILE: &str = "encryption.key";
 
 /// Opens the job store the configuration names.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
-    Ok(match &config.database {
-        DatabaseKind::Sqlite(path) => Arc::new(
-            SqliteStore::open(path)
-                .await
-                .with_context(|| format!("opening the job store at {}", path.display()))?,
-        ),
-        DatabaseKind::Postgres(url) => Arc::new(
-            PostgresStore::connect(url.expose())
-                .await
-                .context("connecting to APP_ENV_DATABASE_URL")?,
-        ),
-    })
+    crate::store::open(&config.database).await
 }
 
 /// Opens the store and applies pending migrations (`ledger migrate`); returns their names.
@@ -81,11 +62,7 @@ pub async fn prepare_store(config: &Config, store: &dyn JobStore) -> anyhow::Res
 
 /// Opens the object storage the configuration names.
 pub fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn ObjectStorage>> {
-    let storage = match &config.storage {
-        StorageKind::Local(dir) => ObjectStoreStorage::local(dir),
-        StorageKind::S3(settings) => ObjectStoreStorage::s3(settings),
-    };
-    Ok(Arc::new(storage.context("APP_ENV_STORAGE_URL")?))
+    crate::storage::open(&config.storage)
 }
 
 /// The master keys: the configured ones, or (embedded default) a key in the data dir.
@@ -152,19 +129,6 @@ async fn verifier(config: &Config, shutdown: &CancellationToken) -> anyhow::Resu
     Verifier::from_jwks(&key.jwks(), opts).context("dev key JWKS")
 }
 
-/// Policy grants read from the job store.
-pub struct StoreGrants(pub Arc<dyn JobStore>);
-
-#[async_trait]
-impl GrantSource for StoreGrants {
-    async fn list_grants(&self) -> Result<Vec<Grant>, String> {
-        self.0.list_grants().await.map_err(|e| e.to_string())
-    }
-    async fn policy_revision(&self) -> Result<crate::domain::PolicyRevision, String> {
-        self.0.policy_revision().await.map_err(|e| e.to_string())
-    }
-}
-
 /// Runs the configured roles on `listener` until `shutdown` fires, then drains.
 pub async fn run(
     config: Config,
@@ -179,51 +143,17 @@ pub async fn run(
     prepare_store(&config, &*store).await?;
     let keyring = keyring(&config)?;
     let storage = open_storage(&config)?;
-    let (queue, consumers): (Arc<dyn Queue>, usize) = match &config.queue {
-        QueueKind::Db => (
-            Arc::new(DbQueue::new(store.clone())),
-            config.worker_concurrency,
-        ),
-        QueueKind::Kafka(settings) => (
-            Arc::new(KafkaQueue::connect(settings.clone(), shutdown.clone()).await?),
-            settings.consumer_count,
-        ),
-    };
-    let bus: Arc<dyn EventBus> = match &config.websocket_redis {
-        None => Arc::new(InProcessBus::default()),
-        Some(server) => Arc::new(
-            RedisBus::start(server, &config.websocket_redis_channel, shutdown.clone())
-                .map_err(|e| anyhow::anyhow!("APP_ENV_WEBSOCKET_REDIS_URL: {e}"))?,
-        ),
-    };
+    let queue = crate::queue::open(&config.queue, store.clone(), shutdown.clone()).await?;
+    let bus = crate::notify::open(&config.events, shutdown.clone())?;
     let notifier = Notifier::new(bus.clone());
-
     let mut checks = vec![
-        check_store(store.clone()),
-        Check::new("queue", {
-            let q = queue.clone();
-            move || {
-                let q = q.clone();
-                async move { q.ready().await.map_err(|e| e.to_string()) }
-            }
-        }),
-        Check::new("storage", {
-            let s = storage.clone();
-            move || {
-                let s = s.clone();
-                async move { s.ready().await.map_err(|e| e.to_string()) }
-            }
-        }),
-        Check::new("events", {
-            let b = bus.clone();
-            move || {
-                let b = b.clone();
-                async move { b.ready().await.map_err(|e| e.to_string()) }
-            }
-        }),
+        Check::new("store", store.clone()),
+        Check::new("queue", queue.clone()),
+        Check::new("storage", storage.clone()),
+        Check::new("events", bus),
     ];
 
-    let node = NodeId::acquire(&config, store.clone(), shutdown.clone()).await?;
+    let node = NodeId::acquire(config.node_id, store.clone(), shutdown.clone()).await?;
     let api_state = if config.roles.api {
         let verifier = Arc::new(verifier(&config, &shutdown).await?);
         let grants = Arc::new(StoreGrants(store.clone()));
@@ -238,13 +168,7 @@ pub async fn run(
             )
             .map_err(|e| anyhow::anyhow!("APP_ENV_REDIS_URL: {e}"))?,
         });
-        checks.push(Check::new("auth", {
-            let v = verifier.clone();
-            move || {
-                let v = v.clone();
-                async move { v.ready().await.map_err(|e| e.to_string()) }
-            }
-        }));
+        checks.push(Check::new("auth", verifier.clone()));
         Some(AppState {
             store: store.clone(),
             queue: queue.clone(),
@@ -268,39 +192,20 @@ pub async fn run(
     };
 
     let worker = if config.roles.worker {
-        let source: Arc<dyn Source> = match &config.source_url {
-            None => Arc::new(FileSource::new(config.source_dir.clone())),
-            Some(url) => Arc::new(
-                HttpSource::new(
-                    url.0.clone(),
-                    config.source_token.clone(),
-                    HttpSourceOptions {
-                        max_pages: config.source_max_pages,
-                        ..HttpSourceOptions::default()
-                    },
-                )
-                .map_err(|e| anyhow::anyhow!("APP_ENV_SOURCE_URL: {e}"))?,
-            ),
-        };
-        checks.push(Check::new("source", {
-            let s = source.clone();
-            move || {
-                let s = s.clone();
-                async move { s.ready().await.map_err(|e| e.to_string()) }
-            }
-        }));
+        let source = crate::source::open(&config.source)?;
+        checks.push(Check::new("source", source.clone()));
         Some(Worker {
             store: store.clone(),
-            queue: queue.clone(),
-            storage: storage.clone(),
+            queue,
+            storage,
             source,
-            notifier: notifier.clone(),
-            keyring: keyring.clone(),
+            notifier,
+            keyring,
             settings: WorkerSettings {
                 job_timeout: config.job_timeout,
                 sweep_interval: config.sweep_interval,
                 max_attempts: config.max_attempts,
-                concurrency: consumers,
+                concurrency: config.worker_consumers(),
                 shutdown_timeout: config.shutdown_timeout,
                 job_deadline: config.job_deadline,
             },
@@ -319,7 +224,7 @@ pub async fn run(
         address = %address,
         api = config.roles.api,
         worker = config.roles.worker,
-        sourceDir = %config.source_dir.display(),
+        sourceDir = %config.source.dir.display(),
         dataDir = %config.data_dir.display(),
         "ledger started"
     );
@@ -344,81 +249,4 @@ pub async fn run(
     served.context("serving HTTP")?;
     tracing::info!("ledger stopped");
     Ok(())
-}
-
-/// How long a leased node id stays ours without renewal.
-const NODE_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The Snowflake node id of this process: configured, or leased from the store so replicas
-/// never share one. A lease is renewed in the background and given back on shutdown.
-struct NodeId {
-    id: u16,
-    lease: Option<(Arc<dyn JobStore>, String)>,
-}
-
-impl NodeId {
-    async fn acquire(
-        config: &Config,
-        store: Arc<dyn JobStore>,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Self> {
-        if let Some(id) = config.node_id {
-            return Ok(Self { id, lease: None });
-        }
-        let holder = uuid::Uuid::new_v4().to_string();
-        let until = |now: chrono::DateTime<chrono::Utc>| {
-            now + chrono::Duration::from_std(NODE_LEASE).unwrap_or_default()
-        };
-        let now = chrono::Utc::now();
-        let id = store
-            .lease_node_id(&holder, now, until(now))
-            .await?
-            .context("all 1024 Snowflake node ids are leased; set APP_ENV_NODE_ID")?;
-        tracing::info!(nodeId = id, "leased a Snowflake node id");
-        let renewing = (store.clone(), holder.clone());
-        tokio::spawn(async move {
-            let (store, holder) = renewing;
-            let mut tick = tokio::time::interval(NODE_LEASE / 3);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                match store
-                    .renew_node_id(id, &holder, until(chrono::Utc::now()))
-                    .await
-                {
-                    Ok(true) => {}
-                    // Ids stay unique anyway (a duplicate insert is retried with a fresh id),
-                    // but an operator should know the lease was lost.
-                    Ok(false) => {
-                        tracing::error!(nodeId = id, "the Snowflake node id lease was lost")
-                    }
-                    Err(e) => {
-                        tracing::warn!(nodeId = id, error = %e, "renewing the node id lease failed")
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            id,
-            lease: Some((store, holder)),
-        })
-    }
-
-    async fn release(&self) {
-        if let Some((store, holder)) = &self.lease
-            && let Err(e) = store.release_node_id(self.id, holder).await
-        {
-            tracing::warn!(nodeId = self.id, error = %e, "releasing the node id failed; it expires");
-        }
-    }
-}
-
-fn check_store(store: Arc<dyn JobStore>) -> Check {
-    Check::new("store", move || {
-        let store = store.clone();
-        async move { store.ping().await.map_err(|e| e.to_string()) }
-    })
 }

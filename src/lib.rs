@@ -12,6 +12,7 @@ pub mod domain;
 pub mod notify;
 pub mod output;
 pub mod queue;
+pub mod ready;
 pub mod render;
 pub mod source;
 pub mod storage;

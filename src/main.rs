@@ -22,51 +22,17 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// How `serve` and `migrate` are configured. `tests/it/cli.rs` checks that it names every
-/// setting of `ledger::config::SETTINGS`.
-const CONFIGURATION_HELP: &str = "\
-Configuration comes from APP_ENV_* environment variables, read once at start-up; a bad or
-unknown one exits with status 2, listing every problem (values of secrets are never printed).
-Each setting's default and meaning: docs/configuration.md. Unset, the service runs on its
-embedded defaults (SQLite, local files, in-database queue, local dev key).
-
-  process     APP_ENV_APPLICATION_ROLES (api,worker), APP_ENV_HOST, APP_ENV_PORT (3000),
-              APP_ENV_NODE_ID, APP_ENV_DATA_DIR (./data), APP_ENV_SHUTDOWN_TIMEOUT_MS,
-              APP_ENV_LOG_FORMAT (logfmt|json), APP_ENV_LOG_LEVEL; RUN_MODE=migrate
-  job store   APP_ENV_DATABASE_URL (postgres://…; SQLite in the data dir when unset)
-  queue       APP_ENV_QUEUE (db|kafka), APP_ENV_KAFKA_BROKERS, APP_ENV_KAFKA_TOPIC,
-              APP_ENV_KAFKA_GROUP_ID, APP_ENV_KAFKA_PARTITIONS, APP_ENV_KAFKA_CONSUMER_COUNT,
-              APP_ENV_KAFKA_SECURITY_PROTOCOL, APP_ENV_KAFKA_SASL_MECHANISM,
-              APP_ENV_KAFKA_SASL_USERNAME, APP_ENV_KAFKA_SASL_PASSWORD
-  storage     APP_ENV_STORAGE_URL (file://…|s3://bucket/prefix), APP_ENV_S3_ENDPOINT,
-              APP_ENV_S3_REGION, APP_ENV_S3_ACCESS_KEY_ID, APP_ENV_S3_SECRET_ACCESS_KEY
-  encryption  APP_ENV_LEDGER_ENCRYPTION_KEY, APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD
-  source      APP_ENV_SOURCE_DIR (examples/source), APP_ENV_SOURCE_URL, APP_ENV_SOURCE_TOKEN,
-              APP_ENV_SOURCE_MAX_PAGES (100000)
-  auth        APP_ENV_AUTH_JWKS_URL, APP_ENV_AUTH_JWKS_MAX_AGE_SECS (3600),
-              APP_ENV_AUTH_JWKS_FILE, APP_ENV_AUTH_ISSUER,
-              APP_ENV_AUTH_AUDIENCE, APP_ENV_AUTH_LEEWAY_SECS (30), APP_ENV_REDIS_URL,
-              APP_ENV_POLICY_CACHE_TTL_MS
-  worker      APP_ENV_WORKER_CONCURRENCY, APP_ENV_JOB_TIMEOUT_MS, APP_ENV_JOB_DEADLINE_MS
-              (30 min), APP_ENV_SWEEP_INTERVAL_MS,
-              APP_ENV_MAX_ATTEMPTS
-  live events APP_ENV_WEBSOCKET_REDIS_URL, APP_ENV_WEBSOCKET_REDIS_CHANNEL,
-              APP_ENV_WS_PING_INTERVAL_MS, APP_ENV_WS_REPLAY_MAX_AGE_MS (24 h),
-              APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT (100)
-  TLS         postgres://…?sslmode=verify-full&sslrootcert=ca.pem, rediss://… with
-              APP_ENV_REDIS_TLS_CA_FILE for a private CA (system roots when unset)";
-
 #[derive(Subcommand)]
 enum Command {
     /// Run the configured roles (the default).
-    #[command(after_long_help = CONFIGURATION_HELP)]
+    #[command(after_long_help = ledger::config::help())]
     Serve,
     /// Apply database migrations and exit.
     #[command(
         long_about = "Apply the job store's pending migrations and exit, starting no role \
                       (the same as RUN_MODE=migrate). `serve` refuses a database with pending \
                       migrations and names them; the embedded SQLite file migrates itself.",
-        after_long_help = CONFIGURATION_HELP
+        after_long_help = ledger::config::help()
     )]
     Migrate,
     /// Print a token signed with the local dev key.

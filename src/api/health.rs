@@ -16,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::OpsState;
+use crate::ready::Ready;
 
 type CheckFn =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
@@ -29,15 +30,14 @@ pub struct Check {
 }
 
 impl Check {
-    /// A check named `name` running `f`.
-    pub fn new<F, Fut>(name: &'static str, f: F) -> Self
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
-    {
+    /// A check named `name` asking `backend` whether it is ready.
+    pub fn new<R: Ready + ?Sized + 'static>(name: &'static str, backend: Arc<R>) -> Self {
         Self {
             name,
-            run: Arc::new(move || Box::pin(f())),
+            run: Arc::new(move || {
+                let backend = backend.clone();
+                Box::pin(async move { backend.ready().await })
+            }),
         }
     }
 }

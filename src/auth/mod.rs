@@ -10,6 +10,7 @@ pub mod devkey;
 pub mod jwt;
 pub mod policy;
 mod policy_cache;
+mod store_grants;
 
 pub use devkey::DevKey;
 pub use jwt::{Claims, Verifier, VerifierOptions};
@@ -17,8 +18,17 @@ pub use policy::{
     ALL_MERCHANTS, Authorizer, GrantSource, MerchantScope, Permission, PolicyCacheConfig, ROLES,
     publish_policy_change, publish_policy_change_with, validate_grant,
 };
+pub use store_grants::StoreGrants;
 
 use crate::domain::MerchantId;
+
+#[async_trait::async_trait]
+impl crate::ready::Ready for Verifier {
+    /// Ready while the keys are fresh enough to verify tokens.
+    async fn ready(&self) -> Result<(), String> {
+        Verifier::ready(self).await.map_err(|e| e.to_string())
+    }
+}
 
 /// Why a request could not be authenticated, or a key, policy or grant could not be used.
 ///

@@ -113,6 +113,27 @@ impl Notifier {
     }
 }
 
+/// Opens the event bus `events` names: Redis pub/sub, or this process alone when unset.
+pub fn open(
+    events: &crate::config::EventSettings,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<std::sync::Arc<dyn EventBus>> {
+    Ok(match &events.redis {
+        None => std::sync::Arc::new(InProcessBus::default()),
+        Some(server) => std::sync::Arc::new(
+            redis::RedisBus::start(server, &events.channel, shutdown)
+                .map_err(|e| anyhow::anyhow!("APP_ENV_WEBSOCKET_REDIS_URL: {e}"))?,
+        ),
+    })
+}
+
+#[async_trait]
+impl crate::ready::Ready for dyn EventBus {
+    async fn ready(&self) -> Result<(), String> {
+        EventBus::ready(self).await.map_err(|e| e.to_string())
+    }
+}
+
 /// The event bus contract, written against the trait; every adapter runs it.
 #[cfg(test)]
 pub mod contract {

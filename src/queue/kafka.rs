@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{Consumer, Delivery, JobMessage, Position, Queue, QueueError};
-use crate::config::Secret;
 use crate::domain::LedgerId;
 
 /// How long a publish may wait for the broker before the create answers 503.
@@ -27,28 +26,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(10);
 
-/// Connection settings (from `APP_ENV_KAFKA_*`).
-#[derive(Debug, Clone)]
-pub struct KafkaSettings {
-    /// `host:port,…`.
-    pub brokers: String,
-    /// Topic of generation jobs.
-    pub topic: String,
-    /// Consumer group of the workers.
-    pub group_id: String,
-    /// Consumers per worker process.
-    pub consumer_count: usize,
-    /// Partitions of the topic when this service creates it.
-    pub partitions: i32,
-    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub security_protocol: Option<String>,
-    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`.
-    pub sasl_mechanism: Option<String>,
-    /// SASL user.
-    pub sasl_username: Option<String>,
-    /// SASL password.
-    pub sasl_password: Option<Secret>,
-}
+pub use crate::config::KafkaSettings;
 
 impl KafkaSettings {
     fn client_config(&self) -> ClientConfig {

@@ -73,3 +73,25 @@ pub trait Consumer: Send {
     /// Leaves the queue on shutdown, so its share of the work moves to others at once.
     async fn close(&mut self) {}
 }
+
+/// Opens the queue `kind` names: the job table of `store`, or Kafka.
+pub async fn open(
+    kind: &crate::config::QueueKind,
+    store: std::sync::Arc<dyn crate::store::JobStore>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<std::sync::Arc<dyn Queue>> {
+    use crate::config::QueueKind;
+    Ok(match kind {
+        QueueKind::Db => std::sync::Arc::new(db::DbQueue::new(store)),
+        QueueKind::Kafka(settings) => {
+            std::sync::Arc::new(kafka::KafkaQueue::connect(settings.clone(), shutdown).await?)
+        }
+    })
+}
+
+#[async_trait]
+impl crate::ready::Ready for dyn Queue {
+    async fn ready(&self) -> Result<(), String> {
+        Queue::ready(self).await.map_err(|e| e.to_string())
+    }
+}

@@ -64,3 +64,31 @@ pub trait Source: Send + Sync {
     /// Answers when the backend answers.
     async fn ready(&self) -> Result<(), SourceError>;
 }
+
+/// Opens the source `settings` name: the upstream HTTP API when a URL is set, else the
+/// directory of files.
+pub fn open(
+    settings: &crate::config::SourceSettings,
+) -> anyhow::Result<std::sync::Arc<dyn Source>> {
+    Ok(match &settings.url {
+        None => std::sync::Arc::new(file::FileSource::new(settings.dir.clone())),
+        Some(url) => std::sync::Arc::new(
+            http::HttpSource::new(
+                url.0.clone(),
+                settings.token.clone(),
+                http::HttpSourceOptions {
+                    max_pages: settings.max_pages,
+                    ..http::HttpSourceOptions::default()
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("APP_ENV_SOURCE_URL: {e}"))?,
+        ),
+    })
+}
+
+#[async_trait]
+impl crate::ready::Ready for dyn Source {
+    async fn ready(&self) -> Result<(), String> {
+        Source::ready(self).await.map_err(|e| e.to_string())
+    }
+}

@@ -75,22 +75,7 @@ pub trait ObjectStorage: Send + Sync {
     async fn ready(&self) -> Result<(), StorageError>;
 }
 
-/// Where an S3 storage lives (from `APP_ENV_STORAGE_URL=s3://bucket/prefix` and `APP_ENV_S3_*`).
-#[derive(Debug, Clone)]
-pub struct S3Settings {
-    /// Bucket name.
-    pub bucket: String,
-    /// Key prefix inside the bucket (may be empty).
-    pub prefix: String,
-    /// Endpoint of an S3-compatible server; `None` for AWS.
-    pub endpoint: Option<String>,
-    /// Region (`us-east-1` by default).
-    pub region: String,
-    /// Access key id; with the secret, static credentials.
-    pub access_key_id: Option<String>,
-    /// Secret access key.
-    pub secret_access_key: Option<crate::config::Secret>,
-}
+pub use crate::config::S3Settings;
 
 /// Part size of multipart uploads to S3: its minimum is 5 MiB.
 const S3_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -286,6 +271,24 @@ impl ObjectStorage for ObjectStoreStorage {
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
         self.store.list_with_delimiter(prefix.as_ref()).await?;
         Ok(())
+    }
+}
+
+/// Opens the object storage `kind` names.
+pub fn open(kind: &crate::config::StorageKind) -> anyhow::Result<Arc<dyn ObjectStorage>> {
+    use crate::config::StorageKind;
+    use anyhow::Context as _;
+    let storage = match kind {
+        StorageKind::Local(dir) => ObjectStoreStorage::local(dir),
+        StorageKind::S3(settings) => ObjectStoreStorage::s3(settings),
+    };
+    Ok(Arc::new(storage.context("APP_ENV_STORAGE_URL")?))
+}
+
+#[async_trait]
+impl crate::ready::Ready for dyn ObjectStorage {
+    async fn ready(&self) -> Result<(), String> {
+        ObjectStorage::ready(self).await.map_err(|e| e.to_string())
     }
 }
 

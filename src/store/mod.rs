@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 pub mod contract;
+pub mod node_ids;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -333,4 +334,31 @@ pub trait JobStore: Send + Sync {
     /// invalidation across processes; random, so it also tells databases apart) — and the
     /// digest of the grant set in force at it, which a cached copy must match to be used.
     async fn policy_revision(&self) -> Result<PolicyRevision, StoreError>;
+}
+
+/// Opens the job store `database` names (it may still need migrating).
+pub async fn open(
+    database: &crate::config::DatabaseKind,
+) -> anyhow::Result<std::sync::Arc<dyn JobStore>> {
+    use crate::config::DatabaseKind;
+    use anyhow::Context as _;
+    Ok(match database {
+        DatabaseKind::Sqlite(path) => std::sync::Arc::new(
+            sqlite::SqliteStore::open(path)
+                .await
+                .with_context(|| format!("opening the job store at {}", path.display()))?,
+        ),
+        DatabaseKind::Postgres(url) => std::sync::Arc::new(
+            postgres::PostgresStore::connect(url.expose())
+                .await
+                .context("connecting to APP_ENV_DATABASE_URL")?,
+        ),
+    })
+}
+
+#[async_trait]
+impl crate::ready::Ready for dyn JobStore {
+    async fn ready(&self) -> Result<(), String> {
+        self.ping().await.map_err(|e| e.to_string())
+    }
 }
