@@ -241,7 +241,7 @@ impl<W: Write + Send> XlsxStatement<W> {
         c.row += 1;
         c.balance = balance;
         c.wide |= wide;
-        add(&mut c.totals, entry.amount);
+        c.totals.add(entry.amount);
         self.entry_count += 1;
         let w = &mut c.widths;
         w.id = w.id.max(id.len());
@@ -330,16 +330,6 @@ fn statement_sheet(
     }
     sheet.set_freeze_panes(1, 0)?;
     Ok(sheet)
-}
-
-fn add(t: &mut CurrencyTotals, amount: i64) {
-    t.count += 1;
-    if amount >= 0 {
-        t.credits += i128::from(amount);
-    } else {
-        t.debits += i128::from(amount);
-    }
-    t.closing += i128::from(amount);
 }
 
 impl CurrencySheets {
