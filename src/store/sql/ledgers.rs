@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Arg, Args, Dialect, SqlStore, Taken, args, fetch_ledger, select_ledgers};
-use crate::domain::{Action, Ledger, LedgerId, MerchantId, Status, StatusEvent, TimelineItem};
+use crate::domain::{Ledger, LedgerId, MerchantId, Status, StatusEvent, TimelineItem};
 use crate::store::rows::{EventRow, FileRow, IdempotencyRow, LedgerRow, StatusEventRow};
 use crate::store::{
     Expected, IdempotencyRecord, InsertOutcome, ListQuery, NewLedger, StoreError, StoredFile,
@@ -266,27 +266,21 @@ impl<D: Dialect> SqlStore<D> {
         change: UserChange,
         now: DateTime<Utc>,
     ) -> Result<Option<Ledger>, StoreError> {
-        let (action, set) = match change {
+        let set = match change {
             // A user's action starts the stall count afresh: the sweep judges this run only.
-            UserChange::Retry => (
-                Action::Retry,
+            UserChange::Retry => {
                 "status = $6, lease_until = NULL, stall_count = 0, enqueued_at = $1, \
-                 updated_at = $1",
-            ),
-            UserChange::Regenerate => (
-                Action::Regenerate,
+                 updated_at = $1"
+            }
+            UserChange::Regenerate => {
                 "status = $6, version = version + 1, lease_until = NULL, stall_count = 0, \
-                 enqueued_at = $1, updated_at = $1",
-            ),
-            UserChange::Delete => (
-                Action::Delete,
-                "status = $6, deleted_at = $1, updated_at = $1",
-            ),
+                 enqueued_at = $1, updated_at = $1"
+            }
+            UserChange::Delete => "deleted_at = $1, updated_at = $1",
         };
-        // Refused: the caller judged a state the row is not in; nothing changes.
-        let Ok(to) = expected.status.apply(action, expected.stage) else {
-            return Ok(None);
-        };
+        // Retry and regenerate put the job back in the queue; a delete keeps the status (and
+        // leaves $6 unused).
+        let requeued = Status::Pending;
         self.update_one(
             set,
             "id = $2 AND status = $3 AND stage = $4 AND version = $5 AND deleted_at IS NULL",
@@ -296,7 +290,7 @@ impl<D: Dialect> SqlStore<D> {
                 expected.status.as_str(),
                 expected.stage.as_str(),
                 i64::from(expected.version),
-                to.as_str(),
+                requeued.as_str(),
             ],
         )
         .await
