@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, Pool, Postgres};
 
 use super::StoreError;
-use super::sql::{Args, Changed, Decoded, Dialect, SqlStore, Taken};
+use super::sql::{Changed, Dialect, SqlStore, Taken};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -143,20 +143,6 @@ impl Dialect for PgDialect {
             },
             _ => None,
         }
-    }
-
-    async fn execute(conn: &mut PgConnection, sql: &str, args: Args) -> Result<u64, sqlx::Error> {
-        Ok(super::sql::execute::<Postgres>(conn, sql, args)
-            .await?
-            .rows_affected())
-    }
-
-    async fn fetch_all<T: Decoded>(
-        conn: &mut PgConnection,
-        sql: &str,
-        args: Args,
-    ) -> Result<Vec<T>, sqlx::Error> {
-        super::sql::fetch_all::<Postgres, T>(conn, sql, args).await
     }
 }
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Pool, Sqlite, SqliteConnection};
+use sqlx::{Pool, Sqlite};
 
 use super::StoreError;
-use super::sql::{Args, Changed, Decoded, Dialect, SqlStore, Taken};
+use super::sql::{Changed, Dialect, SqlStore, Taken};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -97,24 +97,6 @@ impl Dialect for SqliteDialect {
         } else {
             None
         }
-    }
-
-    async fn execute(
-        conn: &mut SqliteConnection,
-        sql: &str,
-        args: Args,
-    ) -> Result<u64, sqlx::Error> {
-        Ok(super::sql::execute::<Sqlite>(conn, sql, args)
-            .await?
-            .rows_affected())
-    }
-
-    async fn fetch_all<T: Decoded>(
-        conn: &mut SqliteConnection,
-        sql: &str,
-        args: Args,
-    ) -> Result<Vec<T>, sqlx::Error> {
-        super::sql::fetch_all::<Sqlite, T>(conn, sql, args).await
     }
 }
 

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use super::{Conn, Dialect, SqlStore, args};
+use super::{Conn, Dialect, Driver, SqlStore, args};
 use crate::domain::{Grant, PolicyRevision, grant_digest};
 use crate::store::StoreError;
 
@@ -30,7 +30,7 @@ fn grant_of((subject, role, domain): GrantRow) -> Grant {
 
 /// Every grant, read on `conn` (inside the transaction that changes them).
 async fn grants_in<D: Dialect>(conn: &mut Conn<D>) -> Result<Vec<Grant>, StoreError> {
-    let rows: Vec<GrantRow> = D::fetch_all(
+    let rows: Vec<GrantRow> = D::Db::fetch_all(
         conn,
         "SELECT subject, role, domain FROM policy_grants",
         args![],
@@ -41,7 +41,7 @@ async fn grants_in<D: Dialect>(conn: &mut Conn<D>) -> Result<Vec<Grant>, StoreEr
 
 /// Takes the policy row's lock for the rest of the transaction; returns the revision.
 async fn lock_revision<D: Dialect>(conn: &mut Conn<D>) -> Result<i64, StoreError> {
-    let rows: Vec<(i64,)> = D::fetch_all(conn, D::LOCK_POLICY, args![]).await?;
+    let rows: Vec<(i64,)> = D::Db::fetch_all(conn, D::LOCK_POLICY, args![]).await?;
     rows.into_iter()
         .next()
         .map(|(revision,)| revision)
@@ -56,7 +56,7 @@ async fn bump_revision<D: Dialect>(conn: &mut Conn<D>) -> Result<(), StoreError>
         "UPDATE policy_revision SET revision = {}, digest = $1 WHERE id = 1",
         D::RANDOM_REVISION
     );
-    D::execute(conn, &sql, args![digest]).await?;
+    D::Db::execute(conn, &sql, args![digest]).await?;
     Ok(())
 }
 
@@ -101,7 +101,7 @@ impl<D: Dialect> SqlStore<D> {
                 ],
             ),
         };
-        let changed = D::execute(&mut tx, sql, binds).await? == 1;
+        let changed = D::Db::execute(&mut tx, sql, binds).await? == 1;
         if changed {
             bump_revision::<D>(&mut tx).await?;
         }
@@ -124,7 +124,7 @@ impl<D: Dialect> SqlStore<D> {
         let mut tx = self.pool.begin().await?;
         let revision = lock_revision::<D>(&mut tx).await?;
         let digest = grant_digest(&grants_in::<D>(&mut tx).await?);
-        D::execute(
+        D::Db::execute(
             &mut tx,
             "UPDATE policy_revision SET digest = $1 WHERE id = 1",
             args![digest.as_str()],

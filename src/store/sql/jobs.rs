@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Dialect, SqlStore, args, fetch_ledger, transition};
+use super::{Dialect, Driver, SqlStore, args, fetch_ledger, transition};
 use crate::domain::{Action, FailureReason, Ledger, LedgerId, Stage, Timezone};
 use crate::store::{CompletedFile, StoreError, SweepOutcome};
 
@@ -110,7 +110,7 @@ impl<D: Dialect> SqlStore<D> {
         // PostgreSQL it reads without locking, and the conditional UPDATE below takes the
         // row lock and re-checks the attempt, so a lost lease still rolls the file back.
         // No ON CONFLICT: a version's file is never rewritten, a second one is an error.
-        let inserted = D::execute(
+        let inserted = D::Db::execute(
             &mut tx,
             &format!(
                 "INSERT INTO ledger_files (ledger_id, version, content_type, size_bytes, \
@@ -136,7 +136,7 @@ impl<D: Dialect> SqlStore<D> {
             tx.rollback().await?;
             return Ok(None);
         }
-        let updated = D::execute(
+        let updated = D::Db::execute(
             &mut tx,
             &format!(
                 "UPDATE ledgers SET {}, stage = $1, timezone = $2, lease_until = NULL, \

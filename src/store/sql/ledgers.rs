@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Arg, Args, Dialect, SqlStore, Taken, args, fetch_ledger, select_ledgers};
+use super::{Arg, Args, Dialect, Driver, SqlStore, Taken, args, fetch_ledger, select_ledgers};
 use crate::domain::{Ledger, LedgerId, MerchantId, Status, StatusEvent, TimelineItem};
 use crate::store::rows::{EventRow, FileRow, IdempotencyRow, LedgerRow, StatusEventRow};
 use crate::store::{
@@ -67,7 +67,7 @@ impl<D: Dialect> SqlStore<D> {
         ]);
         let mut tx = self.pool.begin().await?;
         // The ledger row first: in SQLite the transaction takes the write lock with it.
-        let inserted = D::execute(
+        let inserted = D::Db::execute(
             &mut tx,
             "INSERT INTO ledgers (merchant_id, type, period, requested_timezone, format, id, \
              stage, status, version, attempt_count, created_by, created_at, updated_at, \
@@ -109,7 +109,7 @@ impl<D: Dialect> SqlStore<D> {
             // An upsert that only replaces an expired key, instead of an error, keeps the
             // transaction usable; a concurrent insert of the same key is waited for, so the
             // loser sees the winner's record.
-            let stored = D::execute(
+            let stored = D::Db::execute(
                 &mut tx,
                 "INSERT INTO idempotency_keys (subject, key, request_hash, ledger_id, \
                  status_code, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \

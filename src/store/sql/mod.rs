@@ -14,11 +14,12 @@ mod transition;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Arguments, Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Arguments, Database, Encode, FromRow, Pool, Type};
 
 use super::rows::LedgerRow;
 use super::{
@@ -119,12 +120,11 @@ pub enum Taken {
 /// A connection of engine `D`, pooled or inside a transaction.
 pub type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
 
-/// What differs between the SQL engines. The two primitives run a statement on one
-/// connection; the implementations are concrete, so [`SqlStore`] needs no sqlx bounds.
+/// What differs between the SQL engines.
 #[async_trait]
 pub trait Dialect: Send + Sync + 'static {
     /// The sqlx driver.
-    type Db: Database;
+    type Db: Driver;
     /// How updates return the changed ledgers.
     const CHANGED: Changed;
     /// One boolean column: is the `_sqlx_migrations` table there (in the search path)?
@@ -145,14 +145,6 @@ pub trait Dialect: Send + Sync + 'static {
     fn json_texts(param: &str) -> String;
     /// The uniqueness rule of `ledgers` that `e` broke, if it is a unique violation.
     fn taken(e: &sqlx::Error) -> Option<Taken>;
-    /// Runs `sql`; returns the number of rows affected.
-    async fn execute(conn: &mut Conn<Self>, sql: &str, args: Args) -> Result<u64, sqlx::Error>;
-    /// Runs `sql` and decodes every row.
-    async fn fetch_all<T: Decoded>(
-        conn: &mut Conn<Self>,
-        sql: &str,
-        args: Args,
-    ) -> Result<Vec<T>, sqlx::Error>;
 }
 
 /// An engine whose arguments take every [`Arg`] (both sqlx drivers do).
@@ -182,36 +174,55 @@ where
     }
 }
 
-/// Runs `sql` on `conn` (the dialects' [`Dialect::execute`]).
-pub(super) async fn execute<DB>(
-    conn: &mut DB::Connection,
-    sql: &str,
-    args: Args,
-) -> Result<DB::QueryResult, sqlx::Error>
-where
-    DB: BindArgs,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-{
-    let arguments = DB::arguments(args).map_err(sqlx::Error::Encode)?;
-    sqlx::query_with(sql, arguments).execute(conn).await
+/// The two statement primitives on one connection of an sqlx driver. Implemented for both
+/// drivers by [`driver!`], where the types are concrete, so [`SqlStore`] needs no sqlx bounds.
+pub trait Driver: Database {
+    /// Runs `sql`; returns the number of rows affected.
+    fn execute<'a>(
+        conn: &'a mut Self::Connection,
+        sql: &'a str,
+        args: Args,
+    ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+    /// Runs `sql` and decodes every row.
+    fn fetch_all<'a, T: Decoded>(
+        conn: &'a mut Self::Connection,
+        sql: &'a str,
+        args: Args,
+    ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>>;
 }
 
-/// Runs `sql` on `conn` and decodes the rows (the dialects' [`Dialect::fetch_all`]).
-pub(super) async fn fetch_all<DB, T>(
-    conn: &mut DB::Connection,
-    sql: &str,
-    args: Args,
-) -> Result<Vec<T>, sqlx::Error>
-where
-    DB: BindArgs,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    T: for<'r> FromRow<'r, DB::Row> + Send + Unpin,
-{
-    let arguments = DB::arguments(args).map_err(sqlx::Error::Encode)?;
-    sqlx::query_as_with(sql, arguments).fetch_all(conn).await
+/// Implements [`Driver`] for the sqlx driver `$db`.
+macro_rules! driver {
+    ($db:ty) => {
+        impl Driver for $db {
+            fn execute<'a>(
+                conn: &'a mut Self::Connection,
+                sql: &'a str,
+                args: Args,
+            ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+                Box::pin(async move {
+                    let arguments = Self::arguments(args).map_err(sqlx::Error::Encode)?;
+                    let done = sqlx::query_with(sql, arguments).execute(conn).await?;
+                    Ok(done.rows_affected())
+                })
+            }
+
+            fn fetch_all<'a, T: Decoded>(
+                conn: &'a mut Self::Connection,
+                sql: &'a str,
+                args: Args,
+            ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>> {
+                Box::pin(async move {
+                    let arguments = Self::arguments(args).map_err(sqlx::Error::Encode)?;
+                    sqlx::query_as_with(sql, arguments).fetch_all(conn).await
+                })
+            }
+        }
+    };
 }
+
+driver!(sqlx::Postgres);
+driver!(sqlx::Sqlite);
 
 /// The job store on an SQL engine. `PostgresStore` and `SqliteStore` are its two instances.
 pub struct SqlStore<D: Dialect> {
@@ -231,12 +242,12 @@ impl<D: Dialect> SqlStore<D> {
 
     /// Runs `sql` on a pooled connection; rows affected.
     async fn execute(&self, sql: &str, args: Args) -> Result<u64, StoreError> {
-        Ok(D::execute(&mut *self.conn().await?, sql, args).await?)
+        Ok(D::Db::execute(&mut *self.conn().await?, sql, args).await?)
     }
 
     /// Runs `sql` on a pooled connection and decodes every row.
     async fn fetch_all<T: Decoded>(&self, sql: &str, args: Args) -> Result<Vec<T>, StoreError> {
-        Ok(D::fetch_all(&mut *self.conn().await?, sql, args).await?)
+        Ok(D::Db::fetch_all(&mut *self.conn().await?, sql, args).await?)
     }
 
     /// The first row of `sql`, if any.
@@ -279,7 +290,7 @@ async fn fetch_ledger<D: Dialect>(
     id: i64,
 ) -> Result<Option<Ledger>, StoreError> {
     let sql = format!("{} WHERE l.id = $1", select_ledgers("ledgers"));
-    let rows: Vec<LedgerRow> = D::fetch_all(conn, &sql, args![id]).await?;
+    let rows: Vec<LedgerRow> = D::Db::fetch_all(conn, &sql, args![id]).await?;
     rows.into_iter().next().map(Ledger::try_from).transpose()
 }
 
@@ -312,12 +323,12 @@ impl<D: Dialect> SqlStore<D> {
                     )
                 };
                 let sql = format!("{update} {} ORDER BY l.id", select_ledgers("changed"));
-                let rows: Vec<LedgerRow> = D::fetch_all(&mut *conn, &sql, args).await?;
+                let rows: Vec<LedgerRow> = D::Db::fetch_all(&mut *conn, &sql, args).await?;
                 rows.into_iter().map(Ledger::try_from).collect()
             }
             Changed::ReRead => {
                 let sql = format!("UPDATE ledgers SET {set} WHERE {filter} RETURNING id");
-                let mut ids: Vec<(i64,)> = D::fetch_all(&mut *conn, &sql, args).await?;
+                let mut ids: Vec<(i64,)> = D::Db::fetch_all(&mut *conn, &sql, args).await?;
                 ids.sort_unstable();
                 let mut out = Vec::with_capacity(ids.len());
                 for (id,) in ids {
