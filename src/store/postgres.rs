@@ -8,9 +8,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, Executor, PgConnection, Pool, Postgres};
+use sqlx::{Connection, Executor, PgConnection, Postgres};
 
 use super::StoreError;
 use super::sql::{Changed, Dialect, SqlStore, Taken};
@@ -123,10 +123,6 @@ impl Dialect for PgDialect {
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
-    }
-
-    async fn migrate(pool: &Pool<Postgres>) -> Result<(), MigrateError> {
-        MIGRATOR.run(pool).await
     }
 
     fn json_texts(param: &str) -> String {

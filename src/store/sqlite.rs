@@ -9,9 +9,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::Sqlite;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Pool, Sqlite};
 
 use super::StoreError;
 use super::sql::{Changed, Dialect, SqlStore, Taken};
@@ -79,10 +79,6 @@ impl Dialect for SqliteDialect {
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
-    }
-
-    async fn migrate(pool: &Pool<Sqlite>) -> Result<(), MigrateError> {
-        MIGRATOR.run(pool).await
     }
 
     fn json_texts(param: &str) -> String {

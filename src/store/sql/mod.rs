@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use sqlx::error::BoxDynError;
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Arguments, Database, Encode, FromRow, Pool, Type};
@@ -138,8 +138,6 @@ pub trait Dialect: Send + Sync + 'static {
 
     /// This engine's migrations (`migrations/<engine>`).
     fn migrator() -> &'static Migrator;
-    /// Applies the pending migrations on `pool`.
-    async fn migrate(pool: &Pool<Self::Db>) -> Result<(), sqlx::migrate::MigrateError>;
     /// A subquery listing the texts of the JSON array bound at `param` (a list of any size
     /// is one parameter).
     fn json_texts(param: &str) -> String;
@@ -189,6 +187,11 @@ pub trait Driver: Database {
         sql: &'a str,
         args: Args,
     ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>>;
+    /// Applies the migrations of `migrator` not applied on `pool` yet.
+    fn migrate<'a>(
+        pool: &'a Pool<Self>,
+        migrator: &'static Migrator,
+    ) -> BoxFuture<'a, Result<(), MigrateError>>;
 }
 
 /// Implements [`Driver`] for the sqlx driver `$db`.
@@ -216,6 +219,13 @@ macro_rules! driver {
                     let arguments = Self::arguments(args).map_err(sqlx::Error::Encode)?;
                     sqlx::query_as_with(sql, arguments).fetch_all(conn).await
                 })
+            }
+
+            fn migrate<'a>(
+                pool: &'a Pool<Self>,
+                migrator: &'static Migrator,
+            ) -> BoxFuture<'a, Result<(), MigrateError>> {
+                Box::pin(migrator.run(pool))
             }
         }
     };
@@ -361,7 +371,7 @@ impl<D: Dialect> SqlStore<D> {
 #[async_trait]
 impl<D: Dialect> JobStore for SqlStore<D> {
     async fn migrate(&self) -> Result<(), StoreError> {
-        D::migrate(&self.pool).await?;
+        D::Db::migrate(&self.pool, D::migrator()).await?;
         Ok(())
     }
 
