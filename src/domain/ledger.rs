@@ -133,6 +133,44 @@ pub enum Action {
     Requeue,
     /// The sweep gives up on a job that stalled too often.
     Abandon,
+    /// A worker shutting down gives its job back.
+    Release,
+    /// A worker extends its lease or records a phase: only while it holds the job.
+    Renew,
+    /// The sweep re-enqueues a job nobody claimed in time.
+    Redeliver,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: &'static [Action] = &[
+        A::Claim,
+        A::Complete,
+        A::Fail,
+        A::EnqueueFailed,
+        A::Retry,
+        A::Regenerate,
+        A::Delete,
+        A::Requeue,
+        A::Abandon,
+        A::Release,
+        A::Renew,
+        A::Redeliver,
+    ];
+
+    /// The `(from, to)` status changes `self` makes at every stage, in status order, as
+    /// [`Status::apply`] decides them: what a set-based update may test without reading the
+    /// stage (the job store's conditional updates are built from this).
+    pub fn transitions(self) -> Vec<(Status, Status)> {
+        Status::ALL
+            .iter()
+            .filter_map(|&from| {
+                let mut to = Stage::ALL.iter().map(|&stage| from.apply(self, stage).ok());
+                let first = to.next().flatten()?;
+                to.all(|t| t == Some(first)).then_some((from, first))
+            })
+            .collect()
+    }
 }
 
 /// A refused transition, with the stable error code the API returns.
@@ -206,6 +244,9 @@ const TABLE: &[(Status, Action, Result<Status, TransitionError>)] = &[
     (S::Processing, A::Requeue, Ok(S::Pending)),
     (S::Processing, A::Abandon, Ok(S::Rejected)),
     (S::Pending, A::Abandon, Ok(S::Rejected)),
+    (S::Processing, A::Release, Ok(S::Pending)),
+    (S::Processing, A::Renew, Ok(S::Processing)),
+    (S::Pending, A::Redeliver, Ok(S::Pending)),
 ];
 
 impl Status {
@@ -371,20 +412,6 @@ pub fn parse_wire<T: Copy + fmt::Display>(
 mod tests {
     use super::*;
 
-    fn every_action() -> [Action; 9] {
-        [
-            A::Claim,
-            A::Complete,
-            A::Fail,
-            A::EnqueueFailed,
-            A::Retry,
-            A::Regenerate,
-            A::Delete,
-            A::Requeue,
-            A::Abandon,
-        ]
-    }
-
     #[test]
     fn legal_transitions() {
         let d = Stage::Draft;
@@ -400,6 +427,39 @@ mod tests {
         assert_eq!(S::Processing.apply(A::Requeue, d), Ok(S::Pending));
         assert_eq!(S::Processing.apply(A::Abandon, d), Ok(S::Rejected));
         assert_eq!(S::Pending.apply(A::Abandon, d), Ok(S::Rejected));
+        assert_eq!(S::Processing.apply(A::Release, d), Ok(S::Pending));
+        assert_eq!(S::Processing.apply(A::Renew, d), Ok(S::Processing));
+        assert_eq!(S::Pending.apply(A::Redeliver, d), Ok(S::Pending));
+    }
+
+    #[test]
+    fn transitions_list_what_apply_allows_at_every_stage() {
+        assert_eq!(A::Claim.transitions(), [(S::Pending, S::Processing)]);
+        assert_eq!(
+            A::Abandon.transitions(),
+            [(S::Pending, S::Rejected), (S::Processing, S::Rejected)]
+        );
+        assert_eq!(
+            A::Delete.transitions(),
+            [(S::Completed, S::Completed), (S::Rejected, S::Rejected)]
+        );
+        // Regenerate is refused for FINAL ledgers: no stage-blind transition.
+        assert!(A::Regenerate.transitions().is_empty());
+        for &a in Action::ALL {
+            for &s in Status::ALL {
+                let listed = a
+                    .transitions()
+                    .iter()
+                    .find(|(from, _)| *from == s)
+                    .map(|p| p.1);
+                let applied: Vec<_> = Stage::ALL.iter().map(|&st| s.apply(a, st).ok()).collect();
+                if let Some(to) = listed {
+                    assert!(applied.iter().all(|t| *t == Some(to)), "{s} {a:?}");
+                } else {
+                    assert!(applied.iter().any(Option::is_none), "{s} {a:?}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -430,7 +490,7 @@ mod tests {
     #[test]
     fn every_pair_is_decided_and_terminal_states_only_leave_by_user_action() {
         for &s in Status::ALL {
-            for a in every_action() {
+            for &a in Action::ALL {
                 for &st in Stage::ALL {
                     let r = s.apply(a, st);
                     if s.is_terminal()

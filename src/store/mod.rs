@@ -1,15 +1,17 @@
 //! The job store port: ledgers, their files and timelines, idempotency keys and
 //! authorization policies. Every status change goes through a conditional update here, so
 //! the attempt number fences late writes of a worker that lost its lease.
-//! Adapters: [`sqlite`] (embedded default) and [`postgres`] (production, scales out).
-//! Never decides a transition itself: callers ask [`crate::domain::Status::apply`] and pass
-//! the expected status.
+//! One adapter, [`sql::SqlStore`], writes every statement once for both engines; its
+//! dialects [`sqlite`] (embedded default) and [`postgres`] (production, scales out) hold what
+//! differs. Never decides a transition itself: callers ask [`crate::domain::Status::apply`]
+//! and pass the expected status, and the worker-side guards are built from the same table.
 
 #[cfg(test)]
 pub mod contract;
 pub mod node_ids;
 pub mod postgres;
 mod rows;
+pub mod sql;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -1,11 +1,11 @@
-//! Decoding of database rows into domain values, shared by both adapters. The row structs
+//! Decoding of database rows into domain values, for both SQL engines. The row structs
 //! hold only types that SQLite and PostgreSQL decode identically (`i64`, `String`, `bool`
 //! and their `Option`s: both schemas store ids, counters and millisecond times as 64-bit
 //! integers), so one [`sqlx::FromRow`] derive serves both; the `TryFrom` conversions turn
 //! values the domain does not accept into [`StoreError::Corrupt`].
 
 use chrono::{DateTime, TimeZone, Utc};
-use sqlx::{FromRow, Row};
+use sqlx::FromRow;
 
 use super::{IdempotencyRecord, StoreError, StoredFile};
 use crate::domain::{
@@ -37,7 +37,7 @@ fn present<T>(v: Option<T>, what: &str) -> Result<T, StoreError> {
 }
 
 /// A ledger row with its newest file joined in (`f_*`, all NULL when it has none): the
-/// columns of the adapters' `LEDGER_COLUMNS`.
+/// columns of `store::sql`'s `LEDGER_COLUMNS`.
 #[derive(Debug, FromRow)]
 pub(super) struct LedgerRow {
     id: i64,
@@ -70,16 +70,6 @@ pub(super) struct LedgerRow {
     f_size_bytes: Option<i64>,
     f_sha256: Option<String>,
     f_file_name: Option<String>,
-}
-
-impl LedgerRow {
-    /// Decodes `row` (of either backend) into a ledger.
-    pub(super) fn decode<'r, R: Row>(row: &'r R) -> Result<Ledger, StoreError>
-    where
-        Self: FromRow<'r, R>,
-    {
-        Ledger::try_from(Self::from_row(row)?)
-    }
 }
 
 impl TryFrom<LedgerRow> for Ledger {
@@ -183,7 +173,7 @@ pub(super) struct StatusEventRow {
     version: i64,
 }
 
-/// The SELECT list and joins of [`StatusEventRow`], shared by both adapters.
+/// The SELECT list and joins of [`StatusEventRow`].
 pub(super) const STATUS_EVENT_SELECT: &str = "SELECT e.seq, e.ledger_id, l.merchant_id, e.at, \
      e.attempt, e.status, e.error_code, l.stage, l.version \
      FROM ledger_events e JOIN ledgers l ON l.id = e.ledger_id";

@@ -1,0 +1,74 @@
+//! The job store contract: what every adapter must do, written against the trait. Each
+//! adapter's tests call [`run_all`] with a fresh, migrated store.
+
+mod grants;
+mod jobs;
+mod ledgers;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::{CompletedFile, InsertOutcome, JobStore, NewLedger};
+use crate::domain::{
+    FailureReason, FileInfo, Format, LedgerId, LedgerType, MerchantId, Period, Stage, Timezone,
+};
+
+/// A STATEMENT/CSV ledger to insert (shared by the contract suites and pipeline tests).
+pub fn new_ledger(id: i64, merchant: &str, period: &str, tz: Option<&str>) -> NewLedger {
+    NewLedger {
+        id: LedgerId::from_i64(id),
+        merchant_id: MerchantId::parse(merchant).unwrap(),
+        ledger_type: LedgerType::Statement,
+        period: Period::parse(period).unwrap(),
+        requested_timezone: tz.map(|t| Timezone::parse(t).unwrap()),
+        format: Format::Csv,
+        stage: Stage::Final,
+        created_by: "tester".into(),
+        created_at: Utc::now(),
+    }
+}
+
+pub(super) async fn created(store: &dyn JobStore, new: &NewLedger) -> crate::domain::Ledger {
+    match store.insert_ledger(new, None).await.unwrap() {
+        InsertOutcome::Created(l) => l,
+        other => panic!("expected Created, got {other:?}"),
+    }
+}
+
+pub(super) fn file(version: u32) -> CompletedFile {
+    CompletedFile {
+        info: FileInfo {
+            version,
+            content_type: "text/csv".into(),
+            size_bytes: 42,
+            sha256: "ab".repeat(32),
+            file_name: format!("f-v{version}.csv"),
+        },
+        object_key: format!("k/v{version}"),
+    }
+}
+
+pub(super) fn failure(code: &str) -> FailureReason {
+    FailureReason {
+        error_code: code.into(),
+        message: "m".into(),
+        retryable: true,
+        at: Utc::now(),
+    }
+}
+
+/// Runs every contract check against `store` (fresh and migrated).
+pub async fn run_all(store: Arc<dyn JobStore>) {
+    ledgers::identity_and_lists(&*store).await;
+    ledgers::idempotency(&*store).await;
+    jobs::claims_and_fencing(&*store).await;
+    ledgers::user_changes(&*store).await;
+    jobs::sweeps(store.clone()).await;
+    jobs::concurrent_claims(store.clone()).await;
+    grants::grants(&*store).await;
+    grants::node_leases(&*store).await;
+    ledgers::replay_scope(&*store).await;
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+    store.ping().await.unwrap();
+}

@@ -1,0 +1,579 @@
+//! The job store written once in SQL, for both engines: [`SqlStore`] holds every statement,
+//! a [`Dialect`] only what truly differs between SQLite and PostgreSQL (how an update hands
+//! back the rows it changed, row locks, unique-violation detection, a few expressions, the
+//! migrations). Both engines take `$n` placeholders and store ids, counters and millisecond
+//! times as 64-bit integers, so one statement and one [`Arg`] list serve both.
+//!
+//! The status guards of conditional updates come from the domain's transition table
+//! ([`transition`]); this module never decides which status change is legal.
+
+mod grants;
+mod jobs;
+mod ledgers;
+mod transition;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Arguments, Database, Encode, FromRow, Pool, Type};
+
+use super::rows::LedgerRow;
+use super::{
+    CompletedFile, Expected, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger,
+    StoreError, StoredFile, SweepOutcome, UserChange,
+};
+use crate::domain::{
+    FailureReason, Grant, Ledger, LedgerId, MerchantId, PolicyRevision, Stage, StatusEvent,
+    TimelineItem, Timezone,
+};
+
+pub(super) use transition::transition;
+
+/// A bind value: the column types both schemas share.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    /// BIGINT / INTEGER.
+    Int(i64),
+    /// TEXT.
+    Text(String),
+    /// Nullable TEXT.
+    OptText(Option<String>),
+    /// BOOLEAN (an INTEGER 0/1 in SQLite).
+    Bool(bool),
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_owned())
+    }
+}
+
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+
+impl From<bool> for Arg {
+    fn from(v: bool) -> Self {
+        Arg::Bool(v)
+    }
+}
+
+impl From<DateTime<Utc>> for Arg {
+    fn from(t: DateTime<Utc>) -> Self {
+        Arg::Int(t.timestamp_millis())
+    }
+}
+
+/// The bind values of one statement, `$1` first.
+pub type Args = Vec<Arg>;
+
+/// Builds an [`Args`] from values convertible into [`Arg`].
+macro_rules! args {
+    ($($v:expr),* $(,)?) => { vec![$($crate::store::sql::Arg::from($v)),*] };
+}
+use args;
+
+/// A row type both engines decode (the structs of `store::rows` and plain tuples).
+pub trait Decoded:
+    for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin + 'static
+{
+}
+
+impl<T> Decoded for T where
+    T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin + 'static
+{
+}
+
+/// How an `UPDATE` of ledgers hands back the rows it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// In the same statement: a data-modifying CTE `UPDATE … RETURNING` joined with the
+    /// files; bulk updates first lock their rows in id order with `SELECT … FOR UPDATE`, so
+    /// concurrent sweepers queue up instead of deadlocking (PostgreSQL).
+    Returning,
+    /// `UPDATE … RETURNING id`, then a re-read of each row (SQLite: no `UPDATE` inside a
+    /// CTE, and its single write lock already serialises writers).
+    ReRead,
+}
+
+/// Which uniqueness rule of `ledgers` an insert broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The primary key: a Snowflake id collision.
+    Id,
+    /// The identity of a live ledger (merchant, type, period, zone, format).
+    Identity,
+}
+
+/// A connection of engine `D`, pooled or inside a transaction.
+pub type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
+
+/// What differs between the SQL engines.
+#[async_trait]
+pub trait Dialect: Send + Sync + 'static {
+    /// The sqlx driver.
+    type Db: Driver;
+    /// How updates return the changed ledgers.
+    const CHANGED: Changed;
+    /// One boolean column: is the `_sqlx_migrations` table there (in the search path)?
+    const MIGRATIONS_TABLE_EXISTS: &'static str;
+    /// Takes the policy row's write lock for the rest of the transaction and returns the
+    /// revision, so grant changes (and the digest each records) are serialised: two
+    /// concurrent changes would otherwise each hash a grant set without the other's change.
+    const LOCK_POLICY: &'static str;
+    /// An expression giving a fresh random non-negative revision.
+    const RANDOM_REVISION: &'static str;
+
+    /// This engine's migrations (`migrations/<engine>`).
+    fn migrator() -> &'static Migrator;
+    /// A subquery listing the texts of the JSON array bound at `param` (a list of any size
+    /// is one parameter).
+    fn json_texts(param: &str) -> String;
+    /// The uniqueness rule of `ledgers` that `e` broke, if it is a unique violation.
+    fn taken(e: &sqlx::Error) -> Option<Taken>;
+}
+
+/// An engine whose arguments take every [`Arg`] (both sqlx drivers do).
+pub trait BindArgs: Database {
+    /// The driver's arguments holding `args` in order.
+    fn arguments<'q>(args: Args) -> Result<Self::Arguments<'q>, BoxDynError>;
+}
+
+impl<DB: Database> BindArgs for DB
+where
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+{
+    fn arguments<'q>(args: Args) -> Result<Self::Arguments<'q>, BoxDynError> {
+        let mut out = <Self::Arguments<'q>>::default();
+        for arg in args {
+            match arg {
+                Arg::Int(v) => out.add(v)?,
+                Arg::Text(v) => out.add(v)?,
+                Arg::OptText(v) => out.add(v)?,
+                Arg::Bool(v) => out.add(v)?,
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The two statement primitives on one connection of an sqlx driver. Implemented for both
+/// drivers by [`driver!`], where the types are concrete, so [`SqlStore`] needs no sqlx bounds.
+pub trait Driver: Database {
+    /// Runs `sql`; returns the number of rows affected.
+    fn execute<'a>(
+        conn: &'a mut Self::Connection,
+        sql: &'a str,
+        args: Args,
+    ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+    /// Runs `sql` and decodes every row.
+    fn fetch_all<'a, T: Decoded>(
+        conn: &'a mut Self::Connection,
+        sql: &'a str,
+        args: Args,
+    ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>>;
+    /// Applies the migrations of `migrator` not applied on `pool` yet.
+    fn migrate<'a>(
+        pool: &'a Pool<Self>,
+        migrator: &'static Migrator,
+    ) -> BoxFuture<'a, Result<(), MigrateError>>;
+}
+
+/// Implements [`Driver`] for the sqlx driver `$db`.
+macro_rules! driver {
+    ($db:ty) => {
+        impl Driver for $db {
+            fn execute<'a>(
+                conn: &'a mut Self::Connection,
+                sql: &'a str,
+                args: Args,
+            ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+                Box::pin(async move {
+                    let arguments = Self::arguments(args).map_err(sqlx::Error::Encode)?;
+                    let done = sqlx::query_with(sql, arguments).execute(conn).await?;
+                    Ok(done.rows_affected())
+                })
+            }
+
+            fn fetch_all<'a, T: Decoded>(
+                conn: &'a mut Self::Connection,
+                sql: &'a str,
+                args: Args,
+            ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>> {
+                Box::pin(async move {
+                    let arguments = Self::arguments(args).map_err(sqlx::Error::Encode)?;
+                    sqlx::query_as_with(sql, arguments).fetch_all(conn).await
+                })
+            }
+
+            fn migrate<'a>(
+                pool: &'a Pool<Self>,
+                migrator: &'static Migrator,
+            ) -> BoxFuture<'a, Result<(), MigrateError>> {
+                Box::pin(migrator.run(pool))
+            }
+        }
+    };
+}
+
+driver!(sqlx::Postgres);
+driver!(sqlx::Sqlite);
+
+/// The job store on an SQL engine. `PostgresStore` and `SqliteStore` are its two instances.
+pub struct SqlStore<D: Dialect> {
+    pub(super) pool: Pool<D::Db>,
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// A store over `pool`.
+    pub(super) fn new(pool: Pool<D::Db>) -> Self {
+        Self { pool }
+    }
+
+    /// A pooled connection, for statements outside a transaction.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<D::Db>, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Runs `sql` on a pooled connection; rows affected.
+    async fn execute(&self, sql: &str, args: Args) -> Result<u64, StoreError> {
+        Ok(D::Db::execute(&mut *self.conn().await?, sql, args).await?)
+    }
+
+    /// Runs `sql` on a pooled connection and decodes every row.
+    async fn fetch_all<T: Decoded>(&self, sql: &str, args: Args) -> Result<Vec<T>, StoreError> {
+        Ok(D::Db::fetch_all(&mut *self.conn().await?, sql, args).await?)
+    }
+
+    /// The first row of `sql`, if any.
+    async fn fetch_optional<T: Decoded>(
+        &self,
+        sql: &str,
+        args: Args,
+    ) -> Result<Option<T>, StoreError> {
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
+    }
+
+    /// The one row of `sql`; none is a corrupt database (a row the migrations create).
+    async fn fetch_one<T: Decoded>(&self, sql: &str, args: Args) -> Result<T, StoreError> {
+        self.fetch_optional(sql, args)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no row for {sql:?}")))
+    }
+}
+
+const LEDGER_COLUMNS: &str = "l.id, l.merchant_id, l.type, l.period, l.requested_timezone, \
+    l.timezone, l.format, l.stage, l.status, l.version, l.attempt_count, l.lease_until, \
+    l.failure_code, l.failure_message, l.failure_retryable, l.failure_at, l.created_by, \
+    l.created_at, l.updated_at, l.started_at, l.completed_at, l.deleted_at, \
+    f.version AS f_version, f.content_type AS f_content_type, f.size_bytes AS f_size_bytes, \
+    f.sha256 AS f_sha256, f.file_name AS f_file_name";
+
+/// `SELECT` of full ledgers from `source` (the table, or a CTE of changed rows) with the
+/// newest completed file joined in; `l` is the ledger row.
+fn select_ledgers(source: &str) -> String {
+    format!(
+        "SELECT {LEDGER_COLUMNS} FROM {source} l LEFT JOIN ledger_files f \
+         ON f.ledger_id = l.id \
+         AND f.version = (SELECT MAX(version) FROM ledger_files WHERE ledger_id = l.id)"
+    )
+}
+
+/// One ledger read on `conn`.
+async fn fetch_ledger<D: Dialect>(
+    conn: &mut Conn<D>,
+    id: i64,
+) -> Result<Option<Ledger>, StoreError> {
+    let sql = format!("{} WHERE l.id = $1", select_ledgers("ledgers"));
+    let rows: Vec<LedgerRow> = D::Db::fetch_all(conn, &sql, args![id]).await?;
+    rows.into_iter().next().map(Ledger::try_from).transpose()
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// Applies `UPDATE ledgers SET {set} WHERE {filter}` as one conditional statement and
+    /// returns the ledgers it changed, as it wrote them. `bulk` updates (the sweep) may touch
+    /// many rows, so where the engine locks rows they are locked in id order first; a
+    /// waiter re-checks `filter` on the newest row version and skips rows another writer
+    /// already changed, so concurrent sweepers never both win a row.
+    async fn update_ledgers(
+        &self,
+        set: &str,
+        filter: &str,
+        args: Args,
+        bulk: bool,
+    ) -> Result<Vec<Ledger>, StoreError> {
+        let mut conn = self.conn().await?;
+        match D::CHANGED {
+            Changed::Returning => {
+                let update = if bulk {
+                    format!(
+                        "WITH due AS (SELECT id FROM ledgers WHERE {filter} ORDER BY id \
+                         FOR UPDATE), changed AS (UPDATE ledgers SET {set} FROM due \
+                         WHERE ledgers.id = due.id RETURNING ledgers.*)"
+                    )
+                } else {
+                    format!(
+                        "WITH changed AS (UPDATE ledgers SET {set} WHERE {filter} \
+                         RETURNING ledgers.*)"
+                    )
+                };
+                let sql = format!("{update} {} ORDER BY l.id", select_ledgers("changed"));
+                let rows: Vec<LedgerRow> = D::Db::fetch_all(&mut *conn, &sql, args).await?;
+                rows.into_iter().map(Ledger::try_from).collect()
+            }
+            Changed::ReRead => {
+                let sql = format!("UPDATE ledgers SET {set} WHERE {filter} RETURNING id");
+                let mut ids: Vec<(i64,)> = D::Db::fetch_all(&mut *conn, &sql, args).await?;
+                ids.sort_unstable();
+                let mut out = Vec::with_capacity(ids.len());
+                for (id,) in ids {
+                    if let Some(l) = fetch_ledger::<D>(&mut *conn, id).await? {
+                        out.push(l);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// [`Self::update_ledgers`] of one row (its `filter` names the id).
+    async fn update_one(
+        &self,
+        set: &str,
+        filter: &str,
+        args: Args,
+    ) -> Result<Option<Ledger>, StoreError> {
+        Ok(self
+            .update_ledgers(set, filter, args, false)
+            .await?
+            .into_iter()
+            .next())
+    }
+}
+
+/// Every method is one statement (or one transaction) of [`ledgers`], [`jobs`] or
+/// [`grants`]; this impl only routes the port to them.
+#[async_trait]
+impl<D: Dialect> JobStore for SqlStore<D> {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        D::Db::migrate(&self.pool, D::migrator()).await?;
+        Ok(())
+    }
+
+    async fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        self.pending_migration_names().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.execute("SELECT 1", args![]).await?;
+        Ok(())
+    }
+
+    async fn insert_ledger(
+        &self,
+        new: &NewLedger,
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<InsertOutcome, StoreError> {
+        self.insert(new, idempotency).await
+    }
+
+    async fn update_idempotency(
+        &self,
+        subject: &str,
+        key: &str,
+        status_code: u16,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        self.set_idempotency_response(subject, key, status_code, body)
+            .await
+    }
+
+    async fn get_ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
+        fetch_ledger::<D>(&mut *self.conn().await?, id.as_i64()).await
+    }
+
+    async fn list_ledgers(&self, query: &ListQuery) -> Result<Vec<Ledger>, StoreError> {
+        self.list(query).await
+    }
+
+    async fn list_events(&self, id: LedgerId) -> Result<Vec<TimelineItem>, StoreError> {
+        self.timeline(id).await
+    }
+
+    async fn status_events_since(
+        &self,
+        merchants: Option<&[MerchantId]>,
+        since: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, StatusEvent)>, StoreError> {
+        self.status_events(merchants, since, after, limit).await
+    }
+
+    async fn get_file(&self, id: LedgerId, version: u32) -> Result<Option<StoredFile>, StoreError> {
+        self.file(id, version).await
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.execute(
+            "DELETE FROM idempotency_keys WHERE created_at <= $1",
+            args![before],
+        )
+        .await
+    }
+
+    async fn user_change(
+        &self,
+        id: LedgerId,
+        expected: Expected,
+        change: UserChange,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.change_by_user(id, expected, change, now).await
+    }
+
+    async fn reject_pending(
+        &self,
+        id: LedgerId,
+        reason: &FailureReason,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.reject_unqueued(id, reason).await
+    }
+
+    async fn claim(
+        &self,
+        id: LedgerId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.claim_job(id, now, lease_until).await
+    }
+
+    async fn renew_lease(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.extend_lease(id, attempt, lease_until).await
+    }
+
+    async fn record_phase(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        phase: &str,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.phase(id, attempt, phase, detail, at).await
+    }
+
+    async fn complete(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        file: &CompletedFile,
+        stage: Stage,
+        timezone: Timezone,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.complete_job(id, attempt, file, stage, timezone, now)
+            .await
+    }
+
+    async fn fail(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        reason: &FailureReason,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.fail_job(id, attempt, reason).await
+    }
+
+    async fn release(
+        &self,
+        id: LedgerId,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Ledger>, StoreError> {
+        self.release_job(id, attempt, now).await
+    }
+
+    async fn pending_ids(&self, limit: u32) -> Result<Vec<LedgerId>, StoreError> {
+        self.claimable(limit).await
+    }
+
+    async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        pending_before: DateTime<Utc>,
+        max_attempts: u32,
+    ) -> Result<SweepOutcome, StoreError> {
+        self.sweep_jobs(now, pending_before, max_attempts).await
+    }
+
+    async fn lease_node_id(
+        &self,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<u16>, StoreError> {
+        self.take_node_id(holder, now, until).await
+    }
+
+    async fn renew_node_id(
+        &self,
+        node_id: u16,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let renewed = self
+            .execute(
+                "UPDATE node_leases SET expires_at = $1 WHERE node_id = $2 AND holder = $3",
+                args![until, i64::from(node_id), holder],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_node_id(&self, node_id: u16, holder: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM node_leases WHERE node_id = $1 AND holder = $2",
+            args![i64::from(node_id), holder],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        self.grants().await
+    }
+
+    async fn add_grant(&self, grant: &Grant) -> Result<bool, StoreError> {
+        self.change_grant(grant, grants::GrantChange::Add).await
+    }
+
+    async fn remove_grant(&self, grant: &Grant) -> Result<bool, StoreError> {
+        self.change_grant(grant, grants::GrantChange::Remove).await
+    }
+
+    async fn policy_revision(&self) -> Result<PolicyRevision, StoreError> {
+        self.revision().await
+    }
+}
