@@ -317,9 +317,9 @@ impl<D: Dialect> SqlStore<D> {
         args: Args,
         bulk: bool,
     ) -> Result<Vec<Ledger>, StoreError> {
-        let mut conn = self.conn().await?;
         match D::CHANGED {
             Changed::Returning => {
+                let mut conn = self.conn().await?;
                 let update = if bulk {
                     format!(
                         "WITH due AS (SELECT id FROM ledgers WHERE {filter} ORDER BY id \
@@ -337,15 +337,20 @@ impl<D: Dialect> SqlStore<D> {
                 rows.into_iter().map(Ledger::try_from).collect()
             }
             Changed::ReRead => {
+                // One transaction: the UPDATE takes SQLite's write lock and keeps it until
+                // the commit, so the re-read sees the rows as this statement wrote them, not
+                // as a later writer (a worker's next claim, say) changed them meanwhile.
+                let mut tx = self.pool.begin().await?;
                 let sql = format!("UPDATE ledgers SET {set} WHERE {filter} RETURNING id");
-                let mut ids: Vec<(i64,)> = D::Db::fetch_all(&mut *conn, &sql, args).await?;
+                let mut ids: Vec<(i64,)> = D::Db::fetch_all(&mut *tx, &sql, args).await?;
                 ids.sort_unstable();
                 let mut out = Vec::with_capacity(ids.len());
                 for (id,) in ids {
-                    if let Some(l) = fetch_ledger::<D>(&mut *conn, id).await? {
+                    if let Some(l) = fetch_ledger::<D>(&mut *tx, id).await? {
                         out.push(l);
                     }
                 }
+                tx.commit().await?;
                 Ok(out)
             }
         }
