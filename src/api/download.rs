@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, error_responses};
 use super::extract::{Path, Query};
-use super::params::{LedgerIdParam, ledger_id};
+use super::params::{LedgerIdPath, ledger_id};
 use super::state::AppState;
 use crate::auth::{Caller, Permission};
 use crate::domain::InvalidInput;
@@ -69,7 +69,6 @@ error_responses! {
     tag = "ledgers",
     operation_id = "downloadLedger",
     params(
-        LedgerIdParam,
         VersionParam,
     ),
     responses(
@@ -96,7 +95,7 @@ error_responses! {
 async fn download(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     if let Some(unknown) = params.keys().find(|k| k.as_str() != "version") {
@@ -104,7 +103,7 @@ async fn download(
     }
     let ledgers = state.ledgers();
     let ledger = ledgers
-        .load(&caller, ledger_id(&id)?, Permission::Download, None)
+        .load(&caller, ledger_id(&path.id)?, Permission::Download, None)
         .await?;
     let version = params
         .get("version")

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, error_responses};
 use super::extract::{JsonObject, Path, Query};
-use super::params::{LedgerIdParam, ledger_id};
+use super::params::{LedgerIdPath, ledger_id};
 use super::state::AppState;
 pub use super::views::{FailureReasonView, LedgerPage, LedgerView, Timeline, view};
 use crate::auth::{Caller, Permission};
@@ -263,7 +263,6 @@ error_responses! {
     tag = "ledgers",
     operation_id = "getLedger",
     params(
-        LedgerIdParam,
         ("includeDeleted" = Option<bool>, Query, description = "Audit read: also a deleted ledger (platform_admin only; anyone else gets 403)"),
     ),
     responses(
@@ -275,13 +274,13 @@ error_responses! {
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<LedgerView>, ApiError> {
     let ledgers = state.ledgers();
     let audit = audit_read(&ledgers, &caller, &params).await?;
     let ledger = ledgers
-        .load(&caller, ledger_id(&id)?, Permission::Read, audit)
+        .load(&caller, ledger_id(&path.id)?, Permission::Read, audit)
         .await?;
     Ok(Json(view(&ledger)))
 }
@@ -321,7 +320,6 @@ async fn audit_read(
     tag = "ledgers",
     operation_id = "getLedgerEvents",
     params(
-        LedgerIdParam,
         ("includeDeleted" = Option<bool>, Query, description = "Audit read: also a deleted ledger's timeline (platform_admin only; anyone else gets 403)"),
     ),
     responses(
@@ -333,12 +331,14 @@ async fn audit_read(
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Timeline>, ApiError> {
     let ledgers = state.ledgers();
     let audit = audit_read(&ledgers, &caller, &params).await?;
-    let items = ledgers.timeline(&caller, ledger_id(&id)?, audit).await?;
+    let items = ledgers
+        .timeline(&caller, ledger_id(&path.id)?, audit)
+        .await?;
     Ok(Json(Timeline { items }))
 }
 
@@ -462,7 +462,6 @@ error_responses! {
     path = "/ledgers/{id}/retry",
     tag = "ledgers",
     operation_id = "retryLedger",
-    params(LedgerIdParam),
     responses(
         (status = 202, description = "PENDING again, queued", body = LedgerView, headers(("Location" = String, description = "The ledger's URL"))),
         RetryErrors,
@@ -472,9 +471,9 @@ error_responses! {
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
 ) -> Result<Response, ApiError> {
-    requeue(state, caller, id, Requeue::Retry).await
+    requeue(state, caller, path.id, Requeue::Retry).await
 }
 
 error_responses! {
@@ -495,7 +494,6 @@ error_responses! {
     path = "/ledgers/{id}/regenerate",
     tag = "ledgers",
     operation_id = "regenerateLedger",
-    params(LedgerIdParam),
     responses(
         (status = 202, description = "The new version, PENDING, queued", body = LedgerView, headers(("Location" = String, description = "The ledger's URL"))),
         RegenerateErrors,
@@ -505,9 +503,9 @@ error_responses! {
 async fn regenerate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
 ) -> Result<Response, ApiError> {
-    requeue(state, caller, id, Requeue::Regenerate).await
+    requeue(state, caller, path.id, Requeue::Regenerate).await
 }
 
 error_responses! {
@@ -525,7 +523,6 @@ error_responses! {
     path = "/ledgers/{id}",
     tag = "ledgers",
     operation_id = "deleteLedger",
-    params(LedgerIdParam),
     responses(
         (status = 204, description = "Deleted"),
         DeleteErrors,
@@ -535,8 +532,11 @@ error_responses! {
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
 ) -> Result<StatusCode, ApiError> {
-    state.ledgers().delete(&caller, ledger_id(&id)?).await?;
+    state
+        .ledgers()
+        .delete(&caller, ledger_id(&path.id)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,10 +8,15 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use super::ApiError;
 use crate::domain::LedgerId;
 
-/// The `{id}` path parameter of every `/ledgers/{id}…` route, for `params(LedgerIdParam)`.
-pub(super) enum LedgerIdParam {}
+/// The path of every `/ledgers/{id}…` route: its `{id}`, as written (a handler takes
+/// `Path<LedgerIdPath>`, which also documents the parameter). [`ledger_id`] reads it.
+#[derive(serde::Deserialize)]
+pub(super) struct LedgerIdPath {
+    /// The ledger id as written in the path.
+    pub(super) id: String,
+}
 
-impl utoipa::IntoParams for LedgerIdParam {
+impl utoipa::IntoParams for LedgerIdPath {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         vec![
             ParameterBuilder::from(Parameter::new("id"))

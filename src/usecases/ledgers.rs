@@ -318,7 +318,7 @@ impl Ledgers {
         let Err(e) = self.queue.enqueue(&message).await else {
             return Ok(ledger);
         };
-        tracing::error!(ledgerId = %ledger.id, merchantId = %ledger.merchant_id, errorCode = "ENQUEUE_FAILED", error = %e, "enqueue failed");
+        tracing::error!(target: "ledger::api::ledgers", ledgerId = %ledger.id, merchantId = %ledger.merchant_id, errorCode = "ENQUEUE_FAILED", error = %e, "enqueue failed");
         metrics::counter!("ledger_jobs_total", "status" => "REJECTED", "error_code" => "ENQUEUE_FAILED")
             .increment(1);
         let reason = FailureReason {
@@ -339,7 +339,7 @@ impl Ledgers {
                 .update_idempotency(subject, &i.key, status, &body)
                 .await
             {
-                tracing::warn!(error = %e, "could not record the idempotent response");
+                tracing::warn!(target: "ledger::api::ledgers", error = %e, "could not record the idempotent response");
             }
         }
         Err(LedgerError::EnqueueFailed(Box::new(rejected)))
@@ -460,7 +460,7 @@ impl Ledgers {
                 UserChange::Delete,
             )
             .await?;
-        tracing::info!(ledgerId = %deleted.id, merchantId = %deleted.merchant_id, subject = %caller.subject, "ledger deleted (soft)");
+        tracing::info!(target: "ledger::api::ledgers", ledgerId = %deleted.id, merchantId = %deleted.merchant_id, subject = %caller.subject, "ledger deleted (soft)");
         Ok(deleted)
     }
 

@@ -133,7 +133,7 @@ impl Opened {
                     Err(e) => {
                         // After the 200: the connection is cut, so the client sees a body
                         // shorter than its Content-Length, never wrong bytes.
-                        tracing::error!(objectKey = %key, error = %e, "download aborted mid-stream");
+                        tracing::error!(target: "ledger::api::download", objectKey = %key, error = %e, "download aborted mid-stream");
                         Some((Err(std::io::Error::other("download aborted")), None))
                     }
                 }

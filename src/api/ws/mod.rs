@@ -52,8 +52,8 @@ use super::extract::bearer_token;
 use super::state::AppState;
 pub use super::state::{SocketCounts, WsSettings};
 use crate::domain::InvalidInput;
-use serve::serve;
-use session::{Session, authenticate_then_serve, scope};
+use serve::{authenticate_then_serve, serve};
+use session::{Session, scope};
 
 /// Close code for a client that fell too far behind (application range 4000–4999).
 pub const CLOSE_TOO_SLOW: u16 = 4008;
@@ -68,6 +68,8 @@ pub const CLOSE_POLICY: u16 = 1008;
 const CLOSE_INTERNAL: u16 = 1011;
 /// How long an upgrade without a token may take to send `{"auth":"<JWT>"}` (SPEC §4).
 pub const AUTH_FRAME_WITHIN: Duration = Duration::from_secs(5);
+/// How long a closing socket may take to flush its close frame before it is dropped.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
 /// A client message larger than this is refused.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 

@@ -1,5 +1,6 @@
-//! A served socket: the optional `?since=` replay, then live events through the client's
-//! bounded queue, keep-alive pings, scope refreshes, and the close.
+//! A served socket: authentication by the first frame when the upgrade had no token, the
+//! optional `?since=` replay, then live events through the client's bounded queue,
+//! keep-alive pings, scope refreshes, and the close.
 
 use std::time::Duration;
 
@@ -9,8 +10,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::filter::{Filter, command};
 use super::frames::{ReplayFrame, ReplaySummary, ServerFrame, close, frame};
-use super::session::{self, Session};
-use super::{CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED};
+use super::session::{self, Session, first_frame, refuse};
+use super::{CLOSE_INTERNAL, CLOSE_PATIENCE, CLOSE_TOO_MANY, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED};
 use crate::api::state::AppState;
 use crate::auth::{Caller, MerchantScope};
 use crate::domain::Event;
@@ -76,7 +77,7 @@ async fn replay(
         {
             Ok(page) => page,
             Err(e) => {
-                tracing::warn!(error = %e, "replaying status events failed");
+                tracing::warn!(target: "ledger::api::ws", error = %e, "replaying status events failed");
                 complete = false;
                 break;
             }
@@ -115,6 +116,34 @@ async fn replay(
         .send_timeout(Message::Text(marker.into()), REPLAY_PATIENCE)
         .await
         .map_err(|_| ())
+}
+
+/// A socket opened without a token: its first frame must be `{"auth":"<JWT>"}` within
+/// [`AUTH_FRAME_WITHIN`]; until then it is sent nothing.
+pub(super) async fn authenticate_then_serve(
+    mut socket: WebSocket,
+    state: AppState,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    let claims = match first_frame(&mut socket, &state).await {
+        Ok(claims) => claims,
+        Err(Some(frame)) => return refuse(socket, frame).await,
+        Err(None) => return, // the client went away
+    };
+    let max = state.ws.max_sockets_per_subject;
+    let Some(session) = Session::open(&state, claims) else {
+        let reason = format!("at most {max} sockets per subject");
+        return refuse(socket, close(CLOSE_TOO_MANY, &reason)).await;
+    };
+    let scope = match session::scope(&state, &session.caller).await {
+        Ok(scope) => scope,
+        Err(e) => {
+            tracing::warn!(target: "ledger::api::ws", error = %e, "looking up a WebSocket client's scope failed");
+            let frame = close(CLOSE_INTERNAL, "authorization unavailable; reconnect later");
+            return refuse(socket, frame).await;
+        }
+    };
+    serve(socket, state, session, scope, since).await
 }
 
 /// Serves an authenticated socket until it ends.
@@ -214,7 +243,7 @@ pub(super) async fn serve(
                     let text = match serde_json::to_string(&event) {
                         Ok(t) => t,
                         Err(e) => {
-                            tracing::error!(error = %e, "serialising an event failed");
+                            tracing::error!(target: "ledger::api::ws", error = %e, "serialising an event failed");
                             continue;
                         }
                     };
@@ -262,9 +291,6 @@ fn expired() -> Message {
     )
 }
 
-/// How long a closing socket may take to flush its close frame before it is dropped.
-pub(super) const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
-
 /// Hands `frame` (if any) to the writer as the last frame and waits for it; a client that
 /// reads nothing at all is cut off after [`CLOSE_PATIENCE`], so no task outlives it.
 async fn finish(
@@ -288,7 +314,7 @@ async fn finish(
 
 fn slow(caller: &Caller) -> Message {
     metrics::counter!("ledger_ws_slow_client_closes_total").increment(1);
-    tracing::warn!(subject = %caller.subject, "closing a WebSocket client that fell too far behind");
+    tracing::warn!(target: "ledger::api::ws", subject = %caller.subject, "closing a WebSocket client that fell too far behind");
     close(
         CLOSE_TOO_SLOW,
         "client too slow: events would be lost; reconnect",

@@ -1,5 +1,6 @@
 //! Who is on a socket: the caller authenticated by its token (before the upgrade, or by
-//! the first frame), until when the token holds, and its place in the per-subject count.
+//! the first frame), until when the token holds, its place in the per-subject count, and
+//! what it may read.
 
 use std::time::Duration;
 
@@ -7,8 +8,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures::SinkExt;
 
 use super::frames::close;
-use super::serve::{CLOSE_PATIENCE, serve};
-use super::{AUTH_FRAME_WITHIN, CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TOO_MANY, CLOSE_UNAUTHORIZED};
+use super::{AUTH_FRAME_WITHIN, CLOSE_PATIENCE, CLOSE_POLICY, CLOSE_UNAUTHORIZED};
 use crate::api::error::ApiError;
 use crate::api::state::{AppState, SocketSlot};
 use crate::auth::{Caller, Claims, MerchantScope, Permission};
@@ -53,40 +53,15 @@ fn token_deadline(exp: i64, leeway: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + left
 }
 
-/// A socket opened without a token: its first frame must be `{"auth":"<JWT>"}` within
-/// [`AUTH_FRAME_WITHIN`]; until then it is sent nothing.
-pub(super) async fn authenticate_then_serve(
-    mut socket: WebSocket,
-    state: AppState,
-    since: Option<chrono::DateTime<chrono::Utc>>,
-) {
-    let claims = match first_frame(&mut socket, &state).await {
-        Ok(claims) => claims,
-        Err(Some(frame)) => return refuse(socket, frame).await,
-        Err(None) => return, // the client went away
-    };
-    let max = state.ws.max_sockets_per_subject;
-    let Some(session) = Session::open(&state, claims) else {
-        let reason = format!("at most {max} sockets per subject");
-        return refuse(socket, close(CLOSE_TOO_MANY, &reason)).await;
-    };
-    let scope = match scope(&state, &session.caller).await {
-        Ok(scope) => scope,
-        Err(e) => {
-            tracing::warn!(error = %e, "looking up a WebSocket client's scope failed");
-            let frame = close(CLOSE_INTERNAL, "authorization unavailable; reconnect later");
-            return refuse(socket, frame).await;
-        }
-    };
-    serve(socket, state, session, scope, since).await
-}
-
 /// What a socket opened without a token must send first.
 const AUTH_USAGE: &str = "expected {\"auth\":\"<JWT>\"} as the first frame";
 
 /// The verified claims of the first frame; `Err` with the close frame to send, or `None`
 /// when the client went away.
-async fn first_frame(socket: &mut WebSocket, state: &AppState) -> Result<Claims, Option<Message>> {
+pub(super) async fn first_frame(
+    socket: &mut WebSocket,
+    state: &AppState,
+) -> Result<Claims, Option<Message>> {
     let read = async {
         loop {
             match socket.recv().await {
@@ -121,7 +96,7 @@ async fn first_frame(socket: &mut WebSocket, state: &AppState) -> Result<Claims,
 }
 
 /// Sends `frame` on a socket that will not be served and lets it go.
-async fn refuse(mut socket: WebSocket, frame: Message) {
+pub(super) async fn refuse(mut socket: WebSocket, frame: Message) {
     let _ = tokio::time::timeout(CLOSE_PATIENCE, async {
         if socket.send(frame).await.is_ok() {
             let _ = socket.close().await;

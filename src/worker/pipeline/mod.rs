@@ -90,16 +90,19 @@ impl JobError {
     }
 }
 
-/// The span fields every phase line carries.
+/// The span fields every phase line carries, under the target of this module wherever
+/// the stage that logs them lives (the log lines stay as they were).
 macro_rules! phase_log {
     (warn $ledger:expr, $msg:literal $(, $k:ident = $v:expr)*) => {
         tracing::warn!(
+            target: "ledger::worker::pipeline",
             ledgerId = %$ledger.id, merchantId = %$ledger.merchant_id, type = %$ledger.ledger_type,
             period = %$ledger.period, attemptCount = $ledger.attempt_count $(, $k = $v)*, $msg
         )
     };
     ($ledger:expr, $msg:literal $(, $k:ident = $v:expr)*) => {
         tracing::info!(
+            target: "ledger::worker::pipeline",
             ledgerId = %$ledger.id, merchantId = %$ledger.merchant_id, type = %$ledger.ledger_type,
             period = %$ledger.period, attemptCount = $ledger.attempt_count $(, $k = $v)*, $msg
         )
