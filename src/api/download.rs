@@ -69,6 +69,7 @@ error_responses! {
     tag = "ledgers",
     operation_id = "downloadLedger",
     params(
+        LedgerIdPath,
         VersionParam,
     ),
     responses(

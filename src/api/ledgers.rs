@@ -263,6 +263,7 @@ error_responses! {
     tag = "ledgers",
     operation_id = "getLedger",
     params(
+        LedgerIdPath,
         ("includeDeleted" = Option<bool>, Query, description = "Audit read: also a deleted ledger (platform_admin only; anyone else gets 403)"),
     ),
     responses(
@@ -320,6 +321,7 @@ async fn audit_read(
     tag = "ledgers",
     operation_id = "getLedgerEvents",
     params(
+        LedgerIdPath,
         ("includeDeleted" = Option<bool>, Query, description = "Audit read: also a deleted ledger's timeline (platform_admin only; anyone else gets 403)"),
     ),
     responses(
@@ -462,6 +464,7 @@ error_responses! {
     path = "/ledgers/{id}/retry",
     tag = "ledgers",
     operation_id = "retryLedger",
+    params(LedgerIdPath),
     responses(
         (status = 202, description = "PENDING again, queued", body = LedgerView, headers(("Location" = String, description = "The ledger's URL"))),
         RetryErrors,
@@ -494,6 +497,7 @@ error_responses! {
     path = "/ledgers/{id}/regenerate",
     tag = "ledgers",
     operation_id = "regenerateLedger",
+    params(LedgerIdPath),
     responses(
         (status = 202, description = "The new version, PENDING, queued", body = LedgerView, headers(("Location" = String, description = "The ledger's URL"))),
         RegenerateErrors,
@@ -523,6 +527,7 @@ error_responses! {
     path = "/ledgers/{id}",
     tag = "ledgers",
     operation_id = "deleteLedger",
+    params(LedgerIdPath),
     responses(
         (status = 204, description = "Deleted"),
         DeleteErrors,

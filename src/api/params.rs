@@ -8,8 +8,8 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use super::ApiError;
 use crate::domain::LedgerId;
 
-/// The path of every `/ledgers/{id}…` route: its `{id}`, as written (a handler takes
-/// `Path<LedgerIdPath>`, which also documents the parameter). [`ledger_id`] reads it.
+/// The path of every `/ledgers/{id}…` route, as written: handlers take `Path<LedgerIdPath>`
+/// and list it in `params(…)`, its one documentation. [`ledger_id`] reads it.
 #[derive(serde::Deserialize)]
 pub(super) struct LedgerIdPath {
     /// The ledger id as written in the path.
