@@ -18,6 +18,8 @@ pub mod source;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
+pub mod usecases;
+pub mod vault;
 pub mod worker;
 
 pub use app::run;

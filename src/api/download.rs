@@ -1,207 +1,139 @@
-//! Streaming decryption of a stored object for a download: ciphertext chunks in, verified
-//! plaintext chunks out, holding about two segments at a time. One chunk of lookahead tells
-//! the decryptor which chunk is the last, so it authenticates each segment once.
+//! `GET /ledgers/{id}/download`: a ledger's document, decrypted and verified as it streams
+//! (the use case opens it from the vault; this module only makes the HTTP response).
 
-use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::BoxStream;
+use std::collections::HashMap;
 
-use sha2::{Digest, Sha256};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::crypto::{CryptoError, Decryptor};
-use crate::storage::{ByteStream, StorageError};
+use super::error::{ApiError, error_responses};
+use super::extract::{Path, Query};
+use super::params::{LedgerIdPath, ledger_id};
+use super::state::AppState;
+use crate::auth::{Caller, Permission};
+use crate::domain::InvalidInput;
 
-/// Why a download stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
-    /// Reading the object failed.
-    #[error("reading the object: {0}")]
-    Storage(#[from] StorageError),
-    /// The object does not decrypt (wrong key, tampered, truncated, another ledger's).
-    #[error("decrypting the object: {0}")]
-    Crypto(#[from] CryptoError),
-    /// It decrypts, but is not the file the store recorded (e.g. rewritten by an attempt
-    /// that had lost its lease): never served as if it were.
-    #[error("the object's content does not match the recorded SHA-256")]
-    Integrity,
+/// The download route, relative to the API's base path.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(download))
 }
 
-/// A decrypting reader over an object's chunks.
-pub struct Decrypting {
-    decryptor: Option<Decryptor>,
-    objects: ByteStream,
-    held: Option<Bytes>,
-    hasher: Sha256,
-    expected_sha256: String,
-}
+/// The `version` query parameter of a download: a `u32` from 1 (the path macro's literals
+/// cannot say `maximum = u32::MAX`).
+enum VersionParam {}
 
-impl Decrypting {
-    /// Decrypts `objects` with `decryptor`; the plaintext must hash to `expected_sha256`.
-    pub fn new(decryptor: Decryptor, objects: ByteStream, expected_sha256: &str) -> Self {
-        Self {
-            decryptor: Some(decryptor),
-            objects,
-            held: None,
-            hasher: Sha256::new(),
-            expected_sha256: expected_sha256.to_ascii_lowercase(),
-        }
-    }
-
-    /// Ends the stream: the decryptor must have seen the last segment, the hash must match.
-    fn finish(&mut self) -> Result<(), DownloadError> {
-        if let Some(decryptor) = self.decryptor.take() {
-            decryptor.finish()?;
-            let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
-            if digest != self.expected_sha256 {
-                return Err(DownloadError::Integrity);
-            }
-        }
-        Ok(())
-    }
-
-    /// The next non-empty plaintext chunk; `None` once the whole object was verified.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, DownloadError> {
-        loop {
-            let Some(decryptor) = self.decryptor.as_mut() else {
-                return Ok(None);
-            };
-            let current = match self.held.take() {
-                Some(chunk) => Some(chunk),
-                None => self.objects.next().await.transpose()?,
-            };
-            let Some(current) = current else {
-                // An empty object: finish reports it as truncated.
-                self.finish()?;
-                return Ok(None);
-            };
-            let plain = match self.objects.next().await.transpose()? {
-                Some(next) => {
-                    self.held = Some(next);
-                    decryptor.push_not_last(&current)?
-                }
-                None => {
-                    let plain = decryptor.push(&current)?;
-                    self.hasher.update(&plain);
-                    self.finish()?;
-                    if plain.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some(Bytes::from(plain)));
-                }
-            };
-            self.hasher.update(&plain);
-            if !plain.is_empty() {
-                return Ok(Some(Bytes::from(plain)));
-            }
-        }
-    }
-
-    /// The rest as a response body stream, after `first` (already read and verified).
-    pub fn into_body(
-        self,
-        first: Option<Bytes>,
-        object_key: String,
-    ) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
-        let head = futures::stream::iter(first.map(Ok));
-        let rest = futures::stream::unfold(Some(self), move |state| {
-            let key = object_key.clone();
-            async move {
-                let mut me = state?;
-                match me.next_chunk().await {
-                    Ok(Some(chunk)) => Some((Ok(chunk), Some(me))),
-                    Ok(None) => None,
-                    Err(e) => {
-                        // After the 200: the connection is cut, so the client sees a body
-                        // shorter than its Content-Length, never wrong bytes.
-                        tracing::error!(objectKey = %key, error = %e, "download aborted mid-stream");
-                        Some((Err(std::io::Error::other("download aborted")), None))
-                    }
-                }
-            }
-        });
-        head.chain(rest).boxed()
+impl utoipa::IntoParams for VersionParam {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        vec![
+            ParameterBuilder::new()
+                .name("version")
+                .parameter_in(ParameterIn::Query)
+                .description(Some(
+                    "Which version's file (default: the newest completed one)",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::Int64,
+                        )))
+                        .minimum(Some(1))
+                        .maximum(Some(u32::MAX)),
+                ))
+                .build(),
+        ]
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crypto::{Binding, Keyring, MasterKey, encrypt_to_vec, generate_key_base64};
+error_responses! {
+    /// What a download can answer besides 200.
+    DownloadErrors [Validation, Unauthorized, NotFound, JobNotReady, Internal, ServiceUnavailable]
+}
 
-    fn keyring() -> Keyring {
-        Keyring::new(
-            MasterKey::from_base64(&generate_key_base64()).unwrap(),
-            Vec::new(),
-        )
+/// Download a ledger's document, decrypted.
+///
+/// The plaintext is streamed as it is decrypted and verified; a file that fails verification
+/// after the first byte ends the connection early (the body is shorter than its
+/// `Content-Length`), never with wrong bytes. A deleted ledger is a 404.
+#[utoipa::path(
+    get,
+    path = "/ledgers/{id}/download",
+    tag = "ledgers",
+    operation_id = "downloadLedger",
+    params(
+        LedgerIdPath,
+        VersionParam,
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The document",
+            content(
+                ("application/pdf"),
+                ("text/csv"),
+                ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            ),
+            headers(
+                ("Content-Disposition" = String, description = "`attachment; filename=\"…\"; filename*=UTF-8''…`"),
+                ("Content-Length" = u64, description = "Size of the plaintext"),
+                ("ETag" = String, description = "The quoted hex SHA-256 of the plaintext"),
+                ("X-Content-Type-Options" = String, description = "`nosniff`"),
+                ("Cache-Control" = String, description = "`no-store`"),
+            ),
+        ),
+        DownloadErrors,
+    ),
+    security(("bearer" = [])),
+)]
+async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(path): Path<LedgerIdPath>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(unknown) = params.keys().find(|k| k.as_str() != "version") {
+        return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
     }
-
-    fn chunks(data: Vec<u8>, size: usize) -> ByteStream {
-        let parts: Vec<Result<Bytes, StorageError>> = data
-            .chunks(size)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        futures::stream::iter(parts).boxed()
-    }
-
-    async fn collect(mut d: Decrypting) -> Result<Vec<u8>, DownloadError> {
-        let mut out = Vec::new();
-        while let Some(c) = d.next_chunk().await? {
-            out.extend_from_slice(&c);
-        }
-        Ok(out)
-    }
-
-    #[tokio::test]
-    async fn round_trips_at_any_chunking() {
-        let keys = keyring();
-        let binding = Binding {
-            ledger_id: 7,
-            version: 1,
-        };
-        for len in [0usize, 1, 65_536, 200_000] {
-            let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let sealed = encrypt_to_vec(&keys, binding, &plain).unwrap();
-            for size in [1_000, 65_552, 1 << 20] {
-                let sha = hex::encode(Sha256::digest(&plain));
-                let open = |sha: &str| {
-                    Decrypting::new(
-                        Decryptor::new(&keys, binding),
-                        chunks(sealed.clone(), size),
-                        sha,
-                    )
-                };
-                assert_eq!(
-                    collect(open(&sha)).await.unwrap(),
-                    plain,
-                    "len {len} chunk {size}"
-                );
-                // The same object under another recorded hash is refused at its end.
-                let wrong = collect(open(&"00".repeat(32))).await;
-                assert!(matches!(wrong, Err(DownloadError::Integrity)), "{wrong:?}");
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn truncation_and_another_ledgers_object_fail() {
-        let keys = keyring();
-        let binding = Binding {
-            ledger_id: 7,
-            version: 1,
-        };
-        let plain = vec![9u8; 150_000];
-        let sealed = encrypt_to_vec(&keys, binding, &plain).unwrap();
-        let cut = sealed[..sealed.len() - 10].to_vec();
-        let sha = hex::encode(Sha256::digest(&plain));
-        let d = Decrypting::new(Decryptor::new(&keys, binding), chunks(cut, 4096), &sha);
-        assert!(collect(d).await.is_err());
-        let other = Binding {
-            ledger_id: 8,
-            version: 1,
-        };
-        let d = Decrypting::new(Decryptor::new(&keys, other), chunks(sealed, 4096), &sha);
-        assert!(collect(d).await.is_err());
-        let empty = Decrypting::new(Decryptor::new(&keys, binding), chunks(Vec::new(), 1), &sha);
-        assert!(collect(empty).await.is_err());
-    }
+    let ledgers = state.ledgers();
+    let ledger = ledgers
+        .load(&caller, ledger_id(&path.id)?, Permission::Download, None)
+        .await?;
+    let version = params
+        .get("version")
+        .map(|raw| {
+            raw.parse::<u32>()
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| InvalidInput::new("version", "expected a positive integer"))
+        })
+        .transpose()?;
+    let file = ledgers.open_file(&ledger, version).await?;
+    let info = &file.info;
+    let name = &info.file_name;
+    let disposition = format!("attachment; filename=\"{name}\"; filename*=UTF-8''{name}");
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|e| ApiError::Internal(e.to_string()));
+    let content_type = value(&info.content_type)?;
+    let disposition = value(&disposition)?;
+    let etag = value(&format!("\"{}\"", info.sha256))?;
+    let size = info.size_bytes;
+    let mut response = Response::new(Body::from_stream(file.content.into_stream()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    headers.insert(header::CONTENT_DISPOSITION, disposition);
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::ETAG, etag);
+    Ok(response)
 }

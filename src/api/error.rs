@@ -1,16 +1,22 @@
-//! `ApiError`: every failure a client can see, mapped to a status and a stable code. The body
-//! is always `{"error":{"code","message","requestId"}}`; a 5xx says nothing but the request
-//! id to the client and logs the whole cause.
+//! `ApiError`: every failure a client can see, mapped to an [`ErrorCode`] (a stable wire
+//! string with one status and one documented meaning). The body is always
+//! `{"error":{"code","message","requestId"}}`; a 5xx says nothing but the request id to the
+//! client and logs the whole cause. `error_responses!` documents, per handler, the codes it
+//! can answer.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response as DocResponse, ResponseBuilder};
 
-use crate::auth::AccessError;
+use super::views::{LedgerView, view};
 use crate::domain::{InvalidInput, LedgerId, TransitionError};
-use crate::store::StoreError;
+use crate::usecases::LedgerError;
 
 tokio::task_local! {
     /// The id of the request being served (set by the request middleware).
@@ -82,7 +88,7 @@ pub enum ApiError {
     IdempotencyMismatch,
     /// 503: the job is stored (REJECTED/ENQUEUE_FAILED) but could not be queued.
     #[error("the ledger was stored but could not be queued; retry it")]
-    EnqueueFailed(Box<super::ledgers::LedgerView>),
+    EnqueueFailed(Box<LedgerView>),
     /// 503: a backend did not answer.
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
@@ -100,28 +106,228 @@ fn one_of(items: &[&str]) -> String {
     }
 }
 
-/// Every error code a response can carry, with its status: the `code` enum of the documented
-/// error body. `tests/it/openapi.rs` checks that the codes of every [`ApiError`] are exactly
-/// these, each documented on an operation.
-pub const CODES: &[(u16, &str)] = &[
-    (400, "VALIDATION_ERROR"),
-    (401, "UNAUTHORIZED"),
-    (403, "FORBIDDEN"),
-    (404, "NOT_FOUND"),
-    (405, "METHOD_NOT_ALLOWED"),
-    (409, "LEDGER_EXISTS"),
-    (409, "JOB_IN_PROGRESS"),
-    (409, "INVALID_STATE"),
-    (409, "LEDGER_FINAL"),
-    (409, "JOB_NOT_READY"),
-    (413, "PAYLOAD_TOO_LARGE"),
-    (415, "UNSUPPORTED_MEDIA_TYPE"),
-    (422, "IDEMPOTENCY_KEY_REUSED"),
-    (429, "TOO_MANY_REQUESTS"),
-    (500, "INTERNAL"),
-    (503, "ENQUEUE_FAILED"),
-    (503, "SERVICE_UNAVAILABLE"),
-];
+/// Every error code a response can carry. Each has one status; its wire string (`code` of
+/// the error body) and its meaning (in the documented error responses) are declared here
+/// only. `tests/it/openapi.rs` checks that the codes of every [`ApiError`] are exactly these,
+/// each documented on an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorCode {
+    /// 400 `VALIDATION_ERROR`.
+    Validation,
+    /// 401 `UNAUTHORIZED`.
+    Unauthorized,
+    /// 403 `FORBIDDEN`.
+    Forbidden,
+    /// 404 `NOT_FOUND`.
+    NotFound,
+    /// 405 `METHOD_NOT_ALLOWED`.
+    MethodNotAllowed,
+    /// 409 `LEDGER_EXISTS`.
+    LedgerExists,
+    /// 409 `JOB_IN_PROGRESS`.
+    JobInProgress,
+    /// 409 `INVALID_STATE`.
+    InvalidState,
+    /// 409 `LEDGER_FINAL`.
+    LedgerFinal,
+    /// 409 `JOB_NOT_READY`.
+    JobNotReady,
+    /// 413 `PAYLOAD_TOO_LARGE`.
+    PayloadTooLarge,
+    /// 415 `UNSUPPORTED_MEDIA_TYPE`.
+    UnsupportedMediaType,
+    /// 422 `IDEMPOTENCY_KEY_REUSED`.
+    IdempotencyKeyReused,
+    /// 429 `TOO_MANY_REQUESTS`.
+    TooManyRequests,
+    /// 500 `INTERNAL`.
+    Internal,
+    /// 503 `ENQUEUE_FAILED`.
+    EnqueueFailed,
+    /// 503 `SERVICE_UNAVAILABLE`.
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of their statuses.
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::Validation,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::LedgerExists,
+        ErrorCode::JobInProgress,
+        ErrorCode::InvalidState,
+        ErrorCode::LedgerFinal,
+        ErrorCode::JobNotReady,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::TooManyRequests,
+        ErrorCode::Internal,
+        ErrorCode::EnqueueFailed,
+        ErrorCode::ServiceUnavailable,
+    ];
+
+    /// The wire string, and the status every response with this code has.
+    const fn wire(self) -> (&'static str, StatusCode) {
+        use ErrorCode as C;
+        match self {
+            C::Validation => ("VALIDATION_ERROR", StatusCode::BAD_REQUEST),
+            C::Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
+            C::Forbidden => ("FORBIDDEN", StatusCode::FORBIDDEN),
+            C::NotFound => ("NOT_FOUND", StatusCode::NOT_FOUND),
+            C::MethodNotAllowed => ("METHOD_NOT_ALLOWED", StatusCode::METHOD_NOT_ALLOWED),
+            C::LedgerExists => ("LEDGER_EXISTS", StatusCode::CONFLICT),
+            C::JobInProgress => ("JOB_IN_PROGRESS", StatusCode::CONFLICT),
+            C::InvalidState => ("INVALID_STATE", StatusCode::CONFLICT),
+            C::LedgerFinal => ("LEDGER_FINAL", StatusCode::CONFLICT),
+            C::JobNotReady => ("JOB_NOT_READY", StatusCode::CONFLICT),
+            C::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE),
+            C::UnsupportedMediaType => {
+                ("UNSUPPORTED_MEDIA_TYPE", StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            }
+            C::IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", StatusCode::UNPROCESSABLE_ENTITY),
+            C::TooManyRequests => ("TOO_MANY_REQUESTS", StatusCode::TOO_MANY_REQUESTS),
+            C::Internal => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR),
+            C::EnqueueFailed => ("ENQUEUE_FAILED", StatusCode::SERVICE_UNAVAILABLE),
+            C::ServiceUnavailable => ("SERVICE_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+        }
+    }
+
+    /// The wire string, e.g. `LEDGER_NOT_FOUND`.
+    pub const fn as_str(self) -> &'static str {
+        self.wire().0
+    }
+
+    /// The status of every response with this code.
+    pub const fn status(self) -> StatusCode {
+        self.wire().1
+    }
+
+    /// The code of a state machine refusal (`TransitionError::code`).
+    pub fn of_transition(e: &TransitionError) -> Self {
+        match e.code {
+            "JOB_IN_PROGRESS" => ErrorCode::JobInProgress,
+            "LEDGER_FINAL" => ErrorCode::LedgerFinal,
+            _ => ErrorCode::InvalidState,
+        }
+    }
+
+    /// What the code means, for the documented error responses.
+    pub const fn meaning(self) -> &'static str {
+        use ErrorCode as C;
+        match self {
+            C::Validation => {
+                "a field, parameter or header is invalid (`field` names it), or the body is not a JSON object"
+            }
+            C::Unauthorized => "no token, or a token that is not a valid ES256 JWT",
+            C::Forbidden => "the caller may not do this for the named merchant",
+            C::NotFound => "no such ledger or version (also when the caller may not see it)",
+            C::MethodNotAllowed => "the path exists with other methods",
+            C::LedgerExists => "a ledger with the same identity exists (`ledgerId` names it)",
+            C::JobInProgress => "the ledger is PENDING or PROCESSING",
+            C::InvalidState => "the ledger's status does not allow this",
+            C::LedgerFinal => "the ledger is FINAL and cannot be regenerated",
+            C::JobNotReady => "the ledger has no completed file yet",
+            C::PayloadTooLarge => "the body is over 1 MiB",
+            C::UnsupportedMediaType => "the body is not `application/json`",
+            C::IdempotencyKeyReused => "the Idempotency-Key was used with another body",
+            C::TooManyRequests => {
+                "the subject already holds APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT WebSockets; close one first"
+            }
+            C::Internal => "a fault of the service; quote the requestId",
+            C::EnqueueFailed => {
+                "the ledger was stored but not queued: it is REJECTED/ENQUEUE_FAILED (in `ledger`), retry it"
+            }
+            C::ServiceUnavailable => {
+                "a backend did not answer; try again after Retry-After seconds"
+            }
+        }
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Declares an uninhabited type whose [`utoipa::IntoResponses`] documents the error responses
+/// a handler can give: the [`ErrorCode`]s its body may carry, grouped by their status (the
+/// documented schema of each status only admits its codes), with the headers that status
+/// always has.
+macro_rules! error_responses {
+    ($($(#[$meta:meta])* $name:ident [$($code:ident),+ $(,)?])+) => {
+        $(
+            $(#[$meta])*
+            enum $name {}
+
+            impl utoipa::IntoResponses for $name {
+                fn responses() -> std::collections::BTreeMap<
+                    String,
+                    utoipa::openapi::RefOr<utoipa::openapi::Response>,
+                > {
+                    $crate::api::error::describe_errors(&[$($crate::api::error::ErrorCode::$code),+])
+                }
+            }
+        )+
+    };
+}
+pub(crate) use error_responses;
+
+/// The documented error responses for `codes`: per status, the codes its body may carry.
+pub(crate) fn describe_errors(codes: &[ErrorCode]) -> BTreeMap<String, RefOr<DocResponse>> {
+    let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
+    for code in codes {
+        by_status
+            .entry(code.status().as_u16())
+            .or_default()
+            .push(*code);
+    }
+    by_status
+        .into_iter()
+        .map(|(status, codes)| {
+            let reason = StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error");
+            let mut description = format!("{reason}.");
+            for code in &codes {
+                description.push_str(&format!("\n- `{}`: {}", code.as_str(), code.meaning()));
+            }
+            // The shared error body, narrowed to the codes this status can carry here.
+            let narrowed = ObjectBuilder::new().property(
+                "error",
+                ObjectBuilder::new().property(
+                    "code",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(codes.iter().map(|c| c.as_str()))),
+                ),
+            );
+            let schema = AllOfBuilder::new()
+                .item(Ref::from_schema_name("Error"))
+                .item(narrowed);
+            let mut response = ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new().schema(Some(schema)).build(),
+            );
+            for (with, header) in [(401, "WWW-Authenticate"), (503, "Retry-After")] {
+                if status == with {
+                    response = response.header_ref(header, header_ref(header));
+                }
+            }
+            (status.to_string(), RefOr::T(response.build()))
+        })
+        .collect()
+}
+
+/// A reference to a header of `components.headers` (the document declares them).
+pub(crate) fn header_ref(name: &str) -> Ref {
+    Ref::new(format!("#/components/headers/{name}"))
+}
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -137,7 +343,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable, machine-readable code; the status of the response follows from it.
     #[schema(schema_with = code_schema)]
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Readable explanation (a 5xx says nothing but to quote the request id).
     pub message: String,
     /// The request's id, also in the `X-Request-Id` response header.
@@ -158,12 +364,11 @@ pub struct ErrorDetail {
     pub action: Option<&'static str>,
     /// ENQUEUE_FAILED: the ledger as stored, REJECTED with ENQUEUE_FAILED (retry it).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ledger: Option<Box<super::ledgers::LedgerView>>,
+    pub ledger: Option<Box<LedgerView>>,
 }
 
 fn code_schema() -> utoipa::openapi::Object {
-    let mut codes: Vec<&str> = CODES.iter().map(|(_, c)| *c).collect();
-    codes.dedup();
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .enum_values(Some(codes))
@@ -175,38 +380,38 @@ fn code_schema() -> utoipa::openapi::Object {
 }
 
 impl ApiError {
-    /// The status and the stable code of this error.
-    pub fn parts(&self) -> (StatusCode, &'static str) {
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        use ErrorCode as C;
         match self {
-            ApiError::Validation(_) | ApiError::MalformedBody(_) => {
-                (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
-            }
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            ApiError::Forbidden { .. } | ApiError::AuditOnly => {
-                (StatusCode::FORBIDDEN, "FORBIDDEN")
-            }
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
-            ApiError::LedgerExists(_) => (StatusCode::CONFLICT, "LEDGER_EXISTS"),
-            ApiError::Conflict(t) => (StatusCode::CONFLICT, t.code),
-            ApiError::NotReady(_) => (StatusCode::CONFLICT, "JOB_NOT_READY"),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            ApiError::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
-            }
-            ApiError::IdempotencyMismatch => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
-            }
-            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
-            ApiError::EnqueueFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "ENQUEUE_FAILED"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+            ApiError::Validation(_) | ApiError::MalformedBody(_) => C::Validation,
+            ApiError::Unauthorized(_) => C::Unauthorized,
+            ApiError::Forbidden { .. } | ApiError::AuditOnly => C::Forbidden,
+            ApiError::NotFound(_) => C::NotFound,
+            ApiError::MethodNotAllowed => C::MethodNotAllowed,
+            ApiError::LedgerExists(_) => C::LedgerExists,
+            ApiError::Conflict(t) => C::of_transition(t),
+            ApiError::NotReady(_) => C::JobNotReady,
+            ApiError::PayloadTooLarge => C::PayloadTooLarge,
+            ApiError::UnsupportedMediaType => C::UnsupportedMediaType,
+            ApiError::IdempotencyMismatch => C::IdempotencyKeyReused,
+            ApiError::TooManyRequests(_) => C::TooManyRequests,
+            ApiError::EnqueueFailed(_) => C::EnqueueFailed,
+            ApiError::Unavailable(_) => C::ServiceUnavailable,
+            ApiError::Internal(_) => C::Internal,
         }
+    }
+
+    /// The status and the stable code (its wire string) of this error.
+    pub fn parts(&self) -> (StatusCode, &'static str) {
+        let code = self.code();
+        (code.status(), code.as_str())
     }
 
     /// The body of this error.
     pub fn error_body(&self) -> ErrorBody {
-        let (status, code) = self.parts();
+        let code = self.code();
+        let status = code.status();
         let message = if status.is_server_error() && !matches!(self, ApiError::EnqueueFailed(_)) {
             // The cause is logged; the client only gets the id to quote.
             "the service could not complete the request; quote the requestId when reporting it"
@@ -251,7 +456,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, _) = self.parts();
+        let status = self.code().status();
         if status.is_server_error() {
             tracing::error!(requestId = %request_id(), status = status.as_u16(), error = %self, "request failed");
         }
@@ -277,32 +482,32 @@ impl From<InvalidInput> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Corrupt(m) => ApiError::Internal(m),
-            other => ApiError::Unavailable(other.to_string()),
-        }
+impl From<TransitionError> for ApiError {
+    fn from(e: TransitionError) -> Self {
+        ApiError::Conflict(e)
     }
 }
 
-impl From<AccessError> for ApiError {
-    fn from(e: AccessError) -> Self {
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
         match e {
-            AccessError::Denied {
+            LedgerError::Invalid(invalid) => ApiError::Validation(invalid),
+            LedgerError::Forbidden {
                 merchant,
                 permission,
             } => ApiError::Forbidden {
                 merchant,
                 permission,
             },
-            AccessError::Backend(m) => ApiError::Unavailable(m),
+            LedgerError::AuditOnly => ApiError::AuditOnly,
+            LedgerError::NotFound(what) => ApiError::NotFound(what),
+            LedgerError::Exists(id) => ApiError::LedgerExists(id),
+            LedgerError::Conflict(t) => ApiError::Conflict(t),
+            LedgerError::NotReady(m) => ApiError::NotReady(m),
+            LedgerError::IdempotencyMismatch => ApiError::IdempotencyMismatch,
+            LedgerError::EnqueueFailed(ledger) => ApiError::EnqueueFailed(Box::new(view(&ledger))),
+            LedgerError::Unavailable(m) => ApiError::Unavailable(m),
+            LedgerError::Internal(m) => ApiError::Internal(m),
         }
-    }
-}
-
-impl From<TransitionError> for ApiError {
-    fn from(e: TransitionError) -> Self {
-        ApiError::Conflict(e)
     }
 }

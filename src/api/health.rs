@@ -15,11 +15,21 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::OpsState;
+use metrics_exporter_prometheus::PrometheusHandle;
+
 use crate::ready::Ready;
 
 type CheckFn =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Everything `/readyz` checks and `/metrics` renders, for any role.
+#[derive(Clone)]
+pub struct OpsState {
+    /// Named readiness checks of this process's backends.
+    pub checks: Arc<Vec<Check>>,
+    /// The Prometheus recorder's handle.
+    pub metrics: PrometheusHandle,
+}
 
 /// A named readiness check of one backend.
 #[derive(Clone)]

@@ -1,37 +1,36 @@
-//! The ledger resource: create, list, read, timeline, download, retry, regenerate, delete.
-//! Every handler authenticates ([`Caller`]), turns raw input into domain values, and calls
-//! `assert_merchant_access` before it reads or changes a merchant's data.
+//! The ledger resource over HTTP: create, list, read, timeline, retry, regenerate, delete
+//! (the download has its own module). Every handler authenticates ([`Caller`]), turns raw
+//! input into domain values, calls the use case ([`Ledgers`]) and answers its result as a
+//! view.
 
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use chrono::Utc;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::download::Decrypting;
+use super::error::{ApiError, error_responses};
 use super::extract::{JsonObject, Path, Query};
-use super::openapi::error_responses;
-use super::{ApiError, AppState};
-use crate::auth::{Caller, MerchantScope, Permission, assert_merchant_access};
-use crate::crypto::{Binding, Decryptor};
-use crate::domain::ledger::{parse_wire, stage_at};
+use super::params::{LedgerIdPath, ledger_id};
+use super::state::AppState;
+pub use super::views::{FailureReasonView, LedgerPage, LedgerView, Timeline, view};
+use crate::auth::{Caller, Permission};
+use crate::domain::ledger::parse_wire;
 use crate::domain::{
-    Action, FailureReason, Format, InvalidInput, Ledger, LedgerId, LedgerType, MerchantId, Period,
-    Stage, Status, Timezone,
+    Format, InvalidInput, Ledger, LedgerId, LedgerType, MerchantId, Period, Status, Timezone,
 };
-use crate::queue::JobMessage;
-use crate::store::{IdempotencyRecord, InsertOutcome, ListQuery, NewLedger, UserChange};
+use crate::usecases::ledgers::{
+    AuditRead, CreateRequest, Created, Idempotency, ListFilter, Replies, Requeue,
+};
+use crate::usecases::{LedgerError, Ledgers};
 
 /// Largest page of a list.
 const MAX_LIMIT: u32 = 200;
@@ -44,120 +43,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create, list))
         .routes(routes!(read, delete))
         .routes(routes!(events))
-        .routes(routes!(download))
         .routes(routes!(retry))
         .routes(routes!(regenerate))
-}
-
-/// An instant as the API writes it: RFC 3339 UTC with milliseconds.
-fn millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
-
-/// [`millis`] or `null`.
-fn millis_or_null<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => millis(t, s),
-        None => s.serialize_none(),
-    }
-}
-
-/// The JSON view of a ledger (docs/data-model.md).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = Ledger)]
-pub struct LedgerView {
-    /// Snowflake id, a decimal string.
-    #[schema(pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")]
-    pub id: String,
-    /// The merchant.
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "m_acme")]
-    pub merchant_id: String,
-    /// What the document contains.
-    #[serde(rename = "type")]
-    pub ledger_type: LedgerType,
-    /// The period in canonical form (`2026`, `2026-Q3`, `2026-10`, `2026-W40`, `2026-10-15`).
-    #[schema(example = "2026-10")]
-    pub period: String,
-    /// The IANA zone the period is cut in. A requested zone is shown from the start. Without
-    /// one, the merchant's own zone is used, which only the source knows: it is `null` (also
-    /// in the 202 of the create) until a worker has generated the ledger, since the API never
-    /// waits for the source.
-    #[schema(required = true, example = "Europe/Berlin")]
-    pub timezone: Option<String>,
-    /// The document format.
-    pub format: Format,
-    /// DRAFT while the period had not ended at generation time, FINAL after.
-    pub stage: Stage,
-    /// Where the job is.
-    pub status: Status,
-    /// 1, +1 on every regenerate.
-    #[schema(minimum = 1)]
-    pub version: u32,
-    /// Lifetime count of processing attempts.
-    pub attempt_count: u32,
-    /// The last failure, if any.
-    #[schema(required = true)]
-    pub failure_reason: Option<FailureReasonView>,
-    /// The newest completed file, if any.
-    #[schema(required = true)]
-    pub file: Option<crate::domain::FileInfo>,
-    /// The subject (`sub`) that created the ledger.
-    pub created_by: String,
-    /// When it was created.
-    #[serde(serialize_with = "millis")]
-    pub created_at: DateTime<Utc>,
-    /// When it last changed.
-    #[serde(serialize_with = "millis")]
-    pub updated_at: DateTime<Utc>,
-    /// When the last attempt was claimed.
-    #[serde(serialize_with = "millis_or_null")]
-    #[schema(required = true)]
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it last completed.
-    #[serde(serialize_with = "millis_or_null")]
-    #[schema(required = true)]
-    pub completed_at: Option<DateTime<Utc>>,
-    /// When it was (softly) deleted.
-    #[serde(serialize_with = "millis_or_null")]
-    #[schema(required = true)]
-    pub deleted_at: Option<DateTime<Utc>>,
-}
-
-/// Why the last attempt failed.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = FailureReason)]
-pub struct FailureReasonView {
-    /// `FETCH_DATA_ERROR`, `JOB_EXECUTION_FAILED` or `ENQUEUE_FAILED`.
-    #[schema(example = "FETCH_DATA_ERROR")]
-    pub error_code: String,
-    /// Readable detail, e.g. the path of a bad field in the source.
-    pub message: String,
-    /// Whether a retry may succeed without a change of input.
-    pub retryable: bool,
-    /// When it failed.
-    #[serde(serialize_with = "millis")]
-    pub at: DateTime<Utc>,
-}
-
-/// A page of ledgers, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = LedgerPage)]
-pub struct LedgerPage {
-    /// At most `limit` ledgers.
-    pub items: Vec<LedgerView>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    #[schema(required = true, pattern = "^[A-Za-z0-9_-]+$")]
-    pub next_cursor: Option<String>,
-}
-
-/// A ledger's timeline, oldest first: one item per status change and per pipeline phase.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Timeline {
-    /// The items.
-    pub items: Vec<crate::domain::TimelineItem>,
 }
 
 /// The body of `POST /ledgers`. Unknown fields are refused.
@@ -187,44 +74,18 @@ pub struct CreateLedgerBody {
     timezone: Option<String>,
 }
 
-/// The JSON view of a ledger (SPEC §3).
-pub fn view(l: &Ledger) -> LedgerView {
-    LedgerView {
-        id: l.id.to_string(),
-        merchant_id: l.merchant_id.to_string(),
-        ledger_type: l.ledger_type,
-        period: l.period.to_string(),
-        timezone: l
-            .timezone
-            .or(l.requested_timezone)
-            .map(|t| t.name().to_owned()),
-        format: l.format,
-        stage: l.stage,
-        status: l.status,
-        version: l.version,
-        attempt_count: l.attempt_count,
-        failure_reason: l.failure_reason.as_ref().map(|f| FailureReasonView {
-            error_code: f.error_code.clone(),
-            message: f.message.clone(),
-            retryable: f.retryable,
-            at: f.at,
-        }),
-        file: l.file.clone(),
-        created_by: l.created_by.clone(),
-        created_at: l.created_at,
-        updated_at: l.updated_at,
-        started_at: l.started_at,
-        completed_at: l.completed_at,
-        deleted_at: l.deleted_at,
-    }
-}
-
 fn accepted(l: &Ledger) -> Response {
     let mut response = (StatusCode::ACCEPTED, Json(view(l))).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("{}/ledgers/{}", super::BASE, l.id)) {
         response.headers_mut().insert(header::LOCATION, v);
     }
     response
+}
+
+/// A use case's answer to a change that queues the ledger: 202 with the ledger, or its
+/// error (a 503 ENQUEUE_FAILED carries the ledger as stored).
+fn queued(result: Result<Ledger, LedgerError>) -> Result<Response, ApiError> {
+    Ok(accepted(&result?))
 }
 
 fn string_field<'a>(
@@ -242,69 +103,37 @@ fn required<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, Inv
     string_field(body, name)?.ok_or_else(|| InvalidInput::new(name, "is required"))
 }
 
-/// A validated create request.
-struct CreateRequest {
-    merchant_id: MerchantId,
-    ledger_type: LedgerType,
-    period: Period,
-    format: Format,
-    timezone: Option<Timezone>,
-}
-
-impl CreateRequest {
-    fn parse(body: &Map<String, Value>, now: DateTime<Utc>) -> Result<Self, InvalidInput> {
-        const FIELDS: [&str; 5] = ["merchantId", "type", "period", "format", "timezone"];
-        if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(InvalidInput::new(unknown.clone(), "unknown field"));
-        }
-        let merchant_id = MerchantId::parse(required(body, "merchantId")?)?;
-        let ledger_type = parse_wire(
-            "type",
-            required(body, "type")?,
-            LedgerType::ALL,
-            LedgerType::parse,
-        )?;
-        let format = parse_wire(
-            "format",
-            required(body, "format")?,
-            Format::ALL,
-            Format::parse,
-        )?;
-        let period = Period::parse(required(body, "period")?)?;
-        let timezone = string_field(body, "timezone")?
-            .map(Timezone::parse)
-            .transpose()?;
-        // Without a zone the merchant's is not known yet: judge by the earliest zone on
-        // Earth, so no period that has started anywhere is refused.
-        let earliest = Timezone(chrono_tz::Pacific::Kiritimati);
-        if !period.has_started(timezone.unwrap_or(earliest), now) {
-            return Err(InvalidInput::new(
-                "period",
-                "the period has not started yet",
-            ));
-        }
-        Ok(Self {
-            merchant_id,
-            ledger_type,
-            period,
-            format,
-            timezone,
-        })
+/// The create request of a body, validated field by field for precise errors.
+fn create_request(body: &Map<String, Value>) -> Result<CreateRequest, InvalidInput> {
+    const FIELDS: [&str; 5] = ["merchantId", "type", "period", "format", "timezone"];
+    if let Some(unknown) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(InvalidInput::new(unknown.clone(), "unknown field"));
     }
-
-    /// A hash of the normalised request: the same request in other whitespace or field
-    /// order is the same request.
-    fn fingerprint(&self) -> String {
-        let canonical = format!(
-            "{}|{}|{}|{}|{}",
-            self.merchant_id,
-            self.ledger_type,
-            self.period,
-            self.format,
-            self.timezone.map(|t| t.name()).unwrap_or("")
-        );
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    }
+    let merchant_id = MerchantId::parse(required(body, "merchantId")?)?;
+    let ledger_type = parse_wire(
+        "type",
+        required(body, "type")?,
+        LedgerType::ALL,
+        LedgerType::parse,
+    )?;
+    let format = parse_wire(
+        "format",
+        required(body, "format")?,
+        Format::ALL,
+        Format::parse,
+    )?;
+    let period = Period::parse(required(body, "period")?)?;
+    let timezone = string_field(body, "timezone")?
+        .map(Timezone::parse)
+        .transpose()?;
+    CreateRequest::new(
+        merchant_id,
+        ledger_type,
+        period,
+        format,
+        timezone,
+        Utc::now(),
+    )
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -324,19 +153,29 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// How the API's replies to a create are remembered under an idempotency key: the JSON
+/// bodies it answers, so a replay is byte for byte the first answer.
+struct HttpReplies;
+
+impl Replies for HttpReplies {
+    fn accepted(&self, ledger: &Ledger) -> Result<(u16, String), LedgerError> {
+        let body = serde_json::to_string(&view(ledger))
+            .map_err(|e| LedgerError::Internal(e.to_string()))?;
+        Ok((StatusCode::ACCEPTED.as_u16(), body))
+    }
+
+    fn enqueue_failed(&self, ledger: &Ledger) -> (u16, String) {
+        let error = ApiError::EnqueueFailed(Box::new(view(ledger)));
+        (error.code().status().as_u16(), error.body().to_string())
+    }
+}
+
 error_responses! {
     /// What creating a ledger can answer besides 202.
-    CreateErrors {
-        400 => ["VALIDATION_ERROR"],
-        401 => ["UNAUTHORIZED"],
-        403 => ["FORBIDDEN"],
-        409 => ["LEDGER_EXISTS"],
-        413 => ["PAYLOAD_TOO_LARGE"],
-        415 => ["UNSUPPORTED_MEDIA_TYPE"],
-        422 => ["IDEMPOTENCY_KEY_REUSED"],
-        500 => ["INTERNAL"],
-        503 => ["ENQUEUE_FAILED", "SERVICE_UNAVAILABLE"],
-    }
+    CreateErrors [
+        Validation, Unauthorized, Forbidden, LedgerExists, PayloadTooLarge,
+        UnsupportedMediaType, IdempotencyKeyReused, Internal, EnqueueFailed, ServiceUnavailable,
+    ]
 }
 
 /// Create a ledger and queue its generation.
@@ -383,182 +222,34 @@ async fn create(
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let now = Utc::now();
+    let ledgers = state.ledgers();
     let merchant_id = MerchantId::parse(required(&body, "merchantId")?)?;
-    assert_merchant_access(&state.authz, &caller, &merchant_id, Permission::Create).await?;
-    let request = CreateRequest::parse(&body, now)?;
-    let key = idempotency_key(&headers)?;
-
-    for _ in 0..8 {
-        let new = NewLedger {
-            id: state.ids.next_id(),
-            merchant_id: request.merchant_id.clone(),
-            ledger_type: request.ledger_type,
-            period: request.period,
-            requested_timezone: request.timezone,
-            format: request.format,
-            stage: stage_at(
-                &request.period,
-                request.timezone.unwrap_or(Timezone::UTC),
-                now,
-            ),
-            created_by: caller.subject.clone(),
-            created_at: now,
-        };
-        let pending = serde_json::to_string(&view(&pending_view(&new)))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let record = key.as_ref().map(|k| IdempotencyRecord {
-            subject: caller.subject.clone(),
-            key: k.clone(),
-            request_hash: request.fingerprint(),
-            ledger_id: new.id,
-            status_code: StatusCode::ACCEPTED.as_u16(),
-            body: pending.clone(),
-        });
-        match state.store.insert_ledger(&new, record.as_ref()).await? {
-            InsertOutcome::Created(ledger) => {
-                return Ok(enqueue_or_reject(&state, ledger, key.as_deref(), &caller).await);
-            }
-            InsertOutcome::Exists(id) => return Err(ApiError::LedgerExists(id)),
-            InsertOutcome::Replay(found) => {
-                if found.request_hash != request.fingerprint() {
-                    return Err(ApiError::IdempotencyMismatch);
-                }
-                let status = StatusCode::from_u16(found.status_code)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
-                let body: Value = serde_json::from_str(&found.body)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
-                let mut response = (status, Json(body)).into_response();
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-                return Ok(response);
-            }
-            // A Snowflake collision with another replica: take a fresh id.
-            InsertOutcome::IdTaken => continue,
+    let grant = ledgers.authorize_create(&caller, &merchant_id).await?;
+    let request = create_request(&body)?;
+    let idempotency = idempotency_key(&headers)?.map(|key| Idempotency {
+        key,
+        replies: &HttpReplies,
+    });
+    match ledgers.create(grant, request, idempotency).await? {
+        Created::Queued(ledger) => Ok(accepted(&ledger)),
+        Created::Replayed { status, body } => {
+            let status =
+                StatusCode::from_u16(status).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let body: Value =
+                serde_json::from_str(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let mut response = (status, Json(body)).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
         }
-    }
-    Err(ApiError::Internal(
-        "could not allocate a unique ledger id".into(),
-    ))
-}
-
-/// The ledger a successful insert of `new` stores (for the idempotency record).
-fn pending_view(new: &NewLedger) -> Ledger {
-    Ledger {
-        id: new.id,
-        merchant_id: new.merchant_id.clone(),
-        ledger_type: new.ledger_type,
-        period: new.period,
-        requested_timezone: new.requested_timezone,
-        timezone: None,
-        format: new.format,
-        stage: new.stage,
-        status: Status::Pending,
-        version: 1,
-        attempt_count: 0,
-        failure_reason: None,
-        file: None,
-        created_by: new.created_by.clone(),
-        created_at: new.created_at,
-        updated_at: new.created_at,
-        started_at: None,
-        completed_at: None,
-        deleted_at: None,
-        lease_until: None,
-    }
-}
-
-/// Enqueues a PENDING ledger; a refused enqueue leaves it REJECTED/ENQUEUE_FAILED (so `retry`
-/// works) and answers 503.
-async fn enqueue_or_reject(
-    state: &AppState,
-    ledger: Ledger,
-    idempotency_key: Option<&str>,
-    caller: &Caller,
-) -> Response {
-    state.notifier.status(&ledger).await;
-    let message = JobMessage {
-        ledger_id: ledger.id,
-        merchant_id: ledger.merchant_id.clone(),
-        redelivery: false,
-    };
-    let Err(e) = state.queue.enqueue(&message).await else {
-        return accepted(&ledger);
-    };
-    tracing::error!(ledgerId = %ledger.id, merchantId = %ledger.merchant_id, errorCode = "ENQUEUE_FAILED", error = %e, "enqueue failed");
-    metrics::counter!("ledger_jobs_total", "status" => "REJECTED", "error_code" => "ENQUEUE_FAILED")
-        .increment(1);
-    let reason = FailureReason {
-        error_code: "ENQUEUE_FAILED".into(),
-        message: "the queue did not accept the job; retry it".into(),
-        retryable: true,
-        at: Utc::now(),
-    };
-    let rejected = match state.store.reject_pending(ledger.id, &reason).await {
-        Ok(Some(l)) => l,
-        Ok(None) | Err(_) => ledger,
-    };
-    state.notifier.status(&rejected).await;
-    let error = ApiError::EnqueueFailed(Box::new(view(&rejected)));
-    if let Some(key) = idempotency_key
-        && let Err(e) = state
-            .store
-            .update_idempotency(&caller.subject, key, 503, &error.body().to_string())
-            .await
-    {
-        tracing::warn!(error = %e, "could not record the idempotent response");
-    }
-    error.into_response()
-}
-
-fn parse_id(raw: &str) -> Result<LedgerId, ApiError> {
-    raw.parse::<LedgerId>().map_err(|e| {
-        // A decimal id of the documented form (`^[1-9][0-9]{0,18}$`) that does not fit in 63
-        // bits is well-formed: no ledger has it.
-        let documented = (1..=19).contains(&raw.len())
-            && !raw.starts_with('0')
-            && raw.bytes().all(|b| b.is_ascii_digit());
-        if documented {
-            ApiError::NotFound("no such ledger")
-        } else {
-            ApiError::Validation(e)
-        }
-    })
-}
-
-/// Loads a ledger the caller may use with `perm`; anything else — a deleted ledger too,
-/// unless `include_deleted` (an audit read) — is the same 404.
-async fn load(
-    state: &AppState,
-    caller: &Caller,
-    raw_id: &str,
-    perm: Permission,
-    include_deleted: bool,
-) -> Result<Ledger, ApiError> {
-    const MISSING: ApiError = ApiError::NotFound("no such ledger");
-    let id = parse_id(raw_id)?;
-    let ledger = state.store.get_ledger(id).await?.ok_or(MISSING)?;
-    match assert_merchant_access(&state.authz, caller, &ledger.merchant_id, perm).await {
-        Ok(()) if ledger.deleted_at.is_some() && !include_deleted => Err(MISSING),
-        Ok(()) => Ok(ledger),
-        // Existence is not leaked: an id the caller may not see is just missing.
-        Err(crate::auth::AccessError::Denied { .. }) => Err(MISSING),
-        Err(e) => Err(e.into()),
     }
 }
 
 error_responses! {
     /// What reading one ledger (or its timeline) can answer besides 200; 403 only for an
     /// audit read (`includeDeleted=true`) by a caller who is not platform_admin.
-    ReadErrors {
-        400 => ["VALIDATION_ERROR"],
-        401 => ["UNAUTHORIZED"],
-        403 => ["FORBIDDEN"],
-        404 => ["NOT_FOUND"],
-        500 => ["INTERNAL"],
-        503 => ["SERVICE_UNAVAILABLE"],
-    }
+    ReadErrors [Validation, Unauthorized, Forbidden, NotFound, Internal, ServiceUnavailable]
 }
 
 /// One ledger.
@@ -572,7 +263,7 @@ error_responses! {
     tag = "ledgers",
     operation_id = "getLedger",
     params(
-        ("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568"),
+        LedgerIdPath,
         ("includeDeleted" = Option<bool>, Query, description = "Audit read: also a deleted ledger (platform_admin only; anyone else gets 403)"),
     ),
     responses(
@@ -584,35 +275,30 @@ error_responses! {
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<LedgerView>, ApiError> {
-    let deleted = include_deleted(&state, &caller, &params).await?;
-    let ledger = load(&state, &caller, &id, Permission::Read, deleted).await?;
+    let ledgers = state.ledgers();
+    let audit = audit_read(&ledgers, &caller, &params).await?;
+    let ledger = ledgers
+        .load(&caller, ledger_id(&path.id)?, Permission::Read, audit)
+        .await?;
     Ok(Json(view(&ledger)))
 }
 
-/// Whether the request asks for an audit read of deleted ledgers (`includeDeleted=true`),
-/// which only a caller who may delete every merchant's ledgers may make.
-async fn include_deleted(
-    state: &AppState,
+/// The audit read (`includeDeleted=true`) a request asks for, which only a caller who may
+/// delete every merchant's ledgers may make; other query parameters are refused.
+async fn audit_read(
+    ledgers: &Ledgers,
     caller: &Caller,
     params: &HashMap<String, String>,
-) -> Result<bool, ApiError> {
+) -> Result<Option<AuditRead>, ApiError> {
     if let Some(unknown) = params.keys().find(|k| k.as_str() != "includeDeleted") {
         return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
     }
     match params.get("includeDeleted").map(String::as_str) {
-        None | Some("false") => Ok(false),
-        Some("true") => match state
-            .authz
-            .scope(&caller.subject, Permission::Delete)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        {
-            MerchantScope::All => Ok(true),
-            MerchantScope::Only(_) => Err(ApiError::AuditOnly),
-        },
+        None | Some("false") => Ok(None),
+        Some("true") => Ok(Some(ledgers.audit(caller).await?)),
         Some(_) => Err(InvalidInput::new("includeDeleted", "expected true or false").into()),
     }
 }
@@ -635,7 +321,7 @@ async fn include_deleted(
     tag = "ledgers",
     operation_id = "getLedgerEvents",
     params(
-        ("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568"),
+        LedgerIdPath,
         ("includeDeleted" = Option<bool>, Query, description = "Audit read: also a deleted ledger's timeline (platform_admin only; anyone else gets 403)"),
     ),
     responses(
@@ -647,12 +333,14 @@ async fn include_deleted(
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Timeline>, ApiError> {
-    let deleted = include_deleted(&state, &caller, &params).await?;
-    let ledger = load(&state, &caller, &id, Permission::Read, deleted).await?;
-    let items = state.store.list_events(ledger.id).await?;
+    let ledgers = state.ledgers();
+    let audit = audit_read(&ledgers, &caller, &params).await?;
+    let items = ledgers
+        .timeline(&caller, ledger_id(&path.id)?, audit)
+        .await?;
     Ok(Json(Timeline { items }))
 }
 
@@ -672,13 +360,7 @@ fn decode_cursor(raw: &str) -> Result<LedgerId, InvalidInput> {
 
 error_responses! {
     /// What listing ledgers can answer besides 200.
-    ListErrors {
-        400 => ["VALIDATION_ERROR"],
-        401 => ["UNAUTHORIZED"],
-        403 => ["FORBIDDEN"],
-        500 => ["INTERNAL"],
-        503 => ["SERVICE_UNAVAILABLE"],
-    }
+    ListErrors [Validation, Unauthorized, Forbidden, Internal, ServiceUnavailable]
 }
 
 /// List ledgers, newest first.
@@ -713,13 +395,14 @@ async fn list(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<LedgerPage>, ApiError> {
     const PARAMS: [&str; 6] = ["merchantId", "status", "type", "period", "limit", "cursor"];
+    let ledgers = state.ledgers();
     let (audit, filters): (HashMap<String, String>, HashMap<String, String>) =
         params.into_iter().partition(|(k, _)| k == "includeDeleted");
     let params = filters;
     if let Some(unknown) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
         return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
     }
-    let include_deleted = include_deleted(&state, &caller, &audit).await?;
+    let audit = audit_read(&ledgers, &caller, &audit).await?;
     let get = |k: &str| params.get(k).map(String::as_str);
     let status = get("status")
         .map(|s| parse_wire("status", s, Status::ALL, Status::parse))
@@ -727,10 +410,7 @@ async fn list(
     let ledger_type = get("type")
         .map(|s| parse_wire("type", s, LedgerType::ALL, LedgerType::parse))
         .transpose()?;
-    let period = get("period")
-        .map(Period::parse)
-        .transpose()?
-        .map(|p| p.to_string());
+    let period = get("period").map(Period::parse).transpose()?;
     let limit = match get("limit") {
         None => DEFAULT_LIMIT,
         Some(raw) => raw
@@ -740,277 +420,39 @@ async fn list(
             .ok_or_else(|| InvalidInput::new("limit", format!("expected 1 to {MAX_LIMIT}")))?,
     };
     let before = get("cursor").map(decode_cursor).transpose()?;
-    let merchants = match get("merchantId") {
-        Some(raw) => {
-            let merchant = MerchantId::parse(raw)?;
-            assert_merchant_access(&state.authz, &caller, &merchant, Permission::Read).await?;
-            Some(vec![merchant])
-        }
-        None => match state
-            .authz
-            .scope(&caller.subject, Permission::Read)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        {
-            MerchantScope::All => None,
-            MerchantScope::Only(list) => Some(list),
-        },
-    };
-    let query = ListQuery {
-        merchants,
+    let merchant = get("merchantId").map(MerchantId::parse).transpose()?;
+    let filter = ListFilter {
+        merchant,
         status,
         ledger_type,
         period,
         before,
-        limit: limit + 1,
-        include_deleted,
+        limit,
     };
-    let mut ledgers = state.store.list_ledgers(&query).await?;
-    let next = if ledgers.len() > limit as usize {
-        ledgers.truncate(limit as usize);
-        ledgers.last().map(|l| encode_cursor(l.id))
-    } else {
-        None
-    };
+    let page = ledgers.list(&caller, filter, audit).await?;
     Ok(Json(LedgerPage {
-        items: ledgers.iter().map(view).collect(),
-        next_cursor: next,
+        items: page.items.iter().map(view).collect(),
+        next_cursor: page.more_after.map(encode_cursor),
     }))
 }
 
-/// The `version` query parameter of a download: a `u32` from 1 (the path macro's literals
-/// cannot say `maximum = u32::MAX`).
-enum VersionParam {}
-
-impl utoipa::IntoParams for VersionParam {
-    fn into_params(
-        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
-    ) -> Vec<utoipa::openapi::path::Parameter> {
-        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
-        use utoipa::openapi::schema::{ObjectBuilder, Type};
-        vec![
-            ParameterBuilder::new()
-                .name("version")
-                .parameter_in(ParameterIn::Query)
-                .description(Some(
-                    "Which version's file (default: the newest completed one)",
-                ))
-                .schema(Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::Integer)
-                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                            utoipa::openapi::KnownFormat::Int64,
-                        )))
-                        .minimum(Some(1))
-                        .maximum(Some(u32::MAX)),
-                ))
-                .build(),
-        ]
-    }
-}
-
-error_responses! {
-    /// What a download can answer besides 200.
-    DownloadErrors {
-        400 => ["VALIDATION_ERROR"],
-        401 => ["UNAUTHORIZED"],
-        404 => ["NOT_FOUND"],
-        409 => ["JOB_NOT_READY"],
-        500 => ["INTERNAL"],
-        503 => ["SERVICE_UNAVAILABLE"],
-    }
-}
-
-/// Download a ledger's document, decrypted.
-///
-/// The plaintext is streamed as it is decrypted and verified; a file that fails verification
-/// after the first byte ends the connection early (the body is shorter than its
-/// `Content-Length`), never with wrong bytes. A deleted ledger is a 404.
-#[utoipa::path(
-    get,
-    path = "/ledgers/{id}/download",
-    tag = "ledgers",
-    operation_id = "downloadLedger",
-    params(
-        ("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568"),
-        VersionParam,
-    ),
-    responses(
-        (
-            status = 200,
-            description = "The document",
-            content(
-                ("application/pdf"),
-                ("text/csv"),
-                ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
-            ),
-            headers(
-                ("Content-Disposition" = String, description = "`attachment; filename=\"…\"; filename*=UTF-8''…`"),
-                ("Content-Length" = u64, description = "Size of the plaintext"),
-                ("ETag" = String, description = "The quoted hex SHA-256 of the plaintext"),
-                ("X-Content-Type-Options" = String, description = "`nosniff`"),
-                ("Cache-Control" = String, description = "`no-store`"),
-            ),
-        ),
-        DownloadErrors,
-    ),
-    security(("bearer" = [])),
-)]
-async fn download(
-    State(state): State<AppState>,
+/// Retries or regenerates a ledger: the one handler of both routes.
+async fn requeue(
+    state: AppState,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(params): Query<HashMap<String, String>>,
+    id: String,
+    requeue: Requeue,
 ) -> Result<Response, ApiError> {
-    if let Some(unknown) = params.keys().find(|k| k.as_str() != "version") {
-        return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
-    }
-    let ledger = load(&state, &caller, &id, Permission::Download, false).await?;
-    let version = match params.get("version") {
-        None => match &ledger.file {
-            Some(f) => f.version,
-            None => return Err(not_ready(&ledger)),
-        },
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|v| *v >= 1)
-            .ok_or_else(|| InvalidInput::new("version", "expected a positive integer"))?,
-    };
-    let Some(file) = state.store.get_file(ledger.id, version).await? else {
-        return Err(if version == ledger.version {
-            not_ready(&ledger)
-        } else {
-            ApiError::NotFound("no such version")
-        });
-    };
-    let binding = Binding {
-        ledger_id: ledger.id.as_i64(),
-        version,
-    };
-    let objects = state
-        .storage
-        .read(&file.object_key)
-        .await
-        .map_err(|e| download_error(&file.object_key, e.into()))?;
-    let mut plain = Decrypting::new(
-        Decryptor::new(&state.keyring, binding),
-        objects,
-        &file.info.sha256,
-    );
-    // The first chunk proves the header (key id, wrapped key, binding) before a 200 is sent.
-    let first = plain
-        .next_chunk()
-        .await
-        .map_err(|e| download_error(&file.object_key, e))?;
-    let body = plain.into_body(first, file.object_key.clone());
-    let name = &file.info.file_name;
-    let disposition = format!("attachment; filename=\"{name}\"; filename*=UTF-8''{name}");
-    let mut response = Response::new(Body::from_stream(body));
-    let headers = response.headers_mut();
-    let value = |s: &str| HeaderValue::from_str(s).map_err(|e| ApiError::Internal(e.to_string()));
-    headers.insert(header::CONTENT_TYPE, value(&file.info.content_type)?);
-    headers.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(file.info.size_bytes),
-    );
-    headers.insert(header::CONTENT_DISPOSITION, value(&disposition)?);
-    headers.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::ETAG, value(&format!("\"{}\"", file.info.sha256))?);
-    Ok(response)
-}
-
-/// Why `ledger`'s current version has no file to download, and what the caller can do.
-fn not_ready(ledger: &Ledger) -> ApiError {
-    ApiError::NotReady(match (&ledger.status, &ledger.failure_reason) {
-        (Status::Rejected, reason) => format!(
-            "version {} was rejected{} and has no file (see the ledger's failureReason); \
-             POST /ledgers/{}/retry generates it again",
-            ledger.version,
-            reason
-                .as_ref()
-                .map(|r| format!(" with {}", r.error_code))
-                .unwrap_or_default(),
-            ledger.id
-        ),
-        _ => format!(
-            "version {} is {}: its file can be downloaded once the ledger is COMPLETED",
-            ledger.version, ledger.status
-        ),
-    })
-}
-
-/// A download that failed before its first byte: an unreachable storage backend is a 503 the
-/// client may retry; a recorded file that is missing or does not decrypt to what was
-/// recorded is lost data, a 500 logged with the object key.
-fn download_error(object_key: &str, e: super::download::DownloadError) -> ApiError {
-    use super::download::DownloadError;
-    use crate::storage::StorageError;
-    match e {
-        DownloadError::Storage(StorageError::Backend(cause)) => {
-            ApiError::Unavailable(format!("object storage reading {object_key}: {cause}"))
-        }
-        other => ApiError::Internal(format!("{object_key}: {other}")),
-    }
-}
-
-/// Applies a user's state change through the state machine, then the store.
-async fn change(
-    state: &AppState,
-    caller: &Caller,
-    raw_id: &str,
-    perm: Permission,
-    action: Action,
-    store_change: UserChange,
-) -> Result<Option<Ledger>, ApiError> {
-    // A deleted ledger is a 404 for every change, a second DELETE included.
-    let ledger = load(state, caller, raw_id, perm, false).await?;
-    ledger.status.apply(action, ledger.stage)?;
-    match state
-        .store
-        .user_change(
-            ledger.id,
-            crate::store::Expected::of(&ledger),
-            store_change,
-            Utc::now(),
-        )
-        .await?
-    {
-        Some(changed) => Ok(Some(changed)),
-        None => {
-            // Changed under us: report against the fresh state.
-            let fresh = state
-                .store
-                .get_ledger(ledger.id)
-                .await?
-                .ok_or(ApiError::NotFound("no such ledger"))?;
-            if fresh.deleted_at.is_some() {
-                // Deleted meanwhile: gone for every action, a racing second DELETE too.
-                return Err(ApiError::NotFound("no such ledger"));
-            }
-            fresh.status.apply(action, fresh.stage)?;
-            Err(ApiError::Conflict(crate::domain::TransitionError {
-                code: "JOB_IN_PROGRESS",
-                message: "the ledger changed meanwhile; read it and try again",
-            }))
-        }
-    }
+    let id = ledger_id(&id)?;
+    queued(state.ledgers().requeue(&caller, id, requeue).await)
 }
 
 error_responses! {
     /// What a retry can answer besides 202.
-    RetryErrors {
-        400 => ["VALIDATION_ERROR"],
-        401 => ["UNAUTHORIZED"],
-        404 => ["NOT_FOUND"],
-        409 => ["JOB_IN_PROGRESS", "INVALID_STATE"],
-        500 => ["INTERNAL"],
-        503 => ["ENQUEUE_FAILED", "SERVICE_UNAVAILABLE"],
-    }
+    RetryErrors [
+        Validation, Unauthorized, NotFound, JobInProgress, InvalidState, Internal,
+        EnqueueFailed, ServiceUnavailable,
+    ]
 }
 
 /// Retry a REJECTED ledger: back to PENDING and queued again.
@@ -1022,7 +464,7 @@ error_responses! {
     path = "/ledgers/{id}/retry",
     tag = "ledgers",
     operation_id = "retryLedger",
-    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    params(LedgerIdPath),
     responses(
         (status = 202, description = "PENDING again, queued", body = LedgerView, headers(("Location" = String, description = "The ledger's URL"))),
         RetryErrors,
@@ -1032,31 +474,17 @@ error_responses! {
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
 ) -> Result<Response, ApiError> {
-    let changed = change(
-        &state,
-        &caller,
-        &id,
-        Permission::Retry,
-        Action::Retry,
-        UserChange::Retry,
-    )
-    .await?;
-    let ledger = changed.ok_or(ApiError::NotFound("no such ledger"))?;
-    Ok(enqueue_or_reject(&state, ledger, None, &caller).await)
+    requeue(state, caller, path.id, Requeue::Retry).await
 }
 
 error_responses! {
     /// What a regenerate can answer besides 202.
-    RegenerateErrors {
-        400 => ["VALIDATION_ERROR"],
-        401 => ["UNAUTHORIZED"],
-        404 => ["NOT_FOUND"],
-        409 => ["JOB_IN_PROGRESS", "INVALID_STATE", "LEDGER_FINAL"],
-        500 => ["INTERNAL"],
-        503 => ["ENQUEUE_FAILED", "SERVICE_UNAVAILABLE"],
-    }
+    RegenerateErrors [
+        Validation, Unauthorized, NotFound, JobInProgress, InvalidState, LedgerFinal, Internal,
+        EnqueueFailed, ServiceUnavailable,
+    ]
 }
 
 /// Generate a new version of a COMPLETED DRAFT ledger.
@@ -1069,7 +497,7 @@ error_responses! {
     path = "/ledgers/{id}/regenerate",
     tag = "ledgers",
     operation_id = "regenerateLedger",
-    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    params(LedgerIdPath),
     responses(
         (status = 202, description = "The new version, PENDING, queued", body = LedgerView, headers(("Location" = String, description = "The ledger's URL"))),
         RegenerateErrors,
@@ -1079,31 +507,14 @@ error_responses! {
 async fn regenerate(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
 ) -> Result<Response, ApiError> {
-    let changed = change(
-        &state,
-        &caller,
-        &id,
-        Permission::Regenerate,
-        Action::Regenerate,
-        UserChange::Regenerate,
-    )
-    .await?;
-    let ledger = changed.ok_or(ApiError::NotFound("no such ledger"))?;
-    Ok(enqueue_or_reject(&state, ledger, None, &caller).await)
+    requeue(state, caller, path.id, Requeue::Regenerate).await
 }
 
 error_responses! {
     /// What a delete can answer besides 204.
-    DeleteErrors {
-        400 => ["VALIDATION_ERROR"],
-        401 => ["UNAUTHORIZED"],
-        404 => ["NOT_FOUND"],
-        409 => ["JOB_IN_PROGRESS"],
-        500 => ["INTERNAL"],
-        503 => ["SERVICE_UNAVAILABLE"],
-    }
+    DeleteErrors [Validation, Unauthorized, NotFound, JobInProgress, Internal, ServiceUnavailable]
 }
 
 /// Delete a ledger (softly).
@@ -1116,7 +527,7 @@ error_responses! {
     path = "/ledgers/{id}",
     tag = "ledgers",
     operation_id = "deleteLedger",
-    params(("id" = String, Path, description = "The ledger id", pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")),
+    params(LedgerIdPath),
     responses(
         (status = 204, description = "Deleted"),
         DeleteErrors,
@@ -1126,19 +537,11 @@ error_responses! {
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(path): Path<LedgerIdPath>,
 ) -> Result<StatusCode, ApiError> {
-    if let Some(deleted) = change(
-        &state,
-        &caller,
-        &id,
-        Permission::Delete,
-        Action::Delete,
-        UserChange::Delete,
-    )
-    .await?
-    {
-        tracing::info!(ledgerId = %deleted.id, merchantId = %deleted.merchant_id, subject = %caller.subject, "ledger deleted (soft)");
-    }
+    state
+        .ledgers()
+        .delete(&caller, ledger_id(&path.id)?)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

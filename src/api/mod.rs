@@ -1,6 +1,7 @@
 //! The HTTP surface: `/v1/api/ledger/…` for the api role, and `/healthz`, `/readyz`,
-//! `/metrics` for every process. Handlers turn raw input into domain values at the edge,
-//! call `assert_merchant_access` before touching data, and answer errors as [`ApiError`].
+//! `/metrics` for every process. HTTP only: handlers turn raw input into domain values at
+//! the edge, call the use cases ([`crate::usecases`]), which check access, and answer their
+//! results as views ([`views`]) and their errors as [`ApiError`].
 
 pub mod download;
 pub mod error;
@@ -8,9 +9,12 @@ pub mod extract;
 pub mod health;
 pub mod ledgers;
 pub mod openapi;
+mod params;
+pub mod routes;
+pub mod state;
+pub mod views;
 pub mod ws;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -18,73 +22,22 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::PrometheusHandle;
-use utoipa_axum::router::OpenApiRouter;
 
-pub use error::ApiError;
-
-use crate::auth::{Authorizer, Verifier};
-use crate::crypto::Keyring;
-use crate::domain::Snowflake;
-use crate::notify::Notifier;
-use crate::queue::Queue;
-use crate::storage::ObjectStorage;
-use crate::store::JobStore;
+pub use error::{ApiError, ErrorCode};
+pub use health::OpsState;
+pub use state::AppState;
 
 /// The base path of the public API.
 pub const BASE: &str = "/v1/api/ledger";
-
-/// What handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    /// Job store.
-    pub store: Arc<dyn JobStore>,
-    /// Queue (producing side).
-    pub queue: Arc<dyn Queue>,
-    /// Object storage.
-    pub storage: Arc<dyn ObjectStorage>,
-    /// Status events.
-    pub notifier: Notifier,
-    /// Decryption keys for downloads.
-    pub keyring: Keyring,
-    /// Token verification.
-    pub verifier: Arc<Verifier>,
-    /// Authorization decisions.
-    pub authz: Arc<Authorizer>,
-    /// Ledger ids.
-    pub ids: Arc<Snowflake>,
-    /// Fires on shutdown: WebSockets close with 1001.
-    pub shutdown: tokio_util::sync::CancellationToken,
-    /// `/ws` settings: keep-alive, token leeway, replay age, sockets per subject.
-    pub ws: ws::WsSettings,
-    /// Open WebSockets per subject on this process.
-    pub ws_sockets: ws::SocketCounts,
-}
-
-/// Everything `/readyz` checks and `/metrics` renders, for any role.
-#[derive(Clone)]
-pub struct OpsState {
-    /// Named readiness checks of this process's backends.
-    pub checks: Arc<Vec<health::Check>>,
-    /// The Prometheus recorder's handle.
-    pub metrics: PrometheusHandle,
-}
-
-/// The routes under [`BASE`]. Each is registered with its `#[utoipa::path]` documentation
-/// (`routes!`), so the served API and [`openapi::document`] come from this one list.
-fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .merge(ledgers::routes())
-        .merge(ws::routes())
-        .merge(openapi::routes())
-}
 
 /// The router of a process: the API when `api` is set, plus the ops endpoints.
 pub fn router(api: Option<AppState>, ops: OpsState) -> Router {
     let (ops_routes, _) = health::routes().split_for_parts();
     let mut app = ops_routes.with_state(ops);
     if let Some(state) = api {
-        let (api, _) = api_routes().split_for_parts();
+        let (api, _) = routes::resources()
+            .merge(openapi::routes())
+            .split_for_parts();
         app = app.nest(BASE, api.with_state(state));
     }
     app.fallback(not_found)

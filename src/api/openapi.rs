@@ -5,116 +5,20 @@
 //! `ledger openapi`. This module owns the document's frame (info, servers, security schemes,
 //! tags) and how error responses are described; it never describes a route itself.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{
-    ContentBuilder, OpenApi as Document, Ref, RefOr, Response as DocResponse, ResponseBuilder,
-};
+use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::ErrorBody;
-use super::{ApiError, AppState, BASE};
-
-/// Declares an uninhabited type whose [`utoipa::IntoResponses`] documents the error responses
-/// a handler can give: per status, the codes the body may carry (the documented schema only
-/// admits those), with the headers that status always has.
-macro_rules! error_responses {
-    ($($(#[$meta:meta])* $name:ident { $($status:literal => [$($code:literal),+ $(,)?]),+ $(,)? })+) => {
-        $(
-            $(#[$meta])*
-            enum $name {}
-
-            impl utoipa::IntoResponses for $name {
-                fn responses() -> std::collections::BTreeMap<
-                    String,
-                    utoipa::openapi::RefOr<utoipa::openapi::Response>,
-                > {
-                    $crate::api::openapi::describe_errors(&[$(($status, &[$($code),+])),+])
-                }
-            }
-        )+
-    };
-}
-pub(crate) use error_responses;
-
-/// What each error code means, for the response descriptions.
-fn meaning(code: &str) -> &'static str {
-    match code {
-        "VALIDATION_ERROR" => {
-            "a field, parameter or header is invalid (`field` names it), or the body is not a JSON object"
-        }
-        "UNAUTHORIZED" => "no token, or a token that is not a valid ES256 JWT",
-        "FORBIDDEN" => "the caller may not do this for the named merchant",
-        "NOT_FOUND" => "no such ledger or version (also when the caller may not see it)",
-        "METHOD_NOT_ALLOWED" => "the path exists with other methods",
-        "LEDGER_EXISTS" => "a ledger with the same identity exists (`ledgerId` names it)",
-        "JOB_IN_PROGRESS" => "the ledger is PENDING or PROCESSING",
-        "INVALID_STATE" => "the ledger's status does not allow this",
-        "LEDGER_FINAL" => "the ledger is FINAL and cannot be regenerated",
-        "JOB_NOT_READY" => "the ledger has no completed file yet",
-        "PAYLOAD_TOO_LARGE" => "the body is over 1 MiB",
-        "UNSUPPORTED_MEDIA_TYPE" => "the body is not `application/json`",
-        "IDEMPOTENCY_KEY_REUSED" => "the Idempotency-Key was used with another body",
-        "TOO_MANY_REQUESTS" => {
-            "the subject already holds APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT WebSockets; close one first"
-        }
-        "INTERNAL" => "a fault of the service; quote the requestId",
-        "ENQUEUE_FAILED" => {
-            "the ledger was stored but not queued: it is REJECTED/ENQUEUE_FAILED (in `ledger`), retry it"
-        }
-        "SERVICE_UNAVAILABLE" => "a backend did not answer; try again after Retry-After seconds",
-        _ => "",
-    }
-}
-
-/// The documented error responses for `cases`: per status, the error codes its body may carry.
-pub(crate) fn describe_errors(cases: &[(u16, &[&str])]) -> BTreeMap<String, RefOr<DocResponse>> {
-    cases
-        .iter()
-        .map(|&(status, codes)| {
-            let reason = axum::http::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("Error");
-            let mut description = format!("{reason}.");
-            for code in codes {
-                description.push_str(&format!("\n- `{code}`: {}", meaning(code)));
-            }
-            // The shared error body, narrowed to the codes this status can carry here.
-            let narrowed = ObjectBuilder::new().property(
-                "error",
-                ObjectBuilder::new().property(
-                    "code",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some(codes.iter().copied())),
-                ),
-            );
-            let schema = AllOfBuilder::new()
-                .item(Ref::from_schema_name("Error"))
-                .item(narrowed);
-            let mut response = ResponseBuilder::new().description(description).content(
-                "application/json",
-                ContentBuilder::new().schema(Some(schema)).build(),
-            );
-            if status == 401 {
-                response = response.header_ref("WWW-Authenticate", header_ref("WWW-Authenticate"));
-            }
-            if status == 503 {
-                response = response.header_ref("Retry-After", header_ref("Retry-After"));
-            }
-            (status.to_string(), RefOr::T(response.build()))
-        })
-        .collect()
-}
+use super::error::{ApiError, ErrorBody, error_responses, header_ref};
+use super::state::AppState;
 
 /// The frame of the document: what no handler says.
 #[derive(OpenApi)]
@@ -127,8 +31,8 @@ pub(crate) fn describe_errors(cases: &[(u16, &[&str])]) -> BTreeMap<String, RefO
     servers((url = "/", description = "The service root: the API under `/v1/api/ledger`; `/healthz`, `/readyz` and `/metrics` outside it, without authentication")),
     components(schemas(
         ErrorBody,
-        super::ws::ServerFrame,
-        super::ws::ClientMessage,
+        super::ws::frames::ServerFrame,
+        super::ws::frames::ClientMessage,
     )),
     tags(
         (name = "ledgers", description = "Merchant ledgers: create, list, read, download, retry, regenerate, delete"),
@@ -168,11 +72,6 @@ impl Modify for Frame {
             ))),
         );
     }
-}
-
-/// A reference to a header of `components.headers`.
-fn header_ref(name: &str) -> Ref {
-    Ref::new(format!("#/components/headers/{name}"))
 }
 
 /// The response headers several responses share.
@@ -257,7 +156,7 @@ pub fn document() -> Document {
     let mut doc = ApiDoc::openapi();
     doc.merge(
         OpenApiRouter::<AppState>::new()
-            .nest(BASE, super::api_routes())
+            .nest(super::BASE, super::routes::resources().merge(routes()))
             .into_openapi(),
     );
     doc.merge(super::health::routes().into_openapi());
@@ -276,9 +175,7 @@ pub fn json() -> Result<&'static str, ApiError> {
 
 error_responses! {
     /// What serving this document can answer besides 200.
-    DocumentErrors {
-        500 => ["INTERNAL"],
-    }
+    DocumentErrors [Internal]
 }
 
 /// This document.
@@ -298,13 +195,16 @@ async fn openapi() -> Result<Response, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::error::CODES;
+    use super::super::error::ErrorCode;
     use super::*;
 
     #[test]
     fn every_documented_error_code_is_a_code_of_the_api() {
         let doc = serde_json::to_value(document()).unwrap();
-        let known: Vec<(u16, &str)> = CODES.to_vec();
+        let known: Vec<(u16, &str)> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.status().as_u16(), c.as_str()))
+            .collect();
         let mut seen = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
@@ -319,9 +219,13 @@ mod tests {
                         let code = code.as_str().unwrap();
                         assert!(
                             known.contains(&(status, code)),
-                            "{method} {path}: {status} {code} is not in error::CODES"
+                            "{method} {path}: {status} {code} is not an ErrorCode"
                         );
-                        assert!(!meaning(code).is_empty(), "{code} has no meaning");
+                        let description = response["description"].as_str().unwrap();
+                        assert!(
+                            description.contains(&format!("- `{code}`: ")),
+                            "{code} has no meaning in {description}"
+                        );
                         seen += 1;
                     }
                 }

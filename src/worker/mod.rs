@@ -3,7 +3,6 @@
 //! (the fencing token) decide who may write what.
 
 pub mod pipeline;
-pub mod sink;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use crate::queue::Queue;
 use crate::source::Source;
 use crate::storage::ObjectStorage;
 use crate::store::JobStore;
+use crate::vault::Vault;
 
 /// Tunables of the worker role.
 #[derive(Debug, Clone)]
@@ -66,6 +66,11 @@ pub enum TaskOutcome {
 }
 
 impl Worker {
+    /// Where the worker seals the files it makes.
+    pub fn vault(&self) -> Vault {
+        Vault::new(self.storage.clone(), self.keyring.clone())
+    }
+
     /// Claims and runs one job; the unit tests and the consume loop share it.
     pub async fn try_execute_task(
         &self,

@@ -8,18 +8,20 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::crypto::{Binding, CryptoError, EncryptingWriter, Keyring};
+
 /// Size of the chunks handed to the uploader.
 const CHUNK: usize = 256 * 1024;
 
 /// Sends what is written, in chunks, to the uploader. Blocks when the uploader is behind.
-pub struct ChannelWriter {
+struct ChannelWriter {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
 }
 
 impl ChannelWriter {
     /// A writer sending to `tx`.
-    pub fn new(tx: mpsc::Sender<Bytes>) -> Self {
+    fn new(tx: mpsc::Sender<Bytes>) -> Self {
         Self {
             tx,
             buf: Vec::with_capacity(CHUNK),
@@ -52,7 +54,7 @@ impl Write for ChannelWriter {
 }
 
 /// Hashes and counts the plaintext on its way to `inner`.
-pub struct HashingWriter<W: Write> {
+struct HashingWriter<W: Write> {
     inner: W,
     hasher: Sha256,
     size: u64,
@@ -60,7 +62,7 @@ pub struct HashingWriter<W: Write> {
 
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
+    fn new(inner: W) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -69,7 +71,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// Hex SHA-256, size in bytes, and the inner writer.
-    pub fn finish(self) -> (String, u64, W) {
+    fn finish(self) -> (String, u64, W) {
         (hex::encode(self.hasher.finalize()), self.size, self.inner)
     }
 }
@@ -84,5 +86,60 @@ impl<W: Write> Write for HashingWriter<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Why the end of a file could not be sealed or sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The envelope could not be ended.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The uploader stopped taking ciphertext.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// What a sealed file is recorded with: its plaintext's hex SHA-256 and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// Hex SHA-256 of the plaintext, checked again by every download.
+    pub sha256: String,
+    /// Size of the plaintext in bytes.
+    pub size: u64,
+}
+
+/// The plaintext end of the chain: hashes and counts what is written, encrypts it for one
+/// ledger version and sends the ciphertext to the uploader.
+pub struct Sealer(HashingWriter<EncryptingWriter<ChannelWriter>>);
+
+impl Sealer {
+    /// A sealer for the file of `binding`, sending ciphertext to `tx`. Writes the envelope's
+    /// header at once (blocking if the uploader is behind).
+    pub fn new(
+        keyring: &Keyring,
+        binding: Binding,
+        tx: mpsc::Sender<Bytes>,
+    ) -> Result<Self, CryptoError> {
+        let encrypting = EncryptingWriter::new(ChannelWriter::new(tx), keyring, binding)?;
+        Ok(Self(HashingWriter::new(encrypting)))
+    }
+
+    /// Ends the envelope and sends the last ciphertext; the plaintext's digest and size.
+    pub fn finish(self) -> Result<Sealed, SealError> {
+        let (sha256, size, encrypting) = self.0.finish();
+        let mut channel = encrypting.finish()?;
+        channel.flush()?;
+        Ok(Sealed { sha256, size })
+    }
+}
+
+impl Write for Sealer {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
