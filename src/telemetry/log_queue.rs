@@ -16,7 +16,7 @@ use tracing_subscriber::fmt::MakeWriter;
 
 /// Lines the queue holds while the sink is behind: under 1 MiB of ~210-byte request lines,
 /// on top of the ~300 lines a pipe buffers itself. At the ~2,000 requests/s this machine
-/// serves with full logging (`ledger bench logs`, BENCHMARKS.md 2026-12-04) that rides out a
+/// serves with full logging (`ledger-bench logs`, BENCHMARKS.md 2026-12-04) that rides out a
 /// sink's 2 s hiccup without a loss; a sink that stays behind longer loses lines however
 /// large the queue, and a larger one only costs memory.
 pub const LOG_QUEUE_LINES: usize = 4096;

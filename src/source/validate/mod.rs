@@ -15,6 +15,8 @@
 //! repeated keys refused, unknown keys ignored) are spelled out again by the slow path.
 
 mod loose;
+#[cfg(test)]
+mod tests;
 mod typed;
 
 use std::fmt;

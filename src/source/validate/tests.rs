@@ -1,6 +1,8 @@
 //! Tests of validation: the fast and slow paths agree on every line of a table, messages
 //! name the path and never echo the data, and order, uniqueness and indices span pages.
 
+use serde::de::{self, IgnoredAny};
+
 use super::loose::json_error;
 use super::*;
 use crate::source::contract::{mid, validation_cases};
@@ -151,9 +153,7 @@ fn messages_name_the_path() {
         .unwrap_err();
     assert_eq!(
         err,
-        SourceError::Invalid(
-            "entries[1].amount: expected integer, found a decimal number".into()
-        )
+        SourceError::Invalid("entries[1].amount: expected integer, found a decimal number".into())
     );
     let long = format!(
         r#"{{"id":"a","bookedAt":"{}","type":"FEE","amount":1,"currency":"EUR"}}"#,
@@ -412,9 +412,7 @@ fn entry_fields_are_kept() {
 #[test]
 fn order_and_uniqueness_span_the_stream() {
     let line = |id: &str, at: &str| {
-        format!(
-            r#"{{"id":"{id}","bookedAt":"{at}","type":"FEE","amount":-1,"currency":"EUR"}}"#
-        )
+        format!(r#"{{"id":"{id}","bookedAt":"{at}","type":"FEE","amount":-1,"currency":"EUR"}}"#)
     };
     let mut v = EntryValidator::new();
     for (id, at) in [
@@ -491,9 +489,7 @@ fn pages_share_one_validator() {
     let err = parse_page(third.as_bytes(), &mid("m_1"), &mut v).unwrap_err();
     assert_eq!(
         err,
-        SourceError::Invalid(
-            "entries[2].amount: expected integer, found a decimal number".into()
-        )
+        SourceError::Invalid("entries[2].amount: expected integer, found a decimal number".into())
     );
     let err = parse_page(
         page("", "7").as_bytes(),
@@ -511,8 +507,7 @@ fn pages_share_one_validator() {
         SourceError::Invalid("document: expected an object, found an array".into())
     );
     let missing = r#"{"merchant":{"id":"m_1","name":"A"},"openingBalances":[]}"#;
-    let err =
-        parse_page(missing.as_bytes(), &mid("m_1"), &mut EntryValidator::new()).unwrap_err();
+    let err = parse_page(missing.as_bytes(), &mid("m_1"), &mut EntryValidator::new()).unwrap_err();
     assert_eq!(
         err,
         SourceError::Invalid("entries: missing, expected array".into())
