@@ -243,7 +243,6 @@ const TABLE: &[(Status, Action, Result<Status, TransitionError>)] = &[
     (S::Processing, A::Delete, Err(IN_PROGRESS)),
     (S::Processing, A::Requeue, Ok(S::Pending)),
     (S::Processing, A::Abandon, Ok(S::Rejected)),
-    (S::Pending, A::Abandon, Ok(S::Rejected)),
     (S::Processing, A::Release, Ok(S::Pending)),
     (S::Processing, A::Renew, Ok(S::Processing)),
     (S::Pending, A::Redeliver, Ok(S::Pending)),
@@ -426,7 +425,8 @@ mod tests {
         assert_eq!(S::Rejected.apply(A::Delete, Stage::Final), Ok(S::Rejected));
         assert_eq!(S::Processing.apply(A::Requeue, d), Ok(S::Pending));
         assert_eq!(S::Processing.apply(A::Abandon, d), Ok(S::Rejected));
-        assert_eq!(S::Pending.apply(A::Abandon, d), Ok(S::Rejected));
+        // Only a claimed job can stall: a PENDING one holds no lease to expire.
+        assert!(S::Pending.apply(A::Abandon, d).is_err());
         assert_eq!(S::Processing.apply(A::Release, d), Ok(S::Pending));
         assert_eq!(S::Processing.apply(A::Renew, d), Ok(S::Processing));
         assert_eq!(S::Pending.apply(A::Redeliver, d), Ok(S::Pending));
@@ -435,10 +435,7 @@ mod tests {
     #[test]
     fn transitions_list_what_apply_allows_at_every_stage() {
         assert_eq!(A::Claim.transitions(), [(S::Pending, S::Processing)]);
-        assert_eq!(
-            A::Abandon.transitions(),
-            [(S::Pending, S::Rejected), (S::Processing, S::Rejected)]
-        );
+        assert_eq!(A::Abandon.transitions(), [(S::Processing, S::Rejected)]);
         assert_eq!(
             A::Delete.transitions(),
             [(S::Completed, S::Completed), (S::Rejected, S::Rejected)]

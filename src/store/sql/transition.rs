@@ -66,6 +66,8 @@ mod tests {
             Action::Fail,
             Action::Release,
             Action::Renew,
+            Action::Requeue,
+            Action::Abandon,
         ] {
             assert_eq!(transition(action).guard, "status IN ('PROCESSING')");
         }
