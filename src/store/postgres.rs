@@ -157,7 +157,6 @@ mod tests {
     use crate::domain::LedgerId;
     use crate::store::{InsertOutcome, JobStore};
     use chrono::Utc;
-    use sqlx::PgPool;
 
     const DEFAULT_TEST_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -178,12 +177,13 @@ mod tests {
         }
     }
 
-    /// A store in a fresh schema of its own. Fails (never skips) when the server is away.
-    async fn fresh_store() -> (PostgresStore, String) {
+    /// A store in a fresh schema of its own, and the guard that drops the schema when the
+    /// test ends, passed or failed. Fails (never skips) when the server is away.
+    async fn fresh_store() -> (PostgresStore, DroppedSchema) {
         let url = test_url();
         let schema = format!("ledger_test_{}", uuid::Uuid::new_v4().simple());
         match PostgresStore::connect_in_schema(&url, &schema).await {
-            Ok(store) => (store, schema),
+            Ok(store) => (store, DroppedSchema { url, schema }),
             Err(e) => panic!(
                 "cannot reach PostgreSQL at {} ({e}); scripts/run-tests.sh starts PostgreSQL, \
                  or set LEDGER_TEST_DATABASE_URL to a running server",
@@ -192,12 +192,46 @@ mod tests {
         }
     }
 
-    async fn drop_schema(pool: &PgPool, schema: &str) {
-        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-            .execute(pool)
-            .await
-            .unwrap();
-        pool.close().await;
+    /// Drops its schema on drop (a panicking test included), from a thread and runtime of
+    /// its own, since a drop may run inside the test's runtime.
+    struct DroppedSchema {
+        url: String,
+        schema: String,
+    }
+
+    impl Drop for DroppedSchema {
+        fn drop(&mut self) {
+            use sqlx::Connection;
+            let (url, schema) = (self.url.clone(), self.schema.clone());
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                runtime.block_on(async {
+                    let mut conn = sqlx::PgConnection::connect(&url)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    // A failed test may still hold the schema's tables: wait a while, never
+                    // forever.
+                    sqlx::query("SET lock_timeout = '10s'")
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    conn.close().await.map_err(|e| e.to_string())
+                })
+            })
+            .join();
+            match dropped {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("could not drop test schema {}: {e}", self.schema),
+                Err(_) => eprintln!("could not drop test schema {}", self.schema),
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -219,7 +253,8 @@ mod tests {
         assert!(store.pending_migrations().await.unwrap().is_empty());
         let pool = store.pool.clone();
         contract::run_all(Arc::new(store)).await;
-        drop_schema(&pool, &schema).await;
+        pool.close().await;
+        drop(schema);
     }
 
     #[tokio::test]
@@ -374,6 +409,7 @@ mod tests {
             );
         }
         drop(store);
-        drop_schema(&pool, &schema).await;
+        pool.close().await;
+        drop(schema);
     }
 }
