@@ -1,6 +1,6 @@
 //! What every measurement shares: the service started in this process on a temporary data
-//! dir ([`start`], [`start_with`]), worker-only `ledger serve` processes beside it
-//! ([`spawn_workers`]), the generated NDJSON source ([`write_source`]), peak RSS readings and
+//! dir ([`start_with`]), worker-only `ledger serve` processes beside it
+//! ([`spawn_workers`]), the generated source ([`write_source_as`]), peak RSS readings and
 //! percentiles.
 
 use std::collections::HashMap;
@@ -22,10 +22,6 @@ pub struct Bench {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
-}
-
-pub async fn start(dir: tempfile::TempDir, concurrency: usize) -> anyhow::Result<Bench> {
-    start_with(dir, concurrency, HashMap::new()).await
 }
 
 /// The `APP_ENV_*` variables of this process (the production backends of a bench run).
@@ -195,18 +191,59 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// Which form of the source schema a bench reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceForm {
+    /// `{merchant}.ndjson` in the source directory: a header line, one entry per line.
+    Ndjson,
+    /// `{merchant}.json` in the source directory: one page.
+    Json,
+    /// The same page answered by a local upstream over HTTP (`APP_ENV_SOURCE_URL`).
+    Http,
+}
+
+impl std::fmt::Display for SourceForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ndjson => "NDJSON file",
+            Self::Json => "JSON file",
+            Self::Http => "HTTP page",
+        })
+    }
+}
+
+/// Writes the generated NDJSON source of `merchant`.
 pub fn write_source(
     dir: &Path,
     merchant: &str,
     entries: u64,
     currencies: Vec<(&str, i64)>,
 ) -> anyhow::Result<()> {
+    write_source_as(dir, merchant, entries, currencies, SourceForm::Ndjson)
+}
+
+/// Writes the generated source of `merchant` in `form` (an HTTP page is a `.json` file the
+/// upstream serves).
+pub fn write_source_as(
+    dir: &Path,
+    merchant: &str,
+    entries: u64,
+    currencies: Vec<(&str, i64)>,
+    form: SourceForm,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut spec = FixtureSpec::new(merchant, entries);
     spec.currencies = currencies;
     spec.start = "2025-01-01T00:00:00Z".parse()?;
     let spec = spec.spread_until("2025-12-31T00:00:00Z".parse()?);
-    fixture::write_ndjson(&dir.join(format!("{merchant}.ndjson")), &spec)?;
+    match form {
+        SourceForm::Ndjson => {
+            fixture::write_ndjson(&dir.join(format!("{merchant}.ndjson")), &spec)?
+        }
+        SourceForm::Json | SourceForm::Http => {
+            fixture::write_json(&dir.join(format!("{merchant}.json")), &spec)?;
+        }
+    }
     Ok(())
 }
 

@@ -7,29 +7,45 @@ use ledger::domain::{Format, LedgerType};
 use ledger::outln;
 use serde_json::json;
 
-use crate::harness::{median, peak_rss_mib, reset_peak_rss, start, write_source};
+use crate::harness::{
+    SourceForm, median, peak_rss_mib, reset_peak_rss, start_with, write_source_as,
+};
+use crate::upstream;
 
-/// One large ledger (`STATEMENT` in `CSV` unless told otherwise), `runs` times: wall time
-/// create → COMPLETED and peak RSS.
+/// One large ledger (`STATEMENT` in `CSV` unless told otherwise) read from `form`, `runs`
+/// times: wall time create → COMPLETED and peak RSS (an HTTP upstream runs in this process
+/// too, streaming its file).
 pub async fn large(
     entries: u64,
     runs: usize,
     ledger_type: LedgerType,
     format: Format,
+    form: SourceForm,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
-    write_source(
-        &dir.path().join("source"),
+    let source = dir.path().join("source");
+    write_source_as(
+        &source,
         "m_bench",
         entries,
         vec![("EUR", 1_000_000), ("USD", 0), ("JPY", 0)],
+        form,
     )?;
     outln!(
-        "source: {entries} entries written in {:.2}s",
+        "source: {entries} entries written as {form} in {:.2}s",
         started.elapsed().as_secs_f64()
     )?;
-    let bench = start(dir, 1).await?;
+    let mut vars = std::collections::HashMap::new();
+    let _upstream = match form {
+        SourceForm::Http => {
+            let upstream = upstream::serve(source).await?;
+            vars.insert("APP_ENV_SOURCE_URL".to_owned(), upstream.url.clone());
+            Some(upstream)
+        }
+        SourceForm::Ndjson | SourceForm::Json => None,
+    };
+    let bench = start_with(dir, 1, vars).await?;
     let (mut walls, mut rss) = (Vec::new(), Vec::new());
     for run in 1..=runs.max(1) {
         reset_peak_rss();
@@ -56,7 +72,7 @@ pub async fn large(
             .await?;
     }
     outln!(
-        "large {ledger_type} in {format}, {entries} entries, {} runs: median wall {:.3}s, median peak RSS {:.1}MiB",
+        "large {ledger_type} in {format} from {form}, {entries} entries, {} runs: median wall {:.3}s, median peak RSS {:.1}MiB",
         walls.len(),
         median(&mut walls),
         median(&mut rss)

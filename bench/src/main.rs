@@ -13,6 +13,7 @@ mod live;
 mod logs;
 mod render;
 mod small;
+mod upstream;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,10 @@ enum Command {
         /// PDF, CSV or XLSX.
         #[arg(long, default_value = "CSV", value_parser = format)]
         format: Format,
+        /// Where the entries come from: an NDJSON file, a one-page JSON file, or that page
+        /// from a local HTTP upstream.
+        #[arg(long, value_enum, default_value = "ndjson")]
+        source: harness::SourceForm,
     },
     /// One renderer alone over generated entries: wall time and peak RSS.
     Render {
@@ -195,7 +200,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             runs,
             ledger_type,
             format,
-        } => large::large(entries, runs, ledger_type, format).await,
+            source,
+        } => large::large(entries, runs, ledger_type, format, source).await,
         Command::Render {
             entries,
             runs,

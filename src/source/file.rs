@@ -1,6 +1,7 @@
-//! The file source adapter: `{dir}/{merchantId}.json` (one page of the schema) or
-//! `{merchantId}.ndjson` (a header line, then one entry per line), streamed from a blocking
-//! thread through a bounded channel so memory stays flat whatever the file size.
+//! The file source adapter: `{dir}/{merchantId}.json` (one page of the schema, read as it
+//! streams by [`super::page`]) or `{merchantId}.ndjson` (a header line, then one entry per
+//! line), read on a blocking thread and handed over through a bounded channel so memory
+//! stays flat whatever the file size.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -10,7 +11,8 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batches::{Message, receive};
-use super::validate::{EntryValidator, Header, Page, parse_header, parse_page};
+use super::page::{PageParser, PageReads, Progress, Sink};
+use super::validate::{EntryValidator, Header, parse_header};
 use super::{EntryStream, Source, SourceError, Window};
 use crate::domain::{Balance, Entry, Merchant, MerchantId};
 
@@ -131,11 +133,25 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| SourceError::Unavailable(format!("file reader failed: {e}")))?
 }
 
-/// The merchant header alone: the first line of an NDJSON file, or the parsed `.json` page.
+/// The merchant header alone: the first line of an NDJSON file, or the `.json` page read up
+/// to its header.
 fn read_header(path: &Path, format: Format, id: &MerchantId) -> Result<Header, SourceError> {
     match format {
-        Format::Json => read_json(path, id).map(|page| page.header),
+        Format::Json => read_json_header(path, id),
         Format::Ndjson => read_ndjson_header(path, id).map(|(header, _)| header),
+    }
+}
+
+/// A `.json` page read until its header is known (its entries crossed, if they come first).
+fn read_json_header(path: &Path, id: &MerchantId) -> Result<Header, SourceError> {
+    let mut file = File::open(path).map_err(|e| unavailable(path, &e))?;
+    let mut parser = PageParser::new(id.clone());
+    loop {
+        match parser.next()? {
+            Some(super::page::Event::Header(header)) => return Ok(header),
+            Some(_) => {}
+            None => parser.fill(&mut file).map_err(|e| unavailable(path, &e))?,
+        }
     }
 }
 
@@ -155,18 +171,6 @@ fn read_ndjson_header(path: &Path, id: &MerchantId) -> Result<(Header, Lines), S
         }
     };
     Ok((header, lines))
-}
-
-/// A `.json` file: one page, read and validated whole.
-fn read_json(path: &Path, id: &MerchantId) -> Result<Page, SourceError> {
-    let bytes = std::fs::read(path).map_err(|e| unavailable(path, &e))?;
-    let page = parse_page(&bytes, id, &mut EntryValidator::new())?;
-    if page.next_cursor.is_some() {
-        return Err(SourceError::Invalid(
-            "nextCursor: expected null (a file is a single page)".to_owned(),
-        ));
-    }
-    Ok(page)
 }
 
 /// Non-blank lines of an NDJSON file, each at most [`MAX_LINE_BYTES`].
@@ -262,19 +266,76 @@ fn stream_window(
             }
             cutter
         }
-        Format::Json => {
-            let page = read_json(path, id)?;
-            let mut cutter = Cutter::new(page.header.opening_balances, window);
-            for (index, entry) in page.entries.into_iter().enumerate() {
-                if !cutter.push(entry, index as u64, channels)? {
-                    return Ok(());
-                }
-            }
-            cutter
-        }
+        Format::Json => match read_json(path, id, window, channels)? {
+            Some(cutter) => cutter,
+            None => return Ok(()),
+        },
     };
     cutter.finish(channels);
     Ok(())
+}
+
+/// Streams a `.json` page into a [`Cutter`]: `None` when reading stopped early (the window
+/// ended, or nobody waits any more). A page whose entries come before its header is read
+/// twice (see [`super::page`]).
+fn read_json(
+    path: &Path,
+    id: &MerchantId,
+    window: Window,
+    channels: &mut Channels,
+) -> Result<Option<Cutter>, SourceError> {
+    let mut sink = FileSink {
+        window,
+        cutter: None,
+        channels,
+    };
+    let mut reads = PageReads::default();
+    let mut validator = EntryValidator::new();
+    loop {
+        let mut file = File::open(path).map_err(|e| unavailable(path, &e))?;
+        let mut parser = PageParser::new(id.clone());
+        let again = loop {
+            match reads.drain(&mut parser, &mut validator, &mut sink)? {
+                Progress::More => parser.fill(&mut file).map_err(|e| unavailable(path, &e))?,
+                Progress::Stop => return Ok(None),
+                Progress::End { next_cursor, again } => {
+                    if next_cursor.is_some() {
+                        return Err(SourceError::Invalid(
+                            "nextCursor: expected null (a file is a single page)".to_owned(),
+                        ));
+                    }
+                    break again;
+                }
+            }
+        };
+        if !again {
+            return Ok(sink.cutter);
+        }
+    }
+}
+
+/// Where a `.json` page's entries go: the [`Cutter`], made once the header is known.
+struct FileSink<'c> {
+    window: Window,
+    cutter: Option<Cutter>,
+    channels: &'c mut Channels,
+}
+
+impl Sink for FileSink<'_> {
+    fn header(&mut self, header: Header) -> Result<bool, SourceError> {
+        self.cutter = Some(Cutter::new(header.opening_balances, self.window));
+        Ok(true)
+    }
+
+    fn entry(&mut self, entry: Entry, index: u64) -> Result<bool, SourceError> {
+        match &mut self.cutter {
+            Some(cutter) => cutter.push(entry, index, self.channels),
+            // The page's reads hand entries over only after the header.
+            None => Err(SourceError::Unavailable(
+                "an entry came before the header was known".to_owned(),
+            )),
+        }
+    }
 }
 
 /// Folds entries before the window into the opening balances, batches the ones inside it

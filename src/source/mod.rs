@@ -13,6 +13,7 @@ pub mod http;
 pub mod validate;
 
 mod batches;
+mod page;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

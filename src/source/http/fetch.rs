@@ -1,9 +1,10 @@
-//! Fetching one page: the request with its bearer token, what each status means, retries
-//! of transient failures with backoff and `Retry-After`, and a body bounded in size. No
-//! error it returns carries the token or the URL.
+//! Fetching one page: the request with its bearer token, what each status means, the body
+//! piece by piece with a bound on each wait, and retries of transient failures with backoff
+//! and `Retry-After`. No error it returns carries the token or the URL.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::Rng;
 use reqwest::header::{ACCEPT, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Response, StatusCode};
@@ -18,8 +19,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Upper bound of a `Retry-After` delay: an upstream asking for an hour must not park a job.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// The outcome of one request that did not yield a body.
-enum Failure {
+/// A request or a body that did not go through.
+pub(super) enum Failure {
     /// Worth another attempt; `after` is the upstream's `Retry-After`.
     Transient {
         reason: String,
@@ -29,56 +30,15 @@ enum Failure {
     Fatal(SourceError),
 }
 
-impl HttpSource {
-    /// The body of a successful answer to `url`, retrying transient failures.
-    pub(super) async fn fetch(&self, id: &MerchantId, url: &Url) -> Result<Vec<u8>, SourceError> {
-        let mut retries = 0_u32;
-        loop {
-            // The client's timeout covers the body as well; this outer one also bounds the
-            // chunked body loop below against an upstream trickling bytes forever.
-            let outcome =
-                match tokio::time::timeout(self.options.request_timeout, self.attempt(id, url))
-                    .await
-                {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(Failure::Transient {
-                        reason: format!(
-                            "no complete answer within {} ms",
-                            self.options.request_timeout.as_millis()
-                        ),
-                        after: None,
-                    }),
-                };
-            let (reason, after) = match outcome {
-                Ok(body) => return Ok(body),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient { reason, after }) => (reason, after),
-            };
-            if retries >= self.options.max_retries {
-                return Err(SourceError::Unavailable(format!(
-                    "{reason} (gave up after {} attempts)",
-                    retries + 1
-                )));
-            }
-            let delay = match after {
-                Some(after) => after.min(MAX_RETRY_AFTER),
-                None => backoff(self.options.initial_backoff, retries),
-            };
-            retries += 1;
-            tracing::warn!(
-                merchantId = %id,
-                retry = retries,
-                of = self.options.max_retries,
-                delay_ms = delay.as_millis() as u64,
-                reason = %reason,
-                "[HttpSource] transient failure, retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
+impl From<SourceError> for Failure {
+    fn from(e: SourceError) -> Self {
+        Self::Fatal(e)
     }
+}
 
-    /// One request: the body of a 2xx answer, or why there is none.
-    async fn attempt(&self, id: &MerchantId, url: &Url) -> Result<Vec<u8>, Failure> {
+impl HttpSource {
+    /// Sends one request for `url`: the answer of a 2xx status, its body still to read.
+    pub(super) async fn request(&self, id: &MerchantId, url: &Url) -> Result<Response, Failure> {
         let mut request = self
             .client
             .get(url.clone())
@@ -86,14 +46,21 @@ impl HttpSource {
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        let response = request.send().await.map_err(|e| Failure::Transient {
-            reason: describe(&e),
-            after: None,
-        })?;
+        let response =
+            match tokio::time::timeout(self.options.request_timeout, request.send()).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => {
+                    return Err(Failure::Transient {
+                        reason: describe(&e),
+                        after: None,
+                    });
+                }
+                Err(_) => return Err(self.no_answer("no answer")),
+            };
         let status = response.status();
         let code = status.as_u16();
         if status.is_success() {
-            return self.read_body(response).await;
+            return Ok(response);
         }
         Err(match status {
             StatusCode::NOT_FOUND => Failure::Fatal(SourceError::UnknownMerchant(id.to_string())),
@@ -119,37 +86,59 @@ impl HttpSource {
         })
     }
 
-    /// The body, at most `max_page_bytes`, read chunk by chunk so an oversized one is
-    /// refused before it is held.
-    async fn read_body(&self, mut response: Response) -> Result<Vec<u8>, Failure> {
-        let max = self.max_page_bytes;
-        let too_large = || {
-            Failure::Fatal(SourceError::Invalid(format!(
-                "the source answered with a page larger than {max} bytes"
-            )))
+    /// The next piece of a body (`None` at its end). Each wait is bounded by the request
+    /// timeout: an upstream trickling bytes, or gone silent, is a transient failure. Time the
+    /// consumer takes between pieces does not count.
+    pub(super) async fn chunk(&self, response: &mut Response) -> Result<Option<Bytes>, Failure> {
+        match tokio::time::timeout(self.options.request_timeout, response.chunk()).await {
+            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(Err(e)) => Err(Failure::Transient {
+                reason: format!("the answer broke off: {}", describe(&e)),
+                after: None,
+            }),
+            Err(_) => Err(self.no_answer("the answer stalled")),
+        }
+    }
+
+    fn no_answer(&self, what: &str) -> Failure {
+        Failure::Transient {
+            reason: format!(
+                "{what} within {} ms",
+                self.options.request_timeout.as_millis()
+            ),
+            after: None,
+        }
+    }
+
+    /// Waits before retry number `*retries + 1` of a transient failure, or gives up.
+    pub(super) async fn before_retry(
+        &self,
+        id: &MerchantId,
+        retries: &mut u32,
+        reason: String,
+        after: Option<Duration>,
+    ) -> Result<(), SourceError> {
+        if *retries >= self.options.max_retries {
+            return Err(SourceError::Unavailable(format!(
+                "{reason} (gave up after {} attempts)",
+                *retries + 1
+            )));
+        }
+        let delay = match after {
+            Some(after) => after.min(MAX_RETRY_AFTER),
+            None => backoff(self.options.initial_backoff, *retries),
         };
-        let announced = response.content_length().unwrap_or(0);
-        if announced > max as u64 {
-            return Err(too_large());
-        }
-        let mut body = Vec::with_capacity(announced as usize);
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > max {
-                        return Err(too_large());
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body),
-                Err(e) => {
-                    return Err(Failure::Transient {
-                        reason: format!("the answer broke off: {}", describe(&e)),
-                        after: None,
-                    });
-                }
-            }
-        }
+        *retries += 1;
+        tracing::warn!(
+            merchantId = %id,
+            retry = *retries,
+            of = self.options.max_retries,
+            delay_ms = delay.as_millis() as u64,
+            reason = %reason,
+            "[HttpSource] transient failure, retrying"
+        );
+        tokio::time::sleep(delay).await;
+        Ok(())
     }
 }
 

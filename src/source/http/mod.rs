@@ -1,12 +1,13 @@
 //! The HTTP source adapter: `GET {base}/merchants/{merchantId}/entries?from=&to=&cursor=`
 //! against an upstream API that speaks the source schema one page at a time.
 //!
-//! - **Pages** are followed until `nextCursor` is null. The first page is fetched inside
-//!   [`Source::entries`] (its header gives the opening balances and an unknown merchant or
-//!   a refused token surfaces as an error of that call); the rest are fetched by a spawned
-//!   task that hands each page's entries to the consumer through a bounded channel, so at
-//!   most a page or two are in memory however long the ledger. The task stops as soon as
-//!   the consumer drops the stream, aborting a request in flight.
+//! - **Pages** are followed until `nextCursor` is null, each read as its body arrives
+//!   ([`super::page`]): entries are handed to the consumer in batches through a bounded
+//!   channel while the rest of the page is still on its way, so memory stays flat however
+//!   long a page or the ledger is. [`Source::entries`] returns once the first page's header
+//!   is read (it gives the opening balances; an unknown merchant or a refused token surfaces
+//!   as an error of that call). A spawned task does the reading and stops as soon as the
+//!   consumer drops the stream, aborting a request in flight.
 //! - **Validation** uses one [`EntryValidator`] across all pages, so indices
 //!   (`entries[1234]`), order and repeated ids span pages. Every page must name the
 //!   requested merchant and carry the same merchant header and opening balances as the
@@ -19,8 +20,11 @@
 //!   (unavailable: fixing the credentials and retrying the job helps); any other 4xx or a
 //!   redirect is a refused request (invalid); 5xx, 408, 429, timeouts and broken
 //!   connections are retried `max_retries` times with exponential backoff and jitter
-//!   (`Retry-After` seconds honoured up to a cap), then reported unavailable. A body over
-//!   [`MAX_PAGE_BYTES`] or one that is not JSON is refused as invalid.
+//!   (`Retry-After` seconds honoured up to a cap), then reported unavailable. A body that
+//!   breaks off is fetched again and read on after the entries already handed over. Each
+//!   wait (connection, answer, every piece of the body) is bounded by the request timeout; a
+//!   page as a whole is not, since its consumer sets the pace. A body that is not JSON is
+//!   refused as invalid; an entry over [`MAX_ENTRY_BYTES`](super::page::MAX_ENTRY_BYTES) too.
 //! - **Secrets**: the bearer token is only ever placed in the `Authorization` header
 //!   (marked sensitive); no error or log line carries it, nor a URL (whose query holds
 //!   merchant data such as the cursor). Redirects are not followed, so the token never
@@ -38,26 +42,30 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Client;
 use reqwest::header::HeaderValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
-use self::fetch::describe;
+use self::fetch::{Failure, describe};
 use super::batches::{Message, receive};
-use super::validate::{EntryValidator, Header, Page, parse_page};
+use super::page::{PageParser, PageReads, Progress, Sink};
+use super::validate::{EntryValidator, Header};
 use super::{EntryStream, Source, SourceError, Window};
 use crate::config::Secret;
-use crate::domain::{Merchant, MerchantId};
+use crate::domain::{Balance, Entry, Merchant, MerchantId};
 
-/// Largest page body accepted: one bad (or hostile) page must not exhaust memory.
-pub const MAX_PAGE_BYTES: usize = 64 << 20;
-/// Pages buffered between the fetching task and the consumer. With the page being fetched
-/// this keeps memory at about two pages.
-const CHANNEL_PAGES: usize = 1;
+/// Entries per batch handed to the consumer (a batch may be longer by the entries of one
+/// piece of a body).
+const BATCH: usize = 1024;
+/// Batches in flight between the fetching task and the consumer (a page's end also ends a
+/// batch: the next page is a round trip away).
+const CHANNEL_BATCHES: usize = 2;
 
 /// Tuning of the HTTP source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpSourceOptions {
-    /// Limit of one request, from sending it to the last byte of the body.
+    /// Limit of each wait on the upstream: for the connection, for the answer's head, and for
+    /// each piece of its body (a page is read as it arrives, so the time the consumer takes
+    /// with its entries does not count).
     pub request_timeout: Duration,
     /// Retries of a transient failure (5xx, 408, 429, timeout, broken connection) per page;
     /// a page is requested at most `max_retries + 1` times.
@@ -89,8 +97,6 @@ pub struct HttpSource {
     /// `Bearer …`, marked sensitive.
     auth: Option<HeaderValue>,
     options: HttpSourceOptions,
-    /// [`MAX_PAGE_BYTES`] except in tests, which cannot afford 64 MiB bodies.
-    max_page_bytes: usize,
 }
 
 impl fmt::Debug for HttpSource {
@@ -144,7 +150,8 @@ impl HttpSource {
             None => None,
         };
         let client = Client::builder()
-            .timeout(options.request_timeout)
+            // No total timeout: a long page streams for as long as its consumer takes. Each
+            // wait is bounded instead (fetch.rs).
             .connect_timeout(options.request_timeout)
             // A redirect would carry the request (and, to the same host, the token) to a
             // place nobody configured; the upstream is expected to answer directly.
@@ -159,7 +166,6 @@ impl HttpSource {
             base: base_url,
             auth,
             options,
-            max_page_bytes: MAX_PAGE_BYTES,
         })
     }
 
@@ -190,110 +196,261 @@ impl HttpSource {
         Ok(url)
     }
 
-    /// One page, fetched (with retries), parsed, and checked against the window.
-    async fn page(
+    /// Reads the page at `cursor` into `sink`, fetching it again after a transient failure
+    /// (or when its entries came before its header): `Ok(None)` when the sink stopped the
+    /// reading, else the page's `nextCursor`.
+    async fn read_page(
         &self,
         id: &MerchantId,
         window: Window,
         cursor: Option<&str>,
         validator: &mut EntryValidator,
-    ) -> Result<Page, SourceError> {
+        sink: &mut impl Flush,
+    ) -> Result<Option<Option<String>>, SourceError> {
         let url = self.entries_url(id, window, cursor)?;
-        let body = self.fetch(id, &url).await?;
-        let first_index = validator.count();
-        let page = parse_page(&body, id, validator).map_err(|e| match e {
-            // The whole body failed to parse: say it is the answer that is broken, not a
-            // field of it.
-            SourceError::Invalid(message) if message.starts_with("invalid JSON") => {
-                SourceError::Invalid(format!(
-                    "the source answered with a body that is not JSON: {message}"
-                ))
-            }
-            other => other,
-        })?;
-        for (offset, entry) in page.entries.iter().enumerate() {
-            if entry.booked_at < window.from || entry.booked_at >= window.to {
-                // The value itself is merchant data and stays out of the message.
-                return Err(SourceError::Invalid(format!(
-                    "entries[{}].bookedAt: outside the requested window",
-                    first_index + offset as u64
-                )));
+        let mut reads = PageReads::default();
+        let mut retries = 0_u32;
+        loop {
+            match self.read_once(id, &url, &mut reads, validator, sink).await {
+                Ok(Progress::Stop) => return Ok(None),
+                Ok(Progress::End { next_cursor, again }) => {
+                    if !again {
+                        return Ok(Some(next_cursor));
+                    }
+                }
+                Ok(Progress::More) => unreachable!("a read ends, stops or fails"),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient { reason, after }) => {
+                    self.before_retry(id, &mut retries, reason, after).await?;
+                }
             }
         }
-        Ok(page)
     }
 
-    /// Fetches the pages after the first and sends each page's entries to `tx`.
+    /// One request of a page, its body parsed as it arrives.
+    async fn read_once(
+        &self,
+        id: &MerchantId,
+        url: &Url,
+        reads: &mut PageReads,
+        validator: &mut EntryValidator,
+        sink: &mut impl Flush,
+    ) -> Result<Progress, Failure> {
+        let mut response = self.request(id, url).await?;
+        let mut parser = PageParser::new(id.clone());
+        loop {
+            let progress = reads
+                .drain(&mut parser, validator, sink)
+                .map_err(not_json)?;
+            if progress != Progress::More {
+                return Ok(progress);
+            }
+            if !sink.flush().await {
+                return Ok(Progress::Stop);
+            }
+            let chunk = tokio::select! {
+                // The consumer went away: drop the request in flight, fetch nothing more.
+                () = sink.closed() => return Ok(Progress::Stop),
+                chunk = self.chunk(&mut response) => chunk?,
+            };
+            match chunk {
+                Some(bytes) => parser.feed(&bytes),
+                None => parser.finish(),
+            }
+        }
+    }
+
+    /// Reads every page from the first and hands their entries to `tx`; the first page's
+    /// opening balances (or why there are none) go to `opening`.
     async fn follow(
         self,
         id: MerchantId,
         window: Window,
-        first: Page,
-        mut validator: EntryValidator,
+        opening: oneshot::Sender<Result<Vec<Balance>, SourceError>>,
         tx: mpsc::Sender<Message>,
     ) {
-        let header = first.header;
-        let mut cursor = first.next_cursor;
-        let mut entries = first.entries;
-        let mut page_number = 1_u64;
+        let mut sink = Entries {
+            window,
+            first: None,
+            opening: Some(opening),
+            page_number: 1,
+            batch: Vec::new(),
+            tx,
+        };
+        match self.pages(&id, window, &mut sink).await {
+            Ok(true) => {
+                if sink.flush_all().await {
+                    let _ = sink.tx.send(Message::End).await;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => match sink.opening.take() {
+                Some(opening) => {
+                    let _ = opening.send(Err(e));
+                }
+                None => {
+                    // What was read before the failure is handed over first, in order.
+                    if sink.flush_all().await {
+                        let _ = sink.tx.send(Message::Failed(e)).await;
+                    }
+                }
+            },
+        }
+    }
+
+    /// The pages, followed by cursor: `Ok(false)` when the consumer went away.
+    async fn pages(
+        &self,
+        id: &MerchantId,
+        window: Window,
+        sink: &mut Entries,
+    ) -> Result<bool, SourceError> {
+        let mut validator = EntryValidator::new();
+        let mut cursor: Option<String> = None;
         // Every cursor followed, as a 64-bit hash (8 bytes a page at most, 800 KB at the
         // default page limit): an upstream whose cursors cycle (A → B → A) would otherwise
         // be followed forever.
         let mut seen: HashSet<u64> = HashSet::new();
         loop {
-            // An empty page is legal (a filtered upstream may have one); it is just not sent.
-            if !entries.is_empty() && tx.send(Message::Batch(entries)).await.is_err() {
-                return;
-            }
-            let Some(current) = cursor else {
-                let _ = tx.send(Message::End).await;
-                return;
+            let Some(next) = self
+                .read_page(id, window, cursor.as_deref(), &mut validator, sink)
+                .await?
+            else {
+                return Ok(false);
             };
-            page_number += 1;
-            let refused = if page_number > self.options.max_pages {
-                Some(format!(
+            let Some(next) = next else {
+                return Ok(true);
+            };
+            if !sink.flush_all().await {
+                return Ok(false);
+            }
+            let page_number = sink.page_number;
+            if cursor.as_deref() == Some(next.as_str()) {
+                return Err(SourceError::Invalid(format!(
+                    "nextCursor: page {page_number} points to itself"
+                )));
+            }
+            if page_number + 1 > self.options.max_pages {
+                return Err(SourceError::Invalid(format!(
                     "nextCursor: the source has more than {} pages (APP_ENV_SOURCE_MAX_PAGES)",
                     self.options.max_pages
-                ))
-            } else if !seen.insert(cursor_hash(&current)) {
-                Some(format!(
-                    "nextCursor: page {} returns to the cursor of an earlier page (a cycle)",
-                    page_number - 1
-                ))
-            } else {
-                None
-            };
-            if let Some(message) = refused {
-                let _ = tx
-                    .send(Message::Failed(SourceError::Invalid(message)))
-                    .await;
-                return;
+                )));
             }
-            let next = tokio::select! {
-                // The consumer went away: drop the request in flight, fetch nothing more.
-                () = tx.closed() => return,
-                page = self.page(&id, window, Some(&current), &mut validator) => page,
-            };
-            let checked = next.and_then(|page| {
-                consistent(&header, &page, page_number)?;
-                if page.next_cursor.as_deref() == Some(current.as_str()) {
-                    return Err(SourceError::Invalid(format!(
-                        "nextCursor: page {page_number} points to itself"
-                    )));
+            if !seen.insert(cursor_hash(&next)) {
+                return Err(SourceError::Invalid(format!(
+                    "nextCursor: page {page_number} returns to the cursor of an earlier page (a cycle)"
+                )));
+            }
+            sink.page_number += 1;
+            cursor = Some(next);
+        }
+    }
+}
+
+/// A body that is not JSON at all: say it is the answer that is broken, not a field of it.
+fn not_json(e: SourceError) -> Failure {
+    Failure::Fatal(match e {
+        SourceError::Invalid(message) if message.starts_with("invalid JSON") => {
+            SourceError::Invalid(format!(
+                "the source answered with a body that is not JSON: {message}"
+            ))
+        }
+        other => other,
+    })
+}
+
+/// A [`Sink`] that hands what it gathered over asynchronously, between pieces of a body.
+trait Flush: Sink + Send {
+    /// Hands full batches over; `false` when nobody waits any more.
+    async fn flush(&mut self) -> bool;
+    /// Resolves when nobody waits any more.
+    async fn closed(&self);
+}
+
+/// Entries of a ledger's pages, on their way to the consumer.
+struct Entries {
+    window: Window,
+    /// The first page's header: every later page must agree with it.
+    first: Option<Header>,
+    opening: Option<oneshot::Sender<Result<Vec<Balance>, SourceError>>>,
+    page_number: u64,
+    batch: Vec<Entry>,
+    tx: mpsc::Sender<Message>,
+}
+
+impl Entries {
+    /// Hands over everything gathered; `false` when nobody waits any more.
+    async fn flush_all(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.tx.send(Message::Batch(batch)).await.is_ok()
+    }
+}
+
+impl Sink for Entries {
+    fn header(&mut self, header: Header) -> Result<bool, SourceError> {
+        match &self.first {
+            Some(first) => consistent(first, &header, self.page_number)?,
+            None => {
+                if let Some(opening) = self.opening.take() {
+                    // A receiver gone is noticed at the next hand-over.
+                    let _ = opening.send(Ok(header.opening_balances.clone()));
                 }
-                Ok(page)
-            });
-            match checked {
-                Ok(page) => {
-                    cursor = page.next_cursor;
-                    entries = page.entries;
-                }
-                Err(e) => {
-                    let _ = tx.send(Message::Failed(e)).await;
-                    return;
-                }
+                self.first = Some(header);
             }
         }
+        Ok(true)
+    }
+
+    fn entry(&mut self, entry: Entry, index: u64) -> Result<bool, SourceError> {
+        if entry.booked_at < self.window.from || entry.booked_at >= self.window.to {
+            // The value itself is merchant data and stays out of the message.
+            return Err(SourceError::Invalid(format!(
+                "entries[{index}].bookedAt: outside the requested window"
+            )));
+        }
+        self.batch.push(entry);
+        Ok(true)
+    }
+}
+
+impl Flush for Entries {
+    async fn flush(&mut self) -> bool {
+        if self.batch.len() < BATCH {
+            return true;
+        }
+        self.flush_all().await
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
+/// Only the header of a page is wanted.
+#[derive(Default)]
+struct HeaderOnly(Option<Header>);
+
+impl Sink for HeaderOnly {
+    fn header(&mut self, header: Header) -> Result<bool, SourceError> {
+        self.0 = Some(header);
+        Ok(false)
+    }
+
+    fn entry(&mut self, _: Entry, _: u64) -> Result<bool, SourceError> {
+        Ok(false)
+    }
+}
+
+impl Flush for HeaderOnly {
+    async fn flush(&mut self) -> bool {
+        true
+    }
+
+    async fn closed(&self) {
+        std::future::pending().await
     }
 }
 
@@ -306,13 +463,13 @@ fn cursor_hash(cursor: &str) -> u64 {
 
 /// A later page must describe the same merchant with the same opening balances as the
 /// first: a mix of two snapshots would print a statement no upstream state ever had.
-fn consistent(first: &Header, page: &Page, page_number: u64) -> Result<(), SourceError> {
-    if page.header.merchant != first.merchant {
+fn consistent(first: &Header, page: &Header, page_number: u64) -> Result<(), SourceError> {
+    if page.merchant != first.merchant {
         return Err(SourceError::Invalid(format!(
             "merchant: page {page_number} differs from the first page"
         )));
     }
-    if page.header.opening_balances != first.opening_balances {
+    if page.opening_balances != first.opening_balances {
         return Err(SourceError::Invalid(format!(
             "openingBalances: page {page_number} differs from the first page"
         )));
@@ -325,23 +482,27 @@ impl Source for HttpSource {
     async fn merchant(&self, id: &MerchantId) -> Result<Merchant, SourceError> {
         let now = Utc::now();
         let empty = Window { from: now, to: now };
-        let page = self
-            .page(id, empty, None, &mut EntryValidator::new())
+        let mut header = HeaderOnly::default();
+        self.read_page(id, empty, None, &mut EntryValidator::new(), &mut header)
             .await?;
-        Ok(page.header.merchant)
+        match header.0 {
+            Some(header) => Ok(header.merchant),
+            // The read stops at the header or fails: a page without one is refused.
+            None => Err(SourceError::Invalid(
+                "merchant: missing, expected object".to_owned(),
+            )),
+        }
     }
 
     async fn entries(&self, id: &MerchantId, window: Window) -> Result<EntryStream, SourceError> {
-        let mut validator = EntryValidator::new();
-        let first = self.page(id, window, None, &mut validator).await?;
-        let opening_balances = first.header.opening_balances.clone();
-        let (tx, rx) = mpsc::channel(CHANNEL_PAGES);
+        let (opening_tx, opening_rx) = oneshot::channel();
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         // Not awaited: the task feeds the stream and ends on the last page, on an error, or
         // when the consumer drops the stream.
-        let _fetcher = tokio::spawn(
-            self.clone()
-                .follow(id.clone(), window, first, validator, tx),
-        );
+        let _fetcher = tokio::spawn(self.clone().follow(id.clone(), window, opening_tx, tx));
+        let opening_balances = opening_rx.await.map_err(|_| {
+            SourceError::Unavailable("the page fetcher stopped before the first page".to_owned())
+        })??;
         let entries = receive(rx, "the page fetcher stopped unexpectedly");
         Ok(EntryStream {
             opening_balances,

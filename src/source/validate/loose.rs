@@ -8,8 +8,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::error::Category;
 
-use super::{BalanceParts, EntryParts, EntryValidator, MerchantParts, finish_header, invalid};
-use crate::domain::MerchantId;
+use super::{BalanceParts, EntryParts, MerchantParts, invalid};
 use crate::source::SourceError;
 
 /// Every member name the schema knows. Values of other members are skipped unparsed, as the
@@ -276,14 +275,25 @@ pub(super) fn entry_parts<'v>(value: &'v Loose, path: &str) -> Result<EntryParts
 pub(super) fn header_parts(
     doc: &[(String, Loose)],
 ) -> Result<(MerchantParts<'_>, Vec<BalanceParts<'_>>), SourceError> {
-    let merchant = object(required(doc, "", "merchant", "object")?, "merchant")?;
-    let merchant = MerchantParts {
+    let merchant = merchant_parts(required(doc, "", "merchant", "object")?)?;
+    let balances = balances_parts(required(doc, "", "openingBalances", "array")?)?;
+    Ok((merchant, balances))
+}
+
+/// The `merchant` object's fields.
+pub(super) fn merchant_parts(value: &Loose) -> Result<MerchantParts<'_>, SourceError> {
+    let merchant = object(value, "merchant")?;
+    Ok(MerchantParts {
         id: required_string(merchant, "merchant", "id")?,
         name: required_string(merchant, "merchant", "name")?,
         timezone: optional_string(merchant, "merchant", "timezone")?,
         locale: optional_string(merchant, "merchant", "locale")?,
-    };
-    let balances = match required(doc, "", "openingBalances", "array")? {
+    })
+}
+
+/// The `openingBalances` array's items.
+pub(super) fn balances_parts(value: &Loose) -> Result<Vec<BalanceParts<'_>>, SourceError> {
+    let balances = match value {
         Loose::Array(items) => items,
         other => {
             return Err(invalid(
@@ -301,31 +311,20 @@ pub(super) fn header_parts(
             amount: integer(m, &path, "amount")?,
         });
     }
-    Ok((merchant, parts))
+    Ok(parts)
 }
 
-pub(super) fn page_parts(
-    value: &Loose,
-    expected: &MerchantId,
-    validator: &mut EntryValidator,
-) -> Result<(), SourceError> {
-    let doc = object(value, "")?;
-    let (merchant, balances) = header_parts(doc)?;
-    finish_header(&merchant, balances.into_iter(), expected)?;
-    let entries = match required(doc, "", "entries", "array")? {
-        Loose::Array(items) => items,
-        other => {
-            return Err(invalid(
-                "entries",
-                format!("expected array, found {}", found(other)),
-            ));
-        }
-    };
-    for item in entries {
-        let index = validator.next_index;
-        validator.accept(entry_parts(item, &entry_path(index))?, index)?;
+/// `nextCursor`: a string or null.
+pub(super) fn cursor_part(value: &Loose) -> Result<(), SourceError> {
+    match value {
+        Loose::Null => Ok(()),
+        other => string(other, "", "nextCursor").map(drop),
     }
-    optional_string(doc, "", "nextCursor").map(drop)
+}
+
+/// `entries` when it is not an array.
+pub(super) fn not_an_array(name: &str, value: &Loose) -> SourceError {
+    invalid(name, format!("expected array, found {}", found(value)))
 }
 
 pub(super) fn entries_in_header() -> SourceError {

@@ -25,10 +25,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use self::loose::{
-    Loose, entries_in_header, entry_parts, entry_path, explain, field, header_parts, object,
-    page_parts,
+    Loose, balances_parts, cursor_part, entries_in_header, entry_parts, entry_path, explain, field,
+    header_parts, merchant_parts, not_an_array, object,
 };
-use self::typed::{RawBalance, RawEntry, RawHeaderDoc, RawPageDoc};
+use self::typed::{RawBalance, RawEntry, RawHeaderDoc, RawMerchant, Str};
 use super::SourceError;
 use crate::domain::{Balance, Currency, Entry, EntryType, Locale, Merchant, MerchantId, Timezone};
 
@@ -42,17 +42,6 @@ pub struct Header {
     pub merchant: Merchant,
     /// Balances before the first entry, one per currency, in source order.
     pub opening_balances: Vec<Balance>,
-}
-
-/// One page of the source schema: the header, its entries and the cursor of the next page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    /// The merchant and its opening balances.
-    pub header: Header,
-    /// The page's entries, validated (order and uniqueness checked across pages too).
-    pub entries: Vec<Entry>,
-    /// `nextCursor`: `None` on the last page.
-    pub next_cursor: Option<String>,
 }
 
 /// Validates a merchant's entries one after the other: fields, ascending (`bookedAt`, `id`)
@@ -225,41 +214,47 @@ pub fn parse_header(json: &[u8], expected: &MerchantId) -> Result<Header, Source
     }
 }
 
-/// Parses a whole page (`merchant`, `openingBalances`, `entries`, `nextCursor`) and validates
-/// its entries with `validator`, which carries order, uniqueness and the entry index across
-/// pages.
-pub fn parse_page(
-    json: &[u8],
-    expected: &MerchantId,
-    validator: &mut EntryValidator,
-) -> Result<Page, SourceError> {
-    let raw = match serde_json::from_slice::<RawPageDoc<'_>>(json) {
-        Ok(raw) => raw,
-        Err(typed) => {
-            // The typed parse stops at the first problem; the walk names it, and the walk
-            // checks entries in document order so an earlier semantic error wins, as it
-            // would have on the fast path.
-            let mut shadow = validator.clone();
-            return Err(explain(json, &typed, "", |value, _| {
-                page_parts(value, expected, &mut shadow).map(drop)
-            }));
-        }
-    };
-    let header = finish_header(
-        &raw.merchant.parts(),
-        raw.opening_balances.iter().map(RawBalance::parts),
-        expected,
-    )?;
-    let mut entries = Vec::with_capacity(raw.entries.len());
-    for entry in &raw.entries {
-        let index = validator.next_index;
-        entries.push(validator.accept(entry.parts(), index)?);
+/// Parses the `merchant` member of a page (`json` is its value) and checks it names
+/// `expected`.
+pub fn parse_merchant(json: &[u8], expected: &MerchantId) -> Result<Merchant, SourceError> {
+    match serde_json::from_slice::<RawMerchant<'_>>(json) {
+        Ok(raw) => finish_merchant(&raw.parts(), expected),
+        Err(typed) => Err(explain(json, &typed, "merchant", |value, _| {
+            merchant_parts(value).map(drop)
+        })),
     }
-    Ok(Page {
-        header,
-        entries,
-        next_cursor: raw.next_cursor.map(|c| c.0.into_owned()),
-    })
+}
+
+/// Parses the `openingBalances` member of a page (`json` is its value).
+pub fn parse_opening_balances(json: &[u8]) -> Result<Vec<Balance>, SourceError> {
+    match serde_json::from_slice::<Vec<RawBalance<'_>>>(json) {
+        Ok(raw) => finish_balances(raw.iter().map(RawBalance::parts)),
+        Err(typed) => Err(explain(json, &typed, "openingBalances", |value, _| {
+            balances_parts(value).map(drop)
+        })),
+    }
+}
+
+/// Parses the `nextCursor` member of a page (`json` is its value): a string, or null on the
+/// last page.
+pub fn parse_next_cursor(json: &[u8]) -> Result<Option<String>, SourceError> {
+    match serde_json::from_slice::<Option<Str<'_>>>(json) {
+        Ok(raw) => Ok(raw.map(|c| c.0.into_owned())),
+        Err(typed) => Err(explain(json, &typed, "nextCursor", |value, _| {
+            cursor_part(value)
+        })),
+    }
+}
+
+/// The error for an `entries` member whose value (`json`) is not an array.
+pub fn entries_not_an_array(json: &[u8]) -> SourceError {
+    match serde_json::from_slice::<Loose>(json) {
+        Ok(value) => not_an_array("entries", &value),
+        Err(syntax) => invalid(
+            "entries",
+            format!("invalid JSON ({})", loose::json_error(&syntax)),
+        ),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -292,6 +287,16 @@ fn finish_header<'a>(
     balances: impl Iterator<Item = BalanceParts<'a>>,
     expected: &MerchantId,
 ) -> Result<Header, SourceError> {
+    Ok(Header {
+        merchant: finish_merchant(merchant, expected)?,
+        opening_balances: finish_balances(balances)?,
+    })
+}
+
+fn finish_merchant(
+    merchant: &MerchantParts<'_>,
+    expected: &MerchantId,
+) -> Result<Merchant, SourceError> {
     // Merchant ids may be shown: they are not entry data.
     if merchant.id != expected.as_str() {
         return Err(invalid(
@@ -317,6 +322,17 @@ fn finish_header<'a>(
             Locale::parse(raw).map_err(|e| invalid(format!("merchant.{}", e.field), e.message))?,
         ),
     };
+    Ok(Merchant {
+        id: expected.clone(),
+        name: merchant.name.to_owned(),
+        timezone,
+        locale,
+    })
+}
+
+fn finish_balances<'a>(
+    balances: impl Iterator<Item = BalanceParts<'a>>,
+) -> Result<Vec<Balance>, SourceError> {
     let mut opening_balances: Vec<Balance> = Vec::new();
     for (i, balance) in balances.enumerate() {
         let currency = parse_currency(balance.currency, || {
@@ -333,15 +349,7 @@ fn finish_header<'a>(
             amount: balance.amount,
         });
     }
-    Ok(Header {
-        merchant: Merchant {
-            id: expected.clone(),
-            name: merchant.name.to_owned(),
-            timezone,
-            locale,
-        },
-        opening_balances,
-    })
+    Ok(opening_balances)
 }
 
 fn parse_currency(raw: &str, path: impl FnOnce() -> String) -> Result<Currency, SourceError> {

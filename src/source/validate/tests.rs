@@ -6,6 +6,16 @@ use serde::de::{self, IgnoredAny};
 use super::loose::json_error;
 use super::*;
 use crate::source::contract::{mid, validation_cases};
+use crate::source::page::{WholePage, read_whole};
+
+/// A page read as it streams, in pieces of 7 bytes.
+fn parse_page(
+    json: &[u8],
+    expected: &MerchantId,
+    validator: &mut EntryValidator,
+) -> Result<WholePage, SourceError> {
+    read_whole(json, expected, validator, 7)
+}
 
 /// The typed path alone, for comparing verdicts.
 fn fast(line: &str) -> bool {

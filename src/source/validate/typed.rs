@@ -129,15 +129,3 @@ pub(super) struct RawHeaderDoc<'a> {
     #[serde(default)]
     pub(super) entries: Option<IgnoredAny>,
 }
-
-#[derive(Deserialize)]
-pub(super) struct RawPageDoc<'a> {
-    #[serde(borrow)]
-    pub(super) merchant: RawMerchant<'a>,
-    #[serde(rename = "openingBalances", borrow)]
-    pub(super) opening_balances: Vec<RawBalance<'a>>,
-    #[serde(borrow)]
-    pub(super) entries: Vec<RawEntry<'a>>,
-    #[serde(rename = "nextCursor", default, borrow)]
-    pub(super) next_cursor: Option<Str<'a>>,
-}

@@ -33,6 +33,10 @@ enum Reply {
     Sleep(Duration),
     /// This 200 body verbatim.
     Body(String),
+    /// The normal answer, its body broken off after this many bytes.
+    BreakAfter(usize),
+    /// The normal answer with `entries` before the header members.
+    EntriesFirst,
 }
 
 /// The fake upstream's state: datasets from memory, served in pages of `page_size`.
@@ -154,7 +158,8 @@ async fn serve(
     let query = query.unwrap_or_default();
     up.queries.lock().unwrap().push(query.clone());
     let scripted = up.script.lock().unwrap().pop_front();
-    match scripted.or_else(|| up.forever.clone()) {
+    let scripted = scripted.or_else(|| up.forever.clone());
+    match scripted.clone() {
         Some(Reply::Status(code, retry_after)) => {
             let mut response = AxumStatus::from_u16(code).unwrap().into_response();
             if let Some(after) = retry_after {
@@ -166,7 +171,7 @@ async fn serve(
         }
         Some(Reply::Sleep(pause)) => tokio::time::sleep(pause).await,
         Some(Reply::Body(body)) => return body.into_response(),
-        None => {}
+        Some(Reply::BreakAfter(_) | Reply::EntriesFirst) | None => {}
     }
     if let Some(token) = &up.token {
         let sent = headers
@@ -213,10 +218,31 @@ async fn serve(
     };
     let header = data.header_json();
     let head = header.strip_suffix('}').unwrap();
-    let body = format!(
-        "{head},\"entries\":[{}],\"nextCursor\":{next}}}",
-        entries[offset.min(end)..end].join(",")
-    );
+    let page = entries[offset.min(end)..end].join(",");
+    let body = match scripted {
+        Some(Reply::EntriesFirst) => {
+            let members = header.strip_prefix('{').unwrap();
+            format!("{{\"entries\":[{page}],\"nextCursor\":{next},{members}")
+        }
+        _ => format!("{head},\"entries\":[{page}],\"nextCursor\":{next}}}"),
+    };
+    if let Some(Reply::BreakAfter(n)) = scripted {
+        // The length announced is the whole body's; the connection ends before it.
+        let length = body.len();
+        let prefix = bytes::Bytes::from(body.into_bytes()).slice(..n);
+        let pieces = futures::stream::iter([
+            Ok(prefix),
+            Err(std::io::Error::other("the upstream broke off")),
+        ]);
+        return (
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::CONTENT_LENGTH, length.to_string()),
+            ],
+            axum::body::Body::from_stream(pieces),
+        )
+            .into_response();
+    }
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

@@ -178,18 +178,57 @@ async fn other_refusals_and_bad_bodies_are_invalid() {
     assert_eq!(
         collect(&source, &id, october()).await.err(),
         Some(SourceError::Invalid(
-            "the source answered with a body that is not JSON: invalid JSON (expected value at line 1 column 1)".into()
+            "the source answered with a body that is not JSON: invalid JSON (expected a value at byte 0)".into()
         ))
     );
     // None of them was retried.
     assert_eq!(fake.requests(), 3);
+}
 
-    let mut small = fake.source(&days(2), None, fast());
-    small.max_page_bytes = 100;
-    assert_eq!(
-        collect(&small, &id, october()).await.err(),
-        Some(SourceError::Invalid(
-            "the source answered with a page larger than 100 bytes".into()
-        ))
+#[tokio::test]
+async fn a_body_that_breaks_off_is_fetched_again_and_read_on_after_what_was_handed_over() {
+    // One page of 20 entries, broken off in the middle of its 7th entry the first time.
+    let fake = Upstream::new(20)
+        .script([Reply::BreakAfter(900)])
+        .start()
+        .await;
+    let data = days(20);
+    let source = fake.source(&data, None, fast());
+    let (opening, entries) = collect(&source, &mid("m_pages"), october())
+        .await
+        .expect("the second answer completes the page");
+    assert_eq!(opening[0].amount, 1_000);
+    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("tx_{i:02}")).collect();
+    assert_eq!(ids, expected, "every entry once, in order");
+    assert_eq!(fake.requests(), 2);
+
+    // Broken every time: given up like any transient failure.
+    let mut up = Upstream::new(20);
+    up.forever = Some(Reply::BreakAfter(900));
+    let fake = up.start().await;
+    let source = fake.source(&data, None, fast());
+    let err = collect(&source, &mid("m_pages"), october()).await.err();
+    assert!(
+        matches!(&err, Some(SourceError::Unavailable(m)) if m.ends_with("(gave up after 4 attempts)")),
+        "{err:?}"
     );
+    assert_eq!(fake.requests(), 4);
+}
+
+#[tokio::test]
+async fn a_page_with_its_entries_first_is_fetched_twice_and_reads_the_same() {
+    let mut up = Upstream::new(5);
+    up.forever = Some(Reply::EntriesFirst);
+    let fake = up.start().await;
+    let data = days(12);
+    let source = fake.source(&data, None, fast());
+    let (opening, entries) = collect(&source, &mid("m_pages"), october())
+        .await
+        .expect("read");
+    assert_eq!(opening[0].amount, 1_000);
+    assert_eq!(entries.len(), 12);
+    assert_eq!(entries[11].id, "tx_11");
+    // Three pages, each read once for its header and once for its entries.
+    assert_eq!(fake.requests(), 6);
 }
