@@ -13,6 +13,7 @@ mod live;
 mod logs;
 mod render;
 mod small;
+mod source;
 mod upstream;
 
 use std::process::ExitCode;
@@ -54,6 +55,18 @@ enum Command {
         /// Where the entries come from: an NDJSON file, a one-page JSON file, or that page
         /// from a local HTTP upstream.
         #[arg(long, value_enum, default_value = "ndjson")]
+        source: harness::SourceForm,
+    },
+    /// The source alone: every entry of one merchant read and validated, nothing rendered.
+    Source {
+        /// Entries in the source.
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        /// Repetitions (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// An NDJSON file, a one-page JSON file, or that page from a local HTTP upstream.
+        #[arg(long, value_enum, default_value = "json")]
         source: harness::SourceForm,
     },
     /// One renderer alone over generated entries: wall time and peak RSS.
@@ -202,6 +215,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             format,
             source,
         } => large::large(entries, runs, ledger_type, format, source).await,
+        Command::Source {
+            entries,
+            runs,
+            source,
+        } => source::source(entries, runs, source).await,
         Command::Render {
             entries,
             runs,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batches::{Message, receive};
-use super::page::{PageParser, PageReads, Progress, Sink};
+use super::page::{Event, PageParser, PageReads, Progress, Sink};
 use super::validate::{EntryValidator, Header, parse_header};
 use super::{EntryStream, Source, SourceError, Window};
 use crate::domain::{Balance, Entry, Merchant, MerchantId};
@@ -147,10 +147,14 @@ fn read_json_header(path: &Path, id: &MerchantId) -> Result<Header, SourceError>
     let mut file = File::open(path).map_err(|e| unavailable(path, &e))?;
     let mut parser = PageParser::new(id.clone());
     loop {
-        match parser.next()? {
-            Some(super::page::Event::Header(header)) => return Ok(header),
-            Some(_) => {}
-            None => parser.fill(&mut file).map_err(|e| unavailable(path, &e))?,
+        let more = match parser.next()? {
+            Some(Event::Header(header)) => return Ok(header),
+            Some(Event::Entry(entry)) => !entry.skip()?,
+            // A page that ends without its header is refused by the parser.
+            Some(Event::End { .. }) | None => true,
+        };
+        if more {
+            parser.fill(&mut file).map_err(|e| unavailable(path, &e))?;
         }
     }
 }
@@ -249,55 +253,64 @@ fn stream_window(
     window: Window,
     channels: &mut Channels,
 ) -> Result<(), SourceError> {
-    let mut cutter = match format {
-        Format::Ndjson => {
-            let (header, mut lines) = read_ndjson_header(path, id)?;
-            let mut cutter = Cutter::new(header.opening_balances, window);
-            let mut validator = EntryValidator::new();
-            loop {
-                let index = validator.count();
-                let Some(line) = lines.next(path, || format!("entries[{index}]"))? else {
-                    break;
-                };
-                let entry = validator.next_from_json(line)?;
-                if !cutter.push(entry, index, channels)? {
-                    return Ok(());
-                }
-            }
-            cutter
-        }
-        Format::Json => match read_json(path, id, window, channels)? {
-            Some(cutter) => cutter,
-            None => return Ok(()),
-        },
+    let mut validator = EntryValidator::new();
+    let read = match format {
+        Format::Ndjson => read_ndjson(path, id, window, &mut validator, channels),
+        Format::Json => read_json(path, id, window, &mut validator, channels),
     };
+    let mut cutter = read.map_err(|e| validator.first_error(e))?;
+    // Read to the end or past the window: valid once the ids still pending are checked too.
+    validator.finish()?;
     cutter.finish(channels);
     Ok(())
 }
 
-/// Streams a `.json` page into a [`Cutter`]: `None` when reading stopped early (the window
-/// ended, or nobody waits any more). A page whose entries come before its header is read
-/// twice (see [`super::page`]).
+/// Streams an `.ndjson` file into a [`Cutter`], until its end, the window's end, or nobody
+/// waits any more.
+fn read_ndjson(
+    path: &Path,
+    id: &MerchantId,
+    window: Window,
+    validator: &mut EntryValidator,
+    channels: &mut Channels,
+) -> Result<Cutter, SourceError> {
+    let (header, mut lines) = read_ndjson_header(path, id)?;
+    let mut cutter = Cutter::new(header.opening_balances, window);
+    loop {
+        let index = validator.count();
+        let Some(line) = lines.next(path, || format!("entries[{index}]"))? else {
+            return Ok(cutter);
+        };
+        let entry = validator.next_from_json(line)?;
+        if !cutter.push(entry, index, channels)? {
+            return Ok(cutter);
+        }
+    }
+}
+
+/// Streams a `.json` page into a [`Cutter`], until its end, the window's end, or nobody
+/// waits any more. A page whose entries come before its header is read twice (see
+/// [`super::page`]).
 fn read_json(
     path: &Path,
     id: &MerchantId,
     window: Window,
+    validator: &mut EntryValidator,
     channels: &mut Channels,
-) -> Result<Option<Cutter>, SourceError> {
+) -> Result<Cutter, SourceError> {
     let mut sink = FileSink {
         window,
         cutter: None,
         channels,
     };
     let mut reads = PageReads::default();
-    let mut validator = EntryValidator::new();
     loop {
         let mut file = File::open(path).map_err(|e| unavailable(path, &e))?;
         let mut parser = PageParser::new(id.clone());
         let again = loop {
-            match reads.drain(&mut parser, &mut validator, &mut sink)? {
+            match reads.drain(&mut parser, validator, &mut sink)? {
                 Progress::More => parser.fill(&mut file).map_err(|e| unavailable(path, &e))?,
-                Progress::Stop => return Ok(None),
+                Progress::Stop => break false,
                 Progress::End { next_cursor, again } => {
                     if next_cursor.is_some() {
                         return Err(SourceError::Invalid(
@@ -309,7 +322,10 @@ fn read_json(
             }
         };
         if !again {
-            return Ok(sink.cutter);
+            // A page read to its end or stopped in its entries had its header.
+            return sink.cutter.ok_or_else(|| {
+                SourceError::Invalid("merchant: missing, expected object".to_owned())
+            });
         }
     }
 }
@@ -393,7 +409,7 @@ impl Cutter {
             return Ok(false);
         }
         if entry.booked_at >= self.window.to {
-            self.finish(channels);
+            // The caller finishes, once the stream so far is known valid.
             return Ok(false);
         }
         self.batch.push(entry);

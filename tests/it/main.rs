@@ -9,6 +9,7 @@ mod deploy;
 mod documents;
 mod lifecycle;
 mod live;
+mod memory;
 mod openapi;
 mod ops;
 mod outages;

@@ -122,6 +122,11 @@ impl Inner {
     /// The key of `kid`, `None` when unknown; an error when the keys of a URL are past
     /// their maximum age.
     pub(super) fn key(&self, kid: &str) -> Result<Option<DecodingKey>, AuthError> {
+        Ok(self.fresh_keys()?.get(kid).cloned())
+    }
+
+    /// The keys now, unless they are past their maximum age.
+    pub(super) fn fresh_keys(&self) -> Result<Arc<KeyMap>, AuthError> {
         let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
         if self.remote.is_some()
             && cache
@@ -133,7 +138,7 @@ impl Inner {
                 self.max_key_age.as_secs()
             )));
         }
-        Ok(cache.keys.get(kid).cloned())
+        Ok(cache.keys.clone())
     }
 
     /// Why tokens cannot be verified now, if they cannot.

@@ -17,6 +17,7 @@
 mod jwks;
 #[cfg(test)]
 mod tests;
+mod verified;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -120,6 +121,8 @@ pub struct Claims {
 /// Verifies `Authorization: Bearer` tokens. Cheap to share behind an `Arc`.
 pub struct Verifier {
     inner: Arc<Inner>,
+    /// Tokens already verified ([`verified`]).
+    verified: verified::Verified,
     /// Stops the background refresher when the verifier goes away.
     _refresher: Option<DropGuard>,
 }
@@ -156,6 +159,7 @@ impl Verifier {
         }
         Ok(Self {
             inner: Arc::new(Inner::build(keys, None, opts)),
+            verified: verified::Verified::default(),
             _refresher: None,
         })
     }
@@ -179,6 +183,7 @@ impl Verifier {
         }
         Ok(Self {
             inner: Arc::new(Inner::build(keys, None, opts)),
+            verified: verified::Verified::default(),
             _refresher: None,
         })
     }
@@ -210,6 +215,7 @@ impl Verifier {
         tokio::spawn(refresh_in_background(Arc::downgrade(&inner), stop.clone()));
         Ok(Self {
             inner,
+            verified: verified::Verified::default(),
             _refresher: Some(stop.drop_guard()),
         })
     }
@@ -225,6 +231,29 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(invalid("token too long"));
         }
+        let digest = verified::digest(token);
+        // Keys past their maximum age are no keys: then the full check says so.
+        let keys = self.inner.fresh_keys().ok();
+        if let Some(keys) = &keys {
+            let now = jsonwebtoken::get_current_timestamp() as i64;
+            let leeway = self.inner.validation.leeway as i64;
+            if let Some(claims) = self.verified.get(&digest, keys, now, leeway) {
+                return Ok(claims);
+            }
+        }
+        let claims = self.verify_signed(token).await?;
+        // Remembered under the keys it was checked against, known for sure only when no
+        // refresh came in between (else the next use verifies again).
+        if let (Some(before), Ok(after)) = (keys, self.inner.fresh_keys())
+            && Arc::ptr_eq(&before, &after)
+        {
+            self.verified.insert(digest, claims.clone(), after);
+        }
+        Ok(claims)
+    }
+
+    /// The full check: header, key, signature, claims.
+    async fn verify_signed(&self, token: &str) -> Result<Claims, AuthError> {
         let header = parse_header(token)?;
 
         let key = match self.inner.key(&header.kid)? {

@@ -277,7 +277,15 @@ impl HttpSource {
             batch: Vec::new(),
             tx,
         };
-        match self.pages(&id, window, &mut sink).await {
+        let mut validator = EntryValidator::new();
+        let read = self.pages(&id, window, &mut validator, &mut sink).await;
+        // Read to the end: valid once the ids still pending are checked too.
+        let read = match read {
+            Ok(true) => validator.finish().map(|()| true),
+            Ok(false) => Ok(false),
+            Err(e) => Err(validator.first_error(e)),
+        };
+        match read {
             Ok(true) => {
                 if sink.flush_all().await {
                     let _ = sink.tx.send(Message::End).await;
@@ -303,9 +311,9 @@ impl HttpSource {
         &self,
         id: &MerchantId,
         window: Window,
+        validator: &mut EntryValidator,
         sink: &mut Entries,
     ) -> Result<bool, SourceError> {
-        let mut validator = EntryValidator::new();
         let mut cursor: Option<String> = None;
         // Every cursor followed, as a 64-bit hash (8 bytes a page at most, 800 KB at the
         // default page limit): an upstream whose cursors cycle (A → B → A) would otherwise
@@ -313,7 +321,7 @@ impl HttpSource {
         let mut seen: HashSet<u64> = HashSet::new();
         loop {
             let Some(next) = self
-                .read_page(id, window, cursor.as_deref(), &mut validator, sink)
+                .read_page(id, window, cursor.as_deref(), validator, sink)
                 .await?
             else {
                 return Ok(false);

@@ -29,10 +29,9 @@ use std::io::{self, Read};
 
 use self::scan::ValueEnd;
 use super::SourceError;
-#[cfg(test)]
-use super::validate::EntryValidator;
 use super::validate::{
-    Header, entries_not_an_array, parse_merchant, parse_next_cursor, parse_opening_balances,
+    EntryValidator, Header, Streamed, entries_not_an_array, parse_merchant, parse_next_cursor,
+    parse_opening_balances,
 };
 use crate::domain::{Balance, Merchant, MerchantId};
 
@@ -52,8 +51,8 @@ const READ_CHUNK: usize = 256 << 10;
 pub(super) enum Event<'a> {
     /// The merchant and its opening balances, validated, once both have been read.
     Header(Header),
-    /// One element of `entries`, not parsed yet: its index in this page, and its bytes.
-    Entry { index: u64, json: &'a [u8] },
+    /// One element of `entries`: read it or skip it ([`Element`]).
+    Entry(Element<'a>),
     /// The document ended, with every member checked: the `nextCursor`.
     End { next_cursor: Option<String> },
 }
@@ -131,7 +130,7 @@ enum Step {
     Continue,
     NeedMore,
     Header(Header),
-    Entry { index: u64, from: usize, to: usize },
+    Element,
     End(Option<String>),
 }
 
@@ -185,19 +184,12 @@ impl PageParser {
     /// Reads the next bytes of the document from `reader`; at its end, [`Self::finish`].
     pub(super) fn fill(&mut self, reader: &mut impl Read) -> io::Result<()> {
         self.compact();
-        let have = self.buf.len();
-        self.buf.resize(have + READ_CHUNK, 0);
-        let read = loop {
-            match reader.read(&mut self.buf[have..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(e);
-                }
-            }
-        };
-        self.buf.truncate(have + read);
+        self.buf.reserve(READ_CHUNK);
+        // Into the spare capacity, not zeroed first; `take` stops after one chunk.
+        let read = reader
+            .by_ref()
+            .take(READ_CHUNK as u64)
+            .read_to_end(&mut self.buf)?;
         if read == 0 {
             self.finish();
         }
@@ -232,12 +224,7 @@ impl PageParser {
                 Step::Continue => {}
                 Step::NeedMore => return Ok(None),
                 Step::Header(header) => return Ok(Some(Event::Header(header))),
-                Step::Entry { index, from, to } => {
-                    return Ok(Some(Event::Entry {
-                        index,
-                        json: &self.buf[from..to],
-                    }));
-                }
+                Step::Element => return Ok(Some(Event::Entry(Element { parser: self }))),
                 Step::End(next_cursor) => return Ok(Some(Event::End { next_cursor })),
             }
         }
@@ -339,39 +326,8 @@ impl PageParser {
                     (State::InElement(ValueEnd::default()), Step::Continue)
                 }
             },
-            State::InElement(mut scan) => match scan.find(&self.buf[self.mark..]) {
-                Some(len) if len > MAX_ENTRY_BYTES => {
-                    return Err(SourceError::Invalid(format!(
-                        "entries[{}]: longer than {MAX_ENTRY_BYTES} bytes",
-                        self.entries
-                    )));
-                }
-                Some(len) => {
-                    self.pos = self.mark + len;
-                    let index = self.entries;
-                    self.entries += 1;
-                    let step = Step::Entry {
-                        index,
-                        from: self.mark,
-                        to: self.pos,
-                    };
-                    (State::AfterElement, step)
-                }
-                None => {
-                    let problem = if self.eof {
-                        "invalid JSON (EOF while parsing the entry)".to_owned()
-                    } else if self.buf.len() - self.mark > MAX_ENTRY_BYTES {
-                        format!("longer than {MAX_ENTRY_BYTES} bytes")
-                    } else {
-                        self.state = State::InElement(scan);
-                        return Ok(Step::NeedMore);
-                    };
-                    return Err(SourceError::Invalid(format!(
-                        "entries[{}]: {problem}",
-                        self.entries
-                    )));
-                }
-            },
+            // Handed out until it is read or skipped ([`Element`]).
+            State::InElement(scan) => (State::InElement(scan), Step::Element),
             State::AfterElement => match self.peek() {
                 None => (State::AfterElement, self.more()?),
                 Some(b',') => {
@@ -498,6 +454,134 @@ impl PageParser {
     }
 }
 
+/// The element of `entries` the parser stands at. Until it is read or skipped,
+/// [`PageParser::next`] hands it out again (after more bytes, when it had not fully arrived).
+pub(super) struct Element<'p> {
+    parser: &'p mut PageParser,
+}
+
+impl std::fmt::Debug for Element<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Element")
+            .field("index", &self.index())
+            .finish()
+    }
+}
+
+impl Element<'_> {
+    /// Its index in the page.
+    pub(super) fn index(&self) -> u64 {
+        self.parser.entries
+    }
+
+    /// Reads it as the next entry of `validator`'s stream: `None` when it has not fully
+    /// arrived.
+    pub(super) fn read(
+        self,
+        validator: &mut EntryValidator,
+    ) -> Result<Option<crate::domain::Entry>, SourceError> {
+        let p = self.parser;
+        // Its length when known: it did not fully arrive before, and its end was looked for
+        // since (each byte scanned once); then it is parsed once, whole.
+        let known = if p.element_scan_begun() {
+            match p.element_end()? {
+                Some(len) => Some(len),
+                None => return Ok(None),
+            }
+        } else {
+            None
+        };
+        // Usually it is all there: parsed where it lies, its end found by the parse.
+        let text = match known {
+            Some(len) => &p.buf[p.mark..p.mark + len],
+            None => &p.buf[p.mark..],
+        };
+        match validator.next_from_stream(text)? {
+            Streamed::Entry(entry, len) => {
+                p.element_read(len)?;
+                Ok(Some(entry))
+            }
+            // Not parsed again until its end has arrived: a long entry arriving in small
+            // pieces is not re-parsed once a piece.
+            Streamed::Incomplete | Streamed::Unreadable => {
+                let len = match known {
+                    Some(len) => len,
+                    None => match p.element_end()? {
+                        Some(len) => len,
+                        None => return Ok(None),
+                    },
+                };
+                Err(p.explain(validator, len))
+            }
+        }
+    }
+
+    /// Crosses it without reading it: `false` when it has not fully arrived.
+    pub(super) fn skip(self) -> Result<bool, SourceError> {
+        let p = self.parser;
+        match p.element_end()? {
+            Some(len) => p.element_read(len).map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
+impl PageParser {
+    /// Whether the current element's end is being looked for (it did not arrive whole).
+    fn element_scan_begun(&self) -> bool {
+        matches!(&self.state, State::InElement(scan) if scan.begun())
+    }
+
+    /// Why the current element, `len` bytes long, is not a valid entry: the slow path's
+    /// message, from exactly its bytes.
+    fn explain(&self, validator: &mut EntryValidator, len: usize) -> SourceError {
+        let json = &self.buf[self.mark..self.mark + len];
+        match validator.next_from_json(json) {
+            Err(e) => e,
+            // Unreachable while both paths agree; still a refusal.
+            Ok(_) => self.element_error("unreadable"),
+        }
+    }
+
+    /// The current element's length, once it has fully arrived.
+    fn element_end(&mut self) -> Result<Option<usize>, SourceError> {
+        let State::InElement(scan) = &mut self.state else {
+            unreachable!("an Element exists only in State::InElement");
+        };
+        match scan.find(&self.buf[self.mark..]) {
+            Some(len) => Ok(Some(len)),
+            None => self.element_incomplete().map(|()| None),
+        }
+    }
+
+    /// The current element has not fully arrived: fine unless the page ended or it is
+    /// already too long.
+    fn element_incomplete(&self) -> Result<(), SourceError> {
+        if self.eof {
+            return Err(self.element_error("invalid JSON (EOF while parsing the entry)"));
+        }
+        if self.buf.len() - self.mark > MAX_ENTRY_BYTES {
+            return Err(self.element_error(&format!("longer than {MAX_ENTRY_BYTES} bytes")));
+        }
+        Ok(())
+    }
+
+    /// The current element was `len` bytes long: on to what follows it.
+    fn element_read(&mut self, len: usize) -> Result<(), SourceError> {
+        if len > MAX_ENTRY_BYTES {
+            return Err(self.element_error(&format!("longer than {MAX_ENTRY_BYTES} bytes")));
+        }
+        self.pos = self.mark + len;
+        self.entries += 1;
+        self.state = State::AfterElement;
+        Ok(())
+    }
+
+    fn element_error(&self, problem: &str) -> SourceError {
+        SourceError::Invalid(format!("entries[{}]: {problem}", self.entries))
+    }
+}
+
 fn member_too_long(member: Member) -> SourceError {
     SourceError::Invalid(format!(
         "{}: longer than {MAX_MEMBER_BYTES} bytes",
@@ -560,6 +644,7 @@ pub(crate) fn read_whole(
             }
         };
         if let Some(next_cursor) = next_cursor {
+            validator.finish()?;
             return Ok(WholePage {
                 header: sink.0.expect("a page that ends has a header"),
                 entries: sink.1,

@@ -44,8 +44,19 @@ pub(in crate::source) struct PageReads {
 }
 
 impl PageReads {
-    /// Handles what `parser` has ready.
+    /// Handles what `parser` has ready. An error is the stream's earliest one (an id still
+    /// pending in `validator` may turn out repeated first).
     pub(in crate::source) fn drain(
+        &mut self,
+        parser: &mut PageParser,
+        validator: &mut EntryValidator,
+        sink: &mut impl Sink,
+    ) -> Result<Progress, SourceError> {
+        self.handle(parser, validator, sink)
+            .map_err(|e| validator.first_error(e))
+    }
+
+    fn handle(
         &mut self,
         parser: &mut PageParser,
         validator: &mut EntryValidator,
@@ -68,17 +79,22 @@ impl PageReads {
                         }
                     }
                 },
-                Some(Event::Entry { index, json }) => {
-                    if index < self.delivered {
-                        // Handed over by an earlier read.
-                        continue;
-                    }
-                    if self.header.is_none() {
-                        self.skipped = true;
+                Some(Event::Entry(element)) => {
+                    // Handed over by an earlier read, or met before the header: crossed.
+                    let cross = element.index() < self.delivered || self.header.is_none();
+                    if cross {
+                        if self.header.is_none() {
+                            self.skipped = true;
+                        }
+                        if !element.skip()? {
+                            return Ok(Progress::More);
+                        }
                         continue;
                     }
                     let at = validator.count();
-                    let entry = validator.next_from_json(json)?;
+                    let Some(entry) = element.read(validator)? else {
+                        return Ok(Progress::More);
+                    };
                     self.delivered += 1;
                     if !sink.entry(entry, at)? {
                         return Ok(Progress::Stop);

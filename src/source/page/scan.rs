@@ -116,6 +116,11 @@ impl ValueEnd {
         self.scanned -= consumed;
     }
 
+    /// Whether the scan has started.
+    pub(super) fn begun(&self) -> bool {
+        self.started
+    }
+
     /// Bytes scanned so far.
     pub(super) fn scanned(&self) -> usize {
         self.scanned

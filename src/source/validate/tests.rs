@@ -130,6 +130,30 @@ fn id_set_finds_repeats_across_growth() {
 }
 
 #[test]
+fn id_hashes_of_usual_ids_neither_collide_nor_crowd_slots() {
+    let mut seen = std::collections::HashSet::new();
+    // Low 16 bits, as a 65,536-slot table would use them.
+    let mut slots = vec![0u32; 1 << 16];
+    let ids = (0..600_000u64)
+        .map(|i| format!("tx_{i:08}"))
+        .chain((0..200_000u64).map(|i| format!("{i}")))
+        .chain((0..200_000u64).map(|i| format!("8c1f{i:028x}-payout-{}", i % 7)));
+    for id in ids {
+        let h = id_hash(&id);
+        assert!(seen.insert(h), "{id} collides");
+        slots[(h & 0xFFFF) as usize] += 1;
+    }
+    // 1,000,000 hashes in 65,536 slots: about 15 each if spread.
+    let fullest = slots.iter().max().copied().unwrap_or(0);
+    assert!(fullest < 45, "{fullest}");
+    assert_ne!(
+        id_hash("a"),
+        id_hash("a\0"),
+        "the length is part of the hash"
+    );
+}
+
+#[test]
 fn hand_read_timestamps_match_chrono() {
     for raw in [
         "2026-10-01T08:15:00Z",
@@ -424,28 +448,86 @@ fn order_and_uniqueness_span_the_stream() {
     let line = |id: &str, at: &str| {
         format!(r#"{{"id":"{id}","bookedAt":"{at}","type":"FEE","amount":-1,"currency":"EUR"}}"#)
     };
+    let first = |v: &mut EntryValidator| {
+        for (id, at) in [
+            ("b", "2026-01-01T00:00:00Z"),
+            ("c", "2026-01-01T00:00:00Z"),
+            ("a", "2026-01-02T00:00:00Z"),
+        ] {
+            v.next_from_json(line(id, at).as_bytes()).unwrap();
+        }
+        assert_eq!(v.count(), 3);
+    };
+    // A repeated id is found at the latest where the stream ends (ids are checked in
+    // groups: see `pending`)…
     let mut v = EntryValidator::new();
-    for (id, at) in [
-        ("b", "2026-01-01T00:00:00Z"),
-        ("c", "2026-01-01T00:00:00Z"),
-        ("a", "2026-01-02T00:00:00Z"),
-    ] {
-        v.next_from_json(line(id, at).as_bytes()).unwrap();
-    }
-    assert_eq!(v.count(), 3);
+    first(&mut v);
+    v.next_from_json(line("b", "2026-01-03T00:00:00Z").as_bytes())
+        .unwrap();
+    assert_eq!(
+        v.finish(),
+        Err(SourceError::Invalid(
+            "entries[3].id: repeated entry id".into()
+        ))
+    );
+    // …and before any later error, so the earliest problem is the one told.
+    let mut v = EntryValidator::new();
+    first(&mut v);
+    v.next_from_json(line("b", "2026-01-03T00:00:00Z").as_bytes())
+        .unwrap();
     let err = v
-        .next_from_json(line("b", "2026-01-03T00:00:00Z").as_bytes())
+        .next_from_json(
+            line("z", "2026-01-03T00:00:00Z")
+                .replace("EUR", "EURO")
+                .as_bytes(),
+        )
         .unwrap_err();
     assert_eq!(
         err,
         SourceError::Invalid("entries[3].id: repeated entry id".into())
     );
+    // An entry that is both repeated and out of order is told repeated, as before groups.
+    let mut v = EntryValidator::new();
+    first(&mut v);
+    let err = v
+        .next_from_json(line("b", "2025-12-31T00:00:00Z").as_bytes())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SourceError::Invalid("entries[3].id: repeated entry id".into())
+    );
+    let mut v = EntryValidator::new();
+    first(&mut v);
     let err = v
         .next_from_json(line("z", "2026-01-01T21:00:00-02:00").as_bytes())
         .unwrap_err();
     assert_eq!(
         err,
         SourceError::Invalid("entries[3].bookedAt: out of order (before entries[2])".into())
+    );
+    assert_eq!(v.finish(), Ok(()));
+    // A group of ids is checked as it fills up, without waiting for the end.
+    let mut v = EntryValidator::new();
+    let mut at = chrono::DateTime::<chrono::Utc>::from_timestamp(1_767_225_600, 0).unwrap();
+    let mut found = None;
+    for i in 0..100 {
+        at += chrono::TimeDelta::seconds(1);
+        let id = if i == 50 {
+            "tx_7".to_owned()
+        } else {
+            format!("tx_{i}")
+        };
+        let stamp = at.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        if let Err(e) = v.next_from_json(line(&id, &stamp).as_bytes()) {
+            found = Some((i, e));
+            break;
+        }
+    }
+    let (at_entry, err) = found.expect("found before the end");
+    assert!(at_entry < 50 + PENDING as u64 + 1, "{at_entry}");
+    assert_eq!(
+        err,
+        SourceError::Invalid("entries[50].id: repeated entry id".into())
     );
 }
 

@@ -318,3 +318,24 @@ async fn the_refresher_stops_on_shutdown_and_when_the_verifier_is_dropped() {
     let token = key.sign("a", HOUR, None, None).expect("sign");
     assert!(stopped.verify(&token).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_a_refresh_withdraws_its_key() {
+    let (_d1, old, _) = dev_key();
+    let (_d2, new, _) = dev_key();
+    let server = serve(jwks_json(&old)).await;
+    let opts = VerifierOptions {
+        min_refetch_interval: Duration::ZERO,
+        ..VerifierOptions::default()
+    };
+    let v = from_url(&server.url, opts).await;
+    let old_token = old.sign("a", HOUR, None, None).expect("sign");
+    assert!(v.verify(&old_token).await.is_ok());
+    assert!(v.verify(&old_token).await.is_ok(), "remembered");
+    // The issuer rotates and withdraws the old key; a token of the new key brings the
+    // new set in.
+    server.set_body(jwks_json(&new));
+    let new_token = new.sign("b", HOUR, None, None).expect("sign");
+    assert!(v.verify(&new_token).await.is_ok());
+    expect_invalid(v.verify(&old_token).await, "unknown key id");
+}

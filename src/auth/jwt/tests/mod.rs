@@ -334,3 +334,31 @@ async fn jwks_file_source() {
         Verifier::from_file(&dir.path().join("missing.json"), VerifierOptions::default()).is_err()
     );
 }
+
+#[tokio::test]
+async fn a_verified_token_is_remembered_until_it_expires_and_no_other_token_shares_it() {
+    let (_dir, key, _) = dev_key();
+    let v = verifier(
+        &key,
+        VerifierOptions {
+            leeway: Duration::ZERO,
+            ..VerifierOptions::default()
+        },
+    );
+    let token = key
+        .sign("alice", Duration::from_secs(2), None, None)
+        .expect("sign");
+    assert_eq!(v.verify(&token).await.expect("valid").sub, "alice");
+    assert_eq!(v.verified.len(), 1);
+    assert_eq!(v.verify(&token).await.expect("remembered").sub, "alice");
+    assert_eq!(v.verified.len(), 1);
+    // The same token with another signature is another token: checked in full, refused.
+    let (head, signature) = token.rsplit_once('.').expect("three parts");
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    let forged = format!("{head}.{flipped}{}", &signature[1..]);
+    expect_invalid(v.verify(&forged).await, "signature");
+    // Remembered or not, an expired token is refused, with the usual message.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    expect_invalid(v.verify(&token).await, "expired");
+    assert_eq!(v.verified.len(), 0);
+}
