@@ -198,6 +198,8 @@ pub enum SourceForm {
     Ndjson,
     /// `{merchant}.json` in the source directory: one page.
     Json,
+    /// The same page with `entries` before `merchant` and `openingBalances` (read twice).
+    JsonEntriesFirst,
     /// The same page answered by a local upstream over HTTP (`APP_ENV_SOURCE_URL`).
     Http,
 }
@@ -207,6 +209,7 @@ impl std::fmt::Display for SourceForm {
         f.write_str(match self {
             Self::Ndjson => "NDJSON file",
             Self::Json => "JSON file",
+            Self::JsonEntriesFirst => "JSON file, entries first",
             Self::Http => "HTTP page",
         })
     }
@@ -242,6 +245,9 @@ pub fn write_source_as(
         }
         SourceForm::Json | SourceForm::Http => {
             fixture::write_json(&dir.join(format!("{merchant}.json")), &spec)?;
+        }
+        SourceForm::JsonEntriesFirst => {
+            fixture::write_json_entries_first(&dir.join(format!("{merchant}.json")), &spec)?;
         }
     }
     Ok(())

@@ -43,7 +43,7 @@ pub async fn large(
             vars.insert("APP_ENV_SOURCE_URL".to_owned(), upstream.url.clone());
             Some(upstream)
         }
-        SourceForm::Ndjson | SourceForm::Json => None,
+        SourceForm::Ndjson | SourceForm::Json | SourceForm::JsonEntriesFirst => None,
     };
     let bench = start_with(dir, 1, vars).await?;
     let (mut walls, mut rss) = (Vec::new(), Vec::new());

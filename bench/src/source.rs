@@ -20,7 +20,7 @@ pub async fn source(entries: u64, runs: usize, form: SourceForm) -> anyhow::Resu
     write_source_as(&path, "m_bench", entries, vec![("EUR", 0)], form)?;
     let upstream = match form {
         SourceForm::Http => Some(upstream::serve(path.clone()).await?),
-        SourceForm::Ndjson | SourceForm::Json => None,
+        SourceForm::Ndjson | SourceForm::Json | SourceForm::JsonEntriesFirst => None,
     };
     let source: Box<dyn Source> = match &upstream {
         Some(upstream) => Box::new(HttpSource::new(

@@ -69,16 +69,36 @@ pub fn write_ndjson(path: &Path, spec: &FixtureSpec<'_>) -> io::Result<()> {
 
 /// Writes `spec` as one JSON page (`nextCursor: null`), one entry per line for readability.
 pub fn write_json(path: &Path, spec: &FixtureSpec<'_>) -> io::Result<()> {
+    write_page(path, spec, false)
+}
+
+/// Like [`write_json`], with `entries` before `merchant` and `openingBalances` (a page the
+/// source reads twice).
+pub fn write_json_entries_first(path: &Path, spec: &FixtureSpec<'_>) -> io::Result<()> {
+    write_page(path, spec, true)
+}
+
+fn write_page(path: &Path, spec: &FixtureSpec<'_>, entries_first: bool) -> io::Result<()> {
     let generator = generate(spec)?;
     let mut out = BufWriter::with_capacity(1 << 16, File::create(path)?);
-    out.write_all(b"{")?;
-    write_header_members(&mut out, spec)?;
-    out.write_all(b",\n \"entries\": [")?;
+    if !entries_first {
+        out.write_all(b"{")?;
+        write_header_members(&mut out, spec)?;
+        out.write_all(b",\n")?;
+    } else {
+        out.write_all(b"{\n")?;
+    }
+    out.write_all(b" \"entries\": [")?;
     for (i, entry) in generator.enumerate() {
         out.write_all(if i == 0 { b"\n  " } else { b",\n  " })?;
         write_entry(&mut out, &entry, i as u64, spec.timezone)?;
     }
-    out.write_all(b"\n ],\n \"nextCursor\": null}\n")?;
+    out.write_all(b"\n ],\n \"nextCursor\": null")?;
+    if entries_first {
+        out.write_all(b",\n ")?;
+        write_header_members(&mut out, spec)?;
+    }
+    out.write_all(b"}\n")?;
     out.flush()
 }
 

@@ -88,9 +88,7 @@ impl ValueEnd {
             }
             // Between the tokens of a container: short runs (`":`, `,"`, numbers).
             loop {
-                let Some(&b) = value.get(*i) else {
-                    return None;
-                };
+                let &b = value.get(*i)?;
                 *i += 1;
                 match b {
                     b'"' => {

@@ -458,7 +458,7 @@ fn invalid(path: impl Into<String>, message: impl fmt::Display) -> SourceError {
 /// source refuse its own valid stream.
 fn id_hash(id: &str) -> u64 {
     use std::hash::BuildHasher;
-    foldhash::quality::FixedState::with_seed(0x1ed9_e5).hash_one(id)
+    foldhash::quality::FixedState::with_seed(0x001e_d9e5).hash_one(id)
 }
 
 /// An RFC 3339 timestamp with offset. The common `YYYY-MM-DDTHH:MM:SSZ` is read by hand
