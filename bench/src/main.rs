@@ -12,6 +12,7 @@ mod large;
 mod live;
 mod logs;
 mod render;
+mod serve;
 mod small;
 mod source;
 mod upstream;
@@ -56,6 +57,28 @@ enum Command {
         /// from a local HTTP upstream.
         #[arg(long, value_enum, default_value = "ndjson")]
         source: harness::SourceForm,
+    },
+    /// Downloads of one large CSV statement over loopback: plaintext GB/s (decrypt, verify,
+    /// stream) with the client in this process.
+    Download {
+        /// Entries of the statement (about 96 bytes of CSV each: 1,040,000 ≈ 100 MB).
+        #[arg(long, default_value_t = 1_040_000)]
+        entries: u64,
+        /// Downloads (the median is printed).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Authenticated `GET /ledgers/{id}` from many connections: requests per second.
+    Get {
+        /// Connections sending requests at once.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Seconds a run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Runs (the median is printed).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// The source alone: every entry of one merchant read and validated, nothing rendered.
     Source {
@@ -220,6 +243,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             runs,
             source,
         } => source::source(entries, runs, source).await,
+        Command::Download { entries, runs } => serve::download(entries, runs).await,
+        Command::Get {
+            clients,
+            seconds,
+            runs,
+        } => serve::get(clients, seconds, runs).await,
         Command::Render {
             entries,
             runs,

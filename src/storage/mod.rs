@@ -16,7 +16,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, PutPayload, RetryConfig, WriteMultipart,
+    BackoffConfig, ClientOptions, GetResultPayload, ObjectStore, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 
 /// Errors of a storage backend.
@@ -241,10 +242,15 @@ impl ObjectStorage for ObjectStoreStorage {
 
     async fn read(&self, key: &str) -> Result<ByteStream, StorageError> {
         let result = self.store.get(&self.path(key)).await?;
-        Ok(result
-            .into_stream()
-            .map(|r| r.map_err(StorageError::from))
-            .boxed())
+        match result.payload {
+            // A local file: object_store would read it in 8 KiB pieces, each on the blocking
+            // pool (a thread hand-over every 8 KiB kept a download at 0.24 GB/s). Read in
+            // large pieces on one blocking thread instead, two pieces ahead at most.
+            GetResultPayload::File(file, _) => Ok(read_file(file)),
+            GetResultPayload::Stream(stream) => {
+                Ok(stream.map(|r| r.map_err(StorageError::from)).boxed())
+            }
+        }
     }
 
     async fn size(&self, key: &str) -> Result<Option<u64>, StorageError> {
@@ -290,6 +296,39 @@ impl crate::ready::Ready for dyn ObjectStorage {
     async fn ready(&self) -> Result<(), String> {
         ObjectStorage::ready(self).await.map_err(|e| e.to_string())
     }
+}
+
+/// Bytes of a local file read at a time: under the allocator's mmap threshold (128 KiB, set
+/// in main.rs), so pieces come from the heap and are reused, not mapped and faulted in anew.
+const FILE_PIECE: usize = 120 << 10;
+
+/// A local file's bytes, read on a blocking thread in [`FILE_PIECE`]s, two ahead at most.
+fn read_file(mut file: std::fs::File) -> ByteStream {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StorageError>>(2);
+    // Not awaited: it ends at the file's end, on an error, or when the reader is dropped.
+    let _reader = tokio::task::spawn_blocking(move || {
+        loop {
+            let mut piece = Vec::with_capacity(FILE_PIECE);
+            match (&mut file).take(FILE_PIECE as u64).read_to_end(&mut piece) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if tx.blocking_send(Ok(Bytes::from(piece))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let e = StorageError::Backend(format!("reading a local object: {e}"));
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
 }
 
 #[cfg(test)]

@@ -1,0 +1,148 @@
+//! `ledger-bench download` and `ledger-bench get`: the read side of the api role, measured
+//! with a client in this same process (so on the same two cores: its share is part of the
+//! figure, and the CPU the whole process used is printed beside it).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use ledger::outln;
+use serde_json::json;
+
+use crate::harness::{median, percentile, start_with, write_source};
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime: fields 14 and 15 of the line, the 12th and 13th after the name, in
+    // USER_HZ ticks (100 a second on Linux).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Downloads one large CSV statement (`entries` entries, about 96 bytes each) `runs` times
+/// over loopback HTTP: decrypt, verify and stream, as a client sees it.
+pub async fn download(entries: u64, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_source(
+        &dir.path().join("source"),
+        "m_dl",
+        entries,
+        vec![("EUR", 0)],
+    )?;
+    let bench = start_with(dir, 1, Default::default()).await?;
+    let id = bench
+        .create(
+            &json!({"merchantId": "m_dl", "type": "STATEMENT", "period": "2025", "format": "CSV"}),
+        )
+        .await?;
+    let done = bench.wait_completed(&id, Duration::from_millis(50)).await?;
+    let size = done["file"]["sizeBytes"].as_u64().unwrap_or(0);
+    outln!("ledger {id}: {size} bytes of CSV, sealed")?;
+    let url = format!("{}/ledgers/{id}/download", bench.base);
+    let (mut rates, mut cores) = (Vec::new(), Vec::new());
+    for run in 1..=runs.max(1) {
+        let (t0, cpu0) = (Instant::now(), cpu_seconds());
+        let response = bench
+            .client
+            .get(&url)
+            .bearer_auth(&bench.token)
+            .send()
+            .await?
+            .error_for_status()?;
+        let mut body = response.bytes_stream();
+        let mut read = 0u64;
+        while let Some(chunk) = body.next().await {
+            read += chunk?.len() as u64;
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu0;
+        anyhow::ensure!(read == size, "read {read} of {size} bytes");
+        let rate = read as f64 / wall / 1e9;
+        outln!(
+            "run {run}: {read} bytes in {wall:.3}s = {rate:.2} GB/s, process CPU {cpu:.2}s ({:.2} cores)",
+            cpu / wall
+        )?;
+        rates.push(rate);
+        cores.push(cpu / wall);
+    }
+    outln!(
+        "download of {size} bytes, {} runs: median {:.2} GB/s of plaintext, median {:.2} cores busy (server and client)",
+        rates.len(),
+        median(&mut rates),
+        median(&mut cores)
+    )?;
+    bench.stop().await;
+    Ok(())
+}
+
+/// `GET /ledgers/{id}` with one bearer token from `clients` connections at once, for
+/// `seconds` a run.
+pub async fn get(clients: usize, seconds: u64, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_source(&dir.path().join("source"), "m_get", 100, vec![("EUR", 0)])?;
+    let bench = start_with(dir, 1, Default::default()).await?;
+    let id = bench
+        .create(
+            &json!({"merchantId": "m_get", "type": "STATEMENT", "period": "2025", "format": "CSV"}),
+        )
+        .await?;
+    bench.wait_completed(&id, Duration::from_millis(20)).await?;
+    let url = format!("{}/ledgers/{id}", bench.base);
+    let (mut rates, mut cores, mut p99s) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs.max(1) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let (t0, cpu0) = (Instant::now(), cpu_seconds());
+        let tasks: Vec<_> = (0..clients.max(1))
+            .map(|_| {
+                // One connection each, as separate clients would have.
+                let client = reqwest::Client::new();
+                let (url, token) = (url.clone(), bench.token.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while Instant::now() < deadline {
+                        let sent = Instant::now();
+                        let r = client.get(&url).bearer_auth(&token).send().await?;
+                        anyhow::ensure!(r.status() == 200, "GET answered {}", r.status());
+                        r.bytes().await?;
+                        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                    }
+                    Ok(latencies)
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await??);
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu0;
+        latencies.sort_by(f64::total_cmp);
+        let rate = latencies.len() as f64 / wall;
+        let (p50, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 99.0));
+        outln!(
+            "run {run}: {} requests in {wall:.2}s = {rate:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms, process CPU {:.2} cores",
+            latencies.len(),
+            cpu / wall
+        )?;
+        rates.push(rate);
+        cores.push(cpu / wall);
+        p99s.push(p99);
+    }
+    outln!(
+        "GET /ledgers/:id, {clients} clients, {} runs: median {:.0} req/s, median p99 {:.2} ms, median {:.2} cores busy (server and client)",
+        rates.len(),
+        median(&mut rates),
+        median(&mut p99s),
+        median(&mut cores)
+    )?;
+    bench.stop().await;
+    Ok(())
+}
