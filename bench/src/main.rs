@@ -80,6 +80,16 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// `POST /ledgers` from many connections, the api role alone: creates per second, each
+    /// 202 durable before it is sent.
+    Create {
+        /// Ledgers to create.
+        #[arg(long, default_value_t = 5000)]
+        count: usize,
+        /// Connections sending requests at once.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+    },
     /// The source alone: every entry of one merchant read and validated, nothing rendered.
     Source {
         /// Entries in the source.
@@ -244,6 +254,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             source,
         } => source::source(entries, runs, source).await,
         Command::Download { entries, runs } => serve::download(entries, runs).await,
+        Command::Create { count, clients } => serve::create(count, clients).await,
         Command::Get {
             clients,
             seconds,

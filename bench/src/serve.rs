@@ -1,4 +1,4 @@
-//! `ledger-bench download` and `ledger-bench get`: the read side of the api role, measured
+//! `ledger-bench download`, `get` and `create`: the api role's hot paths, measured
 //! with a client in this same process (so on the same two cores: its share is part of the
 //! figure, and the CPU the whole process used is printed beside it).
 
@@ -142,6 +142,72 @@ pub async fn get(clients: usize, seconds: u64, runs: usize) -> anyhow::Result<()
         median(&mut rates),
         median(&mut p99s),
         median(&mut cores)
+    )?;
+    bench.stop().await;
+    Ok(())
+}
+
+/// `POST /ledgers` from `clients` connections at once, `count` ledgers in all (each its own
+/// day of one merchant's years, so every create is new): creates per second, each 202 sent
+/// only once its ledger is durable (SQLite `synchronous=FULL`: fsynced). Only the api role
+/// runs, so the figure is the create path alone, not the workers generating the ledgers.
+pub async fn create(count: usize, clients: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let merchants = count.div_ceil(3650).max(1);
+    for m in 0..merchants {
+        write_source(
+            &dir.path().join("source"),
+            &format!("m_create_{m}"),
+            10,
+            vec![("EUR", 0)],
+        )?;
+    }
+    let mut vars = std::collections::HashMap::new();
+    vars.insert("APP_ENV_APPLICATION_ROLES".to_owned(), "api".to_owned());
+    let bench = start_with(dir, 1, vars).await?;
+    let day0: chrono::NaiveDate = "2015-01-01".parse()?;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (t0, cpu0) = (Instant::now(), cpu_seconds());
+    let tasks: Vec<_> = (0..clients.max(1))
+        .map(|_| {
+            let client = reqwest::Client::new();
+            let (url, token, next) = (
+                format!("{}/ledgers", bench.base),
+                bench.token.clone(),
+                next.clone(),
+            );
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= count {
+                        return anyhow::Ok(latencies);
+                    }
+                    let day = day0 + chrono::Duration::days((i % 3650) as i64);
+                    let body = json!({"merchantId": format!("m_create_{}", i / 3650), "type": "STATEMENT", "period": day.to_string(), "format": "CSV"});
+                    let sent = Instant::now();
+                    let r = client.post(&url).bearer_auth(&token).json(&body).send().await?;
+                    anyhow::ensure!(r.status() == 202, "create answered {}", r.status());
+                    r.bytes().await?;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    latencies.sort_by(f64::total_cmp);
+    outln!(
+        "POST /ledgers, {} creates from {clients} connections in {wall:.2}s: {:.0} creates/s, p50 {:.2} ms, p99 {:.2} ms, {:.2} cores busy (server and client)",
+        latencies.len(),
+        latencies.len() as f64 / wall,
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        cpu / wall
     )?;
     bench.stop().await;
     Ok(())
