@@ -307,6 +307,7 @@ fn read_json(
     loop {
         let mut file = File::open(path).map_err(|e| unavailable(path, &e))?;
         let mut parser = PageParser::new(id.clone());
+        reads.begin();
         let again = loop {
             match reads.drain(&mut parser, validator, &mut sink)? {
                 Progress::More => parser.fill(&mut file).map_err(|e| unavailable(path, &e))?,

@@ -221,7 +221,11 @@ impl HttpSource {
                 Ok(Progress::More) => unreachable!("a read ends, stops or fails"),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient { reason, after }) => {
-                    self.before_retry(id, &mut retries, reason, after).await?;
+                    tokio::select! {
+                        // Nobody waits any more: no retry.
+                        () = sink.closed() => return Ok(None),
+                        waited = self.before_retry(id, &mut retries, reason, after) => waited?,
+                    }
                 }
             }
         }
@@ -236,8 +240,13 @@ impl HttpSource {
         validator: &mut EntryValidator,
         sink: &mut impl Flush,
     ) -> Result<Progress, Failure> {
-        let mut response = self.request(id, url).await?;
+        let mut response = tokio::select! {
+            // Nobody waits any more: no request left running.
+            () = sink.closed() => return Ok(Progress::Stop),
+            response = self.request(id, url) => response?,
+        };
         let mut parser = PageParser::new(id.clone());
+        reads.begin();
         loop {
             let progress = reads
                 .drain(&mut parser, validator, sink)

@@ -6,9 +6,10 @@
 //! over as its own bytes, which [`EntryValidator::next_from_json`] parses exactly as it parses
 //! an NDJSON line, so a page and an NDJSON file give the same messages
 //! (`entries[17].amount: …`). The other members are small: each is kept until it ends, then
-//! parsed and checked on its own (`merchant.timezone: …`). Members may come in any order.
-//! Memory is bounded by the largest single member or entry ([`MAX_ENTRY_BYTES`],
-//! [`MAX_MEMBER_BYTES`]), not by the page.
+//! parsed and checked on its own (`merchant.timezone: …`; a member the schema does not know
+//! is checked to be JSON, then dropped). Members may come in any order. Memory is bounded by
+//! the largest single member or entry ([`MAX_ENTRY_BYTES`], [`MAX_MEMBER_BYTES`]), not by
+//! the page.
 //!
 //! [`PageReads`] is what the adapters drive: it validates the entries and hands them to a
 //! [`Sink`] once the header is known. A page whose `entries` come before `merchant` or
@@ -30,8 +31,8 @@ use std::io::{self, Read};
 use self::scan::ValueEnd;
 use super::SourceError;
 use super::validate::{
-    EntryValidator, Header, Streamed, entries_not_an_array, parse_merchant, parse_next_cursor,
-    parse_opening_balances,
+    EntryValidator, Header, Streamed, entries_not_an_array, id_hash, parse_merchant,
+    parse_next_cursor, parse_opening_balances,
 };
 use crate::domain::{Balance, Merchant, MerchantId};
 
@@ -83,7 +84,7 @@ impl Member {
             Self::OpeningBalances => "openingBalances",
             Self::Entries => "entries",
             Self::NextCursor => "nextCursor",
-            Self::Unknown => "",
+            Self::Unknown => "a member the schema does not know",
         }
     }
 
@@ -284,21 +285,13 @@ impl PageParser {
                 }
             },
             State::InValue(member, mut scan) => match scan.find(&self.buf[self.mark..]) {
-                Some(len) if len > MAX_MEMBER_BYTES && member != Member::Unknown => {
+                Some(len) if len > MAX_MEMBER_BYTES => {
                     return Err(member_too_long(member));
                 }
                 Some(len) => {
                     self.pos = self.mark + len;
                     let step = self.member(member, self.mark, self.pos)?;
                     (State::AfterMember, step)
-                }
-                None if member == Member::Unknown => {
-                    // Skipped, so not kept: what was crossed can go.
-                    let crossed = scan.scanned();
-                    scan.forget(crossed);
-                    self.mark += crossed;
-                    self.pos = self.mark;
-                    (State::InValue(member, scan), self.more()?)
                 }
                 None => {
                     if self.buf.len() - self.mark > MAX_MEMBER_BYTES {
@@ -381,14 +374,12 @@ impl PageParser {
             }
             return Ok(None);
         };
-        let raw = &rest[..len];
-        let member = if raw.contains(&b'\\') {
-            match serde_json::from_slice::<String>(raw) {
-                Ok(name) => Member::named(&name),
-                Err(_) => return Err(self.syntax("an unreadable member name")),
-            }
-        } else {
-            Member::named(std::str::from_utf8(&raw[1..len - 1]).unwrap_or_default())
+        if len > MAX_NAME_BYTES {
+            return Err(self.syntax("a member name longer than 1024 bytes"));
+        }
+        let member = match serde_json::from_slice::<std::borrow::Cow<'_, str>>(&rest[..len]) {
+            Ok(name) => Member::named(&name),
+            Err(_) => return Err(self.syntax("an unreadable member name")),
         };
         if member != Member::Unknown {
             if self.met & member.bit() != 0 {
@@ -413,7 +404,14 @@ impl PageParser {
             }
             Member::NextCursor => self.next_cursor = parse_next_cursor(json)?,
             Member::Entries => return Err(entries_not_an_array(json)),
-            Member::Unknown => return Ok(Step::Continue),
+            // Not used, but it must be JSON: parsed to nothing (serde refuses what the
+            // scan that found its end lets through: bad literals, mismatched brackets, …).
+            Member::Unknown => {
+                return match serde_json::from_slice::<serde::de::IgnoredAny>(json) {
+                    Ok(_) => Ok(Step::Continue),
+                    Err(e) => Err(self.syntax(&format!("an unknown member's value: {e}"))),
+                };
+            }
         }
         if !matches!(member, Member::Merchant | Member::OpeningBalances) {
             return Ok(Step::Continue);
@@ -518,11 +516,27 @@ impl Element<'_> {
 
     /// Crosses it without reading it: `false` when it has not fully arrived.
     pub(super) fn skip(self) -> Result<bool, SourceError> {
-        let p = self.parser;
-        match p.element_end()? {
-            Some(len) => p.element_read(len).map(|()| true),
-            None => Ok(false),
+        self.skip_with_id().map(|crossed| crossed.is_some())
+    }
+
+    /// Crosses it without validating it, telling the hash of its `id` (0 when it has none):
+    /// `None` when it has not fully arrived.
+    pub(super) fn skip_with_id(self) -> Result<Option<u64>, SourceError> {
+        #[derive(serde::Deserialize)]
+        struct IdOnly<'a> {
+            #[serde(borrow)]
+            id: std::borrow::Cow<'a, str>,
         }
+        let p = self.parser;
+        let Some(len) = p.element_end()? else {
+            return Ok(None);
+        };
+        let json = &p.buf[p.mark..p.mark + len];
+        let id = serde_json::from_slice::<IdOnly<'_>>(json)
+            .map(|e| id_hash(&e.id))
+            .unwrap_or(0);
+        p.element_read(len)?;
+        Ok(Some(id))
     }
 }
 

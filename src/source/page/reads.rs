@@ -5,7 +5,7 @@
 use super::{Event, PageParser};
 use crate::domain::Entry;
 use crate::source::SourceError;
-use crate::source::validate::{EntryValidator, Header};
+use crate::source::validate::{EntryValidator, Header, id_hash};
 
 /// What an adapter does with what a page holds.
 pub(in crate::source) trait Sink {
@@ -41,9 +41,17 @@ pub(in crate::source) struct PageReads {
     delivered: u64,
     /// Entries met before the header in this read.
     skipped: bool,
+    /// The id hash of the last entry handed over: a later read of the page must find the
+    /// same entry there, or the page changed in between and an entry could be lost unseen.
+    last_id: u64,
 }
 
 impl PageReads {
+    /// A new read of the page begins (with a new parser).
+    pub(in crate::source) fn begin(&mut self) {
+        self.skipped = false;
+    }
+
     /// Handles what `parser` has ready. An error is the stream's earliest one (an id still
     /// pending in `validator` may turn out repeated first).
     pub(in crate::source) fn drain(
@@ -80,8 +88,22 @@ impl PageReads {
                     }
                 },
                 Some(Event::Entry(element)) => {
+                    let index = element.index();
+                    if self.delivered > 0 && index + 1 == self.delivered {
+                        // The last entry an earlier read handed over.
+                        let Some(id) = element.skip_with_id()? else {
+                            return Ok(Progress::More);
+                        };
+                        if id != self.last_id {
+                            return Err(SourceError::Invalid(format!(
+                                "entries[{}]: the page changed between two reads of it",
+                                validator.count().saturating_sub(1)
+                            )));
+                        }
+                        continue;
+                    }
                     // Handed over by an earlier read, or met before the header: crossed.
-                    let cross = element.index() < self.delivered || self.header.is_none();
+                    let cross = index < self.delivered || self.header.is_none();
                     if cross {
                         if self.header.is_none() {
                             self.skipped = true;
@@ -96,6 +118,7 @@ impl PageReads {
                         return Ok(Progress::More);
                     };
                     self.delivered += 1;
+                    self.last_id = id_hash(&entry.id);
                     if !sink.entry(entry, at)? {
                         return Ok(Progress::Stop);
                     }

@@ -108,20 +108,9 @@ impl ValueEnd {
         }
     }
 
-    /// The first `consumed` bytes of the value are let go by the caller (a skipped value is
-    /// not kept whole); the scan goes on from the same place.
-    pub(super) fn forget(&mut self, consumed: usize) {
-        self.scanned -= consumed;
-    }
-
     /// Whether the scan has started.
     pub(super) fn begun(&self) -> bool {
         self.started
-    }
-
-    /// Bytes scanned so far.
-    pub(super) fn scanned(&self) -> usize {
-        self.scanned
     }
 }
 
@@ -177,15 +166,5 @@ mod tests {
                 assert_eq!(end_in_pieces(text, piece), None, "{text}");
             }
         }
-    }
-
-    #[test]
-    fn a_forgotten_prefix_does_not_change_the_end() {
-        let text = br#"{"skip":"me","n":[1,2,3]},"#;
-        let mut scan = ValueEnd::default();
-        assert_eq!(scan.find(&text[..10]), None);
-        let gone = scan.scanned();
-        scan.forget(gone);
-        assert_eq!(scan.find(&text[gone..]), Some(text.len() - 1 - gone));
     }
 }

@@ -271,20 +271,50 @@ fn buffers_stay_small_whatever_the_page() {
     assert_eq!(sink.0, 20_000);
     assert!(largest < (64 << 10) + 1024, "{largest}");
 
-    // An unknown member of 8 MiB is crossed, not kept.
-    let junk = format!(r#""junk":["{}"]"#, "x".repeat(8 << 20));
+    // A member the schema does not know is checked and dropped; over the bound, refused.
+    let junk = format!(r#""junk":["{}"]"#, "x".repeat(512 << 10));
     let json = document(&[MERCHANT, &junk, BALANCES, &entries_member(&list[..2])]);
-    let mut parser = PageParser::new(mid("m_1"));
-    let mut reads = PageReads::default();
-    let mut largest = 0;
-    for piece in json.as_bytes().chunks(64 << 10) {
-        reads
-            .drain(&mut parser, &mut EntryValidator::new(), &mut Count(0))
-            .unwrap();
-        parser.feed(piece);
-        largest = largest.max(parser.buf.len());
+    assert_eq!(read(&json, 64 << 10).map(|p| p.entries.len()), Ok(2));
+    let junk = format!(r#""junk":["{}"]"#, "x".repeat(MAX_MEMBER_BYTES));
+    let json = document(&[MERCHANT, &junk, BALANCES, &entries_member(&list[..2])]);
+    assert_eq!(
+        read(&json, 64 << 10),
+        Err(SourceError::Invalid(format!(
+            "a member the schema does not know: longer than {MAX_MEMBER_BYTES} bytes"
+        )))
+    );
+}
+
+#[test]
+fn a_member_the_schema_does_not_know_must_still_be_json() {
+    let list = entries(1);
+    for junk in [
+        r#""x":}"#,
+        r#""x":,"y":1"#,
+        r#""x":[}"#,
+        r#""x":{]"#,
+        r#""x":tru"#,
+        r#""x":1"y""#,
+        r#""x":"\q""#,
+        "\"x\":\"a\u{1}b\"",
+        "\"x\u{1}\":1",
+    ] {
+        let json = format!("{{{MERCHANT},{junk},{BALANCES},{}}}", entries_member(&list));
+        let got = read(&json, 3);
+        assert!(
+            matches!(&got, Err(SourceError::Invalid(m)) if m.starts_with("invalid JSON (")),
+            "{junk}: {got:?}"
+        );
     }
-    assert!(largest < 2 * (64 << 10), "{largest}");
+    // A long unknown name is refused however the bytes arrive.
+    let name = format!(r#""{}":1"#, "n".repeat(1100));
+    let json = format!("{{{MERCHANT},{name},{BALANCES},{}}}", entries_member(&list));
+    for piece in [7, 1 << 20] {
+        assert!(
+            matches!(read(&json, piece), Err(SourceError::Invalid(m)) if m.contains("longer than 1024 bytes")),
+            "pieces of {piece}"
+        );
+    }
 }
 
 #[test]
@@ -393,4 +423,32 @@ fn entries_before_the_header_ask_for_a_second_read() {
         );
         assert_eq!(sink.0.len(), handed, "read {read}");
     }
+}
+
+#[test]
+fn a_page_that_lost_an_entry_between_two_reads_is_refused() {
+    let list = entries(100);
+    let json = document(&[MERCHANT, BALANCES, &entries_member(&list)]);
+    let (mut reads, mut validator, mut sink) =
+        (PageReads::default(), EntryValidator::new(), Ids::default());
+    let mut parser = PageParser::new(mid("m_1"));
+    parser.feed(&json.as_bytes()[..json.len() / 2]);
+    reads.drain(&mut parser, &mut validator, &mut sink).unwrap();
+    let halfway = sink.0.len();
+    // The upstream dropped an entry before the break: the same indices now hold later
+    // entries, and one would be skipped unseen.
+    let mut fewer = list.clone();
+    fewer.remove(3);
+    let changed = document(&[MERCHANT, BALANCES, &entries_member(&fewer)]);
+    let mut parser = PageParser::new(mid("m_1"));
+    reads.begin();
+    parser.feed(changed.as_bytes());
+    parser.finish();
+    assert_eq!(
+        reads.drain(&mut parser, &mut validator, &mut sink),
+        Err(SourceError::Invalid(format!(
+            "entries[{}]: the page changed between two reads of it",
+            halfway - 1
+        )))
+    );
 }

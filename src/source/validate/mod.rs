@@ -456,7 +456,7 @@ fn invalid(path: impl Into<String>, message: impl fmt::Display) -> SourceError {
 /// multiply-rotate chain tried here collided on `tx_03952026` / `tx_03109099` within 10
 /// million sequential ids. It need not resist chosen collisions, which could only make a
 /// source refuse its own valid stream.
-fn id_hash(id: &str) -> u64 {
+pub(in crate::source) fn id_hash(id: &str) -> u64 {
     use std::hash::BuildHasher;
     foldhash::quality::FixedState::with_seed(0x001e_d9e5).hash_one(id)
 }
