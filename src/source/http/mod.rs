@@ -212,13 +212,12 @@ impl HttpSource {
         let mut retries = 0_u32;
         loop {
             match self.read_once(id, &url, &mut reads, validator, sink).await {
-                Ok(Progress::Stop) => return Ok(None),
-                Ok(Progress::End { next_cursor, again }) => {
+                Ok(ReadEnd::Stopped) => return Ok(None),
+                Ok(ReadEnd::Ended { next_cursor, again }) => {
                     if !again {
                         return Ok(Some(next_cursor));
                     }
                 }
-                Ok(Progress::More) => unreachable!("a read ends, stops or fails"),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient { reason, after }) => {
                     tokio::select! {
@@ -239,27 +238,31 @@ impl HttpSource {
         reads: &mut PageReads,
         validator: &mut EntryValidator,
         sink: &mut impl Flush,
-    ) -> Result<Progress, Failure> {
+    ) -> Result<ReadEnd, Failure> {
         let mut response = tokio::select! {
             // Nobody waits any more: no request left running.
-            () = sink.closed() => return Ok(Progress::Stop),
+            () = sink.closed() => return Ok(ReadEnd::Stopped),
             response = self.request(id, url) => response?,
         };
         let mut parser = PageParser::new(id.clone());
         reads.begin();
         loop {
-            let progress = reads
+            match reads
                 .drain(&mut parser, validator, sink)
-                .map_err(not_json)?;
-            if progress != Progress::More {
-                return Ok(progress);
+                .map_err(not_json)?
+            {
+                Progress::More => {}
+                Progress::Stop => return Ok(ReadEnd::Stopped),
+                Progress::End { next_cursor, again } => {
+                    return Ok(ReadEnd::Ended { next_cursor, again });
+                }
             }
             if !sink.flush().await {
-                return Ok(Progress::Stop);
+                return Ok(ReadEnd::Stopped);
             }
             let chunk = tokio::select! {
                 // The consumer went away: drop the request in flight, fetch nothing more.
-                () = sink.closed() => return Ok(Progress::Stop),
+                () = sink.closed() => return Ok(ReadEnd::Stopped),
                 chunk = self.chunk(&mut response) => chunk?,
             };
             match chunk {
@@ -362,6 +365,17 @@ impl HttpSource {
             cursor = Some(next);
         }
     }
+}
+
+/// How one request of a page ended.
+enum ReadEnd {
+    /// Nobody waits any more, or only the header was wanted.
+    Stopped,
+    /// The page ended; `again`: read it once more (its entries came before its header).
+    Ended {
+        next_cursor: Option<String>,
+        again: bool,
+    },
 }
 
 /// A body that is not JSON at all: say it is the answer that is broken, not a field of it.

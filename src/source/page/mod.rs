@@ -559,8 +559,12 @@ impl PageParser {
 
     /// The current element's length, once it has fully arrived.
     fn element_end(&mut self) -> Result<Option<usize>, SourceError> {
+        // An Element is handed out only in State::InElement; anything else is a reader
+        // that lost its place, told as such rather than a panic.
         let State::InElement(scan) = &mut self.state else {
-            unreachable!("an Element exists only in State::InElement");
+            return Err(SourceError::Unavailable(
+                "the page reader lost its place in entries".to_owned(),
+            ));
         };
         match scan.find(&self.buf[self.mark..]) {
             Some(len) => Ok(Some(len)),
