@@ -89,6 +89,9 @@ enum Command {
         /// Connections sending requests at once.
         #[arg(long, default_value_t = 32)]
         clients: usize,
+        /// Send each create with an `Idempotency-Key` of its own.
+        #[arg(long)]
+        idempotency_keys: bool,
     },
     /// The source alone: every entry of one merchant read and validated, nothing rendered.
     Source {
@@ -254,7 +257,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             source,
         } => source::source(entries, runs, source).await,
         Command::Download { entries, runs } => serve::download(entries, runs).await,
-        Command::Create { count, clients } => serve::create(count, clients).await,
+        Command::Create {
+            count,
+            clients,
+            idempotency_keys,
+        } => serve::create(count, clients, idempotency_keys).await,
         Command::Get {
             clients,
             seconds,

@@ -151,7 +151,7 @@ pub async fn get(clients: usize, seconds: u64, runs: usize) -> anyhow::Result<()
 /// day of one merchant's years, so every create is new): creates per second, each 202 sent
 /// only once its ledger is durable (SQLite `synchronous=FULL`: fsynced). Only the api role
 /// runs, so the figure is the create path alone, not the workers generating the ledgers.
-pub async fn create(count: usize, clients: usize) -> anyhow::Result<()> {
+pub async fn create(count: usize, clients: usize, keys: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let merchants = count.div_ceil(3650).max(1);
     for m in 0..merchants {
@@ -186,7 +186,11 @@ pub async fn create(count: usize, clients: usize) -> anyhow::Result<()> {
                     let day = day0 + chrono::Duration::days((i % 3650) as i64);
                     let body = json!({"merchantId": format!("m_create_{}", i / 3650), "type": "STATEMENT", "period": day.to_string(), "format": "CSV"});
                     let sent = Instant::now();
-                    let r = client.post(&url).bearer_auth(&token).json(&body).send().await?;
+                    let mut request = client.post(&url).bearer_auth(&token).json(&body);
+                    if keys {
+                        request = request.header("Idempotency-Key", format!("bench-create-{i}"));
+                    }
+                    let r = request.send().await?;
                     anyhow::ensure!(r.status() == 202, "create answered {}", r.status());
                     r.bytes().await?;
                     latencies.push(sent.elapsed().as_secs_f64() * 1e3);
@@ -202,7 +206,8 @@ pub async fn create(count: usize, clients: usize) -> anyhow::Result<()> {
     let cpu = cpu_seconds() - cpu0;
     latencies.sort_by(f64::total_cmp);
     outln!(
-        "POST /ledgers, {} creates from {clients} connections in {wall:.2}s: {:.0} creates/s, p50 {:.2} ms, p99 {:.2} ms, {:.2} cores busy (server and client)",
+        "POST /ledgers{}, {} creates from {clients} connections in {wall:.2}s: {:.0} creates/s, p50 {:.2} ms, p99 {:.2} ms, {:.2} cores busy (server and client)",
+        if keys { " with Idempotency-Key" } else { "" },
         latencies.len(),
         latencies.len() as f64 / wall,
         percentile(&latencies, 50.0),

@@ -34,6 +34,10 @@ pub enum StoreError {
     /// A stored row does not decode into the domain (a bug or a manual edit).
     #[error("job store holds an unreadable row: {0}")]
     Corrupt(String),
+    /// The backend failed for a group of requests (a group commit), or the store is
+    /// shutting down.
+    #[error("job store backend error: {0}")]
+    Unavailable(String),
 }
 
 /// What a new ledger is made of; the id comes from the Snowflake generator.

@@ -70,6 +70,7 @@ fn is_unique_violation(e: &sqlx::Error, index_hint: &str) -> bool {
 impl Dialect for SqliteDialect {
     type Db = Sqlite;
     const CHANGED: Changed = Changed::ReRead;
+    const GROUP_COMMIT: bool = true;
     const MIGRATIONS_TABLE_EXISTS: &'static str = "SELECT EXISTS (SELECT 1 FROM sqlite_master \
         WHERE type = 'table' AND name = '_sqlx_migrations')";
     // A write first: the transaction takes SQLite's single write lock before it reads.

@@ -1,6 +1,8 @@
 //! The contract of ledgers as users see them: identity, lists, idempotency keys, user
 //! changes and the replay of status changes.
 
+use std::sync::Arc;
+
 use chrono::{Duration, Utc};
 
 use super::{created, failure, file, new_ledger};
@@ -383,4 +385,174 @@ pub(super) async fn replay_scope(store: &dyn JobStore) {
         replayed(Some(vec![merchant("m_nobody")])).await.is_empty(),
         "a merchant without ledgers"
     );
+}
+
+/// Creates arriving together (which the embedded store commits as one group) each get the
+/// outcome they would get one after the other: distinct ledgers are all stored, one
+/// identity is stored once and the others hear `Exists`, one idempotency key is stored
+/// once and the others replay it, one id is stored once.
+pub(super) async fn concurrent_creates(store: Arc<dyn JobStore>) {
+    let key = |name: &str, hash: &str, id: i64| IdempotencyRecord {
+        subject: "sub-many".into(),
+        key: name.into(),
+        request_hash: hash.into(),
+        ledger_id: LedgerId::from_i64(id),
+        status_code: 202,
+        body: format!("{{\"id\":{id}}}"),
+    };
+    let mut requests = Vec::new();
+    for i in 0..30 {
+        let period = format!("20{:02}-{:02}", 10 + i / 12, 1 + i % 12);
+        requests.push((new_ledger(40000 + i, "m_many", &period, None), None));
+    }
+    for i in 0..4 {
+        requests.push((new_ledger(40100 + i, "m_many_same", "2026-01", None), None));
+    }
+    for i in 0..3 {
+        let new = new_ledger(40200 + i, "m_many_key", "2026-01", None);
+        requests.push((new, Some(key("k-same", "h-same", 40200 + i))));
+    }
+    for i in 0..2 {
+        let period = format!("2026-0{}", i + 1);
+        let new = new_ledger(40300 + i, "m_many_other", &period, None);
+        requests.push((new, Some(key("k-other", "h-other", 40300 + i))));
+    }
+    for period in ["2026-01", "2026-02"] {
+        requests.push((new_ledger(40400, "m_many_id", period, None), None));
+    }
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(new, record)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let outcome = store.insert_ledger(&new, record.as_ref()).await.unwrap();
+                (new, outcome)
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let of = |merchant: &str| {
+        outcomes
+            .iter()
+            .filter(|(new, _)| new.merchant_id.as_str() == merchant)
+            .map(|(_, outcome)| outcome)
+            .collect::<Vec<_>>()
+    };
+    let stored = |merchant: &str| {
+        of(merchant)
+            .into_iter()
+            .filter_map(|o| match o {
+                InsertOutcome::Created(l) => Some(l.id),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stored("m_many").len(), 30, "{:?}", of("m_many"));
+
+    let same = stored("m_many_same");
+    assert_eq!(same.len(), 1, "{:?}", of("m_many_same"));
+    for outcome in of("m_many_same") {
+        assert!(
+            matches!(outcome, InsertOutcome::Created(_))
+                || matches!(outcome, InsertOutcome::Exists(id) if *id == same[0]),
+            "{outcome:?}"
+        );
+    }
+    for merchant in ["m_many_key", "m_many_other"] {
+        let winner = stored(merchant);
+        assert_eq!(winner.len(), 1, "{:?}", of(merchant));
+        for outcome in of(merchant) {
+            assert!(
+                matches!(outcome, InsertOutcome::Created(_))
+                    || matches!(outcome, InsertOutcome::Replay(r) if r.ledger_id == winner[0]),
+                "{outcome:?}"
+            );
+        }
+    }
+    let ids = of("m_many_id");
+    assert_eq!(stored("m_many_id").len(), 1, "{ids:?}");
+    assert!(
+        ids.iter().any(|o| matches!(o, InsertOutcome::IdTaken)),
+        "{ids:?}"
+    );
+
+    // A second wave meets the first one's rows: a key already stored replays, an identity
+    // already taken is `Exists`, and the key of a create refused for its identity is not
+    // kept (the next create with that key is a create of its own).
+    let winner = stored("m_many_key")[0];
+    let existing = stored("m_many_same")[0];
+    let second = vec![
+        (
+            new_ledger(40500, "m_many_key", "2026-01", None),
+            Some(key("k-same", "h-same", 40500)),
+        ),
+        (
+            new_ledger(40502, "m_many_same", "2026-01", None),
+            Some(key("k-fresh", "h-fresh", 40502)),
+        ),
+        (new_ledger(40503, "m_many", "2026-01", None), None),
+    ];
+    let tasks: Vec<_> = second
+        .into_iter()
+        .map(|(new, record)| {
+            let store = store.clone();
+            tokio::spawn(async move { store.insert_ledger(&new, record.as_ref()).await.unwrap() })
+        })
+        .collect();
+    let mut again = Vec::new();
+    for task in tasks {
+        again.push(task.await.unwrap());
+    }
+    assert!(
+        matches!(&again[0], InsertOutcome::Replay(r) if r.ledger_id == winner),
+        "{again:?}"
+    );
+    assert!(
+        matches!(&again[1], InsertOutcome::Exists(id) if *id == existing),
+        "{again:?}"
+    );
+    assert!(matches!(&again[2], InsertOutcome::Created(_)), "{again:?}");
+    let fresh = store
+        .insert_ledger(
+            &new_ledger(40504, "m_many_same", "2026-02", None),
+            Some(&key("k-fresh", "h-fresh-2", 40504)),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(fresh, InsertOutcome::Created(_)), "{fresh:?}");
+    for id in [40500, 40502] {
+        let id = LedgerId::from_i64(id);
+        assert!(store.get_ledger(id).await.unwrap().is_none(), "{id}");
+    }
+
+    // What was answered is what is stored, and nothing else.
+    for merchant in [
+        "m_many",
+        "m_many_same",
+        "m_many_key",
+        "m_many_other",
+        "m_many_id",
+    ] {
+        let listed = store
+            .list_ledgers(&ListQuery {
+                merchants: Some(vec![MerchantId::parse(merchant).unwrap()]),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut listed: Vec<LedgerId> = listed.into_iter().map(|l| l.id).collect();
+        let mut answered = stored(merchant);
+        answered.extend(match merchant {
+            "m_many" => vec![LedgerId::from_i64(40503)],
+            "m_many_same" => vec![LedgerId::from_i64(40504)],
+            _ => vec![],
+        });
+        listed.sort_unstable_by_key(|id| id.as_i64());
+        answered.sort_unstable_by_key(|id| id.as_i64());
+        assert_eq!(listed, answered, "{merchant}");
+    }
 }

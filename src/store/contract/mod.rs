@@ -62,6 +62,7 @@ pub(super) fn failure(code: &str) -> FailureReason {
 pub async fn run_all(store: Arc<dyn JobStore>) {
     ledgers::identity_and_lists(&*store).await;
     ledgers::idempotency(&*store).await;
+    ledgers::concurrent_creates(store.clone()).await;
     jobs::claims_and_fencing(&*store).await;
     ledgers::user_changes(&*store).await;
     jobs::sweeps(store.clone()).await;

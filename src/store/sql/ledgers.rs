@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Arg, Args, Dialect, Driver, SqlStore, Taken, args, fetch_ledger, select_ledgers};
+use super::{Arg, Args, Conn, Dialect, Driver, SqlStore, Taken, args, select_ledgers};
 use crate::domain::{Ledger, LedgerId, MerchantId, Status, StatusEvent, TimelineItem};
 use crate::store::rows::{EventRow, FileRow, IdempotencyRow, LedgerRow, StatusEventRow};
 use crate::store::{
@@ -23,129 +23,337 @@ fn merchant_scope(merchants: Option<&[MerchantId]>) -> Result<Arg, StoreError> {
         .map_err(|e| StoreError::Corrupt(format!("merchant list: {e}")))
 }
 
-impl<D: Dialect> SqlStore<D> {
-    /// The record of a key that has not expired at `now`.
-    async fn find_idempotency(
-        &self,
-        subject: &str,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row: Option<IdempotencyRow> = self
-            .fetch_optional(
-                "SELECT request_hash, ledger_id, status_code, body FROM idempotency_keys \
-                 WHERE subject = $1 AND key = $2 AND created_at > $3",
-                args![subject, key, idempotency_cutoff(now)],
-            )
-            .await?;
-        Ok(row.map(|row| row.into_record(subject, key)))
+/// The record of a key that has not expired at `now`, read on `conn`.
+async fn find_idempotency<D: Dialect>(
+    conn: &mut Conn<D>,
+    subject: &str,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let rows: Vec<IdempotencyRow> = D::Db::fetch_all(
+        conn,
+        "SELECT request_hash, ledger_id, status_code, body FROM idempotency_keys \
+         WHERE subject = $1 AND key = $2 AND created_at > $3",
+        args![subject, key, idempotency_cutoff(now)],
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .map(|row| row.into_record(subject, key)))
+}
+
+/// Why an insert was undone inside its savepoint.
+pub(super) enum Undone {
+    /// A uniqueness rule of `ledgers` was broken.
+    Taken(Taken),
+    /// The idempotency key holds a live record (of this request or another).
+    KeyTaken,
+    /// A uniqueness rule of `ledgers` was broken, which one unknown (a multi-row insert
+    /// skips such rows without saying).
+    Skipped,
+    /// Anything else: this ledger's error.
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Undone {
+    fn from(e: StoreError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// Inserts one ledger (and its idempotency record) inside the open transaction on `conn`,
+/// within a savepoint of its own: whatever happens to this ledger, the transaction stays
+/// usable for the others of a group commit, and nothing of a refused insert remains. The
+/// outer error means the transaction itself broke (nothing in it may be committed); the
+/// inner one is this ledger's.
+pub(super) async fn insert_one<D: Dialect>(
+    conn: &mut Conn<D>,
+    new: &NewLedger,
+    idempotency: Option<&IdempotencyRecord>,
+) -> Result<Result<InsertOutcome, StoreError>, StoreError> {
+    D::Db::execute(conn, "SAVEPOINT create_ledger", args![]).await?;
+    let undone = match try_insert::<D>(conn, new, idempotency).await {
+        Ok(ledger) => {
+            D::Db::execute(conn, "RELEASE SAVEPOINT create_ledger", args![]).await?;
+            return Ok(Ok(InsertOutcome::Created(ledger)));
+        }
+        Err(undone) => undone,
+    };
+    // A failed statement aborts a PostgreSQL transaction until the savepoint is rolled back:
+    // undo first, then read.
+    D::Db::execute(conn, "ROLLBACK TO SAVEPOINT create_ledger", args![]).await?;
+    D::Db::execute(conn, "RELEASE SAVEPOINT create_ledger", args![]).await?;
+    Ok(explain::<D>(conn, new, idempotency, undone).await)
+}
+
+/// The start of an insert of new ledgers; [`ledger_values`] gives each row.
+const INSERT_LEDGERS: &str = "INSERT INTO ledgers (merchant_id, type, period, \
+    requested_timezone, format, id, stage, status, version, attempt_count, created_by, \
+    created_at, updated_at, enqueued_at) VALUES ";
+
+/// What an insert of new ledgers hands back: the rows as written, in the shape of
+/// [`super::LEDGER_COLUMNS`] (a new ledger has no file yet).
+const RETURNING_LEDGERS: &str = " RETURNING id, merchant_id, type, period, requested_timezone, \
+    timezone, format, stage, status, version, attempt_count, lease_until, failure_code, \
+    failure_message, failure_retryable, failure_at, created_by, created_at, updated_at, \
+    started_at, completed_at, deleted_at, NULL AS f_version, NULL AS f_content_type, \
+    NULL AS f_size_bytes, NULL AS f_sha256, NULL AS f_file_name";
+
+/// Parameters of one row of [`INSERT_LEDGERS`].
+const LEDGER_PARAMS: usize = 10;
+
+/// One row of [`INSERT_LEDGERS`], its parameters numbered from `$first`, and their values.
+fn ledger_values(first: usize, new: &NewLedger) -> (String, Args) {
+    let p: Vec<String> = (first..first + LEDGER_PARAMS)
+        .map(|n| format!("${n}"))
+        .collect();
+    let row = format!(
+        "({}, {}, {}, {}, {}, {}, {}, {}, 1, 0, {}, {}, {}, {})",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[9], p[9]
+    );
+    let args = args![
+        new.merchant_id.as_str(),
+        new.ledger_type.as_str(),
+        new.period.to_string(),
+        new.requested_timezone.map(|t| t.name()).unwrap_or(""),
+        new.format.as_str(),
+        new.id.as_i64(),
+        new.stage.as_str(),
+        Status::Pending.as_str(),
+        new.created_by.as_str(),
+        new.created_at,
+    ];
+    (row, args)
+}
+
+/// The start of an insert of idempotency records; [`key_values`] gives each row.
+const INSERT_KEYS: &str = "INSERT INTO idempotency_keys (subject, key, request_hash, \
+    ledger_id, status_code, body, created_at) VALUES ";
+
+/// Parameters of one row of [`INSERT_KEYS`].
+const KEY_PARAMS: usize = 7;
+
+/// An upsert that only replaces an expired key (its parameter: the time a key lives, in
+/// milliseconds), instead of an error: the transaction stays usable, and a concurrent
+/// insert of the same key is waited for, so the loser sees the winner's record.
+fn upsert_expired_keys(ttl_param: usize) -> String {
+    format!(
+        " ON CONFLICT (subject, key) DO UPDATE SET request_hash = excluded.request_hash, \
+         ledger_id = excluded.ledger_id, status_code = excluded.status_code, \
+         body = excluded.body, created_at = excluded.created_at \
+         WHERE idempotency_keys.created_at <= excluded.created_at - ${ttl_param}"
+    )
+}
+
+/// The time an idempotency record lives, as the parameter of [`upsert_expired_keys`].
+fn key_ttl() -> Arg {
+    i64::try_from(crate::store::IDEMPOTENCY_TTL.as_millis())
+        .unwrap_or(i64::MAX)
+        .into()
+}
+
+/// One row of [`INSERT_KEYS`] for `new`, its parameters numbered from `$first`.
+fn key_values(first: usize, new: &NewLedger, rec: &IdempotencyRecord) -> (String, Args) {
+    let p: Vec<String> = (first..first + KEY_PARAMS)
+        .map(|n| format!("${n}"))
+        .collect();
+    let row = format!("({})", p.join(", "));
+    let args = args![
+        rec.subject.as_str(),
+        rec.key.as_str(),
+        rec.request_hash.as_str(),
+        new.id.as_i64(),
+        i64::from(rec.status_code),
+        rec.body.as_str(),
+        new.created_at,
+    ];
+    (row, args)
+}
+
+/// The ledger row, then the idempotency record; the stored ledger as written.
+async fn try_insert<D: Dialect>(
+    conn: &mut Conn<D>,
+    new: &NewLedger,
+    idempotency: Option<&IdempotencyRecord>,
+) -> Result<Ledger, Undone> {
+    let (row, values) = ledger_values(1, new);
+    let sql = format!("{INSERT_LEDGERS}{row}{RETURNING_LEDGERS}");
+    let inserted: Result<Vec<LedgerRow>, _> = D::Db::fetch_all(conn, &sql, values).await;
+    let rows = match inserted {
+        Ok(rows) => rows,
+        Err(e) => {
+            return Err(match D::taken(&e) {
+                Some(taken) => Undone::Taken(taken),
+                None => Undone::Failed(e.into()),
+            });
+        }
+    };
+    if let Some(rec) = idempotency {
+        let (row, mut values) = key_values(1, new, rec);
+        values.push(key_ttl());
+        let sql = format!("{INSERT_KEYS}{row}{}", upsert_expired_keys(KEY_PARAMS + 1));
+        let stored = D::Db::execute(conn, &sql, values)
+            .await
+            .map_err(StoreError::from)?;
+        if stored == 0 {
+            return Err(Undone::KeyTaken);
+        }
+    }
+    match rows.into_iter().next() {
+        Some(row) => Ok(Ledger::try_from(row)?),
+        None => Err(Undone::Failed(StoreError::Corrupt(
+            "an inserted ledger came back empty".into(),
+        ))),
+    }
+}
+
+/// Inserts `group` — creates of which no two share an id, an identity or an idempotency
+/// key — inside the open transaction on `conn`, in two statements whatever its size: the
+/// idempotency records first, then the ledgers whose record was stored (or that have
+/// none). A create the store refuses gets its [`Undone`], and nothing of it remains; the
+/// error means a statement failed, and the caller must undo everything since it began.
+pub(super) async fn insert_many<D: Dialect>(
+    conn: &mut Conn<D>,
+    group: &[(&NewLedger, Option<&IdempotencyRecord>)],
+) -> Result<Vec<Result<Ledger, Undone>>, StoreError> {
+    let mut results: Vec<Option<Result<Ledger, Undone>>> = group.iter().map(|_| None).collect();
+
+    let keyed: Vec<(&NewLedger, &IdempotencyRecord)> = group
+        .iter()
+        .filter_map(|(new, rec)| rec.map(|rec| (*new, rec)))
+        .collect();
+    let mut stored_keys = std::collections::HashSet::new();
+    if !keyed.is_empty() {
+        let mut sql = INSERT_KEYS.to_owned();
+        let mut values = Args::new();
+        for (i, (new, rec)) in keyed.iter().enumerate() {
+            let (row, args) = key_values(values.len() + 1, new, rec);
+            sql.push_str(if i == 0 { "" } else { ", " });
+            sql.push_str(&row);
+            values.extend(args);
+        }
+        values.push(key_ttl());
+        sql.push_str(&upsert_expired_keys(values.len()));
+        sql.push_str(" RETURNING ledger_id");
+        let ids: Vec<(i64,)> = D::Db::fetch_all_once(conn, &sql, values).await?;
+        stored_keys.extend(ids.into_iter().map(|(id,)| id));
+    }
+    for (slot, (new, rec)) in results.iter_mut().zip(group) {
+        if rec.is_some() && !stored_keys.contains(&new.id.as_i64()) {
+            *slot = Some(Err(Undone::KeyTaken));
+        }
     }
 
-    /// [`crate::store::JobStore::insert_ledger`].
+    let mut sql = INSERT_LEDGERS.to_owned();
+    let mut values = Args::new();
+    for (slot, (new, _)) in results.iter().zip(group) {
+        if slot.is_none() {
+            let (row, args) = ledger_values(values.len() + 1, new);
+            sql.push_str(if values.is_empty() { "" } else { ", " });
+            sql.push_str(&row);
+            values.extend(args);
+        }
+    }
+    if !values.is_empty() {
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        sql.push_str(RETURNING_LEDGERS);
+        let rows: Vec<LedgerRow> = D::Db::fetch_all_once(conn, &sql, values).await?;
+        let mut written = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let ledger = Ledger::try_from(row)?;
+            written.insert(ledger.id, ledger);
+        }
+        for (slot, (new, rec)) in results.iter_mut().zip(group) {
+            if slot.is_some() {
+                continue;
+            }
+            if let Some(ledger) = written.remove(&new.id) {
+                *slot = Some(Ok(ledger));
+                continue;
+            }
+            if let Some(rec) = rec {
+                // Its record went in with the others: it goes with the ledger.
+                D::Db::execute(
+                    conn,
+                    "DELETE FROM idempotency_keys WHERE subject = $1 AND key = $2 \
+                     AND ledger_id = $3",
+                    args![rec.subject.as_str(), rec.key.as_str(), new.id.as_i64()],
+                )
+                .await?;
+            }
+            *slot = Some(Err(Undone::Skipped));
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|slot| slot.unwrap_or(Err(Undone::Skipped)))
+        .collect())
+}
+
+/// What an undone insert tells the caller, read on `conn` after the undo.
+pub(super) async fn explain<D: Dialect>(
+    conn: &mut Conn<D>,
+    new: &NewLedger,
+    idempotency: Option<&IdempotencyRecord>,
+    undone: Undone,
+) -> Result<InsertOutcome, StoreError> {
+    // Replays win over "exists": the same key resent after success must replay.
+    let replay = async |conn: &mut Conn<D>| match idempotency {
+        Some(rec) => find_idempotency::<D>(conn, &rec.subject, &rec.key, new.created_at).await,
+        None => Ok(None),
+    };
+    match undone {
+        Undone::Failed(e) => Err(e),
+        Undone::Taken(Taken::Id) => Ok(InsertOutcome::IdTaken),
+        Undone::KeyTaken => Ok(match replay(conn).await? {
+            Some(found) => InsertOutcome::Replay(found),
+            // Expired in between: the caller may simply try again.
+            None => InsertOutcome::IdTaken,
+        }),
+        Undone::Taken(Taken::Identity) | Undone::Skipped => {
+            if let Some(found) = replay(conn).await? {
+                return Ok(InsertOutcome::Replay(found));
+            }
+            let requested = new.requested_timezone.map(|t| t.name()).unwrap_or("");
+            let existing: Vec<(i64,)> = D::Db::fetch_all(
+                conn,
+                "SELECT id FROM ledgers WHERE merchant_id = $1 AND type = $2 \
+                 AND period = $3 AND requested_timezone = $4 AND format = $5 \
+                 AND deleted_at IS NULL",
+                args![
+                    new.merchant_id.as_str(),
+                    new.ledger_type.as_str(),
+                    new.period.to_string(),
+                    requested,
+                    new.format.as_str(),
+                ],
+            )
+            .await?;
+            Ok(match existing.first() {
+                Some((id,)) => InsertOutcome::Exists(LedgerId::from_i64(*id)),
+                // Deleted in between: the caller may simply try again.
+                None => InsertOutcome::IdTaken,
+            })
+        }
+    }
+}
+
+impl<D: Dialect> SqlStore<D> {
+    /// [`crate::store::JobStore::insert_ledger`]: through the group commit where the store
+    /// has one, else in a transaction of its own.
     pub(super) async fn insert(
         &self,
         new: &NewLedger,
         idempotency: Option<&IdempotencyRecord>,
     ) -> Result<InsertOutcome, StoreError> {
-        let requested = new.requested_timezone.map(|t| t.name()).unwrap_or("");
-        let identity = || {
-            args![
-                new.merchant_id.as_str(),
-                new.ledger_type.as_str(),
-                new.period.to_string(),
-                requested,
-                new.format.as_str(),
-            ]
-        };
-        let mut insert = identity();
-        insert.extend(args![
-            new.id.as_i64(),
-            new.stage.as_str(),
-            Status::Pending.as_str(),
-            new.created_by.as_str(),
-            new.created_at,
-        ]);
+        if let Some(group) = &self.group {
+            return group.insert(new.clone(), idempotency.cloned()).await;
+        }
         let mut tx = self.pool.begin().await?;
-        // The ledger row first: in SQLite the transaction takes the write lock with it.
-        let inserted = D::Db::execute(
-            &mut tx,
-            "INSERT INTO ledgers (merchant_id, type, period, requested_timezone, format, id, \
-             stage, status, version, attempt_count, created_by, created_at, updated_at, \
-             enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, 0, $9, $10, $10, $10)",
-            insert,
-        )
-        .await;
-        if let Err(e) = inserted {
-            // A failed statement aborts a PostgreSQL transaction: end it before reading.
-            tx.rollback().await?;
-            match D::taken(&e) {
-                Some(Taken::Id) => return Ok(InsertOutcome::IdTaken),
-                Some(Taken::Identity) => {}
-                None => return Err(e.into()),
-            }
-            // Replays win over "exists": the same key resent after success must replay.
-            if let Some(rec) = idempotency
-                && let Some(found) = self
-                    .find_idempotency(&rec.subject, &rec.key, new.created_at)
-                    .await?
-            {
-                return Ok(InsertOutcome::Replay(found));
-            }
-            let existing: Option<(i64,)> = self
-                .fetch_optional(
-                    "SELECT id FROM ledgers WHERE merchant_id = $1 AND type = $2 \
-                     AND period = $3 AND requested_timezone = $4 AND format = $5 \
-                     AND deleted_at IS NULL",
-                    identity(),
-                )
-                .await?;
-            return match existing {
-                Some((id,)) => Ok(InsertOutcome::Exists(LedgerId::from_i64(id))),
-                // Deleted in between: the caller may simply try again.
-                None => Ok(InsertOutcome::IdTaken),
-            };
-        }
-        if let Some(rec) = idempotency {
-            // An upsert that only replaces an expired key, instead of an error, keeps the
-            // transaction usable; a concurrent insert of the same key is waited for, so the
-            // loser sees the winner's record.
-            let stored = D::Db::execute(
-                &mut tx,
-                "INSERT INTO idempotency_keys (subject, key, request_hash, ledger_id, \
-                 status_code, body, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (subject, key) DO UPDATE SET request_hash = excluded.request_hash, \
-                 ledger_id = excluded.ledger_id, status_code = excluded.status_code, \
-                 body = excluded.body, created_at = excluded.created_at \
-                 WHERE idempotency_keys.created_at <= $8",
-                args![
-                    rec.subject.as_str(),
-                    rec.key.as_str(),
-                    rec.request_hash.as_str(),
-                    new.id.as_i64(),
-                    i64::from(rec.status_code),
-                    rec.body.as_str(),
-                    new.created_at,
-                    idempotency_cutoff(new.created_at),
-                ],
-            )
-            .await?;
-            if stored == 0 {
-                tx.rollback().await?;
-                return match self
-                    .find_idempotency(&rec.subject, &rec.key, new.created_at)
-                    .await?
-                {
-                    Some(found) => Ok(InsertOutcome::Replay(found)),
-                    None => Ok(InsertOutcome::IdTaken),
-                };
-            }
-        }
-        let created = fetch_ledger::<D>(&mut tx, new.id.as_i64()).await?;
+        let outcome = insert_one::<D>(&mut tx, new, idempotency).await?;
         tx.commit().await?;
-        match created {
-            Some(l) => Ok(InsertOutcome::Created(l)),
-            None => Err(StoreError::Corrupt("inserted ledger vanished".into())),
-        }
+        outcome
     }
 
     /// [`crate::store::JobStore::update_idempotency`].
@@ -294,5 +502,32 @@ impl<D: Dialect> SqlStore<D> {
             ],
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RETURNING_LEDGERS;
+    use crate::store::sql::LEDGER_COLUMNS;
+
+    /// A new ledger comes back in the columns every read of ledgers gives, its file NULL.
+    #[test]
+    fn an_insert_returns_the_columns_of_a_read() {
+        let names = |list: &str| -> Vec<String> {
+            list.split(',')
+                .map(|c| {
+                    let c = c.trim();
+                    let name = c.rsplit(' ').next().unwrap_or(c);
+                    name.trim_start_matches("l.").to_owned()
+                })
+                .collect()
+        };
+        let returned = RETURNING_LEDGERS
+            .trim_start()
+            .trim_start_matches("RETURNING ");
+        assert_eq!(names(returned), names(LEDGER_COLUMNS));
+        for column in returned.split(',').filter(|c| c.contains(" AS ")) {
+            assert!(column.trim().starts_with("NULL AS f_"), "{column}");
+        }
     }
 }

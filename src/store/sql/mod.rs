@@ -8,6 +8,7 @@
 //! ([`transition`]); this module never decides which status change is legal.
 
 mod grants;
+mod group;
 mod jobs;
 mod ledgers;
 mod transition;
@@ -127,6 +128,9 @@ pub trait Dialect: Send + Sync + 'static {
     type Db: Driver;
     /// How updates return the changed ledgers.
     const CHANGED: Changed;
+    /// Whether new ledgers are committed in groups ([`group`]): where every commit is a
+    /// write lock and an `fsync` of its own.
+    const GROUP_COMMIT: bool;
     /// One boolean column: is the `_sqlx_migrations` table there (in the search path)?
     const MIGRATIONS_TABLE_EXISTS: &'static str;
     /// Takes the policy row's write lock for the rest of the transaction and returns the
@@ -187,6 +191,14 @@ pub trait Driver: Database {
         sql: &'a str,
         args: Args,
     ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>>;
+    /// [`Self::fetch_all`] of a statement that is not kept prepared: one whose text varies
+    /// from call to call (a multi-row insert), which would only push the statements that
+    /// recur out of the connection's cache.
+    fn fetch_all_once<'a, T: Decoded>(
+        conn: &'a mut Self::Connection,
+        sql: &'a str,
+        args: Args,
+    ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>>;
     /// Applies the migrations of `migrator` not applied on `pool` yet.
     fn migrate<'a>(
         pool: &'a Pool<Self>,
@@ -221,6 +233,20 @@ macro_rules! driver {
                 })
             }
 
+            fn fetch_all_once<'a, T: Decoded>(
+                conn: &'a mut Self::Connection,
+                sql: &'a str,
+                args: Args,
+            ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>> {
+                Box::pin(async move {
+                    let arguments = Self::arguments(args).map_err(sqlx::Error::Encode)?;
+                    sqlx::query_as_with(sql, arguments)
+                        .persistent(false)
+                        .fetch_all(conn)
+                        .await
+                })
+            }
+
             fn migrate<'a>(
                 pool: &'a Pool<Self>,
                 migrator: &'static Migrator,
@@ -237,12 +263,15 @@ driver!(sqlx::Sqlite);
 /// The job store on an SQL engine. `PostgresStore` and `SqliteStore` are its two instances.
 pub struct SqlStore<D: Dialect> {
     pub(super) pool: Pool<D::Db>,
+    /// The writer of new ledgers, where the engine groups them ([`Dialect::GROUP_COMMIT`]).
+    group: Option<group::GroupCommit>,
 }
 
 impl<D: Dialect> SqlStore<D> {
-    /// A store over `pool`.
+    /// A store over `pool` (on a Tokio runtime: it may start the group-commit writer).
     pub(super) fn new(pool: Pool<D::Db>) -> Self {
-        Self { pool }
+        let group = D::GROUP_COMMIT.then(|| group::GroupCommit::start::<D>(pool.clone()));
+        Self { pool, group }
     }
 
     /// A pooled connection, for statements outside a transaction.
@@ -277,7 +306,7 @@ impl<D: Dialect> SqlStore<D> {
     }
 }
 
-const LEDGER_COLUMNS: &str = "l.id, l.merchant_id, l.type, l.period, l.requested_timezone, \
+pub(super) const LEDGER_COLUMNS: &str = "l.id, l.merchant_id, l.type, l.period, l.requested_timezone, \
     l.timezone, l.format, l.stage, l.status, l.version, l.attempt_count, l.lease_until, \
     l.failure_code, l.failure_message, l.failure_retryable, l.failure_at, l.created_by, \
     l.created_at, l.updated_at, l.started_at, l.completed_at, l.deleted_at, \
