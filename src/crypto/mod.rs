@@ -64,6 +64,7 @@
 
 mod key;
 mod reader;
+mod segment;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -163,6 +164,15 @@ fn segment_aad(binding: Binding, header: &[u8]) -> Vec<u8> {
     aad.extend_from_slice(header);
     aad.extend_from_slice(&binding.to_bytes());
     aad
+}
+
+/// The SHA-256 of a complete header, in lower-case hex: it names one sealed object (the
+/// header holds the object's random nonces and its wrapped data key, fresh for every
+/// object), so a store that records it can tell that object from any other sealed under
+/// the same ledger id and version.
+fn header_digest(header: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(header))
 }
 
 fn segment_nonce(prefix: &[u8; NONCE_PREFIX_LEN], counter: u32, last: bool) -> [u8; NONCE_LEN] {

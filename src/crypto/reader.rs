@@ -3,11 +3,12 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Nonce, Tag};
 use zeroize::Zeroizing;
 
 use super::key::Keyring;
+use super::segment::SegmentCipher;
 use super::*;
 
 /// Streaming decryption fed by arbitrary chunks (as they arrive from object storage).
@@ -16,6 +17,8 @@ pub struct Decryptor {
     binding: Binding,
     state: DecryptState,
     header_verified: bool,
+    /// [`header_digest`] of the header, once it is complete.
+    header_sha256: Option<String>,
 }
 
 enum DecryptState {
@@ -28,7 +31,7 @@ enum DecryptState {
 }
 
 struct BodyState {
-    cipher: Aes256Gcm,
+    cipher: SegmentCipher,
     aad: Vec<u8>,
     nonce_prefix: [u8; NONCE_PREFIX_LEN],
     counter: u32,
@@ -43,6 +46,7 @@ impl Decryptor {
             binding,
             state: DecryptState::Header(Vec::with_capacity(header_len(8))),
             header_verified: false,
+            header_sha256: None,
         }
     }
 
@@ -76,6 +80,12 @@ impl Decryptor {
         self.header_verified
     }
 
+    /// The SHA-256 (hex) of the header, once it was read and its data key unwrapped: what
+    /// [`crate::crypto::EncryptingWriter::header_sha256`] gave when this object was sealed.
+    pub fn header_sha256(&self) -> Option<&str> {
+        self.header_sha256.as_deref()
+    }
+
     /// Ends the stream: an error unless the last segment was seen and nothing trails it.
     pub fn finish(self) -> Result<(), CryptoError> {
         match self.state {
@@ -95,6 +105,7 @@ impl Decryptor {
             debug_assert!(complete == header.len());
             let body = open_header(&self.keyring, self.binding, &header)?;
             self.header_verified = true;
+            self.header_sha256 = Some(header_digest(&header));
             self.state = DecryptState::Body(Box::new(body));
         }
         match &mut self.state {
@@ -205,7 +216,7 @@ fn open_header(
             let mut nonce_prefix = [0u8; NONCE_PREFIX_LEN];
             nonce_prefix.copy_from_slice(&header[prefix_at..size_at]);
             return Ok(BodyState {
-                cipher: Aes256Gcm::new((&data_key[..]).into()),
+                cipher: SegmentCipher::new(&data_key)?,
                 aad: segment_aad(binding, header),
                 nonce_prefix,
                 counter: 0,
@@ -259,22 +270,22 @@ impl BodyState {
         self.partial.extend_from_slice(input);
 
         // A full segment is never the last one, so the buffered rest may be the last one,
-        // or the start of a segment still arriving: only authentication can tell.
+        // or the start of a segment still arriving: only authentication can tell. A failed
+        // open leaves no plaintext behind, so it is tried on a copy, which keeps the
+        // ciphertext for the next push.
         if may_be_last && self.partial.len() >= TAG_LEN {
             let nonce = segment_nonce(&self.nonce_prefix, self.counter, true);
             let split = self.partial.len() - TAG_LEN;
-            let (data, tag) = self.partial.split_at_mut(split);
-            // aes-gcm checks the tag before decrypting and leaves the buffer untouched on
-            // failure, so a failed attempt costs one GHASH and loses nothing.
-            if self
-                .cipher
-                .decrypt_in_place_detached(&Nonce::from(nonce), &self.aad, data, (&*tag).into())
-                .is_ok()
-            {
-                out.extend_from_slice(data);
+            let start = out.len();
+            out.extend_from_slice(&self.partial[..split]);
+            let opened =
+                self.cipher
+                    .open(nonce, &self.aad, &mut out[start..], &self.partial[split..]);
+            if opened.is_ok() {
                 self.partial = Vec::new();
                 return Ok((out, true));
             }
+            out.truncate(start);
         }
         Ok((out, false))
     }
@@ -285,18 +296,9 @@ impl BodyState {
         let start = out.len();
         out.extend_from_slice(ciphertext);
         let nonce = segment_nonce(&self.nonce_prefix, self.counter, false);
-        if self
-            .cipher
-            .decrypt_in_place_detached(
-                &Nonce::from(nonce),
-                &self.aad,
-                &mut out[start..],
-                tag.into(),
-            )
-            .is_err()
-        {
+        if let Err(e) = self.cipher.open(nonce, &self.aad, &mut out[start..], tag) {
             out.truncate(start);
-            return Err(CryptoError::Authentication);
+            return Err(e);
         }
         self.counter = self.counter.checked_add(1).ok_or(CryptoError::TooLarge)?;
         Ok(())

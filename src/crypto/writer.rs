@@ -4,11 +4,12 @@
 use std::fmt;
 use std::io::{self, Write};
 
+use aes_gcm::Nonce;
 use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::Zeroizing;
 
 use super::key::{Keyring, MasterKey, fill_random};
+use super::segment::SegmentCipher;
 use super::*;
 
 /// Streaming encryption: an `io::Write` that writes the header on construction, buffers up
@@ -18,12 +19,14 @@ use super::*;
 /// [`EncryptingWriter::finish`] does, as the last one.
 pub struct EncryptingWriter<W: Write> {
     inner: W,
-    cipher: Aes256Gcm,
+    cipher: SegmentCipher,
     aad: Vec<u8>,
     nonce_prefix: [u8; NONCE_PREFIX_LEN],
     counter: u32,
     /// Plaintext of the current segment, sealed in place; capacity for the tag too.
     buf: Zeroizing<Vec<u8>>,
+    /// [`header_digest`] of the header written.
+    header_sha256: String,
     poisoned: bool,
 }
 
@@ -61,13 +64,20 @@ impl<W: Write> EncryptingWriter<W> {
         inner.write_all(&header)?;
         Ok(Self {
             inner,
-            cipher: data_key.cipher(),
+            cipher: SegmentCipher::new(&data_key.key)?,
             aad: segment_aad(binding, &header),
+            header_sha256: header_digest(&header),
             nonce_prefix,
             counter: 0,
             buf: Zeroizing::new(Vec::with_capacity(SEGMENT_CIPHERTEXT_LEN)),
             poisoned: false,
         })
+    }
+
+    /// The SHA-256 (hex) of the header this writer wrote, which names this object among
+    /// all those sealed for the same ledger id and version.
+    pub fn header_sha256(&self) -> &str {
+        &self.header_sha256
     }
 
     /// Seals the final segment (with the last flag) and returns the inner writer. Dropping
@@ -86,10 +96,7 @@ impl<W: Write> EncryptingWriter<W> {
         // plaintext nor a complete write, so the stream cannot continue.
         self.poisoned = true;
         let nonce = segment_nonce(&self.nonce_prefix, self.counter, last);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(&Nonce::from(nonce), &self.aad, &mut self.buf)
-            .map_err(|_| CryptoError::TooLarge)?;
+        let tag = self.cipher.seal(nonce, &self.aad, &mut self.buf)?;
         self.buf.extend_from_slice(&tag);
         self.inner.write_all(&self.buf)?;
         self.buf.clear();

@@ -128,6 +128,8 @@ pub struct CompletedFile {
     pub info: FileInfo,
     /// Where the encrypted object lives.
     pub object_key: String,
+    /// The SHA-256 (hex) of the object's encryption header, which pins the sealed object.
+    pub header_sha256: String,
 }
 
 /// A stored file of one version.
@@ -137,6 +139,9 @@ pub struct StoredFile {
     pub info: FileInfo,
     /// Object key.
     pub object_key: String,
+    /// The SHA-256 (hex) of the object's encryption header; `None` for files stored before
+    /// it was recorded.
+    pub header_sha256: Option<String>,
 }
 
 /// A user's change to a ledger: the status it must have and what to set.

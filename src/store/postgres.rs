@@ -245,7 +245,8 @@ mod tests {
                 "1_init",
                 "2_status events by time",
                 "3_policy digest",
-                "4_idempotency expiry"
+                "4_idempotency expiry",
+                "5_file header digest"
             ],
             "a fresh schema has every migration pending"
         );

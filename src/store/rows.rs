@@ -199,7 +199,8 @@ impl TryFrom<StatusEventRow> for (i64, crate::domain::StatusEvent) {
     }
 }
 
-/// A `ledger_files` row: `version, content_type, size_bytes, sha256, file_name, object_key`.
+/// A `ledger_files` row: `version, content_type, size_bytes, sha256, file_name, object_key,
+/// header_sha256`.
 #[derive(Debug, FromRow)]
 pub(super) struct FileRow {
     version: i64,
@@ -208,6 +209,7 @@ pub(super) struct FileRow {
     sha256: String,
     file_name: String,
     object_key: String,
+    header_sha256: Option<String>,
 }
 
 impl TryFrom<FileRow> for StoredFile {
@@ -223,6 +225,7 @@ impl TryFrom<FileRow> for StoredFile {
                 file_name: row.file_name,
             },
             object_key: row.object_key,
+            header_sha256: row.header_sha256,
         })
     }
 }

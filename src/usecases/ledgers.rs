@@ -22,9 +22,10 @@ use crate::domain::{
 use crate::notify::Notifier;
 use crate::queue::{JobMessage, Queue};
 use crate::store::{
-    Expected, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger, UserChange,
+    Expected, IdempotencyRecord, InsertOutcome, JobStore, ListQuery, NewLedger, StoredFile,
+    UserChange,
 };
-use crate::vault::{OpenError, Opened, Vault};
+use crate::vault::{OpenError, Opened, Recorded, Vault};
 
 /// Ids tried before a create gives up on Snowflake collisions with other replicas.
 const ID_ATTEMPTS: usize = 8;
@@ -526,13 +527,22 @@ impl Ledgers {
         };
         let content = self
             .vault
-            .open(&file.object_key, binding, &file.info.sha256)
+            .open(&file.object_key, binding, recorded(&file))
             .await
             .map_err(|e| open_error(&file.object_key, e))?;
         Ok(Download {
             info: file.info,
             content,
         })
+    }
+}
+
+/// What the store recorded of `file` to check the object against: its header's digest,
+/// or for files stored before that was recorded, its plaintext's.
+fn recorded(file: &StoredFile) -> Recorded<'_> {
+    match &file.header_sha256 {
+        Some(header) => Recorded::Header(header),
+        None => Recorded::Content(&file.info.sha256),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-pub use open::{Decrypting, OpenError, Opened};
+pub use open::{Decrypting, OpenError, Opened, Recorded};
 pub use seal::Sealer;
 
 use crate::crypto::{Binding, CryptoError, Decryptor, Keyring};
@@ -48,17 +48,19 @@ impl Vault {
         Sealer::new(&self.keyring, binding, ciphertext)
     }
 
-    /// Opens the file stored at `object_key` for `binding`, whose plaintext must hash to
-    /// `sha256`. The first chunk is read and decrypted before this returns, which proves the
-    /// header (key id, wrapped key, binding); the rest is verified as it streams.
+    /// Opens the file stored at `object_key` for `binding`, which must be the object
+    /// `recorded` describes. The first chunk is read and decrypted before this returns,
+    /// which proves the header (key id, wrapped key, binding, and its digest where one was
+    /// recorded); the rest is verified as it streams.
     pub async fn open(
         &self,
         object_key: &str,
         binding: Binding,
-        sha256: &str,
+        recorded: Recorded<'_>,
     ) -> Result<Opened, OpenError> {
         let ciphertext = self.storage.read(object_key).await?;
-        let mut plain = Decrypting::new(Decryptor::new(&self.keyring, binding), ciphertext, sha256);
+        let decryptor = Decryptor::new(&self.keyring, binding);
+        let mut plain = Decrypting::new(decryptor, ciphertext, recorded);
         let first = plain.next_chunk().await?;
         Ok(Opened::new(first, plain, object_key.to_owned()))
     }

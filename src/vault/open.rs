@@ -1,13 +1,24 @@
 //! Opening a sealed file: ciphertext chunks in, verified plaintext chunks out, holding about
 //! two segments at a time. One chunk of lookahead tells the decryptor which chunk is the
-//! last, so it authenticates each segment once; the plaintext's SHA-256 is checked at the
-//! end.
+//! last, so it authenticates each segment once.
+//!
+//! The object must also be the very one the store recorded, not another valid object of
+//! the same ledger and version (another attempt's, copied over it). A file recorded with
+//! the digest of its encryption header is checked on that header, before any plaintext is
+//! handed out: the header holds the object's wrapped data key, fresh for every object, and
+//! each segment is authenticated under that key, at its position, with the end marked, so
+//! a matching header and segments that all authenticate are exactly the sealed object, and
+//! so exactly the plaintext whose SHA-256 was recorded. Files recorded before the header
+//! digest are hashed as they stream (on a task of their own, which another core can run)
+//! and checked against their plaintext SHA-256 at the end.
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::crypto::{CryptoError, Decryptor};
 use crate::storage::{ByteStream, StorageError};
@@ -27,37 +38,147 @@ pub enum OpenError {
     Integrity,
 }
 
+/// Plaintext chunks the hashing task may be behind by: what a download holds beyond its
+/// two segments, a few hundred KiB.
+const HASH_BACKLOG: usize = 4;
+
+/// The SHA-256 of a stream's chunks, computed on a task of its own. It waits for chunks
+/// without holding a thread, so a stalled download costs nothing but its buffers, and it
+/// ends when the stream is dropped.
+struct Hashing {
+    chunks: mpsc::Sender<Bytes>,
+    digest: JoinHandle<[u8; 32]>,
+}
+
+impl Hashing {
+    /// Starts the task (on the current Tokio runtime).
+    fn start() -> Self {
+        let (chunks, mut arriving) = mpsc::channel::<Bytes>(HASH_BACKLOG);
+        let digest = tokio::spawn(async move {
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = arriving.recv().await {
+                hasher.update(&chunk);
+            }
+            hasher.finalize().into()
+        });
+        Self { chunks, digest }
+    }
+
+    /// Hands `chunk` to the task (waiting while it is [`HASH_BACKLOG`] chunks behind).
+    async fn update(&self, chunk: Bytes) -> Result<(), OpenError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        // The task only ends once this sender is gone: a refused chunk means it died.
+        self.chunks
+            .send(chunk)
+            .await
+            .map_err(|_| OpenError::Integrity)
+    }
+
+    /// The digest of every chunk handed over, in lower-case hex.
+    async fn finish(self) -> Result<String, OpenError> {
+        let Self { chunks, digest } = self;
+        drop(chunks);
+        // A task that did not finish proves nothing: the file is not served as verified.
+        let digest = digest.await.map_err(|_| OpenError::Integrity)?;
+        Ok(hex::encode(digest))
+    }
+}
+
+/// What the store recorded of a file, which the object opened must match.
+#[derive(Debug, Clone, Copy)]
+pub enum Recorded<'a> {
+    /// The hex SHA-256 of the sealed object's header: checked as soon as the header is
+    /// read, before any plaintext is handed out.
+    Header(&'a str),
+    /// The hex SHA-256 of the plaintext (files recorded before the header digest): checked
+    /// once the whole plaintext was hashed, at the end of the stream.
+    Content(&'a str),
+}
+
+/// How the object is being checked.
+enum Check {
+    /// Against the header digest; `seen` once it matched.
+    Header { expected: String, seen: bool },
+    /// Against the plaintext's digest, hashed on the side (taken at the end).
+    Content {
+        expected: String,
+        hashing: Option<Hashing>,
+    },
+}
+
 /// A decrypting reader over an object's chunks.
 pub struct Decrypting {
     decryptor: Option<Decryptor>,
     objects: ByteStream,
     held: Option<Bytes>,
-    hasher: Sha256,
-    expected_sha256: String,
+    check: Check,
 }
 
 impl Decrypting {
-    /// Decrypts `objects` with `decryptor`; the plaintext must hash to `expected_sha256`.
-    pub fn new(decryptor: Decryptor, objects: ByteStream, expected_sha256: &str) -> Self {
+    /// Decrypts `objects` with `decryptor`, checking they are the object `recorded`
+    /// describes. A check on the plaintext starts its hashing task, so this is called on a
+    /// Tokio runtime.
+    pub fn new(decryptor: Decryptor, objects: ByteStream, recorded: Recorded<'_>) -> Self {
+        let check = match recorded {
+            Recorded::Header(digest) => Check::Header {
+                expected: digest.to_ascii_lowercase(),
+                seen: false,
+            },
+            Recorded::Content(digest) => Check::Content {
+                expected: digest.to_ascii_lowercase(),
+                hashing: Some(Hashing::start()),
+            },
+        };
         Self {
             decryptor: Some(decryptor),
             objects,
             held: None,
-            hasher: Sha256::new(),
-            expected_sha256: expected_sha256.to_ascii_lowercase(),
+            check,
         }
     }
 
-    /// Ends the stream: the decryptor must have seen the last segment, the hash must match.
-    fn finish(&mut self) -> Result<(), OpenError> {
-        if let Some(decryptor) = self.decryptor.take() {
-            decryptor.finish()?;
-            let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
-            if digest != self.expected_sha256 {
-                return Err(OpenError::Integrity);
+    /// Checks what the last push made known: the header as soon as it was read, or the
+    /// plaintext `chunk` it gave.
+    async fn check(&mut self, chunk: &Bytes) -> Result<(), OpenError> {
+        match &mut self.check {
+            Check::Header { expected, seen } => {
+                if !*seen && let Some(decryptor) = &self.decryptor {
+                    match decryptor.header_sha256() {
+                        Some(digest) if digest == expected.as_str() => *seen = true,
+                        Some(_) => return Err(OpenError::Integrity),
+                        None => {}
+                    }
+                }
+                Ok(())
             }
+            Check::Content { hashing, .. } => match hashing {
+                Some(hashing) => hashing.update(chunk.clone()).await,
+                None => Err(OpenError::Integrity),
+            },
         }
-        Ok(())
+    }
+
+    /// Ends the stream: the decryptor must have seen the last segment, and the object
+    /// must be the recorded one.
+    async fn finish(&mut self) -> Result<(), OpenError> {
+        let Some(decryptor) = self.decryptor.take() else {
+            return Ok(());
+        };
+        decryptor.finish()?;
+        let matches = match &mut self.check {
+            Check::Header { seen, .. } => *seen,
+            Check::Content { expected, hashing } => match hashing.take() {
+                Some(hashing) => hashing.finish().await? == *expected,
+                None => false,
+            },
+        };
+        if matches {
+            Ok(())
+        } else {
+            Err(OpenError::Integrity)
+        }
     }
 
     /// The next non-empty plaintext chunk; `None` once the whole object was verified.
@@ -72,27 +193,24 @@ impl Decrypting {
             };
             let Some(current) = current else {
                 // An empty object: finish reports it as truncated.
-                self.finish()?;
+                self.finish().await?;
                 return Ok(None);
             };
-            let plain = match self.objects.next().await.transpose()? {
+            let (plain, last) = match self.objects.next().await.transpose()? {
                 Some(next) => {
                     self.held = Some(next);
-                    decryptor.push_not_last(&current)?
+                    (decryptor.push_not_last(&current)?, false)
                 }
-                None => {
-                    let plain = decryptor.push(&current)?;
-                    self.hasher.update(&plain);
-                    self.finish()?;
-                    if plain.is_empty() {
-                        return Ok(None);
-                    }
-                    return Ok(Some(Bytes::from(plain)));
-                }
+                None => (decryptor.push(&current)?, true),
             };
-            self.hasher.update(&plain);
+            let plain = Bytes::from(plain);
+            self.check(&plain).await?;
+            if last {
+                self.finish().await?;
+                return Ok((!plain.is_empty()).then_some(plain));
+            }
             if !plain.is_empty() {
-                return Ok(Some(Bytes::from(plain)));
+                return Ok(Some(plain));
             }
         }
     }
@@ -146,7 +264,7 @@ impl Opened {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Binding, Keyring, MasterKey, encrypt_to_vec, generate_key_base64};
+    use crate::crypto::{Binding, Keyring, MasterKey, generate_key_base64};
 
     fn keyring() -> Keyring {
         Keyring::new(
@@ -171,6 +289,15 @@ mod tests {
         Ok(out)
     }
 
+    /// `plain` sealed for `binding`, and the digest of its header.
+    fn seal(keys: &Keyring, binding: Binding, plain: &[u8]) -> (Vec<u8>, String) {
+        use std::io::Write;
+        let mut writer = crate::crypto::EncryptingWriter::new(Vec::new(), keys, binding).unwrap();
+        writer.write_all(plain).unwrap();
+        let header = writer.header_sha256().to_owned();
+        (writer.finish().unwrap(), header)
+    }
+
     #[tokio::test]
     async fn round_trips_at_any_chunking() {
         let keys = keyring();
@@ -180,26 +307,52 @@ mod tests {
         };
         for len in [0usize, 1, 65_536, 200_000] {
             let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
-            let sealed = encrypt_to_vec(&keys, binding, &plain).unwrap();
+            let (sealed, header) = seal(&keys, binding, &plain);
             for size in [1_000, 65_552, 1 << 20] {
                 let sha = hex::encode(Sha256::digest(&plain));
-                let open = |sha: &str| {
+                let open = |recorded: Recorded<'_>| {
                     Decrypting::new(
                         Decryptor::new(&keys, binding),
                         chunks(sealed.clone(), size),
-                        sha,
+                        recorded,
                     )
                 };
-                assert_eq!(
-                    collect(open(&sha)).await.unwrap(),
-                    plain,
-                    "len {len} chunk {size}"
-                );
-                // The same object under another recorded hash is refused at its end.
-                let wrong = collect(open(&"00".repeat(32))).await;
-                assert!(matches!(wrong, Err(OpenError::Integrity)), "{wrong:?}");
+                for recorded in [Recorded::Content(&sha), Recorded::Header(&header)] {
+                    assert_eq!(
+                        collect(open(recorded)).await.unwrap(),
+                        plain,
+                        "len {len} chunk {size} {recorded:?}"
+                    );
+                }
+                // The same object under another recorded digest is refused.
+                let other = "00".repeat(32);
+                for recorded in [Recorded::Content(&other), Recorded::Header(&other)] {
+                    let wrong = collect(open(recorded)).await;
+                    assert!(matches!(wrong, Err(OpenError::Integrity)), "{wrong:?}");
+                }
             }
         }
+    }
+
+    /// Another object of the same ledger and version (another attempt's, say), even of the
+    /// same plaintext, is refused on its header: before any plaintext is handed out.
+    #[tokio::test]
+    async fn another_object_of_the_same_file_is_refused_before_any_byte() {
+        let keys = keyring();
+        let binding = Binding {
+            ledger_id: 7,
+            version: 1,
+        };
+        let plain = vec![5u8; 300_000];
+        let (_, recorded) = seal(&keys, binding, &plain);
+        let (other, _) = seal(&keys, binding, &plain);
+        let mut d = Decrypting::new(
+            Decryptor::new(&keys, binding),
+            chunks(other, 120 << 10),
+            Recorded::Header(&recorded),
+        );
+        let first = d.next_chunk().await;
+        assert!(matches!(first, Err(OpenError::Integrity)), "{first:?}");
     }
 
     #[tokio::test]
@@ -210,18 +363,28 @@ mod tests {
             version: 1,
         };
         let plain = vec![9u8; 150_000];
-        let sealed = encrypt_to_vec(&keys, binding, &plain).unwrap();
-        let cut = sealed[..sealed.len() - 10].to_vec();
+        let (sealed, header) = seal(&keys, binding, &plain);
         let sha = hex::encode(Sha256::digest(&plain));
-        let d = Decrypting::new(Decryptor::new(&keys, binding), chunks(cut, 4096), &sha);
-        assert!(collect(d).await.is_err());
-        let other = Binding {
-            ledger_id: 8,
-            version: 1,
-        };
-        let d = Decrypting::new(Decryptor::new(&keys, other), chunks(sealed, 4096), &sha);
-        assert!(collect(d).await.is_err());
-        let empty = Decrypting::new(Decryptor::new(&keys, binding), chunks(Vec::new(), 1), &sha);
-        assert!(collect(empty).await.is_err());
+        for recorded in [Recorded::Content(&sha), Recorded::Header(&header)] {
+            let cut = sealed[..sealed.len() - 10].to_vec();
+            let d = Decrypting::new(Decryptor::new(&keys, binding), chunks(cut, 4096), recorded);
+            assert!(collect(d).await.is_err());
+            let other = Binding {
+                ledger_id: 8,
+                version: 1,
+            };
+            let d = Decrypting::new(
+                Decryptor::new(&keys, other),
+                chunks(sealed.clone(), 4096),
+                recorded,
+            );
+            assert!(collect(d).await.is_err());
+            let empty = Decrypting::new(
+                Decryptor::new(&keys, binding),
+                chunks(Vec::new(), 1),
+                recorded,
+            );
+            assert!(collect(empty).await.is_err());
+        }
     }
 }

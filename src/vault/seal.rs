@@ -100,13 +100,17 @@ pub enum SealError {
     Io(#[from] io::Error),
 }
 
-/// What a sealed file is recorded with: its plaintext's hex SHA-256 and size.
+/// What a sealed file is recorded with: its plaintext's hex SHA-256 and size, and the
+/// digest of its encryption header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
-    /// Hex SHA-256 of the plaintext, checked again by every download.
+    /// Hex SHA-256 of the plaintext: the file's `sha256` and `ETag`.
     pub sha256: String,
     /// Size of the plaintext in bytes.
     pub size: u64,
+    /// Hex SHA-256 of the object's encryption header: a download checks it opens this
+    /// very object before it sends a byte (see `vault::open`).
+    pub header_sha256: String,
 }
 
 /// The plaintext end of the chain: hashes and counts what is written, encrypts it for one
@@ -128,9 +132,14 @@ impl Sealer {
     /// Ends the envelope and sends the last ciphertext; the plaintext's digest and size.
     pub fn finish(self) -> Result<Sealed, SealError> {
         let (sha256, size, encrypting) = self.0.finish();
+        let header_sha256 = encrypting.header_sha256().to_owned();
         let mut channel = encrypting.finish()?;
         channel.flush()?;
-        Ok(Sealed { sha256, size })
+        Ok(Sealed {
+            sha256,
+            size,
+            header_sha256,
+        })
     }
 }
 

@@ -60,6 +60,7 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
             file_name: "x.csv".into(),
         },
         object_key: "elsewhere".into(),
+        header_sha256: "00".repeat(32),
     };
     let late = store
         .complete(id, 1, &forged, Stage::Final, Timezone::UTC, Utc::now())

@@ -70,9 +70,10 @@ pub(super) async fn claims_and_fencing(store: &dyn JobStore) {
         (Status::Completed, Stage::Draft, Some(tz))
     );
     assert_eq!(done.file.as_ref().unwrap().version, 1);
+    let stored = store.get_file(l.id, 1).await.unwrap().unwrap();
     assert_eq!(
-        store.get_file(l.id, 1).await.unwrap().unwrap().object_key,
-        "k/v1"
+        (stored.object_key.as_str(), stored.header_sha256),
+        ("k/v1", Some("cd".repeat(32)))
     );
     assert!(
         store.fail(l.id, 1, &failure("X")).await.unwrap().is_none(),

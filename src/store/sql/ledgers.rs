@@ -457,8 +457,8 @@ impl<D: Dialect> SqlStore<D> {
     ) -> Result<Option<StoredFile>, StoreError> {
         let row: Option<FileRow> = self
             .fetch_optional(
-                "SELECT version, content_type, size_bytes, sha256, file_name, object_key \
-                 FROM ledger_files WHERE ledger_id = $1 AND version = $2",
+                "SELECT version, content_type, size_bytes, sha256, file_name, object_key, \
+                 header_sha256 FROM ledger_files WHERE ledger_id = $1 AND version = $2",
                 args![id.as_i64(), i64::from(version)],
             )
             .await?;

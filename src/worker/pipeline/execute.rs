@@ -232,6 +232,7 @@ pub(super) async fn execute(
             file_name: ledger.file_name(ledger.version),
         },
         object_key: key,
+        header_sha256: rendered.sealed.header_sha256,
     };
     match worker
         .store
