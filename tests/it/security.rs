@@ -860,6 +860,40 @@ async fn no_plaintext_of_a_document_reaches_the_disk() {
     );
 }
 
+/// Another valid object of the same ledger and version (what another attempt would seal,
+/// written over the recorded one) decrypts as well as the real one: the download refuses it
+/// on its header, before the 200 and before any byte.
+#[tokio::test]
+async fn a_replaced_object_is_refused_before_any_byte() {
+    let app = spawn_app().await;
+    let alice = app.user(ALICE, "merchant_admin", "m_acme").await;
+    let created = app.create_ok(&alice, statement("m_acme", "2026-10")).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    app.wait_for(&alice, &id, "COMPLETED", 30).await;
+    let ledger_id = id.parse::<ledger::domain::LedgerId>().expect("id");
+    let recorded = app
+        .store
+        .get_file(ledger_id, 1)
+        .await
+        .expect("store")
+        .expect("a recorded file");
+
+    let keyring = ledger::app::keyring(&app.config).expect("keyring");
+    let binding = ledger::crypto::Binding {
+        ledger_id: ledger_id.as_i64(),
+        version: 1,
+    };
+    let forged = ledger::crypto::encrypt_to_vec(&keyring, binding, b"bookedAt,entryId\nforged\n")
+        .expect("seal");
+    let storage = ledger::app::open_storage(&app.config).expect("storage");
+    let mut writer = storage.writer(&recorded.object_key).await.expect("writer");
+    writer.write(forged.into()).await.expect("write");
+    writer.finish().await.expect("finish");
+
+    let r = app.get(&alice, &format!("/ledgers/{id}/download")).await;
+    assert_error(r, 500, "INTERNAL").await;
+}
+
 /// Redis database of the forged-snapshot test: keys are per database, so no other test's
 /// api process writes the policy snapshot this test forges (pub/sub is shared, harmlessly).
 const FORGERY_REDIS_DB: u8 = 9;
