@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 pub mod contract;
+mod inline;
 pub mod node_ids;
 pub mod postgres;
 mod rows;

@@ -72,6 +72,77 @@ pub(super) struct LedgerRow {
     f_file_name: Option<String>,
 }
 
+/// The columns of a ledger row in the order of `store::sql`'s `LEDGER_COLUMNS` (and of the
+/// fields of [`LedgerRow`]), which [`LedgerRow::from_sqlite`] reads by position (a test
+/// holds the query to it).
+#[cfg(test)]
+pub(super) const LEDGER_ROW_COLUMNS: [&str; 27] = [
+    "id",
+    "merchant_id",
+    "type",
+    "period",
+    "requested_timezone",
+    "timezone",
+    "format",
+    "stage",
+    "status",
+    "version",
+    "attempt_count",
+    "lease_until",
+    "failure_code",
+    "failure_message",
+    "failure_retryable",
+    "failure_at",
+    "created_by",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "completed_at",
+    "deleted_at",
+    "f_version",
+    "f_content_type",
+    "f_size_bytes",
+    "f_sha256",
+    "f_file_name",
+];
+
+impl LedgerRow {
+    /// The row as SQLite gives it to a read on the caller's thread ([`super::inline`]):
+    /// the columns of `LEDGER_ROW_COLUMNS`, by position (a look-up by name scans every
+    /// column name for each field).
+    pub(super) fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            merchant_id: row.get(1)?,
+            ledger_type: row.get(2)?,
+            period: row.get(3)?,
+            requested_timezone: row.get(4)?,
+            timezone: row.get(5)?,
+            format: row.get(6)?,
+            stage: row.get(7)?,
+            status: row.get(8)?,
+            version: row.get(9)?,
+            attempt_count: row.get(10)?,
+            lease_until: row.get(11)?,
+            failure_code: row.get(12)?,
+            failure_message: row.get(13)?,
+            failure_retryable: row.get(14)?,
+            failure_at: row.get(15)?,
+            created_by: row.get(16)?,
+            created_at: row.get(17)?,
+            updated_at: row.get(18)?,
+            started_at: row.get(19)?,
+            completed_at: row.get(20)?,
+            deleted_at: row.get(21)?,
+            f_version: row.get(22)?,
+            f_content_type: row.get(23)?,
+            f_size_bytes: row.get(24)?,
+            f_sha256: row.get(25)?,
+            f_file_name: row.get(26)?,
+        })
+    }
+}
+
 impl TryFrom<LedgerRow> for Ledger {
     type Error = StoreError;
 

@@ -44,7 +44,7 @@ impl SqlStore<SqliteDialect> {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self::new(pool))
+        Ok(Self::new(pool).with_inline_reads(path))
     }
 
     /// An in-memory database (tests): one connection, so every query sees the same data.
