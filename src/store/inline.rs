@@ -5,7 +5,10 @@
 //! reader never waits for a writer, so these reads are made where they are asked for, on
 //! connections of their own (read-only, kept idle for the next read).
 //!
-//! They never wait: a connection is opened with no busy timeout, and a read SQLite answers
+//! A read that misses the page cache waits for the local disk on the thread that asked, as
+//! short a wait as SQLite's own on its connection thread.
+//!
+//! They never wait for a lock: a connection is opened with no busy timeout, and a read SQLite answers
 //! `SQLITE_BUSY` (a WAL being recovered, say) is [`Inline::Busy`], which the caller makes
 //! through its pool instead. Writes all go through sqlx.
 
@@ -16,8 +19,9 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::StoreError;
 
-/// Idle connections kept: one for each thread that reads at once (the runtime's workers).
-const MAX_IDLE: usize = 8;
+/// Idle connections kept, at least: one for each thread that reads at once (the runtime's
+/// workers, one a core).
+const MIN_IDLE: usize = 8;
 
 /// Why an inline read gave no answer.
 #[derive(Debug)]
@@ -31,7 +35,13 @@ pub(super) enum Inline {
 impl From<rusqlite::Error> for Inline {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Inline::Busy,
+            // Locks another connection holds (or a WAL index being rebuilt, which SQLite
+            // retries a while before it gives up with a protocol error).
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::FileLockingProtocolFailed,
+            ) => Inline::Busy,
             _ => Inline::Failed(StoreError::Unavailable(format!(
                 "reading the job store: {e}"
             ))),
@@ -43,6 +53,8 @@ impl From<rusqlite::Error> for Inline {
 pub(super) struct InlineReads {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// Idle connections kept: [`MIN_IDLE`], or one a core where there are more.
+    max_idle: usize,
 }
 
 impl InlineReads {
@@ -51,6 +63,8 @@ impl InlineReads {
         Self {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
+            max_idle: std::thread::available_parallelism()
+                .map_or(MIN_IDLE, |cores| cores.get().max(MIN_IDLE)),
         }
     }
 
@@ -71,7 +85,7 @@ impl InlineReads {
         };
         let result = read(&conn);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
+        if idle.len() < self.max_idle {
             idle.push(conn);
         }
         Ok(result?)

@@ -126,8 +126,9 @@ async fn commit<D: Dialect>(
                 let one = &group[i];
                 outcomes[i] = Some(match result {
                     Ok(ledger) => Ok(InsertOutcome::Created(ledger)),
+                    // A failed read fails the group: the transaction may be gone with it.
                     Err(undone) => {
-                        explain::<D>(&mut tx, &one.new, one.idempotency.as_ref(), undone).await
+                        explain::<D>(&mut tx, &one.new, one.idempotency.as_ref(), undone).await?
                     }
                 });
             }

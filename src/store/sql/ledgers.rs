@@ -84,7 +84,7 @@ pub(super) async fn insert_one<D: Dialect>(
     // undo first, then read.
     D::Db::execute(conn, "ROLLBACK TO SAVEPOINT create_ledger", args![]).await?;
     D::Db::execute(conn, "RELEASE SAVEPOINT create_ledger", args![]).await?;
-    Ok(explain::<D>(conn, new, idempotency, undone).await)
+    explain::<D>(conn, new, idempotency, undone).await
 }
 
 /// The start of an insert of new ledgers; [`ledger_values`] gives each row.
@@ -291,29 +291,32 @@ pub(super) async fn insert_many<D: Dialect>(
         .collect())
 }
 
-/// What an undone insert tells the caller, read on `conn` after the undo.
+/// What an undone insert tells the caller, read on `conn` after the undo. The inner error
+/// is this ledger's own (its statement failed and was undone); the outer one is a failed
+/// read, after which the transaction may be gone (SQLite rolls a transaction back by
+/// itself on an I/O error), so nothing else in it may be trusted or committed.
 pub(super) async fn explain<D: Dialect>(
     conn: &mut Conn<D>,
     new: &NewLedger,
     idempotency: Option<&IdempotencyRecord>,
     undone: Undone,
-) -> Result<InsertOutcome, StoreError> {
+) -> Result<Result<InsertOutcome, StoreError>, StoreError> {
     // Replays win over "exists": the same key resent after success must replay.
     let replay = async |conn: &mut Conn<D>| match idempotency {
         Some(rec) => find_idempotency::<D>(conn, &rec.subject, &rec.key, new.created_at).await,
         None => Ok(None),
     };
-    match undone {
-        Undone::Failed(e) => Err(e),
-        Undone::Taken(Taken::Id) => Ok(InsertOutcome::IdTaken),
-        Undone::KeyTaken => Ok(match replay(conn).await? {
+    let outcome = match undone {
+        Undone::Failed(e) => return Ok(Err(e)),
+        Undone::Taken(Taken::Id) => InsertOutcome::IdTaken,
+        Undone::KeyTaken => match replay(conn).await? {
             Some(found) => InsertOutcome::Replay(found),
             // Expired in between: the caller may simply try again.
             None => InsertOutcome::IdTaken,
-        }),
+        },
         Undone::Taken(Taken::Identity) | Undone::Skipped => {
             if let Some(found) = replay(conn).await? {
-                return Ok(InsertOutcome::Replay(found));
+                return Ok(Ok(InsertOutcome::Replay(found)));
             }
             let requested = new.requested_timezone.map(|t| t.name()).unwrap_or("");
             let existing: Vec<(i64,)> = D::Db::fetch_all(
@@ -330,13 +333,14 @@ pub(super) async fn explain<D: Dialect>(
                 ],
             )
             .await?;
-            Ok(match existing.first() {
+            match existing.first() {
                 Some((id,)) => InsertOutcome::Exists(LedgerId::from_i64(*id)),
                 // Deleted in between: the caller may simply try again.
                 None => InsertOutcome::IdTaken,
-            })
+            }
         }
-    }
+    };
+    Ok(Ok(outcome))
 }
 
 impl<D: Dialect> SqlStore<D> {
