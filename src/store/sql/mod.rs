@@ -188,12 +188,22 @@ pub trait Driver: Database {
         sql: &'a str,
         args: Args,
     ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+    /// Runs `sql` and decodes every row; the statement stays prepared on the connection
+    /// when `keep` is set.
+    fn fetch_rows<'a, T: Decoded>(
+        conn: &'a mut Self::Connection,
+        sql: &'a str,
+        args: Args,
+        keep: bool,
+    ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>>;
     /// Runs `sql` and decodes every row.
     fn fetch_all<'a, T: Decoded>(
         conn: &'a mut Self::Connection,
         sql: &'a str,
         args: Args,
-    ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>>;
+    ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>> {
+        Self::fetch_rows(conn, sql, args, true)
+    }
     /// [`Self::fetch_all`] of a statement that is not kept prepared: one whose text varies
     /// from call to call (a multi-row insert), which would only push the statements that
     /// recur out of the connection's cache.
@@ -201,7 +211,9 @@ pub trait Driver: Database {
         conn: &'a mut Self::Connection,
         sql: &'a str,
         args: Args,
-    ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>>;
+    ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>> {
+        Self::fetch_rows(conn, sql, args, false)
+    }
     /// Applies the migrations of `migrator` not applied on `pool` yet.
     fn migrate<'a>(
         pool: &'a Pool<Self>,
@@ -225,26 +237,16 @@ macro_rules! driver {
                 })
             }
 
-            fn fetch_all<'a, T: Decoded>(
+            fn fetch_rows<'a, T: Decoded>(
                 conn: &'a mut Self::Connection,
                 sql: &'a str,
                 args: Args,
-            ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>> {
-                Box::pin(async move {
-                    let arguments = Self::arguments(args).map_err(sqlx::Error::Encode)?;
-                    sqlx::query_as_with(sql, arguments).fetch_all(conn).await
-                })
-            }
-
-            fn fetch_all_once<'a, T: Decoded>(
-                conn: &'a mut Self::Connection,
-                sql: &'a str,
-                args: Args,
+                keep: bool,
             ) -> BoxFuture<'a, Result<Vec<T>, sqlx::Error>> {
                 Box::pin(async move {
                     let arguments = Self::arguments(args).map_err(sqlx::Error::Encode)?;
                     sqlx::query_as_with(sql, arguments)
-                        .persistent(false)
+                        .persistent(keep)
                         .fetch_all(conn)
                         .await
                 })
