@@ -132,13 +132,10 @@ mod tests {
         store.migrate().await.unwrap();
 
         let reads = InlineReads::new(&path);
-        let sql = format!(
-            "{} WHERE l.id = $1",
-            crate::store::sql::select_ledgers("ledgers")
-        );
+        let sql = crate::store::sql::LEDGER_BY_ID.as_str();
         let names: Vec<String> = reads
             .read(|conn| {
-                let statement = conn.prepare(&sql)?;
+                let statement = conn.prepare(sql)?;
                 Ok(statement
                     .column_names()
                     .into_iter()

@@ -332,7 +332,7 @@ pub(super) const LEDGER_COLUMNS: &str = "l.id, l.merchant_id, l.type, l.period, 
 
 /// `SELECT` of full ledgers from `source` (the table, or a CTE of changed rows) with the
 /// newest completed file joined in; `l` is the ledger row.
-pub(super) fn select_ledgers(source: &str) -> String {
+fn select_ledgers(source: &str) -> String {
     format!(
         "SELECT {LEDGER_COLUMNS} FROM {source} l LEFT JOIN ledger_files f \
          ON f.ledger_id = l.id \
@@ -340,13 +340,16 @@ pub(super) fn select_ledgers(source: &str) -> String {
     )
 }
 
+/// The read of one ledger by id (`$1`), written once: every `GET /ledgers/:id` runs it.
+pub(super) static LEDGER_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} WHERE l.id = $1", select_ledgers("ledgers")));
+
 /// One ledger read on `conn`.
 async fn fetch_ledger<D: Dialect>(
     conn: &mut Conn<D>,
     id: i64,
 ) -> Result<Option<Ledger>, StoreError> {
-    let sql = format!("{} WHERE l.id = $1", select_ledgers("ledgers"));
-    let rows: Vec<LedgerRow> = D::Db::fetch_all(conn, &sql, args![id]).await?;
+    let rows: Vec<LedgerRow> = D::Db::fetch_all(conn, &LEDGER_BY_ID, args![id]).await?;
     rows.into_iter().next().map(Ledger::try_from).transpose()
 }
 
@@ -456,8 +459,8 @@ impl<D: Dialect> JobStore for SqlStore<D> {
 
     async fn get_ledger(&self, id: LedgerId) -> Result<Option<Ledger>, StoreError> {
         if let Some(inline) = &self.inline {
-            let sql = format!("{} WHERE l.id = $1", select_ledgers("ledgers"));
-            let read = inline.read(|conn| one_row(conn, &sql, id.as_i64(), LedgerRow::from_sqlite));
+            let read = inline
+                .read(|conn| one_row(conn, &LEDGER_BY_ID, id.as_i64(), LedgerRow::from_sqlite));
             match read {
                 Ok(row) => return row.map(Ledger::try_from).transpose(),
                 Err(Inline::Failed(e)) => return Err(e),
