@@ -52,15 +52,15 @@
 //! the end is authenticated (truncation at a segment boundary fails), and anything after
 //! the last segment is rejected.
 //!
-//! Because a ciphertext chunk boundary may fall anywhere, [`Decryptor`] cannot tell a short
-//! last segment from a partly received full one; it tries to open the buffered partial
-//! segment as the last one after every push. That costs a GHASH pass over the partial
-//! segment per push, so callers should push large chunks (hundreds of KiB), or look one
-//! chunk ahead and use [`Decryptor::push_not_last`] for every chunk but the final one.
+//! A piece of ciphertext may end anywhere, so [`Decryptor`] cannot tell a short last
+//! segment from the start of a full one still arriving: it opens full segments as they
+//! complete (never the last one) and the buffered rest as the last segment only when told
+//! the object ended ([`Decryptor::end`]). Appending anything to an object, or cutting it
+//! anywhere, makes the end fail to authenticate or read as [`CryptoError::Truncated`].
 //!
-//! Which error a damaged object yields can depend on where the chunk boundaries fall
-//! (garbage appended in the same chunk as a short last segment reads as [`CryptoError::Truncated`],
-//! in a later chunk as [`CryptoError::TrailingData`]); every damage yields *an* error.
+//! A reader that reads [`Decryptor::wanted`] bytes at a time has every segment arrive in a
+//! buffer of its own, and the segment is opened where it lies: the plaintext is handed out
+//! without a copy.
 
 mod key;
 mod reader;
@@ -212,7 +212,8 @@ pub fn decrypt_to_vec(
     ciphertext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     let mut decryptor = Decryptor::new(keyring, binding);
-    let plaintext = decryptor.push(ciphertext)?;
-    decryptor.finish()?;
-    Ok(plaintext)
+    let mut segments = std::collections::VecDeque::new();
+    decryptor.push(bytes::Bytes::copy_from_slice(ciphertext), &mut segments)?;
+    segments.push_back(decryptor.end()?);
+    Ok(segments.into_iter().flatten().collect())
 }

@@ -1,17 +1,24 @@
-//! Opening: [`Decryptor`] takes ciphertext in chunks of any size, checks the header, and
-//! releases whole authenticated segments only, holding about two segments at most.
+//! Opening: [`Decryptor`] takes ciphertext in pieces of any size, checks the header, and
+//! releases whole authenticated segments only, holding at most one partial segment.
+//!
+//! A segment that arrives whole in a piece of its own (the reader asked for
+//! [`Decryptor::wanted`] bytes and got them) is opened in place: its plaintext is handed
+//! out in the very buffer it was read into. Segments cut across pieces are gathered into
+//! one buffer first, a copy of those bytes only.
 
+use std::collections::VecDeque;
 use std::fmt;
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Nonce, Tag};
+use bytes::{Buf, Bytes, BytesMut};
 use zeroize::Zeroizing;
 
 use super::key::Keyring;
 use super::segment::SegmentCipher;
 use super::*;
 
-/// Streaming decryption fed by arbitrary chunks (as they arrive from object storage).
+/// Streaming decryption fed by pieces of ciphertext (as they arrive from object storage).
 pub struct Decryptor {
     keyring: Keyring,
     binding: Binding,
@@ -36,7 +43,7 @@ struct BodyState {
     nonce_prefix: [u8; NONCE_PREFIX_LEN],
     counter: u32,
     /// Ciphertext of the current segment received so far, always shorter than a full one.
-    partial: Vec<u8>,
+    partial: BytesMut,
 }
 
 impl Decryptor {
@@ -50,28 +57,51 @@ impl Decryptor {
         }
     }
 
-    /// Feeds ciphertext; returns the plaintext that became available (whole authenticated
-    /// segments only: never release unauthenticated bytes). Header errors (bad magic,
-    /// unknown key id, wrong key/binding) surface on the first push that completes the
-    /// header. After any error the decryptor only returns [`CryptoError::Poisoned`].
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        self.push_chunk(chunk, true)
+    /// The bytes that complete what is being read: the rest of the header's next field, or
+    /// of the current segment. A reader that reads exactly this much, then whole segments,
+    /// has every segment opened in place. 0 once the object ended or failed.
+    pub fn wanted(&self) -> usize {
+        match &self.state {
+            DecryptState::Header(header) if header.len() < FIXED_HEADER_LEN => {
+                FIXED_HEADER_LEN - header.len()
+            }
+            DecryptState::Header(header) => {
+                header_len(usize::from(header[FIXED_HEADER_LEN - 1])) - header.len()
+            }
+            DecryptState::Body(body) => SEGMENT_CIPHERTEXT_LEN - body.partial.len(),
+            DecryptState::Done | DecryptState::Failed => 0,
+        }
     }
 
-    /// Like [`Decryptor::push`] for a caller that knows more ciphertext follows (for
-    /// instance by looking one chunk ahead in a stream): the buffered partial segment is not
-    /// tried as the last one, which saves a GHASH pass over it. The stream's final chunk
-    /// must go through [`Decryptor::push`]; if it does not, [`Decryptor::finish`] reports
-    /// [`CryptoError::Truncated`].
-    pub fn push_not_last(&mut self, chunk: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        self.push_chunk(chunk, false)
-    }
-
-    fn push_chunk(&mut self, chunk: &[u8], may_be_last: bool) -> Result<Vec<u8>, CryptoError> {
-        let result = self.push_inner(chunk, may_be_last);
+    /// Feeds the next piece of ciphertext and appends to `out` the plaintext of every
+    /// segment it completed: whole authenticated segments only, never unauthenticated
+    /// bytes. A full segment is never the last one, so what is left buffered waits for
+    /// more, or for [`Decryptor::end`]. Header errors (bad magic, unknown key id, wrong
+    /// key or binding) surface on the push that completes the header. After any error the
+    /// decryptor only returns [`CryptoError::Poisoned`].
+    pub fn push(&mut self, piece: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), CryptoError> {
+        let result = self.push_inner(piece, out);
         if result.is_err() {
             self.state = DecryptState::Failed;
         }
+        result
+    }
+
+    /// The object ended: what is buffered must be its last segment. Returns that segment's
+    /// plaintext (possibly empty). An object cut anywhere, even at a segment boundary, is
+    /// [`CryptoError::Truncated`] or fails authentication; anything after the real last
+    /// segment makes it fail authentication.
+    pub fn end(&mut self) -> Result<Bytes, CryptoError> {
+        let result = match &mut self.state {
+            DecryptState::Body(body) => body.open_last(),
+            DecryptState::Header(_) => Err(CryptoError::Truncated),
+            DecryptState::Done => Ok(Bytes::new()),
+            DecryptState::Failed => Err(CryptoError::Poisoned),
+        };
+        self.state = match result {
+            Ok(_) => DecryptState::Done,
+            Err(_) => DecryptState::Failed,
+        };
         result
     }
 
@@ -86,37 +116,28 @@ impl Decryptor {
         self.header_sha256.as_deref()
     }
 
-    /// Ends the stream: an error unless the last segment was seen and nothing trails it.
-    pub fn finish(self) -> Result<(), CryptoError> {
-        match self.state {
-            DecryptState::Done => Ok(()),
-            DecryptState::Failed => Err(CryptoError::Poisoned),
-            DecryptState::Header(_) | DecryptState::Body(_) => Err(CryptoError::Truncated),
-        }
-    }
-
-    fn push_inner(&mut self, chunk: &[u8], may_be_last: bool) -> Result<Vec<u8>, CryptoError> {
-        let mut input = chunk;
+    fn push_inner(
+        &mut self,
+        mut piece: Bytes,
+        out: &mut VecDeque<Bytes>,
+    ) -> Result<(), CryptoError> {
         if let DecryptState::Header(header) = &mut self.state {
+            let mut input = &piece[..];
             let Some(complete) = take_header_bytes(header, &mut input)? else {
-                return Ok(Vec::new());
+                return Ok(());
             };
+            let consumed = piece.len() - input.len();
             let header = std::mem::take(header);
             debug_assert!(complete == header.len());
             let body = open_header(&self.keyring, self.binding, &header)?;
             self.header_verified = true;
             self.header_sha256 = Some(header_digest(&header));
             self.state = DecryptState::Body(Box::new(body));
+            piece.advance(consumed);
         }
         match &mut self.state {
-            DecryptState::Body(body) => {
-                let (out, done) = body.push(input, may_be_last)?;
-                if done {
-                    self.state = DecryptState::Done;
-                }
-                Ok(out)
-            }
-            DecryptState::Done if input.is_empty() => Ok(Vec::new()),
+            DecryptState::Body(body) => body.push(piece, out),
+            DecryptState::Done if piece.is_empty() => Ok(()),
             DecryptState::Done => Err(CryptoError::TrailingData),
             DecryptState::Failed => Err(CryptoError::Poisoned),
             // Unreachable: a complete header always moves on to Body above.
@@ -220,7 +241,7 @@ fn open_header(
                 aad: segment_aad(binding, header),
                 nonce_prefix,
                 counter: 0,
-                partial: Vec::new(),
+                partial: BytesMut::new(),
             });
         }
     }
@@ -232,75 +253,65 @@ fn open_header(
 }
 
 impl BodyState {
-    /// Returns the plaintext of every segment completed by `input` and whether the last
-    /// segment was among them.
-    fn push(
-        &mut self,
-        mut input: &[u8],
-        may_be_last: bool,
-    ) -> Result<(Vec<u8>, bool), CryptoError> {
-        // Plaintext is never longer than the ciphertext, so this never reallocates.
-        let mut out = Vec::with_capacity(self.partial.len() + input.len());
-
-        // Complete a segment begun by an earlier push.
+    /// Opens every segment `piece` completes, appending their plaintext to `out`; keeps
+    /// the rest as the partial segment.
+    fn push(&mut self, mut piece: Bytes, out: &mut VecDeque<Bytes>) -> Result<(), CryptoError> {
+        // Complete a segment begun by an earlier piece.
         if !self.partial.is_empty() {
-            let take = (SEGMENT_CIPHERTEXT_LEN - self.partial.len()).min(input.len());
-            if take == SEGMENT_CIPHERTEXT_LEN - self.partial.len() {
-                let mut segment = std::mem::take(&mut self.partial);
-                segment.extend_from_slice(&input[..take]);
-                input = &input[take..];
-                self.open_full(&segment, &mut out)?;
-                // Reuse the allocation for the next partial segment.
-                segment.clear();
-                self.partial = segment;
+            let take = (SEGMENT_CIPHERTEXT_LEN - self.partial.len()).min(piece.len());
+            self.partial.extend_from_slice(&piece[..take]);
+            piece.advance(take);
+            if self.partial.len() < SEGMENT_CIPHERTEXT_LEN {
+                return Ok(());
             }
+            let segment = std::mem::take(&mut self.partial);
+            out.push_back(self.open(segment, false)?);
         }
-        // Whole segments straight from the input: decrypted in the output buffer, so each
-        // byte is copied once.
-        if self.partial.is_empty() {
-            while input.len() >= SEGMENT_CIPHERTEXT_LEN {
-                let (segment, rest) = input.split_at(SEGMENT_CIPHERTEXT_LEN);
-                self.open_full(segment, &mut out)?;
-                input = rest;
-            }
+        let whole = piece.len() / SEGMENT_CIPHERTEXT_LEN * SEGMENT_CIPHERTEXT_LEN;
+        if whole < piece.len() {
+            // The start of a segment still arriving (or the last one): copied, so that the
+            // whole segments before it are the piece's only users.
+            let rest = piece.split_off(whole);
+            self.partial.reserve(SEGMENT_CIPHERTEXT_LEN);
+            self.partial.extend_from_slice(&rest);
         }
-        if self.partial.capacity() == 0 && !input.is_empty() {
-            self.partial.reserve_exact(SEGMENT_CIPHERTEXT_LEN);
+        if piece.is_empty() {
+            return Ok(());
         }
-        self.partial.extend_from_slice(input);
-
-        // A full segment is never the last one, so the buffered rest may be the last one,
-        // or the start of a segment still arriving: only authentication can tell. A failed
-        // open leaves no plaintext behind, so it is tried on a copy, which keeps the
-        // ciphertext for the next push.
-        if may_be_last && self.partial.len() >= TAG_LEN {
-            let nonce = segment_nonce(&self.nonce_prefix, self.counter, true);
-            let split = self.partial.len() - TAG_LEN;
-            let start = out.len();
-            out.extend_from_slice(&self.partial[..split]);
-            let opened =
-                self.cipher
-                    .open(nonce, &self.aad, &mut out[start..], &self.partial[split..]);
-            if opened.is_ok() {
-                self.partial = Vec::new();
-                return Ok((out, true));
-            }
-            out.truncate(start);
+        // Whole segments, opened where they lie when this piece is theirs alone (a buffer
+        // shared with other pieces is copied first: its other users must not see it change).
+        let mut segments = piece
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        while !segments.is_empty() {
+            let segment = segments.split_to(SEGMENT_CIPHERTEXT_LEN);
+            out.push_back(self.open(segment, false)?);
         }
-        Ok((out, false))
+        Ok(())
     }
 
-    /// Opens one full (hence non-last) segment and appends its plaintext to `out`.
-    fn open_full(&mut self, segment: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
-        let (ciphertext, tag) = segment.split_at(SEGMENT_SIZE);
-        let start = out.len();
-        out.extend_from_slice(ciphertext);
-        let nonce = segment_nonce(&self.nonce_prefix, self.counter, false);
-        if let Err(e) = self.cipher.open(nonce, &self.aad, &mut out[start..], tag) {
-            out.truncate(start);
-            return Err(e);
+    /// Opens what is buffered as the last segment, at the end of the object.
+    fn open_last(&mut self) -> Result<Bytes, CryptoError> {
+        if self.partial.len() < TAG_LEN {
+            return Err(CryptoError::Truncated);
         }
+        let segment = std::mem::take(&mut self.partial);
+        // What ends the object must authenticate as its last segment: when it does not, the
+        // object was cut (or its end rewritten).
+        self.open(segment, true).map_err(|e| match e {
+            CryptoError::Authentication => CryptoError::Truncated,
+            other => other,
+        })
+    }
+
+    /// Opens one sealed `segment` (tag included) in place: its plaintext, in its buffer.
+    fn open(&mut self, mut segment: BytesMut, last: bool) -> Result<Bytes, CryptoError> {
+        let split = segment.len() - TAG_LEN;
+        let (ciphertext, tag) = segment.split_at_mut(split);
+        let nonce = segment_nonce(&self.nonce_prefix, self.counter, last);
+        self.cipher.open(nonce, &self.aad, ciphertext, tag)?;
         self.counter = self.counter.checked_add(1).ok_or(CryptoError::TooLarge)?;
-        Ok(())
+        segment.truncate(split);
+        Ok(segment.freeze())
     }
 }

@@ -1,17 +1,11 @@
 //! The object storage contract, written against the trait; every adapter runs [`run_all`].
 
 use bytes::Bytes;
-use futures::StreamExt;
 
 use super::{ObjectStorage, StorageError};
 
 async fn read_all(storage: &dyn ObjectStorage, key: &str) -> Result<Vec<u8>, StorageError> {
-    let mut stream = storage.read(key).await?;
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
+    storage.read(key).await?.read_to_end().await
 }
 
 async fn put(storage: &dyn ObjectStorage, key: &str, chunks: &[Vec<u8>]) {

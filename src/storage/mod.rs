@@ -5,6 +5,9 @@
 
 #[cfg(test)]
 pub mod contract;
+mod reader;
+
+pub use reader::{ObjectReader, StreamReader};
 
 use std::sync::Arc;
 
@@ -66,8 +69,8 @@ pub trait ObjectWriter: Send {
 pub trait ObjectStorage: Send + Sync {
     /// Starts an upload to `key`.
     async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StorageError>;
-    /// Streams an object.
-    async fn read(&self, key: &str) -> Result<ByteStream, StorageError>;
+    /// Opens an object for reading, in pieces of the sizes its reader asks for.
+    async fn read(&self, key: &str) -> Result<Box<dyn ObjectReader>, StorageError>;
     /// Size of an object, `None` when absent.
     async fn size(&self, key: &str) -> Result<Option<u64>, StorageError>;
     /// Every key under `prefix` (for tests and audits).
@@ -240,16 +243,16 @@ impl ObjectStorage for ObjectStoreStorage {
         }))
     }
 
-    async fn read(&self, key: &str) -> Result<ByteStream, StorageError> {
+    async fn read(&self, key: &str) -> Result<Box<dyn ObjectReader>, StorageError> {
         let result = self.store.get(&self.path(key)).await?;
         match result.payload {
             // A local file: object_store would read it in 8 KiB pieces, each on the blocking
-            // pool (a thread hand-over every 8 KiB kept a download at 0.24 GB/s): read in
-            // large pieces instead.
-            GetResultPayload::File(file, _) => Ok(read_file(file)),
-            GetResultPayload::Stream(stream) => {
-                Ok(stream.map(|r| r.map_err(StorageError::from)).boxed())
-            }
+            // pool (a thread hand-over every 8 KiB kept a download at 0.24 GB/s): read it
+            // in the pieces asked for, from the page cache where it is there.
+            GetResultPayload::File(file, _) => Ok(Box::new(reader::FileReader::new(file))),
+            GetResultPayload::Stream(stream) => Ok(Box::new(StreamReader::new(
+                stream.map(|r| r.map_err(StorageError::from)).boxed(),
+            ))),
         }
     }
 
@@ -296,20 +299,6 @@ impl crate::ready::Ready for dyn ObjectStorage {
     async fn ready(&self) -> Result<(), String> {
         ObjectStorage::ready(self).await.map_err(|e| e.to_string())
     }
-}
-
-/// Bytes of a local file read at a time: under the allocator's mmap threshold (128 KiB, set
-/// in main.rs), so pieces come from the heap and are reused, not mapped and faulted in anew.
-const FILE_PIECE: usize = 120 << 10;
-
-/// A local file's bytes in [`FILE_PIECE`]s, each read on the blocking pool when asked for:
-/// nothing is held while the reader (a download's client) does not read.
-fn read_file(file: std::fs::File) -> ByteStream {
-    tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), FILE_PIECE)
-        .map(|piece| {
-            piece.map_err(|e| StorageError::Backend(format!("reading a local object: {e}")))
-        })
-        .boxed()
 }
 
 #[cfg(test)]

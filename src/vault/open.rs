@@ -1,6 +1,7 @@
-//! Opening a sealed file: ciphertext chunks in, verified plaintext chunks out, holding about
-//! two segments at a time. One chunk of lookahead tells the decryptor which chunk is the
-//! last, so it authenticates each segment once.
+//! Opening a sealed file: ciphertext in, verified plaintext out, one segment at a time. The
+//! object is read a segment a read, so that each segment lands in a buffer of its own and
+//! is decrypted where it lies: its plaintext goes to the client in the buffer the
+//! ciphertext was read into.
 //!
 //! The object must also be the very one the store recorded, not another valid object of
 //! the same ledger and version (another attempt's, copied over it). A file recorded with
@@ -12,6 +13,8 @@
 //! digest are hashed as they stream (on a task of their own, which another core can run)
 //! and checked against their plaintext SHA-256 at the end.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -21,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::crypto::{CryptoError, Decryptor};
-use crate::storage::{ByteStream, StorageError};
+use crate::storage::{ObjectReader, StorageError};
 
 /// Why opening or streaming a file stopped.
 #[derive(Debug, thiserror::Error)]
@@ -108,19 +111,26 @@ enum Check {
     },
 }
 
-/// A decrypting reader over an object's chunks.
+/// A decrypting reader over an object.
 pub struct Decrypting {
-    decryptor: Option<Decryptor>,
-    objects: ByteStream,
-    held: Option<Bytes>,
+    decryptor: Decryptor,
+    object: Box<dyn ObjectReader>,
+    /// Plaintext of segments opened and not handed out yet.
+    opened: VecDeque<Bytes>,
+    /// The object was read to its end and verified.
+    ended: bool,
     check: Check,
 }
 
 impl Decrypting {
-    /// Decrypts `objects` with `decryptor`, checking they are the object `recorded`
-    /// describes. A check on the plaintext starts its hashing task, so this is called on a
-    /// Tokio runtime.
-    pub fn new(decryptor: Decryptor, objects: ByteStream, recorded: Recorded<'_>) -> Self {
+    /// Decrypts `object` with `decryptor`, checking it is the object `recorded` describes.
+    /// A check on the plaintext starts its hashing task, so this is called on a Tokio
+    /// runtime.
+    pub fn new(
+        decryptor: Decryptor,
+        object: Box<dyn ObjectReader>,
+        recorded: Recorded<'_>,
+    ) -> Self {
         let check = match recorded {
             Recorded::Header(digest) => Check::Header {
                 expected: digest.to_ascii_lowercase(),
@@ -132,41 +142,41 @@ impl Decrypting {
             },
         };
         Self {
-            decryptor: Some(decryptor),
-            objects,
-            held: None,
+            decryptor,
+            object,
+            opened: VecDeque::new(),
+            ended: false,
             check,
         }
     }
 
-    /// Checks what the last push made known: the header as soon as it was read, or the
-    /// plaintext `chunk` it gave.
-    async fn check(&mut self, chunk: &Bytes) -> Result<(), OpenError> {
-        match &mut self.check {
-            Check::Header { expected, seen } => {
-                if !*seen && let Some(decryptor) = &self.decryptor {
-                    match decryptor.header_sha256() {
-                        Some(digest) if digest == expected.as_str() => *seen = true,
-                        Some(_) => return Err(OpenError::Integrity),
-                        None => {}
-                    }
-                }
-                Ok(())
+    /// Checks the header as soon as it was read: before any plaintext is handed out.
+    fn check_header(&mut self) -> Result<(), OpenError> {
+        if let Check::Header { expected, seen } = &mut self.check
+            && !*seen
+        {
+            match self.decryptor.header_sha256() {
+                Some(digest) if digest == expected.as_str() => *seen = true,
+                Some(_) => return Err(OpenError::Integrity),
+                None => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Hands `plain` to the plaintext check, if that is the check.
+    async fn hash(&mut self, plain: &Bytes) -> Result<(), OpenError> {
+        match &mut self.check {
+            Check::Header { .. } => Ok(()),
             Check::Content { hashing, .. } => match hashing {
-                Some(hashing) => hashing.update(chunk.clone()).await,
+                Some(hashing) => hashing.update(plain.clone()).await,
                 None => Err(OpenError::Integrity),
             },
         }
     }
 
-    /// Ends the stream: the decryptor must have seen the last segment, and the object
-    /// must be the recorded one.
-    async fn finish(&mut self) -> Result<(), OpenError> {
-        let Some(decryptor) = self.decryptor.take() else {
-            return Ok(());
-        };
-        decryptor.finish()?;
+    /// At the end of the object: it must be the recorded one.
+    async fn verify(&mut self) -> Result<(), OpenError> {
         let matches = match &mut self.check {
             Check::Header { seen, .. } => *seen,
             Check::Content { expected, hashing } => match hashing.take() {
@@ -181,36 +191,32 @@ impl Decrypting {
         }
     }
 
-    /// The next non-empty plaintext chunk; `None` once the whole object was verified.
+    /// The next non-empty plaintext chunk; `None` once the whole object was verified. The
+    /// last chunk is handed out only once the whole object is known to be the recorded
+    /// one, so a failed check always leaves the body short.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, OpenError> {
         loop {
-            let Some(decryptor) = self.decryptor.as_mut() else {
-                return Ok(None);
-            };
-            let current = match self.held.take() {
-                Some(chunk) => Some(chunk),
-                None => self.objects.next().await.transpose()?,
-            };
-            let Some(current) = current else {
-                // An empty object: finish reports it as truncated.
-                self.finish().await?;
-                return Ok(None);
-            };
-            let (plain, last) = match self.objects.next().await.transpose()? {
-                Some(next) => {
-                    self.held = Some(next);
-                    (decryptor.push_not_last(&current)?, false)
-                }
-                None => (decryptor.push(&current)?, true),
-            };
-            let plain = Bytes::from(plain);
-            self.check(&plain).await?;
-            if last {
-                self.finish().await?;
-                return Ok((!plain.is_empty()).then_some(plain));
-            }
-            if !plain.is_empty() {
+            if let Some(plain) = self.opened.pop_front() {
+                self.hash(&plain).await?;
                 return Ok(Some(plain));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            // One segment (or header field) a read: each segment in a buffer of its own,
+            // opened where it lies.
+            match self.object.read(self.decryptor.wanted()).await? {
+                Some(piece) => {
+                    self.decryptor.push(piece, &mut self.opened)?;
+                    self.check_header()?;
+                }
+                None => {
+                    let last = self.decryptor.end()?;
+                    self.ended = true;
+                    self.hash(&last).await?;
+                    self.verify().await?;
+                    return Ok((!last.is_empty()).then_some(last));
+                }
             }
         }
     }
@@ -273,12 +279,14 @@ mod tests {
         )
     }
 
-    fn chunks(data: Vec<u8>, size: usize) -> ByteStream {
+    fn chunks(data: Vec<u8>, size: usize) -> Box<dyn ObjectReader> {
         let parts: Vec<Result<Bytes, StorageError>> = data
             .chunks(size)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
-        futures::stream::iter(parts).boxed()
+        Box::new(crate::storage::StreamReader::new(
+            futures::stream::iter(parts).boxed(),
+        ))
     }
 
     async fn collect(mut d: Decrypting) -> Result<Vec<u8>, OpenError> {

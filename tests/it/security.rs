@@ -838,14 +838,11 @@ async fn no_plaintext_of_a_document_reaches_the_disk() {
         format!("ledgers/m_acme/{id}/v1.a1.csv.enc"),
         "one object per attempt"
     );
-    let mut stream = storage
+    let mut object = storage
         .read(&key)
         .await
         .unwrap_or_else(|e| panic!("{key}: {e}"));
-    let mut sealed = Vec::new();
-    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-        sealed.extend_from_slice(&chunk.unwrap());
-    }
+    let sealed = object.read_to_end().await.unwrap();
     assert!(
         !sealed.starts_with(b"bookedAt"),
         "the object starts with the CSV header"

@@ -40,6 +40,13 @@ fn encrypt_chunked(
     writer.finish().unwrap()
 }
 
+/// Pushes `piece`; the plaintext of the segments it completed.
+fn push(d: &mut Decryptor, piece: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let mut out = std::collections::VecDeque::new();
+    d.push(bytes::Bytes::copy_from_slice(piece), &mut out)?;
+    Ok(out.into_iter().flatten().collect())
+}
+
 fn decrypt_chunked(
     keyring: &Keyring,
     binding: Binding,
@@ -52,10 +59,10 @@ fn decrypt_chunked(
     let mut rest = ciphertext;
     while !rest.is_empty() {
         let n = rng.gen_range(1..=max_chunk.min(rest.len()));
-        out.extend(decryptor.push(&rest[..n])?);
+        out.extend(push(&mut decryptor, &rest[..n])?);
         rest = &rest[n..];
     }
-    decryptor.finish()?;
+    out.extend(decryptor.end()?);
     Ok(out)
 }
 
@@ -119,34 +126,54 @@ fn round_trips_at_boundary_sizes_with_random_chunking() {
     }
 }
 
+/// A reader that reads what the decryptor wants gets every segment's plaintext in the
+/// buffer that segment was read into: opened in place, never copied.
 #[test]
-fn push_not_last_with_lookahead() {
+fn pieces_of_the_wanted_size_are_opened_in_place() {
     let keyring = keyring();
-    let mut rng = StdRng::seed_from_u64(11);
     for len in [0, 10, SEGMENT_SIZE - 1, SEGMENT_SIZE, 2 * SEGMENT_SIZE + 77] {
         let plaintext = data(len, 10);
         let ct = encrypt_to_vec(&keyring, BINDING, &plaintext).unwrap();
-        let mut chunks = Vec::new();
-        let mut rest = &ct[..];
+        let mut d = Decryptor::new(&keyring, BINDING);
+        let (mut rest, mut out, mut in_place) = (&ct[..], Vec::new(), 0);
         while !rest.is_empty() {
-            let n = rng.gen_range(1..=rest.len().min(40_000));
-            chunks.push(&rest[..n]);
-            rest = &rest[n..];
+            let piece = bytes::Bytes::copy_from_slice(&rest[..d.wanted().min(rest.len())]);
+            rest = &rest[piece.len()..];
+            let read_into = piece.as_ptr_range();
+            let mut opened = std::collections::VecDeque::new();
+            d.push(piece, &mut opened).unwrap();
+            for segment in opened {
+                assert!(read_into.contains(&segment.as_ptr()), "len {len}: copied");
+                in_place += 1;
+                out.extend_from_slice(&segment);
+            }
         }
-        let (last, init) = chunks.split_last().unwrap();
-        let mut d = Decryptor::new(&keyring, BINDING);
-        let mut out = Vec::new();
-        for c in init {
-            out.extend(d.push_not_last(c).unwrap());
-        }
-        out.extend(d.push(last).unwrap());
-        d.finish().unwrap();
+        assert_eq!(
+            d.wanted(),
+            SEGMENT_CIPHERTEXT_LEN - (len % SEGMENT_SIZE + TAG_LEN)
+        );
+        out.extend(d.end().unwrap());
         assert_eq!(out, plaintext, "len {len}");
+        assert_eq!(in_place, len / SEGMENT_SIZE, "len {len}");
+        assert_eq!(d.wanted(), 0);
+    }
+}
 
-        // A caller that never says "this may be the last chunk" gets no final segment.
+/// The buffered rest is opened as the last segment only when the object is said to end.
+#[test]
+fn the_last_segment_is_opened_at_the_end_only() {
+    let keyring = keyring();
+    for len in [0, 10, SEGMENT_SIZE] {
+        let plaintext = data(len, 12);
+        let ct = encrypt_to_vec(&keyring, BINDING, &plaintext).unwrap();
         let mut d = Decryptor::new(&keyring, BINDING);
-        d.push_not_last(&ct).unwrap();
-        assert!(matches!(d.finish(), Err(CryptoError::Truncated)));
+        let mut out = push(&mut d, &ct).unwrap();
+        assert_eq!(out.len(), len / SEGMENT_SIZE * SEGMENT_SIZE, "len {len}");
+        out.extend(d.end().unwrap());
+        assert_eq!(out, plaintext);
+        // Ended twice: nothing more; pushed after the end: refused.
+        assert!(d.end().unwrap().is_empty());
+        assert!(matches!(push(&mut d, b"x"), Err(CryptoError::TrailingData)));
     }
 }
 
@@ -160,9 +187,9 @@ fn one_byte_pushes_on_a_small_input() {
         let mut out = Vec::new();
         for (i, b) in ct.iter().enumerate() {
             assert_eq!(decryptor.header_verified(), i >= header_len_of(&ct));
-            out.extend(decryptor.push(std::slice::from_ref(b)).unwrap());
+            out.extend(push(&mut decryptor, std::slice::from_ref(b)).unwrap());
         }
-        decryptor.finish().unwrap();
+        out.extend(decryptor.end().unwrap());
         assert_eq!(out, plaintext);
     }
 }
@@ -175,26 +202,25 @@ fn push_releases_only_whole_authenticated_segments() {
     let h = header_len_of(&ct);
     let mut d = Decryptor::new(&keyring, BINDING);
     assert!(
-        d.push(&ct[..h + SEGMENT_CIPHERTEXT_LEN - 1])
+        push(&mut d, &ct[..h + SEGMENT_CIPHERTEXT_LEN - 1])
             .unwrap()
             .is_empty()
     );
     assert!(d.header_verified());
     assert_eq!(
-        d.push(&ct[h + SEGMENT_CIPHERTEXT_LEN - 1..h + SEGMENT_CIPHERTEXT_LEN])
-            .unwrap(),
+        push(
+            &mut d,
+            &ct[h + SEGMENT_CIPHERTEXT_LEN - 1..h + SEGMENT_CIPHERTEXT_LEN]
+        )
+        .unwrap(),
         plaintext[..SEGMENT_SIZE]
     );
     assert_eq!(
-        d.push(&ct[h + SEGMENT_CIPHERTEXT_LEN..ct.len() - 1])
-            .unwrap(),
+        push(&mut d, &ct[h + SEGMENT_CIPHERTEXT_LEN..ct.len() - 1]).unwrap(),
         plaintext[SEGMENT_SIZE..2 * SEGMENT_SIZE]
     );
-    assert_eq!(
-        d.push(&ct[ct.len() - 1..]).unwrap(),
-        plaintext[2 * SEGMENT_SIZE..]
-    );
-    d.finish().unwrap();
+    assert!(push(&mut d, &ct[ct.len() - 1..]).unwrap().is_empty());
+    assert_eq!(d.end().unwrap(), plaintext[2 * SEGMENT_SIZE..]);
 }
 
 #[test]
@@ -241,9 +267,9 @@ fn wrong_key_and_unknown_key_id() {
     };
     let impostor_ring = Keyring::new(impostor, Vec::new());
     let mut d = Decryptor::new(&impostor_ring, BINDING);
-    assert!(matches!(d.push(&ct), Err(CryptoError::KeyUnwrap)));
+    assert!(matches!(push(&mut d, &ct), Err(CryptoError::KeyUnwrap)));
     assert!(!d.header_verified());
-    assert!(matches!(d.push(b""), Err(CryptoError::Poisoned)));
+    assert!(matches!(push(&mut d, b""), Err(CryptoError::Poisoned)));
     // With the impostor and the right key under the same id, the right one is found.
     let both = Keyring::new(
         MasterKey {
@@ -266,14 +292,14 @@ fn header_errors_surface_on_the_push_that_completes_the_header() {
     .unwrap();
     let h = header_len_of(&ct);
     let mut d = Decryptor::new(&keyring, BINDING);
-    assert!(d.push(&ct[..h - 1]).unwrap().is_empty());
+    assert!(push(&mut d, &ct[..h - 1]).unwrap().is_empty());
     assert!(matches!(
-        d.push(&ct[h - 1..h]),
+        push(&mut d, &ct[h - 1..h]),
         Err(CryptoError::UnknownKeyId(_))
     ));
     // Bad magic fails on the first byte.
     let mut d = Decryptor::new(&keyring, BINDING);
-    assert!(matches!(d.push(b"X"), Err(CryptoError::Malformed(_))));
+    assert!(matches!(push(&mut d, b"X"), Err(CryptoError::Malformed(_))));
 }
 
 #[test]
@@ -366,10 +392,12 @@ fn reordered_or_duplicated_segments_are_detected() {
         decrypt_to_vec(&keyring, BINDING, &dropped_middle),
         Err(CryptoError::Authentication)
     ));
-    // The last segment duplicated: it is authentic but something trails it.
+    // The last segment duplicated: it is authentic, but something trails it, so what
+    // ends the object is not a last segment.
     let mut d = Decryptor::new(&keyring, BINDING);
-    d.push(&ct).unwrap();
-    assert!(matches!(d.push(&segs[3]), Err(CryptoError::TrailingData)));
+    push(&mut d, &ct).unwrap();
+    push(&mut d, &segs[3]).unwrap();
+    assert!(matches!(d.end(), Err(CryptoError::Truncated)));
     // Segments spliced in from another object with the same key and binding.
     let other = encrypt_to_vec(&keyring, BINDING, &data(3 * SEGMENT_SIZE + 5, 4)).unwrap();
     let (_, other_segs) = segments(&other);
@@ -394,9 +422,14 @@ fn trailing_garbage_is_detected() {
     for len in [0, 10, SEGMENT_SIZE] {
         let ct = encrypt_to_vec(&keyring, BINDING, &data(len, 5)).unwrap();
         let mut d = Decryptor::new(&keyring, BINDING);
-        d.push(&ct).unwrap();
-        assert!(matches!(d.push(b"garbage"), Err(CryptoError::TrailingData)));
-        // In the same chunk the last segment cannot be told apart from a longer one.
+        push(&mut d, &ct).unwrap();
+        d.end().unwrap();
+        assert!(matches!(
+            push(&mut d, b"garbage"),
+            Err(CryptoError::TrailingData)
+        ));
+        // Before the end is known, the last segment cannot be told apart from a longer one:
+        // what ends the object does not authenticate as its last segment.
         let mut with_garbage = ct.clone();
         with_garbage.extend_from_slice(b"garbage");
         assert!(decrypt_to_vec(&keyring, BINDING, &with_garbage).is_err());

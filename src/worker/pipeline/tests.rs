@@ -74,7 +74,7 @@ impl ObjectStorage for StallFirstFinish {
     async fn read(
         &self,
         key: &str,
-    ) -> Result<crate::storage::ByteStream, crate::storage::StorageError> {
+    ) -> Result<Box<dyn crate::storage::ObjectReader>, crate::storage::StorageError> {
         self.inner.read(key).await
     }
     async fn size(&self, key: &str) -> Result<Option<u64>, crate::storage::StorageError> {
@@ -270,11 +270,8 @@ async fn a_stalled_attempt_that_resumes_after_a_newer_one_completed_leaves_its_f
 
     // The recorded file is attempt 2's, intact: it decrypts to what was recorded.
     let file = store.get_file(id, 1).await.unwrap().expect("a file");
-    let mut stream = rig.worker.storage.read(&file.object_key).await.unwrap();
-    let mut sealed = Vec::new();
-    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-        sealed.extend_from_slice(&chunk.unwrap());
-    }
+    let mut object = rig.worker.storage.read(&file.object_key).await.unwrap();
+    let sealed = object.read_to_end().await.unwrap();
     let binding = crate::crypto::Binding {
         ledger_id: id.as_i64(),
         version: 1,
