@@ -20,6 +20,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// Enough for the api's request concurrency plus a worker's jobs; PostgreSQL's default of
 /// 100 server connections still leaves room for several replicas.
 const MAX_CONNECTIONS: u32 = 10;
+/// Connections of the relaxed commits (a worker's claims, lease renewals and phases).
+const RELAXED_CONNECTIONS: u32 = 4;
 /// A request waits this long for a free connection before it fails instead of hanging.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections are closed so a quiet replica does not pin server slots.
@@ -41,8 +43,7 @@ impl SqlStore<PgDialect> {
     /// Connects a pool to the database at `url` (objects in the server's default
     /// `search_path`). Errors never carry the URL: it may hold a password.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = connect_options(url)?;
-        Ok(Self::new(pool_options().connect_with(options).await?))
+        open(connect_options(url)?, None).await
     }
 
     /// Connects a pool whose every connection works inside `schema`, creating it when
@@ -63,19 +64,44 @@ impl SqlStore<PgDialect> {
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {}
             Err(e) => return Err(e.into()),
         }
-        let set_path = format!("SET search_path TO {quoted}");
-        let pool = pool_options()
-            .after_connect(move |conn, _meta| {
-                let set_path = set_path.clone();
-                Box::pin(async move {
-                    conn.execute(set_path.as_str()).await?;
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await?;
-        Ok(Self::new(pool))
+        open(options, Some(format!("SET search_path TO {quoted}"))).await
     }
+}
+
+/// The store over `options`: its main pool, and the pool of relaxed commits
+/// (`SqlStore::relaxed`: claims, lease renewals and phase records, committed with
+/// `synchronous_commit = off`, which the job's durable completion then covers). Every
+/// connection runs `setup` first.
+async fn open(
+    options: PgConnectOptions,
+    setup: Option<String>,
+) -> Result<PostgresStore, StoreError> {
+    let main = pool(MAX_CONNECTIONS, options.clone(), setup.clone()).await?;
+    let relaxed = pool(
+        RELAXED_CONNECTIONS,
+        options.options([("synchronous_commit", "off")]),
+        setup,
+    )
+    .await?;
+    Ok(SqlStore::new(main).with_relaxed_commits(relaxed))
+}
+
+async fn pool(
+    max: u32,
+    options: PgConnectOptions,
+    setup: Option<String>,
+) -> Result<sqlx::PgPool, StoreError> {
+    let mut pool = pool_options().max_connections(max);
+    if let Some(setup) = setup {
+        pool = pool.after_connect(move |conn, _meta| {
+            let setup = setup.clone();
+            Box::pin(async move {
+                conn.execute(setup.as_str()).await?;
+                Ok(())
+            })
+        });
+    }
+    Ok(pool.connect_with(options).await?)
 }
 
 fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
@@ -85,7 +111,6 @@ fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
 
 fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
-        .max_connections(MAX_CONNECTIONS)
         .min_connections(0)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .idle_timeout(IDLE_TIMEOUT)
@@ -253,9 +278,35 @@ mod tests {
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         assert!(store.pending_migrations().await.unwrap().is_empty());
-        let pool = store.pool.clone();
+        let (pool, relaxed) = (store.pool.clone(), store.relaxed().clone());
         contract::run_all(Arc::new(store)).await;
         pool.close().await;
+        relaxed.close().await;
+        drop(schema);
+    }
+
+    /// Claims, lease renewals and phase records are committed asynchronously, in the test's
+    /// schema like everything else; every other write waits for the WAL flush.
+    #[tokio::test]
+    async fn only_the_records_recovery_covers_are_committed_asynchronously() {
+        let (store, schema) = fresh_store().await;
+        let show = |pool: &sqlx::PgPool, setting: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, String>(&format!("SHOW {setting}"))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(show(&store.pool, "synchronous_commit").await, "on");
+        assert_eq!(show(store.relaxed(), "synchronous_commit").await, "off");
+        assert_eq!(
+            show(store.relaxed(), "search_path").await,
+            show(&store.pool, "search_path").await
+        );
+        store.pool.close().await;
+        store.relaxed().close().await;
         drop(schema);
     }
 

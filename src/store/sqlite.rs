@@ -42,9 +42,18 @@ impl SqlStore<SqliteDialect> {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self::new(pool).with_inline_reads(path))
+        // Claims, lease renewals and phase records: committed to the WAL without an fsync,
+        // which the job's durable completion then covers (SqlStore::relaxed).
+        let relaxed = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await?;
+        Ok(Self::new(pool)
+            .with_relaxed_commits(relaxed)
+            .with_inline_reads(path))
     }
 
     /// An in-memory database (tests): one connection, so every query sees the same data.
@@ -114,6 +123,31 @@ mod tests {
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         super::super::contract::run_all(Arc::new(store)).await;
+    }
+
+    /// Claims, lease renewals and phase records are committed without an fsync of their
+    /// own; every other write (creates, completions, failures) waits for the disk.
+    #[tokio::test]
+    async fn only_the_records_recovery_covers_are_committed_without_an_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ledger.db"))
+            .await
+            .unwrap();
+        let synchronous = |pool: &sqlx::SqlitePool| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        // 2 = FULL (the WAL is synced at every commit), 1 = NORMAL (at checkpoints only).
+        assert_eq!(synchronous(&store.pool).await, 2);
+        assert_eq!(synchronous(store.relaxed()).await, 1);
+        // An in-memory database has no disk to wait for, nor a second connection to it.
+        let memory = SqliteStore::in_memory().await.unwrap();
+        assert!(std::ptr::eq(memory.relaxed(), &memory.pool));
     }
 
     #[tokio::test]

@@ -44,16 +44,20 @@ impl<D: Dialect> SqlStore<D> {
         lease_until: DateTime<Utc>,
     ) -> Result<Option<Ledger>, StoreError> {
         let t = transition(Action::Claim);
-        self.update_one(
-            &format!(
-                "{}, attempt_count = attempt_count + 1, lease_until = $1, started_at = $2, \
-                 updated_at = $2",
-                t.set
-            ),
-            &format!("id = $3 AND {} AND deleted_at IS NULL", t.guard),
-            args![lease_until, now, id.as_i64()],
-        )
-        .await
+        let claimed = self
+            .update_ledgers(
+                self.relaxed(),
+                &format!(
+                    "{}, attempt_count = attempt_count + 1, lease_until = $1, started_at = $2, \
+                     updated_at = $2",
+                    t.set
+                ),
+                &format!("id = $3 AND {} AND deleted_at IS NULL", t.guard),
+                args![lease_until, now, id.as_i64()],
+                false,
+            )
+            .await?;
+        Ok(claimed.into_iter().next())
     }
 
     /// [`crate::store::JobStore::renew_lease`].
@@ -68,7 +72,7 @@ impl<D: Dialect> SqlStore<D> {
             transition(Action::Renew).guard
         );
         let renewed = self
-            .execute(&sql, args![lease_until, id.as_i64(), i64::from(attempt)])
+            .execute_relaxed(&sql, args![lease_until, id.as_i64(), i64::from(attempt)])
             .await?;
         Ok(renewed == 1)
     }
@@ -91,7 +95,7 @@ impl<D: Dialect> SqlStore<D> {
         let detail = super::Arg::OptText(detail.map(str::to_owned));
         let mut binds = args![id.as_i64(), at, i64::from(attempt), phase];
         binds.push(detail);
-        Ok(self.execute(&sql, binds).await? == 1)
+        Ok(self.execute_relaxed(&sql, binds).await? == 1)
     }
 
     /// [`crate::store::JobStore::complete`]: the file and the status in one transaction.
@@ -233,6 +237,7 @@ impl<D: Dialect> SqlStore<D> {
         let abandon = transition(Action::Abandon);
         let abandoned = self
             .update_ledgers(
+                &self.pool,
                 &format!(
                     "{}, stall_count = stall_count + 1, \
                      failure_code = 'JOB_EXECUTION_FAILED', \
@@ -255,6 +260,7 @@ impl<D: Dialect> SqlStore<D> {
         let requeue = transition(Action::Requeue);
         let requeued = self
             .update_ledgers(
+                &self.pool,
                 &format!(
                     "{}, stall_count = stall_count + 1, lease_until = NULL, \
                      enqueued_at = $1, updated_at = $1",
@@ -271,6 +277,7 @@ impl<D: Dialect> SqlStore<D> {
         // Moving enqueued_at makes the re-enqueue happen once per timeout, by one sweeper.
         let unclaimed = self
             .update_ledgers(
+                &self.pool,
                 "enqueued_at = $1",
                 &format!(
                     "{} AND deleted_at IS NULL AND enqueued_at < $2",

@@ -268,6 +268,9 @@ driver!(sqlx::Sqlite);
 /// The job store on an SQL engine. `PostgresStore` and `SqliteStore` are its two instances.
 pub struct SqlStore<D: Dialect> {
     pub(super) pool: Pool<D::Db>,
+    /// Connections whose commits do not wait for the disk, for the records a power loss
+    /// may take without harm ([`SqlStore::relaxed`]); `None`: the main pool's.
+    relaxed: Option<Pool<D::Db>>,
     /// The writer of new ledgers, where the engine groups them ([`Dialect::GROUP_COMMIT`]).
     group: Option<group::GroupCommit>,
     /// Point reads on the caller's thread (an SQLite file: [`crate::store::inline`]).
@@ -280,9 +283,29 @@ impl<D: Dialect> SqlStore<D> {
         let group = D::GROUP_COMMIT.then(|| group::GroupCommit::start::<D>(pool.clone()));
         Self {
             pool,
+            relaxed: None,
             group,
             inline: None,
         }
+    }
+
+    /// Commits claims, lease renewals and phase records through `relaxed`, whose commits
+    /// do not wait for the disk (SQLite `synchronous = NORMAL`, PostgreSQL
+    /// `synchronous_commit = off`).
+    pub(super) fn with_relaxed_commits(mut self, relaxed: Pool<D::Db>) -> Self {
+        self.relaxed = Some(relaxed);
+        self
+    }
+
+    /// Where the records go whose loss in a power failure recovery already handles: a
+    /// claim (the job reads PENDING again and the sweep re-enqueues it), a lease renewal
+    /// (the lease ends sooner), a phase record (the timeline of an attempt that died with
+    /// the machine lacks it). Both engines write one log in commit order, so the job's next
+    /// durable commit (its completion or failure) takes every earlier relaxed record to
+    /// disk with it: a COMPLETED never survives without its claim and phases. Saves a
+    /// job all but one of its fsyncs.
+    pub(super) fn relaxed(&self) -> &Pool<D::Db> {
+        self.relaxed.as_ref().unwrap_or(&self.pool)
     }
 
     /// Makes point reads of the database file at `path` on the caller's thread.
@@ -299,6 +322,11 @@ impl<D: Dialect> SqlStore<D> {
     /// Runs `sql` on a pooled connection; rows affected.
     async fn execute(&self, sql: &str, args: Args) -> Result<u64, StoreError> {
         Ok(D::Db::execute(&mut *self.conn().await?, sql, args).await?)
+    }
+
+    /// [`Self::execute`] on a [`Self::relaxed`] connection.
+    async fn execute_relaxed(&self, sql: &str, args: Args) -> Result<u64, StoreError> {
+        Ok(D::Db::execute(&mut *self.relaxed().acquire().await?, sql, args).await?)
     }
 
     /// Runs `sql` on a pooled connection and decodes every row.
@@ -361,6 +389,7 @@ impl<D: Dialect> SqlStore<D> {
     /// already changed, so concurrent sweepers never both win a row.
     async fn update_ledgers(
         &self,
+        on: &Pool<D::Db>,
         set: &str,
         filter: &str,
         args: Args,
@@ -368,7 +397,7 @@ impl<D: Dialect> SqlStore<D> {
     ) -> Result<Vec<Ledger>, StoreError> {
         match D::CHANGED {
             Changed::Returning => {
-                let mut conn = self.conn().await?;
+                let mut conn = on.acquire().await?;
                 let update = if bulk {
                     format!(
                         "WITH due AS (SELECT id FROM ledgers WHERE {filter} ORDER BY id \
@@ -389,7 +418,7 @@ impl<D: Dialect> SqlStore<D> {
                 // One transaction: the UPDATE takes SQLite's write lock and keeps it until
                 // the commit, so the re-read sees the rows as this statement wrote them, not
                 // as a later writer (a worker's next claim, say) changed them meanwhile.
-                let mut tx = self.pool.begin().await?;
+                let mut tx = on.begin().await?;
                 let sql = format!("UPDATE ledgers SET {set} WHERE {filter} RETURNING id");
                 let mut ids: Vec<(i64,)> = D::Db::fetch_all(&mut *tx, &sql, args).await?;
                 ids.sort_unstable();
@@ -413,7 +442,7 @@ impl<D: Dialect> SqlStore<D> {
         args: Args,
     ) -> Result<Option<Ledger>, StoreError> {
         Ok(self
-            .update_ledgers(set, filter, args, false)
+            .update_ledgers(&self.pool, set, filter, args, false)
             .await?
             .into_iter()
             .next())
