@@ -17,8 +17,9 @@ use super::sql::{Changed, Dialect, SqlStore, Taken};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Enough for the api's request concurrency plus a worker's jobs; PostgreSQL's default of
-/// 100 server connections still leaves room for several replicas.
+/// Enough for the api's request concurrency plus a worker's jobs; with the relaxed pool's,
+/// 14 a replica at most: PostgreSQL's default of 100 server connections still leaves room
+/// for several replicas.
 const MAX_CONNECTIONS: u32 = 10;
 /// Connections of the relaxed commits (a worker's claims, lease renewals and phases).
 const RELAXED_CONNECTIONS: u32 = 4;
