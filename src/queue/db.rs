@@ -85,7 +85,7 @@ impl Offers {
 
     /// How many ids to read so that [`READ_AHEAD`] of them may be new: the ones offered
     /// and still PENDING come first (oldest first), forgotten once [`OFFERED_FOR`] passed.
-    fn to_read(&mut self) -> usize {
+    fn read_limit(&mut self) -> usize {
         self.offered.retain(|_, at| at.elapsed() < OFFERED_FOR);
         READ_AHEAD + self.offered.len()
     }
@@ -118,7 +118,7 @@ impl Consumer for DbConsumer {
                 // result instead of reading (and then claiming) the same ids.
                 let mut offers = self.offers.lock().await;
                 if offers.ready.is_empty() {
-                    let limit = u32::try_from(offers.to_read()).unwrap_or(u32::MAX);
+                    let limit = u32::try_from(offers.read_limit()).unwrap_or(u32::MAX);
                     let pending = self
                         .store
                         .pending_ids(limit)
