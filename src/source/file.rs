@@ -14,7 +14,7 @@ use super::batches::{Message, receive};
 use super::page::{Event, PageParser, PageReads, Progress, Sink};
 use super::validate::{EntryValidator, Header, parse_header};
 use super::{EntryStream, Source, SourceError, Window};
-use crate::domain::{Balance, Entry, Merchant, MerchantId};
+use crate::domain::{Balance, Currency, Entry, Merchant, MerchantId};
 
 /// Entries per batch sent to the consumer.
 const BATCH: usize = 1024;
@@ -281,8 +281,15 @@ fn read_ndjson(
         let Some(line) = lines.next(path, || format!("entries[{index}]"))? else {
             return Ok(cutter);
         };
-        let entry = validator.next_from_json(line)?;
-        if !cutter.push(entry, index, channels)? {
+        // An entry before the window only moves a balance: its text is never copied out.
+        let more = validator.next_from_json_with(line, |checked| {
+            if checked.booked_at < window.from {
+                cutter.fold(checked.currency, checked.amount(), index, channels)
+            } else {
+                cutter.push(checked.entry(), index, channels)
+            }
+        })??;
+        if !more {
             return Ok(cutter);
         }
     }
@@ -380,31 +387,7 @@ impl Cutter {
         channels: &mut Channels,
     ) -> Result<bool, SourceError> {
         if entry.booked_at < self.window.from {
-            let balance = match self
-                .opening
-                .iter_mut()
-                .find(|b| b.currency == entry.currency)
-            {
-                Some(balance) => balance,
-                None => {
-                    self.opening.push(Balance {
-                        currency: entry.currency,
-                        amount: 0,
-                    });
-                    let last = self.opening.len() - 1;
-                    &mut self.opening[last]
-                }
-            };
-            balance.amount = balance.amount.checked_add(entry.amount).ok_or_else(|| {
-                SourceError::Invalid(format!(
-                    "entries[{index}].amount: the {} balance overflows",
-                    entry.currency
-                ))
-            })?;
-            if index.is_multiple_of(CANCEL_CHECK_EVERY) {
-                return Ok(channels.opening.as_ref().is_some_and(|o| !o.is_closed()));
-            }
-            return Ok(true);
+            return self.fold(entry.currency, entry.amount, index, channels);
         }
         if !self.open(channels) {
             return Ok(false);
@@ -417,6 +400,37 @@ impl Cutter {
         if self.batch.len() >= BATCH {
             let full = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
             return Ok(channels.batches.blocking_send(Message::Batch(full)).is_ok());
+        }
+        Ok(true)
+    }
+
+    /// Folds entry `index`, booked before the window, into the opening balances. `false`
+    /// when reading should stop (nobody waits any more).
+    fn fold(
+        &mut self,
+        currency: Currency,
+        amount: i64,
+        index: u64,
+        channels: &mut Channels,
+    ) -> Result<bool, SourceError> {
+        let balance = match self.opening.iter_mut().find(|b| b.currency == currency) {
+            Some(balance) => balance,
+            None => {
+                self.opening.push(Balance {
+                    currency,
+                    amount: 0,
+                });
+                let last = self.opening.len() - 1;
+                &mut self.opening[last]
+            }
+        };
+        balance.amount = balance.amount.checked_add(amount).ok_or_else(|| {
+            SourceError::Invalid(format!(
+                "entries[{index}].amount: the {currency} balance overflows"
+            ))
+        })?;
+        if index.is_multiple_of(CANCEL_CHECK_EVERY) {
+            return Ok(channels.opening.as_ref().is_some_and(|o| !o.is_closed()));
         }
         Ok(true)
     }

@@ -145,6 +145,16 @@ impl EntryValidator {
 
     /// Parses and validates the next entry from one JSON object (an NDJSON line).
     pub fn next_from_json(&mut self, json: &[u8]) -> Result<Entry, SourceError> {
+        self.next_from_json_with(json, |checked| checked.entry())
+    }
+
+    /// [`Self::next_from_json`], handing the validated entry to `then` while it still
+    /// borrows the line: an entry only folded into a balance is never copied out.
+    pub fn next_from_json_with<T>(
+        &mut self,
+        json: &[u8],
+        then: impl FnOnce(Checked<'_>) -> T,
+    ) -> Result<T, SourceError> {
         let index = self.next_index;
         // One UTF-8 check of the whole line is cheaper than serde_json's check of each string
         // on its own; a line that fails it fails `from_slice` too, so the slow path explains.
@@ -153,7 +163,7 @@ impl EntryValidator {
             Err(_) => serde_json::from_slice::<RawEntry<'_>>(json),
         };
         match typed {
-            Ok(raw) => self.accept(raw.parts(), index),
+            Ok(raw) => self.accept(raw.parts(), index).map(then),
             Err(typed) => {
                 let e = explain(json, &typed, &entry_path(index), |value, path| {
                     entry_parts(value, path).map(drop)
@@ -173,7 +183,7 @@ impl EntryValidator {
                 let len = stream.byte_offset();
                 let index = self.next_index;
                 self.accept(raw.parts(), index)
-                    .map(|entry| Streamed::Entry(entry, len))
+                    .map(|checked| Streamed::Entry(checked.entry(), len))
             }
             Some(Err(e)) if e.is_eof() => Ok(Streamed::Incomplete),
             None => Ok(Streamed::Incomplete),
@@ -212,12 +222,16 @@ impl EntryValidator {
     }
 
     /// The shared semantic checks and the stream checks (uniqueness, order).
-    fn accept(&mut self, raw: EntryParts<'_>, index: u64) -> Result<Entry, SourceError> {
+    fn accept<'r>(&mut self, raw: EntryParts<'r>, index: u64) -> Result<Checked<'r>, SourceError> {
         self.accept_fields(raw, index)
             .map_err(|e| self.first_error(e))
     }
 
-    fn accept_fields(&mut self, raw: EntryParts<'_>, index: u64) -> Result<Entry, SourceError> {
+    fn accept_fields<'r>(
+        &mut self,
+        raw: EntryParts<'r>,
+        index: u64,
+    ) -> Result<Checked<'r>, SourceError> {
         let at = |field: &str| format!("entries[{index}].{field}");
         let id_chars = raw.id.chars().count();
         if id_chars == 0 {
@@ -265,15 +279,42 @@ impl EntryValidator {
         self.last_id.clear();
         self.last_id.push_str(raw.id);
         self.next_index = index + 1;
-        Ok(Entry {
-            id: raw.id.to_owned(),
+        Ok(Checked {
             booked_at,
             entry_type,
-            amount: raw.amount,
             currency,
-            description: raw.description.to_owned(),
-            reference: raw.reference.unwrap_or_default().to_owned(),
+            raw,
         })
+    }
+}
+
+/// An entry that passed validation, its text still borrowed from where it was read.
+pub struct Checked<'r> {
+    /// When it was booked.
+    pub booked_at: DateTime<Utc>,
+    entry_type: EntryType,
+    /// Its currency.
+    pub currency: Currency,
+    raw: EntryParts<'r>,
+}
+
+impl Checked<'_> {
+    /// Signed minor units.
+    pub fn amount(&self) -> i64 {
+        self.raw.amount
+    }
+
+    /// The entry, its text copied out.
+    pub fn entry(self) -> Entry {
+        Entry {
+            id: self.raw.id.to_owned(),
+            booked_at: self.booked_at,
+            entry_type: self.entry_type,
+            amount: self.raw.amount,
+            currency: self.currency,
+            description: self.raw.description.to_owned(),
+            reference: self.raw.reference.unwrap_or_default().to_owned(),
+        }
     }
 }
 

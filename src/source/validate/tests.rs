@@ -30,7 +30,7 @@ fn slow(line: &str) -> Result<Entry, SourceError> {
     let value = serde_json::from_slice::<Loose>(line.as_bytes())
         .map_err(|e| SourceError::Invalid(format!("invalid JSON ({})", json_error(&e))))?;
     let parts = entry_parts(&value, "entries[0]")?;
-    EntryValidator::new().accept(parts, 0)
+    EntryValidator::new().accept(parts, 0).map(Checked::entry)
 }
 
 const OK_PREFIX: &str =
