@@ -1,6 +1,7 @@
 //! The ledger domain: ids, periods, money, entries and the ledger state machine.
 //! Pure values and rules; this module never does I/O.
 
+pub mod batch;
 pub mod entry;
 pub mod event;
 pub mod ids;
@@ -11,6 +12,7 @@ pub mod money;
 pub mod period;
 pub mod policy;
 
+pub use batch::{Batch, BatchCounts, BatchId, BatchStatus, Selection, Tally};
 pub use entry::{Balance, ControlTotals, CurrencyTotals, Entry, EntryType, Merchant};
 pub use event::{Event, ProgressEvent, StatusEvent, TimelineItem};
 pub use ids::{LedgerId, Snowflake};

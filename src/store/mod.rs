@@ -6,6 +6,7 @@
 //! differs. Never decides a transition itself: callers ask [`crate::domain::Status::apply`]
 //! and pass the expected status, and the worker-side guards are built from the same table.
 
+pub mod batches;
 #[cfg(test)]
 pub mod contract;
 mod inline;
@@ -14,6 +15,8 @@ pub mod postgres;
 mod rows;
 pub mod sql;
 pub mod sqlite;
+
+pub use batches::BatchStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -189,9 +192,9 @@ pub struct SweepOutcome {
     pub abandoned: Vec<Ledger>,
 }
 
-/// The job store port.
+/// The job store port; batches are its [`BatchStore`] half.
 #[async_trait]
-pub trait JobStore: Send + Sync {
+pub trait JobStore: BatchStore + Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Names the migrations not applied yet (empty when up to date).

@@ -272,7 +272,8 @@ mod tests {
                 "2_status events by time",
                 "3_policy digest",
                 "4_idempotency expiry",
-                "5_file header digest"
+                "5_file header digest",
+                "6_batches"
             ],
             "a fresh schema has every migration pending"
         );

@@ -9,8 +9,8 @@ use sqlx::FromRow;
 
 use super::{IdempotencyRecord, StoreError, StoredFile};
 use crate::domain::{
-    FailureReason, FileInfo, Format, Ledger, LedgerId, LedgerType, MerchantId, Period, Stage,
-    Status, TimelineItem, Timezone,
+    Batch, BatchCounts, BatchId, BatchStatus, FailureReason, FileInfo, Format, Ledger, LedgerId,
+    LedgerType, MerchantId, Period, Selection, Stage, Status, TimelineItem, Timezone,
 };
 
 fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
@@ -323,4 +323,88 @@ impl IdempotencyRow {
             body: self.body,
         }
     }
+}
+
+/// The columns of a batch row that [`BatchRow`] decodes.
+pub(super) const BATCH_COLUMNS: &str = "b.id, b.created_by, b.merchants, b.type, b.period, \
+    b.formats, b.timezone, b.expanding, b.expand_cursor, b.skipped, b.status, b.total, \
+    b.n_pending, b.n_processing, b.n_completed, b.n_rejected, b.n_existing, b.progress_seq, \
+    b.created_at, b.finished_at";
+
+/// A batch row: the columns of [`BATCH_COLUMNS`].
+#[derive(Debug, FromRow)]
+pub(super) struct BatchRow {
+    id: i64,
+    created_by: String,
+    merchants: String,
+    #[sqlx(rename = "type")]
+    ledger_type: String,
+    period: String,
+    formats: String,
+    timezone: Option<String>,
+    /// INTEGER in SQLite, BOOLEAN in PostgreSQL: both decode as `bool`.
+    expanding: bool,
+    pub(super) expand_cursor: Option<String>,
+    skipped: i64,
+    status: String,
+    pub(super) total: i64,
+    n_pending: i64,
+    n_processing: i64,
+    n_completed: i64,
+    n_rejected: i64,
+    n_existing: i64,
+    pub(super) progress_seq: i64,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+fn count_of(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(what, &v.to_string()))
+}
+
+impl TryFrom<BatchRow> for Batch {
+    type Error = StoreError;
+
+    fn try_from(row: BatchRow) -> Result<Self, StoreError> {
+        Ok(Batch {
+            id: BatchId::from_i64(row.id),
+            created_by: row.created_by,
+            merchants: Selection::from_stored(&row.merchants)
+                .map_err(|e| StoreError::Corrupt(format!("batch {}: {e}", row.id)))?,
+            ledger_type: LedgerType::parse(&row.ledger_type)
+                .ok_or_else(|| corrupt("type", &row.ledger_type))?,
+            period: Period::parse(&row.period).map_err(|_| corrupt("period", &row.period))?,
+            formats: crate::domain::batch::formats_from_stored(&row.formats)
+                .map_err(|e| StoreError::Corrupt(format!("batch {}: {e}", row.id)))?,
+            timezone: row
+                .timezone
+                .as_deref()
+                .map(|name| Timezone::parse(name).map_err(|_| corrupt("timezone", name)))
+                .transpose()?,
+            expanding: row.expanding,
+            skipped: count_of(row.skipped, "skipped")?,
+            status: row
+                .status
+                .parse::<BatchStatus>()
+                .map_err(|_| corrupt("batch status", &row.status))?,
+            counts: BatchCounts {
+                pending: count_of(row.n_pending, "count")?,
+                processing: count_of(row.n_processing, "count")?,
+                completed: count_of(row.n_completed, "count")?,
+                rejected: count_of(row.n_rejected, "count")?,
+                existing: count_of(row.n_existing, "count")?,
+            },
+            created_at: time(row.created_at)?,
+            finished_at: opt_time(row.finished_at)?,
+        })
+    }
+}
+
+/// A member of a batch: its ledger row and whether it existed before the batch.
+#[derive(Debug, FromRow)]
+pub(super) struct MemberRow {
+    #[sqlx(flatten)]
+    pub(super) ledger: LedgerRow,
+    /// INTEGER in SQLite, BOOLEAN in PostgreSQL: both decode as `bool`.
+    pub(super) existing: bool,
 }

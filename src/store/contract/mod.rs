@@ -1,6 +1,7 @@
 //! The job store contract: what every adapter must do, written against the trait. Each
 //! adapter's tests call [`run_all`] with a fresh, migrated store.
 
+mod batches;
 mod grants;
 mod jobs;
 mod ledgers;
@@ -71,6 +72,8 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     grants::grants(&*store).await;
     grants::node_leases(&*store).await;
     ledgers::replay_scope(&*store).await;
+    batches::batches(&*store).await;
+    batches::racing_expansions(store.clone()).await;
     assert!(store.pending_migrations().await.unwrap().is_empty());
     store.ping().await.unwrap();
 }

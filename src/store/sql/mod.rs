@@ -7,6 +7,7 @@
 //! The status guards of conditional updates come from the domain's transition table
 //! ([`transition`]); this module never decides which status change is legal.
 
+mod batches;
 mod grants;
 mod group;
 mod jobs;
@@ -523,11 +524,19 @@ impl<D: Dialect> JobStore for SqlStore<D> {
     }
 
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.execute(
-            "DELETE FROM idempotency_keys WHERE created_at <= $1",
-            args![before],
-        )
-        .await
+        let ledgers = self
+            .execute(
+                "DELETE FROM idempotency_keys WHERE created_at <= $1",
+                args![before],
+            )
+            .await?;
+        let batches = self
+            .execute(
+                "DELETE FROM batch_idempotency_keys WHERE created_at <= $1",
+                args![before],
+            )
+            .await?;
+        Ok(ledgers + batches)
     }
 
     async fn user_change(
