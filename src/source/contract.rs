@@ -1,13 +1,14 @@
 //! The source contract: the checks every [`Source`](super::Source) adapter passes, written
-//! against `&dyn Source` and a [`Harness`] that builds a source holding a [`Dataset`], so the
-//! HTTP adapter can run them against a fake upstream. Each adapter's tests call [`run_all`].
+//! against `&dyn Source` and a [`Harness`] that builds a source holding one [`Dataset`] or
+//! several, so the HTTP adapter can run them against a fake upstream. Each adapter's tests
+//! call [`run_all`] (which includes [`run_listing`]).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::domain::{Balance, Currency, Entry, EntryType, Locale, Merchant, MerchantId, Timezone};
-use crate::source::{Source, SourceError, Window};
+use crate::source::{MerchantPage, Source, SourceError, Window};
 
 /// Source data as JSON text, so tests can hold data no valid type could (floats, …).
 #[derive(Debug, Clone)]
@@ -109,6 +110,10 @@ pub fn entry_json(id: &str, at: &str, kind: &str, amount: &str, currency: &str) 
 pub trait Harness: Sync {
     /// A source that serves `data` for `data.merchant_id`.
     async fn source_with(&self, data: &Dataset) -> Box<dyn Source>;
+    /// A source that serves each of `data` for its `merchant_id` (distinct ids), and lists
+    /// them sorted by id with the last id listed as the cursor (the file source's own
+    /// cursor, which a fake upstream mirrors).
+    async fn source_with_all(&self, data: &[Dataset]) -> Box<dyn Source>;
 }
 
 /// Parses an RFC 3339 instant.
@@ -509,6 +514,140 @@ pub async fn validation_errors(h: &dyn Harness) {
     }
 }
 
+/// Every merchant of `source` by following cursors from the start with `limit`, and the
+/// size of each page; panics after more pages than `max_pages` (a cursor that never ends).
+pub async fn list_all(
+    source: &dyn Source,
+    limit: u32,
+    max_pages: usize,
+) -> Result<(Vec<String>, Vec<usize>), SourceError> {
+    let mut ids = Vec::new();
+    let mut sizes = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        assert!(sizes.len() < max_pages, "more than {max_pages} pages");
+        let page = source.list_merchants(cursor.as_deref(), limit).await?;
+        sizes.push(page.merchants.len());
+        ids.extend(page.merchants.iter().map(ToString::to_string));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok((ids, sizes)),
+        }
+    }
+}
+
+/// Seven merchants in an order that is not theirs, with and without a time zone.
+fn merchants() -> Vec<Dataset> {
+    ["m_g", "m_b", "M_Z", "m_a", "m-dash", "m_c0", "m_c"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut data = Dataset::new(id).entry("tx_1", "2026-10-01T00:00:00Z", "FEE", -1, "EUR");
+            if i % 2 == 0 {
+                data.timezone = Some("Pacific/Kiritimati".to_owned());
+            }
+            data
+        })
+        .collect()
+}
+
+/// Every merchant is listed exactly once, sorted by id, whatever the page size; pages hold
+/// `limit` merchants but the last, which is never empty unless the source is; listing
+/// again gives the same; each merchant listed can be read.
+pub async fn listing_pages(h: &dyn Harness) {
+    let data = merchants();
+    let source = h.source_with_all(&data).await;
+    let mut expected: Vec<String> = data.iter().map(|d| d.merchant_id.clone()).collect();
+    // Byte order: `-`, digits, upper case, `_`, lower case.
+    expected.sort();
+    assert_eq!(
+        expected,
+        ["M_Z", "m-dash", "m_a", "m_b", "m_c", "m_c0", "m_g"]
+    );
+    let n = expected.len();
+    for limit in [1_u32, 2, 3, 6, 7, 8, 1000, u32::MAX] {
+        let (ids, sizes) = list_all(&*source, limit, n + 2).await.expect("list");
+        assert_eq!(ids, expected, "limit {limit}");
+        let page = usize::try_from(limit).unwrap_or(usize::MAX);
+        let pages = n.div_ceil(page.min(n));
+        assert_eq!(sizes.len(), pages, "limit {limit}: {sizes:?}");
+        assert!(
+            sizes.iter().all(|&size| size >= 1 && size <= page),
+            "limit {limit}: {sizes:?}"
+        );
+        assert!(
+            sizes[..pages - 1].iter().all(|&size| size == page),
+            "limit {limit}: {sizes:?}"
+        );
+        let (again, _) = list_all(&*source, limit, n + 2).await.expect("list again");
+        assert_eq!(again, ids, "limit {limit}: a second listing differs");
+    }
+    // A page taken up again from the same cursor is the same page.
+    let first = source.list_merchants(None, 3).await.expect("first page");
+    let cursor = first.next_cursor.clone().expect("a second page");
+    let second = source
+        .list_merchants(Some(&cursor), 3)
+        .await
+        .expect("second page");
+    assert_eq!(
+        source.list_merchants(Some(&cursor), 3).await,
+        Ok(second.clone())
+    );
+    assert_eq!(
+        second
+            .merchants
+            .iter()
+            .map(MerchantId::as_str)
+            .collect::<Vec<_>>(),
+        ["m_b", "m_c", "m_c0"]
+    );
+    for id in &expected {
+        let merchant = source.merchant(&mid(id)).await.expect("a listed merchant");
+        assert_eq!(merchant.id.as_str(), id);
+    }
+}
+
+/// A source without merchants lists one empty page without a cursor; a cursor past the last
+/// merchant gives the same.
+pub async fn listing_empty(h: &dyn Harness) {
+    let empty = h.source_with_all(&[]).await;
+    for limit in [1, 1000] {
+        assert_eq!(
+            empty.list_merchants(None, limit).await,
+            Ok(MerchantPage {
+                merchants: Vec::new(),
+                next_cursor: None,
+            }),
+            "limit {limit}"
+        );
+    }
+    let source = h.source_with_all(&merchants()).await;
+    for past in ["m_g", "m_z", "zzz"] {
+        assert_eq!(
+            source.list_merchants(Some(past), 10).await,
+            Ok(MerchantPage {
+                merchants: Vec::new(),
+                next_cursor: None,
+            }),
+            "after {past}"
+        );
+    }
+    // One before the last: the last alone.
+    assert_eq!(
+        source.list_merchants(Some("m_c0"), 10).await,
+        Ok(MerchantPage {
+            merchants: vec![mid("m_g")],
+            next_cursor: None,
+        })
+    );
+}
+
+/// The listing checks.
+pub async fn run_listing(h: &dyn Harness) {
+    listing_pages(h).await;
+    listing_empty(h).await;
+}
+
 /// All of the above.
 pub async fn run_all(h: &dyn Harness) {
     merchant_header(h).await;
@@ -517,4 +656,5 @@ pub async fn run_all(h: &dyn Harness) {
     empty_window(h).await;
     unknown_merchant(h).await;
     validation_errors(h).await;
+    run_listing(h).await;
 }

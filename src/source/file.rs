@@ -1,7 +1,10 @@
 //! The file source adapter: `{dir}/{merchantId}.json` (one page of the schema, read as it
 //! streams by [`super::page`]) or `{merchantId}.ndjson` (a header line, then one entry per
 //! line), read on a blocking thread and handed over through a bounded channel so memory
-//! stays flat whatever the file size.
+//! stays flat whatever the file size. The merchants it lists are the files' stems
+//! ([`listing`]).
+
+mod listing;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -13,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batches::{Message, receive};
 use super::page::{Event, PageParser, PageReads, Progress, Sink};
 use super::validate::{EntryValidator, Header, parse_header};
-use super::{EntryStream, Source, SourceError, Window};
+use super::{EntryStream, MerchantPage, Source, SourceError, Window};
 use crate::domain::{Balance, Currency, Entry, Merchant, MerchantId};
 
 /// Entries per batch sent to the consumer.
@@ -112,6 +115,14 @@ impl Source for FileSource {
             opening_balances,
             entries,
         })
+    }
+
+    async fn list_merchants(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<MerchantPage, SourceError> {
+        self.merchant_page(cursor, limit).await
     }
 
     async fn ready(&self) -> Result<(), SourceError> {

@@ -1,8 +1,8 @@
 //! The source port: a merchant and its booked entries for a window, as a validated stream
-//! in ascending (`bookedAt`, `id`) order. Adapters: [`file`] (a directory of JSON / NDJSON
-//! files) and [`http`] (an upstream API paged by cursor). Every adapter validates with
-//! [`validate::EntryValidator`], so error messages (`entries[17].amount: expected integer`)
-//! are the same whatever the backend.
+//! in ascending (`bookedAt`, `id`) order, and the merchants the source holds, page by page.
+//! Adapters: [`file`] (a directory of JSON / NDJSON files) and [`http`] (an upstream API
+//! paged by cursor). Every adapter validates with [`validate::EntryValidator`], so error
+//! messages (`entries[17].amount: expected integer`) are the same whatever the backend.
 
 #[cfg(test)]
 pub mod contract;
@@ -55,6 +55,16 @@ pub struct EntryStream {
     pub entries: EntryBatches,
 }
 
+/// One page of the merchants a source lists, in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantPage {
+    /// The merchants of this page (at most the limit asked for, unless an upstream sends
+    /// more: see [`Source::list_merchants`]). No merchant appears twice in a page.
+    pub merchants: Vec<MerchantId>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// The source port.
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -62,6 +72,25 @@ pub trait Source: Send + Sync {
     async fn merchant(&self, id: &MerchantId) -> Result<Merchant, SourceError>;
     /// Opening balances at `window.from` and the entries inside the window.
     async fn entries(&self, id: &MerchantId, window: Window) -> Result<EntryStream, SourceError>;
+    /// A page of the merchants the source holds, after `cursor` (`None`: from the start), at
+    /// most `limit` (≥ 1) of them. Follow [`MerchantPage::next_cursor`] until it is `None` to
+    /// list every merchant once; cursors are opaque and only valid for the source that gave
+    /// them. A page may be empty (the last one, or a cursor past the end).
+    ///
+    /// - The file source lists the merchants of the directory's files, sorted by id, exactly
+    ///   `limit` a page but the last (a `limit` of 0 is taken as 1); its cursor is the last id
+    ///   of the page, anything that is not a merchant id is refused as
+    ///   [`SourceError::Invalid`].
+    /// - The HTTP source passes `limit` to the upstream as a hint and returns each page as the
+    ///   upstream sent it, longer ones included (cutting one short would lose the merchants
+    ///   between its end and the upstream's cursor); the order is the upstream's.
+    ///
+    /// Memory is bounded by the page, never by the number of merchants.
+    async fn list_merchants(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<MerchantPage, SourceError>;
     /// Answers when the backend answers.
     async fn ready(&self) -> Result<(), SourceError>;
 }

@@ -13,6 +13,8 @@ use crate::domain::{Currency, EntryType};
 use crate::source::contract::{self, Dataset, Harness, at, collect, everything, mid, window};
 use crate::source::fixture::{self, FixtureSpec};
 
+mod listing;
+
 /// Writes each dataset into a fresh directory in one format.
 struct FileHarness {
     root: tempfile::TempDir,
@@ -28,22 +30,33 @@ impl FileHarness {
             format,
         }
     }
-}
 
-#[async_trait]
-impl Harness for FileHarness {
-    async fn source_with(&self, data: &Dataset) -> Box<dyn Source> {
+    /// A fresh directory holding `data`, one file each.
+    fn dir_with(&self, data: &[Dataset]) -> PathBuf {
         let dir = self
             .root
             .path()
             .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
         std::fs::create_dir(&dir).unwrap();
-        let (name, text) = match self.format {
-            Format::Json => (format!("{}.json", data.merchant_id), data.json()),
-            Format::Ndjson => (format!("{}.ndjson", data.merchant_id), data.ndjson()),
-        };
-        std::fs::write(dir.join(name), text).unwrap();
-        Box::new(FileSource::new(dir))
+        for data in data {
+            let (name, text) = match self.format {
+                Format::Json => (format!("{}.json", data.merchant_id), data.json()),
+                Format::Ndjson => (format!("{}.ndjson", data.merchant_id), data.ndjson()),
+            };
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        dir
+    }
+}
+
+#[async_trait]
+impl Harness for FileHarness {
+    async fn source_with(&self, data: &Dataset) -> Box<dyn Source> {
+        Box::new(FileSource::new(self.dir_with(std::slice::from_ref(data))))
+    }
+
+    async fn source_with_all(&self, data: &[Dataset]) -> Box<dyn Source> {
+        Box::new(FileSource::new(self.dir_with(data)))
     }
 }
 

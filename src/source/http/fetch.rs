@@ -1,6 +1,7 @@
-//! Fetching one page: the request with its bearer token, what each status means, the body
-//! piece by piece with a bound on each wait, and retries of transient failures with backoff
-//! and `Retry-After`. No error it returns carries the token or the URL.
+//! Fetching one page (of a merchant's entries or of the merchant list): the request with its
+//! bearer token, what each status means, the body piece by piece with a bound on each wait,
+//! and retries of transient failures with backoff and `Retry-After`. No error it returns
+//! carries the token or the URL.
 
 use std::time::Duration;
 
@@ -36,9 +37,38 @@ impl From<SourceError> for Failure {
     }
 }
 
+/// What a request fetches: it names the request in logs and says what a 404 means.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Resource<'a> {
+    /// A page of this merchant's entries: 404 is an unknown merchant.
+    Entries(&'a MerchantId),
+    /// A page of the merchant list: 404 is a refused request like any other 4xx.
+    Merchants,
+}
+
+impl<'a> Resource<'a> {
+    fn merchant(self) -> Option<&'a str> {
+        match self {
+            Self::Entries(id) => Some(id.as_str()),
+            Self::Merchants => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Entries(_) => "entries",
+            Self::Merchants => "merchants",
+        }
+    }
+}
+
 impl HttpSource {
     /// Sends one request for `url`: the answer of a 2xx status, its body still to read.
-    pub(super) async fn request(&self, id: &MerchantId, url: &Url) -> Result<Response, Failure> {
+    pub(super) async fn request(
+        &self,
+        resource: Resource<'_>,
+        url: &Url,
+    ) -> Result<Response, Failure> {
         let mut request = self
             .client
             .get(url.clone())
@@ -63,7 +93,12 @@ impl HttpSource {
             return Ok(response);
         }
         Err(match status {
-            StatusCode::NOT_FOUND => Failure::Fatal(SourceError::UnknownMerchant(id.to_string())),
+            StatusCode::NOT_FOUND => match resource {
+                Resource::Entries(id) => {
+                    Failure::Fatal(SourceError::UnknownMerchant(id.to_string()))
+                }
+                Resource::Merchants => refused(code),
+            },
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Failure::Fatal(SourceError::Unavailable(format!(
                     "the source refused the credentials (HTTP {code})"
@@ -80,9 +115,7 @@ impl HttpSource {
             s if s.is_redirection() => Failure::Fatal(SourceError::Invalid(format!(
                 "the source answered with a redirect (HTTP {code}), which is not followed"
             ))),
-            _ => Failure::Fatal(SourceError::Invalid(format!(
-                "the source refused the request (HTTP {code})"
-            ))),
+            _ => refused(code),
         })
     }
 
@@ -113,7 +146,7 @@ impl HttpSource {
     /// Waits before retry number `*retries + 1` of a transient failure, or gives up.
     pub(super) async fn before_retry(
         &self,
-        id: &MerchantId,
+        resource: Resource<'_>,
         retries: &mut u32,
         reason: String,
         after: Option<Duration>,
@@ -130,7 +163,8 @@ impl HttpSource {
         };
         *retries += 1;
         tracing::warn!(
-            merchantId = %id,
+            resource = resource.name(),
+            merchantId = resource.merchant(),
             retry = *retries,
             of = self.options.max_retries,
             delay_ms = delay.as_millis() as u64,
@@ -140,6 +174,13 @@ impl HttpSource {
         tokio::time::sleep(delay).await;
         Ok(())
     }
+}
+
+/// A 4xx the upstream will answer again: not worth a retry.
+fn refused(code: u16) -> Failure {
+    Failure::Fatal(SourceError::Invalid(format!(
+        "the source refused the request (HTTP {code})"
+    )))
 }
 
 /// `initial * 2^retry`, capped, with "equal jitter" (a random point in the upper half) so

@@ -1,5 +1,6 @@
 //! The HTTP source adapter: `GET {base}/merchants/{merchantId}/entries?from=&to=&cursor=`
-//! against an upstream API that speaks the source schema one page at a time.
+//! against an upstream API that speaks the source schema one page at a time, and
+//! `GET {base}/merchants?cursor=&limit=` for the merchants it holds.
 //!
 //! - **Pages** are followed until `nextCursor` is null, each read as its body arrives
 //!   ([`super::page`]): entries are handed to the consumer in batches through a bounded
@@ -16,6 +17,11 @@
 //!   nothing is folded here, and an entry outside the window is a data error.
 //! - **Merchant**: [`Source::merchant`] asks for the empty window `from = to = now` and
 //!   reads the header of that single page, so no separate merchant endpoint is needed.
+//! - **Merchant list** ([`listing`]): [`Source::list_merchants`] is one
+//!   `GET {base}/merchants?[cursor=&]limit=` per page, read whole up to
+//!   [`MAX_MERCHANT_PAGE_BYTES`] and validated; the page is returned as the upstream sent it
+//!   (the limit is a hint to it), and a `nextCursor` equal to the cursor sent is refused.
+//!   There, 404 is a refused request like any other 4xx.
 //! - **Errors**: 404 is an unknown merchant; 401/403 mean the configured token was refused
 //!   (unavailable: fixing the credentials and retrying the job helps); any other 4xx or a
 //!   redirect is a refused request (invalid); 5xx, 408, 429, timeouts and broken
@@ -31,6 +37,7 @@
 //!   travels to another host.
 
 mod fetch;
+mod listing;
 #[cfg(test)]
 mod tests;
 
@@ -45,11 +52,13 @@ use reqwest::header::HeaderValue;
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
-use self::fetch::{Failure, describe};
+pub use self::listing::MAX_MERCHANT_PAGE_BYTES;
+
+use self::fetch::{Failure, Resource, describe};
 use super::batches::{Message, receive};
 use super::page::{PageParser, PageReads, Progress, Sink};
 use super::validate::{EntryValidator, Header};
-use super::{EntryStream, Source, SourceError, Window};
+use super::{EntryStream, MerchantPage, Source, SourceError, Window};
 use crate::config::Secret;
 use crate::domain::{Balance, Entry, Merchant, MerchantId};
 
@@ -111,9 +120,9 @@ impl fmt::Debug for HttpSource {
 }
 
 impl HttpSource {
-    /// A source reading `{base_url}/merchants/{merchantId}/entries`, with `token` sent as a
-    /// bearer token when given. `base_url` may carry a path prefix (with or without a
-    /// trailing slash) but no query.
+    /// A source reading `{base_url}/merchants/{merchantId}/entries` and
+    /// `{base_url}/merchants`, with `token` sent as a bearer token when given. `base_url` may
+    /// carry a path prefix (with or without a trailing slash) but no query.
     pub fn new(
         base_url: Url,
         token: Option<Secret>,
@@ -208,6 +217,7 @@ impl HttpSource {
         sink: &mut impl Flush,
     ) -> Result<Option<Option<String>>, SourceError> {
         let url = self.entries_url(id, window, cursor)?;
+        let resource = Resource::Entries(id);
         let mut reads = PageReads::default();
         let mut retries = 0_u32;
         loop {
@@ -223,7 +233,7 @@ impl HttpSource {
                     tokio::select! {
                         // Nobody waits any more: no retry.
                         () = sink.closed() => return Ok(None),
-                        waited = self.before_retry(id, &mut retries, reason, after) => waited?,
+                        waited = self.before_retry(resource, &mut retries, reason, after) => waited?,
                     }
                 }
             }
@@ -242,7 +252,7 @@ impl HttpSource {
         let mut response = tokio::select! {
             // Nobody waits any more: no request left running.
             () = sink.closed() => return Ok(ReadEnd::Stopped),
-            response = self.request(id, url) => response?,
+            response = self.request(Resource::Entries(id), url) => response?,
         };
         let mut parser = PageParser::new(id.clone());
         reads.begin();
@@ -379,15 +389,15 @@ enum ReadEnd {
 }
 
 /// A body that is not JSON at all: say it is the answer that is broken, not a field of it.
-fn not_json(e: SourceError) -> Failure {
-    Failure::Fatal(match e {
+fn not_json(e: SourceError) -> SourceError {
+    match e {
         SourceError::Invalid(message) if message.starts_with("invalid JSON") => {
             SourceError::Invalid(format!(
                 "the source answered with a body that is not JSON: {message}"
             ))
         }
         other => other,
-    })
+    }
 }
 
 /// A [`Sink`] that hands what it gathered over asynchronously, between pieces of a body.
@@ -539,6 +549,14 @@ impl Source for HttpSource {
             opening_balances,
             entries,
         })
+    }
+
+    async fn list_merchants(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<MerchantPage, SourceError> {
+        self.merchant_page(cursor, limit.max(1)).await
     }
 
     async fn ready(&self) -> Result<(), SourceError> {

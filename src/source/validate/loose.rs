@@ -8,13 +8,14 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::error::Category;
 
-use super::{BalanceParts, EntryParts, MerchantParts, invalid};
+use super::{BalanceParts, EntryParts, ListedParts, MerchantParts, invalid};
 use crate::source::SourceError;
 
 /// Every member name the schema knows. Values of other members are skipped unparsed, as the
 /// typed structs skip them, so an odd value in an unknown member is refused by neither path.
-const KNOWN_KEYS: [&str; 14] = [
+const KNOWN_KEYS: [&str; 15] = [
     "merchant",
+    "merchants",
     "openingBalances",
     "entries",
     "nextCursor",
@@ -312,6 +313,30 @@ pub(super) fn balances_parts(value: &Loose) -> Result<Vec<BalanceParts<'_>>, Sou
         });
     }
     Ok(parts)
+}
+
+/// A merchant list page's `merchants` items and its `nextCursor`.
+pub(super) fn listing_members(value: &Loose) -> Result<(&[Loose], Option<&str>), SourceError> {
+    let doc = object(value, "")?;
+    let items = match required(doc, "", "merchants", "array")? {
+        Loose::Array(items) => items,
+        other => return Err(not_an_array("merchants", other)),
+    };
+    let next_cursor = optional_string(doc, "", "nextCursor")?;
+    Ok((items, next_cursor))
+}
+
+/// The fields of item `path` (`merchants[3]`) of a merchant list page; `name` must be a
+/// string but is not kept.
+pub(super) fn listed_parts<'v>(
+    item: &'v Loose,
+    path: &str,
+) -> Result<ListedParts<'v>, SourceError> {
+    let m = object(item, path)?;
+    let id = required_string(m, path, "id")?;
+    required_string(m, path, "name")?;
+    let timezone = optional_string(m, path, "timezone")?;
+    Ok(ListedParts { id, timezone })
 }
 
 /// `nextCursor`: a string or null.

@@ -13,22 +13,26 @@
 //! what was wrong with it. Both paths end in the same semantic checks (here), and both refuse
 //! the same inputs: the typed path's rules (integer `i64`, strings, optional `reference`,
 //! repeated keys refused, unknown keys ignored) are spelled out again by the slow path.
+//!
+//! A page of the merchant list ([`parse_merchant_page`]) is small and read once per page, not
+//! once per entry: it takes the slow path alone, so there is one reading of it to keep right.
 
 mod loose;
 #[cfg(test)]
 mod tests;
 mod typed;
 
+use std::collections::HashMap;
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
 use self::loose::{
     Loose, balances_parts, cursor_part, entries_in_header, entry_parts, entry_path, explain, field,
-    header_parts, merchant_parts, not_an_array, object,
+    header_parts, json_error, listed_parts, listing_members, merchant_parts, not_an_array, object,
 };
 use self::typed::{RawBalance, RawEntry, RawHeaderDoc, RawMerchant, Str};
-use super::SourceError;
+use super::{MerchantPage, SourceError};
 use crate::domain::{Balance, Currency, Entry, EntryType, Locale, Merchant, MerchantId, Timezone};
 
 /// Longest entry id accepted, in characters.
@@ -374,6 +378,49 @@ pub fn parse_next_cursor(json: &[u8]) -> Result<Option<String>, SourceError> {
     }
 }
 
+/// Parses a page of the merchant list, `{"merchants": [{"id", "name", "timezone"}],
+/// "nextCursor": string | null}`: every `id` a merchant id, once in the page; `name` a
+/// string; `timezone`, when present and not null, an IANA zone; `nextCursor` absent or null
+/// on the last page. Other members are ignored, a member given twice is refused. Only the
+/// ids are kept.
+pub fn parse_merchant_page(json: &[u8]) -> Result<MerchantPage, SourceError> {
+    let value = serde_json::from_slice::<Loose>(json).map_err(|syntax| {
+        SourceError::Invalid(format!("invalid JSON ({})", json_error(&syntax)))
+    })?;
+    let (items, next_cursor) = listing_members(&value)?;
+    let mut merchants = Vec::with_capacity(items.len());
+    // Where each id was first met, to name both places of a repeated one.
+    let mut first_at: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let item = listed_parts(item, &format!("merchants[{i}]"))?;
+        // Merchant ids may be shown (quoted and cut): they are not entry data.
+        let id = MerchantId::parse(item.id).map_err(|_| {
+            invalid(
+                format!("merchants[{i}].id"),
+                format!(
+                    "expected a merchant id ([A-Za-z0-9_-]{{1,64}}), found {}",
+                    quoted(item.id)
+                ),
+            )
+        })?;
+        if let Some(first) = first_at.insert(item.id, i) {
+            return Err(invalid(
+                format!("merchants[{i}].id"),
+                format!("repeated merchant id (first at merchants[{first}])"),
+            ));
+        }
+        if let Some(raw) = item.timezone {
+            Timezone::parse(raw)
+                .map_err(|_| invalid(format!("merchants[{i}].timezone"), "unknown time zone"))?;
+        }
+        merchants.push(id);
+    }
+    Ok(MerchantPage {
+        merchants,
+        next_cursor: next_cursor.map(str::to_owned),
+    })
+}
+
 /// The error for an `entries` member whose value (`json`) is not an array.
 pub fn entries_not_an_array(json: &[u8]) -> SourceError {
     match serde_json::from_slice::<Loose>(json) {
@@ -403,6 +450,12 @@ struct MerchantParts<'a> {
     name: &'a str,
     timezone: Option<&'a str>,
     locale: Option<&'a str>,
+}
+
+/// One item of a merchant list page (its `name`, a string, is not kept).
+struct ListedParts<'a> {
+    id: &'a str,
+    timezone: Option<&'a str>,
 }
 
 struct BalanceParts<'a> {

@@ -1,6 +1,7 @@
 //! Tests of the HTTP source against a fake upstream ([`Upstream`]) served by axum on a
-//! local port: [`paging`] (the contract, cursors, windows, cancellation, configuration)
-//! and [`requests`] (credentials, status codes, retries, timeouts, bodies).
+//! local port: [`paging`] (the contract, cursors, windows, cancellation, configuration),
+//! [`requests`] (credentials, status codes, retries, timeouts, bodies) and [`listing`] (the
+//! merchant list).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use super::*;
 use crate::domain::Entry;
 use crate::source::contract::{self, Dataset, Harness, collect, entry_json, mid, window};
 
+mod listing;
 mod paging;
 mod requests;
 
@@ -37,9 +39,13 @@ enum Reply {
     BreakAfter(usize),
     /// The normal answer with `entries` before the header members.
     EntriesFirst,
+    /// This 200 body verbatim, sent in pieces without a `Content-Length`.
+    Chunked(String),
 }
 
-/// The fake upstream's state: datasets from memory, served in pages of `page_size`.
+/// The fake upstream's state: sets of datasets from memory, each set under its own base path
+/// (`/{set}/`), entries served in pages of `page_size`, the merchant list in pages of the
+/// `limit` asked for, sorted by id, with the last id listed as the cursor.
 ///
 /// Where the file and HTTP adapters legitimately differ: the file adapter folds entries
 /// before the window into the opening balances itself, while the HTTP adapter asks the
@@ -47,7 +53,7 @@ enum Reply {
 /// upstream would), so the very same contract suite holds for both adapters.
 struct Upstream {
     page_size: usize,
-    sets: Mutex<Vec<Dataset>>,
+    sets: Mutex<Vec<Vec<Dataset>>>,
     /// Required `Authorization` value; a request without it gets 401.
     token: Option<String>,
     /// Answers of the next requests, in order; then `forever`, then normal service.
@@ -55,7 +61,7 @@ struct Upstream {
     forever: Option<Reply>,
     /// Serve every entry whatever the window (a misbehaving upstream).
     no_cut: bool,
-    /// `entries` requests received.
+    /// Requests received (entries and merchant list pages).
     requests: AtomicUsize,
     /// Raw query strings received, in order.
     queries: Mutex<Vec<String>>,
@@ -88,6 +94,7 @@ impl Upstream {
         let app = Router::new()
             .route("/", get(|| async { "fake upstream" }))
             .route("/{set}/merchants/{id}/entries", get(serve))
+            .route("/{set}/merchants", get(serve_merchants))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -115,11 +122,11 @@ impl Drop for Fake {
 }
 
 impl Fake {
-    /// Registers `data`; the base URL serving it (alternately with a trailing slash, so
-    /// both spellings of a base path are exercised).
-    fn add(&self, data: &Dataset) -> Url {
+    /// Registers a set of `data`; the base URL serving it (alternately with a trailing
+    /// slash, so both spellings of a base path are exercised).
+    fn add(&self, data: &[Dataset]) -> Url {
         let mut sets = self.state.sets.lock().unwrap();
-        sets.push(data.clone());
+        sets.push(data.to_vec());
         let n = sets.len() - 1;
         let slash = if n.is_multiple_of(2) { "" } else { "/" };
         Url::parse(&format!("http://{}/{n}{slash}", self.addr)).unwrap()
@@ -128,6 +135,15 @@ impl Fake {
     fn source(
         &self,
         data: &Dataset,
+        token: Option<&str>,
+        options: HttpSourceOptions,
+    ) -> HttpSource {
+        self.source_all(std::slice::from_ref(data), token, options)
+    }
+
+    fn source_all(
+        &self,
+        data: &[Dataset],
         token: Option<&str>,
         options: HttpSourceOptions,
     ) -> HttpSource {
@@ -148,15 +164,16 @@ fn fast() -> HttpSourceOptions {
     }
 }
 
-async fn serve(
-    State(up): State<Arc<Upstream>>,
-    Path((set, id)): Path<(usize, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> AxumResponse {
+/// What every route does first: counts and records the request, answers with the scripted
+/// reply when it replaces the answer, and refuses a missing or wrong token. `Ok`: the scripted
+/// reply that shapes the normal answer, if any.
+async fn preamble(
+    up: &Upstream,
+    query: &str,
+    headers: &HeaderMap,
+) -> Result<Option<Reply>, AxumResponse> {
     up.requests.fetch_add(1, Ordering::SeqCst);
-    let query = query.unwrap_or_default();
-    up.queries.lock().unwrap().push(query.clone());
+    up.queries.lock().unwrap().push(query.to_owned());
     let scripted = up.script.lock().unwrap().pop_front();
     let scripted = scripted.or_else(|| up.forever.clone());
     match scripted.clone() {
@@ -167,10 +184,20 @@ async fn serve(
                     .headers_mut()
                     .insert(header::RETRY_AFTER, after.parse().unwrap());
             }
-            return response;
+            return Err(response);
         }
         Some(Reply::Sleep(pause)) => tokio::time::sleep(pause).await,
-        Some(Reply::Body(body)) => return body.into_response(),
+        Some(Reply::Body(body)) => return Err(body.into_response()),
+        Some(Reply::Chunked(body)) => {
+            let pieces = body
+                .into_bytes()
+                .chunks(1 << 16)
+                .map(|piece| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(piece)))
+                .collect::<Vec<_>>();
+            return Err(
+                axum::body::Body::from_stream(futures::stream::iter(pieces)).into_response()
+            );
+        }
         Some(Reply::BreakAfter(_) | Reply::EntriesFirst) | None => {}
     }
     if let Some(token) = &up.token {
@@ -178,12 +205,49 @@ async fn serve(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         if sent != Some(token.as_str()) {
-            return AxumStatus::UNAUTHORIZED.into_response();
+            return Err(AxumStatus::UNAUTHORIZED.into_response());
         }
     }
-    let data = match up.sets.lock().unwrap().get(set) {
-        Some(data) if data.merchant_id == id => data.clone(),
-        _ => return AxumStatus::NOT_FOUND.into_response(),
+    Ok(scripted)
+}
+
+/// `body` as a 200 that announces its whole length and breaks off after `n` bytes.
+fn broken_off(body: String, n: usize) -> AxumResponse {
+    let length = body.len();
+    let prefix = bytes::Bytes::from(body.into_bytes()).slice(..n);
+    let pieces = futures::stream::iter([
+        Ok(prefix),
+        Err(std::io::Error::other("the upstream broke off")),
+    ]);
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        axum::body::Body::from_stream(pieces),
+    )
+        .into_response()
+}
+
+async fn serve(
+    State(up): State<Arc<Upstream>>,
+    Path((set, id)): Path<(usize, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> AxumResponse {
+    let query = query.unwrap_or_default();
+    let scripted = match preamble(&up, &query, &headers).await {
+        Ok(scripted) => scripted,
+        Err(response) => return response,
+    };
+    let found = up
+        .sets
+        .lock()
+        .unwrap()
+        .get(set)
+        .and_then(|set| set.iter().find(|data| data.merchant_id == id).cloned());
+    let Some(data) = found else {
+        return AxumStatus::NOT_FOUND.into_response();
     };
     let mut from = None;
     let mut to = None;
@@ -227,21 +291,60 @@ async fn serve(
         _ => format!("{head},\"entries\":[{page}],\"nextCursor\":{next}}}"),
     };
     if let Some(Reply::BreakAfter(n)) = scripted {
-        // The length announced is the whole body's; the connection ends before it.
-        let length = body.len();
-        let prefix = bytes::Bytes::from(body.into_bytes()).slice(..n);
-        let pieces = futures::stream::iter([
-            Ok(prefix),
-            Err(std::io::Error::other("the upstream broke off")),
-        ]);
-        return (
-            [
-                (header::CONTENT_TYPE, "application/json".to_owned()),
-                (header::CONTENT_LENGTH, length.to_string()),
-            ],
-            axum::body::Body::from_stream(pieces),
-        )
-            .into_response();
+        return broken_off(body, n);
+    }
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `GET /{set}/merchants?[cursor=]&limit=`: the set's merchants sorted by id, after the
+/// cursor (the last id of the previous page), `limit` of them.
+async fn serve_merchants(
+    State(up): State<Arc<Upstream>>,
+    Path(set): Path<usize>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> AxumResponse {
+    let query = query.unwrap_or_default();
+    let scripted = match preamble(&up, &query, &headers).await {
+        Ok(scripted) => scripted,
+        Err(response) => return response,
+    };
+    let Some(mut data) = up.sets.lock().unwrap().get(set).cloned() else {
+        return AxumStatus::NOT_FOUND.into_response();
+    };
+    let mut cursor = None;
+    let mut limit = None;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "cursor" => cursor = Some(value.into_owned()),
+            "limit" => match value.parse::<u32>() {
+                Ok(n) if n >= 1 => limit = Some(n),
+                _ => return AxumStatus::BAD_REQUEST.into_response(),
+            },
+            _ => return AxumStatus::BAD_REQUEST.into_response(),
+        }
+    }
+    let Some(limit) = limit else {
+        return AxumStatus::BAD_REQUEST.into_response();
+    };
+    data.sort_by(|a, b| a.merchant_id.cmp(&b.merchant_id));
+    let rest: Vec<&Dataset> = data
+        .iter()
+        .filter(|d| cursor.as_deref().is_none_or(|c| d.merchant_id.as_str() > c))
+        .collect();
+    let page = &rest[..rest.len().min(limit as usize)];
+    let next = if rest.len() > page.len() {
+        page.last().map(|d| d.merchant_id.clone())
+    } else {
+        None
+    };
+    let merchants: Vec<serde_json::Value> = page
+        .iter()
+        .map(|d| serde_json::json!({"id": d.merchant_id, "name": d.name, "timezone": d.timezone}))
+        .collect();
+    let body = serde_json::json!({"merchants": merchants, "nextCursor": next}).to_string();
+    if let Some(Reply::BreakAfter(n)) = scripted {
+        return broken_off(body, n);
     }
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -310,6 +413,10 @@ struct HttpHarness {
 impl Harness for HttpHarness {
     async fn source_with(&self, data: &Dataset) -> Box<dyn Source> {
         Box::new(self.fake.source(data, None, fast()))
+    }
+
+    async fn source_with_all(&self, data: &[Dataset]) -> Box<dyn Source> {
+        Box::new(self.fake.source_all(data, None, fast()))
     }
 }
 
