@@ -19,6 +19,7 @@ use crate::notify::Notifier;
 use crate::storage::ObjectStorage;
 use crate::store::JobStore;
 use crate::store::node_ids::NodeId;
+use crate::worker::batches::{BatchRunner, BatchSettings};
 use crate::worker::{Worker, WorkerSettings};
 
 /// Where the embedded dev signing key lives inside the data dir.
@@ -154,10 +155,12 @@ pub async fn run(
     ];
 
     let node = NodeId::acquire(config.node_id, store.clone(), shutdown.clone()).await?;
-    let api_state = if config.roles.api {
-        let verifier = Arc::new(verifier(&config, &shutdown).await?);
+    // One generator per process: the api's ledgers and batches and the worker's batch
+    // members take ids from it, so they never collide.
+    let ids = Arc::new(Snowflake::new(node.id)?);
+    let authz = if config.roles.api || config.roles.worker {
         let grants = Arc::new(StoreGrants(store.clone()));
-        let authz = Arc::new(match &config.redis {
+        Some(Arc::new(match &config.redis {
             None => Authorizer::new(grants, config.policy_cache_ttl),
             Some(server) => Authorizer::with_redis_config(
                 grants,
@@ -167,51 +170,69 @@ pub async fn run(
                 shutdown.clone(),
             )
             .map_err(|e| anyhow::anyhow!("APP_ENV_REDIS_URL: {e}"))?,
-        });
-        checks.push(Check::new("auth", verifier.clone()));
-        Some(AppState {
-            store: store.clone(),
-            queue: queue.clone(),
-            storage: storage.clone(),
-            notifier: notifier.clone(),
-            keyring: keyring.clone(),
-            verifier,
-            authz,
-            ids: Arc::new(Snowflake::new(node.id)?),
-            shutdown: shutdown.clone(),
-            ws: api::ws::WsSettings {
-                ping_interval: config.ws_ping_interval,
-                token_leeway: config.auth_leeway,
-                replay_max_age: config.ws_replay_max_age,
-                max_sockets_per_subject: config.ws_max_sockets_per_subject,
-            },
-            ws_sockets: api::ws::SocketCounts::default(),
-        })
+        }))
     } else {
         None
     };
+    let api_state = match (&authz, config.roles.api) {
+        (Some(authz), true) => {
+            let verifier = Arc::new(verifier(&config, &shutdown).await?);
+            checks.push(Check::new("auth", verifier.clone()));
+            Some(AppState {
+                store: store.clone(),
+                queue: queue.clone(),
+                storage: storage.clone(),
+                notifier: notifier.clone(),
+                keyring: keyring.clone(),
+                verifier,
+                authz: authz.clone(),
+                ids: ids.clone(),
+                shutdown: shutdown.clone(),
+                ws: api::ws::WsSettings {
+                    ping_interval: config.ws_ping_interval,
+                    token_leeway: config.auth_leeway,
+                    replay_max_age: config.ws_replay_max_age,
+                    max_sockets_per_subject: config.ws_max_sockets_per_subject,
+                },
+                ws_sockets: api::ws::SocketCounts::default(),
+            })
+        }
+        _ => None,
+    };
 
-    let worker = if config.roles.worker {
-        let source = crate::source::open(&config.source)?;
-        checks.push(Check::new("source", source.clone()));
-        Some(Worker {
-            store: store.clone(),
-            queue,
-            storage,
-            source,
-            notifier,
-            keyring,
-            settings: WorkerSettings {
-                job_timeout: config.job_timeout,
-                sweep_interval: config.sweep_interval,
-                max_attempts: config.max_attempts,
-                concurrency: config.worker_consumers(),
-                shutdown_timeout: config.shutdown_timeout,
-                job_deadline: config.job_deadline,
-            },
-        })
-    } else {
-        None
+    let (worker, batches) = match (&authz, config.roles.worker) {
+        (Some(authz), true) => {
+            let source = crate::source::open(&config.source)?;
+            checks.push(Check::new("source", source.clone()));
+            let batches = BatchRunner {
+                store: store.clone(),
+                queue: queue.clone(),
+                source: source.clone(),
+                notifier: notifier.clone(),
+                authz: authz.clone(),
+                ids: ids.clone(),
+                holder: uuid::Uuid::new_v4().to_string(),
+                settings: BatchSettings::default(),
+            };
+            let worker = Worker {
+                store: store.clone(),
+                queue,
+                storage,
+                source,
+                notifier,
+                keyring,
+                settings: WorkerSettings {
+                    job_timeout: config.job_timeout,
+                    sweep_interval: config.sweep_interval,
+                    max_attempts: config.max_attempts,
+                    concurrency: config.worker_consumers(),
+                    shutdown_timeout: config.shutdown_timeout,
+                    job_deadline: config.job_deadline,
+                },
+            };
+            (Some(worker), Some(batches))
+        }
+        _ => (None, None),
     };
 
     let ops = OpsState {
@@ -233,6 +254,10 @@ pub async fn run(
         let stop = shutdown.clone();
         tokio::spawn(async move { w.run(stop).await })
     });
+    let batch_task = batches.map(|b| {
+        let stop = shutdown.clone();
+        tokio::spawn(async move { b.run(stop).await })
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let stop = shutdown.clone();
         async move { stop.cancelled().await }
@@ -244,6 +269,11 @@ pub async fn run(
             Ok(Err(e)) => tracing::error!(error = %e, "the worker stopped with an error"),
             Err(e) => tracing::error!(error = %e, "the worker panicked"),
         }
+    }
+    if let Some(task) = batch_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "the batch runner panicked");
     }
     node.release().await;
     served.context("serving HTTP")?;

@@ -25,7 +25,7 @@ pub use super::views::{FailureReasonView, LedgerPage, LedgerView, Timeline, view
 use crate::auth::{Caller, Permission};
 use crate::domain::ledger::parse_wire;
 use crate::domain::{
-    Format, InvalidInput, Ledger, LedgerId, LedgerType, MerchantId, Period, Status, Timezone,
+    Format, InvalidInput, Ledger, LedgerType, MerchantId, Period, Status, Timezone,
 };
 use crate::usecases::ledgers::{
     AuditRead, CreateRequest, Created, Idempotency, ListFilter, Replies, Requeue,
@@ -88,7 +88,7 @@ fn queued(result: Result<Ledger, LedgerError>) -> Result<Response, ApiError> {
     Ok(accepted(&result?))
 }
 
-fn string_field<'a>(
+pub(super) fn string_field<'a>(
     body: &'a Map<String, Value>,
     name: &str,
 ) -> Result<Option<&'a str>, InvalidInput> {
@@ -99,7 +99,10 @@ fn string_field<'a>(
     }
 }
 
-fn required<'a>(body: &'a Map<String, Value>, name: &str) -> Result<&'a str, InvalidInput> {
+pub(super) fn required<'a>(
+    body: &'a Map<String, Value>,
+    name: &str,
+) -> Result<&'a str, InvalidInput> {
     string_field(body, name)?.ok_or_else(|| InvalidInput::new(name, "is required"))
 }
 
@@ -136,7 +139,7 @@ fn create_request(body: &Map<String, Value>) -> Result<CreateRequest, InvalidInp
     )
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(raw) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -344,11 +347,13 @@ async fn events(
     Ok(Json(Timeline { items }))
 }
 
-fn encode_cursor(id: LedgerId) -> String {
+/// The opaque `nextCursor` of a page that ends at `id` (a ledger's or a batch's).
+pub(super) fn encode_cursor(id: impl std::fmt::Display) -> String {
     URL_SAFE_NO_PAD.encode(format!("v1:{id}"))
 }
 
-fn decode_cursor(raw: &str) -> Result<LedgerId, InvalidInput> {
+/// The id an [`encode_cursor`] cursor ends at.
+pub(super) fn decode_cursor<T: std::str::FromStr>(raw: &str) -> Result<T, InvalidInput> {
     let bad = || InvalidInput::new("cursor", "not a cursor returned by this API");
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;

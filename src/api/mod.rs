@@ -3,6 +3,7 @@
 //! the edge, call the use cases ([`crate::usecases`]), which check access, and answer their
 //! results as views ([`views`]) and their errors as [`ApiError`].
 
+pub mod batches;
 pub mod download;
 pub mod error;
 pub mod extract;

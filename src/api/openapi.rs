@@ -36,6 +36,7 @@ use super::state::AppState;
     )),
     tags(
         (name = "ledgers", description = "Merchant ledgers: create, list, read, download, retry, regenerate, delete"),
+        (name = "batches", description = "Many merchants' ledgers at once: create a batch, follow its counts, page its ledgers"),
         (name = "live", description = "Status events over WebSocket"),
         (name = "meta", description = "This document"),
         (name = "operations", description = "Liveness, readiness and metrics, outside the base path and without authentication"),

@@ -10,6 +10,7 @@ use super::state::AppState;
 pub fn resources() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(super::ledgers::routes())
+        .merge(super::batches::routes())
         .merge(super::download::routes())
         .merge(super::ws::routes())
 }

@@ -181,6 +181,8 @@ pub struct Tally {
     pub open: u64,
     /// Members (existing ones included) REJECTED.
     pub rejected: u64,
+    /// When a member last changed status: once none is open, when the batch finished.
+    pub last_change: Option<DateTime<Utc>>,
 }
 
 impl Tally {
@@ -198,6 +200,18 @@ impl Tally {
             Status::Rejected => self.rejected += n,
             Status::Pending | Status::Processing => self.open += n,
         }
+    }
+
+    /// Notes that a member changed status at `at`.
+    pub fn changed_at(&mut self, at: DateTime<Utc>) {
+        self.last_change = self.last_change.max(Some(at));
+    }
+
+    /// When the batch finished, if it has: when its last member ended (its creation for a
+    /// batch of none).
+    pub fn finished_at(&self, expanding: bool, created_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        (self.status(expanding) != BatchStatus::Running)
+            .then(|| self.last_change.unwrap_or(created_at).max(created_at))
     }
 
     /// The batch's status: `RUNNING` while members are being added or any is open.

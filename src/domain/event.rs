@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{LedgerId, MerchantId, Stage, Status};
+use super::{BatchCounts, BatchId, BatchStatus, LedgerId, MerchantId, Stage, Status};
 
 /// A status change, published after the store recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -51,6 +51,26 @@ pub struct ProgressEvent {
     pub at: DateTime<Utc>,
 }
 
+/// Progress of a batch (SPEC §11): sent to its creator's sockets and to those of callers
+/// who may read every merchant, at most a few times a second.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchProgressEvent {
+    /// The batch.
+    #[schema(value_type = String, pattern = "^[1-9][0-9]{0,18}$")]
+    pub batch_id: BatchId,
+    /// Its status now.
+    pub status: BatchStatus,
+    /// Members so far.
+    pub total: u64,
+    /// Members by state, as `GET /batches/{id}` counts them.
+    pub counts: BatchCounts,
+    /// The creator's subject, for routing.
+    pub created_by: String,
+    /// When it was counted.
+    pub at: DateTime<Utc>,
+}
+
 /// An event on the status bus, serialised as the wire JSON documented in docs/api.md.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event")]
@@ -61,22 +81,27 @@ pub enum Event {
     /// `ledger.progress`.
     #[serde(rename = "ledger.progress")]
     Progress(ProgressEvent),
+    /// `batch.progress`.
+    #[serde(rename = "batch.progress")]
+    BatchProgress(BatchProgressEvent),
 }
 
 impl Event {
-    /// The merchant the event belongs to.
-    pub fn merchant_id(&self) -> &MerchantId {
+    /// The merchant a ledger's event belongs to; `None` for a batch's.
+    pub fn merchant_id(&self) -> Option<&MerchantId> {
         match self {
-            Event::Status(e) => &e.merchant_id,
-            Event::Progress(e) => &e.merchant_id,
+            Event::Status(e) => Some(&e.merchant_id),
+            Event::Progress(e) => Some(&e.merchant_id),
+            Event::BatchProgress(_) => None,
         }
     }
 
-    /// The ledger the event belongs to.
-    pub fn ledger_id(&self) -> LedgerId {
+    /// The ledger a ledger's event belongs to; `None` for a batch's.
+    pub fn ledger_id(&self) -> Option<LedgerId> {
         match self {
-            Event::Status(e) => e.ledger_id,
-            Event::Progress(e) => e.ledger_id,
+            Event::Status(e) => Some(e.ledger_id),
+            Event::Progress(e) => Some(e.ledger_id),
+            Event::BatchProgress(_) => None,
         }
     }
 }

@@ -103,9 +103,17 @@ impl Notifier {
     pub async fn publish(&self, event: &Event) {
         if let Err(e) = self.bus.publish(event).await {
             metrics::counter!("ledger_ws_emit_failures_total").increment(1);
+            let (ledger, merchant) = match event {
+                Event::Status(e) => (e.ledger_id, &e.merchant_id),
+                Event::Progress(e) => (e.ledger_id, &e.merchant_id),
+                Event::BatchProgress(b) => {
+                    tracing::warn!(batchId = %b.batch_id, error = %e, "[notifyBatchProgress] emitter not ready");
+                    return;
+                }
+            };
             tracing::warn!(
-                ledgerId = %event.ledger_id(),
-                merchantId = %event.merchant_id(),
+                ledgerId = %ledger,
+                merchantId = %merchant,
                 error = %e,
                 "[notifyJobStatus] emitter not ready"
             );
@@ -191,7 +199,7 @@ pub mod contract {
                     .await
                     .unwrap()
                     .unwrap();
-                if event.ledger_id() != LedgerId::from_i64(41) {
+                if event.ledger_id() != Some(LedgerId::from_i64(41)) {
                     heard.push(event);
                 }
             }

@@ -162,13 +162,15 @@ pub trait BatchStore: Send + Sync {
     /// Batches whose last published status is RUNNING, oldest first.
     async fn running_batches(&self, limit: u32) -> Result<Vec<Published>, StoreError>;
     /// Records a new publication of `id` if the last is still `seq`; false when another
-    /// process published in between (it publishes, not this one).
+    /// process published in between (it publishes, not this one). `finished_at` is kept
+    /// unless `status` is RUNNING (`None`: now).
     async fn record_batch_progress(
         &self,
         id: BatchId,
         seq: i64,
         status: BatchStatus,
         counts: &BatchCounts,
+        finished_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
     /// Re-opens (RUNNING) the finished batches `ledger` is a member of: it was queued again.

@@ -447,6 +447,11 @@ impl Ledgers {
                 requeue.store_change(),
             )
             .await?;
+        // Queued again: a finished batch it belongs to runs again (SPEC §11). The ledger's
+        // change is made; a batch left showing finished is reported, not undone.
+        if let Err(e) = self.store.reopen_batches(ledger.id, Utc::now()).await {
+            tracing::error!(target: "ledger::api::ledgers", ledgerId = %ledger.id, error = %e, "re-opening the batches of a requeued ledger failed");
+        }
         self.enqueue_or_reject(ledger, None).await
     }
 

@@ -3,8 +3,10 @@
 //! ports (store, queue, notifier, vault) and answer domain values or a [`LedgerError`];
 //! nothing here knows HTTP.
 
+pub mod batches;
 pub mod ledgers;
 
+pub use batches::Batches;
 pub use ledgers::Ledgers;
 
 use crate::auth::{AccessError, Permission};

@@ -2,6 +2,7 @@
 //! recovery sweep. Owns no state of its own: the store's claim and the attempt number
 //! (the fencing token) decide who may write what.
 
+pub mod batches;
 pub mod pipeline;
 pub mod sweep;
 

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api_errors;
+mod batches;
 mod cli;
 mod deploy;
 mod documents;

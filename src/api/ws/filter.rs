@@ -7,7 +7,7 @@ use super::frames::{
     ErrorFrame, ErrorFrameDetail, ServerFrame, SubscribedFrame, UnsubscribedFrame, frame,
 };
 use crate::auth::MerchantScope;
-use crate::domain::MerchantId;
+use crate::domain::{Event, MerchantId};
 
 /// Merchants one client's subscription, or its unsubscriptions, may hold: without a cap a
 /// client of a platform admin (every merchant readable) could grow them without bound, one
@@ -31,6 +31,18 @@ impl Filter {
             scope,
             only: None,
             excluded: BTreeSet::new(),
+        }
+    }
+
+    /// Whether the client of `subject` gets `event`: a ledger's when it wants the
+    /// merchant; a batch's when it is the batch's creator's or may read every merchant
+    /// (SPEC §11), whatever it subscribed to.
+    pub(super) fn wants_event(&self, event: &Event, subject: &str) -> bool {
+        match event {
+            Event::BatchProgress(b) => {
+                b.created_by == subject || matches!(self.scope, MerchantScope::All)
+            }
+            other => other.merchant_id().is_some_and(|m| self.wants(m)),
         }
     }
 

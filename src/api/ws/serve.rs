@@ -14,7 +14,7 @@ use super::session::{self, Session, first_frame, refuse};
 use super::{CLOSE_INTERNAL, CLOSE_PATIENCE, CLOSE_TOO_MANY, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED};
 use crate::api::state::AppState;
 use crate::auth::{Caller, MerchantScope};
-use crate::domain::Event;
+use crate::domain::{BatchStatus, Event};
 
 /// Frames waiting for one client's socket.
 const CLIENT_QUEUE: usize = 256;
@@ -237,7 +237,7 @@ pub(super) async fn serve(
             },
             event = events.recv() => match event {
                 Ok(event) => {
-                    if !filter.wants(event.merchant_id()) {
+                    if !filter.wants_event(&event, &caller.subject) {
                         continue;
                     }
                     let text = match serde_json::to_string(&event) {
@@ -253,7 +253,11 @@ pub(super) async fn serve(
                                 // The next progress frame carries newer counts.
                                 metrics::counter!("ledger_ws_frames_dropped_total").increment(1);
                             }
-                            Event::Status(_) => break Some(slow(caller)),
+                            Event::BatchProgress(b) if b.status == BatchStatus::Running => {
+                                // Likewise, until the batch's last one.
+                                metrics::counter!("ledger_ws_frames_dropped_total").increment(1);
+                            }
+                            Event::Status(_) | Event::BatchProgress(_) => break Some(slow(caller)),
                         }
                     }
                 }

@@ -316,13 +316,13 @@ pub(super) async fn batches(store: &dyn JobStore) {
     let status = tally.status(false);
     assert!(
         store
-            .record_batch_progress(mine.batch.id, mine.seq, status, &tally.counts, now)
+            .record_batch_progress(mine.batch.id, mine.seq, status, &tally.counts, None, now)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_batch_progress(mine.batch.id, mine.seq, status, &tally.counts, now)
+            .record_batch_progress(mine.batch.id, mine.seq, status, &tally.counts, None, now)
             .await
             .unwrap(),
         "a second publication over the same one loses"

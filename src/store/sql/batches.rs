@@ -2,7 +2,7 @@
 //! the leased expansion that adds members chunk by chunk, and the progress last published.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 
 use super::ledgers::{Undone, explain, insert_many};
 use super::{Arg, Dialect, Driver, LEDGER_COLUMNS, SqlStore, args};
@@ -108,19 +108,22 @@ impl<D: Dialect> SqlStore<D> {
     }
 
     async fn tally(&self, id: BatchId) -> Result<Tally, StoreError> {
-        let rows: Vec<(bool, String, i64)> = self
+        let rows: Vec<(bool, String, i64, i64)> = self
             .fetch_all(
-                "SELECT m.existing, l.status, COUNT(*) FROM batch_members m \
+                "SELECT m.existing, l.status, COUNT(*), MAX(l.updated_at) FROM batch_members m \
                  JOIN ledgers l ON l.id = m.ledger_id WHERE m.batch_id = $1 \
                  GROUP BY m.existing, l.status",
                 args![id.as_i64()],
             )
             .await?;
         let mut tally = Tally::default();
-        for (existing, status, n) in rows {
+        for (existing, status, n, last) in rows {
             let status = Status::parse(&status)
                 .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
             tally.add(existing, status, u64::try_from(n).unwrap_or(0));
+            if let Some(at) = Utc.timestamp_millis_opt(last).single() {
+                tally.changed_at(at);
+            }
         }
         Ok(tally)
     }
@@ -406,17 +409,19 @@ impl<D: Dialect> BatchStore for SqlStore<D> {
         seq: i64,
         status: BatchStatus,
         counts: &BatchCounts,
+        finished_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let n = |v: u64| Arg::Int(i64::try_from(v).unwrap_or(i64::MAX));
-        let finished = (status != BatchStatus::Running).then_some(now);
+        let finished = match status {
+            BatchStatus::Running => None,
+            _ => Some(finished_at.unwrap_or(now)),
+        };
         let changed = self
             .execute_relaxed(
                 "UPDATE batches SET status = $1, n_pending = $2, n_processing = $3, \
                  n_completed = $4, n_rejected = $5, n_existing = $6, \
-                 progress_seq = progress_seq + 1, updated_at = $7, \
-                 finished_at = CASE WHEN $1 = 'RUNNING' THEN NULL \
-                 ELSE COALESCE(finished_at, $7) END \
+                 progress_seq = progress_seq + 1, updated_at = $7, finished_at = $10 \
                  WHERE id = $8 AND progress_seq = $9",
                 vec![
                     Arg::Text(status.as_str().to_owned()),
@@ -425,9 +430,10 @@ impl<D: Dialect> BatchStore for SqlStore<D> {
                     n(counts.completed),
                     n(counts.rejected),
                     n(counts.existing),
-                    Arg::Int(finished.unwrap_or(now).timestamp_millis()),
+                    Arg::Int(now.timestamp_millis()),
                     Arg::Int(id.as_i64()),
                     Arg::Int(seq),
+                    Arg::OptInt(finished.map(|t| t.timestamp_millis())),
                 ],
             )
             .await?;

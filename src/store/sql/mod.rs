@@ -47,6 +47,8 @@ pub enum Arg {
     Text(String),
     /// Nullable TEXT.
     OptText(Option<String>),
+    /// Nullable BIGINT / INTEGER.
+    OptInt(Option<i64>),
     /// BOOLEAN (an INTEGER 0/1 in SQLite).
     Bool(bool),
 }
@@ -164,6 +166,7 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> bool: Encode<'q, DB> + Type<DB>,
 {
     fn arguments<'q>(args: Args) -> Result<Self::Arguments<'q>, BoxDynError> {
@@ -173,6 +176,7 @@ where
                 Arg::Int(v) => out.add(v)?,
                 Arg::Text(v) => out.add(v)?,
                 Arg::OptText(v) => out.add(v)?,
+                Arg::OptInt(v) => out.add(v)?,
                 Arg::Bool(v) => out.add(v)?,
             }
         }

@@ -187,6 +187,7 @@ async fn a_job_emits_status_and_monotonic_progress_per_phase() {
         match event {
             Event::Status(s) => statuses.push(s.status),
             Event::Progress(p) => phases.push((p.phase, p.rows_done)),
+            Event::BatchProgress(b) => panic!("a ledger's pipeline published {b:?}"),
         }
     }
     assert_eq!(statuses, [Status::Processing, Status::Completed]);
