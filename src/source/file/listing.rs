@@ -4,10 +4,11 @@
 //! Each page is one pass over the directory that keeps only the `limit + 1` smallest ids
 //! after the cursor (the one beyond the page tells whether another follows), so memory is
 //! bounded by the page, however many files the directory holds; the cursor is the page's last
-//! id. A pass costs a read of the whole directory: about a hundred passes over 100,000 files
-//! with pages of 1,000, which the directory listing the kernel caches makes cheap next to
-//! reading the merchants' entries. Files added or removed between two pages are listed, or
-//! not, by where they sort; no merchant present throughout is missed or listed twice.
+//! id. A pass costs a read of the whole directory, so listing everything costs
+//! merchants / limit passes: 100,000 merchants (110,001 files) took 5.8 s in pages of 1,000
+//! and 0.74 s in pages of 10,000 (`listing_speed`, release, 2 cores, ext4). Files added or
+//! removed between two pages are listed, or not, by where they sort; no merchant present
+//! throughout is missed or listed twice.
 
 use std::collections::BTreeSet;
 use std::fs::{self, DirEntry};
