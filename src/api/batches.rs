@@ -170,7 +170,7 @@ pub struct BatchLedgerPage {
 }
 
 /// The merchants of a body: `"*"` or an array of ids.
-fn selection(body: &Map<String, Value>) -> Result<Selection, InvalidInput> {
+pub(super) fn selection(body: &Map<String, Value>) -> Result<Selection, InvalidInput> {
     const FIELD: &str = "merchantIds";
     match body.get(FIELD) {
         None | Some(Value::Null) => Err(InvalidInput::new(FIELD, "is required")),
@@ -207,7 +207,7 @@ fn selection(body: &Map<String, Value>) -> Result<Selection, InvalidInput> {
 }
 
 /// The formats of a body.
-fn formats(body: &Map<String, Value>) -> Result<Vec<Format>, InvalidInput> {
+pub(super) fn formats(body: &Map<String, Value>) -> Result<Vec<Format>, InvalidInput> {
     match body.get("formats") {
         None | Some(Value::Null) => Err(InvalidInput::new("formats", "is required")),
         Some(Value::Array(items)) => items

@@ -58,6 +58,10 @@ pub enum ApiError {
     /// 403: an audit read of deleted ledgers by a caller who is not platform_admin.
     #[error("includeDeleted=true is an audit read for platform_admin only")]
     AuditOnly,
+    /// 403: something for every merchant (`"*"`) by a caller who may not do it on every
+    /// one.
+    #[error("{0} needs the permission on every merchant (platform_admin)")]
+    EveryMerchantOnly(&'static str),
     /// 404: no such resource (also when the caller may not see it).
     #[error("{0}")]
     NotFound(&'static str),
@@ -386,7 +390,9 @@ impl ApiError {
         match self {
             ApiError::Validation(_) | ApiError::MalformedBody(_) => C::Validation,
             ApiError::Unauthorized(_) => C::Unauthorized,
-            ApiError::Forbidden { .. } | ApiError::AuditOnly => C::Forbidden,
+            ApiError::Forbidden { .. } | ApiError::AuditOnly | ApiError::EveryMerchantOnly(_) => {
+                C::Forbidden
+            }
             ApiError::NotFound(_) => C::NotFound,
             ApiError::MethodNotAllowed => C::MethodNotAllowed,
             ApiError::LedgerExists(_) => C::LedgerExists,
@@ -500,6 +506,7 @@ impl From<LedgerError> for ApiError {
                 permission,
             },
             LedgerError::AuditOnly => ApiError::AuditOnly,
+            LedgerError::EveryMerchantOnly(what) => ApiError::EveryMerchantOnly(what),
             LedgerError::NotFound(what) => ApiError::NotFound(what),
             LedgerError::Exists(id) => ApiError::LedgerExists(id),
             LedgerError::Conflict(t) => ApiError::Conflict(t),

@@ -12,6 +12,7 @@ pub mod ledgers;
 pub mod openapi;
 mod params;
 pub mod routes;
+pub mod schedules;
 pub mod state;
 pub mod views;
 pub mod ws;

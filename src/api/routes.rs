@@ -11,6 +11,7 @@ pub fn resources() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(super::ledgers::routes())
         .merge(super::batches::routes())
+        .merge(super::schedules::routes())
         .merge(super::download::routes())
         .merge(super::ws::routes())
 }

@@ -12,7 +12,7 @@ use crate::notify::Notifier;
 use crate::queue::Queue;
 use crate::storage::ObjectStorage;
 use crate::store::JobStore;
-use crate::usecases::{Batches, Ledgers};
+use crate::usecases::{Batches, Ledgers, Schedules};
 use crate::vault::Vault;
 
 /// What handlers share.
@@ -44,6 +44,15 @@ pub struct AppState {
 
 impl AppState {
     /// The ledger use cases over these ports.
+    /// The schedule use cases over this state's ports.
+    pub fn schedules(&self) -> Schedules {
+        Schedules {
+            store: self.store.clone(),
+            authz: self.authz.clone(),
+            ids: self.ids.clone(),
+        }
+    }
+
     /// The batch use cases over this state's ports.
     pub fn batches(&self) -> Batches {
         Batches {

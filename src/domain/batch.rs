@@ -226,6 +226,33 @@ impl Tally {
     }
 }
 
+/// What makes a batch a schedule's run: it grows pass by pass as each merchant's period
+/// closes (in its zone) and the delay passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// The schedule.
+    pub schedule_id: i64,
+    /// How long after a merchant's close its ledgers are made.
+    pub delay: std::time::Duration,
+    /// Merchants whose close (plus the delay) is at or before this were added by an
+    /// earlier pass.
+    pub pass_from: Option<DateTime<Utc>>,
+    /// The current pass adds the merchants whose close (plus the delay) is at or before
+    /// this; `None` between passes.
+    pub pass_to: Option<DateTime<Utc>>,
+    /// Between passes: when the next is due. During one: the earliest close (plus the
+    /// delay) after `pass_to` seen so far.
+    pub pass_at: Option<DateTime<Utc>>,
+}
+
+impl Run {
+    /// Whether a merchant whose close (plus the delay) is `close` belongs to the current
+    /// pass.
+    pub fn in_pass(&self, close: DateTime<Utc>) -> bool {
+        self.pass_to.is_some_and(|to| close <= to) && self.pass_from.is_none_or(|from| close > from)
+    }
+}
+
 /// A batch as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
@@ -255,7 +282,14 @@ pub struct Batch {
     pub created_at: DateTime<Utc>,
     /// When its status last changed to COMPLETED or COMPLETED_WITH_ERRORS.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The first merchants left out (at most [`MAX_SKIPPED_NAMED`]).
+    pub skipped_ids: Vec<MerchantId>,
+    /// Set when the batch is a schedule's run.
+    pub run: Option<Run>,
 }
+
+/// How many of the merchants a batch left out it names.
+pub const MAX_SKIPPED_NAMED: usize = 100;
 
 /// The formats of a request: at least one, each once.
 pub fn check_formats(formats: &[Format]) -> Result<(), InvalidInput> {

@@ -11,6 +11,7 @@ pub mod merchant;
 pub mod money;
 pub mod period;
 pub mod policy;
+pub mod schedule;
 
 pub use batch::{Batch, BatchCounts, BatchId, BatchStatus, Selection, Tally};
 pub use entry::{Balance, ControlTotals, CurrencyTotals, Entry, EntryType, Merchant};
@@ -24,6 +25,7 @@ pub use merchant::MerchantId;
 pub use money::{Currency, format_minor, write_minor};
 pub use period::{Period, Timezone};
 pub use policy::{Grant, PolicyRevision, grant_digest};
+pub use schedule::{Cadence, Schedule};
 
 /// A value a user sent that does not parse; the message says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

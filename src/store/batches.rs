@@ -97,10 +97,17 @@ pub struct ExpandStep<'a> {
     pub fresh_id: &'a (dyn Fn() -> LedgerId + Send + Sync),
     /// Merchants of this chunk left out (not allowed).
     pub skipped: u64,
+    /// The first merchants the batch left out so far, this chunk's included (at most
+    /// [`crate::domain::batch::MAX_SKIPPED_NAMED`]).
+    pub skipped_ids: &'a [crate::domain::MerchantId],
     /// Where the next chunk starts; ignored when `done`.
     pub cursor: Option<&'a str>,
-    /// Whether this is the last chunk.
+    /// Whether this is the last chunk (of the expansion, or of a run's pass).
     pub done: bool,
+    /// For a run: the earliest close (plus the delay) after the pass seen so far, which on
+    /// the pass's last chunk is when the next pass is due (`None` then: the run has every
+    /// member). `None` for other batches.
+    pub next_pass_at: Option<DateTime<Utc>>,
     /// The lease's new end.
     pub lease_until: DateTime<Utc>,
     /// Now.
@@ -147,8 +154,10 @@ pub trait BatchStore: Send + Sync {
         before: Option<LedgerId>,
         limit: u32,
     ) -> Result<Vec<Member>, StoreError>;
-    /// Takes the expansion of the oldest expanding batch whose lease is free or expired,
-    /// for `holder` until `until`.
+    /// Takes the expansion of the oldest expanding batch whose lease is free or expired
+    /// (a run: whose next pass is due, of a schedule neither paused nor deleted), for
+    /// `holder` until `until`. A run's pass starts at its first claim: it covers the closes
+    /// up to `now`.
     async fn claim_expansion(
         &self,
         holder: &str,

@@ -13,10 +13,12 @@ mod inline;
 pub mod node_ids;
 pub mod postgres;
 mod rows;
+pub mod schedules;
 pub mod sql;
 pub mod sqlite;
 
 pub use batches::BatchStore;
+pub use schedules::ScheduleStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -192,9 +194,10 @@ pub struct SweepOutcome {
     pub abandoned: Vec<Ledger>,
 }
 
-/// The job store port; batches are its [`BatchStore`] half.
+/// The job store port; batches and schedules are its [`BatchStore`] and [`ScheduleStore`]
+/// parts.
 #[async_trait]
-pub trait JobStore: BatchStore + Send + Sync {
+pub trait JobStore: BatchStore + ScheduleStore + Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Names the migrations not applied yet (empty when up to date).

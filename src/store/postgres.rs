@@ -273,7 +273,8 @@ mod tests {
                 "3_policy digest",
                 "4_idempotency expiry",
                 "5_file header digest",
-                "6_batches"
+                "6_batches",
+                "7_schedules"
             ],
             "a fresh schema has every migration pending"
         );

@@ -9,8 +9,9 @@ use sqlx::FromRow;
 
 use super::{IdempotencyRecord, StoreError, StoredFile};
 use crate::domain::{
-    Batch, BatchCounts, BatchId, BatchStatus, FailureReason, FileInfo, Format, Ledger, LedgerId,
-    LedgerType, MerchantId, Period, Selection, Stage, Status, TimelineItem, Timezone,
+    Batch, BatchCounts, BatchId, BatchStatus, Cadence, FailureReason, FileInfo, Format, Ledger,
+    LedgerId, LedgerType, MerchantId, Period, Schedule, Selection, Stage, Status, TimelineItem,
+    Timezone, batch::Run,
 };
 
 fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
@@ -329,7 +330,8 @@ impl IdempotencyRow {
 pub(super) const BATCH_COLUMNS: &str = "b.id, b.created_by, b.merchants, b.type, b.period, \
     b.formats, b.timezone, b.expanding, b.expand_cursor, b.skipped, b.status, b.total, \
     b.n_pending, b.n_processing, b.n_completed, b.n_rejected, b.n_existing, b.progress_seq, \
-    b.created_at, b.finished_at";
+    b.created_at, b.finished_at, b.skipped_ids, b.schedule_id, b.delay_ms, b.pass_from, \
+    b.pass_to, b.pass_at";
 
 /// A batch row: the columns of [`BATCH_COLUMNS`].
 #[derive(Debug, FromRow)]
@@ -356,6 +358,12 @@ pub(super) struct BatchRow {
     pub(super) progress_seq: i64,
     created_at: i64,
     finished_at: Option<i64>,
+    skipped_ids: Option<String>,
+    schedule_id: Option<i64>,
+    delay_ms: Option<i64>,
+    pass_from: Option<i64>,
+    pass_to: Option<i64>,
+    pass_at: Option<i64>,
 }
 
 fn count_of(v: i64, what: &str) -> Result<u64, StoreError> {
@@ -396,6 +404,25 @@ impl TryFrom<BatchRow> for Batch {
             },
             created_at: time(row.created_at)?,
             finished_at: opt_time(row.finished_at)?,
+            skipped_ids: match row.skipped_ids.as_deref() {
+                None => Vec::new(),
+                Some(raw) => match Selection::from_stored(raw) {
+                    Ok(Selection::Only(ids)) => ids,
+                    _ => return Err(corrupt("skipped merchants", raw)),
+                },
+            },
+            run: match row.schedule_id {
+                None => None,
+                Some(schedule_id) => Some(Run {
+                    schedule_id,
+                    delay: std::time::Duration::from_millis(
+                        u64::try_from(row.delay_ms.unwrap_or(0)).unwrap_or(0),
+                    ),
+                    pass_from: opt_time(row.pass_from)?,
+                    pass_to: opt_time(row.pass_to)?,
+                    pass_at: opt_time(row.pass_at)?,
+                }),
+            },
         })
     }
 }
@@ -407,4 +434,63 @@ pub(super) struct MemberRow {
     pub(super) ledger: LedgerRow,
     /// INTEGER in SQLite, BOOLEAN in PostgreSQL: both decode as `bool`.
     pub(super) existing: bool,
+}
+
+/// The columns of a schedule row that [`ScheduleRow`] decodes.
+pub(super) const SCHEDULE_COLUMNS: &str = "s.id, s.created_by, s.merchants, s.type, s.formats, \
+    s.cadence, s.delay_ms, s.from_period, s.paused, s.next_period, s.zones, s.created_at, \
+    s.deleted_at";
+
+/// A schedule row: the columns of [`SCHEDULE_COLUMNS`].
+#[derive(Debug, FromRow)]
+pub(super) struct ScheduleRow {
+    id: i64,
+    created_by: String,
+    merchants: String,
+    #[sqlx(rename = "type")]
+    ledger_type: String,
+    formats: String,
+    cadence: String,
+    delay_ms: i64,
+    from_period: Option<String>,
+    /// INTEGER in SQLite, BOOLEAN in PostgreSQL: both decode as `bool`.
+    paused: bool,
+    next_period: String,
+    zones: Option<String>,
+    created_at: i64,
+    deleted_at: Option<i64>,
+}
+
+impl TryFrom<ScheduleRow> for Schedule {
+    type Error = StoreError;
+
+    fn try_from(row: ScheduleRow) -> Result<Self, StoreError> {
+        let period = |raw: &str| Period::parse(raw).map_err(|_| corrupt("period", raw));
+        let zones: Vec<String> = match row.zones.as_deref() {
+            None => Vec::new(),
+            Some(raw) => serde_json::from_str(raw).map_err(|_| corrupt("zones", raw))?,
+        };
+        Ok(Schedule {
+            id: row.id,
+            created_by: row.created_by,
+            merchants: Selection::from_stored(&row.merchants)
+                .map_err(|e| StoreError::Corrupt(format!("schedule {}: {e}", row.id)))?,
+            ledger_type: LedgerType::parse(&row.ledger_type)
+                .ok_or_else(|| corrupt("type", &row.ledger_type))?,
+            formats: crate::domain::batch::formats_from_stored(&row.formats)
+                .map_err(|e| StoreError::Corrupt(format!("schedule {}: {e}", row.id)))?,
+            cadence: Cadence::parse(&row.cadence)
+                .ok_or_else(|| corrupt("cadence", &row.cadence))?,
+            delay: std::time::Duration::from_millis(count_of(row.delay_ms, "delay")?),
+            from: row.from_period.as_deref().map(period).transpose()?,
+            paused: row.paused,
+            next_period: period(&row.next_period)?,
+            zones: zones
+                .iter()
+                .map(|z| Timezone::parse(z).map_err(|_| corrupt("timezone", z)))
+                .collect::<Result<_, _>>()?,
+            created_at: time(row.created_at)?,
+            deleted_at: opt_time(row.deleted_at)?,
+        })
+    }
 }

@@ -5,9 +5,11 @@
 
 pub mod batches;
 pub mod ledgers;
+pub mod schedules;
 
 pub use batches::Batches;
 pub use ledgers::Ledgers;
+pub use schedules::Schedules;
 
 use crate::auth::{AccessError, Permission};
 use crate::domain::{InvalidInput, Ledger, LedgerId, MerchantId, TransitionError};
@@ -30,6 +32,9 @@ pub enum LedgerError {
     /// An audit read of deleted ledgers by a caller who may not make one.
     #[error("includeDeleted=true is an audit read for platform_admin only")]
     AuditOnly,
+    /// Something for every merchant (`"*"`) by a caller who may not do it on every one.
+    #[error("{0} needs the permission on every merchant (platform_admin)")]
+    EveryMerchantOnly(&'static str),
     /// No such ledger or version (also when the caller may not see it).
     #[error("{0}")]
     NotFound(&'static str),

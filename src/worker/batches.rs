@@ -13,13 +13,16 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AccessError, Authorizer, Caller, Permission, assert_merchant_access};
+use crate::domain::batch::MAX_SKIPPED_NAMED;
 use crate::domain::event::BatchProgressEvent;
 use crate::domain::ledger::stage_at;
+use crate::domain::schedule::close_at;
 use crate::domain::{Batch, Event, MerchantId, Selection, Snowflake, Timezone};
 use crate::notify::Notifier;
 use crate::queue::{JobMessage, Queue};
-use crate::source::Source;
-use crate::store::batches::{ExpandStep, Expansion};
+use crate::source::{Source, SourceError};
+use crate::store::batches::{ExpandStep, Expansion, NewBatch};
+use crate::store::schedules::OpenRun;
 use crate::store::{JobStore, NewLedger};
 
 /// Tunables of the batch runner.
@@ -33,6 +36,8 @@ pub struct BatchSettings {
     pub chunk: u32,
     /// The shortest time between two progress rounds.
     pub progress_every: Duration,
+    /// How often schedules are looked at for runs to open.
+    pub schedule_every: Duration,
 }
 
 impl Default for BatchSettings {
@@ -42,6 +47,7 @@ impl Default for BatchSettings {
             lease: Duration::from_secs(60),
             chunk: 500,
             progress_every: Duration::from_millis(500),
+            schedule_every: Duration::from_secs(2),
         }
     }
 }
@@ -67,6 +73,20 @@ pub struct BatchRunner {
     pub settings: BatchSettings,
 }
 
+/// Where an expansion (or a run's pass) is, carried from chunk to chunk.
+struct Pass {
+    /// Where the next chunk starts.
+    cursor: Option<String>,
+    /// The first merchants left out so far.
+    skipped_ids: Vec<MerchantId>,
+    /// A run's earliest close (plus the delay) after this pass, seen so far.
+    next_close: Option<chrono::DateTime<Utc>>,
+    /// The zones a run's merchants were seen in.
+    zones: std::collections::BTreeSet<&'static str>,
+    /// Ledgers made so far.
+    created: u64,
+}
+
 /// Why a chunk was not written.
 enum Stalled {
     /// Another process holds the expansion now.
@@ -83,9 +103,16 @@ impl BatchRunner {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { me.expand_loop(shutdown).await })
         };
+        let scheduling = {
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { me.schedule_loop(shutdown).await })
+        };
         self.progress_loop(shutdown).await;
-        if let Err(e) = expanding.await {
-            tracing::error!(target: "ledger::worker::batches", error = %e, "the batch expansion task panicked");
+        for (task, what) in [(expanding, "expansion"), (scheduling, "schedule")] {
+            if let Err(e) = task.await {
+                tracing::error!(target: "ledger::worker::batches", error = %e, task = what, "a batch task panicked");
+            }
         }
     }
 
@@ -110,24 +137,32 @@ impl BatchRunner {
         }
     }
 
-    /// Adds the members of `expansion` chunk by chunk until it is done, the lease is lost,
-    /// or shutdown (the lease then expires and any replica goes on from the last chunk).
+    /// Adds the members of `expansion` chunk by chunk until it is done (a run: until its
+    /// pass is), the lease is lost, or shutdown (the lease then expires and any replica goes
+    /// on from the last chunk).
     async fn expand(&self, expansion: Expansion, shutdown: &CancellationToken) {
-        let Expansion { batch, mut cursor } = expansion;
+        let Expansion { batch, cursor } = expansion;
+        let mut pass = Pass {
+            cursor,
+            skipped_ids: batch.skipped_ids.clone(),
+            next_close: batch
+                .run
+                .as_ref()
+                .and_then(|r| r.pass_at.filter(|_| r.pass_to.is_some())),
+            zones: std::collections::BTreeSet::new(),
+            created: 0,
+        };
         let mut backoff = Duration::from_millis(200);
-        tracing::info!(target: "ledger::worker::batches", batchId = %batch.id, cursor = cursor.as_deref().unwrap_or(""), "expanding a batch");
-        let mut added = 0u64;
+        tracing::info!(target: "ledger::worker::batches", batchId = %batch.id, cursor = pass.cursor.as_deref().unwrap_or(""), "expanding a batch");
         while !shutdown.is_cancelled() {
-            match self.chunk(&batch, cursor.as_deref()).await {
-                Ok((n, _, true)) => {
-                    added += n;
-                    tracing::info!(target: "ledger::worker::batches", batchId = %batch.id, ledgersCreated = added, "batch expanded");
+            match self.chunk(&batch, &mut pass).await {
+                Ok(false) => backoff = Duration::from_millis(200),
+                Ok(true) => {
+                    if let Some(run) = &batch.run {
+                        self.learn_zones(run.schedule_id, &pass.zones).await;
+                    }
+                    tracing::info!(target: "ledger::worker::batches", batchId = %batch.id, ledgersCreated = pass.created, nextPassAt = ?pass.next_close, "batch expanded");
                     return;
-                }
-                Ok((n, next, false)) => {
-                    added += n;
-                    cursor = next;
-                    backoff = Duration::from_millis(200);
                 }
                 Err(Stalled::LeaseLost) => {
                     tracing::warn!(target: "ledger::worker::batches", batchId = %batch.id, "another process took over the batch's expansion");
@@ -142,6 +177,35 @@ impl BatchRunner {
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
+        }
+    }
+
+    /// Adds `zones` to those the schedule's merchants are known to be in.
+    async fn learn_zones(
+        &self,
+        schedule_id: i64,
+        zones: &std::collections::BTreeSet<&'static str>,
+    ) {
+        let known = match self.store.get_schedule(schedule_id).await {
+            Ok(Some(s)) => s.zones,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(target: "ledger::worker::batches", scheduleId = schedule_id, error = %e, "reading a schedule's zones failed");
+                return;
+            }
+        };
+        let mut all: std::collections::BTreeSet<&'static str> =
+            known.iter().map(|z| z.name()).collect();
+        if zones.is_subset(&all) {
+            return;
+        }
+        all.extend(zones.iter().copied());
+        let all: Vec<Timezone> = all
+            .into_iter()
+            .filter_map(|z| Timezone::parse(z).ok())
+            .collect();
+        if let Err(e) = self.store.record_schedule_zones(schedule_id, &all).await {
+            tracing::warn!(target: "ledger::worker::batches", scheduleId = schedule_id, error = %e, "recording a schedule's zones failed");
         }
     }
 
@@ -182,36 +246,56 @@ impl BatchRunner {
         }
     }
 
-    /// Writes one chunk: how many ledgers it created, where the next starts, and whether it
-    /// was the last.
-    async fn chunk(
-        &self,
-        batch: &Batch,
-        cursor: Option<&str>,
-    ) -> Result<(u64, Option<String>, bool), Stalled> {
-        let (merchants, next, done) = self.merchants(batch, cursor).await?;
+    /// Writes one chunk and moves `pass` past it; true when it was the last.
+    async fn chunk(&self, batch: &Batch, pass: &mut Pass) -> Result<bool, Stalled> {
+        let (merchants, next, done) = self.merchants(batch, pass.cursor.as_deref()).await?;
         // Judged per merchant now: a grant revoked since the request leaves its merchant out.
         let caller = Caller {
             subject: batch.created_by.clone(),
         };
         let mut allowed = Vec::with_capacity(merchants.len());
         let mut skipped = 0;
+        let mut skipped_ids = pass.skipped_ids.clone();
         for merchant in merchants {
             match assert_merchant_access(&self.authz, &caller, &merchant, Permission::Create).await
             {
                 Ok(()) => allowed.push(merchant),
-                Err(AccessError::Denied { .. }) => skipped += 1,
+                Err(AccessError::Denied { .. }) => {
+                    skipped += 1;
+                    if skipped_ids.len() < MAX_SKIPPED_NAMED {
+                        skipped_ids.push(merchant);
+                    }
+                }
                 Err(AccessError::Backend(cause)) => {
                     return Err(Stalled::Backend(format!("authorization: {cause}")));
                 }
             }
         }
         let now = Utc::now();
-        let stage = stage_at(&batch.period, batch.timezone.unwrap_or(Timezone::UTC), now);
-        let ledgers: Vec<NewLedger> = allowed
+        // A run takes the merchants whose period closed (in their zone) in this pass.
+        let mut next_close = pass.next_close;
+        let mut zones = Vec::new();
+        let mut due = Vec::with_capacity(allowed.len());
+        match &batch.run {
+            None => due = allowed.into_iter().map(|m| (m, batch.timezone)).collect(),
+            Some(run) => {
+                for merchant in allowed {
+                    let zone = self.zone_of(&merchant).await?;
+                    zones.push(zone.name());
+                    let close = close_at(&batch.period, zone, run.delay);
+                    if run.in_pass(close) {
+                        due.push((merchant, Some(zone)));
+                    } else if run.pass_to.is_some_and(|to| close > to) {
+                        next_close = next_close.min(Some(close)).or(Some(close));
+                    }
+                }
+            }
+        }
+        let ledgers: Vec<NewLedger> = due
             .iter()
-            .flat_map(|merchant| {
-                batch.formats.iter().map(|&format| NewLedger {
+            .flat_map(|(merchant, zone)| {
+                let stage = stage_at(&batch.period, zone.unwrap_or(Timezone::UTC), now);
+                batch.formats.iter().map(move |&format| NewLedger {
                     id: self.ids.next_id(),
                     merchant_id: merchant.clone(),
                     ledger_type: batch.ledger_type,
@@ -232,8 +316,10 @@ impl BatchRunner {
             ledgers: &ledgers,
             fresh_id: &fresh,
             skipped,
+            skipped_ids: &skipped_ids,
             cursor: next.as_deref(),
             done,
+            next_pass_at: next_close,
             lease_until: now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default(),
             now,
         };
@@ -242,6 +328,11 @@ impl BatchRunner {
             Ok(None) => return Err(Stalled::LeaseLost),
             Err(e) => return Err(Stalled::Backend(e.to_string())),
         };
+        pass.cursor = next;
+        pass.skipped_ids = skipped_ids;
+        pass.next_close = next_close;
+        pass.zones.extend(zones);
+        pass.created += created.len() as u64;
         for ledger in &created {
             self.notifier.status(ledger).await;
             let message = JobMessage {
@@ -255,7 +346,74 @@ impl BatchRunner {
                 tracing::warn!(target: "ledger::worker::batches", batchId = %batch.id, ledgerId = %ledger.id, error = %e, "enqueueing a batch's ledger failed; the recovery sweep will");
             }
         }
-        Ok((created.len() as u64, next, done))
+        Ok(done)
+    }
+
+    /// The zone a merchant's periods close in: its own, else UTC (also for a merchant the
+    /// source does not know or cannot read: its ledger is made and REJECTED with the
+    /// source's reason, as for one asked for by hand).
+    async fn zone_of(&self, merchant: &MerchantId) -> Result<Timezone, Stalled> {
+        match self.source.merchant(merchant).await {
+            Ok(m) => Ok(m.timezone.unwrap_or(Timezone::UTC)),
+            Err(SourceError::UnknownMerchant(_) | SourceError::Invalid(_)) => Ok(Timezone::UTC),
+            Err(SourceError::Unavailable(cause)) => Err(Stalled::Backend(format!(
+                "reading merchant {merchant} from the source: {cause}"
+            ))),
+        }
+    }
+
+    /// Opens the runs that are due, until `shutdown`.
+    async fn schedule_loop(&self, shutdown: CancellationToken) {
+        loop {
+            if let Err(e) = self.open_due_runs(Utc::now()).await {
+                tracing::error!(target: "ledger::worker::batches", error = %e, "opening schedule runs failed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.settings.schedule_every) => {}
+            }
+        }
+    }
+
+    /// Opens a run for every period of every active schedule whose first close (plus the
+    /// delay) is at or before `now`: missed periods are caught up, oldest first. Opening
+    /// is conditional on the schedule's next period, so concurrent replicas open each run
+    /// once.
+    pub async fn open_due_runs(
+        &self,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), crate::store::StoreError> {
+        for mut schedule in self.store.active_schedules(10_000).await? {
+            // A bounded catch-up per round: the rest follows in the next rounds.
+            for _ in 0..100 {
+                let opens_at = schedule.next_open_at();
+                if opens_at > now {
+                    break;
+                }
+                let run = OpenRun {
+                    schedule_id: schedule.id,
+                    batch: NewBatch {
+                        id: crate::domain::BatchId::from_i64(self.ids.next_id().as_i64()),
+                        created_by: schedule.created_by.clone(),
+                        merchants: schedule.merchants.clone(),
+                        ledger_type: schedule.ledger_type,
+                        period: schedule.next_period,
+                        formats: schedule.formats.clone(),
+                        timezone: None,
+                        created_at: now,
+                    },
+                    delay: schedule.delay,
+                    pass_at: opens_at,
+                    next_period: schedule.cadence.next(&schedule.next_period),
+                };
+                if !self.store.open_run(&run).await? {
+                    break;
+                }
+                tracing::info!(target: "ledger::worker::batches", scheduleId = schedule.id, period = %run.batch.period, batchId = %run.batch.id, "schedule run opened");
+                schedule.next_period = run.next_period;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes each running batch's progress when it changed, at most every

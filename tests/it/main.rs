@@ -16,5 +16,6 @@ mod ops;
 mod outages;
 mod production;
 mod recovery;
+mod schedules;
 mod security;
 mod tls;

@@ -164,8 +164,10 @@ pub(super) async fn batches(store: &dyn JobStore) {
         ledgers,
         fresh_id: &fresh,
         skipped: 0,
+        skipped_ids: &[],
         cursor,
         done,
+        next_pass_at: None,
         lease_until: lease,
         now,
     };

@@ -5,6 +5,7 @@ mod batches;
 mod grants;
 mod jobs;
 mod ledgers;
+mod schedules;
 
 use std::sync::Arc;
 
@@ -74,6 +75,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     ledgers::replay_scope(&*store).await;
     batches::batches(&*store).await;
     batches::racing_expansions(store.clone()).await;
+    schedules::schedules(store.clone()).await;
     assert!(store.pending_migrations().await.unwrap().is_empty());
     store.ping().await.unwrap();
 }

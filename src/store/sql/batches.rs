@@ -185,9 +185,16 @@ impl<D: Dialect> SqlStore<D> {
     ) -> Result<Option<Expansion>, StoreError> {
         let taken: Vec<(i64,)> = self
             .fetch_all(
-                "UPDATE batches SET expand_holder = $1, expand_until = $2 \
-                 WHERE id = (SELECT id FROM batches WHERE expanding = TRUE \
-                 AND (expand_until IS NULL OR expand_until < $3) ORDER BY id LIMIT 1) \
+                "UPDATE batches SET expand_holder = $1, expand_until = $2, \
+                 pass_to = CASE WHEN schedule_id IS NULL THEN NULL \
+                 ELSE COALESCE(pass_to, $3) END, \
+                 pass_at = CASE WHEN pass_to IS NULL THEN NULL ELSE pass_at END \
+                 WHERE id = (SELECT b.id FROM batches b WHERE b.expanding = TRUE \
+                 AND (b.expand_until IS NULL OR b.expand_until < $3) \
+                 AND (b.pass_at IS NULL OR b.pass_at <= $3 OR b.pass_to IS NOT NULL) \
+                 AND (b.schedule_id IS NULL OR EXISTS (SELECT 1 FROM schedules s \
+                 WHERE s.id = b.schedule_id AND s.paused = FALSE AND s.deleted_at IS NULL)) \
+                 ORDER BY b.id LIMIT 1) \
                  AND expanding = TRUE AND (expand_until IS NULL OR expand_until < $3) \
                  RETURNING id",
                 args![holder, until, now],
@@ -210,21 +217,29 @@ impl<D: Dialect> SqlStore<D> {
         let mut tx = self.pool.begin().await?;
         let held = D::Db::execute(
             &mut *tx,
-            "UPDATE batches SET expand_cursor = $1, expanding = $2, expand_until = $3, \
-             skipped = skipped + $4, updated_at = $5 \
+            "UPDATE batches SET expand_cursor = $1, expanding = $2, \
+             expand_until = CASE WHEN $9 THEN NULL ELSE $3 END, \
+             skipped = skipped + $4, updated_at = $5, skipped_ids = $8, \
+             pass_from = CASE WHEN $9 THEN pass_to ELSE pass_from END, \
+             pass_to = CASE WHEN $9 THEN NULL ELSE pass_to END, pass_at = $10 \
              WHERE id = $6 AND expand_holder = $7 AND expanding = TRUE",
-            args![
+            vec![
                 Arg::OptText(if step.done {
                     None
                 } else {
                     step.cursor.map(str::to_owned)
                 }),
-                !step.done,
-                step.lease_until,
-                i64::try_from(step.skipped).unwrap_or(i64::MAX),
-                step.now,
-                step.batch.as_i64(),
-                step.holder
+                Arg::Bool(!step.done || step.next_pass_at.is_some()),
+                step.lease_until.into(),
+                Arg::Int(i64::try_from(step.skipped).unwrap_or(i64::MAX)),
+                step.now.into(),
+                Arg::Int(step.batch.as_i64()),
+                Arg::Text(step.holder.to_owned()),
+                Arg::OptText((!step.skipped_ids.is_empty()).then(|| {
+                    crate::domain::Selection::Only(step.skipped_ids.to_vec()).to_stored()
+                })),
+                Arg::Bool(step.done),
+                Arg::OptInt(step.next_pass_at.map(|t| t.timestamp_millis())),
             ],
         )
         .await?;

@@ -12,6 +12,7 @@ mod grants;
 mod group;
 mod jobs;
 mod ledgers;
+mod schedules;
 mod transition;
 
 use async_trait::async_trait;
