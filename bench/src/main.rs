@@ -7,6 +7,7 @@
 //! `ledger` binary as a child process. Peak RSS is this process's high-water mark
 //! (`VmHWM`), reset before each run. Use a release build.
 
+mod batch;
 mod harness;
 mod large;
 mod live;
@@ -136,6 +137,25 @@ enum Command {
         concurrency: usize,
         /// Worker-only `ledger` processes to start (0: one embedded process does everything).
         /// They and the in-process api use the backends of this process's APP_ENV_* variables.
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+    },
+    /// One batch of every merchant (`"*"`): POST /batches → COMPLETED, ledgers per second
+    /// and peak RSS.
+    Batch {
+        /// Merchants in the source (one ledger per merchant and format).
+        #[arg(long, default_value_t = 1000)]
+        merchants: usize,
+        /// Entries in each merchant's year (the ledgers are of 2025).
+        #[arg(long, default_value_t = 50)]
+        entries: u64,
+        /// Formats, comma-separated.
+        #[arg(long, default_value = "CSV", value_delimiter = ',', value_parser = format)]
+        formats: Vec<Format>,
+        /// Jobs each worker runs at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Worker-only `ledger` processes to start (0: one embedded process does everything).
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
@@ -280,6 +300,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             concurrency,
             workers,
         } => small::small(count, entries, concurrency, workers).await,
+        Command::Batch {
+            merchants,
+            entries,
+            formats,
+            concurrency,
+            workers,
+        } => batch::batch(merchants, entries, formats, concurrency, workers).await,
         Command::Live {
             ledgers,
             entries,
