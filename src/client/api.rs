@@ -161,9 +161,7 @@ pub enum ClientError {
     #[error("{0}")]
     Usage(String),
     /// No connection could be made.
-    #[error(
-        "cannot reach the ledger service at {url}: {reason} (is it running? --url or LEDGER_URL names it)"
-    )]
+    #[error("cannot reach the ledger service at {url}: {reason}")]
     Unreachable {
         /// The service's URL.
         url: String,
@@ -380,22 +378,39 @@ impl Api {
 }
 
 /// The innermost cause of a transport error, in words (`connection refused`, a DNS or TLS
-/// failure). reqwest's own message names the URL, which the caller names already.
+/// failure), with what to do about the common ones. reqwest's own message names the URL,
+/// which the caller names already.
 pub(super) fn transport_reason(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause: &(dyn std::error::Error + 'static) = e;
-    let mut io_kind = None;
-    while let Some(next) = cause.source() {
-        if let Some(io) = next.downcast_ref::<std::io::Error>() {
-            io_kind = Some(io.kind());
+    let (mut refused, mut certificate) = (false, false);
+    let mut innermost = e;
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
         }
-        cause = next;
+        certificate |= matches!(tls_error(cause), Some(rustls::Error::InvalidCertificate(_)));
+        innermost = cause;
+        next = cause.source();
     }
-    match io_kind {
-        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
-        Some(std::io::ErrorKind::ConnectionReset) => "connection reset".to_owned(),
-        _ if std::ptr::addr_eq(cause, e) => e.to_string(),
-        _ => cause.to_string(),
+    if refused {
+        return "connection refused (is it running? --url or LEDGER_URL names it)".to_owned();
     }
+    let reason = innermost.to_string();
+    if certificate {
+        format!("{reason} (a private CA is trusted with SSL_CERT_FILE=/path/ca.pem)")
+    } else {
+        reason
+    }
+}
+
+/// The TLS error `e` is or wraps: an I/O error holding another (as the TLS stream's do) does
+/// not name it as its source.
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    tls_error(inner)
 }
 
 /// The body of a success.
@@ -452,6 +467,35 @@ mod tests {
                 assert!(!e.to_string().contains(bad), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn transport_errors_say_what_to_do_about_the_common_ones() {
+        use std::io::{Error, ErrorKind};
+        let refused = Error::from(ErrorKind::ConnectionRefused);
+        assert_eq!(
+            transport_reason(&refused),
+            "connection refused (is it running? --url or LEDGER_URL names it)"
+        );
+        // As the TLS stream reports an untrusted certificate: an I/O error in an I/O error.
+        let untrusted = Error::new(
+            ErrorKind::InvalidData,
+            Error::new(
+                ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            ),
+        );
+        let reason = transport_reason(&untrusted);
+        assert!(
+            reason.starts_with("invalid peer certificate: UnknownIssuer"),
+            "{reason}"
+        );
+        assert!(reason.contains("SSL_CERT_FILE"), "{reason}");
+        let other = Error::other("failed to lookup address information");
+        assert_eq!(
+            transport_reason(&other),
+            "failed to lookup address information"
+        );
     }
 
     #[test]
