@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ledger::auth::validate_grant;
+use ledger::client::batch::BatchCommand;
 use ledger::config::Config;
 use ledger::output::OutputError;
 use ledger::telemetry::LogTarget;
@@ -35,6 +36,12 @@ enum Command {
         after_long_help = ledger::config::help()
     )]
     Migrate,
+    /// Create and follow batches of ledgers on a running service (a month-end close by
+    /// hand).
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
     /// Print a token signed with the local dev key.
     Token {
         /// The token's subject (`sub`).
@@ -117,15 +124,19 @@ fn limit_malloc_arenas() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    let cli = Cli::parse();
-    if matches!(cli.command, Some(Command::Openapi)) {
+    let command = match Cli::parse().command {
+        // A client of a running service: none of the service's configuration applies.
+        Some(Command::Batch { command }) => return batch(command),
         // Needs no configuration: the document comes from the code alone.
-        return exit_code(
-            ledger::api::openapi::json()
-                .map_err(anyhow::Error::from)
-                .and_then(|json| Ok(outln!("{json}")?)),
-        );
-    }
+        Some(Command::Openapi) => {
+            return exit_code(
+                ledger::api::openapi::json()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|json| Ok(outln!("{json}")?)),
+            );
+        }
+        command => command,
+    };
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -133,10 +144,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let serving = matches!(cli.command, None | Some(Command::Serve));
-    if matches!(cli.command, Some(Command::Serve))
-        || (cli.command.is_none() && !config.run_mode_migrate)
-    {
+    let serving = matches!(command, None | Some(Command::Serve));
+    if matches!(command, Some(Command::Serve)) || (command.is_none() && !config.run_mode_migrate) {
         let problems = config.serving_problems();
         if !problems.is_empty() {
             eprintln!("{}", ledger::config::ConfigErrors(problems));
@@ -165,7 +174,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    exit_code(runtime.block_on(dispatch(cli, config)))
+    exit_code(runtime.block_on(dispatch(command, config)))
+}
+
+/// Runs `ledger batch …` and exits with its [`Outcome`](ledger::client::batch::Outcome)'s
+/// status, or with the error on stderr and its status (both documented in its `--help`).
+fn batch(command: BatchCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            errln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ledger::client::batch::run(command)) {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(e) => {
+            errln!("error: {e:#}");
+            ExitCode::from(ledger::client::batch::failure_code(&e))
+        }
+    }
 }
 
 /// Success, or the error on stderr and failure. A stdout closed by its reader (`ledger
@@ -187,8 +218,8 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
-    let command = match cli.command {
+async fn dispatch(command: Option<Command>, config: Config) -> anyhow::Result<()> {
+    let command = match command {
         None if config.run_mode_migrate => Command::Migrate,
         None => Command::Serve,
         Some(c) => c,
@@ -231,6 +262,8 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<()> {
             outln!("{}", ledger::api::openapi::json()?)?;
             Ok(())
         }
+        // `main` runs it before reading the service's configuration, which it does not use.
+        Command::Batch { .. } => unreachable!("`ledger batch` never reaches dispatch"),
     }
 }
 
