@@ -63,6 +63,9 @@ impl Batch {
         self.status = event.status;
         self.total = event.total;
         self.counts = event.counts;
+        if let Some(expanding) = event.expanding {
+            self.expanding = expanding;
+        }
     }
 
     /// Members that will not change any more by themselves: COMPLETED, REJECTED, and those
@@ -82,6 +85,9 @@ pub struct BatchProgress {
     pub status: BatchStatus,
     /// Members so far.
     pub total: u64,
+    /// Whether members are still being added (absent from services before it was sent).
+    #[serde(default)]
+    pub expanding: Option<bool>,
     /// Members by state.
     pub counts: BatchCounts,
 }

@@ -63,6 +63,8 @@ pub struct BatchProgressEvent {
     pub status: BatchStatus,
     /// Members so far.
     pub total: u64,
+    /// Whether members are still being added.
+    pub expanding: bool,
     /// Members by state, as `GET /batches/{id}` counts them.
     pub counts: BatchCounts,
     /// The creator's subject, for routing.

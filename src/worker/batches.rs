@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AccessError, Authorizer, Caller, Permission, assert_merchant_access};
@@ -24,6 +25,9 @@ use crate::source::{Source, SourceError};
 use crate::store::batches::{ExpandStep, Expansion, NewBatch};
 use crate::store::schedules::OpenRun;
 use crate::store::{JobStore, NewLedger};
+
+/// Ledgers of a chunk published and queued at once.
+const ENQUEUE_CONCURRENCY: usize = 64;
 
 /// Tunables of the batch runner.
 #[derive(Debug, Clone)]
@@ -333,19 +337,23 @@ impl BatchRunner {
         pass.next_close = next_close;
         pass.zones.extend(zones);
         pass.created += created.len() as u64;
-        for ledger in &created {
-            self.notifier.status(ledger).await;
-            let message = JobMessage {
-                ledger_id: ledger.id,
-                merchant_id: ledger.merchant_id.clone(),
-                redelivery: false,
-            };
-            // Stored PENDING: the recovery sweep re-enqueues a job nobody claimed in time,
-            // so a refused enqueue delays the ledger, it does not lose it.
-            if let Err(e) = self.queue.enqueue(&message).await {
-                tracing::warn!(target: "ledger::worker::batches", batchId = %batch.id, ledgerId = %ledger.id, error = %e, "enqueueing a batch's ledger failed; the recovery sweep will");
-            }
-        }
+        // Published and queued side by side: one by one, a chunk would wait for the broker's
+        // round trip of every ledger in turn.
+        futures::stream::iter(&created)
+            .for_each_concurrent(ENQUEUE_CONCURRENCY, |ledger| async move {
+                self.notifier.status(ledger).await;
+                let message = JobMessage {
+                    ledger_id: ledger.id,
+                    merchant_id: ledger.merchant_id.clone(),
+                    redelivery: false,
+                };
+                // Stored PENDING: the recovery sweep re-enqueues a job nobody claimed in
+                // time, so a refused enqueue delays the ledger, it does not lose it.
+                if let Err(e) = self.queue.enqueue(&message).await {
+                    tracing::warn!(target: "ledger::worker::batches", batchId = %batch.id, ledgerId = %ledger.id, error = %e, "enqueueing a batch's ledger failed; the recovery sweep will");
+                }
+            })
+            .await;
         Ok(done)
     }
 
@@ -468,6 +476,7 @@ impl BatchRunner {
                     batch_id: batch.id,
                     status,
                     total: tally.counts.total(),
+                    expanding: batch.expanding,
                     counts: tally.counts,
                     created_by: batch.created_by.clone(),
                     at: now,
