@@ -168,6 +168,9 @@ pub trait BatchStore: Send + Sync {
     /// end of the expansion, on the last); returns the ledgers it created, PENDING.
     /// `None` when `holder` lost the lease: nothing was written.
     async fn expand_batch(&self, step: &ExpandStep<'_>) -> Result<Option<Vec<Ledger>>, StoreError>;
+    /// Gives up `holder`'s lease of the expansion of `id` (on shutdown), so another process
+    /// goes on at once from the last chunk written.
+    async fn release_expansion(&self, id: BatchId, holder: &str) -> Result<(), StoreError>;
     /// Batches whose last published status is RUNNING, oldest first.
     async fn running_batches(&self, limit: u32) -> Result<Vec<Published>, StoreError>;
     /// Records a new publication of `id` if the last is still `seq`; false when another

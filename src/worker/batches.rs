@@ -158,7 +158,15 @@ impl BatchRunner {
         };
         let mut backoff = Duration::from_millis(200);
         tracing::info!(target: "ledger::worker::batches", batchId = %batch.id, cursor = pass.cursor.as_deref().unwrap_or(""), "expanding a batch");
-        while !shutdown.is_cancelled() {
+        loop {
+            if shutdown.is_cancelled() {
+                // Another process goes on from the last chunk written, without waiting for
+                // the lease to run out.
+                if let Err(e) = self.store.release_expansion(batch.id, &self.holder).await {
+                    tracing::warn!(target: "ledger::worker::batches", batchId = %batch.id, error = %e, "releasing a batch's expansion failed; it goes on when the lease ends");
+                }
+                return;
+            }
             match self.chunk(&batch, &mut pass).await {
                 Ok(false) => backoff = Duration::from_millis(200),
                 Ok(true) => {
@@ -175,7 +183,7 @@ impl BatchRunner {
                 Err(Stalled::Backend(cause)) => {
                     tracing::error!(target: "ledger::worker::batches", batchId = %batch.id, error = %cause, "expanding a batch failed; trying the chunk again");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => {}
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));

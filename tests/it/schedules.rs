@@ -220,12 +220,10 @@ async fn a_schedule_catches_up_and_each_merchant_closes_in_its_own_zone() {
 #[tokio::test]
 async fn a_restarted_service_goes_on_where_its_schedule_stopped() {
     let source = two_zones();
-    let first = spawn_with(Options {
-        source_dir: Some(source.path().to_path_buf()),
-        ..Options::default()
-    })
-    .await;
-    let data_dir = first.data_dir.path().display().to_string();
+    // The data dir (and in the production run its database) outlives both processes.
+    let data = crate::helpers::data_dir();
+    let data_dir = data.path().display().to_string();
+    let first = process(&data_dir, source.path(), "api,worker").await;
     let token = first.user("ops", "platform_admin", "*").await;
     let open = open_in_pago_pago();
     let from = (open - chrono::Duration::days(20)).to_string();

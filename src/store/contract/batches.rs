@@ -373,10 +373,20 @@ pub(super) async fn racing_expansions(store: Arc<dyn JobStore>) {
         store.claim_expansion("pa", now, lease),
         store.claim_expansion("pb", now, lease)
     );
-    let winners = [a.unwrap(), b.unwrap()]
+    let won: Vec<_> = [a.unwrap(), b.unwrap()]
         .into_iter()
         .flatten()
         .filter(|e| e.batch.id.as_i64() == 7501)
-        .count();
-    assert_eq!(winners, 1, "one process holds an expansion");
+        .collect();
+    assert_eq!(won.len(), 1, "one process holds an expansion");
+    // Released on shutdown: another process takes it at once.
+    let id = won[0].batch.id;
+    store.release_expansion(id, "someone else").await.unwrap();
+    store.release_expansion(id, "pa").await.unwrap();
+    store.release_expansion(id, "pb").await.unwrap();
+    let mut taken = false;
+    while let Some(e) = store.claim_expansion("pc", now, lease).await.unwrap() {
+        taken |= e.batch.id == id;
+    }
+    assert!(taken, "a released expansion is free");
 }

@@ -414,6 +414,15 @@ impl<D: Dialect> BatchStore for SqlStore<D> {
         self.expand(step).await
     }
 
+    async fn release_expansion(&self, id: BatchId, holder: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE batches SET expand_until = NULL WHERE id = $1 AND expand_holder = $2",
+            args![id.as_i64(), holder],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn running_batches(&self, limit: u32) -> Result<Vec<Published>, StoreError> {
         self.running(limit).await
     }
