@@ -58,9 +58,9 @@ pub enum ApiError {
     /// 403: an audit read of deleted ledgers by a caller who is not platform_admin.
     #[error("includeDeleted=true is an audit read for platform_admin only")]
     AuditOnly,
-    /// 403: something for every merchant (`"*"`) by a caller who may not do it on every
-    /// one.
-    #[error("{0} needs the permission on every merchant (platform_admin)")]
+    /// 403: something for `"*"` by a caller whose grants do not allow it (the message says
+    /// what it needs).
+    #[error("{0}")]
     EveryMerchantOnly(&'static str),
     /// 404: no such resource (also when the caller may not see it).
     #[error("{0}")]

@@ -146,7 +146,7 @@ pub trait BatchStore: Send + Sync {
         before: Option<BatchId>,
         limit: u32,
     ) -> Result<Vec<Batch>, StoreError>;
-    /// A page of a batch's members, newest ledger first, below `before`.
+    /// A page of a batch's members not deleted, newest ledger first, below `before`.
     async fn batch_members(
         &self,
         id: BatchId,
@@ -168,11 +168,20 @@ pub trait BatchStore: Send + Sync {
     /// end of the expansion, on the last); returns the ledgers it created, PENDING.
     /// `None` when `holder` lost the lease: nothing was written.
     async fn expand_batch(&self, step: &ExpandStep<'_>) -> Result<Option<Vec<Ledger>>, StoreError>;
-    /// Gives up `holder`'s lease of the expansion of `id` (on shutdown), so another process
-    /// goes on at once from the last chunk written.
-    async fn release_expansion(&self, id: BatchId, holder: &str) -> Result<(), StoreError>;
-    /// Batches whose last published status is RUNNING, oldest first.
-    async fn running_batches(&self, limit: u32) -> Result<Vec<Published>, StoreError>;
+    /// Gives up `holder`'s lease of the expansion of `id`, so that any process goes on from
+    /// the last chunk written from `at` on (now, on shutdown; later, after a failure).
+    async fn release_expansion(
+        &self,
+        id: BatchId,
+        holder: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Batches whose last published status is RUNNING, oldest first, after `after`.
+    async fn running_batches(
+        &self,
+        after: Option<BatchId>,
+        limit: u32,
+    ) -> Result<Vec<Published>, StoreError>;
     /// Records a new publication of `id` if the last is still `seq`; false when another
     /// process published in between (it publishes, not this one). `finished_at` is kept
     /// unless `status` is RUNNING (`None`: now).
@@ -185,6 +194,8 @@ pub trait BatchStore: Send + Sync {
         finished_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Re-opens (RUNNING) the finished batches `ledger` is a member of: it was queued again.
+    /// Re-opens (RUNNING) the batches `ledger` is a member of: it was queued again. Also a
+    /// new publication, so a progress round that counted before the change cannot record
+    /// the batch as finished over it.
     async fn reopen_batches(&self, ledger: LedgerId, now: DateTime<Utc>) -> Result<(), StoreError>;
 }

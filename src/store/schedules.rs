@@ -67,8 +67,12 @@ pub trait ScheduleStore: Send + Sync {
     /// Deletes a schedule (softly: its runs and their ledgers stay); false when there was
     /// none.
     async fn delete_schedule(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError>;
-    /// Schedules neither paused nor deleted, oldest first.
-    async fn active_schedules(&self, limit: u32) -> Result<Vec<Schedule>, StoreError>;
+    /// Schedules neither paused nor deleted, oldest first, after the id `after`.
+    async fn active_schedules(
+        &self,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Schedule>, StoreError>;
     /// Opens a run in one transaction — its batch, its row, the schedule's next period —
     /// if the schedule's next period is still the run's; false when another process
     /// opened it first.

@@ -154,9 +154,22 @@ impl Batches {
         request: BatchRequest,
         key: Option<String>,
     ) -> Result<BatchCreated, LedgerError> {
-        if let Selection::Only(ids) = &request.merchants {
-            for merchant in ids {
-                assert_merchant_access(&self.authz, caller, merchant, Permission::Create).await?;
+        match &request.merchants {
+            Selection::Only(ids) => {
+                for merchant in ids {
+                    assert_merchant_access(&self.authz, caller, merchant, Permission::Create)
+                        .await?;
+                }
+            }
+            // Every merchant the caller may create for: one who may create for none would
+            // make a worker list the whole source for nothing.
+            Selection::All => {
+                if matches!(self.scope(caller, Permission::Create).await?, MerchantScope::Only(ref m) if m.is_empty())
+                {
+                    return Err(LedgerError::EveryMerchantOnly(
+                        "a batch of \"*\" needs create on at least one merchant",
+                    ));
+                }
             }
         }
         let new = NewBatch {

@@ -32,8 +32,9 @@ pub enum LedgerError {
     /// An audit read of deleted ledgers by a caller who may not make one.
     #[error("includeDeleted=true is an audit read for platform_admin only")]
     AuditOnly,
-    /// Something for every merchant (`"*"`) by a caller who may not do it on every one.
-    #[error("{0} needs the permission on every merchant (platform_admin)")]
+    /// Something for `"*"` by a caller whose grants do not allow it (the message says what
+    /// it needs).
+    #[error("{0}")]
     EveryMerchantOnly(&'static str),
     /// No such ledger or version (also when the caller may not see it).
     #[error("{0}")]

@@ -87,6 +87,21 @@ impl ScheduleRequest {
             if !from.has_started(earliest, now) {
                 return Err(InvalidInput::new("from", "the period has not started yet"));
             }
+            // A catch-up opens one run a period: bounded, so `from` cannot ask for tens of
+            // thousands at once.
+            let mut period = *from;
+            for _ in 0..MAX_CATCH_UP {
+                if !period.has_started(earliest, now) {
+                    break;
+                }
+                period = cadence.next(&period);
+            }
+            if period.has_started(earliest, now) {
+                return Err(InvalidInput::new(
+                    "from",
+                    format!("at most {MAX_CATCH_UP} periods back"),
+                ));
+            }
         }
         Ok(Self {
             merchants,
@@ -112,6 +127,9 @@ pub struct ScheduleView {
 
 const MISSING: LedgerError = LedgerError::NotFound("no such schedule");
 
+/// How many periods back `from` may be.
+pub const MAX_CATCH_UP: usize = 400;
+
 impl Schedules {
     /// Makes a schedule. Every named merchant must allow the caller `create` (else a
     /// [`LedgerError::Forbidden`] naming the first that does not); `"*"` needs
@@ -133,7 +151,9 @@ impl Schedules {
                     self.scope(caller, Permission::Create).await?,
                     MerchantScope::All
                 ) {
-                    return Err(LedgerError::EveryMerchantOnly("a schedule of \"*\""));
+                    return Err(LedgerError::EveryMerchantOnly(
+                        "a schedule of \"*\" needs create on every merchant (platform_admin)",
+                    ));
                 }
             }
         }

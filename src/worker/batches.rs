@@ -26,6 +26,9 @@ use crate::store::batches::{ExpandStep, Expansion, NewBatch};
 use crate::store::schedules::OpenRun;
 use crate::store::{JobStore, NewLedger};
 
+/// Rows read at once when going over every running batch or active schedule.
+const PAGE: u32 = 500;
+
 /// Ledgers of a chunk published and queued at once.
 const ENQUEUE_CONCURRENCY: usize = 64;
 
@@ -42,6 +45,9 @@ pub struct BatchSettings {
     pub progress_every: Duration,
     /// How often schedules are looked at for runs to open.
     pub schedule_every: Duration,
+    /// How long an expansion that failed (its source or store) waits before any process
+    /// tries its chunk again.
+    pub retry_after: Duration,
 }
 
 impl Default for BatchSettings {
@@ -52,6 +58,7 @@ impl Default for BatchSettings {
             chunk: 500,
             progress_every: Duration::from_millis(500),
             schedule_every: Duration::from_secs(2),
+            retry_after: Duration::from_secs(10),
         }
     }
 }
@@ -122,6 +129,9 @@ impl BatchRunner {
 
     async fn expand_loop(&self, shutdown: CancellationToken) {
         loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
             let now = Utc::now();
             let until = now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default();
             match self.store.claim_expansion(&self.holder, now, until).await {
@@ -156,19 +166,17 @@ impl BatchRunner {
             zones: std::collections::BTreeSet::new(),
             created: 0,
         };
-        let mut backoff = Duration::from_millis(200);
         tracing::info!(target: "ledger::worker::batches", batchId = %batch.id, cursor = pass.cursor.as_deref().unwrap_or(""), "expanding a batch");
         loop {
             if shutdown.is_cancelled() {
                 // Another process goes on from the last chunk written, without waiting for
                 // the lease to run out.
-                if let Err(e) = self.store.release_expansion(batch.id, &self.holder).await {
-                    tracing::warn!(target: "ledger::worker::batches", batchId = %batch.id, error = %e, "releasing a batch's expansion failed; it goes on when the lease ends");
-                }
+                self.put_back(&batch, Utc::now(), "releasing a batch's expansion")
+                    .await;
                 return;
             }
             match self.chunk(&batch, &mut pass).await {
-                Ok(false) => backoff = Duration::from_millis(200),
+                Ok(false) => {}
                 Ok(true) => {
                     if let Some(run) = &batch.run {
                         self.learn_zones(run.schedule_id, &pass.zones).await;
@@ -181,14 +189,28 @@ impl BatchRunner {
                     return;
                 }
                 Err(Stalled::Backend(cause)) => {
-                    tracing::error!(target: "ledger::worker::batches", batchId = %batch.id, error = %cause, "expanding a batch failed; trying the chunk again");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // Put aside for a while, so that one batch whose source or store keeps
+                    // failing never holds up the others: any process takes it up again from
+                    // its last chunk once the pause is over.
+                    let retry_at = Utc::now()
+                        + chrono::Duration::from_std(self.settings.retry_after).unwrap_or_default();
+                    tracing::error!(target: "ledger::worker::batches", batchId = %batch.id, error = %cause, retryAt = %retry_at, "expanding a batch failed; it is retried from its last chunk");
+                    self.put_back(&batch, retry_at, "putting a failed expansion aside")
+                        .await;
+                    return;
                 }
             }
+        }
+    }
+
+    /// Gives the expansion of `batch` back, to be taken again from `at` on.
+    async fn put_back(&self, batch: &Batch, at: chrono::DateTime<Utc>, what: &str) {
+        if let Err(e) = self
+            .store
+            .release_expansion(batch.id, &self.holder, at)
+            .await
+        {
+            tracing::warn!(target: "ledger::worker::batches", batchId = %batch.id, error = %e, "{what} failed; it goes on when the lease ends");
         }
     }
 
@@ -261,20 +283,40 @@ impl BatchRunner {
     /// Writes one chunk and moves `pass` past it; true when it was the last.
     async fn chunk(&self, batch: &Batch, pass: &mut Pass) -> Result<bool, Stalled> {
         let (merchants, next, done) = self.merchants(batch, pass.cursor.as_deref()).await?;
-        // Judged per merchant now: a grant revoked since the request leaves its merchant out.
+        // A run takes the merchants whose period closed (in their zone) in this pass.
+        let mut next_close = pass.next_close;
+        let mut zones = Vec::new();
+        let mut candidates = Vec::with_capacity(merchants.len());
+        match &batch.run {
+            None => candidates = merchants.into_iter().map(|m| (m, batch.timezone)).collect(),
+            Some(run) => {
+                for merchant in merchants {
+                    let zone = self.zone_of(&merchant).await?;
+                    zones.push(zone.name());
+                    let close = close_at(&batch.period, zone, run.delay);
+                    if run.in_pass(close) {
+                        candidates.push((merchant, Some(zone)));
+                    } else if run.pass_to.is_some_and(|to| close > to) {
+                        next_close = Some(next_close.map_or(close, |n| n.min(close)));
+                    }
+                }
+            }
+        }
+        // Judged per merchant now, for the merchants this chunk adds only: a grant revoked
+        // since the request leaves its merchant out.
         let caller = Caller {
             subject: batch.created_by.clone(),
         };
-        let mut allowed = Vec::with_capacity(merchants.len());
+        let mut due = Vec::with_capacity(candidates.len());
         let mut skipped = 0;
         let mut skipped_ids = pass.skipped_ids.clone();
-        for merchant in merchants {
+        for (merchant, zone) in candidates {
             match assert_merchant_access(&self.authz, &caller, &merchant, Permission::Create).await
             {
-                Ok(()) => allowed.push(merchant),
+                Ok(()) => due.push((merchant, zone)),
                 Err(AccessError::Denied { .. }) => {
                     skipped += 1;
-                    if skipped_ids.len() < MAX_SKIPPED_NAMED {
+                    if skipped_ids.len() < MAX_SKIPPED_NAMED && !skipped_ids.contains(&merchant) {
                         skipped_ids.push(merchant);
                     }
                 }
@@ -284,25 +326,6 @@ impl BatchRunner {
             }
         }
         let now = Utc::now();
-        // A run takes the merchants whose period closed (in their zone) in this pass.
-        let mut next_close = pass.next_close;
-        let mut zones = Vec::new();
-        let mut due = Vec::with_capacity(allowed.len());
-        match &batch.run {
-            None => due = allowed.into_iter().map(|m| (m, batch.timezone)).collect(),
-            Some(run) => {
-                for merchant in allowed {
-                    let zone = self.zone_of(&merchant).await?;
-                    zones.push(zone.name());
-                    let close = close_at(&batch.period, zone, run.delay);
-                    if run.in_pass(close) {
-                        due.push((merchant, Some(zone)));
-                    } else if run.pass_to.is_some_and(|to| close > to) {
-                        next_close = next_close.min(Some(close)).or(Some(close));
-                    }
-                }
-            }
-        }
         let ledgers: Vec<NewLedger> = due
             .iter()
             .flat_map(|(merchant, zone)| {
@@ -399,35 +422,52 @@ impl BatchRunner {
         &self,
         now: chrono::DateTime<Utc>,
     ) -> Result<(), crate::store::StoreError> {
-        for mut schedule in self.store.active_schedules(10_000).await? {
-            // A bounded catch-up per round: the rest follows in the next rounds.
-            for _ in 0..100 {
-                let opens_at = schedule.next_open_at();
-                if opens_at > now {
-                    break;
-                }
-                let run = OpenRun {
-                    schedule_id: schedule.id,
-                    batch: NewBatch {
-                        id: crate::domain::BatchId::from_i64(self.ids.next_id().as_i64()),
-                        created_by: schedule.created_by.clone(),
-                        merchants: schedule.merchants.clone(),
-                        ledger_type: schedule.ledger_type,
-                        period: schedule.next_period,
-                        formats: schedule.formats.clone(),
-                        timezone: None,
-                        created_at: now,
-                    },
-                    delay: schedule.delay,
-                    pass_at: opens_at,
-                    next_period: schedule.cadence.next(&schedule.next_period),
-                };
-                if !self.store.open_run(&run).await? {
-                    break;
-                }
-                tracing::info!(target: "ledger::worker::batches", scheduleId = schedule.id, period = %run.batch.period, batchId = %run.batch.id, "schedule run opened");
-                schedule.next_period = run.next_period;
+        let mut after = None;
+        loop {
+            let page = self.store.active_schedules(after, PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.id);
+            for schedule in page {
+                self.open_runs_of(schedule, now).await?;
             }
+        }
+    }
+
+    /// Opens the due runs of one schedule.
+    async fn open_runs_of(
+        &self,
+        mut schedule: crate::domain::Schedule,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), crate::store::StoreError> {
+        // A bounded catch-up per round: the rest follows in the next rounds.
+        for _ in 0..100 {
+            let opens_at = schedule.next_open_at();
+            if opens_at > now {
+                break;
+            }
+            let run = OpenRun {
+                schedule_id: schedule.id,
+                batch: NewBatch {
+                    id: crate::domain::BatchId::from_i64(self.ids.next_id().as_i64()),
+                    created_by: schedule.created_by.clone(),
+                    merchants: schedule.merchants.clone(),
+                    ledger_type: schedule.ledger_type,
+                    period: schedule.next_period,
+                    formats: schedule.formats.clone(),
+                    timezone: None,
+                    created_at: now,
+                },
+                delay: schedule.delay,
+                pass_at: opens_at,
+                next_period: schedule.cadence.next(&schedule.next_period),
+            };
+            if !self.store.open_run(&run).await? {
+                break;
+            }
+            tracing::info!(target: "ledger::worker::batches", scheduleId = schedule.id, period = %run.batch.period, batchId = %run.batch.id, "schedule run opened");
+            schedule.next_period = run.next_period;
         }
         Ok(())
     }
@@ -451,46 +491,62 @@ impl BatchRunner {
 
     /// One round over the running batches.
     pub async fn progress_round(&self) -> Result<(), crate::store::StoreError> {
-        for published in self.store.running_batches(1000).await? {
-            let batch = &published.batch;
-            let tally = self.store.tally_batch(batch.id).await?;
-            let status = tally.status(batch.expanding);
-            if status == batch.status
-                && tally.counts == batch.counts
-                && tally.counts.total() == published.total
-            {
-                continue;
+        let mut after = None;
+        loop {
+            let page = self.store.running_batches(after, PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.batch.id);
+            for published in page {
+                self.publish_progress(published).await?;
             }
-            let now = Utc::now();
-            let won = self
-                .store
-                .record_batch_progress(
-                    batch.id,
-                    published.seq,
-                    status,
-                    &tally.counts,
-                    tally.finished_at(batch.expanding, batch.created_at),
-                    now,
-                )
-                .await?;
-            if !won {
-                continue;
-            }
-            if status != batch.status {
-                tracing::info!(target: "ledger::worker::batches", batchId = %batch.id, status = %status, total = tally.counts.total(), completed = tally.counts.completed, rejected = tally.counts.rejected, existing = tally.counts.existing, "batch status changed");
-            }
-            self.notifier
-                .publish(&Event::BatchProgress(BatchProgressEvent {
-                    batch_id: batch.id,
-                    status,
-                    total: tally.counts.total(),
-                    expanding: batch.expanding,
-                    counts: tally.counts,
-                    created_by: batch.created_by.clone(),
-                    at: now,
-                }))
-                .await;
         }
+    }
+
+    /// Publishes one running batch's progress if it changed and this process wins it.
+    async fn publish_progress(
+        &self,
+        published: crate::store::batches::Published,
+    ) -> Result<(), crate::store::StoreError> {
+        let batch = &published.batch;
+        let tally = self.store.tally_batch(batch.id).await?;
+        let status = tally.status(batch.expanding);
+        if status == batch.status
+            && tally.counts == batch.counts
+            && tally.counts.total() == published.total
+        {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let won = self
+            .store
+            .record_batch_progress(
+                batch.id,
+                published.seq,
+                status,
+                &tally.counts,
+                tally.finished_at(batch.expanding, batch.created_at),
+                now,
+            )
+            .await?;
+        if !won {
+            return Ok(());
+        }
+        if status != batch.status {
+            tracing::info!(target: "ledger::worker::batches", batchId = %batch.id, status = %status, total = tally.counts.total(), completed = tally.counts.completed, rejected = tally.counts.rejected, existing = tally.counts.existing, "batch status changed");
+        }
+        self.notifier
+            .publish(&Event::BatchProgress(BatchProgressEvent {
+                batch_id: batch.id,
+                status,
+                total: tally.counts.total(),
+                expanding: batch.expanding,
+                counts: tally.counts,
+                created_by: batch.created_by.clone(),
+                at: now,
+            }))
+            .await;
         Ok(())
     }
 }

@@ -197,6 +197,20 @@ async fn a_merchant_the_caller_may_not_create_for_is_a_403_naming_it() {
             .contains("m_global"),
         "{body}"
     );
+    // Every merchant, by one who may create for none: refused, not a batch of nothing.
+    let nobody = app.token("nobody");
+    let body = assert_error(
+        post_batch(&app, &nobody, &batch(json!("*"), &["CSV"]), None).await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at least one merchant")
+    );
     // Nothing was stored.
     let page = app.get_json(&token, "/batches").await;
     assert_eq!(page["items"], json!([]));

@@ -378,7 +378,7 @@ fn every_api_error() -> Vec<ApiError> {
             permission: ledger::auth::Permission::Create,
         },
         ApiError::AuditOnly,
-        ApiError::EveryMerchantOnly("a schedule of \"*\""),
+        ApiError::EveryMerchantOnly("a schedule of \"*\" needs create on every merchant"),
         ApiError::NotFound("no such ledger"),
         ApiError::MethodNotAllowed,
         ApiError::LedgerExists(LedgerId::from_i64(1)),

@@ -292,6 +292,7 @@ async fn schedules_are_authorized_validated_paused_and_deleted() {
         (json!({"cadence": "HOURLY"}), "cadence"),
         (json!({"from": "2026-Q3"}), "from"),
         (json!({"from": "2999-01"}), "from"),
+        (json!({"from": "1990-01"}), "from"),
         (json!({"delay": "P1M"}), "delay"),
         (json!({"delay": "P40D"}), "delay"),
         (json!({"formats": []}), "formats"),

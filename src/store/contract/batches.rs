@@ -309,7 +309,7 @@ pub(super) async fn batches(store: &dyn JobStore) {
     assert_eq!(tally.status(false), BatchStatus::CompletedWithErrors);
 
     // Publication: one process wins each change.
-    let running = store.running_batches(10).await.unwrap();
+    let running = store.running_batches(None, 10).await.unwrap();
     let mine = running
         .iter()
         .find(|p| p.batch.id.as_i64() == 7001)
@@ -334,7 +334,7 @@ pub(super) async fn batches(store: &dyn JobStore) {
     assert!(b.finished_at.is_some());
     assert!(
         store
-            .running_batches(10)
+            .running_batches(None, 10)
             .await
             .unwrap()
             .iter()
@@ -348,6 +348,13 @@ pub(super) async fn batches(store: &dyn JobStore) {
         .unwrap();
     let b = store.get_batch(b.id).await.unwrap().unwrap();
     assert_eq!((b.status, b.finished_at), (BatchStatus::Running, None));
+    // A round that counted before the re-opening cannot record it finished over it.
+    assert!(
+        !store
+            .record_batch_progress(b.id, mine.seq + 1, status, &tally.counts, None, now)
+            .await
+            .unwrap()
+    );
 
     // Expired keys are purged with the ledgers' ones.
     assert!(
@@ -379,11 +386,22 @@ pub(super) async fn racing_expansions(store: Arc<dyn JobStore>) {
         .filter(|e| e.batch.id.as_i64() == 7501)
         .collect();
     assert_eq!(won.len(), 1, "one process holds an expansion");
-    // Released on shutdown: another process takes it at once.
+    // Released (put aside after a failure): any process takes it from then on.
     let id = won[0].batch.id;
-    store.release_expansion(id, "someone else").await.unwrap();
-    store.release_expansion(id, "pa").await.unwrap();
-    store.release_expansion(id, "pb").await.unwrap();
+    let later_on = now + Duration::seconds(10);
+    store
+        .release_expansion(id, "someone else", later_on)
+        .await
+        .unwrap();
+    store.release_expansion(id, "pa", later_on).await.unwrap();
+    store.release_expansion(id, "pb", later_on).await.unwrap();
+    // Put aside until `later_on`: not before.
+    let mut early = false;
+    while let Some(e) = store.claim_expansion("pc", now, lease).await.unwrap() {
+        early |= e.batch.id == id;
+    }
+    assert!(!early, "a batch put aside waits");
+    let (now, lease) = (later_on, later_on + Duration::seconds(30));
     let mut taken = false;
     while let Some(e) = store.claim_expansion("pc", now, lease).await.unwrap() {
         taken |= e.batch.id == id;

@@ -167,7 +167,7 @@ pub(super) async fn schedules(store: Arc<dyn JobStore>) {
     assert!(!claims_ours(then).await);
     assert!(
         store
-            .active_schedules(10)
+            .active_schedules(None, 10)
             .await
             .unwrap()
             .iter()
@@ -188,7 +188,7 @@ pub(super) async fn schedules(store: Arc<dyn JobStore>) {
     let zoned = store.get_schedule(8001).await.unwrap().unwrap();
     assert_eq!(zoned.zones, [Timezone::parse("Asia/Tokyo").unwrap()]);
 
-    // Deleted: gone from lists, its runs stay.
+    // Deleted: gone from lists, its runs stay and add no more members (they can end).
     assert!(store.delete_schedule(8002, Utc::now()).await.unwrap());
     assert!(!store.delete_schedule(8002, Utc::now()).await.unwrap());
     assert!(
@@ -209,4 +209,10 @@ pub(super) async fn schedules(store: Arc<dyn JobStore>) {
             .is_some()
     );
     assert_eq!(store.schedule_runs(8001, 10).await.unwrap().len(), 1);
+    assert!(store.get_batch(batch).await.unwrap().unwrap().expanding);
+    assert!(store.delete_schedule(8001, Utc::now()).await.unwrap());
+    assert!(
+        !store.get_batch(batch).await.unwrap().unwrap().expanding,
+        "the run ends"
+    );
 }

@@ -19,6 +19,9 @@ use crate::store::{InsertOutcome, NewLedger, StoreError, idempotency_cutoff};
 /// fails.
 const ID_ATTEMPTS: usize = 8;
 
+/// New ledgers inserted by one statement.
+const INSERT_GROUP: usize = 500;
+
 /// One batch row by id (`$1`).
 fn batch_by_id() -> String {
     format!("SELECT {BATCH_COLUMNS} FROM batches b WHERE b.id = $1")
@@ -145,7 +148,7 @@ impl<D: Dialect> SqlStore<D> {
              JOIN ledgers l ON l.id = m.ledger_id \
              LEFT JOIN ledger_files f ON f.ledger_id = l.id \
              AND f.version = (SELECT MAX(version) FROM ledger_files WHERE ledger_id = l.id) \
-             WHERE m.batch_id = $1 AND m.ledger_id < $2 \
+             WHERE m.batch_id = $1 AND m.ledger_id < $2 AND l.deleted_at IS NULL \
              AND ($3 = 0 OR m.existing = ($3 = 2)) \
              AND ($4 IS NULL OR l.status = $4) \
              ORDER BY m.ledger_id DESC LIMIT $5"
@@ -256,7 +259,12 @@ impl<D: Dialect> SqlStore<D> {
             }
             let group: Vec<(&NewLedger, Option<&crate::store::IdempotencyRecord>)> =
                 todo.iter().map(|n| (n, None)).collect();
-            let results = insert_many::<D>(&mut *tx, &group).await?;
+            // Statements of at most INSERT_GROUP rows: engines cap a statement's parameters
+            // (SQLite 32,766, PostgreSQL 65,535), and a chunk may be a long page.
+            let mut results = Vec::with_capacity(group.len());
+            for part in group.chunks(INSERT_GROUP) {
+                results.extend(insert_many::<D>(&mut *tx, part).await?);
+            }
             let mut again = Vec::new();
             for (new, result) in todo.iter().zip(results) {
                 let undone = match result {
@@ -323,14 +331,18 @@ impl<D: Dialect> SqlStore<D> {
         Ok(Some(created))
     }
 
-    async fn running(&self, limit: u32) -> Result<Vec<Published>, StoreError> {
+    async fn running(
+        &self,
+        after: Option<BatchId>,
+        limit: u32,
+    ) -> Result<Vec<Published>, StoreError> {
         let rows: Vec<BatchRow> = self
             .fetch_all(
                 &format!(
                     "SELECT {BATCH_COLUMNS} FROM batches b WHERE b.status = 'RUNNING' \
-                     ORDER BY b.id LIMIT $1"
+                     AND b.id > $1 ORDER BY b.id LIMIT $2"
                 ),
-                args![i64::from(limit)],
+                args![after.map_or(0, BatchId::as_i64), i64::from(limit)],
             )
             .await?;
         rows.into_iter()
@@ -414,17 +426,27 @@ impl<D: Dialect> BatchStore for SqlStore<D> {
         self.expand(step).await
     }
 
-    async fn release_expansion(&self, id: BatchId, holder: &str) -> Result<(), StoreError> {
+    async fn release_expansion(
+        &self,
+        id: BatchId,
+        holder: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        // The lease ends just before `at`: a claim takes a lease that ended before its now.
         self.execute(
-            "UPDATE batches SET expand_until = NULL WHERE id = $1 AND expand_holder = $2",
-            args![id.as_i64(), holder],
+            "UPDATE batches SET expand_until = $3 WHERE id = $1 AND expand_holder = $2",
+            args![id.as_i64(), holder, at - chrono::Duration::milliseconds(1)],
         )
         .await?;
         Ok(())
     }
 
-    async fn running_batches(&self, limit: u32) -> Result<Vec<Published>, StoreError> {
-        self.running(limit).await
+    async fn running_batches(
+        &self,
+        after: Option<BatchId>,
+        limit: u32,
+    ) -> Result<Vec<Published>, StoreError> {
+        self.running(after, limit).await
     }
 
     async fn record_batch_progress(
@@ -466,9 +488,9 @@ impl<D: Dialect> BatchStore for SqlStore<D> {
 
     async fn reopen_batches(&self, ledger: LedgerId, now: DateTime<Utc>) -> Result<(), StoreError> {
         self.execute(
-            "UPDATE batches SET status = 'RUNNING', finished_at = NULL, updated_at = $2 \
-             WHERE status <> 'RUNNING' \
-             AND id IN (SELECT batch_id FROM batch_members WHERE ledger_id = $1)",
+            "UPDATE batches SET status = 'RUNNING', finished_at = NULL, updated_at = $2, \
+             progress_seq = progress_seq + 1 \
+             WHERE id IN (SELECT batch_id FROM batch_members WHERE ledger_id = $1)",
             args![ledger.as_i64(), now],
         )
         .await?;

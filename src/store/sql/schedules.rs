@@ -102,20 +102,35 @@ impl<D: Dialect> ScheduleStore for SqlStore<D> {
     }
 
     async fn delete_schedule(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let n = self
-            .execute(
-                "UPDATE schedules SET deleted_at = $1, updated_at = $1 \
-                 WHERE id = $2 AND deleted_at IS NULL",
-                args![now, id],
-            )
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let n = D::Db::execute(
+            &mut *tx,
+            "UPDATE schedules SET deleted_at = $1, updated_at = $1 \
+             WHERE id = $2 AND deleted_at IS NULL",
+            args![now, id],
+        )
+        .await?;
+        // Its open runs add no more members: each ends with the ledgers it has (a holder's
+        // next chunk finds the expansion over and writes nothing).
+        D::Db::execute(
+            &mut *tx,
+            "UPDATE batches SET expanding = FALSE, expand_cursor = NULL, pass_to = NULL, \
+             pass_at = NULL, updated_at = $1 WHERE schedule_id = $2 AND expanding = TRUE",
+            args![now, id],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(n == 1)
     }
 
-    async fn active_schedules(&self, limit: u32) -> Result<Vec<Schedule>, StoreError> {
+    async fn active_schedules(
+        &self,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Schedule>, StoreError> {
         self.schedules_where(
-            "s.deleted_at IS NULL AND s.paused = FALSE ORDER BY s.id LIMIT $1",
-            args![i64::from(limit)],
+            "s.deleted_at IS NULL AND s.paused = FALSE AND s.id > $1 ORDER BY s.id LIMIT $2",
+            args![after.unwrap_or(0), i64::from(limit)],
         )
         .await
     }
