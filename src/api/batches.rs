@@ -17,7 +17,8 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, error_responses};
 use super::extract::{JsonObject, Path, Query};
-use super::ledgers::{decode_cursor, encode_cursor, idempotency_key, required, string_field};
+use super::ledgers::{encode_cursor, idempotency_key, required, string_field};
+use super::params::{paging, snowflake_id};
 use super::state::AppState;
 use super::views::{LedgerView, view};
 use crate::auth::Caller;
@@ -28,11 +29,6 @@ use crate::domain::{
 };
 use crate::store::batches::MemberFilter;
 use crate::usecases::batches::{BatchCreated, BatchRequest, BatchView};
-
-/// Largest page of a list.
-const MAX_LIMIT: u32 = 200;
-/// Page size when none is asked for.
-const DEFAULT_LIMIT: u32 = 50;
 
 /// The batch routes, relative to the API's base path; each handler documents itself.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -255,16 +251,7 @@ fn batch_request(body: &Map<String, Value>) -> Result<BatchRequest, InvalidInput
 
 /// The batch id of a path; a well-formed id no batch has is a 404.
 fn batch_id(raw: &str) -> Result<BatchId, ApiError> {
-    raw.parse::<BatchId>().map_err(|e| {
-        let documented = (1..=19).contains(&raw.len())
-            && !raw.starts_with('0')
-            && raw.bytes().all(|b| b.is_ascii_digit());
-        if documented {
-            ApiError::NotFound("no such batch")
-        } else {
-            ApiError::Validation(e)
-        }
-    })
+    snowflake_id(raw, "no such batch")
 }
 
 /// The `{id}` of a batch's path.
@@ -274,35 +261,6 @@ struct BatchIdPath {
     /// The batch id.
     #[param(pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")]
     id: String,
-}
-
-/// A page size and cursor of a list, with no other parameter but `extra`.
-fn paging<C: std::str::FromStr>(
-    params: &HashMap<String, String>,
-    extra: &[&str],
-) -> Result<(u32, Option<C>), InvalidInput> {
-    if let Some(unknown) = params
-        .keys()
-        .find(|k| !["limit", "cursor"].contains(&k.as_str()) && !extra.contains(&k.as_str()))
-    {
-        return Err(InvalidInput::new(
-            unknown.clone(),
-            "unknown query parameter",
-        ));
-    }
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| InvalidInput::new("limit", format!("expected 1 to {MAX_LIMIT}")))?,
-    };
-    let cursor = params
-        .get("cursor")
-        .map(|c| decode_cursor::<C>(c))
-        .transpose()?;
-    Ok((limit, cursor))
 }
 
 error_responses! {

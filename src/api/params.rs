@@ -5,7 +5,10 @@ use utoipa::openapi::Required;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 
+use std::collections::HashMap;
+
 use super::ApiError;
+use crate::domain::InvalidInput;
 use crate::domain::LedgerId;
 
 /// The path of every `/ledgers/{id}…` route, as written: handlers take `Path<LedgerIdPath>`
@@ -37,12 +40,56 @@ impl utoipa::IntoParams for LedgerIdPath {
 /// The ledger id of a path. A decimal id of the documented form (`^[1-9][0-9]{0,18}$`) that
 /// does not fit in 63 bits is well-formed: no ledger has it, so it is a 404, not a 400.
 pub(super) fn ledger_id(raw: &str) -> Result<LedgerId, ApiError> {
-    raw.parse::<LedgerId>().map_err(|e| {
+    snowflake_id(raw, "no such ledger")
+}
+
+/// Largest page of a list.
+pub(super) const MAX_LIMIT: u32 = 200;
+/// Page size when none is asked for.
+pub(super) const DEFAULT_LIMIT: u32 = 50;
+
+/// A page size and cursor of a list, with no other parameter but `extra`.
+pub(super) fn paging<C: std::str::FromStr>(
+    params: &HashMap<String, String>,
+    extra: &[&str],
+) -> Result<(u32, Option<C>), InvalidInput> {
+    if let Some(unknown) = params
+        .keys()
+        .find(|k| !["limit", "cursor"].contains(&k.as_str()) && !extra.contains(&k.as_str()))
+    {
+        return Err(InvalidInput::new(
+            unknown.clone(),
+            "unknown query parameter",
+        ));
+    }
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| InvalidInput::new("limit", format!("expected 1 to {MAX_LIMIT}")))?,
+    };
+    let cursor = params
+        .get("cursor")
+        .map(|c| super::ledgers::decode_cursor::<C>(c))
+        .transpose()?;
+    Ok((limit, cursor))
+}
+
+/// The id of a path (a ledger's, a batch's, a schedule's: Snowflakes all). A decimal id of
+/// the documented form (`^[1-9][0-9]{0,18}$`) that does not fit in 63 bits is well-formed:
+/// nothing has it, so it is a 404 (`missing`), not a 400.
+pub(super) fn snowflake_id<T: std::str::FromStr<Err = crate::domain::InvalidInput>>(
+    raw: &str,
+    missing: &'static str,
+) -> Result<T, ApiError> {
+    raw.parse::<T>().map_err(|e| {
         let documented = (1..=19).contains(&raw.len())
             && !raw.starts_with('0')
             && raw.bytes().all(|b| b.is_ascii_digit());
         if documented {
-            ApiError::NotFound("no such ledger")
+            ApiError::NotFound(missing)
         } else {
             ApiError::Validation(e)
         }

@@ -18,7 +18,8 @@ use utoipa_axum::routes;
 use super::batches::{formats, selection};
 use super::error::{ApiError, error_responses};
 use super::extract::{JsonObject, Path, Query};
-use super::ledgers::{decode_cursor, encode_cursor, required, string_field};
+use super::ledgers::{encode_cursor, required, string_field};
+use super::params::{paging, snowflake_id};
 use super::state::AppState;
 use crate::auth::Caller;
 use crate::domain::ledger::parse_wire;
@@ -29,10 +30,6 @@ use crate::domain::{
 use crate::store::schedules::RunRecord;
 use crate::usecases::schedules::{ScheduleRequest, ScheduleView};
 
-/// Largest page of a list.
-const MAX_LIMIT: u32 = 200;
-/// Page size when none is asked for.
-const DEFAULT_LIMIT: u32 = 50;
 /// Runs shown with a schedule.
 const RUNS_SHOWN: u32 = 50;
 /// The delay when none is asked for.
@@ -215,19 +212,7 @@ fn schedule_request(body: &Map<String, Value>) -> Result<ScheduleRequest, Invali
 
 /// The schedule id of a path; a well-formed id no schedule has is a 404.
 fn schedule_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<BatchId>().map(BatchId::as_i64).map_err(|_| {
-        let documented = (1..=19).contains(&raw.len())
-            && !raw.starts_with('0')
-            && raw.bytes().all(|b| b.is_ascii_digit());
-        if documented {
-            ApiError::NotFound("no such schedule")
-        } else {
-            ApiError::Validation(InvalidInput::new(
-                "id",
-                "must be a schedule id (a positive decimal integer)",
-            ))
-        }
-    })
+    snowflake_id::<BatchId>(raw, "no such schedule").map(BatchId::as_i64)
 }
 
 /// The `{id}` of a schedule's path.
@@ -363,24 +348,8 @@ async fn list(
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<SchedulePage>, ApiError> {
-    if let Some(unknown) = params
-        .keys()
-        .find(|k| !["limit", "cursor"].contains(&k.as_str()))
-    {
-        return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
-    }
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| InvalidInput::new("limit", format!("expected 1 to {MAX_LIMIT}")))?,
-    };
-    let before = params
-        .get("cursor")
-        .map(|c| decode_cursor::<BatchId>(c).map(BatchId::as_i64))
-        .transpose()?;
+    let (limit, before) = paging::<BatchId>(&params, &[])?;
+    let before = before.map(BatchId::as_i64);
     let (items, more) = state.schedules().list(&caller, before, limit).await?;
     Ok(Json(SchedulePage {
         items: items.iter().map(body_of).collect(),

@@ -83,6 +83,33 @@ impl Selection {
         }
     }
 
+    /// The selection of a request: `*`, or 1 to [`MAX_EXPLICIT_MERCHANTS`] ids, a repeat
+    /// counting once (the first stays, in order).
+    pub fn checked(self) -> Result<Self, InvalidInput> {
+        let Selection::Only(ids) = self else {
+            return Ok(Selection::All);
+        };
+        if ids.is_empty() {
+            return Err(InvalidInput::new(
+                "merchantIds",
+                "name at least one merchant, or \"*\" for every merchant",
+            ));
+        }
+        if ids.len() > MAX_EXPLICIT_MERCHANTS {
+            return Err(InvalidInput::new(
+                "merchantIds",
+                format!(
+                    "at most {MAX_EXPLICIT_MERCHANTS} merchants may be named; use \"*\" for \
+                     every merchant"
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        Ok(Selection::Only(
+            ids.into_iter().filter(|m| seen.insert(m.clone())).collect(),
+        ))
+    }
+
     /// Reads [`Self::to_stored`]'s form.
     pub fn from_stored(raw: &str) -> Result<Self, String> {
         if raw == "*" {

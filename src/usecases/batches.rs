@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::LedgerError;
 use crate::auth::{Authorizer, Caller, MerchantScope, Permission, assert_merchant_access};
-use crate::domain::batch::{MAX_EXPLICIT_MERCHANTS, check_formats, formats_to_stored};
+use crate::domain::batch::{check_formats, formats_to_stored};
 use crate::domain::{
     Batch, BatchId, Format, InvalidInput, LedgerId, LedgerType, Period, Selection, Snowflake,
     Tally, Timezone,
@@ -45,7 +45,7 @@ pub struct BatchRequest {
 
 impl BatchRequest {
     /// A request for a period that has started by `now` (as for one ledger), naming at most
-    /// [`MAX_EXPLICIT_MERCHANTS`] merchants (repeats count once) and each format once.
+    /// [`crate::domain::batch::MAX_EXPLICIT_MERCHANTS`] merchants (repeats count once) and each format once.
     pub fn new(
         merchants: Selection,
         ledger_type: LedgerType,
@@ -54,28 +54,7 @@ impl BatchRequest {
         timezone: Option<Timezone>,
         now: DateTime<Utc>,
     ) -> Result<Self, InvalidInput> {
-        let merchants = match merchants {
-            Selection::All => Selection::All,
-            Selection::Only(ids) => {
-                if ids.is_empty() {
-                    return Err(InvalidInput::new(
-                        "merchantIds",
-                        "name at least one merchant, or \"*\" for every merchant",
-                    ));
-                }
-                if ids.len() > MAX_EXPLICIT_MERCHANTS {
-                    return Err(InvalidInput::new(
-                        "merchantIds",
-                        format!(
-                            "at most {MAX_EXPLICIT_MERCHANTS} merchants may be named; use \"*\" \
-                             for every merchant"
-                        ),
-                    ));
-                }
-                let mut seen = std::collections::HashSet::with_capacity(ids.len());
-                Selection::Only(ids.into_iter().filter(|m| seen.insert(m.clone())).collect())
-            }
-        };
+        let merchants = merchants.checked()?;
         check_formats(&formats)?;
         let earliest = Timezone(chrono_tz::Pacific::Kiritimati);
         if !period.has_started(timezone.unwrap_or(earliest), now) {

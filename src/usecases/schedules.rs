@@ -9,7 +9,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 use super::LedgerError;
 use crate::auth::{Authorizer, Caller, MerchantScope, Permission, assert_merchant_access};
-use crate::domain::batch::{MAX_EXPLICIT_MERCHANTS, check_formats};
+use crate::domain::batch::check_formats;
 use crate::domain::schedule::first_close;
 use crate::domain::{
     Cadence, Format, InvalidInput, LedgerType, Period, Schedule, Selection, Snowflake, Timezone,
@@ -56,25 +56,7 @@ impl ScheduleRequest {
         from: Option<Period>,
         now: DateTime<Utc>,
     ) -> Result<Self, InvalidInput> {
-        let merchants = match merchants {
-            Selection::All => Selection::All,
-            Selection::Only(ids) => {
-                if ids.is_empty() {
-                    return Err(InvalidInput::new(
-                        "merchantIds",
-                        "name at least one merchant, or \"*\" for every merchant",
-                    ));
-                }
-                if ids.len() > MAX_EXPLICIT_MERCHANTS {
-                    return Err(InvalidInput::new(
-                        "merchantIds",
-                        format!("at most {MAX_EXPLICIT_MERCHANTS} merchants may be named"),
-                    ));
-                }
-                let mut seen = std::collections::HashSet::with_capacity(ids.len());
-                Selection::Only(ids.into_iter().filter(|m| seen.insert(m.clone())).collect())
-            }
-        };
+        let merchants = merchants.checked()?;
         check_formats(&formats)?;
         if let Some(from) = &from {
             if !cadence.fits(from) {

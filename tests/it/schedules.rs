@@ -358,11 +358,32 @@ async fn schedules_are_authorized_validated_paused_and_deleted() {
         );
     }
 
-    // No `from`: the first run is this month's, once it has closed somewhere.
-    let s = created(&app, &ana, &monthly(json!(["m_acme"]))).await;
+    // No delay: an hour.
+    let default = created(&app, &ana, &monthly(json!(["m_acme"]))).await;
+    assert_eq!(default["delay"], "PT1H");
+    assert_eq!(
+        app.delete(
+            &ana,
+            &format!("/schedules/{}", default["id"].as_str().unwrap())
+        )
+        .await
+        .status(),
+        204
+    );
+    // No `from`: the first run is this month's (UTC), once it has closed somewhere (in
+    // Kiritimati, UTC+14) and the delay has passed. A delay of 31 days keeps it in the
+    // future on any day, the last hours of a month included.
+    let before = Utc::now();
+    let mut body = monthly(json!(["m_acme"]));
+    body["delay"] = json!("P31D");
+    let s = created(&app, &ana, &body).await;
     let id = s["id"].as_str().unwrap().to_owned();
-    assert_eq!(s["delay"], "PT1H");
+    assert_eq!(s["delay"], "P31D");
+    let month = ledger::domain::Period::parse(&before.format("%Y-%m").to_string()).unwrap();
+    let (_, kiritimati_end) =
+        month.bounds(ledger::domain::Timezone::parse("Pacific/Kiritimati").unwrap());
     let next: chrono::DateTime<Utc> = s["nextRunAt"].as_str().unwrap().parse().unwrap();
+    assert_eq!(next, kiritimati_end + chrono::Duration::days(31), "{s}");
     assert!(next > Utc::now(), "{s}");
     let one = app.get_json(&ana, &format!("/schedules/{id}")).await;
     assert_eq!(one["runs"], json!([]));
