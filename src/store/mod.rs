@@ -127,6 +127,17 @@ pub struct ListQuery {
     pub include_deleted: bool,
 }
 
+/// One pipeline phase of an attempt, for its timeline (`{at, attempt, phase, detail?}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhaseRecord {
+    /// The phase's name (`FETCH_START`, …).
+    pub phase: &'static str,
+    /// What it found or made, in words.
+    pub detail: Option<String>,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+}
+
 /// A completed file, written together with the COMPLETED status.
 #[derive(Debug, Clone)]
 pub struct CompletedFile {
@@ -278,16 +289,18 @@ pub trait JobStore: BatchStore + ScheduleStore + Send + Sync {
         attempt: u32,
         lease_until: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Records a phase of `attempt` on the timeline; false when the attempt lost the job.
-    async fn record_phase(
+    /// Records phases of `attempt` on the timeline, in order, in one statement; false (and
+    /// nothing recorded) when the attempt lost the job.
+    async fn record_phases(
         &self,
         id: LedgerId,
         attempt: u32,
-        phase: &str,
-        detail: Option<&str>,
-        at: DateTime<Utc>,
+        phases: &[PhaseRecord],
     ) -> Result<bool, StoreError>;
-    /// PROCESSING → COMPLETED for `attempt` with the file; `None` when fenced off.
+    /// PROCESSING → COMPLETED for `attempt` with the file, and the attempt's `phases` not
+    /// recorded yet, on the timeline before the COMPLETED, in the same transaction; `None`
+    /// (and nothing written) when fenced off.
+    #[allow(clippy::too_many_arguments)]
     async fn complete(
         &self,
         id: LedgerId,
@@ -296,6 +309,7 @@ pub trait JobStore: BatchStore + ScheduleStore + Send + Sync {
         stage: Stage,
         timezone: Timezone,
         now: DateTime<Utc>,
+        phases: &[PhaseRecord],
     ) -> Result<Option<Ledger>, StoreError>;
     /// PROCESSING → REJECTED for `attempt`; `None` when fenced off.
     async fn fail(

@@ -141,6 +141,7 @@ impl Dialect for PgDialect {
     type Db = Postgres;
     const CHANGED: Changed = Changed::Returning;
     const GROUP_COMMIT: bool = false;
+    const ONE_WRITER: bool = false;
     // to_regclass resolves through the search_path, like the migrator's own queries.
     const MIGRATIONS_TABLE_EXISTS: &'static str =
         "SELECT to_regclass('_sqlx_migrations') IS NOT NULL";

@@ -80,6 +80,7 @@ impl Dialect for SqliteDialect {
     type Db = Sqlite;
     const CHANGED: Changed = Changed::ReRead;
     const GROUP_COMMIT: bool = true;
+    const ONE_WRITER: bool = true;
     const MIGRATIONS_TABLE_EXISTS: &'static str = "SELECT EXISTS (SELECT 1 FROM sqlite_master \
         WHERE type = 'table' AND name = '_sqlx_migrations')";
     // A write first: the transaction takes SQLite's single write lock before it reads.

@@ -78,6 +78,7 @@ impl Worker {
         id: LedgerId,
         stop: &CancellationToken,
     ) -> Result<TaskOutcome, crate::store::StoreError> {
+        let claimed = std::time::Instant::now();
         let now = Utc::now();
         let lease = now + chrono::Duration::from_std(self.settings.job_timeout).unwrap_or_default();
         let Some(ledger) = self.store.claim(id, now, lease).await? else {
@@ -86,7 +87,9 @@ impl Worker {
         };
         self.notifier.status(&ledger).await;
         Ok(TaskOutcome::Ran(
-            pipeline::run(self, ledger, stop).await.map(Box::new),
+            pipeline::run(self, ledger, claimed, stop)
+                .await
+                .map(Box::new),
         ))
     }
 

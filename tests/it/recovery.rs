@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::{Served, source_with, spawn_role, statement};
 use chrono::Utc;
 use ledger::domain::{FailureReason, FileInfo, LedgerId, Stage, Timezone};
-use ledger::store::CompletedFile;
+use ledger::store::{CompletedFile, PhaseRecord};
 
 #[tokio::test]
 async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
@@ -47,7 +47,15 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
     assert!(!store.renew_lease(id, 1, Utc::now()).await.unwrap());
     assert!(
         !store
-            .record_phase(id, 1, "UPLOAD_DONE", None, Utc::now())
+            .record_phases(
+                id,
+                1,
+                &[PhaseRecord {
+                    phase: "UPLOAD_DONE",
+                    detail: None,
+                    at: Utc::now()
+                }]
+            )
             .await
             .unwrap()
     );
@@ -63,7 +71,7 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
         header_sha256: "00".repeat(32),
     };
     let late = store
-        .complete(id, 1, &forged, Stage::Final, Timezone::UTC, Utc::now())
+        .complete(id, 1, &forged, Stage::Final, Timezone::UTC, Utc::now(), &[])
         .await;
     assert!(late.unwrap().is_none());
     let after = api.ledger(&token, &id).await;

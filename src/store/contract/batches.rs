@@ -124,6 +124,7 @@ pub(super) async fn batches(store: &dyn JobStore) {
             Stage::Final,
             Timezone::UTC,
             now,
+            &[],
         )
         .await
         .unwrap()
@@ -293,6 +294,7 @@ pub(super) async fn batches(store: &dyn JobStore) {
                     Stage::Final,
                     Timezone::UTC,
                     now,
+                    &[],
                 )
                 .await
                 .unwrap()

@@ -7,7 +7,15 @@ use chrono::{Duration, Utc};
 
 use super::{created, failure, file, new_ledger};
 use crate::domain::{Stage, Status, Timezone};
-use crate::store::{Expected, JobStore, UserChange};
+use crate::store::{Expected, JobStore, PhaseRecord, UserChange};
+
+fn phase(name: &'static str, detail: Option<&str>, at: chrono::DateTime<Utc>) -> PhaseRecord {
+    PhaseRecord {
+        phase: name,
+        detail: detail.map(str::to_owned),
+        at,
+    }
+}
 
 pub(super) async fn claims_and_fencing(store: &dyn JobStore) {
     let l = created(store, &new_ledger(3001, "m_claim", "2026-10", None)).await;
@@ -38,20 +46,33 @@ pub(super) async fn claims_and_fencing(store: &dyn JobStore) {
     );
     assert!(
         store
-            .record_phase(l.id, 1, "FETCH_START", Some("d"), now)
+            .record_phases(
+                l.id,
+                1,
+                &[
+                    phase("FETCH_START", Some("d"), now),
+                    phase("GENERATE_START", None, now)
+                ]
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .record_phase(l.id, 7, "FETCH_START", None, now)
+            .record_phases(l.id, 7, &[phase("FETCH_START", None, now)])
             .await
             .unwrap()
     );
     let tz = Timezone::parse("Europe/Berlin").unwrap();
+    // Phases that ride with the completion: fenced with it, recorded in order before it.
+    let later = [
+        phase("FETCH_DONE", Some("2 entries"), now),
+        phase("GENERATE_DONE", None, now),
+        phase("UPLOAD_DONE", None, now),
+    ];
     assert!(
         store
-            .complete(l.id, 2, &file(1), Stage::Final, tz, now)
+            .complete(l.id, 2, &file(1), Stage::Final, tz, now, &later)
             .await
             .unwrap()
             .is_none()
@@ -61,7 +82,7 @@ pub(super) async fn claims_and_fencing(store: &dyn JobStore) {
         "a fenced completion writes nothing"
     );
     let done = store
-        .complete(l.id, 1, &file(1), Stage::Draft, tz, now)
+        .complete(l.id, 1, &file(1), Stage::Draft, tz, now, &later)
         .await
         .unwrap()
         .unwrap();
@@ -84,7 +105,23 @@ pub(super) async fn claims_and_fencing(store: &dyn JobStore) {
         .iter()
         .map(|e| e.status.map(|s| s.to_string()).or(e.phase.clone()).unwrap())
         .collect();
-    assert_eq!(steps, ["PENDING", "PROCESSING", "FETCH_START", "COMPLETED"]);
+    assert_eq!(
+        steps,
+        [
+            "PENDING",
+            "PROCESSING",
+            "FETCH_START",
+            "GENERATE_START",
+            "FETCH_DONE",
+            "GENERATE_DONE",
+            "UPLOAD_DONE",
+            "COMPLETED"
+        ],
+        "a fenced-off completion or phase record wrote nothing"
+    );
+    assert_eq!(timeline[2].detail.as_deref(), Some("d"));
+    assert_eq!(timeline[4].detail.as_deref(), Some("2 entries"));
+    assert_eq!(timeline[4].attempt, 1);
     assert_eq!(timeline[1].attempt, 1);
 
     // The status changes since a point in time, across ledgers, paged by position.

@@ -275,7 +275,7 @@ pub(super) async fn user_changes(store: &dyn JobStore) {
         .unwrap()
         .unwrap();
     let draft = store
-        .complete(l.id, 1, &file(1), Stage::Draft, Timezone::UTC, now)
+        .complete(l.id, 1, &file(1), Stage::Draft, Timezone::UTC, now, &[])
         .await
         .unwrap()
         .unwrap();
@@ -299,7 +299,7 @@ pub(super) async fn user_changes(store: &dyn JobStore) {
         .unwrap()
         .unwrap();
     let fin = store
-        .complete(l.id, 2, &file(2), Stage::Final, Timezone::UTC, now)
+        .complete(l.id, 2, &file(2), Stage::Final, Timezone::UTC, now, &[])
         .await
         .unwrap()
         .unwrap();

@@ -42,6 +42,7 @@ impl<D: Dialect> SqlStore<D> {
         new: &NewBatch,
         key: Option<&BatchKey>,
     ) -> Result<BatchInsert, StoreError> {
+        let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         if let Some(key) = key {
             // A live key: replay. An expired one is replaced by the upsert below; a
@@ -186,6 +187,7 @@ impl<D: Dialect> SqlStore<D> {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<Option<Expansion>, StoreError> {
+        let gate = self.write_gate().await;
         let taken: Vec<(i64,)> = self
             .fetch_all(
                 "UPDATE batches SET expand_holder = $1, expand_until = $2, \
@@ -203,6 +205,7 @@ impl<D: Dialect> SqlStore<D> {
                 args![holder, until, now],
             )
             .await?;
+        drop(gate);
         let Some((id,)) = taken.into_iter().next() else {
             return Ok(None);
         };
@@ -217,6 +220,7 @@ impl<D: Dialect> SqlStore<D> {
     }
 
     async fn expand(&self, step: &ExpandStep<'_>) -> Result<Option<Vec<Ledger>>, StoreError> {
+        let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         let held = D::Db::execute(
             &mut *tx,

@@ -79,6 +79,7 @@ impl<D: Dialect> SqlStore<D> {
         grant: &Grant,
         change: GrantChange,
     ) -> Result<bool, StoreError> {
+        let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         lock_revision::<D>(&mut tx).await?;
         let (sql, binds) = match change {
@@ -121,6 +122,7 @@ impl<D: Dialect> SqlStore<D> {
             return Ok(PolicyRevision { revision, digest });
         }
         // A database from before digests: compute it once, under the same lock as changes.
+        let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         let revision = lock_revision::<D>(&mut tx).await?;
         let digest = grant_digest(&grants_in::<D>(&mut tx).await?);

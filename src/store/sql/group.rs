@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use std::collections::HashSet;
 
 use super::ledgers::{explain, insert_many, insert_one};
-use super::{Dialect, Driver, args};
+use super::{Dialect, Driver, WriteGate, args};
 use crate::store::{IdempotencyRecord, InsertOutcome, NewLedger, StoreError};
 
 /// At most this many creates in one transaction: the write lock is held for no longer
@@ -46,9 +46,9 @@ pub(super) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writer on `pool` (on the current Tokio runtime).
-    pub(super) fn start<D: Dialect>(pool: sqlx::Pool<D::Db>) -> Self {
+    pub(super) fn start<D: Dialect>(pool: sqlx::Pool<D::Db>, gate: Option<WriteGate>) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(write::<D>(pool, pending));
+        tokio::spawn(write::<D>(pool, gate, pending));
         Self { queue }
     }
 
@@ -77,10 +77,20 @@ impl GroupCommit {
 }
 
 /// The writer: one group at a time, until every handle is gone.
-async fn write<D: Dialect>(pool: sqlx::Pool<D::Db>, mut pending: mpsc::Receiver<Pending>) {
+async fn write<D: Dialect>(
+    pool: sqlx::Pool<D::Db>,
+    gate: Option<WriteGate>,
+    mut pending: mpsc::Receiver<Pending>,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while pending.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match commit::<D>(&pool, &group).await {
+        let turn = match &gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
+        let committed = commit::<D>(&pool, &group).await;
+        drop(turn);
+        match committed {
             Ok(outcomes) => {
                 for (one, outcome) in group.drain(..).zip(outcomes) {
                     // A caller that went away still has its ledger: queued, like any other.

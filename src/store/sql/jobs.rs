@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Dialect, Driver, SqlStore, args, fetch_ledger, transition};
 use crate::domain::{Action, FailureReason, Ledger, LedgerId, Stage, Timezone};
-use crate::store::{CompletedFile, StoreError, SweepOutcome};
+use crate::store::{CompletedFile, PhaseRecord, StoreError, SweepOutcome};
 
 impl<D: Dialect> SqlStore<D> {
     /// [`crate::store::JobStore::reject_pending`].
@@ -77,28 +77,31 @@ impl<D: Dialect> SqlStore<D> {
         Ok(renewed == 1)
     }
 
-    /// [`crate::store::JobStore::record_phase`].
-    pub(super) async fn phase(
+    /// [`crate::store::JobStore::record_phases`].
+    pub(super) async fn phases(
         &self,
         id: LedgerId,
         attempt: u32,
-        phase: &str,
-        detail: Option<&str>,
-        at: DateTime<Utc>,
+        phases: &[PhaseRecord],
     ) -> Result<bool, StoreError> {
-        let sql = format!(
-            "INSERT INTO ledger_events (ledger_id, at, attempt, phase, detail) \
-             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM ledgers \
-             WHERE id = $1 AND {} AND attempt_count = $3)",
-            transition(Action::Renew).guard
+        if phases.is_empty() {
+            return Ok(true);
+        }
+        let (sql, binds) = insert_phases(
+            id,
+            attempt,
+            phases,
+            &format!(
+                " WHERE EXISTS (SELECT 1 FROM ledgers WHERE id = $1 AND {} \
+                 AND attempt_count = $2)",
+                transition(Action::Renew).guard
+            ),
         );
-        let detail = super::Arg::OptText(detail.map(str::to_owned));
-        let mut binds = args![id.as_i64(), at, i64::from(attempt), phase];
-        binds.push(detail);
-        Ok(self.execute_relaxed(&sql, binds).await? == 1)
+        Ok(self.execute_relaxed(&sql, binds).await? == phases.len() as u64)
     }
 
     /// [`crate::store::JobStore::complete`]: the file and the status in one transaction.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn complete_job(
         &self,
         id: LedgerId,
@@ -107,8 +110,10 @@ impl<D: Dialect> SqlStore<D> {
         stage: Stage,
         timezone: Timezone,
         now: DateTime<Utc>,
+        phases: &[PhaseRecord],
     ) -> Result<Option<Ledger>, StoreError> {
         let t = transition(Action::Complete);
+        let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         // The fenced file insert comes first, so a SQLite transaction starts by writing; in
         // PostgreSQL it reads without locking, and the conditional UPDATE below takes the
@@ -140,6 +145,12 @@ impl<D: Dialect> SqlStore<D> {
         if inserted == 0 {
             tx.rollback().await?;
             return Ok(None);
+        }
+        // The phases the attempt has not recorded yet go on the timeline before the
+        // COMPLETED the status change adds; the UPDATE below fences them with the file.
+        if !phases.is_empty() {
+            let (sql, binds) = insert_phases(id, attempt, phases, "");
+            D::Db::execute(&mut tx, &sql, binds).await?;
         }
         let updated = D::Db::execute(
             &mut tx,
@@ -293,4 +304,30 @@ impl<D: Dialect> SqlStore<D> {
             abandoned,
         })
     }
+}
+
+/// `INSERT` of `phases` on `id`'s timeline for `attempt`, in order, with `condition`
+/// (a `WHERE` of `$1` the id and `$2` the attempt, or empty) deciding whether any goes in.
+fn insert_phases(
+    id: LedgerId,
+    attempt: u32,
+    phases: &[PhaseRecord],
+    condition: &str,
+) -> (String, super::Args) {
+    let mut binds = args![id.as_i64(), i64::from(attempt)];
+    let mut rows = Vec::with_capacity(phases.len());
+    for (i, p) in phases.iter().enumerate() {
+        let n = binds.len();
+        rows.push(format!("(${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4));
+        binds.extend(args![i as i64, p.at, p.phase]);
+        binds.push(super::Arg::OptText(p.detail.clone()));
+    }
+    // VALUES names its columns column1… in both engines; column1 keeps the given order.
+    let sql = format!(
+        "INSERT INTO ledger_events (ledger_id, at, attempt, phase, detail) \
+         SELECT $1, v.column2, $2, v.column3, v.column4 FROM (VALUES {}) v{condition} \
+         ORDER BY v.column1",
+        rows.join(", ")
+    );
+    (sql, binds)
 }

@@ -354,6 +354,7 @@ impl<D: Dialect> SqlStore<D> {
         if let Some(group) = &self.group {
             return group.insert(new.clone(), idempotency.cloned()).await;
         }
+        let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         let outcome = insert_one::<D>(&mut tx, new, idempotency).await?;
         tx.commit().await?;

@@ -102,6 +102,7 @@ impl<D: Dialect> ScheduleStore for SqlStore<D> {
     }
 
     async fn delete_schedule(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         let n = D::Db::execute(
             &mut *tx,
@@ -136,6 +137,7 @@ impl<D: Dialect> ScheduleStore for SqlStore<D> {
     }
 
     async fn open_run(&self, run: &OpenRun) -> Result<bool, StoreError> {
+        let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
         let moved = D::Db::execute(
             &mut *tx,

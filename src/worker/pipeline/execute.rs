@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::render::render_blocking;
-use super::{JobError, PROGRESS_EVERY, Progress, UPLOAD_QUEUE, phase, progress_event};
+use super::{JobError, PROGRESS_EVERY, Progress, Timeline, UPLOAD_QUEUE, progress_event};
 use crate::crypto::Binding;
 use crate::domain::ledger::stage_at;
 use crate::domain::{FileInfo, Ledger, Timezone};
@@ -27,11 +27,12 @@ pub(super) async fn execute(
     ledger: &Ledger,
     job: &CancellationToken,
     progress: &Arc<Progress>,
+    timeline: &mut Timeline,
 ) -> Result<Ledger, JobError> {
     // FETCH
     let fetch_started = Instant::now();
     phase_log!(ledger, "FETCH_START");
-    phase(worker, ledger, "FETCH_START", None).await?;
+    timeline.phase(worker, ledger, "FETCH_START", None).await?;
     progress_event(worker, ledger, "FETCH", 0, None).await;
     let merchant = worker
         .source
@@ -64,13 +65,14 @@ pub(super) async fn execute(
 
     // GENERATE + ENCRYPT + UPLOAD, streaming
     phase_log!(ledger, "GENERATE_START", timezone = timezone.name());
-    phase(
-        worker,
-        ledger,
-        "GENERATE_START",
-        Some(format!("timezone {timezone}")),
-    )
-    .await?;
+    timeline
+        .phase(
+            worker,
+            ledger,
+            "GENERATE_START",
+            Some(format!("timezone {timezone}")),
+        )
+        .await?;
     progress_event(worker, ledger, "GENERATE", 0, None).await;
     let generate_started = Instant::now();
     let key = ledger.object_key(ledger.version, ledger.attempt_count);
@@ -152,26 +154,28 @@ pub(super) async fn execute(
     let rows = rendered.source.entry_count;
     let checked: Result<(), JobError> = async {
         phase_log!(ledger, "FETCH_DONE", entries = rows);
-        phase(
-            worker,
-            ledger,
-            "FETCH_DONE",
-            Some(format!("{rows} entries")),
-        )
-        .await?;
+        timeline
+            .phase(
+                worker,
+                ledger,
+                "FETCH_DONE",
+                Some(format!("{rows} entries")),
+            )
+            .await?;
         phase_log!(
             ledger,
             "GENERATE_DONE",
             entries = rows,
             sizeBytes = rendered.sealed.size
         );
-        phase(
-            worker,
-            ledger,
-            "GENERATE_DONE",
-            Some(format!("{} bytes", rendered.sealed.size)),
-        )
-        .await?;
+        timeline
+            .phase(
+                worker,
+                ledger,
+                "GENERATE_DONE",
+                Some(format!("{} bytes", rendered.sealed.size)),
+            )
+            .await?;
         // Self-check before anything becomes visible: a wrong document is never stored.
         match rendered.source.difference(&rendered.written) {
             Some(diff) => Err(JobError::SelfCheck(format!(
@@ -188,25 +192,31 @@ pub(super) async fn execute(
     }
     // Last fenced check before the upload is finished: an attempt that lost its lease (a
     // long pause) stops here. One that pauses right after it still cannot hurt: it writes
-    // its own object (the key names the attempt) and its completion is refused.
-    let until =
-        Utc::now() + chrono::Duration::from_std(worker.settings.job_timeout).unwrap_or_default();
-    match worker
-        .store
-        .renew_lease(ledger.id, ledger.attempt_count, until)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => {
-            writer.abort().await;
-            return Err(JobError::LeaseLost);
-        }
-        Err(e) => {
-            writer.abort().await;
-            return Err(JobError::execution(
-                "the job store did not answer",
-                format_args!("renewing the lease: {e}"),
-            ));
+    // its own object (the key names the attempt) and its completion is refused. The check
+    // is a write, so it is made only when the lease was last confirmed (claimed or renewed)
+    // more than a third of the job timeout ago: before that nobody else can hold it (the
+    // sweep takes back expired leases only) unless the clocks of the processes are that
+    // far apart.
+    let timeout = worker.settings.job_timeout;
+    if progress.confirmed_since() >= timeout / 3 {
+        let until = Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
+        match worker
+            .store
+            .renew_lease(ledger.id, ledger.attempt_count, until)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                writer.abort().await;
+                return Err(JobError::LeaseLost);
+            }
+            Err(e) => {
+                writer.abort().await;
+                return Err(JobError::execution(
+                    "the job store did not answer",
+                    format_args!("renewing the lease: {e}"),
+                ));
+            }
         }
     }
     progress_event(worker, ledger, "UPLOAD", rows, Some(rows)).await;
@@ -220,7 +230,7 @@ pub(super) async fn execute(
     metrics::histogram!("ledger_job_phase_duration_seconds", "phase" => "UPLOAD")
         .record(upload_started.elapsed().as_secs_f64());
     phase_log!(ledger, "UPLOAD_DONE", objectKey = key.as_str());
-    phase(worker, ledger, "UPLOAD_DONE", None).await?;
+    timeline.phase(worker, ledger, "UPLOAD_DONE", None).await?;
 
     // COMPLETE, fenced on the attempt.
     let file = CompletedFile {
@@ -243,6 +253,7 @@ pub(super) async fn execute(
             header.stage,
             timezone,
             Utc::now(),
+            &timeline.pending,
         )
         .await
     {

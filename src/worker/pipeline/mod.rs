@@ -14,11 +14,17 @@ use super::Worker;
 use crate::domain::{Event, FailureReason, Ledger, ProgressEvent};
 use crate::queue::JobMessage;
 use crate::source::SourceError;
+use crate::store::PhaseRecord;
 
 /// Ciphertext chunks buffered between the encryptor and the uploader.
 const UPLOAD_QUEUE: usize = 8;
 /// Progress events at most this often while a phase runs (and at least once a second).
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// A job's timeline phases are written as they happen once it has run this long; before,
+/// they wait for its next write — its completion, for most jobs — and go in with it. A
+/// small ledger is then one claim and one completion; live progress goes to the event bus
+/// at once either way.
+const PHASES_LIVE_AFTER: Duration = Duration::from_secs(1);
 
 /// Why an attempt stopped without completing. `Display` is the whole story, for the log;
 /// [`JobError::reason`] is what the ledger's owner sees, which names no internal host, port,
@@ -124,11 +130,92 @@ struct Progress {
     lost: AtomicBool,
     /// Set when the job ran past its deadline and was cancelled for it.
     overdue: AtomicBool,
+    /// When the lease was last known to be this attempt's: the claim was asked for, or a
+    /// renewal was granted. The lease runs a job timeout from then.
+    confirmed: std::sync::Mutex<Instant>,
+}
+
+impl Progress {
+    fn confirmed_since(&self) -> Duration {
+        self.confirmed
+            .lock()
+            .map(|at| at.elapsed())
+            // A poisoned lock (a panic while it was held) proves nothing: renew.
+            .unwrap_or(Duration::MAX)
+    }
+}
+
+/// The attempt's timeline phases not written yet ([`PHASES_LIVE_AFTER`]).
+struct Timeline {
+    started: Instant,
+    pending: Vec<PhaseRecord>,
+}
+
+impl Timeline {
+    /// Records `name` on the timeline: now if the job has run for a while, else with the
+    /// job's next write.
+    async fn phase(
+        &mut self,
+        worker: &Worker,
+        ledger: &Ledger,
+        name: &'static str,
+        detail: Option<String>,
+    ) -> Result<(), JobError> {
+        self.pending.push(PhaseRecord {
+            phase: name,
+            detail,
+            at: Utc::now(),
+        });
+        if self.started.elapsed() < PHASES_LIVE_AFTER {
+            return Ok(());
+        }
+        self.flush(worker, ledger).await
+    }
+
+    /// Writes the phases waiting, fenced on the attempt.
+    async fn flush(&mut self, worker: &Worker, ledger: &Ledger) -> Result<(), JobError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match worker
+            .store
+            .record_phases(ledger.id, ledger.attempt_count, &self.pending)
+            .await
+        {
+            Ok(true) => {
+                self.pending.clear();
+                Ok(())
+            }
+            Ok(false) => Err(JobError::LeaseLost),
+            Err(e) => Err(JobError::execution(
+                "the job store did not answer",
+                format_args!(
+                    "recording phase {}: {e}",
+                    self.pending.last().map_or("", |p| p.phase)
+                ),
+            )),
+        }
+    }
+
+    /// Writes the phases waiting before the attempt's failure or release is recorded, so
+    /// its timeline shows how far it got; a store that fails here fails that write too,
+    /// which reports it.
+    async fn flush_before_end(&mut self, worker: &Worker, ledger: &Ledger) {
+        if let Err(e) = self.flush(worker, ledger).await {
+            tracing::warn!(ledgerId = %ledger.id, attemptCount = ledger.attempt_count,
+                error = %e, "the attempt's last phases could not be recorded");
+        }
+    }
 }
 
 /// Runs the claimed `ledger` to a terminal state; returns it, or `None` when the attempt
-/// was fenced off or released.
-pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> Option<Ledger> {
+/// was fenced off or released. `claimed` is when the claim was asked for.
+pub async fn run(
+    worker: &Worker,
+    ledger: Ledger,
+    claimed: Instant,
+    stop: &CancellationToken,
+) -> Option<Ledger> {
     let started = Instant::now();
     let attempt = ledger.attempt_count;
     let job = stop.child_token();
@@ -136,7 +223,12 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
         rows: AtomicU64::new(0),
         lost: AtomicBool::new(false),
         overdue: AtomicBool::new(false),
+        confirmed: std::sync::Mutex::new(claimed),
     });
+    let mut timeline = Timeline {
+        started,
+        pending: Vec::new(),
+    };
     let lease = tokio::spawn(keep_lease(
         worker.clone(),
         ledger.clone(),
@@ -154,7 +246,7 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
             job.cancel();
         })
     };
-    let result = execute(worker, &ledger, &job, &progress).await;
+    let result = execute(worker, &ledger, &job, &progress, &mut timeline).await;
     lease.abort();
     overdue.abort();
     let result = match result {
@@ -194,29 +286,33 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
                 "lease lost: another attempt owns the job; this attempt writes nothing more");
             None
         }
-        Err(JobError::Stopped) => match store.release(ledger.id, attempt, Utc::now()).await {
-            Ok(Some(released)) => {
-                phase_log!(ledger, "RELEASED (shutdown)");
-                worker.notifier.status(&released).await;
-                // Back on the queue at once, so another worker takes it now rather than at
-                // the sweep after the job timeout (this process acknowledges its message).
-                let message = JobMessage {
-                    ledger_id: released.id,
-                    merchant_id: released.merchant_id.clone(),
-                    redelivery: false,
-                };
-                if let Err(e) = worker.queue.enqueue(&message).await {
-                    tracing::error!(ledgerId = %released.id, error = %e,
+        Err(JobError::Stopped) => {
+            timeline.flush_before_end(worker, &ledger).await;
+            let released = store.release(ledger.id, attempt, Utc::now()).await;
+            match released {
+                Ok(Some(released)) => {
+                    phase_log!(ledger, "RELEASED (shutdown)");
+                    worker.notifier.status(&released).await;
+                    // Back on the queue at once, so another worker takes it now rather than at
+                    // the sweep after the job timeout (this process acknowledges its message).
+                    let message = JobMessage {
+                        ledger_id: released.id,
+                        merchant_id: released.merchant_id.clone(),
+                        redelivery: false,
+                    };
+                    if let Err(e) = worker.queue.enqueue(&message).await {
+                        tracing::error!(ledgerId = %released.id, error = %e,
                         "re-enqueueing a released job failed; the sweep will");
+                    }
+                    None
                 }
-                None
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(ledgerId = %ledger.id, error = %e, "releasing the job failed; the sweep will");
+                    None
+                }
             }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(ledgerId = %ledger.id, error = %e, "releasing the job failed; the sweep will");
-                None
-            }
-        },
+        }
         Err(err) => {
             let reason = err.reason(ledger.id);
             let detail = err.to_string();
@@ -230,6 +326,7 @@ pub async fn run(worker: &Worker, ledger: Ledger, stop: &CancellationToken) -> O
                 errorCode = reason.error_code.as_str(),
                 error = detail.as_str()
             );
+            timeline.flush_before_end(worker, &ledger).await;
             match store.fail(ledger.id, attempt, &reason).await {
                 Ok(Some(failed)) => {
                     worker.notifier.status(&failed).await;
@@ -258,13 +355,18 @@ async fn keep_lease(
     tick.tick().await;
     loop {
         tick.tick().await;
+        let asked = Instant::now();
         let until = Utc::now() + chrono::Duration::from_std(timeout).unwrap_or_default();
         match worker
             .store
             .renew_lease(ledger.id, ledger.attempt_count, until)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Ok(mut at) = progress.confirmed.lock() {
+                    *at = asked;
+                }
+            }
             Ok(false) => {
                 progress.lost.store(true, Ordering::Relaxed);
                 job.cancel();
@@ -273,32 +375,6 @@ async fn keep_lease(
             // A store hiccup is not a lost lease; the next tick tries again.
             Err(e) => tracing::warn!(ledgerId = %ledger.id, error = %e, "lease renewal failed"),
         }
-    }
-}
-
-async fn phase(
-    worker: &Worker,
-    ledger: &Ledger,
-    name: &str,
-    detail: Option<String>,
-) -> Result<(), JobError> {
-    match worker
-        .store
-        .record_phase(
-            ledger.id,
-            ledger.attempt_count,
-            name,
-            detail.as_deref(),
-            Utc::now(),
-        )
-        .await
-    {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(JobError::LeaseLost),
-        Err(e) => Err(JobError::execution(
-            "the job store did not answer",
-            format_args!("recording phase {name}: {e}"),
-        )),
     }
 }
 

@@ -355,3 +355,50 @@ async fn the_self_check_rejects_a_renderer_that_drops_a_row_in_every_format() {
         "at least CSV statements and summaries were checked"
     );
 }
+
+/// The timeline's entries as `status` or `phase` names, oldest first.
+async fn steps(store: &dyn JobStore, id: LedgerId) -> Vec<String> {
+    store
+        .list_events(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.status.map(|s| s.to_string()).or(e.phase.clone()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_short_job_records_its_phases_with_its_completion_and_a_failed_one_with_its_failure() {
+    let rig = rig(200, Duration::from_secs(60)).await;
+    let store = rig.worker.store.as_ref();
+    let id = rig.pending(11, "2026").await;
+    assert_eq!(ran(rig.run(id).await).status, Status::Completed);
+    assert_eq!(
+        steps(store, id).await,
+        [
+            "PENDING",
+            "PROCESSING",
+            "FETCH_START",
+            "GENERATE_START",
+            "FETCH_DONE",
+            "GENERATE_DONE",
+            "UPLOAD_DONE",
+            "COMPLETED"
+        ]
+    );
+    let events = store.list_events(id).await.unwrap();
+    assert!(events.windows(2).all(|w| w[0].at <= w[1].at), "{events:?}");
+    assert_eq!(events[4].detail.as_deref(), Some("200 entries"));
+
+    // A merchant the source does not have: rejected after FETCH_START, which is recorded.
+    let missing = rig
+        .insert(&crate::store::contract::new_ledger(
+            12, "m_nobody", "2026", None,
+        ))
+        .await;
+    assert_eq!(ran(rig.run(missing).await).status, Status::Rejected);
+    assert_eq!(
+        steps(store, missing).await,
+        ["PENDING", "PROCESSING", "FETCH_START", "REJECTED"]
+    );
+}
