@@ -4,11 +4,13 @@
 //! stays flat whatever the file size. The merchants it lists are the files' stems
 //! ([`listing`]).
 
+mod index;
 mod listing;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +20,7 @@ use super::page::{Event, PageParser, PageReads, Progress, Sink};
 use super::validate::{EntryValidator, Header, parse_header};
 use super::{EntryStream, MerchantPage, Source, SourceError, Window};
 use crate::domain::{Balance, Currency, Entry, Merchant, MerchantId};
+use index::{FileKey, Indexes};
 
 /// Entries per batch sent to the consumer.
 const BATCH: usize = 1024;
@@ -33,6 +36,8 @@ const CANCEL_CHECK_EVERY: u64 = 4096;
 #[derive(Debug, Clone)]
 pub struct FileSource {
     dir: PathBuf,
+    /// Checkpoints into the long NDJSON files read so far ([`index`]).
+    indexes: Arc<Indexes>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +49,10 @@ enum Format {
 impl FileSource {
     /// A source reading `{dir}/{merchantId}.json` or `.ndjson`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            indexes: Arc::default(),
+        }
     }
 
     /// The directory read.
@@ -96,6 +104,7 @@ impl Source for FileSource {
     async fn entries(&self, id: &MerchantId, window: Window) -> Result<EntryStream, SourceError> {
         let (path, format) = self.locate(id).await?;
         let id = id.clone();
+        let indexes = self.indexes.clone();
         let (opening_tx, opening_rx) = oneshot::channel();
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
         // Not awaited: the thread outlives this call and feeds the stream. It stops on its
@@ -105,7 +114,7 @@ impl Source for FileSource {
                 opening: Some(opening_tx),
                 batches: tx,
             };
-            read_window(&path, format, &id, window, channels);
+            read_window(&path, format, &id, window, channels, &indexes);
         });
         let opening_balances = opening_rx.await.map_err(|_| {
             SourceError::Unavailable("the file reader stopped before the window".to_owned())
@@ -176,6 +185,7 @@ fn read_ndjson_header(path: &Path, id: &MerchantId) -> Result<(Header, Lines), S
     let mut lines = Lines {
         reader: BufReader::with_capacity(1 << 16, file),
         buf: Vec::new(),
+        position: 0,
     };
     let header = match lines.next(path, || "header".to_owned())? {
         Some(line) => parse_header(line, id)?,
@@ -192,9 +202,25 @@ fn read_ndjson_header(path: &Path, id: &MerchantId) -> Result<(Header, Lines), S
 struct Lines {
     reader: BufReader<File>,
     buf: Vec<u8>,
+    /// Byte offset of the next line.
+    position: u64,
 }
 
 impl Lines {
+    /// Byte offset of the next line.
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Goes on reading at byte `offset`, the start of a line.
+    fn seek(&mut self, path: &Path, offset: u64) -> Result<(), SourceError> {
+        self.reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| unavailable(path, &e))?;
+        self.position = offset;
+        Ok(())
+    }
+
     /// The next non-blank line; `what` names it in a too-long error.
     fn next(
         &mut self,
@@ -207,6 +233,7 @@ impl Lines {
                 .take(MAX_LINE_BYTES + 1)
                 .read_until(b'\n', &mut self.buf)
                 .map_err(|e| unavailable(path, &e))?;
+            self.position += read as u64;
             if read == 0 {
                 return Ok(None);
             }
@@ -250,9 +277,21 @@ fn read_window(
     id: &MerchantId,
     window: Window,
     mut channels: Channels,
+    indexes: &Indexes,
 ) {
-    if let Err(e) = stream_window(path, format, id, window, &mut channels) {
+    if let Err(e) = stream_window(path, format, id, window, &mut channels, indexes) {
         channels.fail(e);
+        return;
+    }
+    // The window is delivered; a long NDJSON file not indexed yet is read through now, on
+    // this thread, so the next windows of this file start near where they begin.
+    drop(channels);
+    if format == Format::Ndjson
+        && let Ok(key) = File::open(path).and_then(|f| FileKey::of(&f))
+        && indexes.claim_build(path, &key)
+    {
+        let built = index::build(path, id, &key);
+        indexes.finish_build(path, key, built);
     }
 }
 
@@ -263,10 +302,11 @@ fn stream_window(
     id: &MerchantId,
     window: Window,
     channels: &mut Channels,
+    indexes: &Indexes,
 ) -> Result<(), SourceError> {
     let mut validator = EntryValidator::new();
     let read = match format {
-        Format::Ndjson => read_ndjson(path, id, window, &mut validator, channels),
+        Format::Ndjson => read_ndjson(path, id, window, &mut validator, channels, indexes),
         Format::Json => read_json(path, id, window, &mut validator, channels),
     };
     let mut cutter = read.map_err(|e| validator.first_error(e))?;
@@ -277,16 +317,28 @@ fn stream_window(
 }
 
 /// Streams an `.ndjson` file into a [`Cutter`], until its end, the window's end, or nobody
-/// waits any more.
+/// waits any more; from the last checkpoint before the window where the file is indexed.
 fn read_ndjson(
     path: &Path,
     id: &MerchantId,
     window: Window,
     validator: &mut EntryValidator,
     channels: &mut Channels,
+    indexes: &Indexes,
 ) -> Result<Cutter, SourceError> {
     let (header, mut lines) = read_ndjson_header(path, id)?;
-    let mut cutter = Cutter::new(header.opening_balances, window);
+    let start = FileKey::of(lines.reader.get_ref())
+        .ok()
+        .and_then(|key| indexes.start_before(path, &key, window.from));
+    let mut cutter = match start {
+        Some(checkpoint) => {
+            lines.seek(path, checkpoint.offset)?;
+            *validator =
+                EntryValidator::resume(checkpoint.index, checkpoint.last_at, &checkpoint.last_id);
+            Cutter::new(checkpoint.balances, window)
+        }
+        None => Cutter::new(header.opening_balances, window),
+    };
     loop {
         let index = validator.count();
         let Some(line) = lines.next(path, || format!("entries[{index}]"))? else {
@@ -424,22 +476,7 @@ impl Cutter {
         index: u64,
         channels: &mut Channels,
     ) -> Result<bool, SourceError> {
-        let balance = match self.opening.iter_mut().find(|b| b.currency == currency) {
-            Some(balance) => balance,
-            None => {
-                self.opening.push(Balance {
-                    currency,
-                    amount: 0,
-                });
-                let last = self.opening.len() - 1;
-                &mut self.opening[last]
-            }
-        };
-        balance.amount = balance.amount.checked_add(amount).ok_or_else(|| {
-            SourceError::Invalid(format!(
-                "entries[{index}].amount: the {currency} balance overflows"
-            ))
-        })?;
+        index::fold_into(&mut self.opening, currency, amount, index)?;
         if index.is_multiple_of(CANCEL_CHECK_EVERY) {
             return Ok(channels.opening.as_ref().is_some_and(|o| !o.is_closed()));
         }

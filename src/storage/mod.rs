@@ -58,7 +58,9 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
 pub trait ObjectWriter: Send {
     /// Appends bytes (waits when the backend is behind, which bounds memory).
     async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError>;
-    /// Makes the object visible.
+    /// Makes the object visible, and durable: once this returns, the object survives a
+    /// power loss (a local directory: the file and the directories that name it are
+    /// fsynced; S3 acknowledges only what it stored).
     async fn finish(self: Box<Self>) -> Result<(), StorageError>;
     /// Gives up; no object appears.
     async fn abort(self: Box<Self>);
@@ -94,6 +96,9 @@ pub struct ObjectStoreStorage {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     part_size: usize,
+    /// The directory of a local store, whose finished files this adapter fsyncs itself:
+    /// `object_store`'s local backend writes and renames without an fsync.
+    local_root: Option<Arc<std::path::Path>>,
 }
 
 impl ObjectStoreStorage {
@@ -103,6 +108,7 @@ impl ObjectStoreStorage {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
             part_size: S3_PART_SIZE,
+            local_root: None,
         }
     }
 
@@ -114,6 +120,7 @@ impl ObjectStoreStorage {
             .map_err(|e| StorageError::Config(e.to_string()))?;
         Ok(Self {
             part_size: LOCAL_PART_SIZE,
+            local_root: Some(Arc::from(dir)),
             ..Self::new(Arc::new(fs), "")
         })
     }
@@ -183,6 +190,8 @@ struct Upload {
     pending_size: usize,
     part_size: usize,
     multipart: Option<WriteMultipart>,
+    /// A local store's directory: the finished file is fsynced under it.
+    local_root: Option<Arc<std::path::Path>>,
 }
 
 #[async_trait]
@@ -217,6 +226,12 @@ impl ObjectWriter for Upload {
                 self.store.put(&self.path, payload).await?;
             }
         }
+        if let Some(root) = self.local_root {
+            let path = self.path;
+            tokio::task::spawn_blocking(move || sync_local(&root, &path))
+                .await
+                .map_err(|e| StorageError::Backend(format!("fsync task failed: {e}")))??;
+        }
         Ok(())
     }
 
@@ -240,6 +255,7 @@ impl ObjectStorage for ObjectStoreStorage {
             pending_size: 0,
             part_size: self.part_size,
             multipart: None,
+            local_root: self.local_root.clone(),
         }))
     }
 
@@ -281,6 +297,28 @@ impl ObjectStorage for ObjectStoreStorage {
         self.store.list_with_delimiter(prefix.as_ref()).await?;
         Ok(())
     }
+}
+
+/// Takes the file at `path` under `root` to disk, and each directory from its own up to
+/// `root`, so that its name survives a power loss too (a new ledger's file comes with a new
+/// directory, whose entry in its parent is as volatile as the file's).
+fn sync_local(root: &std::path::Path, path: &ObjectPath) -> Result<(), StorageError> {
+    let failed = |what: &std::path::Path, e: std::io::Error| {
+        StorageError::Backend(format!("fsync of {}: {e}", what.display()))
+    };
+    let mut at = root.to_path_buf();
+    for part in path.parts() {
+        at.push(part.as_ref());
+    }
+    std::fs::File::open(&at)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| failed(&at, e))?;
+    while at.pop() && at.starts_with(root) {
+        std::fs::File::open(&at)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| failed(&at, e))?;
+    }
+    Ok(())
 }
 
 /// Opens the object storage `kind` names.

@@ -308,6 +308,7 @@ async fn dropping_the_stream_stops_the_reader() {
             &mid("m_drop"),
             everything(),
             channels,
+            &Indexes::default(),
         );
     });
     assert_eq!(opening_rx.await.unwrap().unwrap(), header.opening_balances);
@@ -342,7 +343,15 @@ async fn dropping_during_the_fold_stops_the_reader() {
     };
     let ok = tokio::task::spawn_blocking(move || {
         let mut channels = channels;
-        stream_window(&path, Format::Ndjson, &mid("m_fold"), late, &mut channels).is_ok()
+        stream_window(
+            &path,
+            Format::Ndjson,
+            &mid("m_fold"),
+            late,
+            &mut channels,
+            &Indexes::default(),
+        )
+        .is_ok()
     });
     assert!(ok.await.unwrap());
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -396,4 +405,118 @@ async fn shipped_examples_parse() {
         SourceError::Invalid(m) => assert!(m.starts_with("entries[2].amount: "), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// Waits until `source` has indexed `n` files (the index is built after a window is read).
+async fn indexed(source: &FileSource, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while source.indexes.ready() != n {
+        assert!(Instant::now() < deadline, "{n} file(s) not indexed in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Windows of one day at several points of a long file.
+fn days_of(entries: &[Entry]) -> Vec<Window> {
+    [0, 1, 511, 512, 513, 1500, 4000, entries.len() - 1]
+        .into_iter()
+        .map(|i| {
+            let day = entries[i].booked_at.date_naive();
+            let from = day.and_hms_opt(0, 0, 0).unwrap().and_utc();
+            Window {
+                from,
+                to: from + chrono::Duration::days(1),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_indexed_file_reads_every_window_as_a_read_from_its_start_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FixtureSpec {
+        currencies: vec![("EUR", 1_000), ("USD", -50)],
+        ..FixtureSpec::new("m_long", 5_000)
+    };
+    fixture::write_ndjson(&dir.path().join("m_long.ndjson"), &spec).unwrap();
+    let id = mid("m_long");
+    let indexed_source = FileSource::new(dir.path());
+    let (_, all) = collect(&indexed_source, &id, everything()).await.unwrap();
+    indexed(&indexed_source, 1).await;
+    for w in days_of(&all) {
+        // A source of its own has no index: it reads the file from its start.
+        let plain = collect(&FileSource::new(dir.path()), &id, w).await.unwrap();
+        let fast = collect(&indexed_source, &id, w).await.unwrap();
+        assert!(!plain.1.is_empty(), "{w:?}");
+        assert_eq!(fast, plain, "{w:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_changed_file_is_read_from_its_start_and_indexed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m_edit.ndjson");
+    fixture::write_ndjson(&path, &FixtureSpec::new("m_edit", 5_000)).unwrap();
+    let id = mid("m_edit");
+    let source = FileSource::new(dir.path());
+    let (_, all) = collect(&source, &id, everything()).await.unwrap();
+    indexed(&source, 1).await;
+    let late = *days_of(&all).last().unwrap();
+    let before = collect(&source, &id, late).await.unwrap();
+
+    // The opening balance in the header changes (same length): every balance moves.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (header, rest) = text.split_once('\n').unwrap();
+    assert!(header.contains("\"amount\":0"), "{header}");
+    std::fs::write(
+        &path,
+        format!("{}\n{rest}", header.replace("\"amount\":0", "\"amount\":7")),
+    )
+    .unwrap();
+    let after = collect(&source, &id, late).await.unwrap();
+    assert_eq!(after.1, before.1);
+    assert_eq!(after.0[0].amount, before.0[0].amount + 7);
+    assert_eq!(
+        after,
+        collect(&FileSource::new(dir.path()), &id, late)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_file_with_a_bad_entry_is_not_indexed_and_reports_it_where_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m_bad.ndjson");
+    fixture::write_ndjson(&path, &FixtureSpec::new("m_bad", 5_000)).unwrap();
+    let id = mid("m_bad");
+    let (_, all) = collect(&FileSource::new(dir.path()), &id, everything())
+        .await
+        .unwrap();
+    // Entry 2000 repeats entry 10's id.
+    let mut lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let (first, repeated) = (&all[10].id, &all[2000].id);
+    lines[2001] = lines[2001].replace(repeated.as_str(), first.as_str());
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let source = FileSource::new(dir.path());
+    let early = days_of(&all)[0];
+    // A window before the repeat reads as before; reading the file through finds the
+    // repeat, so no index is made.
+    assert!(collect(&source, &id, early).await.is_ok());
+    let late = *days_of(&all).last().unwrap();
+    for _ in 0..2 {
+        let e = collect(&source, &id, late).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("entries[2000].id: repeated entry id"),
+            "{e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(source.indexes.ready(), 0);
 }

@@ -147,6 +147,25 @@ impl EntryValidator {
         self.next_index
     }
 
+    /// A validator that goes on from entry `next_index` of a stream whose entries before it
+    /// were all validated already, the last of them booked at `last_at` with id `last_id`:
+    /// the order and every field are still checked, and ids against those seen from here
+    /// on. Only for a stream known to repeat no id before `next_index` or across it (an
+    /// indexed file: [`crate::source::file`]).
+    pub fn resume(next_index: u64, last_at: DateTime<Utc>, last_id: &str) -> Self {
+        Self {
+            next_index,
+            last_at: Some(last_at),
+            last_id: last_id.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// When the last entry accepted was booked, and its id.
+    pub fn last(&self) -> Option<(DateTime<Utc>, &str)> {
+        self.last_at.map(|at| (at, self.last_id.as_str()))
+    }
+
     /// Parses and validates the next entry from one JSON object (an NDJSON line).
     pub fn next_from_json(&mut self, json: &[u8]) -> Result<Entry, SourceError> {
         self.next_from_json_with(json, |checked| checked.entry())
