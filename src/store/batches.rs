@@ -108,6 +108,9 @@ pub struct ExpandStep<'a> {
     /// the pass's last chunk is when the next pass is due (`None` then: the run has every
     /// member). `None` for other batches.
     pub next_pass_at: Option<DateTime<Utc>>,
+    /// Whether members that exist as a COMPLETED DRAFT get a new version (a schedule's run
+    /// makes a closed period's ledgers FINAL: one made before the close is regenerated).
+    pub finalize_drafts: bool,
     /// The lease's new end.
     pub lease_until: DateTime<Utc>,
     /// Now.
@@ -165,7 +168,8 @@ pub trait BatchStore: Send + Sync {
         until: DateTime<Utc>,
     ) -> Result<Option<Expansion>, StoreError>;
     /// Adds one chunk of members in one transaction with the cursor it reached (and the
-    /// end of the expansion, on the last); returns the ledgers it created, PENDING.
+    /// end of the expansion, on the last); returns the ledgers to enqueue, PENDING: those it
+    /// created, and the DRAFTs it gave a new version ([`ExpandStep::finalize_drafts`]).
     /// `None` when `holder` lost the lease: nothing was written.
     async fn expand_batch(&self, step: &ExpandStep<'_>) -> Result<Option<Vec<Ledger>>, StoreError>;
     /// Gives up `holder`'s lease of the expansion of `id`, so that any process goes on from

@@ -355,6 +355,7 @@ impl BatchRunner {
             cursor: next.as_deref(),
             done,
             next_pass_at: next_close,
+            finalize_drafts: batch.run.is_some(),
             lease_until: now + chrono::Duration::from_std(self.settings.lease).unwrap_or_default(),
             now,
         };

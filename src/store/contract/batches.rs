@@ -169,6 +169,7 @@ pub(super) async fn batches(store: &dyn JobStore) {
         cursor,
         done,
         next_pass_at: None,
+        finalize_drafts: false,
         lease_until: lease,
         now,
     };

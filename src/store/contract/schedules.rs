@@ -7,8 +7,8 @@ use std::time::Duration as StdDuration;
 use chrono::{Duration, SubsecRound, Utc};
 
 use crate::domain::{
-    BatchId, Cadence, Format, LedgerId, LedgerType, MerchantId, Period, Schedule, Selection,
-    Timezone,
+    BatchId, Cadence, Format, LedgerId, LedgerType, MerchantId, Period, Schedule, Selection, Stage,
+    Status, Timezone,
 };
 use crate::store::JobStore;
 use crate::store::batches::{ExpandStep, NewBatch};
@@ -107,10 +107,29 @@ pub(super) async fn schedules(store: Arc<dyn JobStore>) {
     // The pass ends with a merchant closing later: the run stays open, due then.
     let later = now + Duration::hours(20);
     let fresh = || LedgerId::from_i64(9999);
-    let ledgers = [crate::store::NewLedger {
-        id: LedgerId::from_i64(8201),
-        ..super::new_ledger(8201, "m_s1", "2026-09", None)
-    }];
+    // m_s2's September exists as a COMPLETED DRAFT (made before its close), m_s3's as a
+    // FINAL: the run gives the DRAFT a new version and leaves the FINAL alone.
+    for (id, merchant, stage) in [(8150, "m_s2", Stage::Draft), (8160, "m_s3", Stage::Final)] {
+        let l = super::created(
+            store.as_ref(),
+            &super::new_ledger(id, merchant, "2026-09", None),
+        )
+        .await;
+        let l = store.claim(l.id, now, lease).await.unwrap().unwrap();
+        store
+            .complete(l.id, 1, &super::file(1), stage, Timezone::UTC, now, &[])
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let ledgers = [
+        crate::store::NewLedger {
+            id: LedgerId::from_i64(8201),
+            ..super::new_ledger(8201, "m_s1", "2026-09", None)
+        },
+        super::new_ledger(8202, "m_s2", "2026-09", None),
+        super::new_ledger(8203, "m_s3", "2026-09", None),
+    ];
     let step = ExpandStep {
         batch,
         holder: "p1",
@@ -121,10 +140,34 @@ pub(super) async fn schedules(store: Arc<dyn JobStore>) {
         cursor: None,
         done: true,
         next_pass_at: Some(later),
+        finalize_drafts: true,
         lease_until: lease,
         now,
     };
-    assert_eq!(store.expand_batch(&step).await.unwrap().unwrap().len(), 1);
+    let queued = store.expand_batch(&step).await.unwrap().unwrap();
+    assert_eq!(
+        queued
+            .iter()
+            .map(|l| (l.id.as_i64(), l.status, l.version))
+            .collect::<Vec<_>>(),
+        [(8201, Status::Pending, 1), (8150, Status::Pending, 2)],
+        "made, and the DRAFT regenerated"
+    );
+    let tally = store.tally_batch(batch).await.unwrap();
+    assert_eq!(
+        (tally.counts.pending, tally.counts.existing),
+        (1, 2),
+        "existing members count as EXISTING whatever their status"
+    );
+    let final_one = store
+        .get_ledger(LedgerId::from_i64(8160))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (final_one.status, final_one.version),
+        (Status::Completed, 1)
+    );
     let b = store.get_batch(batch).await.unwrap().unwrap();
     assert!(b.expanding, "merchants close later");
     let r = b.run.clone().unwrap();

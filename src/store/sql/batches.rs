@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::ledgers::{Undone, explain, insert_many};
-use super::{Arg, Dialect, Driver, LEDGER_COLUMNS, SqlStore, args};
+use super::{Arg, Dialect, Driver, LEDGER_COLUMNS, SqlStore, args, fetch_ledger};
 use crate::domain::batch::formats_to_stored;
 use crate::domain::{Batch, BatchCounts, BatchId, BatchStatus, Ledger, LedgerId, Status, Tally};
 use crate::store::batches::{
@@ -306,6 +306,40 @@ impl<D: Dialect> SqlStore<D> {
             return Err(StoreError::Unavailable(
                 "could not allocate unique ledger ids for a batch".into(),
             ));
+        }
+        if step.finalize_drafts {
+            // A schedule's run makes the closed period FINAL: a COMPLETED DRAFT made before
+            // the close gets a new version now, as a regenerate would give it.
+            let existing: Vec<i64> = members
+                .iter()
+                .filter(|(_, existing)| *existing)
+                .map(|(id, _)| *id)
+                .collect();
+            for chunk in existing.chunks(300) {
+                let mut values = args![step.now];
+                let marks: Vec<String> = chunk
+                    .iter()
+                    .map(|id| {
+                        values.push(Arg::Int(*id));
+                        format!("${}", values.len())
+                    })
+                    .collect();
+                let sql = format!(
+                    "UPDATE ledgers SET status = 'PENDING', version = version + 1, \
+                     lease_until = NULL, stall_count = 0, enqueued_at = $1, updated_at = $1 \
+                     WHERE id IN ({}) AND status = 'COMPLETED' AND stage = 'DRAFT' \
+                     AND deleted_at IS NULL RETURNING id",
+                    marks.join(", ")
+                );
+                let mut renewed: Vec<(i64,)> =
+                    D::Db::fetch_all_once(&mut *tx, &sql, values).await?;
+                renewed.sort_unstable();
+                for (id,) in renewed {
+                    if let Some(ledger) = fetch_ledger::<D>(&mut *tx, id).await? {
+                        created.push(ledger);
+                    }
+                }
+            }
         }
         let mut added = 0;
         for chunk in members.chunks(300) {
