@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -167,7 +167,7 @@ impl Queue for KafkaQueue {
     }
 
     async fn consumer(&self) -> Result<Box<dyn Consumer>, QueueError> {
-        let consumer: StreamConsumer = self
+        let consumer: JobConsumer = self
             .settings
             .client_config()
             .set("group.id", &self.settings.group_id)
@@ -185,10 +185,10 @@ impl Queue for KafkaQueue {
             // departed member stalls (with 30 minutes, a rolling restart under load left a
             // partition unassigned for minutes on tansu; the sweep's redelivery under a
             // fresh key is the backstop). A job longer than this costs one rebalance: the
-            // late commit fails and is logged, and the redelivered message is dropped as a
-            // duplicate by the claim.
+            // late commit fails and is logged ([`CommitReport`]), and the redelivered
+            // message is dropped as a duplicate by the claim.
             .set("max.poll.interval.ms", "300000")
-            .create()
+            .create_with_context(CommitReport)
             .map_err(|e| QueueError::Backend(format!("creating the Kafka consumer: {e}")))?;
         consumer
             .subscribe(&[&self.settings.topic])
@@ -202,8 +202,37 @@ impl Queue for KafkaQueue {
     }
 }
 
+/// A consumer whose offset commits, sent without waiting ([`KafkaConsumer::ack`]), report
+/// their failures to the log.
+type JobConsumer = StreamConsumer<CommitReport>;
+
+/// Logs a commit the broker refused (after a rebalance moved the partition, say): the
+/// message comes back and is dropped as not PENDING, so nothing is lost, but an operator
+/// seeing many of these has consumers that lose their partitions.
+struct CommitReport;
+
+impl rdkafka::ClientContext for CommitReport {}
+
+impl ConsumerContext for CommitReport {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        if let Err(e) = result {
+            let at: Vec<String> = offsets
+                .elements()
+                .iter()
+                .map(|e| format!("{}[{}]@{:?}", e.topic(), e.partition(), e.offset()))
+                .collect();
+            tracing::warn!(error = %e, offsets = %at.join(","),
+                "a Kafka offset commit failed; its messages will be delivered again and dropped as duplicates");
+        }
+    }
+}
+
 struct KafkaConsumer {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<JobConsumer>,
     topic: String,
 }
 
@@ -260,7 +289,7 @@ impl Consumer for KafkaConsumer {
 /// Exports `ledger_kafka_consumer_lag{partition}` for the partitions this consumer holds,
 /// and 0 for those it held before a rebalance took them away (the new holder reports them),
 /// so a sum over every process counts each partition once.
-async fn report_lag(consumer: Arc<StreamConsumer>, shutdown: CancellationToken) {
+async fn report_lag(consumer: Arc<JobConsumer>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(LAG_EVERY);
     let mut held: std::collections::HashSet<i32> = std::collections::HashSet::new();
     loop {
@@ -287,7 +316,7 @@ async fn report_lag(consumer: Arc<StreamConsumer>, shutdown: CancellationToken) 
 /// Messages behind the end of each partition this consumer holds: from its position, or,
 /// before it read anything there in this session, from where it will resume — the group's
 /// committed offset, else the partition's start.
-fn measure_lag(c: &StreamConsumer) -> Vec<(i32, i64)> {
+fn measure_lag(c: &JobConsumer) -> Vec<(i32, i64)> {
     let mut lags = Vec::new();
     let Ok(positions) = c.position() else {
         return lags;

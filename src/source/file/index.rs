@@ -85,6 +85,8 @@ pub(super) struct Checkpoint {
 enum Slot {
     /// Being built for this version (by one reader: the others read from the start).
     Building(FileKey),
+    /// Read through and found invalid (or unreadable): this version is not tried again.
+    Failed(FileKey),
     /// Built: the checkpoints of this version, in file order.
     Ready {
         key: FileKey,
@@ -136,7 +138,9 @@ impl Indexes {
         };
         let (slots, _) = &mut *guard;
         match slots.get(path) {
-            Some(Slot::Building(k) | Slot::Ready { key: k, .. }) if k == key => false,
+            Some(Slot::Building(k) | Slot::Failed(k) | Slot::Ready { key: k, .. }) if k == key => {
+                false
+            }
             _ => {
                 slots.insert(path.to_owned(), Slot::Building(*key));
                 true
@@ -146,7 +150,7 @@ impl Indexes {
 
     /// Stores what the build of `path`'s version `key` found: its checkpoints, or nothing
     /// (the file is invalid or could not be read: it is read from its start, where the
-    /// error is reported as before).
+    /// error is reported as before, and not read through again while it is unchanged).
     pub(super) fn finish_build(&self, path: &Path, key: FileKey, built: Option<Vec<Checkpoint>>) {
         let Ok(mut guard) = self.slots.lock() else {
             return;
@@ -168,6 +172,8 @@ impl Indexes {
                         .iter()
                         .filter_map(|(p, s)| match s {
                             Slot::Ready { used, .. } => Some((*used, p)),
+                            // A failed version weighs nothing to keep, but goes first.
+                            Slot::Failed(_) => Some((0, p)),
                             Slot::Building(_) => None,
                         })
                         .min()
@@ -179,8 +185,10 @@ impl Indexes {
                 }
             }
             None => {
+                // Remembered, so that each window of a file that is bad past it does not read
+                // the whole file again; a new version of the file is tried afresh.
                 if matches!(slots.get(path), Some(Slot::Building(k)) if *k == key) {
-                    slots.remove(path);
+                    slots.insert(path.to_owned(), Slot::Failed(key));
                 }
             }
         }

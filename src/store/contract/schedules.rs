@@ -7,11 +7,11 @@ use std::time::Duration as StdDuration;
 use chrono::{Duration, SubsecRound, Utc};
 
 use crate::domain::{
-    BatchId, Cadence, Format, LedgerId, LedgerType, MerchantId, Period, Schedule, Selection, Stage,
-    Status, Timezone,
+    BatchId, BatchStatus, Cadence, Format, LedgerId, LedgerType, MerchantId, Period, Schedule,
+    Selection, Stage, Status, Timezone,
 };
 use crate::store::JobStore;
-use crate::store::batches::{ExpandStep, NewBatch};
+use crate::store::batches::{BatchInsert, ExpandStep, NewBatch};
 use crate::store::schedules::OpenRun;
 
 fn schedule(id: i64, by: &str) -> Schedule {
@@ -122,6 +122,79 @@ pub(super) async fn schedules(store: Arc<dyn JobStore>) {
             .unwrap()
             .unwrap();
     }
+    // A manual batch of m_s2's September, finished with the DRAFT as its member.
+    let manual = BatchId::from_i64(8170);
+    let inserted = store
+        .insert_batch(
+            &NewBatch {
+                id: manual,
+                created_by: "ops".into(),
+                merchants: Selection::Only(vec![MerchantId::parse("m_s2").unwrap()]),
+                ledger_type: LedgerType::Statement,
+                period: Period::parse("2026-09").unwrap(),
+                formats: vec![Format::Csv],
+                timezone: None,
+                created_at: now,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(inserted, BatchInsert::Created(_)), "{inserted:?}");
+    while store
+        .claim_expansion("p9", now, lease)
+        .await
+        .unwrap()
+        .expect("the manual batch is claimable")
+        .batch
+        .id
+        != manual
+    {}
+    let same = [super::new_ledger(8171, "m_s2", "2026-09", None)];
+    let joined = store
+        .expand_batch(&ExpandStep {
+            batch: manual,
+            holder: "p9",
+            ledgers: &same,
+            fresh_id: &fresh,
+            skipped: 0,
+            skipped_ids: &[],
+            cursor: None,
+            done: true,
+            next_pass_at: None,
+            finalize_drafts: false,
+            lease_until: lease,
+            now,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        joined.is_empty(),
+        "a batch that is not a run leaves the DRAFT as it is"
+    );
+    let published = store
+        .running_batches(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.batch.id == manual)
+        .unwrap();
+    let tally = store.tally_batch(manual).await.unwrap();
+    assert_eq!(tally.status(false), BatchStatus::Completed);
+    assert!(
+        store
+            .record_batch_progress(
+                manual,
+                published.seq,
+                BatchStatus::Completed,
+                &tally.counts,
+                Some(now),
+                now
+            )
+            .await
+            .unwrap()
+    );
     let ledgers = [
         crate::store::NewLedger {
             id: LedgerId::from_i64(8201),
@@ -158,6 +231,11 @@ pub(super) async fn schedules(store: Arc<dyn JobStore>) {
         (tally.counts.pending, tally.counts.existing),
         (1, 2),
         "existing members count as EXISTING whatever their status"
+    );
+    assert_eq!(
+        store.get_batch(manual).await.unwrap().unwrap().status,
+        BatchStatus::Running,
+        "the manual batch holding the regenerated DRAFT runs again"
     );
     let final_one = store
         .get_ledger(LedgerId::from_i64(8160))

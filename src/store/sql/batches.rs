@@ -334,6 +334,25 @@ impl<D: Dialect> SqlStore<D> {
                 let mut renewed: Vec<(i64,)> =
                     D::Db::fetch_all_once(&mut *tx, &sql, values).await?;
                 renewed.sort_unstable();
+                if !renewed.is_empty() {
+                    // As a regenerate does: other batches holding these ledgers run again.
+                    let mut values = args![step.now, step.batch.as_i64()];
+                    let marks: Vec<String> = renewed
+                        .iter()
+                        .map(|(id,)| {
+                            values.push(Arg::Int(*id));
+                            format!("${}", values.len())
+                        })
+                        .collect();
+                    let sql = format!(
+                        "UPDATE batches SET status = 'RUNNING', finished_at = NULL, \
+                         updated_at = $1, progress_seq = progress_seq + 1 \
+                         WHERE id <> $2 AND id IN (SELECT batch_id FROM batch_members \
+                         WHERE ledger_id IN ({}))",
+                        marks.join(", ")
+                    );
+                    D::Db::execute(&mut *tx, &sql, values).await?;
+                }
                 for (id,) in renewed {
                     if let Some(ledger) = fetch_ledger::<D>(&mut *tx, id).await? {
                         created.push(ledger);

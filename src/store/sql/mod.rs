@@ -500,7 +500,8 @@ impl<D: Dialect> JobStore for SqlStore<D> {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.execute("SELECT 1", args![]).await?;
+        // A read: it does not queue behind this process's writers.
+        let _: Vec<(i64,)> = self.fetch_all("SELECT CAST(1 AS BIGINT)", args![]).await?;
         Ok(())
     }
 
