@@ -279,14 +279,20 @@ fn read_window(
     mut channels: Channels,
     indexes: &Indexes,
 ) {
-    if let Err(e) = stream_window(path, format, id, window, &mut channels, indexes) {
-        channels.fail(e);
-        return;
-    }
-    // The window is delivered; a long NDJSON file not indexed yet is read through now, on
-    // this thread, so the next windows of this file start near where they begin.
+    let folded = match stream_window(path, format, id, window, &mut channels, indexes) {
+        Ok(folded) => folded,
+        Err(e) => {
+            channels.fail(e);
+            return;
+        }
+    };
+    // The window is delivered. If it started late in a long NDJSON file not indexed yet,
+    // the file is read through now, on this thread, so the next windows of this file start
+    // near where they begin. A window near the start (a whole history, say) costs no
+    // folding that an index would save, and a second pass over it would only slow the job.
     drop(channels);
     if format == Format::Ndjson
+        && folded >= index::WORTH_INDEXING
         && let Ok(key) = File::open(path).and_then(|f| FileKey::of(&f))
         && indexes.claim_build(path, &key)
     {
@@ -295,7 +301,8 @@ fn read_window(
     }
 }
 
-/// `Ok` also when the consumer went away: there is nobody to tell.
+/// `Ok` also when the consumer went away: there is nobody to tell. The entries folded into
+/// the opening balances, read before the window.
 fn stream_window(
     path: &Path,
     format: Format,
@@ -303,7 +310,7 @@ fn stream_window(
     window: Window,
     channels: &mut Channels,
     indexes: &Indexes,
-) -> Result<(), SourceError> {
+) -> Result<u64, SourceError> {
     let mut validator = EntryValidator::new();
     let read = match format {
         Format::Ndjson => read_ndjson(path, id, window, &mut validator, channels, indexes),
@@ -313,7 +320,7 @@ fn stream_window(
     // Read to the end or past the window: valid once the ids still pending are checked too.
     validator.finish()?;
     cutter.finish(channels);
-    Ok(())
+    Ok(cutter.folded)
 }
 
 /// Streams an `.ndjson` file into a [`Cutter`], until its end, the window's end, or nobody
@@ -431,6 +438,8 @@ struct Cutter {
     opening: Vec<Balance>,
     window: Window,
     batch: Vec<Entry>,
+    /// Entries folded into the opening balances so far.
+    folded: u64,
 }
 
 impl Cutter {
@@ -439,6 +448,7 @@ impl Cutter {
             opening,
             window,
             batch: Vec::new(),
+            folded: 0,
         }
     }
 
@@ -477,6 +487,7 @@ impl Cutter {
         channels: &mut Channels,
     ) -> Result<bool, SourceError> {
         index::fold_into(&mut self.opening, currency, amount, index)?;
+        self.folded += 1;
         if index.is_multiple_of(CANCEL_CHECK_EVERY) {
             return Ok(channels.opening.as_ref().is_some_and(|o| !o.is_closed()));
         }

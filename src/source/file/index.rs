@@ -30,6 +30,9 @@ use crate::source::validate::EntryValidator;
 
 /// Files smaller than this are read from their start: about 300 entries.
 pub(super) const MIN_BYTES: u64 = 64 * 1024;
+/// A window read that folded at least this many entries before it builds the index: below
+/// that, seeking would save less than the second pass over the file costs.
+pub(super) const WORTH_INDEXING: u64 = 2 * MIN_STRIDE;
 /// Indexes kept at most.
 const MAX_FILES: usize = 1024;
 /// Checkpoints a file gets at most (its stride grows with the file instead).
