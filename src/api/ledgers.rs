@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, error_responses};
 use super::extract::{JsonObject, Path, Query};
-use super::params::{LedgerIdPath, ledger_id};
+use super::params::{LedgerIdPath, ledger_id, page_limit};
 use super::state::AppState;
 pub use super::views::{FailureReasonView, LedgerPage, LedgerView, Timeline, view};
 use crate::auth::{Caller, Permission};
@@ -31,11 +31,6 @@ use crate::usecases::ledgers::{
     AuditRead, CreateRequest, Created, Idempotency, ListFilter, Replies, Requeue,
 };
 use crate::usecases::{LedgerError, Ledgers};
-
-/// Largest page of a list.
-const MAX_LIMIT: u32 = 200;
-/// Page size when none is asked for.
-const DEFAULT_LIMIT: u32 = 50;
 
 /// The ledger routes, relative to the API's base path; each handler documents itself.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -416,14 +411,7 @@ async fn list(
         .map(|s| parse_wire("type", s, LedgerType::ALL, LedgerType::parse))
         .transpose()?;
     let period = get("period").map(Period::parse).transpose()?;
-    let limit = match get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| InvalidInput::new("limit", format!("expected 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = page_limit(&params)?;
     let before = get("cursor").map(decode_cursor).transpose()?;
     let merchant = get("merchantId").map(MerchantId::parse).transpose()?;
     let filter = ListFilter {

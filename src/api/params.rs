@@ -48,6 +48,18 @@ pub(super) const MAX_LIMIT: u32 = 200;
 /// Page size when none is asked for.
 pub(super) const DEFAULT_LIMIT: u32 = 50;
 
+/// The `limit` of a list: 1 to [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
+pub(super) fn page_limit(params: &HashMap<String, String>) -> Result<u32, InvalidInput> {
+    match params.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| InvalidInput::new("limit", format!("expected 1 to {MAX_LIMIT}"))),
+    }
+}
+
 /// A page size and cursor of a list, with no other parameter but `extra`.
 pub(super) fn paging<C: std::str::FromStr>(
     params: &HashMap<String, String>,
@@ -62,14 +74,7 @@ pub(super) fn paging<C: std::str::FromStr>(
             "unknown query parameter",
         ));
     }
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| InvalidInput::new("limit", format!("expected 1 to {MAX_LIMIT}")))?,
-    };
+    let limit = page_limit(params)?;
     let cursor = params
         .get("cursor")
         .map(|c| super::ledgers::decode_cursor::<C>(c))
