@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 pub mod contract;
+mod local;
 mod reader;
 
 pub use reader::{ObjectReader, StreamReader};
@@ -98,7 +99,7 @@ pub struct ObjectStoreStorage {
     part_size: usize,
     /// The directory of a local store, whose finished files this adapter fsyncs itself:
     /// `object_store`'s local backend writes and renames without an fsync.
-    local_root: Option<Arc<std::path::Path>>,
+    local: Option<Arc<local::LocalDisk>>,
 }
 
 impl ObjectStoreStorage {
@@ -108,7 +109,7 @@ impl ObjectStoreStorage {
             store,
             prefix: prefix.trim_matches('/').to_owned(),
             part_size: S3_PART_SIZE,
-            local_root: None,
+            local: None,
         }
     }
 
@@ -120,7 +121,7 @@ impl ObjectStoreStorage {
             .map_err(|e| StorageError::Config(e.to_string()))?;
         Ok(Self {
             part_size: LOCAL_PART_SIZE,
-            local_root: Some(Arc::from(dir)),
+            local: Some(Arc::new(local::LocalDisk::new(dir))),
             ..Self::new(Arc::new(fs), "")
         })
     }
@@ -190,8 +191,9 @@ struct Upload {
     pending_size: usize,
     part_size: usize,
     multipart: Option<WriteMultipart>,
-    /// A local store's directory: the finished file is fsynced under it.
-    local_root: Option<Arc<std::path::Path>>,
+    /// A local store's directory: a single-part object is written there by this adapter,
+    /// a multipart one is fsynced there once `object_store` finished it.
+    local: Option<Arc<local::LocalDisk>>,
 }
 
 #[async_trait]
@@ -217,20 +219,23 @@ impl ObjectWriter for Upload {
     }
 
     async fn finish(self: Box<Self>) -> Result<(), StorageError> {
-        match self.multipart {
-            Some(multipart) => {
+        let (local, path) = (self.local, self.path);
+        match (self.multipart, local) {
+            (Some(multipart), local) => {
                 multipart.finish().await?;
+                if let Some(local) = local {
+                    on_disk(move || local.sync(&path)).await?;
+                }
             }
-            None => {
+            // One trip to the blocking pool: write, fsync, rename, directory entries.
+            (None, Some(local)) => {
+                let chunks = self.pending;
+                on_disk(move || local.put(&path, &chunks)).await?;
+            }
+            (None, None) => {
                 let payload: PutPayload = self.pending.into_iter().collect();
-                self.store.put(&self.path, payload).await?;
+                self.store.put(&path, payload).await?;
             }
-        }
-        if let Some(root) = self.local_root {
-            let path = self.path;
-            tokio::task::spawn_blocking(move || sync_local(&root, &path))
-                .await
-                .map_err(|e| StorageError::Backend(format!("fsync task failed: {e}")))??;
         }
         Ok(())
     }
@@ -255,7 +260,7 @@ impl ObjectStorage for ObjectStoreStorage {
             pending_size: 0,
             part_size: self.part_size,
             multipart: None,
-            local_root: self.local_root.clone(),
+            local: self.local.clone(),
         }))
     }
 
@@ -299,26 +304,13 @@ impl ObjectStorage for ObjectStoreStorage {
     }
 }
 
-/// Takes the file at `path` under `root` to disk, and each directory from its own up to
-/// `root`, so that its name survives a power loss too (a new ledger's file comes with a new
-/// directory, whose entry in its parent is as volatile as the file's).
-fn sync_local(root: &std::path::Path, path: &ObjectPath) -> Result<(), StorageError> {
-    let failed = |what: &std::path::Path, e: std::io::Error| {
-        StorageError::Backend(format!("fsync of {}: {e}", what.display()))
-    };
-    let mut at = root.to_path_buf();
-    for part in path.parts() {
-        at.push(part.as_ref());
-    }
-    std::fs::File::open(&at)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| failed(&at, e))?;
-    while at.pop() && at.starts_with(root) {
-        std::fs::File::open(&at)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| failed(&at, e))?;
-    }
-    Ok(())
+/// Runs a local store's file work on the blocking pool.
+async fn on_disk(
+    work: impl FnOnce() -> Result<(), StorageError> + Send + 'static,
+) -> Result<(), StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StorageError::Backend(format!("local storage task failed: {e}")))?
 }
 
 /// Opens the object storage `kind` names.
