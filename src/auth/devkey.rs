@@ -5,31 +5,16 @@
 //! file (racing processes re-read the winner's), never print or log the private key, and
 //! never be the key source of a deployment that configures a JWKS.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
-    EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
-};
+use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::SecretKey;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use p256::pkcs8::EncodePrivateKey;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::AuthError;
-
-/// How long a process that lost the creation race waits for the winner's file to be
-/// complete before giving up.
-const REREAD_ATTEMPTS: u32 = 40;
-const REREAD_PAUSE: Duration = Duration::from_millis(25);
 
 /// The local ES256 key pair of the embedded default.
 pub struct DevKey {
@@ -61,53 +46,9 @@ impl DevKey {
     /// Loads the key at `path`, creating it (and its directory, mode 0700) when absent.
     /// The flag is true when this call created the key; the caller logs the WARN.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), AuthError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| {
-                    AuthError::Keys(format!("cannot create {}: {}", parent.display(), e.kind()))
-                })?;
-        }
-        if path.exists() {
-            return Ok((read_settled(path)?, false));
-        }
-
-        let secret = SecretKey::random(&mut rand::rngs::OsRng);
-        let pem = secret
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|_| AuthError::Keys("cannot encode the new dev key".into()))?;
-        // `create_new` is the lock: exactly one racing process writes, the others read.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path);
-        match file {
-            Ok(mut file) => {
-                let written = file
-                    .write_all(pem.as_bytes())
-                    .and_then(|()| file.sync_all());
-                if let Err(e) = written {
-                    // A half-written key would block every later start; nobody can have
-                    // used it yet.
-                    let _ = std::fs::remove_file(path);
-                    return Err(AuthError::Keys(format!(
-                        "cannot write dev key {}: {}",
-                        path.display(),
-                        e.kind()
-                    )));
-                }
-                Ok((Self::from_secret(&secret)?, true))
-            }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok((read_settled(path)?, false)),
-            Err(e) => Err(AuthError::Keys(format!(
-                "cannot create dev key {}: {}",
-                path.display(),
-                e.kind()
-            ))),
-        }
+        let (secret, created) =
+            crate::crypto::ec::load_or_create(path, "dev key").map_err(AuthError::Keys)?;
+        Ok((Self::from_secret(&secret)?, created))
     }
 
     fn from_secret(secret: &SecretKey) -> Result<Self, AuthError> {
@@ -115,26 +56,7 @@ impl DevKey {
             .to_pkcs8_der()
             .map_err(|_| AuthError::Keys("cannot encode the dev key".into()))?;
         let encoding = EncodingKey::from_ec_der(der.as_bytes());
-        let point = secret.public_key().to_encoded_point(false);
-        let (Some(x), Some(y)) = (point.x(), point.y()) else {
-            return Err(AuthError::Keys("dev key has no affine public point".into()));
-        };
-        let (x, y) = (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y));
-        let kid = thumbprint(&x, &y);
-        let jwk = Jwk {
-            common: CommonParameters {
-                public_key_use: Some(PublicKeyUse::Signature),
-                key_algorithm: Some(KeyAlgorithm::ES256),
-                key_id: Some(kid.clone()),
-                ..CommonParameters::default()
-            },
-            algorithm: AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
-                key_type: EllipticCurveKeyType::EC,
-                curve: EllipticCurve::P256,
-                x,
-                y,
-            }),
-        };
+        let (jwk, kid) = crate::crypto::ec::public_jwk(&secret.public_key());
         Ok(Self { encoding, kid, jwk })
     }
 
@@ -185,58 +107,13 @@ impl DevKey {
     }
 }
 
-/// RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
-fn thumbprint(x: &str, y: &str) -> String {
-    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
-}
-
-/// Reads an existing key, waiting briefly when it is still being written by the process
-/// that won the creation race.
-fn read_settled(path: &Path) -> Result<DevKey, AuthError> {
-    for attempt in 0..REREAD_ATTEMPTS {
-        match std::fs::read_to_string(path) {
-            Ok(pem) => {
-                if let Ok(secret) = SecretKey::from_pkcs8_pem(&pem) {
-                    warn_if_exposed(path);
-                    return DevKey::from_secret(&secret);
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound && attempt > 0 => {
-                return Err(AuthError::Keys(format!(
-                    "dev key {} disappeared while being created",
-                    path.display()
-                )));
-            }
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(AuthError::Keys(format!(
-                    "cannot read dev key {}: {}",
-                    path.display(),
-                    e.kind()
-                )));
-            }
-            Err(_) => {}
-        }
-        std::thread::sleep(REREAD_PAUSE);
-    }
-    Err(AuthError::Keys(format!(
-        "dev key {} is not a PKCS#8 P-256 private key (left untouched)",
-        path.display()
-    )))
-}
-
-fn warn_if_exposed(path: &Path) {
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path = %path.display(), "dev key file is accessible to group or others; expected mode 0600");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use jsonwebtoken::jwk::ThumbprintHash;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn creates_once_then_loads_the_same_key() {

@@ -62,6 +62,7 @@
 //! buffer of its own, and the segment is opened where it lies: the plaintext is handed out
 //! without a copy.
 
+pub mod ec;
 mod key;
 mod reader;
 mod segment;
