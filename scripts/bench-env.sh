@@ -15,6 +15,7 @@ cargo build --release --locked --quiet --package ledger-bench
 ledger="$CARGO_TARGET_DIR/release/ledger"
 ledger_bench="$CARGO_TARGET_DIR/release/ledger-bench"
 bench_key=$("$ledger" keygen)
+bench_signing_key=$(openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null)
 
 # The benchmarks' S3: s3s-fs (a Rust S3 server over a directory, from crates.io) unless
 # BENCH_S3=moto. moto's single Python thread spends ~5 ms of CPU on each PUT and serialised
@@ -60,7 +61,7 @@ on_production() {
     APP_ENV_KAFKA_TOPIC="ledger.$run" APP_ENV_KAFKA_GROUP_ID="$run" \
     APP_ENV_STORAGE_URL="s3://${run//_/-}/ledgers" APP_ENV_S3_ENDPOINT="$LEDGER_TEST_S3_ENDPOINT" \
     APP_ENV_S3_ACCESS_KEY_ID=bench APP_ENV_S3_SECRET_ACCESS_KEY=bench \
-    APP_ENV_LEDGER_ENCRYPTION_KEY="$bench_key" \
+    APP_ENV_LEDGER_ENCRYPTION_KEY="$bench_key" APP_ENV_SIGNING_KEY="$bench_signing_key" \
     APP_ENV_WEBSOCKET_REDIS_URL="$LEDGER_TEST_REDIS_URL" APP_ENV_REDIS_URL="$LEDGER_TEST_REDIS_URL" \
     APP_ENV_LOG_LEVEL=error \
     "$@"

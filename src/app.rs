@@ -15,6 +15,7 @@ use crate::auth::{Authorizer, DevKey, PolicyCacheConfig, StoreGrants, Verifier, 
 use crate::config::{Config, DatabaseKind};
 use crate::crypto::{Keyring, MasterKey};
 use crate::domain::Snowflake;
+use crate::manifest::ManifestSigner;
 use crate::notify::Notifier;
 use crate::storage::ObjectStorage;
 use crate::store::JobStore;
@@ -26,6 +27,8 @@ use crate::worker::{Worker, WorkerSettings};
 pub const DEV_KEY_FILE: &str = "dev-signing-key.pem";
 /// Where the embedded master key lives inside the data dir.
 pub const MASTER_KEY_FILE: &str = "encryption.key";
+/// Where the embedded manifest signing key lives inside the data dir.
+pub const MANIFEST_KEY_FILE: &str = "manifest-signing-key.pem";
 
 /// Opens the job store the configuration names.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn JobStore>> {
@@ -97,6 +100,31 @@ pub fn keyring(config: &Config) -> anyhow::Result<Keyring> {
     }
 }
 
+/// The manifest signer: the configured key, or (embedded default) a key in the data dir.
+pub fn manifest_signer(config: &Config) -> anyhow::Result<Arc<ManifestSigner>> {
+    let retired = config.signing_keys_old.as_deref().unwrap_or("");
+    let issuer = &config.signing_issuer;
+    let signer = match &config.signing_key {
+        Some(key) => ManifestSigner::from_pem(key.expose(), retired, issuer)
+            .map_err(|e| anyhow::anyhow!("APP_ENV_SIGNING_KEY: {e}"))?,
+        None => {
+            let path = config.data_dir.join(MANIFEST_KEY_FILE);
+            let (secret, created) =
+                crate::crypto::ec::load_or_create(&path, "manifest signing key")
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            let retired = crate::manifest::parse_retired(retired)
+                .map_err(|e| anyhow::anyhow!("APP_ENV_SIGNING_KEYS_OLD: {e}"))?;
+            let signer = ManifestSigner::new(&secret, issuer, &retired);
+            if created {
+                tracing::warn!(path = %path.display(), kid = signer.kid(),
+                    "APP_ENV_SIGNING_KEY is unset: generated a manifest signing key in the data dir; manifests verify only against this key");
+            }
+            signer
+        }
+    };
+    Ok(Arc::new(signer))
+}
+
 /// The embedded dev signing key (created on first use).
 pub fn dev_key(config: &Config) -> anyhow::Result<DevKey> {
     let path = config.data_dir.join(DEV_KEY_FILE);
@@ -143,6 +171,7 @@ pub async fn run(
     let store = open_store(&config).await?;
     prepare_store(&config, &*store).await?;
     let keyring = keyring(&config)?;
+    let signer = manifest_signer(&config)?;
     let storage = open_storage(&config)?;
     let queue = crate::queue::open(&config.queue, store.clone(), shutdown.clone()).await?;
     let bus = crate::notify::open(&config.events, shutdown.clone())?;
@@ -184,6 +213,7 @@ pub async fn run(
                 storage: storage.clone(),
                 notifier: notifier.clone(),
                 keyring: keyring.clone(),
+                manifest_keys: Arc::new(signer.jwks().clone()),
                 verifier,
                 authz: authz.clone(),
                 ids: ids.clone(),
@@ -221,6 +251,7 @@ pub async fn run(
                 source,
                 notifier,
                 keyring,
+                signer,
                 settings: WorkerSettings {
                     job_timeout: config.job_timeout,
                     sweep_interval: config.sweep_interval,

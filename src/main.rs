@@ -60,6 +60,26 @@ enum Command {
     Keygen,
     /// Print the OpenAPI 3.1 document of the HTTP API (as served at /v1/api/ledger/openapi.json).
     Openapi,
+    /// Check a downloaded ledger document against its manifest (offline with a JWKS file).
+    #[command(
+        long_about = "Check that FILE is the document MANIFEST vouches for: the manifest's \
+                      ES256 signature by a key of the JWKS, then the SHA-256 and size of \
+                      FILE. Needs no configuration and no account.",
+        after_long_help = "Exit status: 0 verified (what the manifest vouches for is printed); \
+                           1 not verified (what does not match is named: signature, hash, \
+                           size); 2 the check could not be made (a file or the JWKS unreadable)."
+    )]
+    Verify {
+        /// The document as downloaded (PDF, CSV or XLSX).
+        file: std::path::PathBuf,
+        /// The manifest, as GET /v1/api/ledger/ledgers/{id}/manifest answered it.
+        #[arg(long)]
+        manifest: std::path::PathBuf,
+        /// The public keys: the service's https://…/v1/api/ledger/.well-known/jwks.json, or a
+        /// saved copy of it.
+        #[arg(long)]
+        jwks: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,6 +147,18 @@ fn main() -> ExitCode {
     let command = match Cli::parse().command {
         // A client of a running service: none of the service's configuration applies.
         Some(Command::Batch { command }) => return batch(command),
+        // A recipient's check: none of the service's configuration applies.
+        Some(Command::Verify {
+            file,
+            manifest,
+            jwks,
+        }) => {
+            return verify(ledger::client::verify::VerifyArgs {
+                file,
+                manifest,
+                jwks,
+            });
+        }
         // Needs no configuration: the document comes from the code alone.
         Some(Command::Openapi) => {
             return exit_code(
@@ -199,6 +231,35 @@ fn batch(command: BatchCommand) -> ExitCode {
     }
 }
 
+/// Runs `ledger verify …`: 0 verified, 1 not verified, 2 when the check could not be made.
+fn verify(args: ledger::client::verify::VerifyArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            errln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(ledger::client::verify::run(&args)) {
+        Ok(outcome) => {
+            let (lines, code) = ledger::client::verify::report(&outcome);
+            for line in lines {
+                if outln!("{line}").is_err() {
+                    break;
+                }
+            }
+            ExitCode::from(code)
+        }
+        Err(e) => {
+            errln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Success, or the error on stderr and failure. A stdout closed by its reader (`ledger
 /// openapi | head`) is a success: the reader took what it wanted, as with any Unix filter;
 /// a shell's `pipefail` must not see an error where there is none.
@@ -262,8 +323,10 @@ async fn dispatch(command: Option<Command>, config: Config) -> anyhow::Result<()
             outln!("{}", ledger::api::openapi::json()?)?;
             Ok(())
         }
-        // `main` runs it before reading the service's configuration, which it does not use.
-        Command::Batch { .. } => unreachable!("`ledger batch` never reaches dispatch"),
+        // `main` runs these before reading the service's configuration, which they do not use.
+        Command::Batch { .. } | Command::Verify { .. } => {
+            anyhow::bail!("this command runs without the service's configuration")
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 /// The `version` query parameter of a download: a `u32` from 1 (the path macro's literals
 /// cannot say `maximum = u32::MAX`).
-enum VersionParam {}
+pub(super) enum VersionParam {}
 
 impl utoipa::IntoParams for VersionParam {
     fn into_params(
@@ -56,6 +56,20 @@ impl utoipa::IntoParams for VersionParam {
 error_responses! {
     /// What a download can answer besides 200.
     DownloadErrors [Validation, Unauthorized, NotFound, JobNotReady, Internal, ServiceUnavailable]
+}
+
+/// The `version` query parameter, when given: a positive integer.
+pub(super) fn version_param(params: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
+    let version = params
+        .get("version")
+        .map(|raw| {
+            raw.parse::<u32>()
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| InvalidInput::new("version", "expected a positive integer"))
+        })
+        .transpose()?;
+    Ok(version)
 }
 
 /// Download a ledger's document, decrypted.
@@ -106,15 +120,7 @@ async fn download(
     let ledger = ledgers
         .load(&caller, ledger_id(&path.id)?, Permission::Download, None)
         .await?;
-    let version = params
-        .get("version")
-        .map(|raw| {
-            raw.parse::<u32>()
-                .ok()
-                .filter(|v| *v >= 1)
-                .ok_or_else(|| InvalidInput::new("version", "expected a positive integer"))
-        })
-        .transpose()?;
+    let version = version_param(&params)?;
     let file = ledgers.open_file(&ledger, version).await?;
     let info = &file.info;
     let name = &info.file_name;

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod ledgers;
+pub mod manifest;
 pub mod openapi;
 mod params;
 pub mod routes;

@@ -13,5 +13,6 @@ pub fn resources() -> OpenApiRouter<AppState> {
         .merge(super::batches::routes())
         .merge(super::schedules::routes())
         .merge(super::download::routes())
+        .merge(super::manifest::routes())
         .merge(super::ws::routes())
 }

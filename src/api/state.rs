@@ -28,6 +28,8 @@ pub struct AppState {
     pub notifier: Notifier,
     /// Decryption keys for downloads.
     pub keyring: Keyring,
+    /// The public keys manifests are signed with (current first, then retired).
+    pub manifest_keys: Arc<jsonwebtoken::jwk::JwkSet>,
     /// Token verification.
     pub verifier: Arc<Verifier>,
     /// Authorization decisions.

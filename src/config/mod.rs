@@ -171,6 +171,12 @@ pub struct Config {
     pub encryption_key: Option<Secret>,
     /// `APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD`: older keys that still decrypt.
     pub encryption_keys_old: Vec<Secret>,
+    /// `APP_ENV_SIGNING_KEY`: PEM of the manifest signing key; generated when unset.
+    pub signing_key: Option<Secret>,
+    /// `APP_ENV_SIGNING_KEYS_OLD`: PEM of retired signing keys, still published.
+    pub signing_keys_old: Option<String>,
+    /// `APP_ENV_SIGNING_ISSUER`: the `iss` of manifests.
+    pub signing_issuer: String,
     /// `APP_ENV_AUTH_JWKS_URL`: JWKS of the identity service.
     pub auth_jwks_url: Option<SensitiveUrl>,
     /// `APP_ENV_AUTH_JWKS_MAX_AGE_SECS`: keys not refreshed for this long are refused.

@@ -207,6 +207,8 @@ fn read_all(r: &mut Reader<'_>) -> Config {
     let max_attempts = r.integer(&t::MAX_ATTEMPTS);
     let worker_concurrency = r.integer(&t::WORKER_CONCURRENCY);
     let (encryption_key, encryption_keys_old) = keys(r, &storage);
+    let (signing_key, signing_keys_old) = signing_keys(r, &storage);
+    let signing_issuer = r.text_or_default(&t::SIGNING_ISSUER);
     let auth_jwks_url = r.http_url(&t::AUTH_JWKS_URL);
     let auth_jwks_max_age = r.secs(&t::AUTH_JWKS_MAX_AGE_SECS);
     let auth_jwks_file = r.text(&t::AUTH_JWKS_FILE).map(PathBuf::from);
@@ -252,6 +254,9 @@ fn read_all(r: &mut Reader<'_>) -> Config {
         worker_concurrency,
         encryption_key,
         encryption_keys_old,
+        signing_key,
+        signing_keys_old,
+        signing_issuer,
         auth_jwks_url,
         auth_jwks_max_age,
         auth_jwks_file,
@@ -468,6 +473,36 @@ fn keys(r: &mut Reader<'_>, storage: &StorageKind) -> (Option<Secret>, Vec<Secre
                 format_args!("key {} is not base64 of 32 bytes", i + 1),
             );
         }
+    }
+    (current, old)
+}
+
+/// The manifest signing key and the retired ones, checked here so a bad one is listed with
+/// every other problem; the message never quotes the value.
+fn signing_keys(r: &mut Reader<'_>, storage: &StorageKind) -> (Option<Secret>, Option<String>) {
+    let current = r.secret(&t::SIGNING_KEY);
+    if current.is_none() && matches!(storage, StorageKind::S3(_)) {
+        // A generated key lives on one machine's disk; every replica must sign with one key.
+        r.fail(
+            &t::SIGNING_KEY,
+            "required when APP_ENV_STORAGE_URL is s3://",
+        );
+    }
+    let old = r.text(&t::SIGNING_KEYS_OLD);
+    if let Some(key) = &current {
+        match crate::manifest::ManifestSigner::from_pem(
+            key.expose(),
+            old.as_deref().unwrap_or(""),
+            "",
+        ) {
+            Ok(_) => {}
+            Err(e @ crate::manifest::KeyError::Current) => r.fail(&t::SIGNING_KEY, e),
+            Err(e @ crate::manifest::KeyError::Retired(_)) => r.fail(&t::SIGNING_KEYS_OLD, e),
+        }
+    } else if let Some(old) = &old
+        && let Err(e) = crate::manifest::parse_retired(old)
+    {
+        r.fail(&t::SIGNING_KEYS_OLD, e);
     }
     (current, old)
 }

@@ -35,6 +35,9 @@ pub const TABLE: &[Setting] = &[
     S3_SECRET_ACCESS_KEY,
     LEDGER_ENCRYPTION_KEY,
     LEDGER_ENCRYPTION_KEYS_OLD,
+    SIGNING_KEY,
+    SIGNING_KEYS_OLD,
+    SIGNING_ISSUER,
     SOURCE_DIR,
     SOURCE_URL,
     SOURCE_TOKEN,
@@ -319,6 +322,36 @@ pub const LEDGER_ENCRYPTION_KEYS_OLD: Setting = Setting {
     help: "",
     summary: "comma-separated older keys that still decrypt",
     doc: "Comma-separated older master keys (same form) that still decrypt files sealed with them. Used only together with `APP_ENV_LEDGER_ENCRYPTION_KEY`. Secret.",
+};
+
+pub const SIGNING_KEY: Setting = Setting {
+    name: "APP_ENV_SIGNING_KEY",
+    group: Group::Storage,
+    accepts: Accepts::Secret,
+    default: Default::Described("generated into `{APP_ENV_DATA_DIR}/manifest-signing-key.pem`"),
+    help: "",
+    summary: "PKCS#8 PEM of the P-256 key that signs manifests (required with S3)",
+    doc: "PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) of the P-256 key every replica signs the manifests of completed files with (ES256; `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` makes one). Line breaks may be written as `\\n`. Its public key is published at `/v1/api/ledger/.well-known/jwks.json`. **Required** with `s3://` storage. Secret.",
+};
+
+pub const SIGNING_KEYS_OLD: Setting = Setting {
+    name: "APP_ENV_SIGNING_KEYS_OLD",
+    group: Group::Storage,
+    accepts: Accepts::Text,
+    default: Default::None,
+    help: "",
+    summary: "PEM of retired signing keys, still published",
+    doc: "One or more PEM blocks, one after the other: the public keys (`-----BEGIN PUBLIC KEY-----`, or the private keys, of which only the public part is used) of signing keys no longer in use. They stay in the JWKS so manifests signed with them still verify.",
+};
+
+pub const SIGNING_ISSUER: Setting = Setting {
+    name: "APP_ENV_SIGNING_ISSUER",
+    group: Group::Storage,
+    accepts: Accepts::Text,
+    default: Default::Text("ledger"),
+    help: "(ledger)",
+    summary: "`iss` of every manifest",
+    doc: "The `iss` claim of every manifest: who vouches for the statements (e.g. `https://ledger.example.com`).",
 };
 
 pub const SOURCE_DIR: Setting = Setting {

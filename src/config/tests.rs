@@ -181,6 +181,57 @@ mod redis_tls {
 mod storage {
     use super::*;
 
+    fn test_signing_key() -> String {
+        crate::manifest::generate_key_pem()
+    }
+
+    #[test]
+    fn a_signing_key_is_checked_and_never_quoted() {
+        let bad = Config::from_vars(&vars(&[
+            (
+                "APP_ENV_SIGNING_KEY",
+                "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LXZhbHVl\n-----END PRIVATE KEY-----",
+            ),
+            ("APP_ENV_SIGNING_KEYS_OLD", "garbage"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("APP_ENV_SIGNING_KEY: expected the PKCS#8 PEM"),
+            "{bad}"
+        );
+        assert!(!bad.contains("c2VjcmV0LXZhbHVl"), "{bad}");
+        let bad_old = Config::from_vars(&vars(&[
+            ("APP_ENV_SIGNING_KEY", &test_signing_key()),
+            ("APP_ENV_SIGNING_KEYS_OLD", "garbage"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad_old.contains("APP_ENV_SIGNING_KEYS_OLD: key 1"),
+            "{bad_old}"
+        );
+        let key = test_signing_key();
+        let ok = Config::from_vars(&vars(&[
+            ("APP_ENV_SIGNING_KEY", &key),
+            ("APP_ENV_SIGNING_ISSUER", "https://ledger.example.com"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.signing_issuer, "https://ledger.example.com");
+        assert!(
+            !format!("{ok:?}").contains(&key[40..80]),
+            "the key is a secret"
+        );
+        let embedded = Config::from_vars(&vars(&[])).unwrap();
+        assert_eq!(
+            (
+                embedded.signing_key.is_none(),
+                embedded.signing_issuer.as_str()
+            ),
+            (true, "ledger")
+        );
+    }
+
     #[test]
     fn s3_urls_need_a_shared_key_and_both_credentials() {
         let err = Config::from_vars(&vars(&[
@@ -191,12 +242,18 @@ mod storage {
         .to_string();
         assert!(err.contains("APP_ENV_LEDGER_ENCRYPTION_KEY"), "{err}");
         assert!(err.contains("APP_ENV_S3_SECRET_ACCESS_KEY"), "{err}");
+        assert!(
+            err.contains("APP_ENV_SIGNING_KEY: required when APP_ENV_STORAGE_URL is s3://"),
+            "{err}"
+        );
+        let signing_key = test_signing_key();
         let ok = Config::from_vars(&vars(&[
             ("APP_ENV_STORAGE_URL", "s3://bucket/a/b/"),
             (
                 "APP_ENV_LEDGER_ENCRYPTION_KEY",
                 &crate::crypto::generate_key_base64(),
             ),
+            ("APP_ENV_SIGNING_KEY", &signing_key),
             ("APP_ENV_S3_ENDPOINT", "http://127.0.0.1:9000"),
         ]))
         .unwrap();

@@ -195,6 +195,15 @@ impl ManifestSigner {
     }
 }
 
+/// The PKCS#8 PEM of a new random P-256 key (what `APP_ENV_SIGNING_KEY` takes).
+pub fn generate_key_pem() -> String {
+    use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+    SecretKey::random(&mut rand::rngs::OsRng)
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .unwrap_or_default()
+}
+
 /// A PKCS#8 PEM P-256 private key; literal `\n` sequences (a PEM squeezed onto one line
 /// of an environment file) are read as line breaks.
 fn parse_private(pem: &str) -> Option<SecretKey> {
@@ -203,7 +212,7 @@ fn parse_private(pem: &str) -> Option<SecretKey> {
 }
 
 /// Every PEM block of `text`: public keys as they are, private keys by their public part.
-fn parse_retired(text: &str) -> Result<Vec<PublicKey>, KeyError> {
+pub fn parse_retired(text: &str) -> Result<Vec<PublicKey>, KeyError> {
     let text = text.replace("\\n", "\n");
     let mut keys = Vec::new();
     let mut rest = text.as_str();

@@ -147,6 +147,8 @@ pub struct CompletedFile {
     pub object_key: String,
     /// The SHA-256 (hex) of the object's encryption header, which pins the sealed object.
     pub header_sha256: String,
+    /// The version's manifest: a compact JWS (SPEC §13).
+    pub manifest: String,
 }
 
 /// A stored file of one version.
@@ -159,6 +161,8 @@ pub struct StoredFile {
     /// The SHA-256 (hex) of the object's encryption header; `None` for files stored before
     /// it was recorded.
     pub header_sha256: Option<String>,
+    /// The version's manifest (compact JWS); `None` for files stored before manifests.
+    pub manifest: Option<String>,
 }
 
 /// A user's change to a ledger: the status it must have and what to set.

@@ -275,7 +275,8 @@ mod tests {
                 "4_idempotency expiry",
                 "5_file header digest",
                 "6_batches",
-                "7_schedules"
+                "7_schedules",
+                "8_file manifest"
             ],
             "a fresh schema has every migration pending"
         );

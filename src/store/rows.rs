@@ -272,7 +272,7 @@ impl TryFrom<StatusEventRow> for (i64, crate::domain::StatusEvent) {
 }
 
 /// A `ledger_files` row: `version, content_type, size_bytes, sha256, file_name, object_key,
-/// header_sha256`.
+/// header_sha256, manifest`.
 #[derive(Debug, FromRow)]
 pub(super) struct FileRow {
     version: i64,
@@ -282,6 +282,7 @@ pub(super) struct FileRow {
     file_name: String,
     object_key: String,
     header_sha256: Option<String>,
+    manifest: Option<String>,
 }
 
 impl TryFrom<FileRow> for StoredFile {
@@ -298,6 +299,7 @@ impl TryFrom<FileRow> for StoredFile {
             },
             object_key: row.object_key,
             header_sha256: row.header_sha256,
+            manifest: row.manifest,
         })
     }
 }

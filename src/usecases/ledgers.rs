@@ -514,21 +514,10 @@ impl Ledgers {
         ledger: &Ledger,
         version: Option<u32>,
     ) -> Result<Download, LedgerError> {
-        let version = match (version, &ledger.file) {
-            (Some(v), _) => v,
-            (None, Some(f)) => f.version,
-            (None, None) => return Err(not_ready(ledger)),
-        };
-        let Some(file) = self.store.get_file(ledger.id, version).await? else {
-            return Err(if version == ledger.version {
-                not_ready(ledger)
-            } else {
-                LedgerError::NotFound("no such version")
-            });
-        };
+        let file = self.stored_file(ledger, version).await?;
         let binding = Binding {
             ledger_id: ledger.id.as_i64(),
-            version,
+            version: file.info.version,
         };
         let content = self
             .vault
@@ -539,6 +528,42 @@ impl Ledgers {
             info: file.info,
             content,
         })
+    }
+
+    /// The manifest (compact JWS, SPEC §13) of `version` (default: the newest completed
+    /// one) of `ledger`, which [`Ledgers::load`] gave with [`Permission::Download`].
+    pub async fn manifest(
+        &self,
+        ledger: &Ledger,
+        version: Option<u32>,
+    ) -> Result<String, LedgerError> {
+        let file = self.stored_file(ledger, version).await?;
+        file.manifest.ok_or(LedgerError::NotFound(
+            "this version was completed before manifests existed and has none",
+        ))
+    }
+
+    /// The stored file of `version` (default: the newest completed one) of `ledger`.
+    async fn stored_file(
+        &self,
+        ledger: &Ledger,
+        version: Option<u32>,
+    ) -> Result<StoredFile, LedgerError> {
+        let version = match (version, &ledger.file) {
+            (Some(v), _) => v,
+            (None, Some(f)) => f.version,
+            (None, None) => return Err(not_ready(ledger)),
+        };
+        self.store
+            .get_file(ledger.id, version)
+            .await?
+            .ok_or_else(|| {
+                if version == ledger.version {
+                    not_ready(ledger)
+                } else {
+                    LedgerError::NotFound("no such version")
+                }
+            })
     }
 }
 

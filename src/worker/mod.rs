@@ -53,6 +53,8 @@ pub struct Worker {
     pub notifier: Notifier,
     /// Encryption keys.
     pub keyring: Keyring,
+    /// Signs the manifest of every completed file.
+    pub signer: Arc<crate::manifest::ManifestSigner>,
     /// Tunables.
     pub settings: WorkerSettings,
 }

@@ -229,12 +229,14 @@ fn production_backends_refuse_the_dev_key_a_plain_http_jwks_and_a_missing_audien
             .output()
             .expect("run ledger")
     };
+    let signing_key = ledger::manifest::generate_key_pem();
     let s3 = [
         ("APP_ENV_STORAGE_URL", "s3://bucket/ledgers"),
         (
             "APP_ENV_LEDGER_ENCRYPTION_KEY",
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
         ),
+        ("APP_ENV_SIGNING_KEY", signing_key.as_str()),
     ];
     for backend in [
         &[(
@@ -298,7 +300,7 @@ fn help_lists_the_product_commands_and_no_bench() {
     assert_eq!(
         commands,
         [
-            "serve", "migrate", "batch", "token", "policy", "keygen", "openapi", "help"
+            "serve", "migrate", "batch", "token", "policy", "keygen", "openapi", "verify", "help"
         ],
         "{help}"
     );

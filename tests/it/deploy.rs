@@ -182,6 +182,8 @@ fn environment(container: &Value, config: &Value, secret: &Value) -> HashMap<Str
             let (k, v) = (k.as_str().unwrap(), v.as_str().unwrap());
             let v = if k == "APP_ENV_LEDGER_ENCRYPTION_KEY" {
                 ledger::crypto::generate_key_base64()
+            } else if k == "APP_ENV_SIGNING_KEY" {
+                ledger::manifest::generate_key_pem()
             } else {
                 v.to_owned()
             };

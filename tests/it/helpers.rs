@@ -670,6 +670,7 @@ pub async fn production() -> Production {
             ("APP_ENV_S3_ACCESS_KEY_ID", "test".into()),
             ("APP_ENV_S3_SECRET_ACCESS_KEY", "test".into()),
             ("APP_ENV_LEDGER_ENCRYPTION_KEY", key),
+            ("APP_ENV_SIGNING_KEY", ledger::manifest::generate_key_pem()),
             (
                 "APP_ENV_WEBSOCKET_REDIS_URL",
                 test_env("LEDGER_TEST_REDIS_URL", "redis://127.0.0.1:6379"),

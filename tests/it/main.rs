@@ -10,6 +10,7 @@ mod deploy;
 mod documents;
 mod lifecycle;
 mod live;
+mod manifests;
 mod memory;
 mod openapi;
 mod ops;

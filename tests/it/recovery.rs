@@ -69,6 +69,7 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
         },
         object_key: "elsewhere".into(),
         header_sha256: "00".repeat(32),
+        manifest: "forged".into(),
     };
     let late = store
         .complete(id, 1, &forged, Stage::Final, Timezone::UTC, Utc::now(), &[])

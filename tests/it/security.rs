@@ -312,6 +312,7 @@ async fn every_endpoint_requires_a_token_except_openapi() {
         ("GET", format!("/ledgers/{id}")),
         ("GET", format!("/ledgers/{id}/events")),
         ("GET", format!("/ledgers/{id}/download")),
+        ("GET", format!("/ledgers/{id}/manifest")),
         ("POST", format!("/ledgers/{id}/retry")),
         ("POST", format!("/ledgers/{id}/regenerate")),
         ("DELETE", format!("/ledgers/{id}")),

@@ -1,5 +1,5 @@
 //! The document around the blocks: krilla's document and metadata, one page per planned
-//! page with its footer (ledger id, DRAFT mark, `Page X of Y`), and the document header of
+//! page with its footer (ledger id and version, DRAFT mark, `Page X of Y`), and the document header of
 //! the first page.
 
 use krilla::page::PageSettings;
@@ -83,7 +83,8 @@ fn title(header: &DocumentHeader) -> &'static str {
     }
 }
 
-/// The footer: the ledger id, a DRAFT mark on drafts, `Page X of Y`.
+/// The footer: the ledger id and version (what the file's manifest names), the merchant, a
+/// DRAFT mark on drafts, `Page X of Y`.
 fn footer(canvas: &mut Canvas<'_, '_>, header: &DocumentHeader, page: usize, total: usize) {
     let y = PAGE_HEIGHT - 28.0;
     canvas.rule(y - 10.0);
@@ -112,7 +113,10 @@ fn footer(canvas: &mut Canvas<'_, '_>, header: &DocumentHeader, page: usize, tot
     canvas.line.reset(&fonts.regular, size);
     canvas.line.cell(
         &left,
-        &format!("Ledger {} · {}", header.ledger_id, header.merchant.id),
+        &format!(
+            "Ledger {} version {} · {}",
+            header.ledger_id, header.version, header.merchant.id
+        ),
     );
     canvas.line.cell(&right, &format!("Page {page} of {total}"));
     canvas.line.draw(canvas.surface, y);

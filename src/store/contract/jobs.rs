@@ -93,8 +93,12 @@ pub(super) async fn claims_and_fencing(store: &dyn JobStore) {
     assert_eq!(done.file.as_ref().unwrap().version, 1);
     let stored = store.get_file(l.id, 1).await.unwrap().unwrap();
     assert_eq!(
-        (stored.object_key.as_str(), stored.header_sha256),
-        ("k/v1", Some("cd".repeat(32)))
+        (
+            stored.object_key.as_str(),
+            stored.header_sha256,
+            stored.manifest.as_deref()
+        ),
+        ("k/v1", Some("cd".repeat(32)), Some("manifest-of-v1"))
     );
     assert!(
         store.fail(l.id, 1, &failure("X")).await.unwrap().is_none(),

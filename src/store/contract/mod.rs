@@ -49,6 +49,7 @@ pub(super) fn file(version: u32) -> CompletedFile {
         },
         object_key: format!("k/v{version}"),
         header_sha256: "cd".repeat(32),
+        manifest: format!("manifest-of-v{version}"),
     }
 }
 

@@ -123,8 +123,8 @@ impl<D: Dialect> SqlStore<D> {
             &mut tx,
             &format!(
                 "INSERT INTO ledger_files (ledger_id, version, content_type, size_bytes, \
-                 sha256, file_name, object_key, attempt, created_at, header_sha256) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM ledgers \
+                 sha256, file_name, object_key, attempt, created_at, header_sha256, manifest) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM ledgers \
                  WHERE id = $1 AND {} AND attempt_count = $8 AND version = $2)",
                 t.guard
             ),
@@ -139,6 +139,7 @@ impl<D: Dialect> SqlStore<D> {
                 i64::from(attempt),
                 now,
                 file.header_sha256.as_str(),
+                file.manifest.as_str(),
             ],
         )
         .await?;

@@ -463,7 +463,7 @@ impl<D: Dialect> SqlStore<D> {
         let row: Option<FileRow> = self
             .fetch_optional(
                 "SELECT version, content_type, size_bytes, sha256, file_name, object_key, \
-                 header_sha256 FROM ledger_files WHERE ledger_id = $1 AND version = $2",
+                 header_sha256, manifest FROM ledger_files WHERE ledger_id = $1 AND version = $2",
                 args![id.as_i64(), i64::from(version)],
             )
             .await?;

@@ -16,6 +16,7 @@ use super::{JobError, PROGRESS_EVERY, Progress, Timeline, UPLOAD_QUEUE, progress
 use crate::crypto::Binding;
 use crate::domain::ledger::stage_at;
 use crate::domain::{FileInfo, Ledger, Timezone};
+use crate::manifest::{Manifest, ManifestTotals};
 use crate::render::DocumentHeader;
 use crate::source::Window;
 use crate::store::CompletedFile;
@@ -232,7 +233,25 @@ pub(super) async fn execute(
     phase_log!(ledger, "UPLOAD_DONE", objectKey = key.as_str());
     timeline.phase(worker, ledger, "UPLOAD_DONE", None).await?;
 
-    // COMPLETE, fenced on the attempt.
+    // COMPLETE, fenced on the attempt, with the version's signed manifest. Its control
+    // totals are the self-check's (the written ones equal the source's by now).
+    let manifest = worker.signer.sign(&Manifest {
+        iss: worker.signer.issuer().to_owned(),
+        ledger_id: ledger.id.to_string(),
+        merchant_id: ledger.merchant_id.to_string(),
+        ledger_type: ledger.ledger_type.as_str().to_owned(),
+        period: ledger.period.to_string(),
+        timezone: timezone.name().to_owned(),
+        format: ledger.format.as_str().to_owned(),
+        stage: header.stage.as_str().to_owned(),
+        version: ledger.version,
+        sha256: rendered.sealed.sha256.clone(),
+        size_bytes: rendered.sealed.size,
+        control_totals: ManifestTotals::of(&rendered.written),
+        generated_at: header
+            .generated_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
     let file = CompletedFile {
         info: FileInfo {
             version: ledger.version,
@@ -243,6 +262,7 @@ pub(super) async fn execute(
         },
         object_key: key,
         header_sha256: rendered.sealed.header_sha256,
+        manifest,
     };
     match worker
         .store

@@ -111,6 +111,11 @@ async fn rig(entries: u64, job_timeout: Duration) -> Rig {
         source: Arc::new(FileSource::new(source_dir)),
         notifier: Notifier::new(bus.clone() as Arc<dyn EventBus>),
         keyring: Keyring::new(key, Vec::new()),
+        signer: Arc::new(crate::manifest::ManifestSigner::new(
+            &p256::SecretKey::random(&mut rand::rngs::OsRng),
+            "ledger",
+            &[],
+        )),
         settings: WorkerSettings {
             job_timeout,
             sweep_interval: Duration::from_secs(60),

@@ -168,8 +168,8 @@ fn assert_pages(doc: &ReadBack, expected: usize) {
         let footer = format!("Page {} of {expected}", i + 1);
         assert!(page.contains(&footer), "page {} lacks {footer:?}", i + 1);
         assert!(
-            page.contains(&format!("Ledger {LEDGER_ID}")),
-            "page {} lacks the ledger id",
+            page.contains(&format!("Ledger {LEDGER_ID} version 3")),
+            "page {} lacks the ledger id and version the manifest names",
             i + 1
         );
     }
