@@ -245,6 +245,13 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.vers
   "$VENV/bin/pip" install -q --disable-pip-version-check "jwcrypto==$JWCRYPTO_VERSION" \
     || fail "pip install of jwcrypto failed"
 fi
+# standardwebhooks (the Standard Webhooks reference library) verifies the signatures of
+# webhook deliveries as a receiver would (src/webhooks/signature.rs).
+STANDARDWEBHOOKS_VERSION=1.3.0
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('standardwebhooks') != '$STANDARDWEBHOOKS_VERSION')" 2>/dev/null; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION" \
+    || fail "pip install of standardwebhooks failed"
+fi
 export LEDGER_TEST_PYTHON="$VENV/bin/python"
 
 # Outage tests start private servers from these binaries, to stop and restart them.

@@ -1,0 +1,342 @@
+//! The HTTP client webhook deliveries go out with, and the rules for where they may go.
+//!
+//! A receiver's URL is chosen by a user of the service, so a delivery must never become a
+//! way into the service's own network (SSRF): unless private networks are allowed
+//! (`APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true`, for on-premise receivers and tests),
+//!
+//! - the URL is `https`;
+//! - a host written as an address must be a public one;
+//! - a host name is resolved by this module's resolver, which hands the connector only the
+//!   public addresses it resolved to (and fails when there are none). The check and the
+//!   connection use the very same addresses, so a name that resolves to a public address
+//!   when the endpoint is registered and to `127.0.0.1` at delivery time (DNS rebinding) is
+//!   refused at delivery time;
+//! - no redirect is followed (a 3xx is a failed attempt) and no proxy is used (a proxy
+//!   would resolve the name itself);
+//! - a response body is read up to [`MAX_RESPONSE_BYTES`], the rest ignored.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::Url;
+
+/// How long one delivery attempt may take, connection included (SPEC §12).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The most of a receiver's answer that is read (kept for the deliveries list).
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024;
+/// The longest URL an endpoint may have.
+pub const MAX_URL_CHARS: usize = 2048;
+
+/// Why a URL may not receive deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefused {
+    /// Not an absolute http(s) URL of at most [`MAX_URL_CHARS`] characters with a host.
+    #[error("expected an absolute https URL with a host (at most {MAX_URL_CHARS} characters)")]
+    Malformed,
+    /// `http` where only `https` is allowed.
+    #[error("must be https (http only with APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS=true)")]
+    NotHttps,
+    /// Credentials in the URL would be sent to the receiver in clear in logs and lists.
+    #[error("must not carry a user name or password")]
+    Credentials,
+    /// The host is an address that is not public.
+    #[error("points to a private, loopback or link-local address")]
+    PrivateAddress,
+}
+
+/// Where deliveries may go: the public internet only, or private networks too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// `APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS`: private, loopback and link-local addresses
+    /// (and plain `http`) allowed.
+    pub allow_private: bool,
+}
+
+impl Reach {
+    /// Checks a receiver's URL as written (a host name is judged again by its addresses at
+    /// every connection).
+    pub fn check_url(&self, raw: &str) -> Result<Url, UrlRefused> {
+        if raw.chars().count() > MAX_URL_CHARS {
+            return Err(UrlRefused::Malformed);
+        }
+        let url = Url::parse(raw).map_err(|_| UrlRefused::Malformed)?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_private => {}
+            "http" => return Err(UrlRefused::NotHttps),
+            _ => return Err(UrlRefused::Malformed),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(UrlRefused::Credentials);
+        }
+        let ip = match url.host() {
+            None => return Err(UrlRefused::Malformed),
+            Some(url::Host::Domain(d)) if d.is_empty() => return Err(UrlRefused::Malformed),
+            Some(url::Host::Domain(_)) => None,
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        };
+        if let Some(ip) = ip
+            && !self.allow_private
+            && !is_public(ip)
+        {
+            return Err(UrlRefused::PrivateAddress);
+        }
+        Ok(url)
+    }
+
+    /// The client deliveries use: this reach's resolver, no redirects, no proxy, the attempt
+    /// timeout.
+    pub fn client(&self) -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .dns_resolver(Arc::new(Resolver { reach: *self }))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(ATTEMPT_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("ledger-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+}
+
+/// Resolves with the system resolver, then keeps only the addresses this reach allows.
+struct Resolver {
+    reach: Reach,
+}
+
+impl Resolve for Resolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let reach = self.reach;
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| reach.allow_private || is_public(a.ip()))
+                .collect();
+            if allowed.is_empty() {
+                let reason = if found.is_empty() {
+                    format!("{host} resolves to no address")
+                } else {
+                    format!("{host} resolves to private, loopback or link-local addresses only")
+                };
+                return Err(reason.into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Whether `ip` is a public unicast address: not loopback, private (RFC 1918, ULA),
+/// link-local, shared (CGNAT), documentation, benchmarking, multicast, broadcast,
+/// unspecified or reserved — nor an IPv6 address standing for one of those IPv4 ones.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            is_public_v6(v6)
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || ip.is_multicast()
+        || a == 0                                   // "this network"
+        || (a == 100 && (64..128).contains(&b))     // shared address space (CGNAT)
+        || (a == 192 && b == 0 && c == 0)           // IETF protocol assignments
+        || (a == 198 && (18..20).contains(&b))      // benchmarking
+        || a >= 240) // reserved, broadcast
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00                 // unique local fc00::/7
+        || (s[0] & 0xffc0) == 0xfe80                 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0                 // site-local (deprecated) fec0::/10
+        || (s[0] == 0x2001 && s[1] == 0x0db8)        // documentation
+        || (s[0] == 0x0064 && s[1] == 0xff9b)        // NAT64 (embeds an IPv4 address)
+        || (s[0] == 0x2002)                          // 6to4 (embeds an IPv4 address)
+        || (s[0] == 0x2001 && s[1] == 0)             // Teredo (embeds an IPv4 address)
+        || ip.to_ipv4().is_some_and(|v4| !is_public_v4(v4))) // IPv4-compatible ::a.b.c.d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PUBLIC: Reach = Reach {
+        allow_private: false,
+    };
+    const PRIVATE: Reach = Reach {
+        allow_private: true,
+    };
+
+    #[test]
+    fn only_public_unicast_addresses_are_public() {
+        for private in [
+            "127.0.0.1",
+            "127.8.9.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+            "2001:db8::1",
+            "ff02::1",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn urls_are_https_public_and_without_credentials() {
+        assert!(
+            PUBLIC
+                .check_url("https://hooks.example.com/ledger?x=1")
+                .is_ok()
+        );
+        assert_eq!(
+            PUBLIC.check_url("http://hooks.example.com/").unwrap_err(),
+            UrlRefused::NotHttps
+        );
+        assert_eq!(
+            PUBLIC.check_url("https://127.0.0.1/").unwrap_err(),
+            UrlRefused::PrivateAddress
+        );
+        assert_eq!(
+            PUBLIC.check_url("https://[::1]:8443/").unwrap_err(),
+            UrlRefused::PrivateAddress
+        );
+        assert_eq!(
+            PUBLIC
+                .check_url("https://169.254.169.254/latest/meta-data")
+                .unwrap_err(),
+            UrlRefused::PrivateAddress
+        );
+        assert_eq!(
+            PUBLIC
+                .check_url("https://user:pw@hooks.example.com/")
+                .unwrap_err(),
+            UrlRefused::Credentials
+        );
+        for bad in [
+            "",
+            "hooks.example.com",
+            "ftp://x/",
+            "file:///etc/passwd",
+            "https://",
+        ] {
+            assert_eq!(
+                PUBLIC.check_url(bad).unwrap_err(),
+                UrlRefused::Malformed,
+                "{bad}"
+            );
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS));
+        assert_eq!(PUBLIC.check_url(&long).unwrap_err(), UrlRefused::Malformed);
+        assert!(PRIVATE.check_url("http://127.0.0.1:9000/hook").is_ok());
+    }
+
+    /// A local receiver that answers 204 to anything.
+    async fn receiver() -> (u16, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_loopback_is_refused_at_connect_time() {
+        let (port, task) = receiver().await;
+        // `localhost` passes the URL check (a name), and is refused by its addresses.
+        let url = format!("http://localhost:{port}/hook");
+        let public = PUBLIC.client().unwrap();
+        let err = public.post(&url).send().await.unwrap_err();
+        assert!(err.is_connect() || err.is_request(), "{err:?}");
+        let chain = format!("{:?}", err);
+        assert!(chain.contains("private, loopback or link-local"), "{chain}");
+        // Allowed for on-premise receivers.
+        let private = PRIVATE.client().unwrap();
+        let ok = private.post(&url).send().await.unwrap();
+        assert_eq!(ok.status(), 204);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://10.0.0.1/\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        });
+        let r = PRIVATE
+            .client()
+            .unwrap()
+            .post(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 307, "the redirect is the answer, not followed");
+        task.abort();
+    }
+}
