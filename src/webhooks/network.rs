@@ -73,7 +73,7 @@ impl Reach {
         }
         let ip = match url.host() {
             None => return Err(UrlRefused::Malformed),
-            Some(url::Host::Domain(d)) if d.is_empty() => return Err(UrlRefused::Malformed),
+            Some(url::Host::Domain("")) => return Err(UrlRefused::Malformed),
             Some(url::Host::Domain(_)) => None,
             Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
