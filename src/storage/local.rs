@@ -5,8 +5,11 @@
 //! to the blocking pool.
 //!
 //! A directory entry has to be fsynced once, not at every file below it: the directories
-//! whose entries this process made durable are remembered (by inode, so a directory removed
-//! and made again under the same name is not mistaken for the old one). A ledger's first
+//! whose entries this process made durable are remembered, by device, inode and birth time
+//! (a directory removed and made again under the same name may get the same inode number
+//! back, never the same birth time; where the file system gives no birth time nothing is
+//! remembered and every directory is synced each time). A directory is remembered only once
+//! every entry above it is on disk too. A ledger's first
 //! file then costs three fsyncs (the file, its new directory, the merchant's directory that
 //! names it) instead of one for each directory up to the root.
 
@@ -29,8 +32,9 @@ const REMEMBERED_DIRS: usize = 16_384;
 /// A local store's directory and the directories under it whose entries are on disk.
 pub(super) struct LocalDisk {
     root: PathBuf,
-    /// Directory → its inode, for directories whose entry in their parent was fsynced.
-    durable: Mutex<HashMap<PathBuf, (u64, u64)>>,
+    /// Directory → its identity, for directories whose entry in their parent, and every
+    /// entry above up to the root, was fsynced.
+    durable: Mutex<HashMap<PathBuf, DirId>>,
 }
 
 impl LocalDisk {
@@ -81,41 +85,70 @@ impl LocalDisk {
     }
 
     /// Fsyncs the directory holding `file` (its new entry), then each directory above whose
-    /// own entry is not known to be on disk yet, up to the root.
+    /// own entry is not known to be on disk yet, up to the root. The directories walked are
+    /// remembered only once the walk has ended without an error, so a failed fsync higher up
+    /// (or a writer beside this one still walking) never leaves a directory remembered whose
+    /// ancestors' entries may not be on disk.
     fn sync_entries(&self, file: &Path) -> Result<(), StorageError> {
         let mut dir = match file.parent() {
             Some(d) => d,
             None => return Ok(()),
         };
         sync_path(dir)?;
+        let mut walked = Vec::new();
         while dir != self.root && dir.starts_with(&self.root) {
-            let meta = std::fs::metadata(dir).map_err(|e| failed("stat of", dir, e))?;
-            let id = (meta.dev(), meta.ino());
-            if self
-                .durable
-                .lock()
-                .map(|d| d.get(dir) == Some(&id))
-                .unwrap_or(false)
-            {
+            let id = dir_id(dir)?;
+            let known = id.is_some()
+                && self
+                    .durable
+                    .lock()
+                    .map(|d| d.get(dir) == id.as_ref())
+                    .unwrap_or(false);
+            if known {
                 break;
             }
             let Some(parent) = dir.parent() else { break };
             sync_path(parent)?;
-            if let Ok(mut durable) = self.durable.lock() {
-                if durable.len() >= REMEMBERED_DIRS {
-                    durable.clear();
-                }
-                durable.insert(dir.to_path_buf(), id);
+            if let Some(id) = id {
+                walked.push((dir.to_path_buf(), id));
             }
             dir = parent;
+        }
+        if !walked.is_empty()
+            && let Ok(mut durable) = self.durable.lock()
+        {
+            if durable.len() + walked.len() > REMEMBERED_DIRS {
+                durable.clear();
+            }
+            durable.extend(walked);
         }
         Ok(())
     }
 }
 
+/// What tells one directory from another made later under the same name: device, inode
+/// and birth time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirId {
+    dev: u64,
+    ino: u64,
+    born: std::time::SystemTime,
+}
+
+/// `dir`'s identity; `None` where the file system gives no birth time.
+fn dir_id(dir: &Path) -> Result<Option<DirId>, StorageError> {
+    let meta = std::fs::metadata(dir).map_err(|e| failed("stat of", dir, e))?;
+    Ok(meta.created().ok().map(|born| DirId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        born,
+    }))
+}
+
 /// A new staged file beside `dest`, its directories made when missing.
 fn stage(dest: &Path) -> Result<(File, PathBuf), StorageError> {
     let mut n = 1u32;
+    let mut made_dirs = 0;
     loop {
         let mut staged = dest.as_os_str().to_owned();
         staged.push(format!("#{n}"));
@@ -127,7 +160,9 @@ fn stage(dest: &Path) -> Result<(File, PathBuf), StorageError> {
         {
             Ok(f) => return Ok((f, staged)),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+            // Made again a few times at most: a directory removed meanwhile by someone else.
+            Err(e) if e.kind() == ErrorKind::NotFound && made_dirs < 3 => {
+                made_dirs += 1;
                 let parent = dest.parent().unwrap_or(dest);
                 std::fs::create_dir_all(parent).map_err(|e| failed("creation of", parent, e))?;
             }
@@ -142,7 +177,20 @@ fn stage(dest: &Path) -> Result<(File, PathBuf), StorageError> {
     }
 }
 
+/// Every path fsynced, and a path whose fsync fails (tests only).
+#[cfg(test)]
+static FSYNC_LOG: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+#[cfg(test)]
+static FAIL_ON: Mutex<Option<PathBuf>> = Mutex::new(None);
+
 fn sync_path(path: &Path) -> Result<(), StorageError> {
+    #[cfg(test)]
+    {
+        FSYNC_LOG.lock().unwrap().push(path.to_path_buf());
+        if FAIL_ON.lock().unwrap().as_deref() == Some(path) {
+            return Err(failed("fsync of", path, std::io::Error::other("injected")));
+        }
+    }
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| failed("fsync of", path, e))
@@ -201,17 +249,48 @@ mod tests {
         let disk = LocalDisk::new(dir.path());
         disk.put(&ObjectPath::from("x/y/1.enc"), &[Bytes::from_static(b"1")])
             .unwrap();
+        let before = disk.durable.lock().unwrap()[&dir.path().join("x/y")];
+        // Removed and made again at once: ext4 may well give the same inode number back.
         std::fs::remove_dir_all(dir.path().join("x/y")).unwrap();
-        // Another directory first, so the new one is unlikely to get the old inode back.
-        std::fs::create_dir(dir.path().join("x/z")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
         disk.put(&ObjectPath::from("x/y/2.enc"), &[Bytes::from_static(b"2")])
             .unwrap();
-        let meta = std::fs::metadata(dir.path().join("x/y")).unwrap();
-        assert_eq!(
-            disk.durable.lock().unwrap()[&dir.path().join("x/y")],
-            (meta.dev(), meta.ino()),
-            "the new directory's entry was synced and remembered as the new one"
+        let after = disk.durable.lock().unwrap()[&dir.path().join("x/y")];
+        assert_ne!(
+            before, after,
+            "the new directory is not taken for the old one"
         );
+        assert_eq!(Some(after), dir_id(&dir.path().join("x/y")).unwrap());
+    }
+
+    #[test]
+    fn a_failed_fsync_above_leaves_nothing_remembered_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let disk = LocalDisk::new(&root);
+        *FAIL_ON.lock().unwrap() = Some(root.join("x"));
+        let err = disk
+            .put(
+                &ObjectPath::from("x/y/z/1.enc"),
+                &[Bytes::from_static(b"1")],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        *FAIL_ON.lock().unwrap() = None;
+        assert!(disk.durable.lock().unwrap().is_empty());
+        disk.put(
+            &ObjectPath::from("x/y/z/2.enc"),
+            &[Bytes::from_static(b"2")],
+        )
+        .unwrap();
+        let synced: Vec<PathBuf> = FSYNC_LOG
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.strip_prefix(&root).ok().map(Path::to_path_buf))
+            .collect();
+        let x_synced = synced.iter().filter(|p| p.as_os_str() == "x").count();
+        assert_eq!(x_synced, 2, "the second write fsynced x again: {synced:?}");
     }
 
     #[test]
