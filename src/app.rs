@@ -109,9 +109,12 @@ pub fn manifest_signer(config: &Config) -> anyhow::Result<Arc<ManifestSigner>> {
             .map_err(|e| anyhow::anyhow!("APP_ENV_SIGNING_KEY: {e}"))?,
         None => {
             let path = config.data_dir.join(MANIFEST_KEY_FILE);
-            let (secret, created) =
-                crate::crypto::ec::load_or_create(&path, "manifest signing key")
-                    .map_err(|e| anyhow::anyhow!(e))?;
+            let (secret, created) = crate::crypto::ec::load_or_create(
+                &path,
+                "manifest signing key",
+                crate::crypto::ec::Exposed::Refuse,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
             let retired = crate::manifest::parse_retired(retired)
                 .map_err(|e| anyhow::anyhow!("APP_ENV_SIGNING_KEYS_OLD: {e}"))?;
             let signer = ManifestSigner::new(&secret, issuer, &retired);

@@ -57,6 +57,7 @@ error_responses! {
             body = String,
             headers(
                 ("X-Content-Type-Options" = String, description = "`nosniff`"),
+                ("Cache-Control" = String, description = "`no-store`"),
             ),
         ),
         ManifestErrors,
@@ -88,6 +89,7 @@ async fn manifest(
                 header::HeaderName::from_static("x-content-type-options"),
                 HeaderValue::from_static("nosniff"),
             ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         jws,
     )

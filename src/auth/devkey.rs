@@ -47,7 +47,8 @@ impl DevKey {
     /// The flag is true when this call created the key; the caller logs the WARN.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), AuthError> {
         let (secret, created) =
-            crate::crypto::ec::load_or_create(path, "dev key").map_err(AuthError::Keys)?;
+            crate::crypto::ec::load_or_create(path, "dev key", crate::crypto::ec::Exposed::Warn)
+                .map_err(AuthError::Keys)?;
         Ok((Self::from_secret(&secret)?, created))
     }
 

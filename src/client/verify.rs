@@ -50,6 +50,20 @@ pub fn report(outcome: &Outcome) -> (Vec<String>, u8) {
 
 async fn load_jwks(source: &str) -> anyhow::Result<JwkSet> {
     let bytes = if source.starts_with("https://") || source.starts_with("http://") {
+        let url = url::Url::parse(source).with_context(|| format!("{source} is not a URL"))?;
+        // The key set is what the check trusts: over plain http anyone on the path could
+        // hand over their own keys.
+        let loopback = match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if url.scheme() == "http" && !loopback {
+            bail!(
+                "the JWKS must be fetched over https (plain http only from this machine): {source}"
+            );
+        }
         fetch(source).await?
     } else {
         std::fs::read(Path::new(source)).with_context(|| format!("reading the JWKS {source}"))?
@@ -60,7 +74,8 @@ async fn load_jwks(source: &str) -> anyhow::Result<JwkSet> {
 async fn fetch(url: &str) -> anyhow::Result<Vec<u8>> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
-        .redirect(reqwest::redirect::Policy::limited(3))
+        // A redirect could lead elsewhere, over http: the key set comes from the URL given.
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let mut response = client
         .get(url)

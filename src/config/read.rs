@@ -497,7 +497,10 @@ fn signing_keys(r: &mut Reader<'_>, storage: &StorageKind) -> (Option<Secret>, O
         ) {
             Ok(_) => {}
             Err(e @ crate::manifest::KeyError::Current) => r.fail(&t::SIGNING_KEY, e),
-            Err(e @ crate::manifest::KeyError::Retired(_)) => r.fail(&t::SIGNING_KEYS_OLD, e),
+            Err(
+                e @ (crate::manifest::KeyError::Retired(_)
+                | crate::manifest::KeyError::RetiredPrivate(_)),
+            ) => r.fail(&t::SIGNING_KEYS_OLD, e),
         }
     } else if let Some(old) = &old
         && let Err(e) = crate::manifest::parse_retired(old)

@@ -341,7 +341,7 @@ pub const SIGNING_KEYS_OLD: Setting = Setting {
     default: Default::None,
     help: "",
     summary: "PEM of retired signing keys, still published",
-    doc: "One or more PEM blocks, one after the other: the public keys (`-----BEGIN PUBLIC KEY-----`, or the private keys, of which only the public part is used) of signing keys no longer in use. They stay in the JWKS so manifests signed with them still verify.",
+    doc: "One or more PEM blocks, one after the other: the public keys (`-----BEGIN PUBLIC KEY-----`; `openssl pkey -in old.pem -pubout` gives one) of signing keys no longer in use. They stay in the JWKS so manifests signed with them still verify. A private key is refused: a retired key's private part should be destroyed.",
 };
 
 pub const SIGNING_ISSUER: Setting = Setting {

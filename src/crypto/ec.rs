@@ -1,10 +1,12 @@
 //! P-256 key pairs kept in files of the data dir (the embedded default's dev token key and
 //! manifest signing key), and their public JWKs.
 //!
-//! A key file is PKCS#8 PEM, mode 0600, created once: `create_new` is the lock, so of
-//! several processes starting together exactly one writes and the others read the winner's
-//! file; an existing file is never overwritten, even when unreadable. Nothing here prints,
-//! logs or puts into an error the private key.
+//! A key file is PKCS#8 PEM, mode 0600, created once: written whole to a staged file,
+//! fsynced, then linked under its name — the link is the lock, so of several processes
+//! starting together exactly one key wins and the others read it, and a crash never leaves
+//! a half-written key under the name — and the directory is fsynced, so the key survives a
+//! power loss. An existing file is never overwritten, even when unreadable. Nothing here
+//! prints, logs or puts into an error the private key.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -28,9 +30,22 @@ use sha2::{Digest, Sha256};
 const REREAD_ATTEMPTS: u32 = 40;
 const REREAD_PAUSE: Duration = Duration::from_millis(25);
 
+/// What to do with a key file others than its owner may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposed {
+    /// Use it, with a WARN.
+    Warn,
+    /// Refuse it: whoever read it could sign as the service.
+    Refuse,
+}
+
 /// Loads the P-256 key at `path`, creating it (and its directory, mode 0700) when absent.
 /// The flag is true when this call created it. `what` names the key in errors ("dev key").
-pub fn load_or_create(path: &Path, what: &str) -> Result<(SecretKey, bool), String> {
+pub fn load_or_create(
+    path: &Path,
+    what: &str,
+    exposed: Exposed,
+) -> Result<(SecretKey, bool), String> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         DirBuilder::new()
             .recursive(true)
@@ -39,34 +54,47 @@ pub fn load_or_create(path: &Path, what: &str) -> Result<(SecretKey, bool), Stri
             .map_err(|e| format!("cannot create {}: {}", parent.display(), e.kind()))?;
     }
     if path.exists() {
-        return Ok((read_settled(path, what)?, false));
+        return Ok((read_settled(path, what, exposed)?, false));
     }
     let secret = SecretKey::random(&mut rand::rngs::OsRng);
     let pem = secret
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|_| format!("cannot encode the new {what}"))?;
-    let file = OpenOptions::new()
+    let mut staged = path.as_os_str().to_owned();
+    staged.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+    let staged = std::path::PathBuf::from(staged);
+    let written = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path);
-    match file {
-        Ok(mut file) => {
-            let written = file
-                .write_all(pem.as_bytes())
-                .and_then(|()| file.sync_all());
-            if let Err(e) = written {
-                // A half-written key would block every later start; nobody can have used it.
-                let _ = std::fs::remove_file(path);
-                return Err(format!(
-                    "cannot write {what} {}: {}",
-                    path.display(),
-                    e.kind()
-                ));
+        .open(&staged)
+        .and_then(|mut file| {
+            file.write_all(pem.as_bytes())?;
+            file.sync_all()
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staged);
+        return Err(format!(
+            "cannot write {what} {}: {}",
+            path.display(),
+            e.kind()
+        ));
+    }
+    // The link fails if another process's key is already there: that one wins.
+    let linked = std::fs::hard_link(&staged, path);
+    let _ = std::fs::remove_file(&staged);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| format!("cannot sync {}: {}", dir.display(), e.kind()))?;
             }
             Ok((secret, true))
         }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok((read_settled(path, what)?, false)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            Ok((read_settled(path, what, exposed)?, false))
+        }
         Err(e) => Err(format!(
             "cannot create {what} {}: {}",
             path.display(),
@@ -77,12 +105,12 @@ pub fn load_or_create(path: &Path, what: &str) -> Result<(SecretKey, bool), Stri
 
 /// Reads an existing key, waiting briefly when it is still being written by the process
 /// that won the creation race.
-fn read_settled(path: &Path, what: &str) -> Result<SecretKey, String> {
+fn read_settled(path: &Path, what: &str, exposed: Exposed) -> Result<SecretKey, String> {
     for attempt in 0..REREAD_ATTEMPTS {
         match std::fs::read_to_string(path) {
             Ok(pem) => {
                 if let Ok(secret) = SecretKey::from_pkcs8_pem(&pem) {
-                    warn_if_exposed(path, what);
+                    check_exposure(path, what, exposed)?;
                     return Ok(secret);
                 }
             }
@@ -109,12 +137,20 @@ fn read_settled(path: &Path, what: &str) -> Result<SecretKey, String> {
     ))
 }
 
-fn warn_if_exposed(path: &Path, what: &str) {
+fn check_exposure(path: &Path, what: &str, exposed: Exposed) -> Result<(), String> {
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
+        if exposed == Exposed::Refuse {
+            return Err(format!(
+                "{what} {} is accessible to group or others: refused (chmod 600 it if nobody \
+                 else read it, or remove it to generate a new one)",
+                path.display()
+            ));
+        }
         tracing::warn!(path = %path.display(), key = what, "key file is accessible to group or others; expected mode 0600");
     }
+    Ok(())
 }
 
 /// The public JWK of `key` (ES256, `use: sig`) with its RFC 7638 thumbprint as `kid`, and
@@ -168,4 +204,36 @@ pub fn jwk_public_key(jwk: &Jwk) -> Option<PublicKey> {
 fn thumbprint(x: &str, y: &str) -> String {
     let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_created_whole_and_alone_then_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/k.pem");
+        let (first, created) = load_or_create(&path, "k", Exposed::Refuse).unwrap();
+        assert!(created);
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["k.pem"], "no staged file is left");
+        let (again, created) = load_or_create(&path, "k", Exposed::Refuse).unwrap();
+        assert!(!created);
+        assert_eq!(first.to_bytes(), again.to_bytes());
+    }
+
+    #[test]
+    fn a_key_others_may_read_is_refused_or_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        load_or_create(&path, "k", Exposed::Refuse).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_create(&path, "signing key", Exposed::Refuse).unwrap_err();
+        assert!(err.contains("accessible to group or others"), "{err}");
+        assert!(load_or_create(&path, "dev key", Exposed::Warn).is_ok());
+    }
 }

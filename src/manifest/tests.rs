@@ -85,6 +85,22 @@ fn a_signed_manifest_verifies_with_the_published_keys() {
 }
 
 #[test]
+fn both_signers_make_signatures_that_verify() {
+    let secret = key();
+    let signer = ManifestSigner::new(&secret, "ledger", &[]);
+    assert!(signer.fast.is_some(), "ring takes the key");
+    let fast = signer.sign(&manifest());
+    let slow = ManifestSigner {
+        fast: None,
+        ..ManifestSigner::new(&secret, "ledger", &[])
+    }
+    .sign(&manifest());
+    for jws in [fast, slow] {
+        assert_eq!(verify(&jws, signer.jwks()).unwrap().0, manifest());
+    }
+}
+
+#[test]
 fn an_altered_manifest_or_another_key_is_refused() {
     let signer = ManifestSigner::new(&key(), "ledger", &[]);
     let jws = signer.sign(&manifest());
@@ -125,6 +141,19 @@ fn an_altered_manifest_or_another_key_is_refused() {
         verify("a.b", signer.jwks()),
         Err(VerifyError::Malformed(_))
     ));
+    let critical = format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"alg":"ES256","kid":"{}","crit":["b64"],"b64":false}}"#,
+            signer.kid()
+        )),
+        parts[1],
+        parts[2]
+    );
+    assert!(matches!(
+        verify(&critical, signer.jwks()),
+        Err(VerifyError::Malformed(m)) if m.contains("crit")
+    ));
 }
 
 #[test]
@@ -135,12 +164,15 @@ fn retired_keys_stay_published_and_verify_their_manifests() {
 
     let current = key();
     let current_pem = current.to_pkcs8_pem(LineEnding::LF).unwrap();
-    // Retired keys given as a public key and as a private key, one PEM after the other.
+    // Two retired public keys, one PEM after the other.
     let another = key();
     let retired = format!(
         "{}\n{}",
         old.public_key().to_public_key_pem(LineEnding::LF).unwrap(),
-        another.to_pkcs8_pem(LineEnding::LF).unwrap().as_str()
+        another
+            .public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap()
     );
     let signer = ManifestSigner::from_pem(&current_pem, &retired, "ledger").unwrap();
     assert_eq!(signer.jwks().keys.len(), 3);
@@ -168,6 +200,10 @@ fn bad_keys_are_named_without_their_content() {
     let good = key().to_pkcs8_pem(LineEnding::LF).unwrap();
     let err = ManifestSigner::from_pem(&good, "not a pem", "ledger").unwrap_err();
     assert!(matches!(err, KeyError::Retired(1)));
+    // A retired key's private part is refused, and not quoted.
+    let err = ManifestSigner::from_pem(&good, &good, "ledger").unwrap_err();
+    assert!(matches!(err, KeyError::RetiredPrivate(1)));
+    assert!(!err.to_string().contains(&good[30..60]));
     let pub_pem = key()
         .public_key()
         .to_public_key_pem(LineEnding::LF)

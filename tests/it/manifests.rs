@@ -256,6 +256,13 @@ async fn ledger_verify_vouches_for_the_document_online_and_offline_and_names_mis
     let out = verify(&dir.path().join("missing.csv"), &m, jwks_url.as_str()).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.csv"));
+    // Keys over plain http from another machine are not trusted.
+    let out = verify(&file, &m, "http://keys.example.com/jwks.json").await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must be fetched over https"),
+        "{out:?}"
+    );
     other.stop().await;
     app.stop().await;
 }
@@ -324,6 +331,11 @@ async fn each_version_has_its_manifest_and_access_is_the_downloads() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 
+    // The headers of a manifest: not cached, not sniffed.
+    let r = app.get(&token, &format!("/ledgers/{id}/manifest")).await;
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+
     // A ledger without a file has no manifest yet, and the answer says why.
     let broken = app.user("bob", "merchant_admin", "m_broken").await;
     let created = app
@@ -335,6 +347,19 @@ async fn each_version_has_its_manifest_and_access_is_the_downloads() {
         app.get(&broken, &format!("/ledgers/{bid}/manifest")).await,
         409,
         "JOB_NOT_READY",
+    )
+    .await;
+
+    // A deleted ledger's manifest is gone with it.
+    let admin = app.user("carol", "merchant_admin", "m_acme").await;
+    assert_eq!(
+        app.delete(&admin, &format!("/ledgers/{id}")).await.status(),
+        204
+    );
+    assert_error(
+        app.get(&token, &format!("/ledgers/{id}/manifest")).await,
+        404,
+        "NOT_FOUND",
     )
     .await;
     app.stop().await;
