@@ -7,10 +7,11 @@
 //! - the URL is `https`;
 //! - a host written as an address must be a public one;
 //! - a host name is resolved by this module's resolver, which hands the connector only the
-//!   public addresses it resolved to (and fails when there are none). The check and the
-//!   connection use the very same addresses, so a name that resolves to a public address
-//!   when the endpoint is registered and to `127.0.0.1` at delivery time (DNS rebinding) is
-//!   refused at delivery time;
+//!   public addresses it resolved to (and fails when there are none). For names the check
+//!   and the connection use the very same addresses, so a name that resolves to a public
+//!   address when the endpoint is registered and to `127.0.0.1` at delivery time (DNS
+//!   rebinding) is refused at delivery time. A host written as an address never reaches a
+//!   resolver: [`DeliveryClient::post`] judges the URL again before every request;
 //! - no redirect is followed (a 3xx is a failed attempt) and no proxy is used (a proxy
 //!   would resolve the name itself);
 //! - a response body is read up to [`MAX_RESPONSE_BYTES`], the rest ignored.
@@ -62,6 +63,10 @@ impl Reach {
             return Err(UrlRefused::Malformed);
         }
         let url = Url::parse(raw).map_err(|_| UrlRefused::Malformed)?;
+        // Percent-encoding can make the stored URL much longer than the text given.
+        if url.as_str().len() > 4 * MAX_URL_CHARS {
+            return Err(UrlRefused::Malformed);
+        }
         match url.scheme() {
             "https" => {}
             "http" if self.allow_private => {}
@@ -86,19 +91,61 @@ impl Reach {
         }
         Ok(url)
     }
+}
 
-    /// The client deliveries use: this reach's resolver, no redirects, no proxy, the attempt
-    /// timeout.
-    pub fn client(&self) -> reqwest::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .dns_resolver(Arc::new(Resolver { reach: *self }))
+/// The client deliveries go out with. Every request goes through [`Reach::check_url`] first
+/// (a host written as an address never reaches the resolver, so it is judged there), then
+/// through the resolver that keeps only allowed addresses.
+pub struct DeliveryClient {
+    reach: Reach,
+    http: reqwest::Client,
+}
+
+impl DeliveryClient {
+    /// A client for `reach`: its resolver, `https` only unless private networks are allowed,
+    /// no redirects, no proxy, the attempt timeout.
+    pub fn new(reach: Reach) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(Resolver { reach }))
+            .https_only(!reach.allow_private)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(ATTEMPT_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("ledger-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
+            .build()?;
+        Ok(Self { reach, http })
     }
+
+    /// A POST to `url`, once the URL passed the checks of this client's reach.
+    pub fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, UrlRefused> {
+        let url = self.reach.check_url(url)?;
+        Ok(self.http.post(url))
+    }
+}
+
+/// The status and at most [`MAX_RESPONSE_BYTES`] of the body of a receiver's answer (cut
+/// at a character boundary); the rest is never read.
+pub async fn read_answer(mut response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while body.len() < MAX_RESPONSE_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body.truncate(MAX_RESPONSE_BYTES);
+    let text = match String::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let mut bytes = e.into_bytes();
+            bytes.truncate(valid);
+            String::from_utf8(bytes).unwrap_or_default()
+        }
+    };
+    (status, text)
 }
 
 /// Resolves with the system resolver, then keeps only the addresses this reach allows.
@@ -162,19 +209,22 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240) // reserved, broadcast
 }
 
+/// Global unicast (2000::/3) minus its special-purpose blocks. Everything else — loopback,
+/// unspecified, IPv4-compatible and IPv4-translated forms, NAT64 (64:ff9b::/96, which on an
+/// IPv6-only network with DNS64 carries every IPv4-only receiver: those are refused), unique
+/// local, link-local, multicast, discard — is outside 2000::/3.
 fn is_public_v6(ip: Ipv6Addr) -> bool {
     let s = ip.segments();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (s[0] & 0xfe00) == 0xfc00                 // unique local fc00::/7
-        || (s[0] & 0xffc0) == 0xfe80                 // link-local fe80::/10
-        || (s[0] & 0xffc0) == 0xfec0                 // site-local (deprecated) fec0::/10
-        || (s[0] == 0x2001 && s[1] == 0x0db8)        // documentation
-        || (s[0] == 0x0064 && s[1] == 0xff9b)        // NAT64 (embeds an IPv4 address)
-        || (s[0] == 0x2002)                          // 6to4 (embeds an IPv4 address)
-        || (s[0] == 0x2001 && s[1] == 0)             // Teredo (embeds an IPv4 address)
-        || ip.to_ipv4().is_some_and(|v4| !is_public_v4(v4))) // IPv4-compatible ::a.b.c.d
+    let global = (s[0] & 0xe000) == 0x2000;
+    let special = match s[0] {
+        // Documentation 2001:db8::/32; IETF protocol assignments 2001::/27 (Teredo, which
+        // embeds an IPv4 address, benchmarking, ORCHID among them) and ORCHIDv2 2001:20::/28.
+        0x2001 => s[1] == 0x0db8 || s[1] < 0x0030,
+        0x2002 => true,                 // 6to4 (embeds an IPv4 address)
+        0x3fff => (s[1] & 0xf000) == 0, // documentation 3fff::/20
+        _ => false,
+    };
+    global && !special
 }
 
 #[cfg(test)]
@@ -217,6 +267,14 @@ mod tests {
             "2002:a00:1::",
             "2001:db8::1",
             "ff02::1",
+            "::ffff:0:7f00:1",
+            "100::1",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:20::1",
+            "3fff::1",
+            "5f00::1",
+            "::2",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
@@ -225,6 +283,7 @@ mod tests {
             "8.8.8.8",
             "93.184.216.34",
             "2606:4700:4700::1111",
+            "2a00:1450:4001::1",
             "::ffff:8.8.8.8",
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
@@ -303,15 +362,16 @@ mod tests {
     async fn a_name_that_resolves_to_loopback_is_refused_at_connect_time() {
         let (port, task) = receiver().await;
         // `localhost` passes the URL check (a name), and is refused by its addresses.
-        let url = format!("http://localhost:{port}/hook");
-        let public = PUBLIC.client().unwrap();
-        let err = public.post(&url).send().await.unwrap_err();
+        let url = format!("https://localhost:{port}/hook");
+        let public = DeliveryClient::new(PUBLIC).unwrap();
+        let err = public.post(&url).unwrap().send().await.unwrap_err();
         assert!(err.is_connect() || err.is_request(), "{err:?}");
         let chain = format!("{:?}", err);
         assert!(chain.contains("private, loopback or link-local"), "{chain}");
         // Allowed for on-premise receivers.
-        let private = PRIVATE.client().unwrap();
-        let ok = private.post(&url).send().await.unwrap();
+        let private = DeliveryClient::new(PRIVATE).unwrap();
+        let url = format!("http://localhost:{port}/hook");
+        let ok = private.post(&url).unwrap().send().await.unwrap();
         assert_eq!(ok.status(), 204);
         task.abort();
     }
@@ -329,14 +389,65 @@ mod tests {
                 .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://10.0.0.1/\r\ncontent-length: 0\r\n\r\n")
                 .await;
         });
-        let r = PRIVATE
-            .client()
+        let r = DeliveryClient::new(PRIVATE)
             .unwrap()
-            .post(format!("http://127.0.0.1:{port}/"))
+            .post(&format!("http://127.0.0.1:{port}/"))
+            .unwrap()
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 307, "the redirect is the answer, not followed");
+        let (status, _) = read_answer(r).await;
+        assert_eq!(status, 307, "the redirect is the answer, not followed");
+        task.abort();
+    }
+
+    #[test]
+    fn an_address_is_judged_before_any_connection() {
+        let public = DeliveryClient::new(PUBLIC).unwrap();
+        for url in [
+            "https://127.0.0.1:9/",
+            "https://[::1]/",
+            "https://169.254.169.254/",
+        ] {
+            assert_eq!(
+                public.post(url).unwrap_err(),
+                UrlRefused::PrivateAddress,
+                "{url}"
+            );
+        }
+        assert_eq!(
+            public.post("http://hooks.example.com/").unwrap_err(),
+            UrlRefused::NotHttps
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_read_up_to_the_bound_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 1000000\r\n\r\n")
+                .await;
+            // "é" is two bytes: the cut may fall inside one.
+            let body = "é".repeat(500_000);
+            let _ = socket.write_all(body.as_bytes()).await;
+        });
+        let r = DeliveryClient::new(PRIVATE)
+            .unwrap()
+            .post(&format!("http://127.0.0.1:{port}/"))
+            .unwrap()
+            .send()
+            .await
+            .unwrap();
+        let (status, text) = read_answer(r).await;
+        assert_eq!(status, 500);
+        assert!(text.len() <= MAX_RESPONSE_BYTES && text.len() >= MAX_RESPONSE_BYTES - 1);
+        assert!(text.chars().all(|c| c == 'é'));
         task.abort();
     }
 }

@@ -53,7 +53,13 @@ impl WebhookSecret {
 
     /// The secret's text, `whsec_<base64>`: shown to its owner once, stored by the service.
     pub fn expose(&self) -> Zeroizing<String> {
-        Zeroizing::new(format!("{SECRET_PREFIX}{}", STANDARD.encode(&*self.key)))
+        // Written into one buffer of the final size: no copy of the text is left behind.
+        let mut text = Zeroizing::new(String::with_capacity(
+            SECRET_PREFIX.len() + self.key.len().div_ceil(3) * 4,
+        ));
+        text.push_str(SECRET_PREFIX);
+        STANDARD.encode_string(&*self.key, &mut text);
+        text
     }
 
     /// The `webhook-signature` value for one attempt: `v1,<base64 HMAC-SHA256>`.
