@@ -209,18 +209,23 @@ fn main() -> ExitCode {
     exit_code(runtime.block_on(dispatch(command, config)))
 }
 
+/// The one-thread runtime of a client command (`ledger batch`, `ledger verify`); the error
+/// is on stderr when it cannot start.
+fn client_runtime() -> Result<tokio::runtime::Runtime, ()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            errln!("cannot start the runtime: {e}");
+        })
+}
+
 /// Runs `ledger batch …` and exits with its [`Outcome`](ledger::client::batch::Outcome)'s
 /// status, or with the error on stderr and its status (both documented in its `--help`).
 fn batch(command: BatchCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            errln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(()) => return ExitCode::FAILURE,
     };
     match runtime.block_on(ledger::client::batch::run(command)) {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
@@ -233,15 +238,9 @@ fn batch(command: BatchCommand) -> ExitCode {
 
 /// Runs `ledger verify …`: 0 verified, 1 not verified, 2 when the check could not be made.
 fn verify(args: ledger::client::verify::VerifyArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match client_runtime() {
         Ok(r) => r,
-        Err(e) => {
-            errln!("cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(()) => return ExitCode::from(2),
     };
     match runtime.block_on(ledger::client::verify::run(&args)) {
         Ok(outcome) => {

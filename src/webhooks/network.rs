@@ -339,28 +339,40 @@ mod tests {
         assert!(PRIVATE.check_url("http://127.0.0.1:9000/hook").is_ok());
     }
 
-    /// A local receiver that answers 204 to anything.
-    async fn receiver() -> (u16, tokio::task::JoinHandle<()>) {
+    /// A local receiver that answers `answer` (a whole HTTP response) to every request.
+    async fn receiver(answer: Vec<u8>) -> (u16, tokio::task::JoinHandle<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let answer = Arc::new(answer);
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
+                let answer = answer.clone();
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
                     let mut buf = [0u8; 4096];
                     let _ = socket.read(&mut buf).await;
-                    let _ = socket
-                        .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
-                        .await;
+                    let _ = socket.write_all(&answer).await;
                 });
             }
         });
         (port, task)
     }
 
+    /// POSTs to `http://127.0.0.1:{port}/` with private networks allowed.
+    async fn post_locally(port: u16) -> reqwest::Response {
+        DeliveryClient::new(PRIVATE)
+            .unwrap()
+            .post(&format!("http://127.0.0.1:{port}/"))
+            .unwrap()
+            .send()
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_name_that_resolves_to_loopback_is_refused_at_connect_time() {
-        let (port, task) = receiver().await;
+        let (port, task) =
+            receiver(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".to_vec()).await;
         // `localhost` passes the URL check (a name), and is refused by its addresses.
         let url = format!("https://localhost:{port}/hook");
         let public = DeliveryClient::new(PUBLIC).unwrap();
@@ -378,24 +390,12 @@ mod tests {
 
     #[tokio::test]
     async fn redirects_are_not_followed() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf).await;
-            let _ = socket
-                .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://10.0.0.1/\r\ncontent-length: 0\r\n\r\n")
-                .await;
-        });
-        let r = DeliveryClient::new(PRIVATE)
-            .unwrap()
-            .post(&format!("http://127.0.0.1:{port}/"))
-            .unwrap()
-            .send()
-            .await
-            .unwrap();
+        let (port, task) = receiver(
+            b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://10.0.0.1/\r\ncontent-length: 0\r\n\r\n"
+                .to_vec(),
+        )
+        .await;
+        let r = post_locally(port).await;
         let (status, _) = read_answer(r).await;
         assert_eq!(status, 307, "the redirect is the answer, not followed");
         task.abort();
@@ -423,27 +423,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_is_read_up_to_the_bound_only() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf).await;
-            let _ = socket
-                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 1000000\r\n\r\n")
-                .await;
-            // "é" is two bytes: the cut may fall inside one.
-            let body = "é".repeat(500_000);
-            let _ = socket.write_all(body.as_bytes()).await;
-        });
-        let r = DeliveryClient::new(PRIVATE)
-            .unwrap()
-            .post(&format!("http://127.0.0.1:{port}/"))
-            .unwrap()
-            .send()
-            .await
-            .unwrap();
+        // "é" is two bytes: the cut may fall inside one.
+        let mut answer =
+            b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 1000000\r\n\r\n".to_vec();
+        answer.extend_from_slice("é".repeat(500_000).as_bytes());
+        let (port, task) = receiver(answer).await;
+        let r = post_locally(port).await;
         let (status, text) = read_answer(r).await;
         assert_eq!(status, 500);
         assert!(text.len() <= MAX_RESPONSE_BYTES && text.len() >= MAX_RESPONSE_BYTES - 1);
