@@ -58,8 +58,13 @@ error_responses! {
     DownloadErrors [Validation, Unauthorized, NotFound, JobNotReady, Internal, ServiceUnavailable]
 }
 
-/// The `version` query parameter, when given: a positive integer.
+/// The query of a route that takes only `version` (a download, a manifest): the version
+/// asked for, if any; any other parameter, or a version that is not a positive integer, is
+/// a 400.
 pub(super) fn version_param(params: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
+    if let Some(unknown) = params.keys().find(|k| k.as_str() != "version") {
+        return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
+    }
     let version = params
         .get("version")
         .map(|raw| {
@@ -113,14 +118,11 @@ async fn download(
     Path(path): Path<LedgerIdPath>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if let Some(unknown) = params.keys().find(|k| k.as_str() != "version") {
-        return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
-    }
+    let version = version_param(&params)?;
     let ledgers = state.ledgers();
     let ledger = ledgers
         .load(&caller, ledger_id(&path.id)?, Permission::Download, None)
         .await?;
-    let version = version_param(&params)?;
     let file = ledgers.open_file(&ledger, version).await?;
     let info = &file.info;
     let name = &info.file_name;

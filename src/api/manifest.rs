@@ -17,7 +17,6 @@ use super::extract::{Path, Query};
 use super::params::{LedgerIdPath, ledger_id};
 use super::state::AppState;
 use crate::auth::{Caller, Permission};
-use crate::domain::InvalidInput;
 
 /// The manifest and key routes, relative to the API's base path.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -70,9 +69,6 @@ async fn manifest(
     Path(path): Path<LedgerIdPath>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    if let Some(unknown) = params.keys().find(|k| k.as_str() != "version") {
-        return Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into());
-    }
     let version = version_param(&params)?;
     let ledgers = state.ledgers();
     let ledger = ledgers
