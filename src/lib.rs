@@ -22,6 +22,7 @@ pub mod store;
 pub mod telemetry;
 pub mod usecases;
 pub mod vault;
+pub mod views;
 pub mod webhooks;
 pub mod worker;
 

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -24,11 +24,11 @@ use super::views::{LedgerView, view};
 use crate::auth::Caller;
 use crate::domain::ledger::parse_wire;
 use crate::domain::{
-    Batch, BatchCounts, BatchId, BatchStatus, Format, InvalidInput, LedgerType, MerchantId, Period,
-    Selection, Status, Timezone,
+    BatchId, Format, InvalidInput, LedgerType, MerchantId, Period, Selection, Status, Timezone,
 };
 use crate::store::batches::MemberFilter;
 use crate::usecases::batches::{BatchCreated, BatchRequest, BatchView};
+use crate::views::{BatchBody, batch_body as body};
 
 /// The batch routes, relative to the API's base path; each handler documents itself.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -59,71 +59,6 @@ pub struct CreateBatchBody {
     /// IANA zone to cut the period in; omitted or `null`: each merchant's own.
     #[schema(example = "Europe/Berlin")]
     timezone: Option<String>,
-}
-
-/// A batch and its members counted by state.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = Batch)]
-pub struct BatchBody {
-    /// The batch id (a decimal string).
-    #[schema(value_type = String, example = "383687767063789568")]
-    pub id: BatchId,
-    /// `RUNNING` until members stop being added and every one is COMPLETED or REJECTED;
-    /// then `COMPLETED`, or `COMPLETED_WITH_ERRORS` when any is REJECTED.
-    pub status: BatchStatus,
-    /// Members so far.
-    pub total: u64,
-    /// Each member once: one that already existed under `EXISTING`, every other under its
-    /// status.
-    pub counts: BatchCounts,
-    /// Whether members are still being added.
-    pub expanding: bool,
-    /// What the documents contain.
-    #[serde(rename = "type")]
-    pub ledger_type: LedgerType,
-    /// The period, canonical.
-    pub period: String,
-    /// The formats.
-    pub formats: Vec<Format>,
-    /// The zone asked for; `null`: each merchant's own.
-    pub timezone: Option<String>,
-    /// `"*"` when the batch covers every merchant the source lists; otherwise `null` (the
-    /// merchants are its ledgers' merchants).
-    pub merchants: Option<String>,
-    /// Merchants left out because the creator may not create for them.
-    pub skipped: u64,
-    /// The creator's subject.
-    pub created_by: String,
-    /// When it was asked for.
-    pub created_at: DateTime<Utc>,
-    /// When it last finished; `null` while RUNNING.
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-/// The body of a batch with the counts `counts` in `status`, finished at `finished_at`.
-fn body(
-    batch: &Batch,
-    status: BatchStatus,
-    counts: BatchCounts,
-    finished_at: Option<DateTime<Utc>>,
-) -> BatchBody {
-    BatchBody {
-        id: batch.id,
-        status,
-        total: counts.total(),
-        counts,
-        expanding: batch.expanding,
-        ledger_type: batch.ledger_type,
-        period: batch.period.to_string(),
-        formats: batch.formats.clone(),
-        timezone: batch.timezone.map(|t| t.name().to_owned()),
-        merchants: matches!(batch.merchants, Selection::All).then(|| "*".to_owned()),
-        skipped: batch.skipped,
-        created_by: batch.created_by.clone(),
-        created_at: batch.created_at,
-        finished_at,
-    }
 }
 
 /// The body of a batch with its members counted now.

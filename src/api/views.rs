@@ -1,103 +1,10 @@
-//! The JSON views of the API's resources (docs/data-model.md): how a ledger, a page of them
-//! and a timeline are written on the wire.
+//! The JSON views of the API's pages and timelines; a ledger's own view is
+//! [`crate::views`]'s, shared with the webhook events.
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{Format, Ledger, LedgerType, Stage, Status};
-
-/// An instant as the API writes it: RFC 3339 UTC with milliseconds.
-fn millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
-
-/// [`millis`] or `null`.
-fn millis_or_null<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => millis(t, s),
-        None => s.serialize_none(),
-    }
-}
-
-/// The JSON view of a ledger (docs/data-model.md).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = Ledger)]
-pub struct LedgerView {
-    /// Snowflake id, a decimal string.
-    #[schema(pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")]
-    pub id: String,
-    /// The merchant.
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "m_acme")]
-    pub merchant_id: String,
-    /// What the document contains.
-    #[serde(rename = "type")]
-    pub ledger_type: LedgerType,
-    /// The period in canonical form (`2026`, `2026-Q3`, `2026-10`, `2026-W40`, `2026-10-15`).
-    #[schema(example = "2026-10")]
-    pub period: String,
-    /// The IANA zone the period is cut in. A requested zone is shown from the start. Without
-    /// one, the merchant's own zone is used, which only the source knows: it is `null` (also
-    /// in the 202 of the create) until a worker has generated the ledger, since the API never
-    /// waits for the source.
-    #[schema(required = true, example = "Europe/Berlin")]
-    pub timezone: Option<String>,
-    /// The document format.
-    pub format: Format,
-    /// DRAFT while the period had not ended at generation time, FINAL after.
-    pub stage: Stage,
-    /// Where the job is.
-    pub status: Status,
-    /// 1, +1 on every regenerate.
-    #[schema(minimum = 1)]
-    pub version: u32,
-    /// Lifetime count of processing attempts.
-    pub attempt_count: u32,
-    /// The last failure, if any.
-    #[schema(required = true)]
-    pub failure_reason: Option<FailureReasonView>,
-    /// The newest completed file, if any.
-    #[schema(required = true)]
-    pub file: Option<crate::domain::FileInfo>,
-    /// The subject (`sub`) that created the ledger.
-    pub created_by: String,
-    /// When it was created.
-    #[serde(serialize_with = "millis")]
-    pub created_at: DateTime<Utc>,
-    /// When it last changed.
-    #[serde(serialize_with = "millis")]
-    pub updated_at: DateTime<Utc>,
-    /// When the last attempt was claimed.
-    #[serde(serialize_with = "millis_or_null")]
-    #[schema(required = true)]
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it last completed.
-    #[serde(serialize_with = "millis_or_null")]
-    #[schema(required = true)]
-    pub completed_at: Option<DateTime<Utc>>,
-    /// When it was (softly) deleted.
-    #[serde(serialize_with = "millis_or_null")]
-    #[schema(required = true)]
-    pub deleted_at: Option<DateTime<Utc>>,
-}
-
-/// Why the last attempt failed.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = FailureReason)]
-pub struct FailureReasonView {
-    /// `FETCH_DATA_ERROR`, `JOB_EXECUTION_FAILED` or `ENQUEUE_FAILED`.
-    #[schema(example = "FETCH_DATA_ERROR")]
-    pub error_code: String,
-    /// Readable detail, e.g. the path of a bad field in the source.
-    pub message: String,
-    /// Whether a retry may succeed without a change of input.
-    pub retryable: bool,
-    /// When it failed.
-    #[serde(serialize_with = "millis")]
-    pub at: DateTime<Utc>,
-}
+pub use crate::views::{FailureReasonView, LedgerView, view};
 
 /// A page of ledgers, newest first.
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,36 +23,4 @@ pub struct LedgerPage {
 pub struct Timeline {
     /// The items.
     pub items: Vec<crate::domain::TimelineItem>,
-}
-
-/// The JSON view of a ledger (SPEC §3).
-pub fn view(l: &Ledger) -> LedgerView {
-    LedgerView {
-        id: l.id.to_string(),
-        merchant_id: l.merchant_id.to_string(),
-        ledger_type: l.ledger_type,
-        period: l.period.to_string(),
-        timezone: l
-            .timezone
-            .or(l.requested_timezone)
-            .map(|t| t.name().to_owned()),
-        format: l.format,
-        stage: l.stage,
-        status: l.status,
-        version: l.version,
-        attempt_count: l.attempt_count,
-        failure_reason: l.failure_reason.as_ref().map(|f| FailureReasonView {
-            error_code: f.error_code.clone(),
-            message: f.message.clone(),
-            retryable: f.retryable,
-            at: f.at,
-        }),
-        file: l.file.clone(),
-        created_by: l.created_by.clone(),
-        created_at: l.created_at,
-        updated_at: l.updated_at,
-        started_at: l.started_at,
-        completed_at: l.completed_at,
-        deleted_at: l.deleted_at,
-    }
 }
