@@ -12,6 +12,7 @@ pub mod money;
 pub mod period;
 pub mod policy;
 pub mod schedule;
+pub mod webhook;
 
 pub use batch::{Batch, BatchCounts, BatchId, BatchStatus, Selection, Tally};
 pub use entry::{Balance, ControlTotals, CurrencyTotals, Entry, EntryType, Merchant};
@@ -26,6 +27,7 @@ pub use money::{Currency, format_minor, write_minor};
 pub use period::{Period, Timezone};
 pub use policy::{Grant, PolicyRevision, grant_digest};
 pub use schedule::{Cadence, Schedule};
+pub use webhook::{Delivery, DeliveryStatus, EventType, Webhook};
 
 /// A value a user sent that does not parse; the message says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

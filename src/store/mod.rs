@@ -16,9 +16,11 @@ mod rows;
 pub mod schedules;
 pub mod sql;
 pub mod sqlite;
+pub mod webhooks;
 
 pub use batches::BatchStore;
 pub use schedules::ScheduleStore;
+pub use webhooks::WebhookStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -209,10 +211,10 @@ pub struct SweepOutcome {
     pub abandoned: Vec<Ledger>,
 }
 
-/// The job store port; batches and schedules are its [`BatchStore`] and [`ScheduleStore`]
-/// parts.
+/// The job store port; batches, schedules and webhooks are its [`BatchStore`],
+/// [`ScheduleStore`] and [`WebhookStore`] parts.
 #[async_trait]
-pub trait JobStore: BatchStore + ScheduleStore + Send + Sync {
+pub trait JobStore: BatchStore + ScheduleStore + WebhookStore + Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Names the migrations not applied yet (empty when up to date).

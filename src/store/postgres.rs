@@ -276,7 +276,8 @@ mod tests {
                 "5_file header digest",
                 "6_batches",
                 "7_schedules",
-                "8_file manifest"
+                "8_file manifest",
+                "9_webhooks",
             ],
             "a fresh schema has every migration pending"
         );

@@ -14,13 +14,13 @@ use crate::domain::{
     Timezone, batch::Run,
 };
 
-fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} out of range")))
 }
 
-fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+pub(super) fn opt_time(ms: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
     ms.map(time).transpose()
 }
 

@@ -120,7 +120,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("ledger.db"))
             .await
             .unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap().len(), 8);
+        assert_eq!(store.pending_migrations().await.unwrap().len(), 9);
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         super::super::contract::run_all(Arc::new(store)).await;

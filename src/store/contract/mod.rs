@@ -6,6 +6,7 @@ mod grants;
 mod jobs;
 mod ledgers;
 mod schedules;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -77,6 +78,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     batches::batches(&*store).await;
     batches::racing_expansions(store.clone()).await;
     schedules::schedules(store.clone()).await;
+    webhooks::webhooks(&*store).await;
     assert!(store.pending_migrations().await.unwrap().is_empty());
     store.ping().await.unwrap();
 }

@@ -520,27 +520,47 @@ impl<D: Dialect> BatchStore for SqlStore<D> {
             BatchStatus::Running => None,
             _ => Some(finished_at.unwrap_or(now)),
         };
-        let changed = self
-            .execute_relaxed(
-                "UPDATE batches SET status = $1, n_pending = $2, n_processing = $3, \
-                 n_completed = $4, n_rejected = $5, n_existing = $6, \
-                 progress_seq = progress_seq + 1, updated_at = $7, finished_at = $10 \
-                 WHERE id = $8 AND progress_seq = $9",
-                vec![
-                    Arg::Text(status.as_str().to_owned()),
-                    n(counts.pending),
-                    n(counts.processing),
-                    n(counts.completed),
-                    n(counts.rejected),
-                    n(counts.existing),
-                    Arg::Int(now.timestamp_millis()),
-                    Arg::Int(id.as_i64()),
-                    Arg::Int(seq),
-                    Arg::OptInt(finished.map(|t| t.timestamp_millis())),
-                ],
-            )
-            .await?;
-        Ok(changed == 1)
+        let sql = "UPDATE batches SET status = $1, n_pending = $2, n_processing = $3, \
+                   n_completed = $4, n_rejected = $5, n_existing = $6, \
+                   progress_seq = progress_seq + 1, updated_at = $7, finished_at = $10 \
+                   WHERE id = $8 AND progress_seq = $9";
+        let binds = vec![
+            Arg::Text(status.as_str().to_owned()),
+            n(counts.pending),
+            n(counts.processing),
+            n(counts.completed),
+            n(counts.rejected),
+            n(counts.existing),
+            Arg::Int(now.timestamp_millis()),
+            Arg::Int(id.as_i64()),
+            Arg::Int(seq),
+            Arg::OptInt(finished.map(|t| t.timestamp_millis())),
+        ];
+        if status == BatchStatus::Running {
+            // Progress only: a power loss may take it, the next round publishes it again.
+            return Ok(self.execute_relaxed(sql, binds).await? == 1);
+        }
+        // The batch finished: its batch.completed is recorded with it, durably.
+        let _gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await?;
+        if D::Db::execute(&mut tx, sql, binds).await? != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let batch = fetch_batch::<D>(&mut tx, id.as_i64())
+            .await?
+            .map(Batch::try_from)
+            .transpose()?
+            .ok_or_else(|| StoreError::Corrupt(format!("batch {id} vanished")))?;
+        super::webhooks::announce::<D>(
+            &mut tx,
+            crate::domain::EventType::BatchCompleted,
+            super::webhooks::Subject::Batch(&batch),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn reopen_batches(&self, ledger: LedgerId, now: DateTime<Utc>) -> Result<(), StoreError> {

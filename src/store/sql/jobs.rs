@@ -5,8 +5,9 @@
 
 use chrono::{DateTime, Utc};
 
+use super::webhooks::{Subject, announce};
 use super::{Dialect, Driver, SqlStore, args, fetch_ledger, transition};
-use crate::domain::{Action, FailureReason, Ledger, LedgerId, Stage, Timezone};
+use crate::domain::{Action, EventType, FailureReason, Ledger, LedgerId, Stage, Timezone};
 use crate::store::{CompletedFile, PhaseRecord, StoreError, SweepOutcome};
 
 impl<D: Dialect> SqlStore<D> {
@@ -17,7 +18,7 @@ impl<D: Dialect> SqlStore<D> {
         reason: &FailureReason,
     ) -> Result<Option<Ledger>, StoreError> {
         let t = transition(Action::EnqueueFailed);
-        self.update_one(
+        self.update_one_announcing(
             &format!(
                 "{}, failure_code = $1, failure_message = $2, failure_retryable = $3, \
                  failure_at = $4, updated_at = $4",
@@ -31,6 +32,7 @@ impl<D: Dialect> SqlStore<D> {
                 reason.at,
                 id.as_i64(),
             ],
+            (EventType::LedgerRejected, reason.at),
         )
         .await
     }
@@ -177,6 +179,9 @@ impl<D: Dialect> SqlStore<D> {
         // Read inside the transaction, which still holds the lock: exactly what the
         // completion wrote.
         let done = fetch_ledger::<D>(&mut tx, id.as_i64()).await?;
+        if let Some(l) = &done {
+            announce::<D>(&mut tx, EventType::LedgerCompleted, Subject::Ledger(l), now).await?;
+        }
         tx.commit().await?;
         Ok(done)
     }
@@ -189,7 +194,7 @@ impl<D: Dialect> SqlStore<D> {
         reason: &FailureReason,
     ) -> Result<Option<Ledger>, StoreError> {
         let t = transition(Action::Fail);
-        self.update_one(
+        self.update_one_announcing(
             &format!(
                 "{}, failure_code = $1, failure_message = $2, failure_retryable = $3, \
                  failure_at = $4, lease_until = NULL, updated_at = $4",
@@ -204,6 +209,7 @@ impl<D: Dialect> SqlStore<D> {
                 id.as_i64(),
                 i64::from(attempt),
             ],
+            (EventType::LedgerRejected, reason.at),
         )
         .await
     }
@@ -248,7 +254,7 @@ impl<D: Dialect> SqlStore<D> {
         let max = i64::from(max_attempts);
         let abandon = transition(Action::Abandon);
         let abandoned = self
-            .update_ledgers(
+            .update_announcing(
                 &self.pool,
                 &format!(
                     "{}, stall_count = stall_count + 1, \
@@ -265,6 +271,7 @@ impl<D: Dialect> SqlStore<D> {
                 ),
                 args![now, max],
                 true,
+                Some((EventType::LedgerRejected, now)),
             )
             .await?;
         // The stall bound keeps the two steps disjoint even when a row changed between them:

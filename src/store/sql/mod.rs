@@ -14,6 +14,7 @@ mod jobs;
 mod ledgers;
 mod schedules;
 mod transition;
+pub(super) mod webhooks;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -33,8 +34,8 @@ use super::{
     PhaseRecord, StoreError, StoredFile, SweepOutcome, UserChange,
 };
 use crate::domain::{
-    FailureReason, Grant, Ledger, LedgerId, MerchantId, PolicyRevision, Stage, StatusEvent,
-    TimelineItem, Timezone,
+    EventType, FailureReason, Grant, Ledger, LedgerId, MerchantId, PolicyRevision, Stage,
+    StatusEvent, TimelineItem, Timezone,
 };
 
 pub(super) use transition::transition;
@@ -417,6 +418,24 @@ async fn fetch_ledger<D: Dialect>(
     rows.into_iter().next().map(Ledger::try_from).transpose()
 }
 
+/// The PostgreSQL form of a conditional update that returns the full ledgers it changed
+/// ([`Changed::Returning`]).
+fn returning_update(set: &str, filter: &str, bulk: bool) -> String {
+    let update = if bulk {
+        format!(
+            "WITH due AS (SELECT id FROM ledgers WHERE {filter} ORDER BY id \
+             FOR UPDATE), changed AS (UPDATE ledgers SET {set} FROM due \
+             WHERE ledgers.id = due.id RETURNING ledgers.*)"
+        )
+    } else {
+        format!(
+            "WITH changed AS (UPDATE ledgers SET {set} WHERE {filter} \
+             RETURNING ledgers.*)"
+        )
+    };
+    format!("{update} {} ORDER BY l.id", select_ledgers("changed"))
+}
+
 impl<D: Dialect> SqlStore<D> {
     /// Applies `UPDATE ledgers SET {set} WHERE {filter}` as one conditional statement and
     /// returns the ledgers it changed, as it wrote them. `bulk` updates (the sweep) may touch
@@ -431,23 +450,43 @@ impl<D: Dialect> SqlStore<D> {
         args: Args,
         bulk: bool,
     ) -> Result<Vec<Ledger>, StoreError> {
+        self.update_announcing(on, set, filter, args, bulk, None)
+            .await
+    }
+
+    /// [`Self::update_ledgers`], recording `announce`'s event (at its time) for each ledger
+    /// changed, in the same transaction (the webhook outbox).
+    async fn update_announcing(
+        &self,
+        on: &Pool<D::Db>,
+        set: &str,
+        filter: &str,
+        args: Args,
+        bulk: bool,
+        announce: Option<(EventType, DateTime<Utc>)>,
+    ) -> Result<Vec<Ledger>, StoreError> {
         let _gate = self.write_gate().await;
         match D::CHANGED {
+            Changed::Returning if announce.is_some() => {
+                let mut tx = on.begin().await?;
+                let sql = returning_update(set, filter, bulk);
+                let rows: Vec<LedgerRow> = D::Db::fetch_all(&mut *tx, &sql, args).await?;
+                let changed = rows
+                    .into_iter()
+                    .map(Ledger::try_from)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some((event, at)) = announce {
+                    for l in &changed {
+                        webhooks::announce::<D>(&mut tx, event, webhooks::Subject::Ledger(l), at)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
             Changed::Returning => {
                 let mut conn = on.acquire().await?;
-                let update = if bulk {
-                    format!(
-                        "WITH due AS (SELECT id FROM ledgers WHERE {filter} ORDER BY id \
-                         FOR UPDATE), changed AS (UPDATE ledgers SET {set} FROM due \
-                         WHERE ledgers.id = due.id RETURNING ledgers.*)"
-                    )
-                } else {
-                    format!(
-                        "WITH changed AS (UPDATE ledgers SET {set} WHERE {filter} \
-                         RETURNING ledgers.*)"
-                    )
-                };
-                let sql = format!("{update} {} ORDER BY l.id", select_ledgers("changed"));
+                let sql = returning_update(set, filter, bulk);
                 let rows: Vec<LedgerRow> = D::Db::fetch_all(&mut *conn, &sql, args).await?;
                 rows.into_iter().map(Ledger::try_from).collect()
             }
@@ -465,10 +504,31 @@ impl<D: Dialect> SqlStore<D> {
                         out.push(l);
                     }
                 }
+                if let Some((event, at)) = announce {
+                    for l in &out {
+                        webhooks::announce::<D>(&mut tx, event, webhooks::Subject::Ledger(l), at)
+                            .await?;
+                    }
+                }
                 tx.commit().await?;
                 Ok(out)
             }
         }
+    }
+
+    /// [`Self::update_announcing`] of one row (its `filter` names the id).
+    async fn update_one_announcing(
+        &self,
+        set: &str,
+        filter: &str,
+        args: Args,
+        announce: (EventType, DateTime<Utc>),
+    ) -> Result<Option<Ledger>, StoreError> {
+        Ok(self
+            .update_announcing(&self.pool, set, filter, args, false, Some(announce))
+            .await?
+            .into_iter()
+            .next())
     }
 
     /// [`Self::update_ledgers`] of one row (its `filter` names the id).

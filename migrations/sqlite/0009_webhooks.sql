@@ -1,0 +1,67 @@
+-- Webhooks (SPEC §12): endpoints, the events they are told about (an outbox written in the
+-- transaction of the state change it reports) and each event's delivery to each endpoint.
+CREATE TABLE webhooks (
+    id              INTEGER PRIMARY KEY,
+    created_by      TEXT    NOT NULL,
+    url             TEXT    NOT NULL,
+    -- The event types, one bit each (ledger.completed 1, ledger.rejected 2, batch.completed 4).
+    event_mask      INTEGER NOT NULL,
+    -- No merchant list: every merchant the creator may read, judged at delivery time.
+    all_merchants   INTEGER NOT NULL,
+    -- The signing secret, sealed under the master key (base64); never stored in clear.
+    secret          TEXT    NOT NULL,
+    -- After a rotation the old secret also signs until previous_until (receivers switch over).
+    previous_secret TEXT,
+    previous_until  INTEGER,
+    -- When the current run of failed attempts began; a success clears it.
+    failing_since   INTEGER,
+    disabled_at     INTEGER,
+    disabled_reason TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    deleted_at      INTEGER
+);
+CREATE INDEX webhooks_created_by ON webhooks (created_by, id);
+
+-- The merchants of an endpoint that names them (the outbox finds endpoints by merchant).
+CREATE TABLE webhook_merchants (
+    merchant_id TEXT   NOT NULL,
+    webhook_id  INTEGER NOT NULL REFERENCES webhooks (id),
+    PRIMARY KEY (merchant_id, webhook_id)
+);
+
+-- One row per event that had an endpoint to go to; its id is the `webhook-id` (msg_<id>).
+CREATE TABLE webhook_messages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    type        TEXT   NOT NULL,
+    -- The ledger or batch it is about.
+    resource_id INTEGER NOT NULL,
+    -- A ledger event's merchant; NULL for a batch event.
+    merchant_id TEXT,
+    -- A batch event's creator; NULL for a ledger event.
+    owner       TEXT,
+    -- The signed body, exactly as every attempt sends it.
+    payload     TEXT   NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE webhook_deliveries (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    webhook_id      INTEGER NOT NULL REFERENCES webhooks (id),
+    message_id      INTEGER NOT NULL REFERENCES webhook_messages (id),
+    status          TEXT    NOT NULL,
+    attempts        INTEGER NOT NULL,
+    -- PENDING: when the next attempt is due. A claim moves it to the end of its lease, so a
+    -- delivery whose worker died is due again then.
+    next_attempt_at INTEGER,
+    -- Fences the finish of an attempt: each claim takes a new value.
+    lease           INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    last_attempt_at INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE status = 'PENDING';
+CREATE INDEX webhook_deliveries_of ON webhook_deliveries (webhook_id, id);
