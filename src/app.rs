@@ -20,7 +20,9 @@ use crate::notify::Notifier;
 use crate::storage::ObjectStorage;
 use crate::store::JobStore;
 use crate::store::node_ids::NodeId;
+use crate::webhooks::network::{DeliveryClient, Reach};
 use crate::worker::batches::{BatchRunner, BatchSettings};
+use crate::worker::webhooks::{Deliverer, DeliverySettings};
 use crate::worker::{Worker, WorkerSettings};
 
 /// Where the embedded dev signing key lives inside the data dir.
@@ -228,12 +230,15 @@ pub async fn run(
                     max_sockets_per_subject: config.ws_max_sockets_per_subject,
                 },
                 ws_sockets: api::ws::SocketCounts::default(),
+                webhook_reach: Reach {
+                    allow_private: config.webhook_allow_private,
+                },
             })
         }
         _ => None,
     };
 
-    let (worker, batches) = match (&authz, config.roles.worker) {
+    let (worker, batches, deliverer) = match (&authz, config.roles.worker) {
         (Some(authz), true) => {
             let source = crate::source::open(&config.source)?;
             checks.push(Check::new("source", source.clone()));
@@ -246,6 +251,21 @@ pub async fn run(
                 ids: ids.clone(),
                 holder: uuid::Uuid::new_v4().to_string(),
                 settings: BatchSettings::default(),
+            };
+            let deliverer = Deliverer {
+                store: store.clone(),
+                authz: authz.clone(),
+                keyring: keyring.clone(),
+                client: Arc::new(
+                    DeliveryClient::new(Reach {
+                        allow_private: config.webhook_allow_private,
+                    })
+                    .context("building the webhook HTTP client")?,
+                ),
+                settings: Arc::new(DeliverySettings::new(
+                    config.webhook_retry_schedule.clone(),
+                    config.webhook_concurrency,
+                )),
             };
             let worker = Worker {
                 store: store.clone(),
@@ -264,9 +284,9 @@ pub async fn run(
                     job_deadline: config.job_deadline,
                 },
             };
-            (Some(worker), Some(batches))
+            (Some(worker), Some(batches), Some(deliverer))
         }
-        _ => (None, None),
+        _ => (None, None, None),
     };
 
     let ops = OpsState {
@@ -292,6 +312,10 @@ pub async fn run(
         let stop = shutdown.clone();
         tokio::spawn(async move { b.run(stop).await })
     });
+    let delivery_task = deliverer.map(|d| {
+        let stop = shutdown.clone();
+        tokio::spawn(async move { d.run(stop).await })
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let stop = shutdown.clone();
         async move { stop.cancelled().await }
@@ -308,6 +332,11 @@ pub async fn run(
         && let Err(e) = task.await
     {
         tracing::error!(error = %e, "the batch runner panicked");
+    }
+    if let Some(task) = delivery_task
+        && let Err(e) = task.await
+    {
+        tracing::error!(error = %e, "the webhook deliverer panicked");
     }
     node.release().await;
     served.context("serving HTTP")?;

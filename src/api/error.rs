@@ -45,8 +45,9 @@ pub enum ApiError {
     /// 403: the caller may not do `permission` on the named merchant. Both are named: it is
     /// the caller's own request, so nothing leaks, and it says which grant is missing.
     #[error(
-        "not allowed to {permission} ledgers of merchant {merchant}: ask for a role that grants \
-         `{permission}` on it ({})",
+        "not allowed to {} merchant {merchant}: ask for a role that grants `{permission}` on \
+         it ({})",
+        permission.phrase(),
         one_of(&permission.granted_by())
     )]
     Forbidden {

@@ -16,6 +16,7 @@ pub mod routes;
 pub mod schedules;
 pub mod state;
 pub mod views;
+pub mod webhooks;
 pub mod ws;
 
 use std::time::Instant;

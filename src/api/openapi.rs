@@ -38,6 +38,7 @@ use super::state::AppState;
         (name = "ledgers", description = "Merchant ledgers: create, list, read, download, retry, regenerate, delete"),
         (name = "batches", description = "Many merchants' ledgers at once: create a batch, follow its counts, page its ledgers"),
         (name = "schedules", description = "Period close by itself: each closed period of a cadence becomes one run (a batch)"),
+        (name = "webhooks", description = "Be told by HTTP when ledgers complete or are rejected and batches finish: signed per Standard Webhooks, at least once"),
         (name = "live", description = "Status events over WebSocket"),
         (name = "meta", description = "This document"),
         (name = "operations", description = "Liveness, readiness and metrics, outside the base path and without authentication"),

@@ -12,6 +12,7 @@ pub fn resources() -> OpenApiRouter<AppState> {
         .merge(super::ledgers::routes())
         .merge(super::batches::routes())
         .merge(super::schedules::routes())
+        .merge(super::webhooks::routes())
         .merge(super::download::routes())
         .merge(super::manifest::routes())
         .merge(super::ws::routes())

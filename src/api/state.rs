@@ -12,8 +12,9 @@ use crate::notify::Notifier;
 use crate::queue::Queue;
 use crate::storage::ObjectStorage;
 use crate::store::JobStore;
-use crate::usecases::{Batches, Ledgers, Schedules};
+use crate::usecases::{Batches, Ledgers, Schedules, Webhooks};
 use crate::vault::Vault;
+use crate::webhooks::network::Reach;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -42,6 +43,8 @@ pub struct AppState {
     pub ws: WsSettings,
     /// Open WebSockets per subject on this process.
     pub ws_sockets: SocketCounts,
+    /// Where webhook endpoints may point (`APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS`).
+    pub webhook_reach: Reach,
 }
 
 impl AppState {
@@ -52,6 +55,17 @@ impl AppState {
             store: self.store.clone(),
             authz: self.authz.clone(),
             ids: self.ids.clone(),
+        }
+    }
+
+    /// The webhook use cases over this state's ports.
+    pub fn webhooks(&self) -> Webhooks {
+        Webhooks {
+            store: self.store.clone(),
+            authz: self.authz.clone(),
+            ids: self.ids.clone(),
+            keyring: self.keyring.clone(),
+            reach: self.webhook_reach,
         }
     }
 

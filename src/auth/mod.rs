@@ -71,7 +71,7 @@ impl From<Claims> for Caller {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
     /// The caller holds no role that allows `permission` on `merchant`.
-    #[error("not allowed to {permission} ledgers of merchant {merchant}")]
+    #[error("not allowed to {} merchant {merchant}", permission.phrase())]
     Denied {
         /// The merchant asked for.
         merchant: MerchantId,

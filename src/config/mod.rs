@@ -197,6 +197,12 @@ pub struct Config {
     pub ws_replay_max_age: Duration,
     /// `APP_ENV_WS_MAX_SOCKETS_PER_SUBJECT`: WebSockets per subject per api process.
     pub ws_max_sockets_per_subject: usize,
+    /// `APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS`: webhook URLs may be `http` and private.
+    pub webhook_allow_private: bool,
+    /// `APP_ENV_WEBHOOK_RETRY_SCHEDULE`: the delays after each failed delivery attempt.
+    pub webhook_retry_schedule: Vec<Duration>,
+    /// `APP_ENV_WEBHOOK_CONCURRENCY`: deliveries in flight per worker process.
+    pub webhook_concurrency: usize,
     /// `APP_ENV_LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `APP_ENV_LOG_LEVEL`: a tracing filter.

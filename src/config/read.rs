@@ -221,6 +221,18 @@ fn read_all(r: &mut Reader<'_>) -> Config {
     // a client away for longer re-reads the ledgers.
     let ws_replay_max_age = r.millis(&t::WS_REPLAY_MAX_AGE_MS);
     let ws_max_sockets_per_subject = r.integer(&t::WS_MAX_SOCKETS_PER_SUBJECT);
+    let webhook_allow_private = r.one_of(&t::WEBHOOK_ALLOW_PRIVATE_NETWORKS) == "true";
+    let webhook_retry_schedule = {
+        let raw = r.text_or_default(&t::WEBHOOK_RETRY_SCHEDULE);
+        match crate::webhooks::retry::parse_schedule(&raw) {
+            Ok(schedule) => schedule,
+            Err(problem) => {
+                r.fail(&t::WEBHOOK_RETRY_SCHEDULE, &problem);
+                crate::webhooks::retry::DEFAULT_SCHEDULE.to_vec()
+            }
+        }
+    };
+    let webhook_concurrency = r.integer(&t::WEBHOOK_CONCURRENCY);
     let log_format = match r.one_of(&t::LOG_FORMAT) {
         "json" => LogFormat::Json,
         _ => LogFormat::Logfmt,
@@ -267,6 +279,9 @@ fn read_all(r: &mut Reader<'_>) -> Config {
         ws_ping_interval,
         ws_replay_max_age,
         ws_max_sockets_per_subject,
+        webhook_allow_private,
+        webhook_retry_schedule,
+        webhook_concurrency,
         log_format,
         log_level,
         shutdown_timeout,

@@ -91,13 +91,15 @@ pub enum Group {
     Auth,
     /// Live events and WebSockets.
     Events,
+    /// Webhook deliveries.
+    Webhooks,
     /// Log lines.
     Logging,
 }
 
 impl Group {
     /// Every group, in the order of the documentation.
-    pub const ALL: [Group; 9] = [
+    pub const ALL: [Group; 10] = [
         Group::Process,
         Group::JobStore,
         Group::Queue,
@@ -106,6 +108,7 @@ impl Group {
         Group::Worker,
         Group::Auth,
         Group::Events,
+        Group::Webhooks,
         Group::Logging,
     ];
 
@@ -120,6 +123,7 @@ impl Group {
             Group::Worker => "Worker",
             Group::Auth => "Authentication and authorization",
             Group::Events => "Events and WebSocket",
+            Group::Webhooks => "Webhooks",
             Group::Logging => "Logging",
         }
     }
@@ -135,6 +139,7 @@ impl Group {
             Group::Worker => "worker",
             Group::Auth => "auth",
             Group::Events => "live events",
+            Group::Webhooks => "webhooks",
             Group::Logging => "logging",
         }
     }

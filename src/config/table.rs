@@ -61,6 +61,9 @@ pub const TABLE: &[Setting] = &[
     WS_PING_INTERVAL_MS,
     WS_REPLAY_MAX_AGE_MS,
     WS_MAX_SOCKETS_PER_SUBJECT,
+    WEBHOOK_ALLOW_PRIVATE_NETWORKS,
+    WEBHOOK_RETRY_SCHEDULE,
+    WEBHOOK_CONCURRENCY,
     LOG_FORMAT,
     LOG_LEVEL,
 ];
@@ -609,6 +612,36 @@ pub const WS_MAX_SOCKETS_PER_SUBJECT: Setting = Setting {
     help: "(100)",
     summary: "WebSockets one subject may hold per api process (1–100000); beyond, 429",
     doc: "WebSockets one subject (`sub`) may hold open on one api process, 1–100000; one more is a 429 `TOO_MANY_REQUESTS` (4029 after a first-frame authentication). Per process: N replicas allow up to N times this.",
+};
+
+pub const WEBHOOK_ALLOW_PRIVATE_NETWORKS: Setting = Setting {
+    name: "APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+    group: Group::Webhooks,
+    accepts: Accepts::OneOf(&["true", "false"]),
+    default: Default::Text("false"),
+    help: "(false)",
+    summary: "`true`: webhook URLs may be `http` and reach private, loopback and link-local addresses",
+    doc: "`true` or `false`. By default a webhook URL must be `https` and its host must not be (or resolve to, at every connection) a private, loopback, link-local or otherwise special address, so a webhook cannot reach into the service's own network. `true` allows both, for receivers inside the network (on premise, tests).",
+};
+
+pub const WEBHOOK_RETRY_SCHEDULE: Setting = Setting {
+    name: "APP_ENV_WEBHOOK_RETRY_SCHEDULE",
+    group: Group::Webhooks,
+    accepts: Accepts::Text,
+    default: Default::Text("5s,5m,30m,2h,5h,10h,10h"),
+    help: "(5s,5m,30m,2h,5h,10h,10h)",
+    summary: "delays after each failed delivery attempt (±20% jitter); after the last, FAILED",
+    doc: "The delays after the 1st, 2nd, … failed attempt of a delivery, comma-separated, each a number with a unit (`ms`, `s`, `m`, `h`, `d`), 1 to 20 delays of 100 ms to 1 d. Each is drawn within ±20% (jitter). After the last the delivery is FAILED (redeliver it by hand). The default spans about a day and a half.",
+};
+
+pub const WEBHOOK_CONCURRENCY: Setting = Setting {
+    name: "APP_ENV_WEBHOOK_CONCURRENCY",
+    group: Group::Webhooks,
+    accepts: Accepts::Integer { min: 1, max: 1_000 },
+    default: Default::Integer(16),
+    help: "(16)",
+    summary: "webhook deliveries in flight per worker process (at most a quarter, and at least 1, to one endpoint)",
+    doc: "Webhook deliveries one worker process makes at once, 1–1000. One endpoint gets at most a quarter of them (at least 1), so a slow or dead receiver never holds up the others.",
 };
 
 pub const LOG_FORMAT: Setting = Setting {

@@ -223,6 +223,21 @@ fn describe_metrics() {
         "Policy snapshots found in Redis whose grants did not match the job store's digest \
          (ignored; someone other than ledger wrote to the policy cache)."
     );
+    describe_counter!(
+        "ledger_webhook_deliveries_total",
+        "Webhook delivery attempts by outcome: delivered (2xx), retrying (failed, tried again), \
+         failed (failed for good), gone (410: endpoint disabled), skipped (creator may no longer \
+         see the event), postponed (not attempted: grants or keys unavailable)."
+    );
+    describe_gauge!(
+        "ledger_webhook_deliveries_pending",
+        "Webhook deliveries waiting for an attempt (the whole store, seen by each worker)."
+    );
+    describe_gauge!(
+        "ledger_webhook_oldest_pending_seconds",
+        Unit::Seconds,
+        "Age of the oldest webhook delivery still waiting (0 when none waits)."
+    );
     metrics::counter!("ledger_jobs_total", "status" => "COMPLETED", "error_code" => "").absolute(0);
     for code in JOB_ERROR_CODES {
         metrics::counter!("ledger_jobs_total", "status" => "REJECTED", "error_code" => code)
@@ -232,7 +247,20 @@ fn describe_metrics() {
     metrics::counter!("ledger_ws_emit_failures_total").absolute(0);
     metrics::counter!("ledger_policy_snapshots_rejected_total").absolute(0);
     metrics::gauge!("ledger_ws_clients").increment(0.0);
+    for outcome in WEBHOOK_OUTCOMES {
+        metrics::counter!("ledger_webhook_deliveries_total", "outcome" => outcome).absolute(0);
+    }
 }
+
+/// The `outcome` label values of `ledger_webhook_deliveries_total`.
+const WEBHOOK_OUTCOMES: [&str; 6] = [
+    "delivered",
+    "retrying",
+    "failed",
+    "gone",
+    "skipped",
+    "postponed",
+];
 
 /// `ts=… level=info target=… msg="…" key=value …`, one line per event.
 struct Logfmt;

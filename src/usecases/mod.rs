@@ -6,10 +6,12 @@
 pub mod batches;
 pub mod ledgers;
 pub mod schedules;
+pub mod webhooks;
 
 pub use batches::Batches;
 pub use ledgers::Ledgers;
 pub use schedules::Schedules;
+pub use webhooks::Webhooks;
 
 use crate::auth::{AccessError, Permission};
 use crate::domain::{InvalidInput, Ledger, LedgerId, MerchantId, TransitionError};
@@ -22,7 +24,7 @@ pub enum LedgerError {
     #[error("{0}")]
     Invalid(#[from] InvalidInput),
     /// The caller may not do `permission` on `merchant`.
-    #[error("not allowed to {permission} ledgers of merchant {merchant}")]
+    #[error("not allowed to {} merchant {merchant}", permission.phrase())]
     Forbidden {
         /// The merchant asked for.
         merchant: MerchantId,

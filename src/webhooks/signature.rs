@@ -10,6 +10,8 @@ use base64::engine::general_purpose::STANDARD;
 use ring::hmac;
 use zeroize::Zeroizing;
 
+use crate::crypto::{Binding, CryptoError, Keyring, decrypt_to_vec, encrypt_to_vec};
+
 /// The prefix of a secret's text.
 pub const SECRET_PREFIX: &str = "whsec_";
 /// Random bytes in a new secret.
@@ -75,18 +77,56 @@ impl WebhookSecret {
     }
 }
 
-/// The headers of one attempt, in the order they are sent.
+/// The headers of one attempt, in the order they are sent. `previous` is a secret a
+/// rotation replaced while it still signs: its signature follows the current one's,
+/// separated by a space, so a receiver holding either secret accepts the delivery.
 pub fn headers(
     secret: &WebhookSecret,
+    previous: Option<&WebhookSecret>,
     id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> [(&'static str, String); 3] {
+    let mut signature = secret.sign(id, timestamp, body);
+    if let Some(previous) = previous {
+        signature.push(' ');
+        signature.push_str(&previous.sign(id, timestamp, body));
+    }
     [
         ("webhook-id", id.to_owned()),
         ("webhook-timestamp", timestamp.to_string()),
-        ("webhook-signature", secret.sign(id, timestamp, body)),
+        ("webhook-signature", signature),
     ]
+}
+
+/// The binding version of a sealed secret: no ledger version reaches it, and webhook ids
+/// come from the same generator as ledger ids, so a sealed secret can never be opened as a
+/// ledger's file or the other way round.
+const SEALED_SECRET_VERSION: u32 = u32::MAX;
+
+impl WebhookSecret {
+    /// The secret sealed under `keyring`'s current master key for endpoint `webhook_id`
+    /// (base64 of the envelope of [`crate::crypto`]): how the store keeps it.
+    pub fn seal(&self, keyring: &Keyring, webhook_id: i64) -> Result<String, CryptoError> {
+        let sealed = encrypt_to_vec(keyring, binding(webhook_id), &self.key)?;
+        Ok(STANDARD.encode(sealed))
+    }
+
+    /// Opens what [`Self::seal`] made for `webhook_id` (with any of `keyring`'s keys).
+    pub fn unseal(keyring: &Keyring, webhook_id: i64, sealed: &str) -> Result<Self, CryptoError> {
+        let bytes = STANDARD
+            .decode(sealed)
+            .map_err(|_| CryptoError::Malformed("a sealed webhook secret is not base64"))?;
+        let key = Zeroizing::new(decrypt_to_vec(keyring, binding(webhook_id), &bytes)?);
+        Ok(Self { key })
+    }
+}
+
+fn binding(webhook_id: i64) -> Binding {
+    Binding {
+        ledger_id: webhook_id,
+        version: SEALED_SECRET_VERSION,
+    }
 }
 
 #[cfg(test)]
@@ -155,11 +195,16 @@ except Exception as e:
         let body =
             r#"{"type":"ledger.completed","timestamp":"2026-12-05T00:00:00Z","data":{"id":"1"}}"#;
         let now = chrono::Utc::now().timestamp();
-        let headers: serde_json::Map<String, serde_json::Value> =
-            headers(&secret, "msg_383687767063789568", now, body.as_bytes())
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
-                .collect();
+        let headers: serde_json::Map<String, serde_json::Value> = headers(
+            &secret,
+            None,
+            "msg_383687767063789568",
+            now,
+            body.as_bytes(),
+        )
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+        .collect();
         let run = |body: &str| {
             let out = std::process::Command::new(&python)
                 .args(["-c", RECEIVER, &secret.expose(), body])
@@ -180,9 +225,40 @@ except Exception as e:
         assert_ne!(secret.sign("msg_2", 100, b"{}"), base);
         assert_ne!(secret.sign("msg_1", 101, b"{}"), base);
         assert_ne!(secret.sign("msg_1", 100, b"{ }"), base);
-        let [(n1, id), (n2, ts), (n3, sig)] = headers(&secret, "msg_1", 100, b"{}");
+        let [(n1, id), (n2, ts), (n3, sig)] = headers(&secret, None, "msg_1", 100, b"{}");
         assert_eq!((n1, id.as_str()), ("webhook-id", "msg_1"));
         assert_eq!((n2, ts.as_str()), ("webhook-timestamp", "100"));
-        assert_eq!((n3, sig), ("webhook-signature", base));
+        assert_eq!((n3, sig), ("webhook-signature", base.clone()));
+        let old = WebhookSecret::generate();
+        let [_, _, (_, both)] = headers(&secret, Some(&old), "msg_1", 100, b"{}");
+        assert_eq!(both, format!("{base} {}", old.sign("msg_1", 100, b"{}")));
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_for_its_endpoint_and_holds_no_clear_text() {
+        let keyring = Keyring::new(
+            crate::crypto::MasterKey::from_base64(&crate::crypto::generate_key_base64()).unwrap(),
+            Vec::new(),
+        );
+        let secret = WebhookSecret::generate();
+        let sealed = secret.seal(&keyring, 42).unwrap();
+        let text = secret.expose();
+        let key = text.strip_prefix(SECRET_PREFIX).unwrap();
+        assert!(!sealed.contains(key));
+        let opened = WebhookSecret::unseal(&keyring, 42, &sealed).unwrap();
+        assert_eq!(*opened.expose(), *text);
+        assert!(
+            WebhookSecret::unseal(&keyring, 43, &sealed).is_err(),
+            "another endpoint's"
+        );
+        assert!(WebhookSecret::unseal(&keyring, 42, "not base64!").is_err());
+        let other = Keyring::new(
+            crate::crypto::MasterKey::from_base64(&crate::crypto::generate_key_base64()).unwrap(),
+            Vec::new(),
+        );
+        assert!(
+            WebhookSecret::unseal(&other, 42, &sealed).is_err(),
+            "another master key"
+        );
     }
 }

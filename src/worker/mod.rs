@@ -5,6 +5,7 @@
 pub mod batches;
 pub mod pipeline;
 pub mod sweep;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

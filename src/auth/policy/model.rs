@@ -66,17 +66,20 @@ pub enum Permission {
     Delete,
     /// Download a ledger's file.
     Download,
+    /// Make, rotate and delete webhook endpoints for a merchant's events.
+    ManageWebhooks,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 6] = [
+    pub const ALL: [Permission; 7] = [
         Permission::Read,
         Permission::Create,
         Permission::Retry,
         Permission::Regenerate,
         Permission::Delete,
         Permission::Download,
+        Permission::ManageWebhooks,
     ];
 
     /// The Casbin action name.
@@ -88,6 +91,20 @@ impl Permission {
             Permission::Regenerate => "regenerate",
             Permission::Delete => "delete",
             Permission::Download => "download",
+            Permission::ManageWebhooks => "manage_webhooks",
+        }
+    }
+
+    /// What it allows on a merchant, as an error message says it ("create ledgers of").
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Permission::Read => "read ledgers of",
+            Permission::Create => "create ledgers of",
+            Permission::Retry => "retry ledgers of",
+            Permission::Regenerate => "regenerate ledgers of",
+            Permission::Delete => "delete ledgers of",
+            Permission::Download => "download ledgers of",
+            Permission::ManageWebhooks => "manage webhooks for",
         }
     }
 
