@@ -17,6 +17,7 @@ mod serve;
 mod small;
 mod source;
 mod upstream;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -182,6 +183,22 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// Small ledgers with webhook endpoints subscribed to their completion, delivered to a
+    /// receiver in this process: ledger rate, delivery rate and completion→delivery lag.
+    Webhooks {
+        /// Ledgers to create.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Entries in each merchant's year (a day ledger holds ~1/365 of them).
+        #[arg(long, default_value_t = 18_250)]
+        entries: u64,
+        /// Endpoints, each told about every ledger.
+        #[arg(long, default_value_t = 1)]
+        endpoints: usize,
+        /// Jobs the worker runs at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+    },
     /// Requests per second of `ledger serve` with its logs going to a file, to a pipe read at
     /// once, and to a pipe nobody reads.
     Logs {
@@ -315,6 +332,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             concurrency,
             workers,
         } => live::live(ledgers, entries, format, clients, concurrency, workers).await,
+        Command::Webhooks {
+            count,
+            entries,
+            endpoints,
+            concurrency,
+        } => webhooks::webhooks(count, entries, endpoints, concurrency).await,
         Command::Logs {
             requests,
             concurrency,

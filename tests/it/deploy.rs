@@ -86,7 +86,7 @@ fn the_alert_rules_load_and_fire_only_when_they_should() {
     let said = String::from_utf8_lossy(&checked.stdout).into_owned()
         + String::from_utf8_lossy(&checked.stderr).as_ref();
     assert!(checked.status.success(), "promtool check rules: {said}");
-    assert!(said.contains("SUCCESS: 4 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 5 rules found"), "{said}");
     let tested = promtool(&["test", "rules", "ledger-alerts.test.yml"]);
     assert!(
         tested.status.success(),
@@ -133,7 +133,8 @@ fn the_alert_rules_load_and_fire_only_when_they_should() {
             "ledgerJobRejectedSpike",
             "ledgerStalledJobs",
             "ledgerConsumerLag",
-            "ledgerWsNotReady"
+            "ledgerWsNotReady",
+            "ledgerWebhookBacklog"
         ]
     );
 }
@@ -367,6 +368,12 @@ async fn the_manifests_agree_with_the_code() {
     let worker_policy = m.get("NetworkPolicy", "ledger-worker");
     let worker_from = serde_yaml_ng::to_string(&worker_policy["spec"]["ingress"]).unwrap();
     assert!(!worker_from.contains("traefik"), "{worker_from}");
+    // Workers deliver webhooks to receivers anywhere: HTTPS egress to any address.
+    let worker_to = serde_yaml_ng::to_string(&worker_policy["spec"]["egress"]).unwrap();
+    assert!(
+        worker_to.contains("0.0.0.0/0") && worker_to.contains("port: 443"),
+        "{worker_to}"
+    );
 
     // The probe paths answer on a running service.
     let app = crate::helpers::spawn_app().await;

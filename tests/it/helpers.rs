@@ -231,6 +231,15 @@ pub async fn operator_on(
     data: &std::path::Path,
     merchant: &str,
 ) -> (Vec<(&'static str, String)>, String) {
+    granted_on(data, "merchant_operator", merchant).await
+}
+
+/// [`operator_on`] with another role of `ops`.
+pub async fn granted_on(
+    data: &std::path::Path,
+    role: &str,
+    merchant: &str,
+) -> (Vec<(&'static str, String)>, String) {
     let backends = backends_for(data).await;
     let mut vars: std::collections::HashMap<String, String> = backends
         .iter()
@@ -243,7 +252,7 @@ pub async fn operator_on(
     store
         .add_grant(&ledger::domain::Grant {
             subject: "ops".into(),
-            role: "merchant_operator".into(),
+            role: role.into(),
             domain: merchant.into(),
         })
         .await

@@ -20,3 +20,4 @@ mod recovery;
 mod schedules;
 mod security;
 mod tls;
+mod webhooks;
