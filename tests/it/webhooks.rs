@@ -695,3 +695,66 @@ async fn a_kill_9_while_delivering_loses_no_delivery() {
     let body: Value = serde_json::from_str(got[1]["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["data"]["id"], id.as_str());
 }
+
+#[tokio::test]
+async fn a_finished_batch_is_announced_to_its_creators_endpoints_only() {
+    let receiver = Receiver::start();
+    let app = app().await;
+    let ops = app.user("ops", "merchant_admin", "m_acme").await;
+    app.grant("ops", "merchant_admin", "m_broken").await;
+    let eve = app.user("eve", "merchant_admin", "m_acme").await;
+    let mine = create_webhook(
+        &app,
+        &ops,
+        json!({"url": receiver.url("/mine"), "events": ["batch.completed"], "merchantIds": ["m_acme"]}),
+    )
+    .await;
+    receiver
+        .script("/mine", mine["secret"].as_str(), &[204], 0.0)
+        .await;
+    // Another subject's endpoint for the same merchant: not told about ops's batch.
+    let theirs = create_webhook(
+        &app,
+        &eve,
+        json!({"url": receiver.url("/theirs"), "events": ["batch.completed"], "merchantIds": ["m_acme"]}),
+    )
+    .await;
+    receiver
+        .script("/theirs", theirs["secret"].as_str(), &[204], 0.0)
+        .await;
+
+    let r = app
+        .client
+        .post(app.url("/batches"))
+        .bearer_auth(&ops)
+        .json(
+            &json!({"merchantIds": ["m_acme", "m_broken"], "type": "STATEMENT",
+                      "period": "2026-10", "formats": ["CSV"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let batch: Value = r.json().await.unwrap();
+    let got = receiver.wait_requests("/mine", 1, 60).await;
+    assert_eq!(got[0]["verified"], true, "{}", got[0]);
+    let body: Value = serde_json::from_str(got[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["type"], "batch.completed");
+    assert_eq!(body["data"]["id"], batch["id"]);
+    assert_eq!(body["data"]["status"], "COMPLETED_WITH_ERRORS", "{body}");
+    assert_eq!(body["data"]["counts"]["COMPLETED"], 1);
+    assert_eq!(body["data"]["counts"]["REJECTED"], 1);
+    // The batch reads as the event said.
+    let now = app
+        .get_json(&ops, &format!("/batches/{}", batch["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(now["status"], body["data"]["status"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(receiver.requests("/theirs").await.is_empty());
+    assert_eq!(
+        deliveries(&app, &eve, theirs["id"].as_str().unwrap()).await,
+        Vec::<Value>::new(),
+        "nothing was even queued for another subject's endpoint"
+    );
+    app.stop().await;
+}
