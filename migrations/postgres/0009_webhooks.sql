@@ -16,6 +16,8 @@ CREATE TABLE webhooks (
     previous_until  BIGINT,
     -- When the current run of failed attempts began; a success clears it.
     failing_since   BIGINT,
+    -- The last failed attempt: after a quiet spell a failure begins a new run.
+    last_failed_at  BIGINT,
     disabled_at     BIGINT,
     disabled_reason TEXT,
     created_at      BIGINT  NOT NULL,
@@ -23,6 +25,8 @@ CREATE TABLE webhooks (
     deleted_at      BIGINT
 );
 CREATE INDEX webhooks_created_by ON webhooks (created_by, id);
+-- The endpoints every state change looks through: the live ones only.
+CREATE INDEX webhooks_live ON webhooks (id) WHERE deleted_at IS NULL AND disabled_at IS NULL;
 
 -- The merchants of an endpoint that names them (the outbox finds endpoints by merchant).
 CREATE TABLE webhook_merchants (

@@ -15,6 +15,8 @@ CREATE TABLE webhooks (
     previous_until  INTEGER,
     -- When the current run of failed attempts began; a success clears it.
     failing_since   INTEGER,
+    -- The last failed attempt: after a quiet spell a failure begins a new run.
+    last_failed_at  INTEGER,
     disabled_at     INTEGER,
     disabled_reason TEXT,
     created_at      INTEGER NOT NULL,
@@ -22,6 +24,8 @@ CREATE TABLE webhooks (
     deleted_at      INTEGER
 );
 CREATE INDEX webhooks_created_by ON webhooks (created_by, id);
+-- The endpoints every state change looks through: the live ones only.
+CREATE INDEX webhooks_live ON webhooks (id) WHERE deleted_at IS NULL AND disabled_at IS NULL;
 
 -- The merchants of an endpoint that names them (the outbox finds endpoints by merchant).
 CREATE TABLE webhook_merchants (

@@ -640,8 +640,8 @@ pub const WEBHOOK_CONCURRENCY: Setting = Setting {
     accepts: Accepts::Integer { min: 1, max: 1_000 },
     default: Default::Integer(16),
     help: "(16)",
-    summary: "webhook deliveries in flight per worker process (at most a quarter, and at least 1, to one endpoint)",
-    doc: "Webhook deliveries one worker process makes at once, 1–1000. One endpoint gets at most a quarter of them (at least 1), so a slow or dead receiver never holds up the others.",
+    summary: "webhook deliveries in flight per worker process (a quarter at most to one endpoint, half to one subject's)",
+    doc: "Webhook deliveries one worker process makes at once, 1–1000. One endpoint gets at most a quarter of them and the endpoints of one subject at most half (each at least 1), taken in turn, so a slow or dead receiver — or one subject's many — never holds up the others.",
 };
 
 pub const LOG_FORMAT: Setting = Setting {

@@ -148,6 +148,8 @@ impl Dialect for PgDialect {
     const LOCK_POLICY: &'static str =
         "SELECT revision FROM policy_revision WHERE id = 1 FOR UPDATE";
     const RANDOM_REVISION: &'static str = "floor(random() * 9e18)::BIGINT";
+    const LOCK_ROWS: &'static str = " FOR NO KEY UPDATE";
+    const SKIP_LOCKED: &'static str = " FOR NO KEY UPDATE SKIP LOCKED";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -87,6 +87,8 @@ impl Dialect for SqliteDialect {
     const LOCK_POLICY: &'static str =
         "UPDATE policy_revision SET revision = revision WHERE id = 1 RETURNING revision";
     const RANDOM_REVISION: &'static str = "abs(random())";
+    const LOCK_ROWS: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -87,11 +87,37 @@ pub enum Finish {
     },
     /// 410 Gone: FAILED, and the endpoint is disabled (its other deliveries fail too).
     Gone,
+    /// Not sent, for good: FAILED without an attempt (the endpoint was disabled meanwhile).
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
     /// Not sent: SKIPPED for `reason`.
     Skipped {
         /// Why.
         reason: String,
     },
+}
+
+/// What is in flight in the claiming process, so a claim takes only what fits each share.
+#[derive(Debug, Clone, Default)]
+pub struct Share {
+    /// Deliveries one endpoint may have in flight.
+    pub per_webhook: u32,
+    /// Endpoints with deliveries in flight, and how many.
+    pub webhooks: Vec<(i64, u32)>,
+    /// Subjects whose endpoints hold their whole share of the process: none of theirs.
+    pub full_creators: Vec<String>,
+}
+
+/// When failures disable an endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct FailingRule {
+    /// An endpoint whose run of failures began at or before this is disabled.
+    pub disable_before: DateTime<Utc>,
+    /// A failure after none since this time begins a new run (the endpoint was quiet, not
+    /// failing).
+    pub restart_before: DateTime<Utc>,
 }
 
 /// The deliveries waiting, for the metrics.
@@ -144,18 +170,19 @@ pub trait WebhookStore: Send + Sync {
         delivery_id: i64,
         now: DateTime<Utc>,
     ) -> Result<Option<Delivery>, StoreError>;
-    /// Claims up to `limit` due deliveries until `lease_until`, oldest due first, at most
-    /// `per_webhook` of one endpoint and none of the endpoints in `busy`.
+    /// Claims up to `limit` due deliveries until `lease_until`: each endpoint's oldest due
+    /// first, round-robin over the endpoints, only what fits in each endpoint's share and
+    /// none of a full creator's. A claim may be lost to a power failure (the delivery is
+    /// then sent again: at least once).
     async fn claim_deliveries(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-        per_webhook: u32,
-        busy: &[i64],
+        share: &Share,
     ) -> Result<Vec<DueDelivery>, StoreError>;
     /// Records how the attempt of claim `lease` ended; false (nothing written) when the
-    /// claim was lost. A failure of an endpoint that has failed since `disable_before` or
+    /// claim was lost. A failure of an endpoint failing since `rule.disable_before` or
     /// earlier disables it (FAILING); a [`Finish::Gone`] disables it (GONE). Disabling fails
     /// its other PENDING deliveries.
     async fn finish_delivery(
@@ -164,7 +191,7 @@ pub trait WebhookStore: Send + Sync {
         lease: i64,
         finish: &Finish,
         now: DateTime<Utc>,
-        disable_before: DateTime<Utc>,
+        rule: FailingRule,
     ) -> Result<bool, StoreError>;
     /// Gives claim `lease` of a delivery back without an attempt: due again at `due_at`.
     async fn release_delivery(

@@ -227,7 +227,8 @@ fn describe_metrics() {
         "ledger_webhook_deliveries_total",
         "Webhook delivery attempts by outcome: delivered (2xx), retrying (failed, tried again), \
          failed (failed for good), gone (410: endpoint disabled), skipped (creator may no longer \
-         see the event), postponed (not attempted: grants or keys unavailable)."
+         see the event, or the endpoint was deleted), cancelled (the endpoint was disabled), \
+         postponed (not attempted: grants or keys unavailable; tried again a minute later)."
     );
     describe_gauge!(
         "ledger_webhook_deliveries_pending",
@@ -253,12 +254,13 @@ fn describe_metrics() {
 }
 
 /// The `outcome` label values of `ledger_webhook_deliveries_total`.
-const WEBHOOK_OUTCOMES: [&str; 6] = [
+const WEBHOOK_OUTCOMES: [&str; 7] = [
     "delivered",
     "retrying",
     "failed",
     "gone",
     "skipped",
+    "cancelled",
     "postponed",
 ];
 

@@ -23,10 +23,14 @@ use crate::auth::{Authorizer, MerchantScope, Permission};
 use crate::crypto::Keyring;
 use crate::domain::webhook::message_id;
 use crate::store::JobStore;
-use crate::store::webhooks::{DueDelivery, Finish};
+use crate::store::webhooks::{DueDelivery, FailingRule, Finish, Share};
 use crate::webhooks::network::{ATTEMPT_TIMEOUT, DeliveryClient, read_answer};
 use crate::webhooks::retry::next_delay;
 use crate::webhooks::signature::{WebhookSecret, headers};
+
+/// How long a delivery that could not be attempted for a reason of ours (grants or keys
+/// unavailable) waits before it is tried again.
+const POSTPONED_FOR: Duration = Duration::from_secs(60);
 
 /// How the delivery loop runs.
 #[derive(Debug, Clone)]
@@ -66,6 +70,12 @@ impl DeliverySettings {
     pub fn per_endpoint(&self) -> usize {
         (self.concurrency / 4).max(1)
     }
+
+    /// Deliveries the endpoints of one creator may have in flight together, so one subject's
+    /// many slow endpoints cannot take every slot either.
+    pub fn per_creator(&self) -> usize {
+        (self.concurrency / 2).max(1)
+    }
 }
 
 /// What an attempt came to.
@@ -92,38 +102,87 @@ pub struct Deliverer {
     pub settings: Arc<DeliverySettings>,
 }
 
-/// Deliveries in flight per endpoint.
+/// Deliveries in flight in this process, per endpoint and per endpoint creator.
 #[derive(Default, Clone)]
-struct InFlight(Arc<Mutex<HashMap<i64, usize>>>);
+struct InFlight(Arc<Mutex<Counts>>);
 
-impl InFlight {
-    fn busy(&self, cap: usize) -> Vec<i64> {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.iter()
-            .filter(|(_, n)| **n >= cap)
-            .map(|(id, _)| *id)
-            .collect()
-    }
+#[derive(Default)]
+struct Counts {
+    webhooks: HashMap<i64, usize>,
+    creators: HashMap<String, usize>,
+}
 
-    /// Takes a slot of `webhook` if it has one free.
-    fn take(&self, webhook: i64, cap: usize) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(webhook).or_insert(0);
-        if *n >= cap {
-            return false;
-        }
-        *n += 1;
-        true
-    }
+/// One delivery's place in [`InFlight`], given back when dropped (however the attempt ends,
+/// a panic included).
+struct Slot {
+    inflight: InFlight,
+    webhook: i64,
+    creator: String,
+}
 
-    fn give(&self, webhook: i64) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&webhook) {
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .inflight
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = counts.webhooks.get_mut(&self.webhook) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                map.remove(&webhook);
+                counts.webhooks.remove(&self.webhook);
             }
         }
+        if let Some(n) = counts.creators.get_mut(&self.creator) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.creators.remove(&self.creator);
+            }
+        }
+    }
+}
+
+impl InFlight {
+    /// What a claim may take: each endpoint's room and the creators with none left.
+    fn share(&self, per_webhook: usize, per_creator: usize) -> Share {
+        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        Share {
+            per_webhook: u32::try_from(per_webhook).unwrap_or(u32::MAX),
+            webhooks: counts
+                .webhooks
+                .iter()
+                .map(|(id, n)| (*id, u32::try_from(*n).unwrap_or(u32::MAX)))
+                .collect(),
+            full_creators: counts
+                .creators
+                .iter()
+                .filter(|(_, n)| **n >= per_creator)
+                .map(|(c, _)| c.clone())
+                .collect(),
+        }
+    }
+
+    /// A slot for a delivery of `webhook` (made by `creator`) if both have room.
+    fn take(
+        &self,
+        webhook: i64,
+        creator: &str,
+        per_webhook: usize,
+        per_creator: usize,
+    ) -> Option<Slot> {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let w = counts.webhooks.get(&webhook).copied().unwrap_or(0);
+        let c = counts.creators.get(creator).copied().unwrap_or(0);
+        if w >= per_webhook || c >= per_creator {
+            return None;
+        }
+        *counts.webhooks.entry(webhook).or_insert(0) += 1;
+        *counts.creators.entry(creator.to_owned()).or_insert(0) += 1;
+        Some(Slot {
+            inflight: self.clone(),
+            webhook,
+            creator: creator.to_owned(),
+        })
     }
 }
 
@@ -137,29 +196,32 @@ impl Deliverer {
             tokio::spawn(async move { me.backlog_loop(stop).await })
         };
         let inflight = InFlight::default();
-        let cap = self.settings.per_endpoint();
+        let (cap, creator_cap) = (self.settings.per_endpoint(), self.settings.per_creator());
         let mut tasks = JoinSet::new();
         loop {
             while tasks.try_join_next().is_some() {}
             let free = self.settings.concurrency.saturating_sub(tasks.len());
             let mut started = 0;
             if free > 0 && !shutdown.is_cancelled() {
-                match self.claim(free, cap, &inflight).await {
+                match self.claim(free, &inflight.share(cap, creator_cap)).await {
                     Ok(due) => {
                         for d in due {
-                            if !inflight.take(d.webhook.id, cap) {
-                                // Claimed past the endpoint's share: due again at once.
-                                self.put_back(&d, "the endpoint has its share in flight")
-                                    .await;
+                            let Some(slot) = inflight.take(
+                                d.webhook.id,
+                                &d.webhook.created_by,
+                                cap,
+                                creator_cap,
+                            ) else {
+                                // Past its creator's share (several of their endpoints came
+                                // in one round): due again at once.
+                                self.put_back(&d, Utc::now()).await;
                                 continue;
-                            }
+                            };
                             started += 1;
                             let me = self.clone();
-                            let inflight = inflight.clone();
                             tasks.spawn(async move {
-                                let webhook = d.webhook.id;
                                 me.attempt(d).await;
-                                inflight.give(webhook);
+                                drop(slot);
                             });
                         }
                     }
@@ -198,8 +260,7 @@ impl Deliverer {
     async fn claim(
         &self,
         free: usize,
-        cap: usize,
-        inflight: &InFlight,
+        share: &Share,
     ) -> Result<Vec<DueDelivery>, crate::store::StoreError> {
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.settings.lease)
@@ -209,16 +270,15 @@ impl Deliverer {
                 now,
                 now + lease,
                 u32::try_from(free).unwrap_or(u32::MAX),
-                u32::try_from(cap).unwrap_or(u32::MAX),
-                &inflight.busy(cap),
+                share,
             )
             .await
     }
 
-    /// Gives a claimed delivery back, due now, without an attempt.
-    async fn put_back(&self, d: &DueDelivery, why: &str) {
-        if let Err(e) = self.store.release_delivery(d.id, d.lease, Utc::now()).await {
-            tracing::warn!(target: "ledger::worker::webhooks", deliveryId = d.id, webhookId = d.webhook.id, error = %e, why, "giving a delivery back failed; it is due again when its claim ends");
+    /// Gives a claimed delivery back without an attempt, due at `at`.
+    async fn put_back(&self, d: &DueDelivery, at: chrono::DateTime<Utc>) {
+        if let Err(e) = self.store.release_delivery(d.id, d.lease, at).await {
+            tracing::warn!(target: "ledger::worker::webhooks", deliveryId = d.id, webhookId = d.webhook.id, error = %e, "giving a delivery back failed; it is due again when its claim ends");
         }
     }
 
@@ -230,25 +290,35 @@ impl Deliverer {
         let finish = match outcome {
             Outcome::Finish(finish) => finish,
             Outcome::Later(why) => {
-                tracing::warn!(target: "ledger::worker::webhooks", deliveryId = d.id, webhookId = d.webhook.id, messageId = %message_id(d.message_id), reason = %why, "webhook delivery postponed");
+                let at = now
+                    + chrono::Duration::from_std(POSTPONED_FOR)
+                        .unwrap_or_else(|_| chrono::Duration::minutes(1));
+                tracing::warn!(target: "ledger::worker::webhooks", deliveryId = d.id, webhookId = d.webhook.id, messageId = %message_id(d.message_id), reason = %why, retryAt = %at, "webhook delivery postponed");
                 metrics::counter!("ledger_webhook_deliveries_total", "outcome" => "postponed")
                     .increment(1);
+                self.put_back(&d, at).await;
                 return;
             }
         };
-        let disable_before = now
-            - chrono::Duration::from_std(self.settings.disable_after)
-                .unwrap_or_else(|_| chrono::Duration::days(5));
+        let rule = FailingRule {
+            disable_before: now
+                - chrono::Duration::from_std(self.settings.disable_after)
+                    .unwrap_or_else(|_| chrono::Duration::days(5)),
+            // Longer than any retry delay (at most 1 d + 20%): no failure in that long means
+            // the endpoint was quiet, and a new failure begins a new run.
+            restart_before: now - chrono::Duration::days(2),
+        };
         let label = match &finish {
             Finish::Delivered { .. } => "delivered",
             Finish::Retry { .. } => "retrying",
             Finish::GiveUp { .. } => "failed",
             Finish::Gone => "gone",
             Finish::Skipped { .. } => "skipped",
+            Finish::Cancelled { .. } => "cancelled",
         };
         match self
             .store
-            .finish_delivery(d.id, d.lease, &finish, now, disable_before)
+            .finish_delivery(d.id, d.lease, &finish, now, rule)
             .await
         {
             Ok(true) => {
@@ -276,6 +346,9 @@ impl Deliverer {
                     Finish::Gone => {
                         tracing::warn!(target: "ledger::worker::webhooks", deliveryId = d.id, webhookId = d.webhook.id, host = %host, "the webhook endpoint answered 410 Gone: it is disabled");
                     }
+                    Finish::Cancelled { reason } => {
+                        tracing::info!(target: "ledger::worker::webhooks", deliveryId = d.id, webhookId = d.webhook.id, messageId = %message_id(d.message_id), reason = %reason, "webhook delivery cancelled");
+                    }
                     Finish::Skipped { reason } => {
                         tracing::info!(target: "ledger::worker::webhooks", deliveryId = d.id, webhookId = d.webhook.id, messageId = %message_id(d.message_id), reason = %reason, "webhook delivery skipped");
                     }
@@ -292,6 +365,17 @@ impl Deliverer {
 
     /// Judges, signs and sends one delivery.
     async fn deliver(&self, d: &DueDelivery) -> Outcome {
+        // Deleted or disabled after the event was recorded: nothing is sent.
+        if d.webhook.deleted_at.is_some() {
+            return Outcome::Finish(Finish::Skipped {
+                reason: "not sent: the endpoint was deleted".into(),
+            });
+        }
+        if let Some((_, reason)) = d.webhook.disabled {
+            return Outcome::Finish(Finish::Cancelled {
+                reason: format!("not sent: the endpoint is disabled ({})", reason.as_str()),
+            });
+        }
         match self.may_see(d).await {
             Ok(None) => {}
             Ok(Some(reason)) => return Outcome::Finish(Finish::Skipped { reason }),

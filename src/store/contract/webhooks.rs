@@ -8,7 +8,7 @@ use super::{created, failure, file, new_ledger};
 use crate::domain::webhook::{DeliveryStatus, DisabledReason, EventType, message_id};
 use crate::domain::{MerchantId, Stage, Timezone};
 use crate::store::JobStore;
-use crate::store::webhooks::{Finish, NewWebhook};
+use crate::store::webhooks::{FailingRule, Finish, NewWebhook, Share};
 
 fn endpoint(id: i64, by: &str, events: &[EventType], merchants: Option<&[&str]>) -> NewWebhook {
     NewWebhook {
@@ -19,6 +19,23 @@ fn endpoint(id: i64, by: &str, events: &[EventType], merchants: Option<&[&str]>)
         merchants: merchants.map(|ms| ms.iter().map(|m| MerchantId::parse(m).unwrap()).collect()),
         sealed_secret: format!("sealed-{id}"),
         created_at: Utc::now().trunc_subsecs(3),
+    }
+}
+
+/// A claim's share: `per` a endpoint, `inflight` already taken, `full` creators left out.
+fn share(per: u32, inflight: &[(i64, u32)], full: &[&str]) -> Share {
+    Share {
+        per_webhook: per,
+        webhooks: inflight.to_vec(),
+        full_creators: full.iter().map(|c| (*c).to_owned()).collect(),
+    }
+}
+
+/// Five days of failures disable; two quiet days begin a new run.
+fn rule(now: chrono::DateTime<Utc>) -> FailingRule {
+    FailingRule {
+        disable_before: now - Duration::days(5),
+        restart_before: now - Duration::days(2),
     }
 }
 
@@ -91,7 +108,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
     let now = Utc::now();
     assert!(
         store
-            .claim_deliveries(now, now, 10, 10, &[])
+            .claim_deliveries(now, now, 10, &share(10, &[], &[]))
             .await
             .unwrap()
             .is_empty()
@@ -109,7 +126,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
     let now = Utc::now() + Duration::seconds(1);
     let lease = now + Duration::seconds(30);
     let due = store
-        .claim_deliveries(now, lease, 10, 10, &[])
+        .claim_deliveries(now, lease, 10, &share(10, &[], &[]))
         .await
         .unwrap();
     let mut seen: Vec<(i64, EventType, Option<String>)> = due
@@ -165,7 +182,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
     );
     assert!(
         store
-            .claim_deliveries(now, lease, 10, 10, &[])
+            .claim_deliveries(now, lease, 10, &share(10, &[], &[]))
             .await
             .unwrap()
             .is_empty(),
@@ -180,7 +197,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
                 first.lease + 1,
                 &Finish::Delivered { status: 200 },
                 now,
-                now - Duration::days(5)
+                rule(now)
             )
             .await
             .unwrap(),
@@ -193,7 +210,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
                 first.lease,
                 &Finish::Delivered { status: 204 },
                 now,
-                now - Duration::days(5)
+                rule(now)
             )
             .await
             .unwrap()
@@ -210,7 +227,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
                 next_at: retry_at,
             },
             now,
-            now - Duration::days(5),
+            rule(now),
         )
         .await
         .unwrap();
@@ -239,13 +256,13 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
     // Due again at its next attempt, not before.
     assert!(
         store
-            .claim_deliveries(now, lease, 10, 10, &[])
+            .claim_deliveries(now, lease, 10, &share(10, &[], &[]))
             .await
             .unwrap()
             .is_empty()
     );
     let again = store
-        .claim_deliveries(retry_at, lease, 10, 10, &[])
+        .claim_deliveries(retry_at, lease, 10, &share(10, &[], &[]))
         .await
         .unwrap();
     assert_eq!(
@@ -262,7 +279,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
                 error: "timed out".into(),
             },
             retry_at,
-            now - Duration::days(5),
+            rule(now),
         )
         .await
         .unwrap();
@@ -298,7 +315,12 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
     }
     let later = Utc::now() + Duration::seconds(2);
     let round = store
-        .claim_deliveries(later, later + Duration::seconds(30), 10, 2, &[7101])
+        .claim_deliveries(
+            later,
+            later + Duration::seconds(30),
+            10,
+            &share(2, &[(7101, 2)], &[]),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -308,6 +330,20 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
     );
     assert!(round.iter().all(|d| d.webhook.id == 7102));
 
+    // A creator with every slot taken gets nothing more in this round.
+    assert!(
+        store
+            .claim_deliveries(
+                later,
+                later + Duration::seconds(30),
+                10,
+                &share(4, &[(7101, 4)], &["ana"])
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // 410: the endpoint is disabled, its other deliveries fail, new events skip it.
     store
         .finish_delivery(
@@ -315,7 +351,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
             round[0].lease,
             &Finish::Gone,
             later,
-            later - Duration::days(5),
+            rule(later),
         )
         .await
         .unwrap();
@@ -328,7 +364,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
                 round[1].lease,
                 &Finish::Delivered { status: 200 },
                 later,
-                later - Duration::days(5)
+                rule(later)
             )
             .await
             .unwrap(),
@@ -349,7 +385,7 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
     let before = store.list_deliveries(7101, None, 1).await.unwrap();
     let far = later + Duration::days(6);
     let due = store
-        .claim_deliveries(far, far + Duration::seconds(30), 1, 1, &[])
+        .claim_deliveries(far, far + Duration::seconds(30), 1, &share(1, &[], &[]))
         .await
         .unwrap();
     assert_eq!(due[0].webhook.id, 7101, "{before:?}");
@@ -363,7 +399,11 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
                 next_at: far,
             },
             far,
-            far - Duration::days(5),
+            // Failing without a quiet spell of two days since (as if failing all along).
+            FailingRule {
+                disable_before: far - Duration::days(5),
+                restart_before: now - Duration::days(1),
+            },
         )
         .await
         .unwrap();
@@ -373,6 +413,47 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
         Some(DisabledReason::Failing)
     );
     assert_eq!(store.delivery_backlog().await.unwrap().pending, 0);
+
+    // After two quiet days, a failure begins a new run instead of counting the old one.
+    store
+        .insert_webhook(&endpoint(7104, "ops", &[LedgerCompleted], Some(&["m_w4"])))
+        .await
+        .unwrap();
+    finish_ledger(store, 997240, "m_w4", false).await;
+    let t1 = Utc::now() + Duration::seconds(1);
+    let due = store
+        .claim_deliveries(t1, t1 + Duration::seconds(30), 10, &share(10, &[], &[]))
+        .await
+        .unwrap();
+    let retry = |next_at| Finish::Retry {
+        status: Some(503),
+        error: "503".into(),
+        next_at,
+    };
+    store
+        .finish_delivery(due[0].id, due[0].lease, &retry(t1), t1, rule(t1))
+        .await
+        .unwrap();
+    let t2 = t1 + Duration::days(6);
+    let due = store
+        .claim_deliveries(t2, t2 + Duration::seconds(30), 10, &share(10, &[], &[]))
+        .await
+        .unwrap();
+    assert_eq!(due[0].webhook.failing_since, Some(t1.trunc_subsecs(3)));
+    store
+        .finish_delivery(due[0].id, due[0].lease, &retry(t2), t2, rule(t2))
+        .await
+        .unwrap();
+    let quiet = store.get_webhook(7104).await.unwrap().unwrap();
+    assert_eq!(quiet.disabled, None, "a quiet spell is not a failing one");
+    assert_eq!(quiet.failing_since, Some(t2.trunc_subsecs(3)));
+    // Deleting an endpoint skips what it still had pending.
+    finish_ledger(store, 997241, "m_w4", false).await;
+    assert!(store.delete_webhook(7104, t2).await.unwrap());
+    assert_eq!(
+        store.list_deliveries(7104, None, 1).await.unwrap()[0].status,
+        DeliveryStatus::Skipped
+    );
 
     // Rotation and deletion.
     let batchy = store
@@ -392,7 +473,12 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
     );
     finish_ledger(store, 997230, "m_w3", false).await;
     let due = store
-        .claim_deliveries(Utc::now() + Duration::seconds(1), far, 10, 10, &[])
+        .claim_deliveries(
+            Utc::now() + Duration::seconds(1),
+            far,
+            10,
+            &share(10, &[], &[]),
+        )
         .await
         .unwrap();
     assert_eq!(due.len(), 1);

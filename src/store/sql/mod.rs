@@ -151,6 +151,14 @@ pub trait Dialect: Send + Sync + 'static {
     const LOCK_POLICY: &'static str;
     /// An expression giving a fresh random non-negative revision.
     const RANDOM_REVISION: &'static str;
+    /// Appended to a `SELECT` of rows to update later in the transaction: takes their row
+    /// locks now (PostgreSQL `FOR NO KEY UPDATE`, which inserts referencing them do not
+    /// wait for); empty where the engine has one write lock (SQLite).
+    const LOCK_ROWS: &'static str;
+    /// Appended to a `SELECT` of rows to claim: locks them, skipping rows another
+    /// transaction holds (PostgreSQL), so claimers never wait for each other; empty on
+    /// SQLite.
+    const SKIP_LOCKED: &'static str;
 
     /// This engine's migrations (`migrations/<engine>`).
     fn migrator() -> &'static Migrator;

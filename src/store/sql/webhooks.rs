@@ -17,7 +17,9 @@ use crate::domain::webhook::{
 use crate::domain::{Batch, Ledger, MerchantId};
 use crate::store::StoreError;
 use crate::store::rows::{opt_time, time};
-use crate::store::webhooks::{Backlog, DueDelivery, Finish, NewWebhook, WebhookStore};
+use crate::store::webhooks::{
+    Backlog, DueDelivery, FailingRule, Finish, NewWebhook, Share, WebhookStore,
+};
 
 /// What an event is about, for [`announce`].
 pub(super) enum Subject<'a> {
@@ -435,9 +437,13 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         if deleted == 1 {
             D::Db::execute(
                 &mut tx,
-                "UPDATE webhook_deliveries SET status = 'SKIPPED', next_attempt_at = NULL, \
-                 last_error = 'the endpoint was deleted', updated_at = $1 \
-                 WHERE webhook_id = $2 AND status = 'PENDING'",
+                &format!(
+                    "UPDATE webhook_deliveries SET status = 'SKIPPED', next_attempt_at = NULL, \
+                     last_error = 'not sent: the endpoint was deleted', updated_at = $1 \
+                     WHERE id IN (SELECT id FROM webhook_deliveries WHERE webhook_id = $2 \
+                     AND status = 'PENDING' ORDER BY id{})",
+                    D::LOCK_ROWS
+                ),
                 args![now, id],
             )
             .await?;
@@ -490,7 +496,9 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
             "INSERT INTO webhook_deliveries (webhook_id, message_id, status, attempts, \
              next_attempt_at, lease, created_at, updated_at) \
              SELECT d.webhook_id, d.message_id, 'PENDING', 0, $1, 0, $1, $1 \
-             FROM webhook_deliveries d WHERE d.id = $2 AND d.webhook_id = $3 RETURNING id",
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.id = $2 AND d.webhook_id = $3 AND w.deleted_at IS NULL \
+             AND w.disabled_at IS NULL RETURNING id",
             args![now, delivery_id, webhook_id],
         )
         .await?;
@@ -511,27 +519,45 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
-        per_webhook: u32,
-        busy: &[i64],
+        share: &Share,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        // The candidates: due, of an endpoint not busy here, at most `per_webhook` each, so
-        // one endpoint's backlog never fills a round.
-        let mut binds = args![now, i64::from(per_webhook), i64::from(limit)];
-        let not_busy = if busy.is_empty() {
-            String::new()
-        } else {
-            let list = placeholders(binds.len() + 1, busy.len());
-            binds.extend(busy.iter().map(|id| Arg::Int(*id)));
-            format!(" AND d.webhook_id NOT IN ({list})")
-        };
+        // The candidates: due, each endpoint's oldest first and only as many as fit in its
+        // share beside those in flight here, none of a full creator's; taken round-robin
+        // (every endpoint's first before any endpoint's second), so one endpoint's backlog
+        // never fills a round.
+        let mut binds = args![now, i64::from(share.per_webhook), i64::from(limit)];
+        let mut with = String::new();
+        let mut in_flight = "0".to_owned();
+        if !share.webhooks.is_empty() {
+            let rows: Vec<String> = share
+                .webhooks
+                .iter()
+                .map(|(id, n)| {
+                    binds.push(Arg::Int(*id));
+                    binds.push(Arg::Int(i64::from(*n)));
+                    format!("(${}, ${})", binds.len() - 1, binds.len())
+                })
+                .collect();
+            with = format!("WITH f (webhook_id, n) AS (VALUES {}) ", rows.join(", "));
+            in_flight =
+                "COALESCE((SELECT f.n FROM f WHERE f.webhook_id = r.webhook_id), 0)".to_owned();
+        }
+        let mut not_full = String::new();
+        if !share.full_creators.is_empty() {
+            let list = placeholders(binds.len() + 1, share.full_creators.len());
+            binds.extend(share.full_creators.iter().map(|c| Arg::Text(c.clone())));
+            not_full = format!(" AND w.created_by NOT IN ({list})");
+        }
         let candidates: Vec<(i64,)> = self
             .fetch_all_once(
                 &format!(
-                    "SELECT r.id FROM (SELECT d.id, d.next_attempt_at, ROW_NUMBER() OVER \
-                     (PARTITION BY d.webhook_id ORDER BY d.next_attempt_at, d.id) AS rank \
-                     FROM webhook_deliveries d WHERE d.status = 'PENDING' \
-                     AND d.next_attempt_at <= $1{not_busy}) r \
-                     WHERE r.rank <= $2 ORDER BY r.next_attempt_at, r.id LIMIT $3"
+                    "{with}SELECT r.id FROM (SELECT d.id, d.webhook_id, d.next_attempt_at, \
+                     ROW_NUMBER() OVER (PARTITION BY d.webhook_id \
+                     ORDER BY d.next_attempt_at, d.id) AS rank \
+                     FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                     WHERE d.status = 'PENDING' AND d.next_attempt_at <= $1{not_full}) r \
+                     WHERE r.rank <= $2 - {in_flight} \
+                     ORDER BY r.rank, r.next_attempt_at, r.id LIMIT $3"
                 ),
                 binds,
             )
@@ -539,18 +565,22 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        // The claim: a conditional update, so of two claimers only one moves a row.
+        // The claim: a conditional update, so of two claimers only one moves a row; rows
+        // another claimer holds are skipped rather than waited for (PostgreSQL). Through
+        // the relaxed pool: a claim lost to a power failure only sends a delivery again.
         let mut binds = args![lease_until, now];
         binds.extend(candidates.iter().map(|(id,)| Arg::Int(*id)));
         let sql = format!(
             "UPDATE webhook_deliveries SET next_attempt_at = $1, lease = lease + 1, \
-             updated_at = $2 WHERE status = 'PENDING' AND next_attempt_at <= $2 \
-             AND id IN ({}) RETURNING id",
-            placeholders(3, candidates.len())
+             updated_at = $2 WHERE id IN (SELECT id FROM webhook_deliveries \
+             WHERE id IN ({}) AND status = 'PENDING' AND next_attempt_at <= $2 \
+             ORDER BY id{}) RETURNING id",
+            placeholders(3, candidates.len()),
+            D::SKIP_LOCKED
         );
         let claimed: Vec<(i64,)> = {
             let _gate = self.write_gate().await;
-            D::Db::fetch_all_once(&mut *self.pool.acquire().await?, &sql, binds).await?
+            D::Db::fetch_all_once(&mut *self.relaxed().acquire().await?, &sql, binds).await?
         };
         if claimed.is_empty() {
             return Ok(Vec::new());
@@ -615,7 +645,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         lease: i64,
         finish: &Finish,
         now: DateTime<Utc>,
-        disable_before: DateTime<Utc>,
+        rule: FailingRule,
     ) -> Result<bool, StoreError> {
         let (status, next_at, http, error, attempted) = match finish {
             Finish::Delivered { status } => ("DELIVERED", None, Some(*status), None, true),
@@ -633,9 +663,26 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
                 true,
             ),
             Finish::Skipped { reason } => ("SKIPPED", None, None, Some(clip(reason)), false),
+            Finish::Cancelled { reason } => ("FAILED", None, None, Some(clip(reason)), false),
         };
         let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
+        // The endpoint first, then its deliveries, as every writer of both does: two
+        // recordings (or a recording and a deletion) queue up instead of deadlocking.
+        let locked: Vec<(i64,)> = D::Db::fetch_all(
+            &mut tx,
+            &format!(
+                "SELECT w.id FROM webhooks w WHERE w.id = \
+                 (SELECT webhook_id FROM webhook_deliveries WHERE id = $1){}",
+                D::LOCK_ROWS
+            ),
+            args![id],
+        )
+        .await?;
+        if locked.is_empty() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         let changed: Vec<(i64,)> = D::Db::fetch_all(
             &mut tx,
             "UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, \
@@ -674,17 +721,19 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
             Finish::Retry { .. } | Finish::GiveUp { .. } => {
                 let failing: Vec<(Option<i64>,)> = D::Db::fetch_all(
                     &mut tx,
-                    "UPDATE webhooks SET failing_since = COALESCE(failing_since, $1) \
+                    "UPDATE webhooks SET failing_since = CASE WHEN failing_since IS NULL \
+                     OR last_failed_at IS NULL OR last_failed_at < $3 THEN $1 \
+                     ELSE failing_since END, last_failed_at = $1 \
                      WHERE id = $2 RETURNING failing_since",
-                    args![now, webhook],
+                    args![now, webhook, rule.restart_before],
                 )
                 .await?;
                 let since = failing.into_iter().next().and_then(|(s,)| s);
                 since
-                    .is_some_and(|s| s <= disable_before.timestamp_millis())
+                    .is_some_and(|s| s <= rule.disable_before.timestamp_millis())
                     .then_some(DisabledReason::Failing)
             }
-            Finish::Skipped { .. } => None,
+            Finish::Skipped { .. } | Finish::Cancelled { .. } => None,
         };
         if let Some(reason) = disable {
             D::Db::execute(
@@ -696,8 +745,13 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
             .await?;
             D::Db::execute(
                 &mut tx,
-                "UPDATE webhook_deliveries SET status = 'FAILED', next_attempt_at = NULL, \
-                 last_error = $1, updated_at = $2 WHERE webhook_id = $3 AND status = 'PENDING'",
+                &format!(
+                    "UPDATE webhook_deliveries SET status = 'FAILED', next_attempt_at = NULL, \
+                     last_error = $1, updated_at = $2 WHERE id IN (SELECT id \
+                     FROM webhook_deliveries WHERE webhook_id = $3 AND status = 'PENDING' \
+                     ORDER BY id{})",
+                    D::LOCK_ROWS
+                ),
                 args![
                     match reason {
                         DisabledReason::Gone =>
@@ -721,7 +775,7 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         lease: i64,
         due_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.execute(
+        self.execute_relaxed(
             "UPDATE webhook_deliveries SET next_attempt_at = $1, updated_at = $1 \
              WHERE id = $2 AND lease = $3 AND status = 'PENDING'",
             args![due_at, id, lease],
