@@ -69,3 +69,7 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE status = 'PENDING';
 CREATE INDEX webhook_deliveries_of ON webhook_deliveries (webhook_id, id);
+-- The history the retention removes: finished deliveries by age, messages by delivery.
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (updated_at)
+    WHERE status <> 'PENDING';
+CREATE INDEX webhook_deliveries_message ON webhook_deliveries (message_id);

@@ -200,6 +200,13 @@ pub trait WebhookStore: Send + Sync {
         lease: i64,
         due_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+    /// Removes up to `limit` finished deliveries last changed before `before`, and the
+    /// messages older than that no delivery refers to any more; how many rows went.
+    async fn purge_webhook_history(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
     /// The PENDING deliveries and the oldest one's age.
     async fn delivery_backlog(&self) -> Result<Backlog, StoreError>;
 }

@@ -32,6 +32,9 @@ use crate::webhooks::signature::{WebhookSecret, headers};
 /// unavailable) waits before it is tried again.
 const POSTPONED_FOR: Duration = Duration::from_secs(60);
 
+/// How long finished deliveries and their events are kept (the deliveries list shows them).
+pub const HISTORY_KEPT: Duration = Duration::from_secs(30 * 86_400);
+
 /// How the delivery loop runs.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
@@ -481,9 +484,15 @@ impl Deliverer {
         }
     }
 
-    /// Refreshes the backlog gauges until `shutdown`.
+    /// Refreshes the backlog gauges until `shutdown`, and removes the history older than
+    /// [`HISTORY_KEPT`] once an hour.
     async fn backlog_loop(&self, shutdown: CancellationToken) {
+        let mut purged_at: Option<std::time::Instant> = None;
         loop {
+            if purged_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                purged_at = Some(std::time::Instant::now());
+                self.purge_history().await;
+            }
             match self.store.delivery_backlog().await {
                 Ok(backlog) => {
                     metrics::gauge!("ledger_webhook_deliveries_pending")
@@ -502,6 +511,30 @@ impl Deliverer {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.settings.backlog_every) => {}
             }
+        }
+    }
+}
+
+impl Deliverer {
+    /// Removes finished deliveries and their messages older than [`HISTORY_KEPT`], in
+    /// rounds of 10,000 rows.
+    async fn purge_history(&self) {
+        let before = Utc::now()
+            - chrono::Duration::from_std(HISTORY_KEPT)
+                .unwrap_or_else(|_| chrono::Duration::days(30));
+        let mut total = 0;
+        loop {
+            match self.store.purge_webhook_history(before, 10_000).await {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) => {
+                    tracing::warn!(target: "ledger::worker::webhooks", error = %e, "removing old webhook deliveries failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(target: "ledger::worker::webhooks", removed = total, "webhook deliveries older than 30 days removed");
         }
     }
 }

@@ -455,6 +455,30 @@ pub(super) async fn webhooks(store: &dyn JobStore) {
         DeliveryStatus::Skipped
     );
 
+    // History: finished deliveries and the messages no delivery needs go; pending stay.
+    let pending_before = store.delivery_backlog().await.unwrap().pending;
+    let far_later = Utc::now() + Duration::days(400);
+    let mut removed = 0;
+    loop {
+        let n = store.purge_webhook_history(far_later, 3).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        removed += n;
+    }
+    assert!(removed > 10, "{removed}");
+    assert!(
+        store
+            .list_deliveries(7101, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.delivery_backlog().await.unwrap().pending,
+        pending_before
+    );
+
     // Rotation and deletion.
     let batchy = store
         .insert_webhook(&endpoint(

@@ -784,6 +784,29 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
         Ok(())
     }
 
+    async fn purge_webhook_history(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let deliveries = self
+            .execute(
+                "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+                 WHERE status <> 'PENDING' AND updated_at < $1 LIMIT $2)",
+                args![before, i64::from(limit)],
+            )
+            .await?;
+        let messages = self
+            .execute(
+                "DELETE FROM webhook_messages WHERE id IN (SELECT m.id FROM webhook_messages m \
+                 WHERE m.created_at < $1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+                 WHERE d.message_id = m.id) LIMIT $2)",
+                args![before, i64::from(limit)],
+            )
+            .await?;
+        Ok(deliveries + messages)
+    }
+
     async fn delivery_backlog(&self) -> Result<Backlog, StoreError> {
         let (pending, oldest): (i64, Option<i64>) = self
             .fetch_one(
