@@ -182,7 +182,8 @@ pub trait WebhookStore: Send + Sync {
         share: &Share,
     ) -> Result<Vec<DueDelivery>, StoreError>;
     /// Records how the attempt of claim `lease` ended; false (nothing written) when the
-    /// claim was lost. A failure of an endpoint failing since `rule.disable_before` or
+    /// claim was lost. Like a claim, a recording may be lost to a power failure (the
+    /// delivery is then sent again). A failure of an endpoint failing since `rule.disable_before` or
     /// earlier disables it (FAILING); a [`Finish::Gone`] disables it (GONE). Disabling fails
     /// its other PENDING deliveries.
     async fn finish_delivery(

@@ -666,7 +666,11 @@ impl<D: Dialect> WebhookStore for SqlStore<D> {
             Finish::Cancelled { reason } => ("FAILED", None, None, Some(clip(reason)), false),
         };
         let _gate = self.write_gate().await;
-        let mut tx = self.pool.begin().await?;
+        // On the relaxed pool, as claims are: a recording a power failure takes sends the
+        // delivery again (at least once; the webhook-id lets receivers drop it), and the
+        // endpoint's failing state is recomputed by the next attempt. Spares every
+        // delivery an fsync.
+        let mut tx = self.relaxed().begin().await?;
         // The endpoint first, then its deliveries, as every writer of both does: two
         // recordings (or a recording and a deletion) queue up instead of deadlocking.
         let locked: Vec<(i64,)> = D::Db::fetch_all(
