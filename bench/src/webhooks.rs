@@ -122,21 +122,23 @@ pub async fn webhooks(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let wall = t0.elapsed().as_secs_f64();
-    let seen = seen
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let first = seen.arrivals.iter().map(|a| a.0).min().unwrap_or(t0);
-    let last = seen.arrivals.iter().map(|a| a.0).max().unwrap_or(t0);
-    let span = (last - first).as_secs_f64().max(1e-3);
-    let mut lags: Vec<f64> = seen
-        .arrivals
-        .iter()
-        .filter_map(|(_, at, id)| {
-            completed_at
-                .get(id)
-                .map(|c| (*at - *c).num_milliseconds() as f64)
-        })
-        .collect();
+    let (span, mut lags) = {
+        let seen = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = seen.arrivals.iter().map(|a| a.0).min().unwrap_or(t0);
+        let last = seen.arrivals.iter().map(|a| a.0).max().unwrap_or(t0);
+        let lags: Vec<f64> = seen
+            .arrivals
+            .iter()
+            .filter_map(|(_, at, id)| {
+                completed_at
+                    .get(id)
+                    .map(|c| (*at - *c).num_milliseconds() as f64)
+            })
+            .collect();
+        ((last - first).as_secs_f64().max(1e-3), lags)
+    };
     lags.sort_by(|a, b| a.total_cmp(b));
     outln!(
         "webhooks: {count} small CSV ledgers, {endpoints} endpoint(s) each: ledgers done in \
@@ -147,8 +149,7 @@ pub async fn webhooks(
         expected as f64 / span,
         percentile(&lags, 0.5),
         percentile(&lags, 0.99),
-    );
-    drop(seen);
+    )?;
     bench.stop().await;
     served.abort();
     Ok(())
