@@ -185,10 +185,13 @@ fn verify_full_against_the_wrong_ca_stops_the_process_naming_the_database() {
     assert!(!output.contains("built without TLS"), "{output}");
 }
 
-#[test]
-fn plain_text_to_the_tls_only_postgresql_is_refused() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_text_to_the_tls_only_postgresql_is_refused() {
     let tls = tls_servers();
-    let url = TlsServers::with_sslmode(&tls.database_url, "disable", None);
+    // A database of its own: the server outlives the run, and an earlier run's migrations
+    // must not decide this one.
+    let database = tls.database().await;
+    let url = TlsServers::with_sslmode(&database.url, "disable", None);
     let (ok, output) = run_ledger(
         &["migrate"],
         &[("APP_ENV_DATABASE_URL", url)],
@@ -200,7 +203,7 @@ fn plain_text_to_the_tls_only_postgresql_is_refused() {
     assert!(output.contains("no encryption"), "{output}");
 
     // The same server, the right CA: a verified connection migrates.
-    let url = TlsServers::with_sslmode(&tls.database_url, "verify-full", Some(&tls.ca_file));
+    let url = TlsServers::with_sslmode(&database.url, "verify-full", Some(&tls.ca_file));
     let (ok, output) = run_ledger(
         &["migrate"],
         &[("APP_ENV_DATABASE_URL", url)],
