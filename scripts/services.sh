@@ -72,6 +72,12 @@ if ! command -v promtool >/dev/null; then
   apt_install prometheus
 fi
 
+# --- Chromium and ChromeDriver: the console's tests drive a real browser -----------------
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt_install chromium chromium-driver
+fi
+export LEDGER_TEST_CHROMIUM=/usr/bin/chromium LEDGER_TEST_CHROMEDRIVER=/usr/bin/chromedriver
+
 # --- PostgreSQL -----------------------------------------------------------------------
 export LEDGER_TEST_DATABASE_URL="${LEDGER_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 pg_ok() { psql "$LEDGER_TEST_DATABASE_URL" -Atqc 'select 1' >/dev/null 2>&1; }

@@ -233,6 +233,7 @@ pub async fn run(
                 webhook_reach: Reach {
                     allow_private: config.webhook_allow_private,
                 },
+                dev_tokens: config.auth_jwks_url.is_none() && config.auth_jwks_file.is_none(),
             })
         }
         _ => None,

@@ -4,6 +4,7 @@
 //! results as views ([`views`]) and their errors as [`ApiError`].
 
 pub mod batches;
+pub mod console;
 pub mod download;
 pub mod error;
 pub mod extract;
@@ -42,7 +43,7 @@ pub fn router(api: Option<AppState>, ops: OpsState) -> Router {
         let (api, _) = routes::resources()
             .merge(openapi::routes())
             .split_for_parts();
-        app = app.nest(BASE, api.with_state(state));
+        app = app.nest(BASE, api.merge(console::router()).with_state(state));
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

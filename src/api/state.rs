@@ -45,6 +45,9 @@ pub struct AppState {
     pub ws_sockets: SocketCounts,
     /// Where webhook endpoints may point (`APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS`).
     pub webhook_reach: Reach,
+    /// Tokens are verified with this service's own dev key (no JWKS configured): the
+    /// console's sign-in page says how to mint one.
+    pub dev_tokens: bool,
 }
 
 impl AppState {

@@ -5,7 +5,9 @@ mod helpers;
 
 mod api_errors;
 mod batches;
+mod browser;
 mod cli;
+mod console;
 mod deploy;
 mod documents;
 mod lifecycle;

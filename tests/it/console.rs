@@ -1,0 +1,266 @@
+//! The web console (SPEC §14) in a real browser (headless Chromium over WebDriver): sign in
+//! with a pasted token, make a ledger with the form and watch it complete without a reload,
+//! download it, see a validation error beside its field, retry a rejected ledger, and see
+//! that another user's console shows only their merchants. The page's policy and origins
+//! are checked too. With `LEDGER_WRITE_SCREENSHOTS=1` the screenshots of docs/console/ are
+//! made again.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::browser::Browser;
+use crate::helpers::{TestApp, open_statement, spawn_app};
+
+/// Where a screenshot goes: docs/console/ when asked to write them, a temporary file else.
+fn shot(name: &str, scratch: &tempfile::TempDir) -> PathBuf {
+    if std::env::var("LEDGER_WRITE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    } else {
+        scratch.path().join(name)
+    }
+}
+
+/// Whether the app verifies tokens with its own dev key (the embedded run).
+fn dev_tokens(app: &TestApp) -> bool {
+    app.config.auth_jwks_url.is_none() && app.config.auth_jwks_file.is_none()
+}
+
+async fn sign_in(browser: &Browser, app: &TestApp, token: &str) {
+    browser.goto(&app.url("/console/")).await;
+    browser.field("Access token").await.type_text(token).await;
+    browser.button("Sign in").await.click().await;
+    browser.find("//h1[normalize-space()='Ledgers']").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser() {
+    let app = spawn_app().await;
+    let ops = app.user("ops", "merchant_operator", "m_acme").await;
+    app.grant("ops", "merchant_operator", "m_broken").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let browser = Browser::start(1280, 900).await;
+
+    // The sign-in page says how to mint a token on the embedded default (not where tokens
+    // come from an identity provider: the production run).
+    browser.goto(&app.url("/console/")).await;
+    browser.field("Access token").await;
+    if dev_tokens(&app) {
+        browser.wait_text("ledger token --sub NAME", 10).await;
+    }
+    browser.screenshot(&shot("sign-in.png", &scratch)).await;
+    // A token that is not one is refused beside the field.
+    browser.field("Access token").await.type_text("not-a-token").await;
+    browser.button("Sign in").await.click().await;
+    browser.wait_text("This is not a JWT", 10).await;
+    sign_in(&browser, &app, &ops).await;
+    assert!(browser.text().await.contains("Signed in as ops"));
+    // The token is in sessionStorage and never in the URL.
+    let url = browser.run("return location.href;", json!([])).await;
+    assert!(!url.as_str().unwrap().contains(&ops[..20]), "{url}");
+
+    // A validation error appears next to the field it names.
+    browser.button("New ledger").await.click().await;
+    browser.field("Merchant").await.type_text("m_acme").await;
+    browser.field("Period").await.type_text("2026-13").await;
+    browser.button("Create ledger").await.click().await;
+    let period = browser.field("Period").await;
+    let error_id = format!("{}-error", period.attribute("id").await.unwrap());
+    browser.find(&format!("//*[@id='{error_id}']")).await;
+    let error_text = browser
+        .run(&format!("return document.getElementById('{error_id}').textContent;"), json!([]))
+        .await;
+    assert!(error_text.as_str().unwrap().contains("period"), "{error_text}");
+    assert_eq!(period.attribute("aria-invalid").await.as_deref(), Some("true"));
+    browser.screenshot(&shot("new-ledger-error.png", &scratch)).await;
+
+    // Created through the form, it completes on its page without a reload.
+    browser.run("window.__noReload = true;", json!([])).await;
+    let (month, zone) = crate::helpers::open_month();
+    browser.field("Period").await.type_text(&month).await;
+    browser.field("Time zone").await.type_text(zone).await;
+    browser.field("Format").await.choose("CSV").await;
+    browser.button("Create ledger").await.click().await;
+    browser.find("//h1[starts-with(normalize-space(), 'Ledger ')]").await;
+    browser.wait_text("COMPLETED", 30).await;
+    let kept = browser.run("return window.__noReload === true;", json!([])).await;
+    assert_eq!(kept, true, "the page was reloaded");
+    let id = browser
+        .run("return location.hash.split('/')[2];", json!([]))
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.ledger(&ops, &id).await["status"], "COMPLETED");
+    browser.wait_text("UPLOAD_DONE", 10).await;
+    browser.screenshot(&shot("ledger.png", &scratch)).await;
+
+    // Download: the file saved is the one the API serves.
+    browser.button("Download version 1").await.click().await;
+    let saved = browser.downloaded().await;
+    let served = app.download(&ops, &id).await.bytes().await.unwrap();
+    assert_eq!(std::fs::read(&saved).unwrap(), served.to_vec());
+    assert!(saved.file_name().unwrap().to_string_lossy().ends_with(".csv"));
+
+    // The manifest of the version, decoded.
+    browser.button("Show manifest").await.click().await;
+    browser.wait_text("\"sha256\"", 10).await;
+
+    // A rejected ledger is retried from its page, after a confirmation.
+    let broken = app.create_id(&ops, open_statement("m_broken")).await;
+    app.wait_for(&ops, &broken, "REJECTED", 30).await;
+    browser.goto(&app.url(&format!("/console/#/ledgers/{broken}"))).await;
+    browser.wait_text("FETCH_DATA_ERROR", 10).await;
+    browser.button("Retry").await.click().await;
+    browser
+        .find("//dialog//button[normalize-space()='Retry']")
+        .await
+        .click()
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = app.ledger(&ops, &broken).await;
+        if l["attemptCount"] == 2 && l["status"] == "REJECTED" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not retried: {l}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The page follows: two attempts on its timeline.
+    browser
+        .find("//dt[normalize-space()='Attempts']/following-sibling::dd[1][normalize-space()='2']")
+        .await;
+
+    // The list shows both, live: a ledger made elsewhere appears without a reload.
+    browser.button("Ledgers").await.click().await;
+    browser.find(&format!("//a[normalize-space()='{broken}']")).await;
+    let mut body = open_statement("m_acme");
+    body["format"] = json!("PDF");
+    let pdf = app.create_id(&ops, body).await;
+    browser.find(&format!("//a[normalize-space()='{pdf}']")).await;
+    browser
+        .find(&format!(
+            "//tr[@data-id='{pdf}']//span[contains(@class,'status') and normalize-space()='COMPLETED']"
+        ))
+        .await;
+    assert_eq!(browser.run("return window.__noReload === true;", json!([])).await, true);
+    browser.screenshot(&shot("ledgers.png", &scratch)).await;
+
+    // Everything the page loaded came from its own origin.
+    let foreign = browser
+        .run(
+            "return performance.getEntriesByType('resource').map(e => e.name)\
+             .filter(n => !n.startsWith(location.origin + '/'));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(foreign, json!([]), "requests to another origin");
+
+    // Signing out forgets the token.
+    browser.button("Sign out").await.click().await;
+    browser.wait_text("Signed out.", 10).await;
+    let stored = browser.run("return sessionStorage.length;", json!([])).await;
+    assert_eq!(stored, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_user_sees_only_their_merchants_and_a_small_screen_works() {
+    let app = spawn_app().await;
+    let acme = app.user("ann", "merchant_operator", "m_acme").await;
+    let tokyo = app.user("ken", "merchant_viewer", "m_tokyo").await;
+    let (acme_id, _) = app.completed(&acme, open_statement("m_acme"), 30).await;
+    let admin = app.user("root", "platform_admin", "*").await;
+    let (tokyo_id, _) = app.completed(&admin, open_statement("m_tokyo"), 30).await;
+
+    // A phone-sized viewport.
+    let browser = Browser::start(390, 844).await;
+    sign_in(&browser, &app, &tokyo).await;
+    browser.find(&format!("//a[normalize-space()='{tokyo_id}']")).await;
+    let text = browser.text().await;
+    assert!(!text.contains("m_acme"), "{text}");
+    assert!(!text.contains(&acme_id), "{text}");
+    let scratch = tempfile::tempdir().unwrap();
+    browser.screenshot(&shot("ledgers-phone.png", &scratch)).await;
+    // Another merchant's ledger by its URL: not shown, whatever the URL says.
+    browser
+        .goto(&app.url(&format!("/console/#/ledgers/{acme_id}")))
+        .await;
+    browser.wait_text("no such ledger", 10).await;
+    assert!(!browser.text().await.contains("m_acme"));
+    // A viewer sees no action that would change a ledger.
+    browser
+        .goto(&app.url(&format!("/console/#/ledgers/{tokyo_id}")))
+        .await;
+    browser.wait_text("Download version 1", 10).await;
+    // (The API refuses the actions the role lacks; the console offers Delete only as the
+    // state allows, and the API's 403 is shown if tried.)
+    // Keyboard only: Tab reaches the sections' links in order.
+    let names = browser
+        .run(
+            "return [...document.querySelectorAll('a, button, input, select, textarea')]\
+             .filter(e => !e.closest('[hidden]'))\
+             .filter(e => !(e.textContent.trim() || e.getAttribute('aria-label') || \
+               (e.id && document.querySelector(`label[for=\"${e.id}\"]`))))\
+             .map(e => e.outerHTML);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(names, json!([]), "controls without an accessible name");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy_and_only_its_own_files() {
+    let app = spawn_app().await;
+    for path in ["/console/", "/console/app.js", "/console/app.css", "/console/settings.json"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
+    let r = app.client.get(app.url("/console/app.js")).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let etag = r.headers()["etag"].clone();
+    let again = app
+        .client
+        .get(app.url("/console/app.js"))
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let settings: Value = app
+        .client
+        .get(app.url("/console/settings.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["devTokens"], dev_tokens(&app), "the embedded default signs its own tokens");
+    for missing in ["/console/nope.js", "/console/index.htm", "/console/%2e%2e%2fopenapi.json"] {
+        let r = app.client.get(app.url(missing)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{missing}");
+        assert!(r.headers().contains_key("content-security-policy"), "{missing}");
+    }
+    // The bare path leads to the page.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/console"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "console/");
+    app.stop().await;
+}
