@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const ELEMENT: &str = "element-6066-11e4-a5da-e31a-4b3c-8f4a-62ea";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Browser {
     driver: Child,
@@ -59,6 +59,7 @@ impl Browser {
             .post(format!("{base}/session"))
             .json(&json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
+                "goog:loggingPrefs": {"browser": "ALL"},
                 "goog:chromeOptions": {
                     "binary": chromium,
                     "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -90,7 +91,13 @@ impl Browser {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let answer: Value = request.send().await.expect("webdriver").json().await.unwrap();
+        let answer: Value = request
+            .send()
+            .await
+            .expect("webdriver")
+            .json()
+            .await
+            .unwrap();
         if answer["value"].get("error").is_some() {
             panic!("webdriver {path}: {}", answer["value"]);
         }
@@ -98,21 +105,17 @@ impl Browser {
     }
 
     async fn try_command(&self, method: reqwest::Method, path: &str, body: Value) -> Option<Value> {
-        let answer: Value = self
-            .http
-            .request(method, format!("{}{path}", self.session))
-            .json(&body)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let mut request = self.http.request(method, format!("{}{path}", self.session));
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.ok()?.json().await.ok()?;
         (answer["value"].get("error").is_none()).then(|| answer["value"].clone())
     }
 
     pub async fn goto(&self, url: &str) {
-        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page.
@@ -145,30 +148,14 @@ impl Browser {
                     return el;
                 }
             }
-            assert!(Instant::now() < deadline, "no visible element {xpath}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Whether an XPath matches a shown element now.
-    pub async fn has(&self, xpath: &str) -> bool {
-        match self
-            .try_command(
-                reqwest::Method::POST,
-                "/element",
-                json!({"using": "xpath", "value": xpath}),
-            )
-            .await
-        {
-            Some(found) => {
-                Element {
-                    browser: self,
-                    id: found[ELEMENT].as_str().unwrap().to_owned(),
-                }
-                .shown()
-                .await
+            if Instant::now() >= deadline {
+                panic!(
+                    "no visible element {xpath}\npage: {}\nbrowser log: {}",
+                    self.text().await,
+                    self.log().await
+                );
             }
-            None => false,
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -204,6 +191,14 @@ impl Browser {
         }
     }
 
+    /// What the page wrote to its console (errors, CSP refusals), for failure messages.
+    pub async fn log(&self) -> String {
+        self.try_command(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
+            .await
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    }
+
     pub async fn text(&self) -> String {
         self.run("return document.body.innerText;", json!([]))
             .await
@@ -215,7 +210,9 @@ impl Browser {
     /// A PNG of the viewport, saved at `path`.
     pub async fn screenshot(&self, path: &Path) {
         use base64::Engine as _;
-        let data = self.command(reqwest::Method::GET, "/screenshot", None).await;
+        let data = self
+            .command(reqwest::Method::GET, "/screenshot", None)
+            .await;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data.as_str().unwrap())
             .unwrap();
@@ -229,7 +226,7 @@ impl Browser {
             let done: Vec<PathBuf> = std::fs::read_dir(self.downloads.path())
                 .unwrap()
                 .map(|e| e.unwrap().path())
-                .filter(|p| !p.extension().is_some_and(|e| e == "crdownload"))
+                .filter(|p| p.extension().is_none_or(|e| e != "crdownload"))
                 .collect();
             if let Some(file) = done.into_iter().next() {
                 return file;
@@ -304,7 +301,11 @@ impl Element<'_> {
             .await;
         let id = option[ELEMENT].as_str().unwrap().to_owned();
         self.browser
-            .command(reqwest::Method::POST, &format!("/element/{id}/click"), Some(json!({})))
+            .command(
+                reqwest::Method::POST,
+                &format!("/element/{id}/click"),
+                Some(json!({})),
+            )
             .await;
     }
 

@@ -53,7 +53,11 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
     }
     browser.screenshot(&shot("sign-in.png", &scratch)).await;
     // A token that is not one is refused beside the field.
-    browser.field("Access token").await.type_text("not-a-token").await;
+    browser
+        .field("Access token")
+        .await
+        .type_text("not-a-token")
+        .await;
     browser.button("Sign in").await.click().await;
     browser.wait_text("This is not a JWT", 10).await;
     sign_in(&browser, &app, &ops).await;
@@ -71,11 +75,22 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
     let error_id = format!("{}-error", period.attribute("id").await.unwrap());
     browser.find(&format!("//*[@id='{error_id}']")).await;
     let error_text = browser
-        .run(&format!("return document.getElementById('{error_id}').textContent;"), json!([]))
+        .run(
+            &format!("return document.getElementById('{error_id}').textContent;"),
+            json!([]),
+        )
         .await;
-    assert!(error_text.as_str().unwrap().contains("period"), "{error_text}");
-    assert_eq!(period.attribute("aria-invalid").await.as_deref(), Some("true"));
-    browser.screenshot(&shot("new-ledger-error.png", &scratch)).await;
+    assert!(
+        error_text.as_str().unwrap().contains("period"),
+        "{error_text}"
+    );
+    assert_eq!(
+        period.attribute("aria-invalid").await.as_deref(),
+        Some("true")
+    );
+    browser
+        .screenshot(&shot("new-ledger-error.png", &scratch))
+        .await;
 
     // Created through the form, it completes on its page without a reload.
     browser.run("window.__noReload = true;", json!([])).await;
@@ -84,9 +99,13 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
     browser.field("Time zone").await.type_text(zone).await;
     browser.field("Format").await.choose("CSV").await;
     browser.button("Create ledger").await.click().await;
-    browser.find("//h1[starts-with(normalize-space(), 'Ledger ')]").await;
+    browser
+        .find("//h1[starts-with(normalize-space(), 'Ledger ')]")
+        .await;
     browser.wait_text("COMPLETED", 30).await;
-    let kept = browser.run("return window.__noReload === true;", json!([])).await;
+    let kept = browser
+        .run("return window.__noReload === true;", json!([]))
+        .await;
     assert_eq!(kept, true, "the page was reloaded");
     let id = browser
         .run("return location.hash.split('/')[2];", json!([]))
@@ -103,7 +122,13 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
     let saved = browser.downloaded().await;
     let served = app.download(&ops, &id).await.bytes().await.unwrap();
     assert_eq!(std::fs::read(&saved).unwrap(), served.to_vec());
-    assert!(saved.file_name().unwrap().to_string_lossy().ends_with(".csv"));
+    assert!(
+        saved
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with(".csv")
+    );
 
     // The manifest of the version, decoded.
     browser.button("Show manifest").await.click().await;
@@ -112,7 +137,9 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
     // A rejected ledger is retried from its page, after a confirmation.
     let broken = app.create_id(&ops, open_statement("m_broken")).await;
     app.wait_for(&ops, &broken, "REJECTED", 30).await;
-    browser.goto(&app.url(&format!("/console/#/ledgers/{broken}"))).await;
+    browser
+        .goto(&app.url(&format!("/console/#/ledgers/{broken}")))
+        .await;
     browser.wait_text("FETCH_DATA_ERROR", 10).await;
     browser.button("Retry").await.click().await;
     browser
@@ -136,17 +163,26 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
 
     // The list shows both, live: a ledger made elsewhere appears without a reload.
     browser.button("Ledgers").await.click().await;
-    browser.find(&format!("//a[normalize-space()='{broken}']")).await;
+    browser
+        .find(&format!("//a[normalize-space()='{broken}']"))
+        .await;
     let mut body = open_statement("m_acme");
     body["format"] = json!("PDF");
     let pdf = app.create_id(&ops, body).await;
-    browser.find(&format!("//a[normalize-space()='{pdf}']")).await;
+    browser
+        .find(&format!("//a[normalize-space()='{pdf}']"))
+        .await;
     browser
         .find(&format!(
             "//tr[@data-id='{pdf}']//span[contains(@class,'status') and normalize-space()='COMPLETED']"
         ))
         .await;
-    assert_eq!(browser.run("return window.__noReload === true;", json!([])).await, true);
+    assert_eq!(
+        browser
+            .run("return window.__noReload === true;", json!([]))
+            .await,
+        true
+    );
     browser.screenshot(&shot("ledgers.png", &scratch)).await;
 
     // Everything the page loaded came from its own origin.
@@ -162,7 +198,9 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
     // Signing out forgets the token.
     browser.button("Sign out").await.click().await;
     browser.wait_text("Signed out.", 10).await;
-    let stored = browser.run("return sessionStorage.length;", json!([])).await;
+    let stored = browser
+        .run("return sessionStorage.length;", json!([]))
+        .await;
     assert_eq!(stored, 0);
     app.stop().await;
 }
@@ -179,12 +217,16 @@ async fn another_user_sees_only_their_merchants_and_a_small_screen_works() {
     // A phone-sized viewport.
     let browser = Browser::start(390, 844).await;
     sign_in(&browser, &app, &tokyo).await;
-    browser.find(&format!("//a[normalize-space()='{tokyo_id}']")).await;
+    browser
+        .find(&format!("//a[normalize-space()='{tokyo_id}']"))
+        .await;
     let text = browser.text().await;
     assert!(!text.contains("m_acme"), "{text}");
     assert!(!text.contains(&acme_id), "{text}");
     let scratch = tempfile::tempdir().unwrap();
-    browser.screenshot(&shot("ledgers-phone.png", &scratch)).await;
+    browser
+        .screenshot(&shot("ledgers-phone.png", &scratch))
+        .await;
     // Another merchant's ledger by its URL: not shown, whatever the URL says.
     browser
         .goto(&app.url(&format!("/console/#/ledgers/{acme_id}")))
@@ -210,23 +252,66 @@ async fn another_user_sees_only_their_merchants_and_a_small_screen_works() {
         )
         .await;
     assert_eq!(names, json!([]), "controls without an accessible name");
+
+    // A token that runs out ends the session with a clear screen, not a broken page.
+    let (key, _) = crate::helpers::trusted_key(&app.config);
+    let short = key
+        .sign(
+            "ken",
+            Duration::from_secs(3),
+            app.config.auth_issuer.as_deref(),
+            app.config.auth_audience.as_deref(),
+        )
+        .unwrap();
+    browser.button("Sign out").await.click().await;
+    browser.field("Access token").await.type_text(&short).await;
+    browser.button("Sign in").await.click().await;
+    browser.wait_text("Your session has expired", 15).await;
+    browser.field("Access token").await;
+    assert_eq!(
+        browser
+            .run("return sessionStorage.length;", json!([]))
+            .await,
+        0
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn the_console_is_served_with_a_strict_policy_and_only_its_own_files() {
     let app = spawn_app().await;
-    for path in ["/console/", "/console/app.js", "/console/app.css", "/console/settings.json"] {
+    for path in [
+        "/console/",
+        "/console/app.js",
+        "/console/app.css",
+        "/console/settings.json",
+    ] {
         let r = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
-        let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        let csp = r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(csp.contains("script-src 'self'"), "{csp}");
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     }
-    let r = app.client.get(app.url("/console/app.js")).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let r = app
+        .client
+        .get(app.url("/console/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
     let etag = r.headers()["etag"].clone();
     let again = app
         .client
@@ -245,11 +330,22 @@ async fn the_console_is_served_with_a_strict_policy_and_only_its_own_files() {
         .json()
         .await
         .unwrap();
-    assert_eq!(settings["devTokens"], dev_tokens(&app), "the embedded default signs its own tokens");
-    for missing in ["/console/nope.js", "/console/index.htm", "/console/%2e%2e%2fopenapi.json"] {
+    assert_eq!(
+        settings["devTokens"],
+        dev_tokens(&app),
+        "the embedded default signs its own tokens"
+    );
+    for missing in [
+        "/console/nope.js",
+        "/console/index.htm",
+        "/console/%2e%2e%2fopenapi.json",
+    ] {
         let r = app.client.get(app.url(missing)).send().await.unwrap();
         assert_eq!(r.status(), 404, "{missing}");
-        assert!(r.headers().contains_key("content-security-policy"), "{missing}");
+        assert!(
+            r.headers().contains_key("content-security-policy"),
+            "{missing}"
+        );
     }
     // The bare path leads to the page.
     let r = reqwest::Client::builder()
@@ -262,5 +358,110 @@ async fn the_console_is_served_with_a_strict_policy_and_only_its_own_files() {
         .unwrap();
     assert_eq!(r.status(), 308);
     assert_eq!(r.headers()["location"], "console/");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_schedules_and_webhooks_have_their_pages() {
+    let app = spawn_app().await;
+    let admin = app.user("root", "platform_admin", "*").await;
+    let browser = Browser::start(1280, 900).await;
+    sign_in(&browser, &app, &admin).await;
+    let scratch = tempfile::tempdir().unwrap();
+
+    // A batch made elsewhere shows its progress, live, to the end.
+    let r = app
+        .client
+        .post(app.url("/batches"))
+        .bearer_auth(&admin)
+        .json(
+            &json!({"merchantIds": ["m_acme", "m_tokyo"], "type": "STATEMENT",
+                      "period": "2026-10", "formats": ["CSV"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let batch: Value = r.json().await.unwrap();
+    let id = batch["id"].as_str().unwrap();
+    browser.button("Batches").await.click().await;
+    browser
+        .find(&format!("//a[normalize-space()='{id}']"))
+        .await;
+    browser
+        .find(&format!(
+            "//tr[@data-id='{id}']//span[normalize-space()='2 of 2 done']"
+        ))
+        .await;
+    browser
+        .find(&format!(
+            "//tr[@data-id='{id}']//span[normalize-space()='COMPLETED']"
+        ))
+        .await;
+    browser.button(id).await.click().await;
+    browser.wait_text("m_tokyo", 10).await;
+    browser.screenshot(&shot("batch.png", &scratch)).await;
+
+    // A schedule made, then paused, from the form.
+    browser.button("Schedules").await.click().await;
+    browser.field("Merchants").await.type_text("m_acme").await;
+    browser.field("Formats").await.type_text("CSV").await;
+    browser.field("Cadence").await.choose("MONTHLY").await;
+    browser.field("Delay").await.type_text("P40D").await;
+    browser.button("Create schedule").await.click().await;
+    let delay = browser.field("Delay").await;
+    browser.wait_text("P31D", 10).await;
+    assert_eq!(
+        delay.attribute("aria-invalid").await.as_deref(),
+        Some("true")
+    );
+    browser.field("Delay").await.type_text("PT1H").await;
+    browser.button("Create schedule").await.click().await;
+    browser.wait_text("MONTHLY + PT1H", 10).await;
+    let schedules = app.get_json(&admin, "/schedules").await;
+    let sid = schedules["items"][0]["id"].as_str().unwrap().to_owned();
+    browser
+        .button(&format!("Pause schedule {sid}"))
+        .await
+        .click()
+        .await;
+    browser
+        .find(&format!("//button[@aria-label='Resume schedule {sid}']"))
+        .await;
+    assert_eq!(
+        app.get_json(&admin, &format!("/schedules/{sid}")).await["paused"],
+        true
+    );
+
+    // A webhook: the URL checked beside its field, then made, its secret shown once.
+    browser.button("Webhooks").await.click().await;
+    browser
+        .field("URL")
+        .await
+        .type_text("http://hooks.example.com/ledger")
+        .await;
+    browser.field("Merchants").await.type_text("m_acme").await;
+    browser.button("Create webhook").await.click().await;
+    browser.wait_text("must be https", 10).await;
+    browser
+        .field("URL")
+        .await
+        .type_text("https://hooks.example.com/ledger")
+        .await;
+    browser.button("Create webhook").await.click().await;
+    browser.wait_text("whsec_", 10).await;
+    let hooks = app.get_json(&admin, "/webhooks").await;
+    let wid = hooks["items"][0]["id"].as_str().unwrap().to_owned();
+    browser.button(&wid).await.click().await;
+    browser.wait_text("Rotate secret", 10).await;
+    browser.screenshot(&shot("webhook.png", &scratch)).await;
+    browser.button("Delete").await.click().await;
+    browser
+        .find("//dialog//button[normalize-space()='Delete']")
+        .await
+        .click()
+        .await;
+    browser.find("//h1[normalize-space()='Webhooks']").await;
+    assert_eq!(app.get_json(&admin, "/webhooks").await["items"], json!([]));
     app.stop().await;
 }

@@ -66,7 +66,10 @@ static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
 /// document: they serve a page, not the API).
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/console", get(|| async { Redirect::permanent("console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("console/") }),
+        )
         .route("/console/", get(index))
         .route("/console/settings.json", get(settings))
         .route("/console/{file}", get(file))
@@ -80,8 +83,14 @@ fn guarded(mut response: Response) -> Response {
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
-        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
-        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
@@ -162,14 +171,21 @@ mod tests {
                     asset.name
                 );
             }
-            assert!(!text.contains("innerHTML"), "{}: text goes in as text", asset.name);
+            assert!(
+                !text.contains("innerHTML"),
+                "{}: text goes in as text",
+                asset.name
+            );
             assert!(!text.contains("eval("), "{}", asset.name);
         }
         // Every file in assets/ is served.
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/console/assets");
         for entry in std::fs::read_dir(dir).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
-            assert!(ASSETS.iter().any(|a| a.name == name), "{name} is not embedded");
+            assert!(
+                ASSETS.iter().any(|a| a.name == name),
+                "{name} is not embedded"
+            );
         }
     }
 }

@@ -36,11 +36,11 @@ export async function ledgerList(main) {
       { "data-id": l.id },
       h("td", {}, h("a", { href: `#/ledgers/${l.id}` }, l.id)),
       h("td", {}, l.merchantId),
-      h("td", {}, l.type),
+      h("td", { class: "wide" }, l.type),
       h("td", {}, l.period),
-      h("td", {}, l.format),
+      h("td", { class: "wide" }, l.format),
       h("td", { class: "state" }, status(l.status)),
-      h("td", { class: "version" }, l.version),
+      h("td", { class: "version wide" }, l.version),
       h("td", { class: "updated wide" }, time(l.updatedAt)),
     );
     rows.set(l.id, tr);
@@ -106,7 +106,9 @@ export async function ledgerList(main) {
           h(
             "tr",
             {},
-            ["Ledger", "Merchant", "Type", "Period", "Format", "Status", "Version"].map((t) => h("th", { scope: "col" }, t)),
+            [["Ledger"], ["Merchant"], ["Type", "wide"], ["Period"], ["Format", "wide"], ["Status"], ["Version", "wide"]].map(([t, c]) =>
+              h("th", { scope: "col", class: c }, t),
+            ),
             h("th", { scope: "col", class: "wide" }, "Updated"),
           ),
         ),
