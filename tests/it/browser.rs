@@ -191,6 +191,90 @@ impl Browser {
         }
     }
 
+    /// Every shown control without an accessible name (as Chromium computes it for assistive
+    /// technology), by its HTML.
+    pub async fn unnamed_controls(&self) -> Vec<String> {
+        let found = self
+            .command(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({"using": "xpath", "value": "//a | //button | //input | //select | //textarea | //summary"})),
+            )
+            .await;
+        let mut unnamed = Vec::new();
+        for item in found.as_array().unwrap() {
+            let el = Element {
+                browser: self,
+                id: item[ELEMENT].as_str().unwrap().to_owned(),
+            };
+            if !el.shown().await {
+                continue;
+            }
+            let label = self
+                .try_command(
+                    reqwest::Method::GET,
+                    &format!("/element/{}/computedlabel", el.id),
+                    json!(null),
+                )
+                .await
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            if label.trim().is_empty() {
+                let html = self
+                    .run("return arguments[0].outerHTML;", json!([{ELEMENT: el.id}]))
+                    .await;
+                unnamed.push(html.as_str().unwrap_or_default().to_owned());
+            }
+        }
+        unnamed
+    }
+
+    /// The page's script errors and policy refusals so far (network answers such as the
+    /// API's 4xx are not errors of the page).
+    pub async fn page_errors(&self) -> Vec<String> {
+        let log = self
+            .try_command(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
+            .await
+            .unwrap_or(json!([]));
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["level"] == "SEVERE" && e["source"] != "network")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// Presses keys in the focused element (`\u{E004}` Tab, `\u{E007}` Enter, or text).
+    pub async fn keys(&self, keys: &str) {
+        let active = self
+            .command(reqwest::Method::GET, "/element/active", None)
+            .await;
+        let id = active[ELEMENT].as_str().unwrap().to_owned();
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": keys})),
+        )
+        .await;
+    }
+
+    /// The accessible name of the focused element.
+    pub async fn focused(&self) -> String {
+        let active = self
+            .command(reqwest::Method::GET, "/element/active", None)
+            .await;
+        let id = active[ELEMENT].as_str().unwrap().to_owned();
+        self.command(
+            reqwest::Method::GET,
+            &format!("/element/{id}/computedlabel"),
+            None,
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+    }
+
     /// What the page wrote to its console (errors, CSP refusals), for failure messages.
     pub async fn log(&self) -> String {
         self.try_command(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))

@@ -64,10 +64,21 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
     assert!(browser.text().await.contains("Signed in as ops"));
     // The token is in sessionStorage and never in the URL.
     let url = browser.run("return location.href;", json!([])).await;
-    assert!(!url.as_str().unwrap().contains(&ops[..20]), "{url}");
+    let signature = ops.rsplit('.').next().unwrap();
+    assert!(!url.as_str().unwrap().contains(signature), "{url}");
+    assert_eq!(
+        browser.unnamed_controls().await,
+        Vec::<String>::new(),
+        "the ledger list"
+    );
 
     // A validation error appears next to the field it names.
     browser.button("New ledger").await.click().await;
+    assert_eq!(
+        browser.unnamed_controls().await,
+        Vec::<String>::new(),
+        "the form"
+    );
     browser.field("Merchant").await.type_text("m_acme").await;
     browser.field("Period").await.type_text("2026-13").await;
     browser.button("Create ledger").await.click().await;
@@ -116,6 +127,11 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
     assert_eq!(app.ledger(&ops, &id).await["status"], "COMPLETED");
     browser.wait_text("UPLOAD_DONE", 10).await;
     browser.screenshot(&shot("ledger.png", &scratch)).await;
+    assert_eq!(
+        browser.unnamed_controls().await,
+        Vec::<String>::new(),
+        "a ledger's page"
+    );
 
     // Download: the file saved is the one the API serves.
     browser.button("Download version 1").await.click().await;
@@ -195,6 +211,37 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
         .await;
     assert_eq!(foreign, json!([]), "requests to another origin");
 
+    // Deleted from its page, after a confirmation: gone from the list too. An operator may
+    // not delete: the API refuses as for a ledger it cannot see (404), shown; an admin may.
+    browser.button(&pdf).await.click().await;
+    browser.button("Delete").await.click().await;
+    browser
+        .find("//dialog//button[normalize-space()='Delete']")
+        .await
+        .click()
+        .await;
+    browser.wait_text("no such ledger", 10).await;
+    app.grant("ops", "merchant_admin", "m_acme").await;
+    browser.button("Delete").await.click().await;
+    browser
+        .find("//dialog//button[normalize-space()='Delete']")
+        .await
+        .click()
+        .await;
+    browser.find("//h1[normalize-space()='Ledgers']").await;
+    let stored = app
+        .store
+        .get_ledger(ledger::domain::LedgerId::from_i64(pdf.parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.deleted_at.is_some(), "deleted (softly)");
+    browser.wait_text(&broken, 10).await;
+    assert!(!browser.text().await.contains(&pdf));
+
+    // No script error and no policy refusal on any page.
+    assert_eq!(browser.page_errors().await, Vec::<String>::new());
+
     // Signing out forgets the token.
     browser.button("Sign out").await.click().await;
     browser.wait_text("Signed out.", 10).await;
@@ -227,6 +274,14 @@ async fn another_user_sees_only_their_merchants_and_a_small_screen_works() {
     browser
         .screenshot(&shot("ledgers-phone.png", &scratch))
         .await;
+    // Another merchant's ledger made now does not show up live either.
+    let mut body = open_statement("m_acme");
+    body["format"] = json!("XLSX");
+    let other = app.create_id(&acme, body).await;
+    app.wait_for(&acme, &other, "COMPLETED", 30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = browser.text().await;
+    assert!(!text.contains(&other) && !text.contains("m_acme"), "{text}");
     // Another merchant's ledger by its URL: not shown, whatever the URL says.
     browser
         .goto(&app.url(&format!("/console/#/ledgers/{acme_id}")))
@@ -463,5 +518,69 @@ async fn batches_schedules_and_webhooks_have_their_pages() {
         .await;
     browser.find("//h1[normalize-space()='Webhooks']").await;
     assert_eq!(app.get_json(&admin, "/webhooks").await["items"], json!([]));
+    assert_eq!(
+        browser.unnamed_controls().await,
+        Vec::<String>::new(),
+        "webhooks"
+    );
+    browser.button("Schedules").await.click().await;
+    browser.wait_text("MONTHLY + PT1H", 10).await;
+    assert_eq!(
+        browser.unnamed_controls().await,
+        Vec::<String>::new(),
+        "schedules"
+    );
+    assert_eq!(browser.page_errors().await, Vec::<String>::new());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_is_made_with_the_keyboard_alone() {
+    const TAB: &str = "\u{E004}";
+    const ENTER: &str = "\u{E007}";
+    let app = spawn_app().await;
+    let ops = app.user("ops", "merchant_operator", "m_acme").await;
+    // 200% zoom of a 1280-pixel screen lays the page out in 640 CSS pixels.
+    let browser = Browser::start(640, 800).await;
+    browser.goto(&app.url("/console/")).await;
+    browser.field("Access token").await;
+    assert_eq!(
+        browser.focused().await,
+        "Access token",
+        "the token field has the focus"
+    );
+    browser.keys(&ops).await;
+    browser.keys(TAB).await;
+    assert_eq!(browser.focused().await, "Sign in");
+    browser.keys(ENTER).await;
+    browser.find("//h1[normalize-space()='Ledgers']").await;
+    // From the page's heading, the next stop is "New ledger".
+    browser.keys(TAB).await;
+    assert_eq!(browser.focused().await, "New ledger");
+    browser.keys(ENTER).await;
+    browser.find("//h1[normalize-space()='New ledger']").await;
+    let (month, zone) = crate::helpers::open_month();
+    let mut stops = Vec::new();
+    for (name, typed) in [
+        ("Merchant", Some("m_acme")),
+        ("Type", None),
+        ("Period", Some(month.as_str())),
+        ("Format", None),
+        ("Time zone", Some(zone)),
+        ("Create ledger", None),
+    ] {
+        browser.keys(TAB).await;
+        stops.push(browser.focused().await);
+        assert_eq!(stops.last().unwrap(), name, "{stops:?}");
+        if let Some(text) = typed {
+            browser.keys(text).await;
+        }
+    }
+    browser.keys(ENTER).await;
+    browser
+        .find("//h1[starts-with(normalize-space(), 'Ledger ')]")
+        .await;
+    browser.wait_text("COMPLETED", 30).await;
+    assert_eq!(browser.page_errors().await, Vec::<String>::new());
     app.stop().await;
 }

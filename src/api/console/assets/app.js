@@ -2,14 +2,15 @@
 // #/new, #/batches, #/batches/ID, #/schedules, #/webhooks, #/webhooks/ID).
 
 import { claims, setToken, token, whenExpired, BASE } from "./api.js";
-import { h, fill, field, heading, problem } from "./ui.js";
+import { h, fill, field, heading, problem, closeDialogs } from "./ui.js";
 import * as live from "./live.js";
-import { ledgerList, ledgerPage, newLedger } from "./ledgers.js";
+import { ledgerList, ledgerPage, newLedger, resetFilters } from "./ledgers.js";
 import { batchList, batchPage, scheduleList, webhookList, webhookPage } from "./more.js";
 
 const main = document.getElementById("main");
 let expiryTimer = null;
 let leave = null;
+let shown = 0;
 
 const routes = [
   [/^#\/ledgers\/(\d+)$/, (m) => ledgerPage(main, m[1])],
@@ -23,10 +24,13 @@ const routes = [
 ];
 
 async function route() {
+  const hash = location.hash || "#/ledgers";
+  // Only routes are routes: an in-page anchor leaves the page as it is.
+  if (!hash.startsWith("#/") && main.childElementCount > 0 && token()) return;
   if (leave) leave();
   leave = null;
+  const mine = ++shown;
   if (!token()) return signIn();
-  const hash = location.hash || "#/ledgers";
   for (const a of document.querySelectorAll("#nav a")) {
     const here = hash.startsWith(a.getAttribute("href"));
     if (here) a.setAttribute("aria-current", "page");
@@ -36,9 +40,12 @@ async function route() {
     const m = pattern.exec(hash);
     if (m) {
       try {
-        leave = (await show(m)) || null;
+        const stop = (await show(m)) || null;
+        // Another page came meanwhile: this one's listener goes at once.
+        if (mine === shown) leave = stop;
+        else if (stop) stop();
       } catch (e) {
-        fill(main, heading("Something went wrong"), problem(e));
+        if (mine === shown) fill(main, heading("Something went wrong"), problem(e));
       }
       return;
     }
@@ -53,25 +60,34 @@ function begin() {
   document.getElementById("nav").hidden = false;
   document.getElementById("who").hidden = false;
   clearTimeout(expiryTimer);
-  if (c.exp) {
-    const ms = c.exp * 1000 - Date.now();
-    expiryTimer = setTimeout(() => end("Your session has expired. Paste a new token to go on."), Math.max(ms, 0));
-  }
+  if (c.exp) armExpiry(c.exp * 1000);
   const liveState = document.getElementById("live");
   live.start(
-    (on) => {
-      liveState.textContent = on ? "Live" : "Reconnecting…";
+    (text, on) => {
+      liveState.textContent = text;
       liveState.classList.toggle("on", on);
     },
     () => end("Your session has expired. Paste a new token to go on."),
   );
 }
 
-/** The session ends (signed out, expired or refused): back to the sign-in screen. */
+/** Ends the session at `at` (ms): timers cannot wait longer than 2^31-1 ms, so a long-lived
+ * token's end is reached in steps. */
+function armExpiry(at) {
+  const left = at - Date.now();
+  if (left <= 0) return end("Your session has expired. Paste a new token to go on.");
+  expiryTimer = setTimeout(() => armExpiry(at), Math.min(left, 2 ** 31 - 1));
+}
+
+/** The session ends (signed out, expired or refused): back to the sign-in screen, with
+ * nothing of the session left on it (dialogs, messages, filters). */
 function end(message) {
   clearTimeout(expiryTimer);
   live.stop();
   setToken(null);
+  closeDialogs();
+  resetFilters();
+  shown++;
   document.getElementById("nav").hidden = true;
   document.getElementById("who").hidden = true;
   if (leave) leave();
@@ -123,7 +139,8 @@ async function signIn(message) {
     else route();
   });
   fill(main, heading("Sign in"), form);
-  input.focus();
+  // After the heading took focus: the token goes in first.
+  setTimeout(() => input.focus(), 0);
   try {
     const settings = await (await fetch(`${BASE}/console/settings.json`)).json();
     if (settings.devTokens) {
@@ -144,6 +161,10 @@ async function signIn(message) {
 
 whenExpired(() => end("The service no longer accepts your token (expired or revoked). Paste a new one."));
 document.getElementById("sign-out").addEventListener("click", () => end("Signed out."));
+document.querySelector(".skip").addEventListener("click", (e) => {
+  e.preventDefault();
+  main.focus();
+});
 window.addEventListener("hashchange", route);
 if (token()) begin();
 route();

@@ -1,15 +1,20 @@
 // Ledgers: the live table with filters and paging, the "New ledger" form, a ledger's page.
 
 import { claims, del, download, get, getText, post, withQuery } from "./api.js";
-import { confirmAction, field, fill, h, heading, problem, select, status, time, toast } from "./ui.js";
+import { confirmAction, field, fill, h, heading, keepingFocus, problem, select, status, time, toast } from "./ui.js";
 import { listen } from "./live.js";
 
 const STATUSES = ["PENDING", "PROCESSING", "COMPLETED", "REJECTED"];
 const TYPES = ["STATEMENT", "SUMMARY"];
 const FORMATS = ["CSV", "PDF", "XLSX"];
 
-/** The filters of the table, kept while the tab lives. */
+/** The filters of the table, kept while the session lives. */
 const filters = { merchantId: "", status: "", type: "", period: "" };
+
+/** Forgets the filters (the session ended: the next user starts afresh). */
+export function resetFilters() {
+  for (const k of Object.keys(filters)) filters[k] = "";
+}
 
 /** A progress bar with its words ("GENERATE: 1,200 rows"), for a running ledger. */
 function progressOf(event) {
@@ -123,8 +128,17 @@ export async function ledgerList(main) {
     (!filters.merchantId || l.merchantId === filters.merchantId) &&
     (!filters.status || l.status === filters.status) &&
     (!filters.type || l.type === filters.type) &&
-    (!filters.period || l.period === filters.period);
+    (!filters.period || l.period.toUpperCase() === filters.period.toUpperCase());
+  // Ids grow with creation time: only a ledger newer than the newest shown goes on top.
+  const newest = () => {
+    const first = tbody.firstElementChild;
+    return first ? BigInt(first.dataset.id) : 0n;
+  };
   const stop = listen(async (e) => {
+    if (e.event === "resync") {
+      load(true);
+      return;
+    }
     if (e.event === "ledger.status") {
       const tr = rows.get(e.ledgerId);
       if (tr) {
@@ -133,6 +147,8 @@ export async function ledgerList(main) {
         fill(tr.querySelector(".updated"), time(e.at));
         return;
       }
+      // A new ledger announces itself PENDING; older ones paged out stay out.
+      if (e.status !== "PENDING" || BigInt(e.ledgerId) <= newest()) return;
       try {
         const l = await get(`/ledgers/${e.ledgerId}`);
         if (!rows.has(l.id) && matches(l)) {
@@ -215,14 +231,19 @@ export async function newLedger(main) {
 export async function ledgerPage(main, id) {
   const progress = h("span");
   const body = h("div");
+  let reads = 0;
+  let manifestOpen = false;
   const render = async () => {
+    // Reads may overlap (a burst of events): only the newest one is shown.
+    const mine = ++reads;
     let l, timeline;
     try {
       [l, timeline] = await Promise.all([get(`/ledgers/${id}`), get(`/ledgers/${id}/events`)]);
     } catch (e) {
-      fill(body, problem(e));
+      if (mine === reads) fill(body, problem(e));
       return;
     }
+    if (mine !== reads) return;
     const actions = h("div", { class: "actions" });
     const act = (label, verb, run, danger) =>
       h(
@@ -236,7 +257,7 @@ export async function ledgerPage(main, id) {
               await run();
               toast(`${label}: done`);
               if (label === "Delete") location.hash = "#/ledgers";
-              else render();
+              else keepingFocus(body, render);
             } catch (e) {
               fill(actionProblem, problem(e));
             }
@@ -273,7 +294,8 @@ export async function ledgerPage(main, id) {
     }
     const manifest = h("div");
     const showManifest = h("button", { type: "button" }, "Show manifest");
-    showManifest.addEventListener("click", async () => {
+    const openManifest = async () => {
+      manifestOpen = true;
       try {
         const jws = await getText(`/ledgers/${id}/manifest?version=${l.file.version}`);
         const claimsOf = claims(jws) || {};
@@ -286,7 +308,9 @@ export async function ledgerPage(main, id) {
       } catch (e) {
         fill(manifest, problem(e));
       }
-    });
+    };
+    showManifest.addEventListener("click", openManifest);
+    if (manifestOpen && l.file) openManifest();
 
     const failure = l.failureReason;
     fill(
@@ -343,9 +367,8 @@ export async function ledgerPage(main, id) {
   fill(main, h("p", {}, h("a", { href: "#/ledgers" }, "← Ledgers")), heading(`Ledger ${id}`), body);
   // Listening before the first read: a change between the two is not missed.
   const stop = listen((e) => {
-    if (e.ledgerId !== id) return;
-    if (e.event === "ledger.status") render();
-    else if (e.event === "ledger.progress") fill(progress, progressOf(e));
+    if (e.event === "resync" || (e.event === "ledger.status" && e.ledgerId === id)) keepingFocus(body, render);
+    else if (e.event === "ledger.progress" && e.ledgerId === id) fill(progress, progressOf(e));
   });
   await render();
   return stop;

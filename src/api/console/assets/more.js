@@ -2,7 +2,7 @@
 // endpoints (make, rotate the secret, delete, deliveries and redelivery).
 
 import { del, get, patch, post, withQuery } from "./api.js";
-import { confirmAction, field, fill, h, heading, problem, select, status, time, toast } from "./ui.js";
+import { confirmAction, field, fill, h, heading, keepingFocus, problem, select, status, time, toast } from "./ui.js";
 import { listen } from "./live.js";
 
 const TYPES = ["STATEMENT", "SUMMARY"];
@@ -79,14 +79,27 @@ export async function batchList(main) {
     }
   };
   fill(main, heading("Batches"), list);
-  await render();
-  return listen((e) => {
+  // A batch not shown yet (a new one) reloads the list, at most every 2 s.
+  let reload = null;
+  const later = () => {
+    reload ??= setTimeout(() => {
+      reload = null;
+      keepingFocus(list, render);
+    }, 2000);
+  };
+  const stop = listen((e) => {
+    if (e.event === "resync") return later();
     if (e.event !== "batch.progress") return;
     const tr = list.querySelector(`tr[data-id="${CSS.escape(e.batchId)}"]`);
-    if (!tr) return render();
+    if (!tr) return later();
     fill(tr.querySelector(".state"), status(e.status));
     fill(tr.querySelector(".progress"), bar(e.counts, e.total));
   });
+  await render();
+  return () => {
+    stop();
+    clearTimeout(reload);
+  };
 }
 
 export async function batchPage(main, id) {
@@ -132,16 +145,20 @@ export async function batchPage(main, id) {
     }
   };
   fill(main, h("p", {}, h("a", { href: "#/batches" }, "← Batches")), heading(`Batch ${id}`), body);
-  await render();
   let pending = null;
-  return listen((e) => {
-    if (e.event === "batch.progress" && e.batchId === id && !pending) {
+  const stop = listen((e) => {
+    if ((e.event === "resync" || (e.event === "batch.progress" && e.batchId === id)) && !pending) {
       pending = setTimeout(() => {
         pending = null;
-        render();
+        keepingFocus(body, render);
       }, 500);
     }
   });
+  await render();
+  return () => {
+    stop();
+    clearTimeout(pending);
+  };
 }
 
 export async function scheduleList(main) {
@@ -207,7 +224,8 @@ export async function scheduleList(main) {
                         onclick: async () => {
                           try {
                             await patch(`/schedules/${s.id}`, { paused: !s.paused });
-                            render();
+                            await render();
+                            list.querySelector(`button[aria-label="${s.paused ? "Pause" : "Resume"} schedule ${s.id}"]`)?.focus();
                           } catch (err) {
                             fill(notice, problem(err));
                           }
@@ -226,7 +244,8 @@ export async function scheduleList(main) {
                           if (!(await confirmAction("Delete schedule?", `No run of schedule ${s.id} opens or grows any more; its ledgers stay.`, "Delete"))) return;
                           try {
                             await del(`/schedules/${s.id}`);
-                            render();
+                            await render();
+                            main.querySelector("h1")?.focus();
                           } catch (err) {
                             fill(notice, problem(err));
                           }
@@ -261,12 +280,21 @@ export async function webhookList(main) {
       return h("div", {}, box, " ", h("label", { for: box.id, style: null }, EVENTS[i]));
     }),
   );
-  const eventsError = h("div", { class: "error", hidden: true });
+  const eventsError = h("div", { class: "error", id: "events-error", role: "alert", hidden: true });
   eventsGroup.append(eventsError);
+  eventsGroup.setAttribute("aria-describedby", "events-error");
   const fields = {
     url: field("URL", h("input", { name: "url", type: "url", autocomplete: "off" }), "https; deliveries are signed per Standard Webhooks"),
     merchantIds: field("Merchants", h("input", { name: "merchantIds", autocomplete: "off" }), "Ids separated by commas; empty for every merchant you may read"),
-    events: { control: events[0], showError: (m) => ((eventsError.textContent = m || ""), (eventsError.hidden = !m)) },
+    events: {
+      control: events[0],
+      showError: (m) => {
+        eventsError.textContent = m || "";
+        eventsError.hidden = !m;
+        if (m) eventsGroup.setAttribute("aria-invalid", "true");
+        else eventsGroup.removeAttribute("aria-invalid");
+      },
+    },
   };
   const form = h("form", { class: "panel", "aria-labelledby": "new-webhook", novalidate: true }, h("h2", { id: "new-webhook" }, "New webhook"), notice, fields.url, eventsGroup, fields.merchantIds, h("button", { type: "submit", class: "primary" }, "Create webhook"));
   form.addEventListener("submit", async (e) => {
@@ -411,7 +439,7 @@ export async function webhookPage(main, id) {
                           try {
                             await post(`/webhooks/${id}/deliveries/${d.id}/redeliver`);
                             toast("Sent again");
-                            render();
+                            await keepingFocus(body, render);
                           } catch (err) {
                             fill(notice, problem(err));
                           }

@@ -35,7 +35,7 @@ let fieldIds = 0;
 export function field(label, control, hint) {
   const id = control.id || `f${++fieldIds}`;
   control.id = id;
-  const error = h("div", { class: "error", id: `${id}-error`, hidden: true });
+  const error = h("div", { class: "error", id: `${id}-error`, role: "alert", hidden: true });
   const parts = [h("label", { for: id }, label), control];
   const described = [`${id}-error`];
   if (hint) {
@@ -81,11 +81,38 @@ export function time(iso) {
 
 /** A short message at the bottom of the screen. */
 export function toast(message) {
+  // The live region stays in the page (an empty one shows nothing), so every message is
+  // announced.
   const el = document.getElementById("toast");
   el.textContent = message;
-  el.hidden = false;
   clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => (el.hidden = true), 5000);
+  toast.timer = setTimeout(() => (el.textContent = ""), 5000);
+}
+
+/** Closes every open dialog and clears the messages (the session ended). */
+export function closeDialogs() {
+  for (const d of document.querySelectorAll("dialog")) {
+    d.returnValue = "no";
+    d.close("no");
+    d.remove();
+  }
+  document.getElementById("toast").textContent = "";
+}
+
+/** Re-renders `container` with `render`, keeping the focus on the control of the same name. */
+export async function keepingFocus(container, render) {
+  const active = document.activeElement;
+  const name = active && container.contains(active) ? active.getAttribute("aria-label") || active.textContent.trim() : null;
+  await render();
+  if (!name) return;
+  for (const el of container.querySelectorAll("button, a, input, select, textarea")) {
+    if ((el.getAttribute("aria-label") || el.textContent.trim()) === name) {
+      el.focus();
+      return;
+    }
+  }
+  // The control is gone (a Retry once retried): the page's heading, not the void.
+  document.querySelector("main h1")?.focus();
 }
 
 /** Asks before an action that cannot be undone: resolves true when confirmed. */
@@ -93,9 +120,9 @@ export function confirmAction(title, text, verb) {
   return new Promise((resolve) => {
     const dialog = h(
       "dialog",
-      { "aria-labelledby": "confirm-title" },
+      { "aria-labelledby": "confirm-title", "aria-describedby": "confirm-text" },
       h("h2", { id: "confirm-title" }, title),
-      h("p", {}, text),
+      h("p", { id: "confirm-text" }, text),
       h(
         "div",
         { class: "actions" },
