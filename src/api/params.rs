@@ -82,6 +82,22 @@ pub(super) fn paging<C: std::str::FromStr>(
     Ok((limit, cursor))
 }
 
+/// Whether `raw` has the documented form of an id, `^[1-9][0-9]{0,18}$` (it may still not fit
+/// in 63 bits: then nothing has it).
+pub(super) fn documented_id(raw: &str) -> bool {
+    (1..=19).contains(&raw.len())
+        && !raw.starts_with('0')
+        && raw.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A request that takes no query parameter: the first one given is a 400 naming it.
+pub(super) fn no_query(params: &HashMap<String, String>) -> Result<(), ApiError> {
+    match params.keys().next() {
+        Some(unknown) => Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into()),
+        None => Ok(()),
+    }
+}
+
 /// The id of a path (a ledger's, a batch's, a schedule's: Snowflakes all). A decimal id of
 /// the documented form (`^[1-9][0-9]{0,18}$`) that does not fit in 63 bits is well-formed:
 /// nothing has it, so it is a 404 (`missing`), not a 400.
@@ -90,10 +106,7 @@ pub(super) fn snowflake_id<T: std::str::FromStr<Err = crate::domain::InvalidInpu
     missing: &'static str,
 ) -> Result<T, ApiError> {
     raw.parse::<T>().map_err(|e| {
-        let documented = (1..=19).contains(&raw.len())
-            && !raw.starts_with('0')
-            && raw.bytes().all(|b| b.is_ascii_digit());
-        if documented {
+        if documented_id(raw) {
             ApiError::NotFound(missing)
         } else {
             ApiError::Validation(e)

@@ -19,7 +19,7 @@ use super::batches::{formats, selection};
 use super::error::{ApiError, error_responses};
 use super::extract::{JsonObject, Path, Query};
 use super::ledgers::{encode_cursor, required, string_field};
-use super::params::{paging, snowflake_id};
+use super::params::{no_query, paging, snowflake_id};
 use super::state::AppState;
 use crate::auth::Caller;
 use crate::domain::ledger::parse_wire;
@@ -222,13 +222,6 @@ struct ScheduleIdPath {
     /// The schedule id.
     #[param(pattern = "^[1-9][0-9]{0,18}$", example = "383687767063789568")]
     id: String,
-}
-
-fn no_query(params: &HashMap<String, String>) -> Result<(), ApiError> {
-    match params.keys().next() {
-        Some(unknown) => Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into()),
-        None => Ok(()),
-    }
 }
 
 error_responses! {

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::error::{ApiError, error_responses};
 use super::extract::{JsonObject, Path, Query};
 use super::ledgers::{encode_cursor, required};
-use super::params::{paging, snowflake_id};
+use super::params::{documented_id, no_query, paging, snowflake_id};
 use super::state::AppState;
 use crate::auth::Caller;
 use crate::domain::webhook::{
@@ -268,10 +268,7 @@ fn webhook_id(raw: &str) -> Result<i64, ApiError> {
 /// The delivery id of a path: a positive decimal; a well-formed one no delivery of the
 /// endpoint has is a 404.
 fn delivery_id(raw: &str) -> Result<i64, ApiError> {
-    let documented = (1..=19).contains(&raw.len())
-        && !raw.starts_with('0')
-        && raw.bytes().all(|b| b.is_ascii_digit());
-    if !documented {
+    if !documented_id(raw) {
         return Err(
             InvalidInput::new("deliveryId", "expected a delivery id (a positive decimal)").into(),
         );
@@ -300,13 +297,6 @@ struct DeliveryPath {
     /// The delivery id.
     #[param(pattern = "^[1-9][0-9]{0,18}$", example = "1207")]
     delivery_id: String,
-}
-
-fn no_query(params: &HashMap<String, String>) -> Result<(), ApiError> {
-    match params.keys().next() {
-        Some(unknown) => Err(InvalidInput::new(unknown.clone(), "unknown query parameter").into()),
-        None => Ok(()),
-    }
 }
 
 error_responses! {

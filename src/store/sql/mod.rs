@@ -426,6 +426,20 @@ async fn fetch_ledger<D: Dialect>(
     rows.into_iter().next().map(Ledger::try_from).transpose()
 }
 
+/// Records `announce`'s event (at its time), if any, for each of `ledgers` on `conn`.
+async fn announce_each<D: Dialect>(
+    conn: &mut Conn<D>,
+    announce: Option<(EventType, DateTime<Utc>)>,
+    ledgers: &[Ledger],
+) -> Result<(), StoreError> {
+    if let Some((event, at)) = announce {
+        for l in ledgers {
+            webhooks::announce::<D>(conn, event, webhooks::Subject::Ledger(l), at).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The PostgreSQL form of a conditional update that returns the full ledgers it changed
 /// ([`Changed::Returning`]).
 fn returning_update(set: &str, filter: &str, bulk: bool) -> String {
@@ -483,12 +497,7 @@ impl<D: Dialect> SqlStore<D> {
                     .into_iter()
                     .map(Ledger::try_from)
                     .collect::<Result<Vec<_>, _>>()?;
-                if let Some((event, at)) = announce {
-                    for l in &changed {
-                        webhooks::announce::<D>(&mut tx, event, webhooks::Subject::Ledger(l), at)
-                            .await?;
-                    }
-                }
+                announce_each::<D>(&mut tx, announce, &changed).await?;
                 tx.commit().await?;
                 Ok(changed)
             }
@@ -512,12 +521,7 @@ impl<D: Dialect> SqlStore<D> {
                         out.push(l);
                     }
                 }
-                if let Some((event, at)) = announce {
-                    for l in &out {
-                        webhooks::announce::<D>(&mut tx, event, webhooks::Subject::Ledger(l), at)
-                            .await?;
-                    }
-                }
+                announce_each::<D>(&mut tx, announce, &out).await?;
                 tx.commit().await?;
                 Ok(out)
             }
