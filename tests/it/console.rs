@@ -584,3 +584,105 @@ async fn a_ledger_is_made_with_the_keyboard_alone() {
     assert_eq!(browser.page_errors().await, Vec::<String>::new());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_regenerating_rotating_and_redelivering_from_the_console() {
+    let app = spawn_app().await;
+    let admin = app.user("root", "platform_admin", "*").await;
+    // 55 ledgers: a page of 50, then the rest with "Load more".
+    let mut ids = Vec::new();
+    for day in 1..=55 {
+        let date =
+            chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Duration::days(day);
+        ids.push(
+            app.create_id(
+                &admin,
+                json!({"merchantId": "m_acme", "type": "SUMMARY", "period": date.to_string(), "format": "CSV"}),
+            )
+            .await,
+        );
+    }
+    let browser = Browser::start(1280, 900).await;
+    sign_in(&browser, &app, &admin).await;
+    browser
+        .find(&format!("//a[normalize-space()='{}']", ids[54]))
+        .await;
+    let rows = "return document.querySelectorAll('tbody tr').length;";
+    assert_eq!(browser.run(rows, json!([])).await, 50);
+    browser.button("Load more").await.click().await;
+    browser
+        .find(&format!("//a[normalize-space()='{}']", ids[0]))
+        .await;
+    assert_eq!(browser.run(rows, json!([])).await, 55);
+
+    // Regenerate a DRAFT from its page: version 2 comes, each version downloadable.
+    let (draft, _) = app.completed(&admin, open_statement("m_acme"), 30).await;
+    browser
+        .goto(&app.url(&format!("/console/#/ledgers/{draft}")))
+        .await;
+    browser.button("Regenerate").await.click().await;
+    browser
+        .find("//dialog//button[normalize-space()='Regenerate']")
+        .await
+        .click()
+        .await;
+    browser.button("Download version 2").await;
+    browser.button("Download version 1").await;
+    assert_eq!(app.ledger(&admin, &draft).await["version"], 2);
+
+    // A webhook whose receiver cannot be reached: its delivery waits; redelivered, a second
+    // delivery of the same event is listed; the secret rotated is shown once.
+    let r = app
+        .client
+        .post(app.url("/webhooks"))
+        .bearer_auth(&admin)
+        .json(
+            &json!({"url": "https://receiver.invalid/hook", "events": ["ledger.completed"],
+                      "merchantIds": ["m_acme"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let hook: Value = r.json().await.unwrap();
+    let wid = hook["id"].as_str().unwrap().to_owned();
+    let mut body = open_statement("m_acme");
+    body["format"] = json!("XLSX");
+    app.completed(&admin, body, 30).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let delivery = loop {
+        let items = app
+            .get_json(&admin, &format!("/webhooks/{wid}/deliveries"))
+            .await["items"]
+            .clone();
+        if items[0]["attempts"].as_u64().unwrap_or(0) >= 1 {
+            break items[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{items}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    browser
+        .goto(&app.url(&format!("/console/#/webhooks/{wid}")))
+        .await;
+    let name = format!(
+        "Redeliver {} (delivery {})",
+        delivery["messageId"].as_str().unwrap(),
+        delivery["id"].as_str().unwrap()
+    );
+    browser.button(&name).await.click().await;
+    browser.wait_text("Sent again", 10).await;
+    let listed = app
+        .get_json(&admin, &format!("/webhooks/{wid}/deliveries"))
+        .await["items"]
+        .clone();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[0]["messageId"], delivery["messageId"]);
+    browser.button("Rotate secret").await.click().await;
+    browser
+        .find("//dialog//button[normalize-space()='Rotate']")
+        .await
+        .click()
+        .await;
+    browser.wait_text("whsec_", 10).await;
+    assert_eq!(browser.page_errors().await, Vec::<String>::new());
+    app.stop().await;
+}
