@@ -314,3 +314,47 @@ pub fn ledger_binary() -> anyhow::Result<PathBuf> {
     }
     Ok(ledger)
 }
+
+/// Fresh merchants for `count` day statements (365 a merchant), each with a year of
+/// `entries` entries written to `dir/source`: new names per run, so a shared database never
+/// holds these identities already.
+pub fn day_merchants(
+    dir: &Path,
+    prefix: &str,
+    count: usize,
+    entries: u64,
+) -> anyhow::Result<Vec<String>> {
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let merchants: Vec<String> = (0..count.div_ceil(365).max(1))
+        .map(|i| format!("{prefix}_{run}_{i}"))
+        .collect();
+    for m in &merchants {
+        write_source(&dir.join("source"), m, entries, vec![("EUR", 0)])?;
+    }
+    Ok(merchants)
+}
+
+/// The bodies of `count` CSV day statements of 2025 over `merchants` (365 each).
+pub fn day_statements(merchants: &[String], count: usize) -> Vec<Value> {
+    let day0 = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("a date");
+    (0..count)
+        .map(|i| {
+            let day = day0 + chrono::Duration::days((i % 365) as i64);
+            serde_json::json!({"merchantId": merchants[i / 365], "type": "STATEMENT",
+                               "period": day.to_string(), "format": "CSV"})
+        })
+        .collect()
+}
+
+impl Bench {
+    /// Creates every ledger of `bodies`, 32 requests at a time; their ids in order.
+    pub async fn create_all(&self, bodies: &[Value]) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        for chunk in bodies.chunks(32) {
+            for id in futures::future::join_all(chunk.iter().map(|b| self.create(b))).await {
+                ids.push(id?);
+            }
+        }
+        Ok(ids)
+    }
+}

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use ledger::config::Config;
 use ledger::outln;
-use serde_json::{Value, json};
 
-use crate::harness::{env_vars, percentile, spawn_workers, start_with, write_source};
+use crate::harness::{
+    day_merchants, day_statements, env_vars, percentile, spawn_workers, start_with,
+};
 
 /// Many small CSV statements: ledgers per second end to end and create → COMPLETED latency.
 /// With `worker_processes` > 0 the service runs as an api-only process plus that many
@@ -20,14 +21,7 @@ pub async fn small(
     worker_processes: usize,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    // Fresh merchants per run, so a shared database never holds these identities already.
-    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let merchants: Vec<String> = (0..count.div_ceil(365).max(1))
-        .map(|i| format!("m_small_{run}_{i}"))
-        .collect();
-    for m in &merchants {
-        write_source(&dir.path().join("source"), m, entries, vec![("EUR", 0)])?;
-    }
+    let merchants = day_merchants(dir.path(), "m_small", count, entries)?;
     let mut base = env_vars();
     if worker_processes > 0 {
         // Worker processes refuse a database with pending migrations: migrate first, as a
@@ -42,21 +36,9 @@ pub async fn small(
         None
     };
     let bench = start_with(dir, concurrency, base).await?;
-    let day0: chrono::NaiveDate = "2025-01-01".parse()?;
-    let bodies: Vec<Value> = (0..count)
-        .map(|i| {
-            let day = day0 + chrono::Duration::days((i % 365) as i64);
-            json!({"merchantId": merchants[i / 365], "type": "STATEMENT", "period": day.to_string(), "format": "CSV"})
-        })
-        .collect();
+    let bodies = day_statements(&merchants, count);
     let t0 = Instant::now();
-    let mut ids = Vec::with_capacity(count);
-    for chunk in bodies.chunks(32) {
-        let created = futures::future::join_all(chunk.iter().map(|b| bench.create(b))).await;
-        for id in created {
-            ids.push(id?);
-        }
-    }
+    let ids = bench.create_all(&bodies).await?;
     let created_in = t0.elapsed().as_secs_f64();
     let mut latencies = Vec::with_capacity(count);
     for id in &ids {

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use ledger::outln;
 use serde_json::{Value, json};
 
-use crate::harness::{env_vars, percentile, start_with, write_source};
+use crate::harness::{day_merchants, day_statements, env_vars, percentile, start_with};
 
 /// What the receiver saw: each delivery's arrival and its ledger id.
 #[derive(Default)]
@@ -50,13 +50,7 @@ pub async fn webhooks(
     let served = tokio::spawn(async move { axum::serve(receiver, app).await });
 
     let dir = tempfile::tempdir()?;
-    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let merchants: Vec<String> = (0..count.div_ceil(365).max(1))
-        .map(|i| format!("m_hook_{run}_{i}"))
-        .collect();
-    for m in &merchants {
-        write_source(&dir.path().join("source"), m, entries, vec![("EUR", 0)])?;
-    }
+    let merchants = day_merchants(dir.path(), "m_hook", count, entries)?;
     let mut base = env_vars();
     base.insert(
         "APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS".into(),
@@ -80,21 +74,9 @@ pub async fn webhooks(
             );
         }
     }
-    let day0: chrono::NaiveDate = "2025-01-01".parse()?;
-    let bodies: Vec<Value> = (0..count)
-        .map(|i| {
-            let day = day0 + chrono::Duration::days((i % 365) as i64);
-            json!({"merchantId": merchants[i / 365], "type": "STATEMENT", "period": day.to_string(), "format": "CSV"})
-        })
-        .collect();
+    let bodies = day_statements(&merchants, count);
     let t0 = Instant::now();
-    let mut ids = Vec::with_capacity(count);
-    for chunk in bodies.chunks(32) {
-        let created = futures::future::join_all(chunk.iter().map(|b| bench.create(b))).await;
-        for id in created {
-            ids.push(id?);
-        }
-    }
+    let ids = bench.create_all(&bodies).await?;
     let mut completed_at = std::collections::HashMap::with_capacity(count);
     for id in &ids {
         let l = bench.wait_completed(id, Duration::from_millis(20)).await?;

@@ -175,6 +175,14 @@ impl Browser {
         .await
     }
 
+    /// Confirms the open dialog with its button `verb`.
+    pub async fn confirm(&self, verb: &str) {
+        self.find(&format!("//dialog//button[normalize-space()='{verb}']"))
+            .await
+            .click()
+            .await;
+    }
+
     /// Waits up to `secs` for the page's text to contain `text`.
     pub async fn wait_text(&self, text: &str, secs: u64) {
         let deadline = Instant::now() + Duration::from_secs(secs);

@@ -158,11 +158,7 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
         .await;
     browser.wait_text("FETCH_DATA_ERROR", 10).await;
     browser.button("Retry").await.click().await;
-    browser
-        .find("//dialog//button[normalize-space()='Retry']")
-        .await
-        .click()
-        .await;
+    browser.confirm("Retry").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let l = app.ledger(&ops, &broken).await;
@@ -215,19 +211,11 @@ async fn an_operator_makes_watches_downloads_and_retries_ledgers_in_the_browser(
     // not delete: the API refuses as for a ledger it cannot see (404), shown; an admin may.
     browser.button(&pdf).await.click().await;
     browser.button("Delete").await.click().await;
-    browser
-        .find("//dialog//button[normalize-space()='Delete']")
-        .await
-        .click()
-        .await;
+    browser.confirm("Delete").await;
     browser.wait_text("no such ledger", 10).await;
     app.grant("ops", "merchant_admin", "m_acme").await;
     browser.button("Delete").await.click().await;
-    browser
-        .find("//dialog//button[normalize-space()='Delete']")
-        .await
-        .click()
-        .await;
+    browser.confirm("Delete").await;
     browser.find("//h1[normalize-space()='Ledgers']").await;
     let stored = app
         .store
@@ -511,11 +499,7 @@ async fn batches_schedules_and_webhooks_have_their_pages() {
     browser.wait_text("Rotate secret", 10).await;
     browser.screenshot(&shot("webhook.png", &scratch)).await;
     browser.button("Delete").await.click().await;
-    browser
-        .find("//dialog//button[normalize-space()='Delete']")
-        .await
-        .click()
-        .await;
+    browser.confirm("Delete").await;
     browser.find("//h1[normalize-space()='Webhooks']").await;
     assert_eq!(app.get_json(&admin, "/webhooks").await["items"], json!([]));
     assert_eq!(
@@ -621,11 +605,7 @@ async fn paging_regenerating_rotating_and_redelivering_from_the_console() {
         .goto(&app.url(&format!("/console/#/ledgers/{draft}")))
         .await;
     browser.button("Regenerate").await.click().await;
-    browser
-        .find("//dialog//button[normalize-space()='Regenerate']")
-        .await
-        .click()
-        .await;
+    browser.confirm("Regenerate").await;
     browser.button("Download version 2").await;
     browser.button("Download version 1").await;
     assert_eq!(app.ledger(&admin, &draft).await["version"], 2);
@@ -677,11 +657,7 @@ async fn paging_regenerating_rotating_and_redelivering_from_the_console() {
     assert_eq!(listed.as_array().unwrap().len(), 2);
     assert_eq!(listed[0]["messageId"], delivery["messageId"]);
     browser.button("Rotate secret").await.click().await;
-    browser
-        .find("//dialog//button[normalize-space()='Rotate']")
-        .await
-        .click()
-        .await;
+    browser.confirm("Rotate").await;
     browser.wait_text("whsec_", 10).await;
     assert_eq!(browser.page_errors().await, Vec::<String>::new());
     app.stop().await;
