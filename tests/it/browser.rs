@@ -311,14 +311,19 @@ impl Browser {
         std::fs::write(path, bytes).unwrap();
     }
 
-    /// The file that appears in the download directory within 20 s.
+    /// The file that appears in the download directory within 20 s, under its final name.
     pub async fn downloaded(&self) -> PathBuf {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let done: Vec<PathBuf> = std::fs::read_dir(self.downloads.path())
                 .unwrap()
                 .map(|e| e.unwrap().path())
+                // Chromium writes to a hidden or `.crdownload` file, then renames it.
                 .filter(|p| p.extension().is_none_or(|e| e != "crdownload"))
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect();
             if let Some(file) = done.into_iter().next() {
                 return file;
