@@ -296,12 +296,13 @@ async fn another_user_sees_only_their_merchants_and_a_small_screen_works() {
         .await;
     assert_eq!(names, json!([]), "controls without an accessible name");
 
-    // A token that runs out ends the session with a clear screen, not a broken page.
+    // A token that runs out ends the session with a clear screen, not a broken page (10 s:
+    // long enough to sign in on a loaded machine, short enough to wait for).
     let (key, _) = crate::helpers::trusted_key(&app.config);
     let short = key
         .sign(
             "ken",
-            Duration::from_secs(3),
+            Duration::from_secs(10),
             app.config.auth_issuer.as_deref(),
             app.config.auth_audience.as_deref(),
         )
@@ -309,7 +310,7 @@ async fn another_user_sees_only_their_merchants_and_a_small_screen_works() {
     browser.button("Sign out").await.click().await;
     browser.field("Access token").await.type_text(&short).await;
     browser.button("Sign in").await.click().await;
-    browser.wait_text("Your session has expired", 15).await;
+    browser.wait_text("Your session has expired", 30).await;
     browser.field("Access token").await;
     assert_eq!(
         browser
