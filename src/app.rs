@@ -230,6 +230,7 @@ pub async fn run(
                     max_sockets_per_subject: config.ws_max_sockets_per_subject,
                 },
                 ws_sockets: api::ws::SocketCounts::default(),
+                ws_hub: api::ws::Hub::start(notifier.bus().as_ref(), shutdown.clone()),
                 webhook_reach: Reach {
                     allow_private: config.webhook_allow_private,
                 },
@@ -316,6 +317,13 @@ pub async fn run(
     let delivery_task = deliverer.map(|d| {
         let stop = shutdown.clone();
         tokio::spawn(async move { d.run(stop).await })
+    });
+    // Small writes leave at once: a WebSocket frame must not wait for the ACK of the one
+    // before it (Nagle's algorithm against delayed ACKs adds up to 40 ms a frame).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY on a connection failed");
+        }
     });
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let stop = shutdown.clone();

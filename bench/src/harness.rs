@@ -14,14 +14,27 @@ use ledger::source::fixture::{self, FixtureSpec};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-/// A service started for a benchmark.
-pub struct Bench {
+/// How a benchmark talks to a service: its base URL and a platform admin's token.
+pub struct Api {
     pub base: String,
     pub client: reqwest::Client,
     pub token: String,
+}
+
+/// A service started in this process for a benchmark.
+pub struct Bench {
+    api: Api,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Bench {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// The `APP_ENV_*` variables of this process (the production backends of a bench run).
@@ -31,19 +44,30 @@ pub fn env_vars() -> HashMap<String, String> {
         .collect()
 }
 
-pub async fn start_with(
-    dir: tempfile::TempDir,
+/// A service's settings on the data dir `dir`, its store migrated, and a platform admin's
+/// token (subject `bench`) it accepts.
+pub struct Prepared {
+    pub vars: HashMap<String, String>,
+    pub config: Config,
+    pub token: String,
+}
+
+/// Prepares a service on `dir` (data in `dir/data`, the source in `dir/source`) with
+/// `base`'s variables: production backends get a JWKS file of the dev key, since they
+/// refuse the dev key itself.
+pub async fn prepare(
+    dir: &Path,
     concurrency: usize,
     base: HashMap<String, String>,
-) -> anyhow::Result<Bench> {
+) -> anyhow::Result<Prepared> {
     let mut vars = base;
     vars.insert(
         "APP_ENV_DATA_DIR".to_owned(),
-        dir.path().join("data").display().to_string(),
+        dir.join("data").display().to_string(),
     );
     vars.insert(
         "APP_ENV_SOURCE_DIR".to_owned(),
-        dir.path().join("source").display().to_string(),
+        dir.join("source").display().to_string(),
     );
     vars.insert(
         "APP_ENV_WORKER_CONCURRENCY".to_owned(),
@@ -55,7 +79,7 @@ pub async fn start_with(
         // Production backends refuse the dev key: the bench is its own identity provider,
         // publishing the dev key of its data dir as a JWKS file.
         let key = ledger::app::dev_key(&config)?;
-        let jwks = dir.path().join("jwks.json");
+        let jwks = dir.join("jwks.json");
         std::fs::write(&jwks, serde_json::to_vec(&key.jwks())?)?;
         vars.insert(
             "APP_ENV_AUTH_JWKS_FILE".to_owned(),
@@ -83,11 +107,15 @@ pub async fn start_with(
             domain: "*".into(),
         })
         .await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}/v1/api/ledger", listener.local_addr()?);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(ledger::run(config, listener, shutdown.clone()));
-    let client = reqwest::Client::new();
+    Ok(Prepared {
+        vars,
+        config,
+        token,
+    })
+}
+
+/// Waits until the service at `base` answers.
+async fn wait_up(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while client
         .get(format!("{base}/openapi.json"))
@@ -100,17 +128,138 @@ pub async fn start_with(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
+}
+
+pub async fn start_with(
+    dir: tempfile::TempDir,
+    concurrency: usize,
+    base: HashMap<String, String>,
+) -> anyhow::Result<Bench> {
+    let Prepared { config, token, .. } = prepare(dir.path(), concurrency, base).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}/v1/api/ledger", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(ledger::run(config, listener, shutdown.clone()));
+    let client = reqwest::Client::new();
+    wait_up(&client, &base).await?;
     Ok(Bench {
-        base,
-        client,
-        token,
+        api: Api {
+            base,
+            client,
+            token,
+        },
         shutdown,
         task,
         _dir: dir,
     })
 }
 
-impl Bench {
+/// A `ledger serve` process started for a benchmark (killed when dropped), with the
+/// platform admin's token it accepts.
+pub struct Service {
+    api: Api,
+    child: std::process::Child,
+}
+
+impl std::ops::Deref for Service {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    /// Starts `ledger serve` in its own process with `prepared`'s variables and `extra`.
+    pub async fn spawn(prepared: &Prepared, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+            probe.local_addr()?.port()
+        };
+        let mut command = std::process::Command::new(ledger_binary()?);
+        command
+            .arg("serve")
+            .envs(&prepared.vars)
+            .env("APP_ENV_HOST", "127.0.0.1")
+            .env("APP_ENV_PORT", port.to_string())
+            .stdout(std::process::Stdio::null());
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command.spawn().context("starting the service process")?;
+        let mut service = Self {
+            api: Api {
+                base: format!("http://127.0.0.1:{port}/v1/api/ledger"),
+                client: reqwest::Client::new(),
+                token: prepared.token.clone(),
+            },
+            child,
+        };
+        if let Err(e) = wait_up(&service.api.client, &service.api.base).await {
+            if let Some(status) = service.child.try_wait()? {
+                bail!("the service process exited ({status})");
+            }
+            return Err(e);
+        }
+        Ok(service)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails when the process exited.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("the service process exited ({status})");
+        }
+        Ok(())
+    }
+}
+
+/// A field of `/proc/<pid>/status` in MiB (`VmRSS`, `VmHWM`).
+pub fn proc_mib(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime are fields 14 and 15: indexes 11 and 12 here.
+    match (ticks(11), ticks(12)) {
+        // Linux reports in USER_HZ, 100 on every platform this runs on.
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+impl Api {
     pub async fn create(&self, body: &Value) -> anyhow::Result<String> {
         let r = self
             .client
@@ -152,7 +301,9 @@ impl Bench {
             }
         }
     }
+}
 
+impl Bench {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
@@ -166,16 +317,7 @@ pub fn reset_peak_rss() {
 
 /// The process's peak RSS in MiB since the last reset.
 pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    proc_mib(std::process::id(), "VmHWM")
 }
 
 pub fn median(values: &mut [f64]) -> f64 {

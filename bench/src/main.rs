@@ -160,20 +160,25 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
-    /// Live events: latency from the worker's emit to WebSocket clients, on real ledgers.
+    /// Many WebSocket clients on one api process while ledgers complete at a steady rate:
+    /// the api process's RSS per socket, emit → receive latency, fan-out rate and CPU.
     Live {
         /// Ledgers to generate (one merchant each, a year of entries).
-        #[arg(long, default_value_t = 24)]
+        #[arg(long, default_value_t = 300)]
         ledgers: usize,
-        /// Entries in each ledger.
-        #[arg(long, default_value_t = 50_000)]
+        /// Entries in each merchant's year.
+        #[arg(long, default_value_t = 365)]
         entries: u64,
         /// PDF, CSV or XLSX.
-        #[arg(long, default_value = "PDF", value_parser = format)]
+        #[arg(long, default_value = "CSV", value_parser = format)]
         format: Format,
-        /// WebSocket clients watching every merchant.
-        #[arg(long, default_value_t = 4)]
+        /// WebSocket clients watching every merchant (in this process; the service runs in
+        /// its own).
+        #[arg(long, default_value_t = 1000)]
         clients: usize,
+        /// Ledgers created per second (0: all at once).
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
         /// Jobs each worker runs at once.
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
@@ -329,9 +334,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             entries,
             format,
             clients,
+            rate,
             concurrency,
             workers,
-        } => live::live(ledgers, entries, format, clients, concurrency, workers).await,
+        } => {
+            live::live(live::Options {
+                ledgers,
+                entries,
+                format,
+                clients,
+                rate,
+                concurrency,
+                workers,
+            })
+            .await
+        }
         Command::Webhooks {
             count,
             entries,

@@ -42,3 +42,37 @@ fn ends_quietly_when_its_reader_is_gone() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!err.contains("Broken pipe"), "{err}");
 }
+
+/// `ledger-bench live` at a small size: a service process of its own, clients watching it,
+/// every figure printed (the full size is BENCHMARKS.md's).
+#[test]
+fn live_prints_its_figures() {
+    let o = Command::new(env!("CARGO_BIN_EXE_ledger-bench"))
+        .args([
+            "live",
+            "--clients",
+            "50",
+            "--ledgers",
+            "4",
+            "--entries",
+            "50",
+            "--rate",
+            "20",
+        ])
+        .env("APP_ENV_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("50 clients watching every merchant"), "{out}");
+    // Every client heard every status change of the four ledgers: PENDING, PROCESSING,
+    // COMPLETED each.
+    assert!(out.contains("per client 12..12 status frames"), "{out}");
+    assert!(out.contains("ledger_ws_clients 50;"), "{out}");
+    assert!(out.contains("0 clients closed as too slow"), "{out}");
+    assert!(out.contains("KiB per idle socket"), "{out}");
+}

@@ -43,6 +43,8 @@ pub struct AppState {
     pub ws: WsSettings,
     /// Open WebSockets per subject on this process.
     pub ws_sockets: SocketCounts,
+    /// The fan-out of live events to this process's WebSockets.
+    pub ws_hub: crate::api::ws::Hub,
     /// Where webhook endpoints may point (`APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS`).
     pub webhook_reach: Reach,
     /// Tokens are verified with this service's own dev key (no JWKS configured): the

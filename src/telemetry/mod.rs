@@ -135,11 +135,22 @@ fn builder() -> PrometheusBuilder {
         b.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
             .expect("bucket lists are constant and non-empty")
     };
+    // Queuing one event on every socket that wants it: microseconds for a few, milliseconds
+    // for ten thousand.
+    const FANOUT: [f64; 12] = [
+        0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    ];
+    // A `?since=` replay: an empty one's single query to ten thousand events.
+    const REPLAY: [f64; 11] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+    ];
     let b = with(
         PrometheusBuilder::new(),
         "ledger_http_request_duration_seconds",
         &HTTP,
     );
+    let b = with(b, "ledger_ws_fanout_duration_seconds", &FANOUT);
+    let b = with(b, "ledger_ws_replay_duration_seconds", &REPLAY);
     with(b, "ledger_job_phase_duration_seconds", &PHASES)
 }
 
@@ -199,7 +210,29 @@ fn describe_metrics() {
     describe_gauge!("ledger_ws_clients", "WebSocket clients connected now.");
     describe_counter!(
         "ledger_ws_frames_sent_total",
-        "Event frames written to WebSocket clients."
+        "Frames written to WebSocket clients (events, replies, pings)."
+    );
+    describe_counter!(
+        "ledger_ws_writes_total",
+        "Writes to WebSocket clients' sockets: frames queued together leave in one write."
+    );
+    describe_counter!(
+        "ledger_ws_events_total",
+        "Live events the WebSocket fan-out of this process read from the event bus."
+    );
+    describe_counter!(
+        "ledger_ws_fanout_frames_total",
+        "Event frames the fan-out queued on WebSocket clients (one event, many clients)."
+    );
+    describe_histogram!(
+        "ledger_ws_fanout_duration_seconds",
+        Unit::Seconds,
+        "Time to queue one live event on every WebSocket client that wants it."
+    );
+    describe_histogram!(
+        "ledger_ws_replay_duration_seconds",
+        Unit::Seconds,
+        "Time a `?since=` replay took, from the first query to the marker queued."
     );
     describe_counter!(
         "ledger_ws_frames_dropped_total",
@@ -248,6 +281,12 @@ fn describe_metrics() {
     metrics::counter!("ledger_ws_emit_failures_total").absolute(0);
     metrics::counter!("ledger_policy_snapshots_rejected_total").absolute(0);
     metrics::gauge!("ledger_ws_clients").increment(0.0);
+    metrics::counter!("ledger_ws_events_total").absolute(0);
+    metrics::counter!("ledger_ws_fanout_frames_total").absolute(0);
+    metrics::counter!("ledger_ws_frames_sent_total").absolute(0);
+    metrics::counter!("ledger_ws_writes_total").absolute(0);
+    metrics::counter!("ledger_ws_frames_dropped_total").absolute(0);
+    metrics::counter!("ledger_ws_slow_client_closes_total").absolute(0);
     for outcome in WEBHOOK_OUTCOMES {
         metrics::counter!("ledger_webhook_deliveries_total", "outcome" => outcome).absolute(0);
     }

@@ -24,7 +24,36 @@ pub(super) struct Filter {
     excluded: BTreeSet<MerchantId>,
 }
 
+/// Which events a client may want, for the fan-out's index: every merchant's, or those
+/// of a list (its filter has the last word on each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Interest {
+    /// Every merchant's (a scope of every merchant, not narrowed).
+    Every,
+    /// Only these merchants' (sorted).
+    Merchants(Vec<MerchantId>),
+}
+
 impl Filter {
+    /// Which merchants' events the client may want.
+    pub(super) fn interest(&self) -> Interest {
+        match (&self.only, &self.scope) {
+            (Some(only), scope) => {
+                Interest::Merchants(only.iter().filter(|m| scope.contains(m)).cloned().collect())
+            }
+            (None, MerchantScope::Only(list)) => {
+                let mut list: Vec<MerchantId> = list
+                    .iter()
+                    .filter(|m| !self.excluded.contains(*m))
+                    .cloned()
+                    .collect();
+                list.sort();
+                Interest::Merchants(list)
+            }
+            (None, MerchantScope::All) => Interest::Every,
+        }
+    }
+
     /// Every merchant in `scope`, until the client narrows the flow.
     pub(super) fn new(scope: MerchantScope) -> Self {
         Self {

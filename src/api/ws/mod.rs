@@ -15,11 +15,14 @@
 //!   list a client builds holds at most 1,000 merchants (only readable ones are kept as
 //!   unsubscribed). What it may read is looked up again every second (through the policy
 //!   cache), so a revoked grant stops the flow within the cache's TTL.
-//! - Each client has a bounded queue between the event bus and its socket. A progress
-//!   frame that does not fit is dropped (the next one carries newer counts); a status frame
-//!   that does not fit closes the socket with code 4008 and a reason, so the client
-//!   reconnects instead of silently missing a state change. A slow client never slows a
-//!   worker or another client: the bus never waits for a socket.
+//! - One fan-out task per api process ([`hub`]) reads the event bus, serialises each event
+//!   once and queues that shared frame on the clients that want it (indexed by merchant).
+//!   Each client has a bounded queue between the fan-out and its socket, allocated only
+//!   while it holds frames ([`outbox`]). A progress frame that does not fit is dropped
+//!   (the next one carries newer counts); a status frame that does not fit closes the
+//!   socket with code 4008 and a reason, so the client reconnects instead of silently
+//!   missing a state change. A slow client never slows a worker or another client: the
+//!   fan-out never waits for a socket. Frames queued together leave in one write.
 //! - `?since=<RFC 3339>` first replays the status changes recorded on the timelines after
 //!   that time — at most `APP_ENV_WS_REPLAY_MAX_AGE_MS` (24 h) back, of the merchants the
 //!   client may see (filtered in the store's query; none read for an empty scope), at most
@@ -29,12 +32,18 @@
 //! - Pings every `APP_ENV_WS_PING_INTERVAL_MS` (20 s); a client silent for two intervals
 //!   (no pong, no message) is closed; on shutdown every socket is closed with 1001.
 //!
-//! Metrics: `ledger_ws_clients`, `ledger_ws_frames_sent_total`,
-//! `ledger_ws_frames_dropped_total`, `ledger_ws_slow_client_closes_total`.
+//! Metrics: `ledger_ws_clients` (sockets on this process), `ledger_ws_events_total` (events
+//! the fan-out read), `ledger_ws_fanout_frames_total` (frames it queued on clients),
+//! `ledger_ws_fanout_duration_seconds` (queuing one event on all its clients),
+//! `ledger_ws_frames_sent_total`, `ledger_ws_writes_total` (frames leave in batches),
+//! `ledger_ws_frames_dropped_total`,
+//! `ledger_ws_slow_client_closes_total`, `ledger_ws_replay_duration_seconds`.
 
 pub mod frames;
 
 mod filter;
+mod hub;
+mod outbox;
 mod serve;
 mod session;
 
@@ -52,6 +61,7 @@ use super::extract::bearer_token;
 use super::state::AppState;
 pub use super::state::{SocketCounts, WsSettings};
 use crate::domain::InvalidInput;
+pub use hub::Hub;
 use serve::{authenticate_then_serve, serve};
 use session::{Session, scope};
 
@@ -72,6 +82,24 @@ pub const AUTH_FRAME_WITHIN: Duration = Duration::from_secs(5);
 const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
 /// A client message larger than this is refused.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+/// What a socket reads at once (the library's default, 128 KiB, is allocated and touched
+/// per socket: ten thousand idle sockets would hold 1.3 GB for messages of a few bytes).
+/// A larger message grows the buffer up to [`MAX_CLIENT_MESSAGE`].
+const READ_BUFFER: usize = 4 * 1024;
+/// Frames are gathered up to this size before a write; a flush (after each batch of
+/// frames the fan-out queued) writes them whatever the size. Bounds what the write buffer
+/// keeps allocated after a burst.
+const WRITE_BUFFER: usize = 4 * 1024;
+/// A write buffer past this (a socket whose writes keep failing) ends the connection.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// The socket settings of every upgrade.
+fn configured(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+}
 
 /// The WebSocket route, relative to the API's base path.
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -182,9 +210,9 @@ async fn upgrade(
                     .into(),
             )
         })?;
-        return Ok(ws
-            .max_message_size(MAX_CLIENT_MESSAGE)
-            .on_upgrade(move |socket| authenticate_then_serve(socket, state, since)));
+        return Ok(
+            configured(ws).on_upgrade(move |socket| authenticate_then_serve(socket, state, since))
+        );
     };
     // The token is checked before anything else: a refused caller never gets a socket.
     let claims = state
@@ -207,7 +235,5 @@ async fn upgrade(
     })?;
     // The session (and its place in the per-subject count) moves into the socket's task,
     // or is dropped with this closure if the upgrade never completes.
-    Ok(ws
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, state, session, scope, since)))
+    Ok(configured(ws).on_upgrade(move |socket| serve(socket, state, session, scope, since)))
 }

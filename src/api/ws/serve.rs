@@ -2,22 +2,21 @@
 //! optional `?since=` replay, then live events through the client's bounded queue,
 //! keep-alive pings, scope refreshes, and the close.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
-use futures::{SinkExt, StreamExt};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use futures::StreamExt;
 
 use super::filter::{Filter, command};
 use super::frames::{ReplayFrame, ReplaySummary, ServerFrame, close, frame};
+use super::hub::{Client, Membership};
 use super::session::{self, Session, first_frame, refuse};
 use super::{CLOSE_INTERNAL, CLOSE_PATIENCE, CLOSE_TOO_MANY, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED};
 use crate::api::state::AppState;
 use crate::auth::{Caller, MerchantScope};
-use crate::domain::{BatchStatus, Event};
+use crate::domain::Event;
 
-/// Frames waiting for one client's socket.
-const CLIENT_QUEUE: usize = 256;
 /// How often what the caller may read is looked up again.
 const SCOPE_EVERY: Duration = Duration::from_secs(1);
 
@@ -47,9 +46,8 @@ const REPLAY_PATIENCE: Duration = Duration::from_secs(10);
 /// frame marking where live events begin. `Err` when the client does not take them in time.
 async fn replay(
     state: &AppState,
-    filter: &Filter,
+    client: &Client,
     since: chrono::DateTime<chrono::Utc>,
-    frames: &mpsc::Sender<Message>,
 ) -> Result<(), ()> {
     let oldest = chrono::Duration::from_std(state.ws.replay_max_age)
         .ok()
@@ -64,9 +62,18 @@ async fn replay(
     };
     // The scope goes into the store's query: a client never costs reading every
     // merchant's events, and one that may read nothing costs no query at all.
-    let merchants = match &filter.scope {
+    let scope = client.filter().scope.clone();
+    let merchants = match &scope {
         MerchantScope::All => None,
         MerchantScope::Only(list) => Some(list.as_slice()),
+    };
+    let queue = async |frame: String| {
+        tokio::time::timeout(
+            REPLAY_PATIENCE,
+            client.outbox.push_replayed(Message::Text(frame.into())),
+        )
+        .await
+        .map_err(|_| ())
     };
     let (mut after, mut sent) = (0, 0usize);
     'pages: while merchants.is_none_or(|list| !list.is_empty()) {
@@ -85,7 +92,7 @@ async fn replay(
         let last_page = page.len() < 500;
         for (seq, event) in page {
             after = seq;
-            if !filter.wants(&event.merchant_id) {
+            if !client.filter().wants(&event.merchant_id) {
                 continue;
             }
             if sent == MAX_REPLAY {
@@ -95,10 +102,7 @@ async fn replay(
             let Ok(text) = serde_json::to_string(&Event::Status(event)) else {
                 continue;
             };
-            frames
-                .send_timeout(Message::Text(text.into()), REPLAY_PATIENCE)
-                .await
-                .map_err(|_| ())?;
+            queue(text).await?;
             sent += 1;
         }
         if last_page {
@@ -112,10 +116,7 @@ async fn replay(
             from,
         },
     }));
-    frames
-        .send_timeout(Message::Text(marker.into()), REPLAY_PATIENCE)
-        .await
-        .map_err(|_| ())
+    queue(marker).await
 }
 
 /// A socket opened without a token: its first frame must be `{"auth":"<JWT>"}` within
@@ -156,52 +157,35 @@ pub(super) async fn serve(
 ) {
     let _connected = Connected::new();
     let caller = &session.caller;
-    let (mut sink, mut incoming) = socket.split();
-    let (frames, mut queued) = mpsc::channel::<Message>(CLIENT_QUEUE);
+    let (sink, mut incoming) = socket.split();
+    // Joined before the replay is read, so nothing falls between the two (an event may come
+    // twice: replayed, then live); live events wait until the replay is queued.
+    let member = state
+        .ws_hub
+        .join(&caller.subject, Filter::new(scope), since.is_some());
+    let client = member.client.clone();
     // The writer owns the socket's sending half; everything else only queues frames.
-    // The close frame has its own way to the writer: it must get through when the queue is
-    // full (that is when a slow client is closed), ahead of what is still queued.
-    let (closing, mut close_with) = oneshot::channel::<Message>();
-    let writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                biased;
-                frame = &mut close_with => {
-                    if let Ok(frame) = frame {
-                        let _ = sink.send(frame).await;
-                    }
-                    break;
-                }
-                frame = queued.recv() => {
-                    let Some(frame) = frame else { break };
-                    if sink.send(frame).await.is_err() {
-                        break;
-                    }
-                    metrics::counter!("ledger_ws_frames_sent_total").increment(1);
-                }
-            }
-        }
-        let _ = sink.close().await;
+    let writer = tokio::spawn({
+        let client = client.clone();
+        async move { client.outbox.write(sink).await }
     });
-
-    let mut events = state.notifier.bus().subscribe();
-    let mut filter = Filter::new(scope);
-    // Subscribed before the replay is read, so nothing falls between the two (an event may
-    // come twice: replayed, then live).
     if let Some(since) = since {
+        let started = Instant::now();
         let ending = tokio::select! {
-            replayed = replay(&state, &filter, since, &frames) => match replayed {
+            replayed = replay(&state, &client, since) => match replayed {
                 Ok(()) => None,
                 Err(()) => Some(slow(caller)),
             },
             _ = tokio::time::sleep_until(session.expires) => Some(expired()),
             _ = state.shutdown.cancelled() => Some(close(1001, "server shutting down")),
         };
+        metrics::histogram!("ledger_ws_replay_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         if ending.is_some() {
-            drop(frames);
-            finish(writer, closing, ending).await;
+            finish(member, writer, ending).await;
             return;
         }
+        client.outbox.end_replay();
     }
     // Keep-alive: a ping every interval; a client that has said nothing (not even a pong)
     // for two intervals is gone, and its task must not linger until TCP gives up.
@@ -210,21 +194,27 @@ pub(super) async fn serve(
     let mut last_heard = tokio::time::Instant::now();
     let mut rescope = tokio::time::interval(SCOPE_EVERY);
     rescope.reset();
+    // Made once, not at every turn of the loop (ten thousand sockets turn it often).
+    let shutdown = state.shutdown.cancelled();
+    let expiry = tokio::time::sleep_until(session.expires);
+    let too_slow = client.outbox.too_slow();
+    tokio::pin!(shutdown, expiry, too_slow);
     let ending = loop {
         tokio::select! {
             biased;
-            _ = state.shutdown.cancelled() => break Some(close(1001, "server shutting down")),
+            () = &mut shutdown => break Some(close(1001, "server shutting down")),
             // The token was checked once, at the start: the socket must not outlive it.
-            _ = tokio::time::sleep_until(session.expires) => break Some(expired()),
+            () = &mut expiry => break Some(expired()),
+            // The fan-out could not queue a frame this client may not miss.
+            () = &mut too_slow => break Some(slow(caller)),
             message = incoming.next() => {
                 if matches!(message, Some(Ok(_))) {
                     last_heard = tokio::time::Instant::now();
                 }
                 match message {
                 Some(Ok(Message::Text(text))) => {
-                    let reply = command(&mut filter, text.as_str());
-                    if frames.try_send(Message::Text(reply.into())).is_err()
-                    {
+                    let reply = member.refilter(|filter| command(filter, text.as_str()));
+                    if !client.outbox.push(Message::Text(reply.into())) {
                         break Some(slow(caller));
                     }
                 }
@@ -235,56 +225,25 @@ pub(super) async fn serve(
                 Some(Err(_)) | None => break None,
                 }
             },
-            event = events.recv() => match event {
-                Ok(event) => {
-                    if !filter.wants_event(&event, &caller.subject) {
-                        continue;
-                    }
-                    let text = match serde_json::to_string(&event) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            tracing::error!(target: "ledger::api::ws", error = %e, "serialising an event failed");
-                            continue;
-                        }
-                    };
-                    if frames.try_send(Message::Text(text.into())).is_err() {
-                        match event {
-                            Event::Progress(_) => {
-                                // The next progress frame carries newer counts.
-                                metrics::counter!("ledger_ws_frames_dropped_total").increment(1);
-                            }
-                            Event::BatchProgress(b) if b.status == BatchStatus::Running => {
-                                // Likewise, until the batch's last one.
-                                metrics::counter!("ledger_ws_frames_dropped_total").increment(1);
-                            }
-                            Event::Status(_) | Event::BatchProgress(_) => break Some(slow(caller)),
-                        }
-                    }
-                }
-                // This client's share of the bus overflowed: events are lost, say so.
-                Err(broadcast::error::RecvError::Lagged(_)) => break Some(slow(caller)),
-                Err(broadcast::error::RecvError::Closed) => {
-                    break Some(close(1001, "server shutting down"));
-                }
-            },
             _ = ping.tick() => {
                 if last_heard.elapsed() > state.ws.ping_interval * 2 {
                     break Some(close(1001, "no answer to pings"));
                 }
-                if frames.try_send(Message::Ping(Default::default())).is_err() {
+                if !client.outbox.push(Message::Ping(Default::default())) {
                     break Some(slow(caller));
                 }
             }
             _ = rescope.tick() => {
                 // A failed lookup keeps the last answer; a revoke shrinks it.
-                if let Ok(scope) = session::scope(&state, caller).await {
-                    filter.scope = scope;
+                if let Ok(scope) = session::scope(&state, caller).await
+                    && client.filter().scope != scope
+                {
+                    member.refilter(|filter| filter.scope = scope);
                 }
             }
         }
     };
-    drop(frames);
-    finish(writer, closing, ending).await;
+    finish(member, writer, ending).await;
 }
 
 /// The close frame of a socket whose token expired.
@@ -295,19 +254,17 @@ fn expired() -> Message {
     )
 }
 
-/// Hands `frame` (if any) to the writer as the last frame and waits for it; a client that
-/// reads nothing at all is cut off after [`CLOSE_PATIENCE`], so no task outlives it.
+/// Leaves the fan-out, hands `frame` (if any) to the writer as the last frame ahead of
+/// whatever is still queued, and waits for it; a client that reads nothing at all is cut
+/// off after [`CLOSE_PATIENCE`], so no task outlives it.
 async fn finish(
+    member: Membership,
     mut writer: tokio::task::JoinHandle<()>,
-    closing: oneshot::Sender<Message>,
     frame: Option<Message>,
 ) {
-    match frame {
-        Some(frame) => {
-            let _ = closing.send(frame);
-        }
-        None => drop(closing),
-    }
+    let client: Arc<Client> = member.client.clone();
+    drop(member);
+    client.outbox.close(frame);
     if tokio::time::timeout(CLOSE_PATIENCE, &mut writer)
         .await
         .is_err()
