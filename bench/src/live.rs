@@ -105,7 +105,7 @@ pub async fn live(o: Options) -> anyhow::Result<()> {
     // The clients connect, a few at a time, and each starts listening at once.
     let ws_url = format!("{}/ws", service.base.replacen("http", "ws", 1));
     let connecting = Instant::now();
-    let listeners: Vec<tokio::task::JoinHandle<anyhow::Result<Heard>>> =
+    let listeners: Vec<tokio::task::JoinHandle<anyhow::Result<(Heard, Socket)>>> =
         futures::stream::iter(0..o.clients)
             .map(|_| connect(&ws_url, &service.token))
             .buffer_unordered(CONNECTING)
@@ -148,11 +148,14 @@ pub async fn live(o: Options) -> anyhow::Result<()> {
 
     let (mut progress, mut status, mut completed) = (Vec::new(), Vec::new(), Vec::new());
     let (mut fewest, mut most) = (usize::MAX, 0);
+    // The sockets stay open, idle again, for the memory reading after the load.
+    let mut sockets = Vec::with_capacity(o.clients);
     for listener in listeners {
-        let heard = tokio::time::timeout(Duration::from_secs(60), listener)
+        let (heard, socket) = tokio::time::timeout(Duration::from_secs(60), listener)
             .await
             .context("a client did not hear every COMPLETED within 60 s of the last one")??
             .context("a client failed")?;
+        sockets.push(socket);
         fewest = fewest.min(heard.status.len());
         most = most.max(heard.status.len());
         progress.extend(heard.progress);
@@ -163,8 +166,13 @@ pub async fn live(o: Options) -> anyhow::Result<()> {
     let cpu = cpu_seconds(pid) - cpu_before;
     let own_cpu = cpu_seconds(std::process::id()) - own_before;
     let peak_mib = proc_mib(pid, "VmHWM");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after_mib = proc_mib(pid, "VmRSS");
+    let after_kib = (after_mib - idle_mib) * 1024.0 / o.clients as f64;
+    drop(sockets);
     let fanned = metric(&service, "ledger_ws_fanout_frames_total").await?;
     let writes = metric(&service, "ledger_ws_writes_total").await?;
+    let sent = metric(&service, "ledger_ws_frames_sent_total").await?;
     let dropped = metric(&service, "ledger_ws_frames_dropped_total").await?;
     let slow = metric(&service, "ledger_ws_slow_client_closes_total").await?;
     for v in [&mut progress, &mut status, &mut completed] {
@@ -194,7 +202,8 @@ pub async fn live(o: Options) -> anyhow::Result<()> {
     outln!(
         "  api process RSS: {idle_mib:.1} MiB before the clients, {sockets_mib:.1} MiB with \
          {} sockets ({per_socket_kib:.1} KiB per idle socket; ledger_ws_clients {seen}; \
-         connected in {connect_secs:.1}s), peak {peak_mib:.1} MiB under load",
+         connected in {connect_secs:.1}s), peak {peak_mib:.1} MiB under load, \
+         {after_mib:.1} MiB idle again after it ({after_kib:.1} KiB per socket)",
         o.clients
     )?;
     outln!(
@@ -221,11 +230,12 @@ pub async fn live(o: Options) -> anyhow::Result<()> {
         progress.last().copied().unwrap_or(f64::NAN)
     )?;
     outln!(
-        "  fan-out: {fanned} frames queued in {load_secs:.1}s ({:.0} frames/s) in {writes} writes \
-         ({:.1} frames a write), {slow} clients closed as too slow; api process CPU {cpu:.1}s \
-         ({:.2} cores), clients' (this process) {own_cpu:.1}s",
+        "  fan-out: {fanned} frames queued in {load_secs:.1}s ({:.0} frames/s); {sent} frames \
+         sent in {writes} writes ({:.1} frames a write); {slow} clients closed as too slow; api \
+         process CPU {cpu:.1}s ({:.2} cores, generation included), clients' (this process) \
+         {own_cpu:.1}s",
         fanned / load_secs,
-        fanned / writes,
+        sent / writes,
         cpu / load_secs,
     )?;
     drop(service);
@@ -273,8 +283,9 @@ async fn metric(service: &Service, name: &str) -> anyhow::Result<f64> {
         .unwrap_or(f64::NAN))
 }
 
-/// Reads frames until every one of `ledgers` ledgers was heard COMPLETED.
-async fn listen(mut socket: Socket, ledgers: usize) -> anyhow::Result<Heard> {
+/// Reads frames until every one of `ledgers` ledgers was heard COMPLETED; gives the socket
+/// back open.
+async fn listen(mut socket: Socket, ledgers: usize) -> anyhow::Result<(Heard, Socket)> {
     let mut heard = Heard::default();
     while heard.completed.len() < ledgers {
         let Some(frame) = socket.next().await else {
@@ -309,8 +320,7 @@ async fn listen(mut socket: Socket, ledgers: usize) -> anyhow::Result<Heard> {
             }
         }
     }
-    let _ = socket.close(None).await;
-    Ok(heard)
+    Ok((heard, socket))
 }
 
 /// The text of the string field `name` of a flat JSON object, without unescaping (ids,

@@ -157,27 +157,23 @@ impl Hub {
 impl Membership {
     /// Changes the client's filter with `change` and re-indexes it when what it wants
     /// changed. Only the client's own task calls this, so changes never race each other.
+    /// The filter and the index change together (the registry, then the filter, locked in
+    /// the fan-out's order): no event falls between them.
     pub(super) fn refilter<R>(&self, change: impl FnOnce(&mut Filter) -> R) -> R {
+        let mut registry = self.hub.write();
         let mut filter = self.client.filter();
         let result = change(&mut filter);
         let interest = filter.interest();
-        drop(filter);
-        if self
-            .hub
-            .read()
-            .clients
-            .get(&self.id)
-            .is_some_and(|e| e.interest != interest)
+        if let Some(old) = registry.clients.get(&self.id).map(|e| e.interest.clone())
+            && old != interest
         {
-            let mut registry = self.hub.write();
-            if let Some(old) = registry.clients.get(&self.id).map(|e| e.interest.clone()) {
-                registry.unindex(self.id, &old);
-                registry.index(self.id, &self.client, &interest);
-                if let Some(entry) = registry.clients.get_mut(&self.id) {
-                    entry.interest = interest;
-                }
+            registry.unindex(self.id, &old);
+            registry.index(self.id, &self.client, &interest);
+            if let Some(entry) = registry.clients.get_mut(&self.id) {
+                entry.interest = interest;
             }
         }
+        drop(filter);
         result
     }
 }
@@ -188,6 +184,9 @@ impl Drop for Membership {
         if let Some(entry) = registry.clients.remove(&self.id) {
             registry.unindex(self.id, &entry.interest);
         }
+        drop(registry);
+        // However the socket's task ended (even by a panic), its writer ends too.
+        self.client.outbox.close(None);
     }
 }
 
@@ -263,13 +262,18 @@ impl Inner {
         };
         let (mut queued, mut dropped) = (0u64, 0u64);
         let mut offer = |client: &Arc<Client>| {
-            if !client.filter().wants_event(event, &client.subject) {
+            // Held while queuing: an `unsubscribed` answer (queued under this lock) is never
+            // followed by a frame of the merchant it removed.
+            let filter = client.filter();
+            if !filter.wants_event(event, &client.subject) {
                 return;
             }
             match client.outbox.push_event(&frame, droppable) {
-                Pushed::Queued { first } => {
+                Pushed::Queued { first, urgent } => {
                     queued += 1;
-                    if first {
+                    if urgent {
+                        client.outbox.wake();
+                    } else if first {
                         due.push(client.clone());
                     }
                 }

@@ -30,8 +30,11 @@ pub(super) enum Pushed {
     /// Queued (or held during a replay); the writer is not woken: the fan-out does, at its
     /// next flush ([`Outbox::wake`]), so that what arrives meanwhile shares one write.
     Queued {
-        /// The queue was empty: this client's writer needs waking.
+        /// The queue was empty: this client's writer needs waking at the next flush.
         first: bool,
+        /// The queue is half full: wake the writer now, not at the flush (a burst of
+        /// events must not fill it before the writer even starts).
+        urgent: bool,
     },
     /// Not queued: a droppable frame that did not fit.
     Dropped,
@@ -101,11 +104,17 @@ impl Outbox {
         }
         if s.replaying {
             s.held.push_back(frame.clone());
-            return Pushed::Queued { first: false };
+            return Pushed::Queued {
+                first: false,
+                urgent: false,
+            };
         }
         let first = s.frames.is_empty();
         s.frames.push_back(frame.clone());
-        Pushed::Queued { first }
+        Pushed::Queued {
+            first,
+            urgent: s.frames.len() == CLIENT_QUEUE / 2,
+        }
     }
 
     /// Wakes the writer for the frames [`Outbox::push_event`] queued.
@@ -185,11 +194,14 @@ impl Outbox {
     }
 
     /// Tells the writer to send `frame` (if any) ahead of whatever is still queued, and end.
+    /// The first call decides the last frame; later ones change nothing.
     pub(super) fn close(&self, frame: Option<Message>) {
         let mut s = self.lock();
         s.frames = VecDeque::new();
         s.held = VecDeque::new();
-        s.close = Some(frame);
+        if s.close.is_none() {
+            s.close = Some(frame);
+        }
         drop(s);
         self.wake.notify_one();
     }
@@ -284,11 +296,17 @@ mod tests {
         assert_eq!(outbox.lock().frames.capacity(), 0);
         assert_eq!(
             outbox.push_event(&text("a"), false),
-            Pushed::Queued { first: true }
+            Pushed::Queued {
+                first: true,
+                urgent: false
+            }
         );
         assert_eq!(
             outbox.push_event(&text("b"), false),
-            Pushed::Queued { first: false }
+            Pushed::Queued {
+                first: false,
+                urgent: false
+            }
         );
         let taken = std::mem::take(&mut outbox.lock().frames);
         assert_eq!(taken.len(), 2);
@@ -299,10 +317,13 @@ mod tests {
     fn a_full_queue_drops_progress_and_refuses_status_as_too_slow() {
         let outbox = Outbox::default();
         for i in 0..CLIENT_QUEUE {
-            assert!(matches!(
-                outbox.push_event(&text(&i.to_string()), false),
-                Pushed::Queued { .. }
-            ));
+            let pushed = outbox.push_event(&text(&i.to_string()), false);
+            // Half full: the writer is woken at once, not at the next flush.
+            let urgent = i + 1 == CLIENT_QUEUE / 2;
+            assert!(
+                matches!(pushed, Pushed::Queued { urgent: u, .. } if u == urgent),
+                "{i}: {pushed:?}"
+            );
         }
         assert_eq!(outbox.push_event(&text("p"), true), Pushed::Dropped);
         assert!(!outbox.lock().too_slow);
@@ -338,6 +359,8 @@ mod tests {
             _ => panic!("expected the close frame first"),
         }
         assert_eq!(outbox.push_event(&text("b"), false), Pushed::Ending);
+        // A later close (the membership's drop) does not replace the first one.
+        outbox.close(None);
         assert!(matches!(
             futures::executor::block_on(outbox.next()),
             Next::Close(None)

@@ -165,7 +165,7 @@ pub(super) async fn serve(
         .join(&caller.subject, Filter::new(scope), since.is_some());
     let client = member.client.clone();
     // The writer owns the socket's sending half; everything else only queues frames.
-    let writer = tokio::spawn({
+    let mut writer = tokio::spawn({
         let client = client.clone();
         async move { client.outbox.write(sink).await }
     });
@@ -178,11 +178,13 @@ pub(super) async fn serve(
             },
             _ = tokio::time::sleep_until(session.expires) => Some(expired()),
             _ = state.shutdown.cancelled() => Some(close(1001, "server shutting down")),
+            // Live events held during the replay overflowed.
+            () = client.outbox.too_slow() => Some(slow(caller)),
         };
         metrics::histogram!("ledger_ws_replay_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         if ending.is_some() {
-            finish(member, writer, ending).await;
+            finish(member, Some(writer), ending).await;
             return;
         }
         client.outbox.end_replay();
@@ -207,6 +209,11 @@ pub(super) async fn serve(
             () = &mut expiry => break Some(expired()),
             // The fan-out could not queue a frame this client may not miss.
             () = &mut too_slow => break Some(slow(caller)),
+            // A write failed: the client is gone.
+            _ = &mut writer => {
+                drop(member);
+                return;
+            }
             message = incoming.next() => {
                 if matches!(message, Some(Ok(_))) {
                     last_heard = tokio::time::Instant::now();
@@ -243,7 +250,7 @@ pub(super) async fn serve(
             }
         }
     };
-    finish(member, writer, ending).await;
+    finish(member, Some(writer), ending).await;
 }
 
 /// The close frame of a socket whose token expired.
@@ -259,15 +266,16 @@ fn expired() -> Message {
 /// off after [`CLOSE_PATIENCE`], so no task outlives it.
 async fn finish(
     member: Membership,
-    mut writer: tokio::task::JoinHandle<()>,
+    writer: Option<tokio::task::JoinHandle<()>>,
     frame: Option<Message>,
 ) {
     let client: Arc<Client> = member.client.clone();
-    drop(member);
     client.outbox.close(frame);
-    if tokio::time::timeout(CLOSE_PATIENCE, &mut writer)
-        .await
-        .is_err()
+    drop(member);
+    if let Some(mut writer) = writer
+        && tokio::time::timeout(CLOSE_PATIENCE, &mut writer)
+            .await
+            .is_err()
     {
         writer.abort();
     }
