@@ -136,7 +136,13 @@ pub async fn start_with(
     concurrency: usize,
     base: HashMap<String, String>,
 ) -> anyhow::Result<Bench> {
-    let Prepared { config, token, .. } = prepare(dir.path(), concurrency, base).await?;
+    let prepared = prepare(dir.path(), concurrency, base).await?;
+    start_prepared(dir, prepared).await
+}
+
+/// Starts the service [`prepare`] made ready on `dir`, in this process.
+pub async fn start_prepared(dir: tempfile::TempDir, prepared: Prepared) -> anyhow::Result<Bench> {
+    let Prepared { config, token, .. } = prepared;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}/v1/api/ledger", listener.local_addr()?);
     let shutdown = CancellationToken::new();

@@ -10,6 +10,7 @@
 mod batch;
 mod harness;
 mod large;
+mod list;
 mod live;
 mod logs;
 mod render;
@@ -188,6 +189,16 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// `GET /ledgers` over a store seeded straight through SQL: latency of every filter
+    /// combination for callers of every reach, first pages and the pages after.
+    List {
+        /// Ledgers to seed.
+        #[arg(long, default_value_t = 1_000_000)]
+        ledgers: usize,
+        /// Requests per shape (caller × filters), each reading up to three pages.
+        #[arg(long, default_value_t = 40)]
+        requests: usize,
+    },
     /// Small ledgers with webhook endpoints subscribed to their completion, delivered to a
     /// receiver in this process: ledger rate, delivery rate and completion→delivery lag.
     Webhooks {
@@ -349,6 +360,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::List { ledgers, requests } => list::list(ledgers, requests).await,
         Command::Webhooks {
             count,
             entries,

@@ -76,3 +76,31 @@ fn live_prints_its_figures() {
     assert!(out.contains("0 clients closed as too slow"), "{out}");
     assert!(out.contains("KiB per idle socket"), "{out}");
 }
+
+/// `ledger-bench list` at a small size: a seeded store, every shape listed and timed.
+#[test]
+fn list_prints_its_figures() {
+    let o = Command::new(env!("CARGO_BIN_EXE_ledger-bench"))
+        .args(["list", "--ledgers", "20000", "--requests", "2"])
+        .env("APP_ENV_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("list, SQLite: 20000 ledgers seeded in "),
+        "{out}"
+    );
+    // Six callers × eight filter combinations, each a line, then the summary.
+    let shapes = out
+        .lines()
+        .filter(|l| l.contains(" ms") || l.ends_with(char::is_numeric))
+        .count();
+    assert!(shapes >= 48, "{out}");
+    assert!(out.contains("viewer of the big merchant and 4"), "{out}");
+    assert!(out.contains("worst shape p99 "), "{out}");
+}

@@ -343,6 +343,123 @@ pub(super) async fn explain<D: Dialect>(
     Ok(Ok(outcome))
 }
 
+/// Lists naming at most this many merchants are read merchant by merchant, each newest
+/// first through its own index and cut at the page size, then merged: a viewer of a big
+/// merchant and a few small ones costs a page per merchant, not every row of theirs.
+/// Longer lists are filtered while reading all ledgers newest first.
+pub(crate) const MERGED_MERCHANTS: usize = 64;
+
+/// The statement of one page of `GET /ledgers` and its arguments; `None` when nothing can
+/// match (an empty merchant list).
+///
+/// Every filter combination has an index whose equal columns are its filters and which
+/// ends in `id` (migration 0010), so a page is read newest first and stops at the page size:
+/// `status`, `period`, `status, period`, `merchant_id`, `merchant_id, status`,
+/// `merchant_id, period`; no filter (or the type alone, two values) reads the
+/// primary key backwards. `deleted_at` is left out of the index choice ([`Dialect::UNINDEXED`]):
+/// otherwise SQLite answers from the identity index (partial on it) and sorts.
+pub(crate) fn list_sql<D: Dialect>(
+    query: &ListQuery,
+) -> Result<Option<(String, Args)>, StoreError> {
+    let merchants = match &query.merchants {
+        Some(list) if list.is_empty() => return Ok(None),
+        other => other.as_deref(),
+    };
+    let mut binds: Args = Vec::new();
+    let bind = |binds: &mut Args, arg: Arg| {
+        binds.push(arg);
+        format!("${}", binds.len())
+    };
+    let unindexed = D::UNINDEXED;
+    let mut conds = String::new();
+    if !query.include_deleted {
+        conds.push_str(&format!(" AND {unindexed}l.deleted_at IS NULL"));
+    }
+    if let Some(s) = query.status {
+        conds.push_str(&format!(
+            " AND l.status = {}",
+            bind(&mut binds, s.as_str().into())
+        ));
+    }
+    if let Some(t) = query.ledger_type {
+        conds.push_str(&format!(
+            " AND l.type = {}",
+            bind(&mut binds, t.as_str().into())
+        ));
+    }
+    if let Some(p) = &query.period {
+        conds.push_str(&format!(
+            " AND l.period = {}",
+            bind(&mut binds, p.as_str().into())
+        ));
+    }
+    if let Some(before) = query.before {
+        conds.push_str(&format!(
+            " AND l.id < {}",
+            bind(&mut binds, before.as_i64().into())
+        ));
+    }
+    let limit = bind(&mut binds, i64::from(query.limit).into());
+    let page = format!("ORDER BY l.id DESC LIMIT {limit}");
+    let sql = match merchants {
+        None => format!("{} WHERE 1 = 1{conds} {page}", select_ledgers("ledgers")),
+        Some([merchant]) => {
+            let m = bind(&mut binds, merchant.as_str().into());
+            format!(
+                "{} WHERE l.merchant_id = {m}{conds} {page}",
+                select_ledgers("ledgers")
+            )
+        }
+        Some(list) if list.len() <= MERGED_MERCHANTS => {
+            // Each merchant's page newest first through its index, then the page of pages.
+            // PostgreSQL plans one LATERAL arm, run per merchant (a UNION ALL of fifty arms
+            // costs more to plan than to run); SQLite, without LATERAL, a UNION ALL.
+            let lateral = match D::merchant_rows("") {
+                Some(_) => {
+                    let scope = bind(&mut binds, merchant_scope(Some(list))?);
+                    D::merchant_rows(&scope)
+                }
+                None => None,
+            };
+            let pages = match lateral {
+                Some(rows) => format!(
+                    "SELECT l.* FROM {rows} CROSS JOIN LATERAL (SELECT * FROM ledgers l \
+                     WHERE l.merchant_id = s.merchant_id{conds} {page}) l"
+                ),
+                None => list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, merchant)| {
+                        let m = bind(&mut binds, merchant.as_str().into());
+                        format!(
+                            "SELECT * FROM (SELECT l.* FROM ledgers l \
+                             WHERE l.merchant_id = {m}{conds} {page}) AS m{i}"
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL "),
+            };
+            // The page is cut from the merged rows before the files are joined: a file is
+            // looked up for the page's ledgers only, not for every merchant's page.
+            format!(
+                "{} ORDER BY l.id DESC",
+                select_ledgers(&format!(
+                    "(SELECT * FROM ({pages}) AS merged ORDER BY id DESC LIMIT {limit})"
+                ))
+            )
+        }
+        Some(list) => {
+            let scope = bind(&mut binds, merchant_scope(Some(list))?);
+            format!(
+                "{} WHERE {unindexed}l.merchant_id IN ({}){conds} {page}",
+                select_ledgers("ledgers"),
+                D::json_texts(&scope)
+            )
+        }
+    };
+    Ok(Some((sql, binds)))
+}
+
 impl<D: Dialect> SqlStore<D> {
     /// [`crate::store::JobStore::insert_ledger`]: through the group commit where the store
     /// has one, else in a transaction of its own.
@@ -380,40 +497,9 @@ impl<D: Dialect> SqlStore<D> {
 
     /// [`crate::store::JobStore::list_ledgers`].
     pub(super) async fn list(&self, query: &ListQuery) -> Result<Vec<Ledger>, StoreError> {
-        if query.merchants.as_ref().is_some_and(Vec::is_empty) {
+        let Some((sql, binds)) = list_sql::<D>(query)? else {
             return Ok(Vec::new());
-        }
-        let live = if query.include_deleted {
-            "1 = 1"
-        } else {
-            "l.deleted_at IS NULL"
         };
-        let mut sql = format!("{} WHERE {live}", select_ledgers("ledgers"));
-        let mut binds: Args = Vec::new();
-        // Appends a condition whose `$` is the next parameter number.
-        let mut push = |sql: &mut String, cond: &str, bind: Arg| {
-            binds.push(bind);
-            sql.push_str(&cond.replace('$', &format!("${}", binds.len())));
-        };
-        if let Some(merchants) = &query.merchants {
-            let scope = merchant_scope(Some(merchants.as_slice()))?;
-            let cond = format!(" AND l.merchant_id IN ({})", D::json_texts("$"));
-            push(&mut sql, &cond, scope);
-        }
-        if let Some(s) = query.status {
-            push(&mut sql, " AND l.status = $", s.as_str().into());
-        }
-        if let Some(t) = query.ledger_type {
-            push(&mut sql, " AND l.type = $", t.as_str().into());
-        }
-        if let Some(p) = &query.period {
-            push(&mut sql, " AND l.period = $", p.as_str().into());
-        }
-        if let Some(before) = query.before {
-            push(&mut sql, " AND l.id < $", before.as_i64().into());
-        }
-        let limit = i64::from(query.limit);
-        push(&mut sql, " ORDER BY l.id DESC LIMIT $", limit.into());
         let rows: Vec<LedgerRow> = self.fetch_all(&sql, binds).await?;
         rows.into_iter().map(Ledger::try_from).collect()
     }

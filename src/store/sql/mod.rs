@@ -12,7 +12,11 @@ mod grants;
 mod group;
 mod jobs;
 mod ledgers;
+#[cfg(test)]
+pub(crate) use ledgers::{MERGED_MERCHANTS, list_sql};
 mod schedules;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod seed;
 mod transition;
 pub(super) mod webhooks;
 
@@ -159,12 +163,20 @@ pub trait Dialect: Send + Sync + 'static {
     /// transaction holds (PostgreSQL), so claimers never wait for each other; empty on
     /// SQLite.
     const SKIP_LOCKED: &'static str;
+    /// Put before a column in a condition the planner must not answer from an index
+    /// (SQLite's unary `+`): a list reads newest first through the index of its filters,
+    /// not through a partial index whose condition happens to match. Empty where the
+    /// planner weighs indexes by statistics (PostgreSQL).
+    const UNINDEXED: &'static str;
 
     /// This engine's migrations (`migrations/<engine>`).
     fn migrator() -> &'static Migrator;
     /// A subquery listing the texts of the JSON array bound at `param` (a list of any size
     /// is one parameter).
     fn json_texts(param: &str) -> String;
+    /// A `FROM` item with one row (`s.merchant_id`) per text of the JSON array parameter
+    /// `param`, to join `LATERAL`; `None` where the engine has no `LATERAL` (SQLite).
+    fn merchant_rows(param: &str) -> Option<String>;
     /// The uniqueness rule of `ledgers` that `e` broke, if it is a unique violation.
     fn taken(e: &sqlx::Error) -> Option<Taken>;
 }
