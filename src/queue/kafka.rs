@@ -354,7 +354,7 @@ mod tests {
 
     /// The broker of the test suite (tansu, started by `scripts/run-tests.sh`).
     pub fn test_brokers() -> String {
-        std::env::var("LEDGER_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:39092".into())
+        std::env::var("LEDGER_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
     }
 
     fn settings() -> KafkaSettings {

@@ -344,7 +344,7 @@ pub mod tests {
 
     /// The S3 server of the test suite (moto, started by `scripts/run-tests.sh`).
     pub fn test_s3_endpoint() -> String {
-        std::env::var("LEDGER_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:39000".into())
+        std::env::var("LEDGER_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:19000".into())
     }
 
     /// A fresh bucket on the test S3 server.

@@ -654,7 +654,7 @@ pub async fn production() -> Production {
         "postgres://postgres@127.0.0.1:5432/postgres",
     );
     let database = TestDatabase::create(&server, &server, format!("ledger_it_{unique}")).await;
-    let s3 = test_env("LEDGER_TEST_S3_ENDPOINT", "http://127.0.0.1:39000");
+    let s3 = test_env("LEDGER_TEST_S3_ENDPOINT", "http://127.0.0.1:19000");
     let bucket = format!("ledger-it-{unique}");
     let created = reqwest::Client::new()
         .put(format!("{s3}/{bucket}"))
@@ -669,7 +669,7 @@ pub async fn production() -> Production {
             ("APP_ENV_QUEUE", "kafka".into()),
             (
                 "APP_ENV_KAFKA_BROKERS",
-                test_env("LEDGER_TEST_KAFKA_BROKERS", "127.0.0.1:39092"),
+                test_env("LEDGER_TEST_KAFKA_BROKERS", "127.0.0.1:19092"),
             ),
             ("APP_ENV_KAFKA_TOPIC", format!("ledger.it.{unique}")),
             ("APP_ENV_KAFKA_GROUP_ID", format!("ledger-it-{unique}")),
