@@ -52,7 +52,12 @@ export async function ledgerList(main) {
     return tr;
   };
 
-  const load = async (reset) => {
+  // One read at a time, in the order asked: a resync never lands under a "Load more" that
+  // was asked before it, nor the other way round.
+  let queue = Promise.resolve();
+  const serially = (f) => (queue = queue.then(f, f));
+
+  const read = async (reset) => {
     fill(error);
     if (reset) {
       rows.clear();
@@ -69,6 +74,31 @@ export async function ledgerList(main) {
       fill(error, problem(e));
     }
   };
+  const load = (reset) => serially(() => read(reset));
+
+  // After a (re)connection: read again as many ledgers as are shown (what was missed
+  // meanwhile changes in place), keeping the pages the user loaded.
+  const reread = () =>
+    serially(async () => {
+      const shown = Math.max(rows.size, 50);
+      fill(error);
+      try {
+        const fresh = [];
+        let next = null;
+        do {
+          const page = await get(withQuery("/ledgers", { ...filters, limit: String(Math.min(200, shown - fresh.length)), cursor: next }));
+          fresh.push(...page.items);
+          next = page.nextCursor;
+        } while (next && fresh.length < shown);
+        rows.clear();
+        tbody.replaceChildren(...fresh.map(row));
+        cursor = next;
+        more.hidden = !cursor;
+        empty.hidden = rows.size > 0;
+      } catch (e) {
+        fill(error, problem(e));
+      }
+    });
 
   const merchant = field("Merchant", h("input", { name: "merchantId", value: filters.merchantId, placeholder: "any" }));
   const state = field("Status", select("status", [["", "any"], ...STATUSES], filters.status));
@@ -136,7 +166,7 @@ export async function ledgerList(main) {
   };
   const stop = listen(async (e) => {
     if (e.event === "resync") {
-      load(true);
+      reread();
       return;
     }
     if (e.event === "ledger.status") {
