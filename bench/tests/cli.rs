@@ -43,31 +43,38 @@ fn ends_quietly_when_its_reader_is_gone() {
     assert!(!err.contains("Broken pipe"), "{err}");
 }
 
-/// `ledger-bench live` at a small size: a service process of its own, clients watching it,
-/// every figure printed (the full size is BENCHMARKS.md's).
-#[test]
-fn live_prints_its_figures() {
+/// Runs `ledger-bench args…` and returns what it printed, failing the test with its output
+/// when it fails.
+fn succeeds(args: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_ledger-bench"))
-        .args([
-            "live",
-            "--clients",
-            "50",
-            "--ledgers",
-            "4",
-            "--entries",
-            "50",
-            "--rate",
-            "20",
-        ])
+        .args(args)
         .env("APP_ENV_LOG_LEVEL", "warn")
         .output()
         .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.status.success(),
         "{out}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    out
+}
+
+/// `ledger-bench live` at a small size: a service process of its own, clients watching it,
+/// every figure printed (the full size is BENCHMARKS.md's).
+#[test]
+fn live_prints_its_figures() {
+    let out = succeeds(&[
+        "live",
+        "--clients",
+        "50",
+        "--ledgers",
+        "4",
+        "--entries",
+        "50",
+        "--rate",
+        "20",
+    ]);
     assert!(out.contains("50 clients watching every merchant"), "{out}");
     // Every client heard every status change of the four ledgers: PENDING, PROCESSING,
     // COMPLETED each.
@@ -80,17 +87,7 @@ fn live_prints_its_figures() {
 /// `ledger-bench list` at a small size: a seeded store, every shape listed and timed.
 #[test]
 fn list_prints_its_figures() {
-    let o = Command::new(env!("CARGO_BIN_EXE_ledger-bench"))
-        .args(["list", "--ledgers", "20000", "--requests", "2"])
-        .env("APP_ENV_LOG_LEVEL", "warn")
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = succeeds(&["list", "--ledgers", "20000", "--requests", "2"]);
     assert!(
         out.contains("list, SQLite: 20000 ledgers seeded in "),
         "{out}"

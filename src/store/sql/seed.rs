@@ -313,13 +313,22 @@ pub(crate) mod plans {
     /// The plan-and-result check of every list shape on one seeded store: each shape's plan is
     /// judged by `judge`, and its page is the one a plain query (every filter spelled out, no
     /// index steering, no merge) gives.
+    ///
+    /// `seed` writes `count` ledgers ending now (the engine's `seed_ledgers`) and returns the
+    /// lowest id; `explain` is the engine's `explain`.
     pub(crate) async fn check<D: Dialect>(
         store: &SqlStore<D>,
-        mid: i64,
+        count: i64,
+        seed: impl AsyncFnOnce(i64, i64) -> Result<i64, StoreError>,
         explain: impl AsyncFn(&str, crate::store::sql::Args) -> Result<String, StoreError>,
         judge: fn(&Shape, &str) -> Result<(), String>,
     ) {
         use crate::store::JobStore as _;
+        let first = seed(count, chrono::Utc::now().timestamp_millis())
+            .await
+            .expect("seeding");
+        // An id in the middle of the seeded range (rows are 50 ms apart).
+        let mid = first + ((count / 2 * 50) << 22);
         let mut failures = Vec::new();
         let shapes = shapes(mid);
         for shape in &shapes {
