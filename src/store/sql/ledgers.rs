@@ -527,6 +527,23 @@ impl<D: Dialect> SqlStore<D> {
         if merchants.is_some_and(<[MerchantId]>::is_empty) {
             return Ok(Vec::new());
         }
+        // The pages read the events in `seq` order (the primary key). The first one starts
+        // at the oldest status event after `since`, found through the (at, seq) index: a
+        // reconnect reads the events of its window, not every event recorded before it.
+        let after = if after == 0 {
+            let oldest: Option<(Option<i64>,)> = self
+                .fetch_optional(
+                    "SELECT MIN(seq) FROM ledger_events WHERE status IS NOT NULL AND at > $1",
+                    args![since],
+                )
+                .await?;
+            match oldest.and_then(|(seq,)| seq) {
+                Some(seq) => seq - 1,
+                None => return Ok(Vec::new()),
+            }
+        } else {
+            after
+        };
         let sql = format!(
             "{} WHERE e.status IS NOT NULL AND e.at > $1 AND e.seq > $2 \
              AND ($4 IS NULL OR l.merchant_id IN ({})) \
