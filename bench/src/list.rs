@@ -58,7 +58,7 @@ const TYPES: [&str; 2] = ["STATEMENT", "SUMMARY"];
 /// Pages read per request: the first, then `nextCursor` this many times more.
 const PAGES: usize = 3;
 
-pub async fn list(ledgers: usize, requests: usize) -> anyhow::Result<()> {
+pub async fn list(ledgers: usize, requests: usize, timelines: bool) -> anyhow::Result<()> {
     if ledgers < 20_000 {
         bail!("--ledgers must be at least 20000 (every seeded merchant gets some)");
     }
@@ -74,10 +74,20 @@ pub async fn list(ledgers: usize, requests: usize) -> anyhow::Result<()> {
     };
     let seeding = Instant::now();
     let now_ms = chrono::Utc::now().timestamp_millis() - 60_000;
-    ledger::store::sql::seed::seed_database(&config.database, ledgers as i64, now_ms)
-        .await
-        .context("seeding the store")?;
+    let first_id =
+        ledger::store::sql::seed::seed_database(&config.database, ledgers as i64, now_ms)
+            .await
+            .context("seeding the store")?;
     let seed_secs = seeding.elapsed().as_secs_f64();
+    let timeline_secs = if timelines {
+        let started = Instant::now();
+        ledger::store::sql::seed::seed_timelines(&config.database, first_id)
+            .await
+            .context("seeding the timelines")?;
+        Some(started.elapsed().as_secs_f64())
+    } else {
+        None
+    };
 
     // Callers of every reach: a platform admin (every merchant), and viewers of a few,
     // of many, and of the big merchant.
@@ -144,7 +154,6 @@ pub async fn list(ledgers: usize, requests: usize) -> anyhow::Result<()> {
             periods: Periods::Both,
         },
     ];
-    drop(store);
     let bench = start_prepared(dir, prepared).await?;
 
     // The seeded periods: the big merchant's days from 2010-01-01, the others' months
@@ -244,7 +253,93 @@ pub async fn list(ledgers: usize, requests: usize) -> anyhow::Result<()> {
         worst.0,
         worst.1
     )?;
+    if let Some(secs) = timeline_secs {
+        timelines_and_replays(&bench, &*store, ledgers, first_id, now_ms, requests, secs).await?;
+    }
     bench.stop().await;
+    Ok(())
+}
+
+/// Timelines (`GET /ledgers/:id/events`) of random seeded ledgers, and `?since=` replays'
+/// store reads (the pages a reconnecting socket reads, up to its 10,000 events) for windows
+/// back from the newest seeded event, for every merchant, one, and five.
+async fn timelines_and_replays(
+    bench: &Bench,
+    store: &dyn ledger::store::JobStore,
+    ledgers: usize,
+    first_id: i64,
+    now_ms: i64,
+    requests: usize,
+    seed_secs: f64,
+) -> anyhow::Result<()> {
+    outln!(
+        "  timelines ({} status events) seeded in {seed_secs:.1}s",
+        ledgers * 3
+    )?;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut times = Vec::new();
+    for _ in 0..requests * 5 {
+        // Seeded ids are 50 ms apart: (ms << 22).
+        let id = first_id + ((rng.below(ledgers as u64) as i64 * 50) << 22);
+        let started = Instant::now();
+        let r = bench
+            .client
+            .get(format!("{}/ledgers/{id}/events", bench.base))
+            .bearer_auth(&bench.token)
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        if status != 200 || body["items"].as_array().is_none_or(Vec::is_empty) {
+            bail!("GET /ledgers/{id}/events answered {status}: {body}");
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    outln!(
+        "  {:<36} {:<22} {:>8.2} {:>8.2} {:>8.2}",
+        "timeline of a ledger",
+        "",
+        percentile(&times, 50.0),
+        percentile(&times, 99.0),
+        times.last().copied().unwrap_or(f64::NAN)
+    )?;
+    let newest = chrono::DateTime::from_timestamp_millis(now_ms).context("a time")?;
+    let one = vec![ledger::domain::MerchantId::parse("m_seed_0001")?];
+    let five: Vec<_> = (0..5)
+        .map(|i| ledger::domain::MerchantId::parse(&format!("m_seed_{i:04}")))
+        .collect::<Result<_, _>>()?;
+    for (label, window) in [
+        ("1 s", Duration::from_secs(1)),
+        ("1 min", Duration::from_secs(60)),
+        ("1 h", Duration::from_secs(3600)),
+        ("24 h", Duration::from_secs(86_400)),
+    ] {
+        let since = newest - chrono::Duration::from_std(window)?;
+        for (scope, merchants) in [
+            ("every merchant", None),
+            ("one merchant", Some(one.as_slice())),
+            ("5 merchants", Some(five.as_slice())),
+        ] {
+            // The store reads of one replay: pages of 500 until 10,000 events or the end.
+            let started = Instant::now();
+            let (mut after, mut events) = (0, 0usize);
+            loop {
+                let page = store
+                    .status_events_since(merchants, since, after, 500)
+                    .await?;
+                events += page.len();
+                match page.last() {
+                    Some((seq, _)) if page.len() == 500 && events < 10_000 => after = *seq,
+                    _ => break,
+                }
+            }
+            outln!(
+                "  replay of {label:<5} {scope:<16} {events:>6} events, {:.2} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            )?;
+        }
+    }
     Ok(())
 }
 

@@ -198,6 +198,10 @@ enum Command {
         /// Requests per shape (caller × filters), each reading up to three pages.
         #[arg(long, default_value_t = 40)]
         requests: usize,
+        /// Also seed the ledgers' timelines (3 status events each) and time timelines and
+        /// `?since=` replays' reads.
+        #[arg(long)]
+        timelines: bool,
     },
     /// Small ledgers with webhook endpoints subscribed to their completion, delivered to a
     /// receiver in this process: ledger rate, delivery rate and completion→delivery lag.
@@ -360,7 +364,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::List { ledgers, requests } => list::list(ledgers, requests).await,
+        Command::List {
+            ledgers,
+            requests,
+            timelines,
+        } => list::list(ledgers, requests, timelines).await,
         Command::Webhooks {
             count,
             entries,

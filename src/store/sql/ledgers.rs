@@ -533,7 +533,9 @@ impl<D: Dialect> SqlStore<D> {
         let after = if after == 0 {
             let oldest: Option<(Option<i64>,)> = self
                 .fetch_optional(
-                    "SELECT MIN(seq) FROM ledger_events WHERE status IS NOT NULL AND at > $1",
+                    // `seq + 0`: not the engines' MIN-through-the-primary-key shortcut,
+                    // which walks every event from the first until one is after `since`.
+                    "SELECT MIN(seq + 0) FROM ledger_events WHERE status IS NOT NULL AND at > $1",
                     args![since],
                 )
                 .await?;

@@ -156,6 +156,41 @@ impl SqlStore<PgDialect> {
     }
 }
 
+/// The timelines of the seeded ledgers at or after id `$1`: PENDING at creation, PROCESSING
+/// 5 ms later (all but the PENDING ones), then COMPLETED or REJECTED 20 ms after creation —
+/// in time order, so `seq` grows with `at` as in a running service.
+const INSERT_TIMELINES: &str = "INSERT INTO ledger_events (ledger_id, at, attempt, status, \
+     error_code, phase, detail) \
+     SELECT l.id, l.created_at + k.offset_ms, k.attempt, \
+       CASE k.step WHEN 0 THEN 'PENDING' WHEN 1 THEN 'PROCESSING' ELSE l.status END, \
+       CASE WHEN k.step = 2 THEN l.failure_code END, NULL, NULL \
+     FROM ledgers l CROSS JOIN (SELECT 0 AS step, 0 AS offset_ms, 0 AS attempt \
+       UNION ALL SELECT 1, 5, 1 UNION ALL SELECT 2, 20, 1) k \
+     WHERE l.id >= $1 AND (k.step = 0 OR (k.step = 1 AND l.status <> 'PENDING') \
+       OR (k.step = 2 AND l.status IN ('COMPLETED', 'REJECTED'))) \
+     ORDER BY l.id, k.step";
+
+/// Writes the status timelines of the ledgers seeded from `first_id` on (3 events a finished
+/// ledger): for the replay and timeline figures of `ledger-bench list --timelines`.
+pub async fn seed_timelines(
+    database: &crate::config::DatabaseKind,
+    first_id: i64,
+) -> anyhow::Result<()> {
+    use crate::config::DatabaseKind;
+    match database {
+        DatabaseKind::Sqlite(path) => {
+            let store = crate::store::sqlite::SqliteStore::open(path).await?;
+            store.execute(INSERT_TIMELINES, args![first_id]).await?;
+        }
+        DatabaseKind::Postgres(url) => {
+            let store = crate::store::postgres::PostgresStore::connect(url.expose()).await?;
+            store.execute(INSERT_TIMELINES, args![first_id]).await?;
+            store.execute("ANALYZE ledger_events", args![]).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Seeds `count` ledgers into the store `database` names (see the module); returns the
 /// lowest id written.
 pub async fn seed_database(
