@@ -29,8 +29,10 @@ use crate::notify::EventBus;
 /// kernel's TCP path); ten thousand sockets writing each frame alone saturate two cores.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
-/// The fan-out of one api process (cheap to clone).
-#[derive(Clone, Default)]
+/// The fan-out of one api process (cheap to clone); made by [`Hub::start`] (tests make
+/// one without its task, to drive [`Inner::fan_out`] by hand).
+#[derive(Clone)]
+#[cfg_attr(test, derive(Default))]
 pub struct Hub {
     inner: Arc<Inner>,
 }
@@ -81,7 +83,9 @@ pub(super) struct Membership {
 impl Hub {
     /// A hub fed by `bus` until `shutdown` (or the bus closes).
     pub fn start(bus: &dyn EventBus, shutdown: CancellationToken) -> Self {
-        let hub = Self::default();
+        let hub = Self {
+            inner: Arc::default(),
+        };
         let mut events = bus.subscribe();
         let inner = hub.inner.clone();
         tokio::spawn(async move {
@@ -146,11 +150,6 @@ impl Hub {
             id,
             client,
         }
-    }
-
-    /// Clients registered now.
-    pub fn clients(&self) -> usize {
-        self.inner.read().clients.len()
     }
 }
 
