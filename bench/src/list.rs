@@ -58,7 +58,12 @@ const TYPES: [&str; 2] = ["STATEMENT", "SUMMARY"];
 /// Pages read per request: the first, then `nextCursor` this many times more.
 const PAGES: usize = 3;
 
-pub async fn list(ledgers: usize, requests: usize, timelines: bool) -> anyhow::Result<()> {
+pub async fn list(
+    ledgers: usize,
+    requests: usize,
+    timelines: bool,
+    batch: bool,
+) -> anyhow::Result<()> {
     if ledgers < 20_000 {
         bail!("--ledgers must be at least 20000 (every seeded merchant gets some)");
     }
@@ -85,6 +90,15 @@ pub async fn list(ledgers: usize, requests: usize, timelines: bool) -> anyhow::R
             .await
             .context("seeding the timelines")?;
         Some(started.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    let batch = if batch {
+        let started = Instant::now();
+        let id = ledger::store::sql::seed::seed_batch_database(&config.database, first_id)
+            .await
+            .context("seeding a batch")?;
+        Some((id, started.elapsed().as_secs_f64()))
     } else {
         None
     };
@@ -216,7 +230,7 @@ pub async fn list(ledgers: usize, requests: usize, timelines: bool) -> anyhow::R
                     if let Some(c) = &cursor {
                         q.push(("cursor", c.clone()));
                     }
-                    let (ms, page) = timed_list(&bench, &caller.token, &q).await?;
+                    let (ms, page) = timed_get(&bench, &caller.token, "/ledgers", &q).await?;
                     times.push(ms);
                     items += page["items"].as_array().map_or(0, Vec::len);
                     cursor = page["nextCursor"].as_str().map(str::to_owned);
@@ -255,6 +269,9 @@ pub async fn list(ledgers: usize, requests: usize, timelines: bool) -> anyhow::R
     )?;
     if let Some(secs) = timeline_secs {
         timelines_and_replays(&bench, &*store, ledgers, first_id, now_ms, requests, secs).await?;
+    }
+    if let Some((id, secs)) = batch {
+        batch_pages(&bench, id, requests, secs).await?;
     }
     bench.stop().await;
     Ok(())
@@ -343,6 +360,84 @@ async fn timelines_and_replays(
     Ok(())
 }
 
+/// `GET /batches/:id/ledgers` of the seeded batch (a third of the ledgers) with every filter,
+/// each request reading up to [`PAGES`] pages, and `GET /batches/:id` (its counts).
+async fn batch_pages(
+    bench: &Bench,
+    id: i64,
+    requests: usize,
+    seed_secs: f64,
+) -> anyhow::Result<()> {
+    let path = format!("/batches/{id}/ledgers");
+    let (_, batch) = timed_get(bench, &bench.token, &format!("/batches/{id}"), &[]).await?;
+    outln!(
+        "  a batch of {} members seeded in {seed_secs:.1}s",
+        batch["total"]
+    )?;
+    let mut filters = vec![("every member", None)];
+    for status in ["EXISTING", "COMPLETED", "REJECTED", "PENDING", "PROCESSING"] {
+        filters.push((status, Some(status)));
+    }
+    let mut all = Vec::new();
+    for (label, status) in filters {
+        let mut times = Vec::with_capacity(requests * PAGES);
+        for _ in 0..requests {
+            let mut cursor: Option<String> = None;
+            for _ in 0..PAGES {
+                let mut q: Vec<(&str, String)> = Vec::new();
+                if let Some(s) = status {
+                    q.push(("status", s.to_owned()));
+                }
+                if let Some(c) = &cursor {
+                    q.push(("cursor", c.clone()));
+                }
+                let (ms, page) = timed_get(bench, &bench.token, &path, &q).await?;
+                times.push(ms);
+                cursor = page["nextCursor"].as_str().map(str::to_owned);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        outln!(
+            "  {:<36} {:<22} {:>8.2} {:>8.2} {:>8.2}",
+            "batch members",
+            label,
+            percentile(&times, 50.0),
+            percentile(&times, 99.0),
+            times.last().copied().unwrap_or(f64::NAN)
+        )?;
+        all.extend(times);
+    }
+    all.sort_by(|a, b| a.total_cmp(b));
+    outln!(
+        "  all {} member pages: p50 {:.2}ms p99 {:.2}ms max {:.2}ms",
+        all.len(),
+        percentile(&all, 50.0),
+        percentile(&all, 99.0),
+        all.last().copied().unwrap_or(f64::NAN)
+    )?;
+    let mut times = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        times.push(
+            timed_get(bench, &bench.token, &format!("/batches/{id}"), &[])
+                .await?
+                .0,
+        );
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    outln!(
+        "  {:<36} {:<22} {:>8.2} {:>8.2} {:>8.2}",
+        "batch counts (GET /batches/:id)",
+        "",
+        percentile(&times, 50.0),
+        percentile(&times, 99.0),
+        times.last().copied().unwrap_or(f64::NAN)
+    )?;
+    Ok(())
+}
+
 fn filter_label(filters: u8) -> String {
     let names: Vec<&str> = [(1, "status"), (2, "type"), (4, "period")]
         .into_iter()
@@ -371,15 +466,16 @@ fn month_period(month: u64) -> String {
 }
 
 /// One `GET /ledgers` and the client's time for it, in milliseconds.
-async fn timed_list(
+async fn timed_get(
     bench: &Bench,
     token: &str,
+    path: &str,
     query: &[(&str, String)],
 ) -> anyhow::Result<(f64, Value)> {
     let started = Instant::now();
     let r = bench
         .client
-        .get(format!("{}/ledgers", bench.base))
+        .get(format!("{}{path}", bench.base))
         .bearer_auth(token)
         .query(query)
         .send()
@@ -388,7 +484,7 @@ async fn timed_list(
     let body: Value = r.json().await?;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     if status != 200 {
-        bail!("GET /ledgers {query:?} answered {status}: {body}");
+        bail!("GET {path} {query:?} answered {status}: {body}");
     }
     Ok((ms, body))
 }

@@ -202,6 +202,10 @@ enum Command {
         /// `?since=` replays' reads.
         #[arg(long)]
         timelines: bool,
+        /// Also seed a batch of every third ledger and time its pages
+        /// (`GET /batches/:id/ledgers`, every filter) and its counts (`GET /batches/:id`).
+        #[arg(long)]
+        batch: bool,
     },
     /// Small ledgers with webhook endpoints subscribed to their completion, delivered to a
     /// receiver in this process: ledger rate, delivery rate and completion→delivery lag.
@@ -368,7 +372,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             ledgers,
             requests,
             timelines,
-        } => list::list(ledgers, requests, timelines).await,
+            batch,
+        } => list::list(ledgers, requests, timelines, batch).await,
         Command::Webhooks {
             count,
             entries,

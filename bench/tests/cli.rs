@@ -84,10 +84,19 @@ fn live_prints_its_figures() {
     assert!(out.contains("KiB per idle socket"), "{out}");
 }
 
-/// `ledger-bench list` at a small size: a seeded store, every shape listed and timed.
+/// `ledger-bench list` at a small size: a seeded store, every shape listed and timed, then
+/// timelines, replays and a batch's pages.
 #[test]
 fn list_prints_its_figures() {
-    let out = succeeds(&["list", "--ledgers", "20000", "--requests", "2"]);
+    let out = succeeds(&[
+        "list",
+        "--ledgers",
+        "20000",
+        "--requests",
+        "2",
+        "--timelines",
+        "--batch",
+    ]);
     assert!(
         out.contains("list, SQLite: 20000 ledgers seeded in "),
         "{out}"
@@ -100,4 +109,22 @@ fn list_prints_its_figures() {
     assert!(shapes >= 48, "{out}");
     assert!(out.contains("viewer of the big merchant and 4"), "{out}");
     assert!(out.contains("worst shape p99 "), "{out}");
+    assert!(out.contains("timeline of a ledger"), "{out}");
+    // Four windows × three scopes, each replay reading at least one event for every merchant.
+    let replays: Vec<&str> = out.lines().filter(|l| l.contains("replay of ")).collect();
+    assert_eq!(replays.len(), 12, "{out}");
+    assert!(
+        replays
+            .iter()
+            .filter(|l| l.contains("every merchant"))
+            .all(|l| !l.contains(" 0 events")),
+        "{out}"
+    );
+    // A third of the ledgers: 6,666 or 6,667 as the seed's first id falls.
+    assert!(out.contains("a batch of 666"), "{out}");
+    assert!(
+        out.contains("all ") && out.contains(" member pages: p50 "),
+        "{out}"
+    );
+    assert!(out.contains("batch counts (GET /batches/:id)"), "{out}");
 }

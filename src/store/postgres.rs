@@ -288,6 +288,8 @@ mod tests {
                 "8_file manifest",
                 "9_webhooks",
                 "10_list indexes",
+                "11_events by merchant",
+                "12_batch member bucket",
             ],
             "a fresh schema has every migration pending"
         );
@@ -301,19 +303,57 @@ mod tests {
         drop(schema);
     }
 
+    /// Migrations 0011 and 0012 fill in what a store that lived under 0010 holds.
+    #[tokio::test]
+    async fn an_older_store_gains_the_event_merchants_and_member_buckets() {
+        let (store, schema) = fresh_store().await;
+        let before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(MIGRATOR.migrations[..10].to_vec()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.run(&store.pool).await.unwrap();
+        crate::store::sql::seed::plans::check_upgrade(
+            &store,
+            async |count, now| store.seed_ledgers(count, now).await,
+            async || store.migrate().await,
+        )
+        .await;
+        store.pool.close().await;
+        store.relaxed().close().await;
+        drop(schema);
+    }
+
     /// Every shape of `GET /ledgers` uses an index on PostgreSQL too (never a sequential
     /// scan of the ledgers) and pages exactly as a plain query would, over seeded and
-    /// analysed ledgers.
+    /// analysed ledgers; so do a batch's member pages, timelines and replays.
     #[tokio::test]
-    async fn every_list_shape_reads_through_an_index() {
+    async fn every_list_and_event_read_goes_through_its_index() {
         let (store, schema) = fresh_store().await;
         store.migrate().await.unwrap();
-        crate::store::sql::seed::plans::check(
+        let first = crate::store::sql::seed::plans::check(
             &store,
             200_000,
             async |count, now| store.seed_ledgers(count, now).await,
             async |sql: &str, args| store.explain(sql, args).await,
             crate::store::sql::seed::plans::postgres,
+        )
+        .await;
+        crate::store::sql::seed::plans::check_events(
+            &store,
+            first,
+            200_000,
+            async |first| store.seed_timelines(first).await,
+            async |sql: &str, args| store.explain(sql, args).await,
+            crate::store::sql::seed::plans::postgres_events,
+        )
+        .await;
+        crate::store::sql::seed::plans::check_members(
+            &store,
+            first,
+            200_000,
+            async |first| store.seed_batch(first).await,
+            async |sql: &str, args| store.explain(sql, args).await,
+            crate::store::sql::seed::plans::postgres_members,
         )
         .await;
         store.pool.close().await;

@@ -123,20 +123,60 @@ mod tests {
 
     /// Every shape of `GET /ledgers` reads newest first through an index made for it (or
     /// the primary key, when nothing indexed narrows it) and pages exactly as a plain query
-    /// would: checked on the plans SQLite chooses over seeded ledgers.
+    /// would; so does every page of a batch's members; timelines and every replay scope read the event log through its indexes and
+    /// replay what a plain query gives: checked on the plans SQLite chooses over seeded
+    /// ledgers and their timelines.
     #[tokio::test]
-    async fn every_list_shape_reads_through_its_index() {
+    async fn every_list_and_event_read_goes_through_its_index() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("ledger.db"))
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        crate::store::sql::seed::plans::check(
+        let first = crate::store::sql::seed::plans::check(
             &store,
             20_000,
             async |count, now| store.seed_ledgers(count, now).await,
             async |sql: &str, args| store.explain(sql, args).await,
             crate::store::sql::seed::plans::sqlite,
+        )
+        .await;
+        crate::store::sql::seed::plans::check_events(
+            &store,
+            first,
+            20_000,
+            async |first| store.seed_timelines(first).await,
+            async |sql: &str, args| store.explain(sql, args).await,
+            crate::store::sql::seed::plans::sqlite_events,
+        )
+        .await;
+        crate::store::sql::seed::plans::check_members(
+            &store,
+            first,
+            20_000,
+            async |first| store.seed_batch(first).await,
+            async |sql: &str, args| store.explain(sql, args).await,
+            crate::store::sql::seed::plans::sqlite_members,
+        )
+        .await;
+    }
+
+    /// Migrations 0011 and 0012 fill in what a store that lived under 0010 holds.
+    #[tokio::test]
+    async fn an_older_store_gains_the_event_merchants_and_member_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ledger.db"))
+            .await
+            .unwrap();
+        let before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(MIGRATOR.migrations[..10].to_vec()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.run(&store.pool).await.unwrap();
+        crate::store::sql::seed::plans::check_upgrade(
+            &store,
+            async |count, now| store.seed_ledgers(count, now).await,
+            async || store.migrate().await,
         )
         .await;
     }
@@ -147,7 +187,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("ledger.db"))
             .await
             .unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap().len(), 10);
+        assert_eq!(store.pending_migrations().await.unwrap().len(), 12);
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         super::super::contract::run_all(Arc::new(store)).await;

@@ -36,6 +36,48 @@ async fn fetch_batch<D: Dialect>(
     Ok(rows.into_iter().next())
 }
 
+/// The statement of one page of `GET /batches/:id/ledgers`: the members newest first,
+/// through the primary key (batch_id, ledger_id) or, filtered, through
+/// `batch_members_bucket` (batch_id, bucket, ledger_id) — a page reads a page, however many
+/// members the batch has and however few are in the bucket asked for.
+pub(crate) fn members_sql<D: Dialect>(
+    batch: BatchId,
+    filter: Option<MemberFilter>,
+    before: Option<LedgerId>,
+    limit: u32,
+) -> (String, super::Args) {
+    let mut binds = args![
+        batch.as_i64(),
+        before.map_or(i64::MAX, LedgerId::as_i64),
+        i64::from(limit)
+    ];
+    let bucket = match filter {
+        None => String::new(),
+        Some(filter) => {
+            binds.push(
+                match filter {
+                    MemberFilter::Existing => "EXISTING",
+                    MemberFilter::Status(s) => s.as_str(),
+                }
+                .into(),
+            );
+            " AND m.bucket = $4".to_owned()
+        }
+    };
+    // `deleted_at` is left out of the index choice (SQLite would read the identity index,
+    // partial on it, and sort).
+    let sql = format!(
+        "SELECT {LEDGER_COLUMNS}, m.existing FROM batch_members m \
+         JOIN ledgers l ON l.id = m.ledger_id \
+         LEFT JOIN ledger_files f ON f.ledger_id = l.id \
+         AND f.version = (SELECT MAX(version) FROM ledger_files WHERE ledger_id = l.id) \
+         WHERE m.batch_id = $1{bucket} AND m.ledger_id < $2 AND {}l.deleted_at IS NULL \
+         ORDER BY m.ledger_id DESC LIMIT $3",
+        D::UNINDEXED
+    );
+    (sql, binds)
+}
+
 impl<D: Dialect> SqlStore<D> {
     async fn insert_batch_row(
         &self,
@@ -139,38 +181,8 @@ impl<D: Dialect> SqlStore<D> {
         before: Option<LedgerId>,
         limit: u32,
     ) -> Result<Vec<Member>, StoreError> {
-        let (existing, status) = match filter {
-            None => (None, None),
-            Some(MemberFilter::Existing) => (Some(true), None),
-            Some(MemberFilter::Status(s)) => (Some(false), Some(s.as_str().to_owned())),
-        };
-        let sql = format!(
-            "SELECT {LEDGER_COLUMNS}, m.existing FROM batch_members m \
-             JOIN ledgers l ON l.id = m.ledger_id \
-             LEFT JOIN ledger_files f ON f.ledger_id = l.id \
-             AND f.version = (SELECT MAX(version) FROM ledger_files WHERE ledger_id = l.id) \
-             WHERE m.batch_id = $1 AND m.ledger_id < $2 AND l.deleted_at IS NULL \
-             AND ($3 = 0 OR m.existing = ($3 = 2)) \
-             AND ($4 IS NULL OR l.status = $4) \
-             ORDER BY m.ledger_id DESC LIMIT $5"
-        );
-        let existing_code: i64 = match existing {
-            None => 0,
-            Some(false) => 1,
-            Some(true) => 2,
-        };
-        let rows: Vec<MemberRow> = self
-            .fetch_all(
-                &sql,
-                args![
-                    id.as_i64(),
-                    before.map_or(i64::MAX, LedgerId::as_i64),
-                    existing_code,
-                    Arg::OptText(status),
-                    i64::from(limit)
-                ],
-            )
-            .await?;
+        let (sql, binds) = members_sql::<D>(id, filter, before, limit);
+        let rows: Vec<MemberRow> = self.fetch_all(&sql, binds).await?;
         rows.into_iter()
             .map(|row| {
                 Ok(Member {
@@ -362,13 +374,22 @@ impl<D: Dialect> SqlStore<D> {
         }
         let mut added = 0;
         for chunk in members.chunks(300) {
-            let mut sql =
-                "INSERT INTO batch_members (batch_id, ledger_id, existing) VALUES ".to_owned();
+            // A member's bucket: EXISTING, or its ledger's status (made in this
+            // transaction, so no status change can come between; the trigger of migration
+            // 0012 moves it from then on).
+            let mut sql = "INSERT INTO batch_members (batch_id, ledger_id, existing, bucket) \
+                 VALUES "
+                .to_owned();
             let mut values = args![step.batch.as_i64()];
             for (i, (ledger, existing)) in chunk.iter().enumerate() {
                 let n = values.len();
                 sql.push_str(if i == 0 { "" } else { ", " });
-                sql.push_str(&format!("($1, ${}, ${})", n + 1, n + 2));
+                sql.push_str(&format!(
+                    "($1, ${l}, ${e}, CASE WHEN ${e} THEN 'EXISTING' \
+                     ELSE (SELECT status FROM ledgers WHERE id = ${l}) END)",
+                    l = n + 1,
+                    e = n + 2
+                ));
                 values.push(Arg::Int(*ledger));
                 values.push(Arg::Bool(*existing));
             }

@@ -460,6 +460,79 @@ pub(crate) fn list_sql<D: Dialect>(
     Ok(Some((sql, binds)))
 }
 
+/// The oldest status event after `$1`, the start of a replay's first page: read through
+/// the (at, seq) index (`seq + 0`: not the engines' MIN-through-the-primary-key shortcut,
+/// which walks every event from the first until one is after `since`).
+pub(crate) const REPLAY_START: &str =
+    "SELECT MIN(seq + 0) FROM ledger_events WHERE status IS NOT NULL AND at > $1";
+
+/// The statement of one page of a `?since=` replay: the status events after `since` and
+/// after `seq` `after` the scope may see, in `seq` order (the order they were recorded in,
+/// which is each ledger's own order whatever the writers' clocks).
+///
+/// Every merchant: the primary key walked from `after` (a page reads a page). A list of at
+/// most [`MERGED_MERCHANTS`]: each merchant's events through `ledger_events_merchant`
+/// (migration 0011) from `after`, cut at the page and merged — a dashboard of one merchant
+/// reads that merchant's events, not every merchant's of the window. A longer list filters
+/// the walk of every event.
+pub(crate) fn replay_sql<D: Dialect>(
+    merchants: Option<&[MerchantId]>,
+    since: DateTime<Utc>,
+    after: i64,
+    limit: u32,
+) -> Result<(String, Args), StoreError> {
+    let select = crate::store::rows::STATUS_EVENT_SELECT;
+    let unindexed = D::UNINDEXED;
+    let mut binds = args![since, after, i64::from(limit)];
+    // `at` is left out of the index choice: its index would read the whole window and sort.
+    let window = format!("e.status IS NOT NULL AND {unindexed}e.at > $1 AND e.seq > $2");
+    let sql = match merchants {
+        None => format!("{select} WHERE {window} ORDER BY e.seq LIMIT $3"),
+        Some(list) if list.len() <= MERGED_MERCHANTS => {
+            let arm = |merchant: &str| {
+                format!(
+                    "SELECT e.seq FROM ledger_events e WHERE e.merchant_id = {merchant} \
+                     AND {window} ORDER BY e.seq LIMIT $3"
+                )
+            };
+            let pages = match D::merchant_rows("$4") {
+                Some(rows) => {
+                    binds.push(merchant_scope(Some(list))?);
+                    format!(
+                        "SELECT e.seq FROM {rows} CROSS JOIN LATERAL ({}) e",
+                        arm("s.merchant_id")
+                    )
+                }
+                None => list
+                    .iter()
+                    .map(|merchant| {
+                        binds.push(merchant.as_str().into());
+                        format!(
+                            "SELECT * FROM ({}) AS m{}",
+                            arm(&format!("${}", binds.len())),
+                            binds.len()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL "),
+            };
+            format!(
+                "{select} WHERE e.seq IN (SELECT seq FROM ({pages}) AS merged \
+                 ORDER BY seq LIMIT $3) ORDER BY e.seq"
+            )
+        }
+        Some(list) => {
+            binds.push(merchant_scope(Some(list))?);
+            format!(
+                "{select} WHERE {window} AND {unindexed}e.merchant_id IN ({}) \
+                 ORDER BY e.seq LIMIT $3",
+                D::json_texts("$4")
+            )
+        }
+    };
+    Ok((sql, binds))
+}
+
 impl<D: Dialect> SqlStore<D> {
     /// [`crate::store::JobStore::insert_ledger`]: through the group commit where the store
     /// has one, else in a transaction of its own.
@@ -527,18 +600,12 @@ impl<D: Dialect> SqlStore<D> {
         if merchants.is_some_and(<[MerchantId]>::is_empty) {
             return Ok(Vec::new());
         }
-        // The pages read the events in `seq` order (the primary key). The first one starts
-        // at the oldest status event after `since`, found through the (at, seq) index: a
-        // reconnect reads the events of its window, not every event recorded before it.
+        // The pages read the events in `seq` order. The first one starts at the oldest
+        // status event after `since`, found through the (at, seq) index: a reconnect reads
+        // the events of its window, not every event recorded before it.
         let after = if after == 0 {
-            let oldest: Option<(Option<i64>,)> = self
-                .fetch_optional(
-                    // `seq + 0`: not the engines' MIN-through-the-primary-key shortcut,
-                    // which walks every event from the first until one is after `since`.
-                    "SELECT MIN(seq + 0) FROM ledger_events WHERE status IS NOT NULL AND at > $1",
-                    args![since],
-                )
-                .await?;
+            let oldest: Option<(Option<i64>,)> =
+                self.fetch_optional(REPLAY_START, args![since]).await?;
             match oldest.and_then(|(seq,)| seq) {
                 Some(seq) => seq - 1,
                 None => return Ok(Vec::new()),
@@ -546,15 +613,7 @@ impl<D: Dialect> SqlStore<D> {
         } else {
             after
         };
-        let sql = format!(
-            "{} WHERE e.status IS NOT NULL AND e.at > $1 AND e.seq > $2 \
-             AND ($4 IS NULL OR l.merchant_id IN ({})) \
-             ORDER BY e.seq LIMIT $3",
-            crate::store::rows::STATUS_EVENT_SELECT,
-            D::json_texts("$4"),
-        );
-        let mut binds = args![since, after, i64::from(limit)];
-        binds.push(merchant_scope(merchants)?);
+        let (sql, binds) = replay_sql::<D>(merchants, since, after, limit)?;
         let rows: Vec<StatusEventRow> = self.fetch_all(&sql, binds).await?;
         rows.into_iter().map(TryFrom::try_from).collect()
     }

@@ -13,7 +13,9 @@ mod group;
 mod jobs;
 mod ledgers;
 #[cfg(test)]
-pub(crate) use ledgers::{MERGED_MERCHANTS, list_sql};
+pub(crate) use batches::members_sql;
+#[cfg(test)]
+pub(crate) use ledgers::{MERGED_MERCHANTS, REPLAY_START, list_sql, replay_sql};
 mod schedules;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod seed;
