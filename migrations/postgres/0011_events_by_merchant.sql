@@ -5,6 +5,10 @@
 -- 7 days) are never replayed, so only the last 7 days are filled in here (through the
 -- (at, seq) index). Adding the column rewrites nothing; the index build holds a write lock
 -- on ledger_events (seconds per million events; status changes wait, none fail).
+-- No status change may fall between the backfill and the new trigger (it would keep the
+-- old value for good): they wait for this migration (it runs in one transaction).
+LOCK TABLE ledgers IN SHARE ROW EXCLUSIVE MODE;
+
 ALTER TABLE ledger_events ADD COLUMN merchant_id TEXT;
 
 UPDATE ledger_events e
@@ -14,7 +18,11 @@ WHERE l.id = e.ledger_id
   AND e.status IS NOT NULL
   AND e.at > (extract(epoch FROM now()) * 1000)::bigint - 604800000;
 
+-- A page reads each merchant's events in seq order from where the page starts; where the
+-- first page starts is the oldest of the merchants' events after `since`.
 CREATE INDEX ledger_events_merchant ON ledger_events (merchant_id, seq)
+    WHERE status IS NOT NULL;
+CREATE INDEX ledger_events_merchant_at ON ledger_events (merchant_id, at, seq)
     WHERE status IS NOT NULL;
 
 CREATE OR REPLACE FUNCTION ledgers_status_inserted() RETURNS trigger

@@ -10,7 +10,11 @@ SET merchant_id = (SELECT l.merchant_id FROM ledgers l WHERE l.id = ledger_event
 WHERE status IS NOT NULL
   AND at > CAST(strftime('%s', 'now') AS INTEGER) * 1000 - 604800000;
 
+-- A page reads each merchant's events in seq order from where the page starts; where the
+-- first page starts is the oldest of the merchants' events after `since`.
 CREATE INDEX ledger_events_merchant ON ledger_events (merchant_id, seq)
+    WHERE status IS NOT NULL;
+CREATE INDEX ledger_events_merchant_at ON ledger_events (merchant_id, at, seq)
     WHERE status IS NOT NULL;
 
 DROP TRIGGER ledgers_status_inserted;

@@ -318,6 +318,9 @@ mod tests {
             async || store.migrate().await,
         )
         .await;
+        // A worker of the previous version, during a rolling upgrade, inserts members
+        // without a bucket: the database fills it in.
+        crate::store::sql::seed::plans::check_member_without_bucket(&store).await;
         store.pool.close().await;
         store.relaxed().close().await;
         drop(schema);

@@ -281,6 +281,17 @@ pub(super) async fn batches(store: &dyn JobStore) {
         completed.is_empty(),
         "the completed one is counted as existing"
     );
+    let pending = store
+        .batch_members(
+            BatchId::from_i64(7001),
+            Some(MemberFilter::Status(Status::Pending)),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = pending.iter().map(|m| m.ledger.id.as_i64()).collect();
+    assert_eq!(ids, [7300, 7202, 7201], "the made members are PENDING");
 
     // Every made member ends: one REJECTED.
     for (id, ok) in [(7201, true), (7202, true), (7300, false)] {
@@ -310,6 +321,33 @@ pub(super) async fn batches(store: &dyn JobStore) {
     }
     let tally = store.tally_batch(BatchId::from_i64(7001)).await.unwrap();
     assert_eq!(tally.status(false), BatchStatus::CompletedWithErrors);
+    assert_eq!(
+        tally.counts,
+        BatchCounts {
+            completed: 2,
+            rejected: 1,
+            existing: 1,
+            ..Default::default()
+        }
+    );
+    // Each status change moved its member to its bucket.
+    let bucket = async |status: Status| -> Vec<i64> {
+        store
+            .batch_members(
+                BatchId::from_i64(7001),
+                Some(MemberFilter::Status(status)),
+                None,
+                10,
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.ledger.id.as_i64())
+            .collect()
+    };
+    assert_eq!(bucket(Status::Rejected).await, [7300]);
+    assert_eq!(bucket(Status::Completed).await, [7202, 7201]);
+    assert!(bucket(Status::Pending).await.is_empty());
 
     // Publication: one process wins each change.
     let running = store.running_batches(None, 10).await.unwrap();

@@ -153,12 +153,19 @@ impl<D: Dialect> SqlStore<D> {
         Ok(BatchInsert::Created(Batch::try_from(row)?))
     }
 
+    /// One statement (one snapshot): the members by bucket and when each last changed,
+    /// from `batch_members_bucket` alone; and the statuses of the EXISTING members — the
+    /// only ones whose bucket does not say whether they are still open.
     async fn tally(&self, id: BatchId) -> Result<Tally, StoreError> {
         let rows: Vec<(bool, String, i64, i64)> = self
             .fetch_all(
-                "SELECT m.existing, l.status, COUNT(*), MAX(l.updated_at) FROM batch_members m \
-                 JOIN ledgers l ON l.id = m.ledger_id WHERE m.batch_id = $1 \
-                 GROUP BY m.existing, l.status",
+                "SELECT bucket = 'EXISTING', bucket, COUNT(*), MAX(changed_at) \
+                 FROM batch_members WHERE batch_id = $1 AND bucket <> 'EXISTING' \
+                 GROUP BY bucket \
+                 UNION ALL \
+                 SELECT m.existing, l.status, COUNT(*), MAX(m.changed_at) FROM batch_members m \
+                 JOIN ledgers l ON l.id = m.ledger_id \
+                 WHERE m.batch_id = $1 AND m.bucket = 'EXISTING' GROUP BY m.existing, l.status",
                 args![id.as_i64()],
             )
             .await?;
@@ -374,11 +381,11 @@ impl<D: Dialect> SqlStore<D> {
         }
         let mut added = 0;
         for chunk in members.chunks(300) {
-            // A member's bucket: EXISTING, or its ledger's status (made in this
-            // transaction, so no status change can come between; the trigger of migration
-            // 0012 moves it from then on).
-            let mut sql = "INSERT INTO batch_members (batch_id, ledger_id, existing, bucket) \
-                 VALUES "
+            // A member's bucket (EXISTING, or its ledger's status) and when that last
+            // changed, as of this transaction; the trigger of migration 0012 keeps both
+            // from then on.
+            let mut sql = "INSERT INTO batch_members \
+                 (batch_id, ledger_id, existing, bucket, changed_at) VALUES "
                 .to_owned();
             let mut values = args![step.batch.as_i64()];
             for (i, (ledger, existing)) in chunk.iter().enumerate() {
@@ -386,7 +393,8 @@ impl<D: Dialect> SqlStore<D> {
                 sql.push_str(if i == 0 { "" } else { ", " });
                 sql.push_str(&format!(
                     "($1, ${l}, ${e}, CASE WHEN ${e} THEN 'EXISTING' \
-                     ELSE (SELECT status FROM ledgers WHERE id = ${l}) END)",
+                     ELSE (SELECT status FROM ledgers WHERE id = ${l}) END, \
+                     (SELECT updated_at FROM ledgers WHERE id = ${l}))",
                     l = n + 1,
                     e = n + 2
                 ));

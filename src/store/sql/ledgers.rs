@@ -460,11 +460,25 @@ pub(crate) fn list_sql<D: Dialect>(
     Ok(Some((sql, binds)))
 }
 
-/// The oldest status event after `$1`, the start of a replay's first page: read through
-/// the (at, seq) index (`seq + 0`: not the engines' MIN-through-the-primary-key shortcut,
-/// which walks every event from the first until one is after `since`).
-pub(crate) const REPLAY_START: &str =
-    "SELECT MIN(seq + 0) FROM ledger_events WHERE status IS NOT NULL AND at > $1";
+/// The statement finding where a replay's first page starts: the oldest status event after
+/// `since` — of the scope's merchants for a list of at most [`MERGED_MERCHANTS`], read
+/// through their (merchant_id, at, seq) index (migration 0011: a merchant's window, not
+/// every merchant's), else of every merchant through the (at, seq) index. `seq + 0`: not
+/// the engines' MIN-through-the-primary-key shortcut, which walks every event from the
+/// first until one is after `since`.
+pub(crate) fn replay_start_sql<D: Dialect>(
+    merchants: Option<&[MerchantId]>,
+    since: DateTime<Utc>,
+) -> Result<(String, Args), StoreError> {
+    let every = "SELECT MIN(seq + 0) FROM ledger_events WHERE status IS NOT NULL AND at > $1";
+    Ok(match merchants {
+        Some(list) if list.len() <= MERGED_MERCHANTS => (
+            format!("{every} AND merchant_id IN ({})", D::json_texts("$2")),
+            args![since, merchant_scope(Some(list))?],
+        ),
+        _ => (every.to_owned(), args![since]),
+    })
+}
 
 /// The statement of one page of a `?since=` replay: the status events after `since` and
 /// after `seq` `after` the scope may see, in `seq` order (the order they were recorded in,
@@ -604,8 +618,8 @@ impl<D: Dialect> SqlStore<D> {
         // status event after `since`, found through the (at, seq) index: a reconnect reads
         // the events of its window, not every event recorded before it.
         let after = if after == 0 {
-            let oldest: Option<(Option<i64>,)> =
-                self.fetch_optional(REPLAY_START, args![since]).await?;
+            let (sql, binds) = replay_start_sql::<D>(merchants, since)?;
+            let oldest: Option<(Option<i64>,)> = self.fetch_optional(&sql, binds).await?;
             match oldest.and_then(|(seq,)| seq) {
                 Some(seq) => seq - 1,
                 None => return Ok(Vec::new()),

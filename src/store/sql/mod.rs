@@ -15,7 +15,7 @@ mod ledgers;
 #[cfg(test)]
 pub(crate) use batches::members_sql;
 #[cfg(test)]
-pub(crate) use ledgers::{MERGED_MERCHANTS, REPLAY_START, list_sql, replay_sql};
+pub(crate) use ledgers::{MERGED_MERCHANTS, list_sql, replay_sql, replay_start_sql};
 mod schedules;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod seed;
