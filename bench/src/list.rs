@@ -279,7 +279,8 @@ pub async fn list(
 
 /// Timelines (`GET /ledgers/:id/events`) of random seeded ledgers, and `?since=` replays'
 /// store reads (the pages a reconnecting socket reads, up to its 10,000 events) for windows
-/// back from the newest seeded event, for every merchant, one, and five.
+/// back from the newest seeded event, for every merchant, one, five, and the big one (a
+/// tenth of the events).
 async fn timelines_and_replays(
     bench: &Bench,
     store: &dyn ledger::store::JobStore,
@@ -323,6 +324,9 @@ async fn timelines_and_replays(
     )?;
     let newest = chrono::DateTime::from_timestamp_millis(now_ms).context("a time")?;
     let one = vec![ledger::domain::MerchantId::parse("m_seed_0001")?];
+    let big = vec![ledger::domain::MerchantId::parse(
+        ledger::store::sql::seed::BIG_MERCHANT,
+    )?];
     let five: Vec<_> = (0..5)
         .map(|i| ledger::domain::MerchantId::parse(&format!("m_seed_{i:04}")))
         .collect::<Result<_, _>>()?;
@@ -337,6 +341,7 @@ async fn timelines_and_replays(
             ("every merchant", None),
             ("one merchant", Some(one.as_slice())),
             ("5 merchants", Some(five.as_slice())),
+            ("the big merchant", Some(big.as_slice())),
         ] {
             // The store reads of one replay: pages of 500 until 10,000 events or the end.
             let started = Instant::now();

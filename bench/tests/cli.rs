@@ -110,9 +110,9 @@ fn list_prints_its_figures() {
     assert!(out.contains("viewer of the big merchant and 4"), "{out}");
     assert!(out.contains("worst shape p99 "), "{out}");
     assert!(out.contains("timeline of a ledger"), "{out}");
-    // Four windows × three scopes, each replay reading at least one event for every merchant.
+    // Four windows × four scopes, each replay reading at least one event for every merchant.
     let replays: Vec<&str> = out.lines().filter(|l| l.contains("replay of ")).collect();
-    assert_eq!(replays.len(), 12, "{out}");
+    assert_eq!(replays.len(), 16, "{out}");
     assert!(
         replays
             .iter()

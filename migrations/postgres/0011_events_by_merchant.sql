@@ -18,10 +18,8 @@ WHERE l.id = e.ledger_id
   AND e.status IS NOT NULL
   AND e.at > (extract(epoch FROM now()) * 1000)::bigint - 604800000;
 
--- A page reads each merchant's events in seq order from where the page starts; where the
--- first page starts is the oldest of the merchants' events after `since`.
-CREATE INDEX ledger_events_merchant ON ledger_events (merchant_id, seq)
-    WHERE status IS NOT NULL;
+-- Where a replay starts (the oldest of the merchants' events after `since`) and each of its
+-- pages (their events of the window after the last one sent) read the merchants' window.
 CREATE INDEX ledger_events_merchant_at ON ledger_events (merchant_id, at, seq)
     WHERE status IS NOT NULL;
 

@@ -155,7 +155,8 @@ impl<D: Dialect> SqlStore<D> {
 
     /// One statement (one snapshot): the members by bucket and when each last changed,
     /// from `batch_members_bucket` alone; and the statuses of the EXISTING members — the
-    /// only ones whose bucket does not say whether they are still open.
+    /// only ones whose bucket does not say whether they are still open — through the same
+    /// index and their ledgers.
     async fn tally(&self, id: BatchId) -> Result<Tally, StoreError> {
         let rows: Vec<(bool, String, i64, i64)> = self
             .fetch_all(
@@ -163,9 +164,9 @@ impl<D: Dialect> SqlStore<D> {
                  FROM batch_members WHERE batch_id = $1 AND bucket <> 'EXISTING' \
                  GROUP BY bucket \
                  UNION ALL \
-                 SELECT m.existing, l.status, COUNT(*), MAX(m.changed_at) FROM batch_members m \
-                 JOIN ledgers l ON l.id = m.ledger_id \
-                 WHERE m.batch_id = $1 AND m.bucket = 'EXISTING' GROUP BY m.existing, l.status",
+                 SELECT m.bucket = 'EXISTING', l.status, COUNT(*), MAX(m.changed_at) \
+                 FROM batch_members m JOIN ledgers l ON l.id = m.ledger_id \
+                 WHERE m.batch_id = $1 AND m.bucket = 'EXISTING' GROUP BY m.bucket, l.status",
                 args![id.as_i64()],
             )
             .await?;

@@ -485,10 +485,11 @@ pub(crate) fn replay_start_sql<D: Dialect>(
 /// which is each ledger's own order whatever the writers' clocks).
 ///
 /// Every merchant: the primary key walked from `after` (a page reads a page). A list of at
-/// most [`MERGED_MERCHANTS`]: each merchant's events through `ledger_events_merchant`
-/// (migration 0011) from `after`, cut at the page and merged — a dashboard of one merchant
-/// reads that merchant's events, not every merchant's of the window. A longer list filters
-/// the walk of every event.
+/// most [`MERGED_MERCHANTS`]: the seqs of the merchants' events of the window, from
+/// `ledger_events_merchant_at` alone (migration 0011), sorted and cut at the page, then
+/// those events — a dashboard of one merchant reads that merchant's events, not every
+/// merchant's. A longer list
+/// filters the walk of every event.
 pub(crate) fn replay_sql<D: Dialect>(
     merchants: Option<&[MerchantId]>,
     since: DateTime<Utc>,
@@ -498,50 +499,28 @@ pub(crate) fn replay_sql<D: Dialect>(
     let select = crate::store::rows::STATUS_EVENT_SELECT;
     let unindexed = D::UNINDEXED;
     let mut binds = args![since, after, i64::from(limit)];
-    // `at` is left out of the index choice: its index would read the whole window and sort.
-    let window = format!("e.status IS NOT NULL AND {unindexed}e.at > $1 AND e.seq > $2");
+    let page = "e.seq > $2 ORDER BY e.seq LIMIT $3";
     let sql = match merchants {
-        None => format!("{select} WHERE {window} ORDER BY e.seq LIMIT $3"),
-        Some(list) if list.len() <= MERGED_MERCHANTS => {
-            let arm = |merchant: &str| {
-                format!(
-                    "SELECT e.seq FROM ledger_events e WHERE e.merchant_id = {merchant} \
-                     AND {window} ORDER BY e.seq LIMIT $3"
-                )
-            };
-            let pages = match D::merchant_rows("$4") {
-                Some(rows) => {
-                    binds.push(merchant_scope(Some(list))?);
-                    format!(
-                        "SELECT e.seq FROM {rows} CROSS JOIN LATERAL ({}) e",
-                        arm("s.merchant_id")
-                    )
-                }
-                None => list
-                    .iter()
-                    .map(|merchant| {
-                        binds.push(merchant.as_str().into());
-                        format!(
-                            "SELECT * FROM ({}) AS m{}",
-                            arm(&format!("${}", binds.len())),
-                            binds.len()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL "),
-            };
-            format!(
-                "{select} WHERE e.seq IN (SELECT seq FROM ({pages}) AS merged \
-                 ORDER BY seq LIMIT $3) ORDER BY e.seq"
-            )
-        }
+        // `at` is left out of the index choice: its index would read the whole window of
+        // every merchant and sort it.
+        None => format!("{select} WHERE e.status IS NOT NULL AND {unindexed}e.at > $1 AND {page}"),
         Some(list) => {
             binds.push(merchant_scope(Some(list))?);
-            format!(
-                "{select} WHERE {window} AND {unindexed}e.merchant_id IN ({}) \
-                 ORDER BY e.seq LIMIT $3",
-                D::json_texts("$4")
-            )
+            let scope = D::json_texts("$4");
+            if list.len() <= MERGED_MERCHANTS {
+                // The page's events are chosen from the index alone (merchant, time, seq),
+                // then read: a big merchant's window costs an index range, not its rows.
+                format!(
+                    "{select} WHERE e.seq IN (SELECT seq FROM ledger_events \
+                     WHERE merchant_id IN ({scope}) AND status IS NOT NULL AND at > $1 \
+                     AND seq > $2 ORDER BY seq LIMIT $3) ORDER BY e.seq"
+                )
+            } else {
+                format!(
+                    "{select} WHERE {unindexed}e.merchant_id IN ({scope}) \
+                     AND e.status IS NOT NULL AND {unindexed}e.at > $1 AND {page}"
+                )
+            }
         }
     };
     Ok((sql, binds))
