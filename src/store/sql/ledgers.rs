@@ -472,10 +472,18 @@ pub(crate) fn replay_start_sql<D: Dialect>(
 ) -> Result<(String, Args), StoreError> {
     let every = "SELECT MIN(seq + 0) FROM ledger_events WHERE status IS NOT NULL AND at > $1";
     Ok(match merchants {
-        Some(list) if list.len() <= MERGED_MERCHANTS => (
-            format!("{every} AND merchant_id IN ({})", D::json_texts("$2")),
-            args![since, merchant_scope(Some(list))?],
-        ),
+        Some(list) if list.len() <= MERGED_MERCHANTS => {
+            // PostgreSQL: merchant by merchant (LATERAL), each planned as one merchant's
+            // window; a list's estimate (100 rows for any JSON array) would not be.
+            let sql = match D::merchant_rows("$2") {
+                Some(rows) => format!(
+                    "SELECT MIN(p.seq) FROM {rows} CROSS JOIN LATERAL ({every} \
+                     AND merchant_id = s.merchant_id) AS p(seq)"
+                ),
+                None => format!("{every} AND merchant_id IN ({})", D::json_texts("$2")),
+            };
+            (sql, args![since, merchant_scope(Some(list))?])
+        }
         _ => (every.to_owned(), args![since]),
     })
 }
@@ -510,11 +518,18 @@ pub(crate) fn replay_sql<D: Dialect>(
             if list.len() <= MERGED_MERCHANTS {
                 // The page's events are chosen from the index alone (merchant, time, seq),
                 // then read: a big merchant's window costs an index range, not its rows.
-                format!(
-                    "{select} WHERE e.seq IN (SELECT seq FROM ledger_events \
-                     WHERE merchant_id IN ({scope}) AND status IS NOT NULL AND at > $1 \
-                     AND seq > $2 ORDER BY seq LIMIT $3) ORDER BY e.seq"
-                )
+                // PostgreSQL plans them merchant by merchant (see `replay_start_sql`).
+                let chosen = "SELECT seq FROM ledger_events WHERE status IS NOT NULL \
+                     AND at > $1 AND seq > $2";
+                let seqs = match D::merchant_rows("$4") {
+                    Some(rows) => format!(
+                        "SELECT p.seq FROM {rows} CROSS JOIN LATERAL ({chosen} \
+                         AND merchant_id = s.merchant_id ORDER BY seq LIMIT $3) p \
+                         ORDER BY p.seq LIMIT $3"
+                    ),
+                    None => format!("{chosen} AND merchant_id IN ({scope}) ORDER BY seq LIMIT $3"),
+                };
+                format!("{select} WHERE e.seq IN ({seqs}) ORDER BY e.seq")
             } else {
                 format!(
                     "{select} WHERE {unindexed}e.merchant_id IN ({scope}) \

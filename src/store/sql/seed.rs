@@ -156,7 +156,9 @@ async fn seed_batch<D: Dialect>(store: &SqlStore<D>, first_id: i64) -> Result<i6
 impl SqlStore<SqliteDialect> {
     /// [`seed`] on SQLite (no `ANALYZE`: the service never runs one, so neither does this).
     pub async fn seed_ledgers(&self, count: i64, now_ms: i64) -> Result<i64, StoreError> {
-        seed(self, &SQLITE, count, now_ms).await
+        let first = seed(self, &SQLITE, count, now_ms).await?;
+        self.checkpoint().await?;
+        Ok(first)
     }
 
     /// [`INSERT_TIMELINES`] on SQLite.
@@ -164,12 +166,24 @@ impl SqlStore<SqliteDialect> {
         self.execute(DELETE_INSERTED_EVENTS, args![first_id])
             .await?;
         self.execute(INSERT_TIMELINES, args![first_id]).await?;
+        self.checkpoint().await
+    }
+
+    /// Moves the seeding's write-ahead log into the database, as the service's next write
+    /// would: a read-only bench never writes, and every page read would search a log of
+    /// millions of frames (SQLite looks a page up in the log before the file).
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        let _: Vec<(i64, i64, i64)> = self
+            .fetch_all("PRAGMA wal_checkpoint(TRUNCATE)", args![])
+            .await?;
         Ok(())
     }
 
     /// [`seed_batch`] on SQLite; returns the batch's id.
     pub async fn seed_batch(&self, first_id: i64) -> Result<i64, StoreError> {
-        seed_batch(self, first_id).await
+        let batch = seed_batch(self, first_id).await?;
+        self.checkpoint().await?;
+        Ok(batch)
     }
 
     /// The plan SQLite chooses for `sql` with `args`, one step a line.
@@ -868,12 +882,11 @@ pub(crate) mod plans {
         if plan.contains("Seq Scan on ledger_events") || plan.contains("Seq Scan on ledgers") {
             return fail("reads a whole table");
         }
-        // A narrow replay starts from its merchants' window; its pages read that window or,
-        // where the statistics say the events after the page's start are few, those (the
-        // primary key from `seq`). Every merchant's window (the (at, seq) index) serves a
+        // A narrow replay, its start and its pages, reads its merchants' window (planned
+        // merchant by merchant); every merchant's window (the (at, seq) index) serves a
         // start only.
         let start = read.name.starts_with("start");
-        if read.narrow && start && !plan.contains("ledger_events_merchant_at") {
+        if read.narrow && !plan.contains("ledger_events_merchant_at") {
             return fail("reads other merchants' events");
         }
         if !start && plan.contains("ledger_events_status_at") {
