@@ -333,7 +333,9 @@ pub async fn seed_database(
 #[cfg(test)]
 pub(crate) mod plans {
     use crate::domain::{LedgerId, LedgerType, MerchantId, Status};
-    use crate::store::sql::{Dialect, MERGED_MERCHANTS, SqlStore, args};
+    use crate::store::postgres::PgDialect;
+    use crate::store::sql::{Args, Dialect, MERGED_MERCHANTS, SqlStore, args};
+    use crate::store::sqlite::SqliteDialect;
     use crate::store::{ListQuery, StoreError};
 
     /// One shape: its name, the query, and what it names.
@@ -458,21 +460,81 @@ pub(crate) mod plans {
         Ok(())
     }
 
+    /// An engine's seeding, its plans, and how to judge them: what the read-shape tests of
+    /// both adapters share ([`check_reads`]).
+    pub(crate) trait Engine {
+        /// The engine's `seed_ledgers`.
+        async fn seed(&self, count: i64, now_ms: i64) -> Result<i64, StoreError>;
+        /// The engine's `seed_timelines`.
+        async fn seed_events(&self, first: i64) -> Result<(), StoreError>;
+        /// The engine's `seed_batch`.
+        async fn seed_members(&self, first: i64) -> Result<i64, StoreError>;
+        /// The engine's `explain`.
+        async fn plan(&self, sql: &str, args: Args) -> Result<String, StoreError>;
+        /// Judges a list shape's plan.
+        const LIST: fn(&Shape, &str) -> Result<(), String>;
+        /// Judges an event read's plan.
+        const EVENTS: fn(&Read, &str) -> Result<(), String>;
+        /// Judges a member page's plan.
+        const MEMBERS: fn(&Read, &str) -> Result<(), String>;
+    }
+
+    impl Engine for SqlStore<SqliteDialect> {
+        async fn seed(&self, count: i64, now_ms: i64) -> Result<i64, StoreError> {
+            self.seed_ledgers(count, now_ms).await
+        }
+        async fn seed_events(&self, first: i64) -> Result<(), StoreError> {
+            self.seed_timelines(first).await
+        }
+        async fn seed_members(&self, first: i64) -> Result<i64, StoreError> {
+            self.seed_batch(first).await
+        }
+        async fn plan(&self, sql: &str, args: Args) -> Result<String, StoreError> {
+            self.explain(sql, args).await
+        }
+        const LIST: fn(&Shape, &str) -> Result<(), String> = sqlite;
+        const EVENTS: fn(&Read, &str) -> Result<(), String> = sqlite_events;
+        const MEMBERS: fn(&Read, &str) -> Result<(), String> = sqlite_members;
+    }
+
+    impl Engine for SqlStore<PgDialect> {
+        async fn seed(&self, count: i64, now_ms: i64) -> Result<i64, StoreError> {
+            self.seed_ledgers(count, now_ms).await
+        }
+        async fn seed_events(&self, first: i64) -> Result<(), StoreError> {
+            self.seed_timelines(first).await
+        }
+        async fn seed_members(&self, first: i64) -> Result<i64, StoreError> {
+            self.seed_batch(first).await
+        }
+        async fn plan(&self, sql: &str, args: Args) -> Result<String, StoreError> {
+            self.explain(sql, args).await
+        }
+        const LIST: fn(&Shape, &str) -> Result<(), String> = postgres;
+        const EVENTS: fn(&Read, &str) -> Result<(), String> = postgres_events;
+        const MEMBERS: fn(&Read, &str) -> Result<(), String> = postgres_members;
+    }
+
+    /// Every read shape on one store seeded with `count` ledgers: lists ([`check`]), then
+    /// timelines and replays ([`check_events`]), then a batch's pages ([`check_members`]).
+    pub(crate) async fn check_reads<D: Dialect>(store: &SqlStore<D>, count: i64)
+    where
+        SqlStore<D>: Engine,
+    {
+        let first = check(store, count).await;
+        check_events(store, first, count).await;
+        check_members(store, first, count).await;
+    }
+
     /// The plan-and-result check of every list shape on one seeded store: each shape's plan is
-    /// judged by `judge`, and its page is the one a plain query (every filter spelled out, no
-    /// index steering, no merge) gives.
-    ///
-    /// `seed` writes `count` ledgers ending now (the engine's `seed_ledgers`) and returns the
-    /// lowest id; `explain` is the engine's `explain`.
-    pub(crate) async fn check<D: Dialect>(
-        store: &SqlStore<D>,
-        count: i64,
-        seed: impl AsyncFnOnce(i64, i64) -> Result<i64, StoreError>,
-        explain: impl AsyncFn(&str, crate::store::sql::Args) -> Result<String, StoreError>,
-        judge: fn(&Shape, &str) -> Result<(), String>,
-    ) -> i64 {
+    /// judged by the engine, and its page is the one a plain query (every filter spelled out,
+    /// no index steering, no merge) gives. Returns the lowest seeded id.
+    async fn check<D: Dialect>(store: &SqlStore<D>, count: i64) -> i64
+    where
+        SqlStore<D>: Engine,
+    {
         use crate::store::JobStore as _;
-        let first = seed(count, chrono::Utc::now().timestamp_millis())
+        let first = Engine::seed(store, count, chrono::Utc::now().timestamp_millis())
             .await
             .expect("seeding");
         // An id in the middle of the seeded range (rows are 50 ms apart).
@@ -483,8 +545,8 @@ pub(crate) mod plans {
             let (sql, args) = crate::store::sql::list_sql::<D>(&shape.query)
                 .expect("a list statement")
                 .expect("a non-empty merchant list");
-            let plan = explain(&sql, args).await.expect("EXPLAIN");
-            if let Err(e) = judge(shape, &plan) {
+            let plan = store.plan(&sql, args).await.expect("EXPLAIN");
+            if let Err(e) = <SqlStore<D> as Engine>::LIST(shape, &plan) {
                 failures.push(e);
             }
             let got: Vec<i64> = store
@@ -604,17 +666,15 @@ pub(crate) mod plans {
     /// of `GET /batches/:id/ledgers` (every filter; first page, and from the middle): its
     /// plan judged by `judge`, its page the one a
     /// plain query gives.
-    pub(crate) async fn check_members<D: Dialect>(
-        store: &SqlStore<D>,
-        first: i64,
-        count: i64,
-        seed: impl AsyncFnOnce(i64) -> Result<i64, StoreError>,
-        explain: impl AsyncFn(&str, crate::store::sql::Args) -> Result<String, StoreError>,
-        judge: fn(&Read, &str) -> Result<(), String>,
-    ) {
+    async fn check_members<D: Dialect>(store: &SqlStore<D>, first: i64, count: i64)
+    where
+        SqlStore<D>: Engine,
+    {
         use crate::store::BatchStore as _;
         use crate::store::batches::MemberFilter;
-        let batch = crate::domain::BatchId::from_i64(seed(first).await.expect("seeding a batch"));
+        let batch = crate::domain::BatchId::from_i64(
+            store.seed_members(first).await.expect("seeding a batch"),
+        );
         let mid = LedgerId::from_i64(first + ((count / 2 * 50) << 22));
         let mut failures = Vec::new();
         let mut filters = vec![
@@ -635,12 +695,12 @@ pub(crate) mod plans {
                 reads += 1;
                 let name = format!("members, {label}, {page}");
                 let (sql, binds) = crate::store::sql::members_sql::<D>(batch, *filter, before, 50);
-                let plan = explain(&sql, binds).await.expect("EXPLAIN");
+                let plan = store.plan(&sql, binds).await.expect("EXPLAIN");
                 let read = Read {
                     name: name.clone(),
                     narrow: filter.is_some(),
                 };
-                if let Err(e) = judge(&read, &plan) {
+                if let Err(e) = <SqlStore<D> as Engine>::MEMBERS(&read, &plan) {
                     failures.push(e);
                 }
                 let got: Vec<i64> = store
@@ -712,17 +772,17 @@ pub(crate) mod plans {
     }
 
     /// Migrations 0011 and 0012 on a store that has lived under 0010: `store` has run the
-    /// first ten migrations only; `seed` writes ledgers ending now (their insert events are
-    /// recent), `migrate` runs the rest. Recent status events get their ledger's merchant,
+    /// first ten migrations only; it is seeded with ledgers ending now (their insert events are
+    /// recent), then migrated. Recent status events get their ledger's merchant,
     /// one older than any replay does not; members get their bucket; from then on the
     /// triggers keep both.
-    pub(crate) async fn check_upgrade<D: Dialect>(
-        store: &SqlStore<D>,
-        seed: impl AsyncFnOnce(i64, i64) -> Result<i64, StoreError>,
-        migrate: impl AsyncFnOnce() -> Result<(), StoreError>,
-    ) {
+    pub(crate) async fn check_upgrade<D: Dialect>(store: &SqlStore<D>)
+    where
+        SqlStore<D>: Engine,
+    {
+        use crate::store::JobStore as _;
         let now = chrono::Utc::now().timestamp_millis();
-        let first = seed(300, now).await.expect("seeding");
+        let first = Engine::seed(store, 300, now).await.expect("seeding");
         let old_at = now - 8 * 86_400_000;
         store
             .execute(
@@ -749,7 +809,7 @@ pub(crate) mod plans {
             )
             .await
             .expect("its members");
-        migrate().await.expect("migrations 11 and 12");
+        store.migrate().await.expect("migrations 11 and 12");
         let wrong: (i64,) = store
             .fetch_one(
                 "SELECT COUNT(*) FROM ledger_events e JOIN ledgers l ON l.id = e.ledger_id \
@@ -898,17 +958,16 @@ pub(crate) mod plans {
     /// Seeds the timelines of the ledgers from `first` on (`count` of them, ending about now)
     /// and checks every event read: its plan judged by `judge`, and each replay page the one a
     /// plain query (the ledger's merchant, no index steering) gives.
-    pub(crate) async fn check_events<D: Dialect>(
-        store: &SqlStore<D>,
-        first: i64,
-        count: i64,
-        seed: impl AsyncFnOnce(i64) -> Result<(), StoreError>,
-        explain: impl AsyncFn(&str, crate::store::sql::Args) -> Result<String, StoreError>,
-        judge: fn(&Read, &str) -> Result<(), String>,
-    ) {
+    async fn check_events<D: Dialect>(store: &SqlStore<D>, first: i64, count: i64)
+    where
+        SqlStore<D>: Engine,
+    {
         use crate::store::JobStore as _;
         use crate::store::sql::{replay_sql, replay_start_sql};
-        seed(first).await.expect("seeding the timelines");
+        store
+            .seed_events(first)
+            .await
+            .expect("seeding the timelines");
         let newest: (i64,) = store
             .fetch_one("SELECT MAX(at) FROM ledger_events", args![])
             .await
@@ -917,18 +976,19 @@ pub(crate) mod plans {
         let mut reads = 0;
         let mut judged = |read: Read, plan: String, failures: &mut Vec<String>| {
             reads += 1;
-            if let Err(e) = judge(&read, &plan) {
+            if let Err(e) = <SqlStore<D> as Engine>::EVENTS(&read, &plan) {
                 failures.push(e);
             }
         };
         let mid = LedgerId::from_i64(first + ((count / 2 * 50) << 22));
-        let plan = explain(
-            "SELECT at, attempt, status, error_code, phase, detail FROM ledger_events \
+        let plan = store
+            .plan(
+                "SELECT at, attempt, status, error_code, phase, detail FROM ledger_events \
              WHERE ledger_id = $1 ORDER BY seq",
-            args![mid.as_i64()],
-        )
-        .await
-        .expect("EXPLAIN");
+                args![mid.as_i64()],
+            )
+            .await
+            .expect("EXPLAIN");
         let timeline = Read {
             name: "timeline".into(),
             narrow: false,
@@ -955,7 +1015,7 @@ pub(crate) mod plans {
                 let merchants = merchants.as_deref();
                 let narrow = merchants.is_some_and(|l| l.len() <= MERGED_MERCHANTS);
                 let (sql, binds) = replay_start_sql::<D>(merchants, since).expect("a start");
-                let plan = explain(&sql, binds).await.expect("EXPLAIN");
+                let plan = store.plan(&sql, binds).await.expect("EXPLAIN");
                 let start = Read {
                     name: format!("start of {window}, {scope}"),
                     narrow,
@@ -985,7 +1045,7 @@ pub(crate) mod plans {
                     };
                     let (sql, binds) =
                         replay_sql::<D>(merchants, since, from, 50).expect("a replay statement");
-                    let plan = explain(&sql, binds).await.expect("EXPLAIN");
+                    let plan = store.plan(&sql, binds).await.expect("EXPLAIN");
                     let read = Read {
                         name: name.clone(),
                         narrow,
