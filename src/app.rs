@@ -14,6 +14,7 @@ use crate::api::{self, AppState, OpsState};
 use crate::auth::{Authorizer, DevKey, PolicyCacheConfig, StoreGrants, Verifier, VerifierOptions};
 use crate::config::{Config, DatabaseKind};
 use crate::crypto::{Keyring, MasterKey};
+use crate::keys::{Keys, Root};
 use crate::domain::Snowflake;
 use crate::manifest::ManifestSigner;
 use crate::notify::Notifier;
@@ -102,6 +103,26 @@ pub fn keyring(config: &Config) -> anyhow::Result<Keyring> {
     }
 }
 
+/// The job store, keys and object storage of an operator command (`ledger keys …`,
+/// `ledger merchant shred`).
+pub async fn operator_vault(config: &Config) -> anyhow::Result<crate::vault::Vault> {
+    let store = open_store(config).await?;
+    prepare_store(config, &*store).await?;
+    let keyring = keyring(config)?;
+    let keys = keys(config, keyring, store).await?;
+    let storage = open_storage(config)?;
+    Ok(crate::vault::Vault::new(storage, keys))
+}
+
+/// The key hierarchy's root and the merchant keys in `store` (SPEC §15).
+pub async fn keys(
+    _config: &Config,
+    local: Keyring,
+    store: Arc<dyn JobStore>,
+) -> anyhow::Result<Keys> {
+    Ok(Keys::new(Root::Local(local.clone()), local, store))
+}
+
 /// The manifest signer: the configured key, or (embedded default) a key in the data dir.
 pub fn manifest_signer(config: &Config) -> anyhow::Result<Arc<ManifestSigner>> {
     let retired = config.signing_keys_old.as_deref().unwrap_or("");
@@ -176,6 +197,7 @@ pub async fn run(
     let store = open_store(&config).await?;
     prepare_store(&config, &*store).await?;
     let keyring = keyring(&config)?;
+    let keys = keys(&config, keyring.clone(), store.clone()).await?;
     let signer = manifest_signer(&config)?;
     let storage = open_storage(&config)?;
     let queue = crate::queue::open(&config.queue, store.clone(), shutdown.clone()).await?;
@@ -218,6 +240,7 @@ pub async fn run(
                 storage: storage.clone(),
                 notifier: notifier.clone(),
                 keyring: keyring.clone(),
+                keys: keys.clone(),
                 manifest_keys: Arc::new(signer.jwks().clone()),
                 verifier,
                 authz: authz.clone(),
@@ -275,7 +298,7 @@ pub async fn run(
                 storage,
                 source,
                 notifier,
-                keyring,
+                keys,
                 signer,
                 settings: WorkerSettings {
                     job_timeout: config.job_timeout,

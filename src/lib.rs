@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod keys;
 pub mod manifest;
 pub mod notify;
 pub mod output;

@@ -58,6 +58,16 @@ enum Command {
     },
     /// Print a new random base64 AES-256 key (for APP_ENV_LEDGER_ENCRYPTION_KEY).
     Keygen,
+    /// The key hierarchy: which root key protects what, rewrap, the audit log (SPEC §15).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Operator acts on a merchant's data.
+    Merchant {
+        #[command(subcommand)]
+        command: MerchantCommand,
+    },
     /// Print the OpenAPI 3.1 document of the HTTP API (as served at /v1/api/ledger/openapi.json).
     Openapi,
     /// Check a downloaded ledger document against its manifest (offline with a JWKS file).
@@ -107,6 +117,50 @@ enum PolicyCommand {
     },
     /// List every grant.
     List,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Which root key wraps how many merchant keys and protects how many files, and which
+    /// old key may be removed.
+    Status,
+    /// Put everything under the current root key: re-wrap merchant keys, re-seal files
+    /// sealed by a master key directly (from before the key hierarchy). Resumable and
+    /// idempotent; safe while the service runs.
+    #[command(
+        after_long_help = "Rotating the root: set the new key (APP_ENV_LEDGER_ENCRYPTION_KEY, \
+                           the old one moved to APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD; or a new \
+                           APP_ENV_LEDGER_KMS_KEY_ID), restart, run `ledger keys rewrap`, then \
+                           `ledger keys status` says when the old key protects nothing and may \
+                           be removed. Exit status 1 when an item failed (a later run retries it)."
+    )]
+    Rewrap,
+    /// The key audit log (shreds, rewraps, retention), newest first.
+    Audit {
+        /// One merchant's records only.
+        #[arg(long)]
+        merchant: Option<String>,
+        /// At most this many records.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum MerchantCommand {
+    /// Destroy MERCHANT's key: every file of the merchant becomes unreadable at once, for
+    /// good (downloads answer 410 SHREDDED); its ledgers stay, and the audit log records
+    /// who did it.
+    Shred {
+        /// The merchant id.
+        merchant: String,
+        /// Required: this cannot be undone.
+        #[arg(long)]
+        confirm: bool,
+        /// Who asks (recorded in the audit log); default `$USER@host`.
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 /// The built-in roles, for `policy grant|revoke --help`.
@@ -317,6 +371,28 @@ async fn dispatch(command: Option<Command>, config: Config) -> anyhow::Result<()
         Command::Keygen => {
             outln!("{}", ledger::crypto::generate_key_base64())?;
             Ok(())
+        }
+        Command::Keys { command } => {
+            let vault = ledger::app::operator_vault(&config).await?;
+            match command {
+                KeysCommand::Status => ledger::keys::commands::status(vault.keys()).await,
+                KeysCommand::Rewrap => ledger::keys::commands::run_rewrap(&vault).await,
+                KeysCommand::Audit { merchant, limit } => {
+                    ledger::keys::commands::audit(vault.keys(), merchant.as_deref(), limit).await
+                }
+            }
+        }
+        Command::Merchant {
+            command:
+                MerchantCommand::Shred {
+                    merchant,
+                    confirm,
+                    actor,
+                },
+        } => {
+            let vault = ledger::app::operator_vault(&config).await?;
+            let actor = actor.unwrap_or_else(ledger::keys::rewrap::actor);
+            ledger::keys::commands::shred(vault.keys(), &merchant, confirm, &actor).await
         }
         Command::Openapi => {
             outln!("{}", ledger::api::openapi::json()?)?;

@@ -55,7 +55,7 @@ impl utoipa::IntoParams for VersionParam {
 
 error_responses! {
     /// What a download can answer besides 200.
-    DownloadErrors [Validation, Unauthorized, NotFound, JobNotReady, Internal, ServiceUnavailable]
+    DownloadErrors [Validation, Unauthorized, NotFound, JobNotReady, Shredded, Internal, ServiceUnavailable, KeyUnavailable]
 }
 
 /// The query of a route that takes only `version` (a download, a manifest): the version

@@ -79,6 +79,9 @@ pub enum ApiError {
     /// message says which, and what to do).
     #[error("{0}")]
     NotReady(String),
+    /// 410: the file was destroyed on purpose (its merchant's key shredded, or retention).
+    #[error("{0}")]
+    Shredded(String),
     /// 413: the body is over the limit.
     #[error("request body is larger than 1 MiB")]
     PayloadTooLarge,
@@ -97,6 +100,10 @@ pub enum ApiError {
     /// 503: a backend did not answer.
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
+    /// 503: the key of the file is unavailable (an operator's problem: a root key no
+    /// longer configured, a KMS down or refusing).
+    #[error("the key of this file is unavailable: {0}")]
+    KeyUnavailable(String),
     /// 500: a bug or a broken invariant; details only in the log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -137,6 +144,8 @@ pub enum ErrorCode {
     LedgerFinal,
     /// 409 `JOB_NOT_READY`.
     JobNotReady,
+    /// 410 `SHREDDED`.
+    Shredded,
     /// 413 `PAYLOAD_TOO_LARGE`.
     PayloadTooLarge,
     /// 415 `UNSUPPORTED_MEDIA_TYPE`.
@@ -151,11 +160,13 @@ pub enum ErrorCode {
     EnqueueFailed,
     /// 503 `SERVICE_UNAVAILABLE`.
     ServiceUnavailable,
+    /// 503 `KEY_UNAVAILABLE`.
+    KeyUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of their statuses.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Validation,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -166,6 +177,7 @@ impl ErrorCode {
         ErrorCode::InvalidState,
         ErrorCode::LedgerFinal,
         ErrorCode::JobNotReady,
+        ErrorCode::Shredded,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::IdempotencyKeyReused,
@@ -173,6 +185,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::EnqueueFailed,
         ErrorCode::ServiceUnavailable,
+        ErrorCode::KeyUnavailable,
     ];
 
     /// The wire string, and the status every response with this code has.
@@ -189,6 +202,7 @@ impl ErrorCode {
             C::InvalidState => ("INVALID_STATE", StatusCode::CONFLICT),
             C::LedgerFinal => ("LEDGER_FINAL", StatusCode::CONFLICT),
             C::JobNotReady => ("JOB_NOT_READY", StatusCode::CONFLICT),
+            C::Shredded => ("SHREDDED", StatusCode::GONE),
             C::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE),
             C::UnsupportedMediaType => {
                 ("UNSUPPORTED_MEDIA_TYPE", StatusCode::UNSUPPORTED_MEDIA_TYPE)
@@ -198,6 +212,7 @@ impl ErrorCode {
             C::Internal => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR),
             C::EnqueueFailed => ("ENQUEUE_FAILED", StatusCode::SERVICE_UNAVAILABLE),
             C::ServiceUnavailable => ("SERVICE_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+            C::KeyUnavailable => ("KEY_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 
@@ -236,6 +251,9 @@ impl ErrorCode {
             C::InvalidState => "the ledger's status does not allow this",
             C::LedgerFinal => "the ledger is FINAL and cannot be regenerated",
             C::JobNotReady => "the ledger has no completed file yet",
+            C::Shredded => {
+                "the file was destroyed on purpose (its merchant's key was shredded, or retention removed it); the ledger's `file.shreddedAt` says when"
+            }
             C::PayloadTooLarge => "the body is over 1 MiB",
             C::UnsupportedMediaType => "the body is not `application/json`",
             C::IdempotencyKeyReused => "the Idempotency-Key was used with another body",
@@ -248,6 +266,9 @@ impl ErrorCode {
             }
             C::ServiceUnavailable => {
                 "a backend did not answer; try again after Retry-After seconds"
+            }
+            C::KeyUnavailable => {
+                "the key that protects the file is unavailable (an operator has been alerted); try again after Retry-After seconds"
             }
         }
     }
@@ -399,12 +420,14 @@ impl ApiError {
             ApiError::LedgerExists(_) => C::LedgerExists,
             ApiError::Conflict(t) => C::of_transition(t),
             ApiError::NotReady(_) => C::JobNotReady,
+            ApiError::Shredded(_) => C::Shredded,
             ApiError::PayloadTooLarge => C::PayloadTooLarge,
             ApiError::UnsupportedMediaType => C::UnsupportedMediaType,
             ApiError::IdempotencyMismatch => C::IdempotencyKeyReused,
             ApiError::TooManyRequests(_) => C::TooManyRequests,
             ApiError::EnqueueFailed(_) => C::EnqueueFailed,
             ApiError::Unavailable(_) => C::ServiceUnavailable,
+            ApiError::KeyUnavailable(_) => C::KeyUnavailable,
             ApiError::Internal(_) => C::Internal,
         }
     }
@@ -515,6 +538,8 @@ impl From<LedgerError> for ApiError {
             LedgerError::IdempotencyMismatch => ApiError::IdempotencyMismatch,
             LedgerError::EnqueueFailed(ledger) => ApiError::EnqueueFailed(Box::new(view(&ledger))),
             LedgerError::Unavailable(m) => ApiError::Unavailable(m),
+            LedgerError::KeyUnavailable(m) => ApiError::KeyUnavailable(m),
+            LedgerError::Shredded(m) => ApiError::Shredded(m),
             LedgerError::Internal(m) => ApiError::Internal(m),
         }
     }

@@ -27,7 +27,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 error_responses! {
     /// What a manifest request can answer besides 200.
-    ManifestErrors [Validation, Unauthorized, NotFound, JobNotReady, Internal, ServiceUnavailable]
+    ManifestErrors [Validation, Unauthorized, NotFound, JobNotReady, Shredded, Internal, ServiceUnavailable]
     /// What the key set can answer besides 200.
     JwksErrors [Internal]
 }

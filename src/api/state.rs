@@ -27,8 +27,10 @@ pub struct AppState {
     pub storage: Arc<dyn ObjectStorage>,
     /// Status events.
     pub notifier: Notifier,
-    /// Decryption keys for downloads.
+    /// The local master keys (they seal webhook secrets).
     pub keyring: Keyring,
+    /// The key hierarchy: downloads open files with it.
+    pub keys: crate::keys::Keys,
     /// The public keys manifests are signed with (current first, then retired).
     pub manifest_keys: Arc<jsonwebtoken::jwk::JwkSet>,
     /// Token verification.
@@ -90,7 +92,7 @@ impl AppState {
             notifier: self.notifier.clone(),
             authz: self.authz.clone(),
             ids: self.ids.clone(),
-            vault: Vault::new(self.storage.clone(), self.keyring.clone()),
+            vault: Vault::new(self.storage.clone(), self.keys.clone()),
         }
     }
 }

@@ -17,7 +17,27 @@ use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{CryptoError, KEY_ID_LABEL, KEY_LEN};
+use aes_gcm::Nonce;
+use aes_gcm::aead::AeadInPlace;
+
+use super::{
+    CryptoError, FIXED_HEADER_LEN, FORMAT_MERCHANT, FORMAT_ROOT, KEY_ID_LABEL, KEY_LEN, MAGIC,
+    MAX_KEY_ID_LEN, NONCE_LEN, TAG_LEN, valid_key_id_byte,
+};
+
+/// The format version and key id of an object, from its first bytes (at least the fixed
+/// header and the key id); `None` when they are not an object header.
+pub fn peek_header(bytes: &[u8]) -> Option<(u8, String)> {
+    if bytes.len() < FIXED_HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let format = bytes[MAGIC.len()];
+    let len = usize::from(bytes[FIXED_HEADER_LEN - 1]);
+    let id = bytes.get(FIXED_HEADER_LEN..FIXED_HEADER_LEN + len)?;
+    let known = matches!(format, FORMAT_ROOT | FORMAT_MERCHANT);
+    (known && len > 0 && id.iter().copied().all(valid_key_id_byte))
+        .then(|| (format, String::from_utf8_lossy(id).into_owned()))
+}
 
 /// A 32-byte master key, wiped from memory on drop.
 #[derive(Clone)]
@@ -58,6 +78,70 @@ impl MasterKey {
         Ok(Self::from_bytes(key))
     }
 
+    /// A fresh random key named `id` (a merchant key: its id is chosen by the caller, as
+    /// a 32-bit digest would collide among many merchants). `id` must be 1..=64 ASCII
+    /// characters of `[A-Za-z0-9_-]`.
+    pub fn generate(id: &str) -> Result<Self, CryptoError> {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        fill_random(&mut key[..])?;
+        Self::with_id(id, &key[..])
+    }
+
+    /// The key `bytes` (32 of them) named `id` (see [`MasterKey::generate`]).
+    pub fn with_id(id: &str, bytes: &[u8]) -> Result<Self, CryptoError> {
+        if id.is_empty() || id.len() > MAX_KEY_ID_LEN || !id.bytes().all(valid_key_id_byte) {
+            return Err(CryptoError::Malformed("bad key id"));
+        }
+        if bytes.len() != KEY_LEN {
+            return Err(CryptoError::BadKey);
+        }
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        key.copy_from_slice(bytes);
+        Ok(Self {
+            id: id.to_owned(),
+            key,
+        })
+    }
+
+    /// The raw key bytes, for wrapping this key under another (a root key or a KMS).
+    pub fn expose_bytes(&self) -> &[u8] {
+        &self.key[..]
+    }
+
+    /// Seals `key` (another key's bytes) under this one: `nonce (12) ‖ ciphertext ‖ tag`,
+    /// bound to `context` (e.g. the merchant and key id it belongs to).
+    pub fn wrap_key(&self, key: &[u8], context: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut nonce)?;
+        let mut out = Vec::with_capacity(NONCE_LEN + key.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(key);
+        let tag = self
+            .cipher()
+            .encrypt_in_place_detached(&Nonce::from(nonce), context, &mut out[NONCE_LEN..])
+            .map_err(|_| CryptoError::TooLarge)?;
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+
+    /// Opens what [`MasterKey::wrap_key`] sealed under this key for `context`.
+    pub fn unwrap_key(
+        &self,
+        wrapped: &[u8],
+        context: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if wrapped.len() < NONCE_LEN + TAG_LEN {
+            return Err(CryptoError::KeyUnwrap);
+        }
+        let (nonce, rest) = wrapped.split_at(NONCE_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut plain = Zeroizing::new(ciphertext.to_vec());
+        self.cipher()
+            .decrypt_in_place_detached(nonce.into(), context, &mut plain[..], tag.into())
+            .map_err(|_| CryptoError::KeyUnwrap)?;
+        Ok(plain)
+    }
+
     /// The key id written into object headers: 8 lowercase hex characters.
     pub fn id(&self) -> &str {
         &self.id
@@ -86,14 +170,72 @@ pub struct Keyring {
 struct KeyringInner {
     current: MasterKey,
     old: Vec<MasterKey>,
+    /// The object format these keys seal and open ([`FORMAT_ROOT`] or [`FORMAT_MERCHANT`]).
+    format: u8,
 }
 
 impl Keyring {
-    /// `current` seals new objects; `old` keys only open objects sealed before a rotation.
+    /// Root keys: `current` seals new objects (format 1); `old` keys only open objects
+    /// sealed before a rotation.
     pub fn new(current: MasterKey, old: Vec<MasterKey>) -> Self {
         Self {
-            inner: Arc::new(KeyringInner { current, old }),
+            inner: Arc::new(KeyringInner {
+                current,
+                old,
+                format: FORMAT_ROOT,
+            }),
         }
+    }
+
+    /// One merchant key, sealing and opening format-2 objects.
+    pub fn merchant(key: MasterKey) -> Self {
+        Self {
+            inner: Arc::new(KeyringInner {
+                current: key,
+                old: Vec::new(),
+                format: FORMAT_MERCHANT,
+            }),
+        }
+    }
+
+    /// The object format these keys seal and open.
+    pub fn format(&self) -> u8 {
+        self.inner.format
+    }
+
+    /// Every key's id, current first.
+    pub fn ids(&self) -> Vec<String> {
+        std::iter::once(&self.inner.current)
+            .chain(self.inner.old.iter())
+            .map(|k| k.id.clone())
+            .collect()
+    }
+
+    /// The key with this id that opens `wrapped` for `context` (see
+    /// [`MasterKey::unwrap_key`]); `UnknownKeyId` when no key has the id.
+    pub fn unwrap_key(
+        &self,
+        id: &str,
+        wrapped: &[u8],
+        context: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let mut found = false;
+        for key in self.candidates(id) {
+            found = true;
+            if let Ok(plain) = key.unwrap_key(wrapped, context) {
+                return Ok(plain);
+            }
+        }
+        if found {
+            Err(CryptoError::KeyUnwrap)
+        } else {
+            Err(CryptoError::UnknownKeyId(id.to_owned()))
+        }
+    }
+
+    /// The key that seals new objects.
+    pub fn current_key(&self) -> &MasterKey {
+        &self.inner.current
     }
 
     /// Id of the key that seals new objects.

@@ -21,21 +21,27 @@
 //!   sealed segments, nothing else.
 //! - Hold more than about two segments of a stream in memory.
 //!
-//! # Format (version 1)
+//! # Format (versions 1 and 2)
 //!
 //! All integers are big-endian.
 //!
 //! | field            | size          | content                                                |
 //! |------------------|---------------|--------------------------------------------------------|
 //! | magic            | 4             | `LDGR`                                                 |
-//! | format version   | 1             | `1`                                                    |
+//! | format version   | 1             | `1` (root-wrapped) or `2` (merchant-key-wrapped)       |
 //! | key id length    | 1             | `n`, 1..=64                                            |
-//! | key id           | n             | ASCII `[A-Za-z0-9_-]`, id of the wrapping master key   |
+//! | key id           | n             | ASCII `[A-Za-z0-9_-]`, id of the wrapping key          |
 //! | wrap nonce       | 12            | random                                                 |
 //! | wrapped data key | 48            | AES-256-GCM(master key, wrap nonce, data key) ‖ tag    |
 //! | nonce prefix     | 7             | random                                                 |
 //! | segment size     | 4 (u32)       | plaintext bytes per segment, 65536                     |
 //! | body             | …             | segments                                               |
+//!
+//! Format 2 (every object sealed since the key hierarchy) differs from format 1 only in
+//! what wraps the data key: the merchant's key (`keys`: root → merchant key → data key),
+//! whose id is the key id, and in the wrapping label, `"ledger-dek-wrap-v2"`. Which format
+//! an object has is also recorded with its file, so a download knows which key to fetch
+//! before it reads a byte.
 //!
 //! The data key is 32 random bytes, fresh for every object. Its wrapping AAD is
 //! `"ledger-dek-wrap-v1" ‖ ledger id (i64) ‖ version (u32) ‖ header bytes before the wrapped
@@ -72,7 +78,7 @@ mod writer;
 
 use std::io::{self, Write};
 
-pub use self::key::{Keyring, MasterKey, generate_key_base64};
+pub use self::key::{Keyring, MasterKey, generate_key_base64, peek_header};
 pub use self::reader::Decryptor;
 pub use self::writer::EncryptingWriter;
 
@@ -80,7 +86,12 @@ pub use self::writer::EncryptingWriter;
 pub const SEGMENT_SIZE: usize = 64 * 1024;
 
 const MAGIC: &[u8; 4] = b"LDGR";
-const FORMAT_VERSION: u8 = 1;
+/// Format 1: the data key is wrapped by a root (master) key, named by its 8-hex id.
+pub const FORMAT_ROOT: u8 = 1;
+/// Format 2: the data key is wrapped by a merchant key (itself wrapped by the root, in the
+/// job store), named by the merchant key's id. Same layout as format 1; a root rotation
+/// re-wraps the merchant keys and never touches these objects.
+pub const FORMAT_MERCHANT: u8 = 2;
 const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 const NONCE_LEN: usize = 12;
@@ -92,7 +103,8 @@ const FIXED_HEADER_LEN: usize = MAGIC.len() + 2;
 /// Everything in the header after the key id.
 const HEADER_TAIL_LEN: usize = NONCE_LEN + WRAPPED_KEY_LEN + NONCE_PREFIX_LEN + 4;
 const SEGMENT_CIPHERTEXT_LEN: usize = SEGMENT_SIZE + TAG_LEN;
-const WRAP_LABEL: &[u8] = b"ledger-dek-wrap-v1";
+const WRAP_LABEL_V1: &[u8] = b"ledger-dek-wrap-v1";
+const WRAP_LABEL_V2: &[u8] = b"ledger-dek-wrap-v2";
 const KEY_ID_LABEL: &[u8] = b"ledger-key-id";
 
 /// Everything that can go wrong in this module. No variant carries key material.
@@ -153,8 +165,14 @@ impl Binding {
 }
 
 fn wrap_aad(binding: Binding, header_before_wrapped_key: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(WRAP_LABEL.len() + 12 + header_before_wrapped_key.len());
-    aad.extend_from_slice(WRAP_LABEL);
+    // The header's version byte picks the label: a format-2 header relabelled as format 1
+    // (or back) fails to unwrap.
+    let label = match header_before_wrapped_key.get(MAGIC.len()) {
+        Some(&FORMAT_MERCHANT) => WRAP_LABEL_V2,
+        _ => WRAP_LABEL_V1,
+    };
+    let mut aad = Vec::with_capacity(label.len() + 12 + header_before_wrapped_key.len());
+    aad.extend_from_slice(label);
     aad.extend_from_slice(&binding.to_bytes());
     aad.extend_from_slice(header_before_wrapped_key);
     aad

@@ -182,7 +182,7 @@ fn take_header_bytes(
             return Ok(None);
         }
         if target == FIXED_HEADER_LEN {
-            if header[MAGIC.len()] != FORMAT_VERSION {
+            if !matches!(header[MAGIC.len()], FORMAT_ROOT | FORMAT_MERCHANT) {
                 return Err(CryptoError::Malformed("unsupported format version"));
             }
             let id_len = usize::from(header[FIXED_HEADER_LEN - 1]);
@@ -201,6 +201,12 @@ fn open_header(
     binding: Binding,
     header: &[u8],
 ) -> Result<BodyState, CryptoError> {
+    if header[MAGIC.len()] != keyring.format() {
+        // The store said which kind of key seals this object; the object says otherwise.
+        return Err(CryptoError::Malformed(
+            "format version does not match the key recorded for the file",
+        ));
+    }
     let id_len = usize::from(header[FIXED_HEADER_LEN - 1]);
     let id_bytes = &header[FIXED_HEADER_LEN..FIXED_HEADER_LEN + id_len];
     if !id_bytes.iter().copied().all(valid_key_id_byte) {

@@ -43,7 +43,7 @@ impl<W: Write> EncryptingWriter<W> {
 
         let mut header = Vec::with_capacity(header_len(key_id.len()));
         header.extend_from_slice(MAGIC);
-        header.push(FORMAT_VERSION);
+        header.push(keyring.format());
         header.push(u8::try_from(key_id.len()).map_err(|_| CryptoError::BadKey)?);
         header.extend_from_slice(key_id);
         header.extend_from_slice(&wrap_nonce);

@@ -302,6 +302,10 @@ pub struct FileInfo {
     pub sha256: String,
     /// Suggested download name.
     pub file_name: String,
+    /// When the file became unreadable for good (its merchant's key was shredded, or
+    /// retention removed it): downloads answer 410 `SHREDDED`. Absent while readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shredded_at: Option<DateTime<Utc>>,
 }
 
 /// A ledger job as stored.

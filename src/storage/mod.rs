@@ -78,6 +78,9 @@ pub trait ObjectStorage: Send + Sync {
     async fn size(&self, key: &str) -> Result<Option<u64>, StorageError>;
     /// Every key under `prefix` (for tests and audits).
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError>;
+    /// Removes an object; an absent one is no error. Only the operator acts of SPEC §15
+    /// remove objects: a rewrap, the object it replaced; retention, a ledger's objects.
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
     /// Answers when the backend answers.
     async fn ready(&self) -> Result<(), StorageError>;
 }
@@ -294,6 +297,13 @@ impl ObjectStorage for ObjectStoreStorage {
         }
         out.sort();
         Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn ready(&self) -> Result<(), StorageError> {

@@ -10,6 +10,7 @@ pub mod batches;
 #[cfg(test)]
 pub mod contract;
 mod inline;
+pub mod keys;
 pub mod node_ids;
 pub mod postgres;
 mod rows;
@@ -19,6 +20,7 @@ pub mod sqlite;
 pub mod webhooks;
 
 pub use batches::BatchStore;
+pub use keys::KeyStore;
 pub use schedules::ScheduleStore;
 pub use webhooks::WebhookStore;
 
@@ -151,6 +153,8 @@ pub struct CompletedFile {
     pub header_sha256: String,
     /// The version's manifest: a compact JWS (SPEC §13).
     pub manifest: String,
+    /// The merchant key that seals the object (format 2).
+    pub key_id: String,
 }
 
 /// A stored file of one version.
@@ -165,6 +169,12 @@ pub struct StoredFile {
     pub header_sha256: Option<String>,
     /// The version's manifest (compact JWS); `None` for files stored before manifests.
     pub manifest: Option<String>,
+    /// The merchant key that seals the object (format 2); `None`: sealed by a root key
+    /// directly (format 1, files stored before the key hierarchy).
+    pub key_id: Option<String>,
+    /// Why the file can no longer be read (`MERCHANT_SHRED`, `RETENTION`), with
+    /// `info.shredded_at`.
+    pub shred_reason: Option<String>,
 }
 
 /// A user's change to a ledger: the status it must have and what to set.
@@ -214,7 +224,7 @@ pub struct SweepOutcome {
 /// The job store port; batches, schedules and webhooks are its [`BatchStore`],
 /// [`ScheduleStore`] and [`WebhookStore`] parts.
 #[async_trait]
-pub trait JobStore: BatchStore + ScheduleStore + WebhookStore + Send + Sync {
+pub trait JobStore: BatchStore + KeyStore + ScheduleStore + WebhookStore + Send + Sync {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Names the migrations not applied yet (empty when up to date).

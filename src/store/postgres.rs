@@ -151,6 +151,7 @@ impl Dialect for PgDialect {
     const LOCK_ROWS: &'static str = " FOR NO KEY UPDATE";
     const SKIP_LOCKED: &'static str = " FOR NO KEY UPDATE SKIP LOCKED";
     const UNINDEXED: &'static str = "";
+    const SHARE_ROW: &'static str = " FOR SHARE";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
@@ -290,6 +291,7 @@ mod tests {
                 "10_list indexes",
                 "11_events by merchant",
                 "12_batch member bucket",
+                "13_key hierarchy",
             ],
             "a fresh schema has every migration pending"
         );
@@ -297,6 +299,7 @@ mod tests {
         store.migrate().await.unwrap();
         assert!(store.pending_migrations().await.unwrap().is_empty());
         let (pool, relaxed) = (store.pool.clone(), store.relaxed().clone());
+        contract::keys::run(&store).await;
         contract::run_all(Arc::new(store)).await;
         pool.close().await;
         relaxed.close().await;

@@ -71,13 +71,14 @@ pub(super) struct LedgerRow {
     f_size_bytes: Option<i64>,
     f_sha256: Option<String>,
     f_file_name: Option<String>,
+    f_shredded_at: Option<i64>,
 }
 
 /// The columns of a ledger row in the order of `store::sql`'s `LEDGER_COLUMNS` (and of the
 /// fields of [`LedgerRow`]), which [`LedgerRow::from_sqlite`] reads by position (a test
 /// holds the query to it).
 #[cfg(test)]
-pub(super) const LEDGER_ROW_COLUMNS: [&str; 27] = [
+pub(super) const LEDGER_ROW_COLUMNS: [&str; 28] = [
     "id",
     "merchant_id",
     "type",
@@ -105,6 +106,7 @@ pub(super) const LEDGER_ROW_COLUMNS: [&str; 27] = [
     "f_size_bytes",
     "f_sha256",
     "f_file_name",
+    "f_shredded_at",
 ];
 
 impl LedgerRow {
@@ -140,6 +142,7 @@ impl LedgerRow {
             f_size_bytes: row.get(24)?,
             f_sha256: row.get(25)?,
             f_file_name: row.get(26)?,
+            f_shredded_at: row.get(27)?,
         })
     }
 }
@@ -165,6 +168,7 @@ impl TryFrom<LedgerRow> for Ledger {
                     .unwrap_or(0),
                 sha256: present(row.f_sha256, "file sha256")?,
                 file_name: present(row.f_file_name, "file file_name")?,
+                shredded_at: opt_time(row.f_shredded_at)?,
             }),
             None => None,
         };
@@ -283,6 +287,9 @@ pub(super) struct FileRow {
     object_key: String,
     header_sha256: Option<String>,
     manifest: Option<String>,
+    key_id: Option<String>,
+    shredded_at: Option<i64>,
+    shred_reason: Option<String>,
 }
 
 impl TryFrom<FileRow> for StoredFile {
@@ -296,10 +303,13 @@ impl TryFrom<FileRow> for StoredFile {
                 size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
                 sha256: row.sha256,
                 file_name: row.file_name,
+                shredded_at: opt_time(row.shredded_at)?,
             },
             object_key: row.object_key,
             header_sha256: row.header_sha256,
             manifest: row.manifest,
+            key_id: row.key_id,
+            shred_reason: row.shred_reason,
         })
     }
 }

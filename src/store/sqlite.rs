@@ -90,6 +90,7 @@ impl Dialect for SqliteDialect {
     const LOCK_ROWS: &'static str = "";
     const SKIP_LOCKED: &'static str = "";
     const UNINDEXED: &'static str = "+";
+    const SHARE_ROW: &'static str = "";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
@@ -157,9 +158,10 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("ledger.db"))
             .await
             .unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap().len(), 12);
+        assert_eq!(store.pending_migrations().await.unwrap().len(), 13);
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
+        super::super::contract::keys::run(&store).await;
         super::super::contract::run_all(Arc::new(store)).await;
     }
 

@@ -263,6 +263,23 @@ fn describe_metrics() {
          see the event, or the endpoint was deleted), cancelled (the endpoint was disabled), \
          postponed (not attempted: grants or keys unavailable; tried again a minute later)."
     );
+    describe_counter!(
+        "ledger_key_unavailable_total",
+        "Files that could not be opened or sealed because their key was unavailable (a root \
+         key no longer configured, a KMS down or refusing): each answered 503 KEY_UNAVAILABLE \
+         or failed its attempt as retryable."
+    );
+    describe_gauge!(
+        "ledger_files_by_master_key",
+        "Readable files by the root key that protects them (keyId: `local:<id>` or \
+         `kms:<key id>`, through their merchant key); a root key at 0 here, with no merchant \
+         key under it (`ledger keys status`), may be retired."
+    );
+    describe_gauge!(
+        "ledger_files_root_sealed",
+        "Readable files still sealed by a local master key directly (format 1, from before the \
+         key hierarchy): until `ledger keys rewrap` re-seals them, no local key may be retired."
+    );
     describe_gauge!(
         "ledger_webhook_deliveries_pending",
         "Webhook deliveries waiting for an attempt (the whole store, seen by each worker)."
@@ -280,6 +297,7 @@ fn describe_metrics() {
     metrics::counter!("ledger_stalled_jobs_reset_total").absolute(0);
     metrics::counter!("ledger_ws_emit_failures_total").absolute(0);
     metrics::counter!("ledger_policy_snapshots_rejected_total").absolute(0);
+    metrics::counter!("ledger_key_unavailable_total").absolute(0);
     metrics::gauge!("ledger_ws_clients").increment(0.0);
     metrics::counter!("ledger_ws_events_total").absolute(0);
     metrics::counter!("ledger_ws_fanout_frames_total").absolute(0);

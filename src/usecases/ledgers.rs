@@ -515,15 +515,22 @@ impl Ledgers {
         version: Option<u32>,
     ) -> Result<Download, LedgerError> {
         let file = self.stored_file(ledger, version).await?;
+        shredded(&file)?;
         let binding = Binding {
             ledger_id: ledger.id.as_i64(),
             version: file.info.version,
         };
         let content = self
             .vault
-            .open(&file.object_key, binding, recorded(&file))
+            .open(
+                &file.object_key,
+                binding,
+                recorded(&file),
+                &ledger.merchant_id,
+                file.key_id.as_deref(),
+            )
             .await
-            .map_err(|e| open_error(&file.object_key, e))?;
+            .map_err(|e| open_error(ledger, &file, e))?;
         Ok(Download {
             info: file.info,
             content,
@@ -538,6 +545,7 @@ impl Ledgers {
         version: Option<u32>,
     ) -> Result<String, LedgerError> {
         let file = self.stored_file(ledger, version).await?;
+        shredded(&file)?;
         file.manifest.ok_or(LedgerError::NotFound(
             "this version was completed before manifests existed and has none",
         ))
@@ -622,15 +630,55 @@ fn not_ready(ledger: &Ledger) -> LedgerError {
     })
 }
 
+/// 410 for a file destroyed on purpose (its key shredded, or retention).
+fn shredded(file: &StoredFile) -> Result<(), LedgerError> {
+    match file.info.shredded_at {
+        Some(at) => Err(LedgerError::Shredded(format!(
+            "version {}'s file was {} on {}: it can never be downloaded again",
+            file.info.version,
+            match file.shred_reason.as_deref() {
+                Some("RETENTION") => "removed by the retention policy",
+                _ => "destroyed (its merchant's key was shredded)",
+            },
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A file that could not be opened: an unreachable storage backend is unavailable (worth
-/// retrying); a recorded file that is missing or does not decrypt to what was recorded is
-/// lost data, an internal error naming the object key.
-fn open_error(object_key: &str, e: OpenError) -> LedgerError {
+/// retrying); a key that cannot be had is an operator's problem, answered 503
+/// `KEY_UNAVAILABLE` and logged with the key and the ledger; a shredded key is 410; a
+/// recorded file that is missing or does not decrypt to what was recorded is lost data, an
+/// internal error naming the object key.
+fn open_error(ledger: &Ledger, file: &StoredFile, e: OpenError) -> LedgerError {
+    use crate::crypto::CryptoError;
+    use crate::keys::KeyError;
     use crate::storage::StorageError;
+    let object_key = &file.object_key;
+    let unavailable = |key_id: &str, reason: &dyn std::fmt::Display| {
+        crate::keys::count_unavailable();
+        tracing::error!(target: "ledger::keys", ledger_id = %ledger.id, merchantId = %ledger.merchant_id,
+            version = file.info.version, keyId = %key_id, objectKey = %object_key, reason = %reason,
+            "a download's key is unavailable");
+        LedgerError::KeyUnavailable(format!("key {key_id} of ledger {}: {reason}", ledger.id))
+    };
     match e {
         OpenError::Storage(StorageError::Backend(cause)) => {
             LedgerError::Unavailable(format!("object storage reading {object_key}: {cause}"))
         }
+        OpenError::Key(KeyError::Unavailable { key_id, reason }) => unavailable(&key_id, &reason),
+        // A format-1 file whose local master key is no longer configured.
+        OpenError::Crypto(CryptoError::UnknownKeyId(key_id)) => unavailable(
+            &format!("{}{key_id}", crate::keys::LOCAL_PREFIX),
+            &"the master key is in neither APP_ENV_LEDGER_ENCRYPTION_KEY nor APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD",
+        ),
+        OpenError::Key(KeyError::Shredded(_)) => LedgerError::Shredded(format!(
+            "version {}'s file was destroyed (its merchant's key was shredded): it can never be \
+             downloaded again",
+            file.info.version
+        )),
+        OpenError::Key(KeyError::Store(e)) => e.into(),
         other => LedgerError::Internal(format!("{object_key}: {other}")),
     }
 }

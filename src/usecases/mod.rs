@@ -59,6 +59,12 @@ pub enum LedgerError {
     /// A backend did not answer.
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
+    /// The key of a file is unavailable (logged with the key id and the ledger).
+    #[error("{0}")]
+    KeyUnavailable(String),
+    /// The file was destroyed on purpose (shred, retention).
+    #[error("{0}")]
+    Shredded(String),
     /// A bug or a broken invariant.
     #[error("internal error: {0}")]
     Internal(String),

@@ -39,6 +39,9 @@ pub enum OpenError {
     /// that had lost its lease): never served as if it were.
     #[error("the object's content does not match the recorded SHA-256")]
     Integrity,
+    /// The key that opens it could not be had (unavailable, or shredded).
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
 }
 
 /// Plaintext chunks the hashing task may be behind by: what a download holds beyond its

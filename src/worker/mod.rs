@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::crypto::Keyring;
+use crate::keys::Keys;
 use crate::domain::{Ledger, LedgerId};
 use crate::notify::Notifier;
 use crate::queue::Queue;
@@ -52,8 +52,8 @@ pub struct Worker {
     pub source: Arc<dyn Source>,
     /// Status events.
     pub notifier: Notifier,
-    /// Encryption keys.
-    pub keyring: Keyring,
+    /// Encryption keys: the root and the merchant keys.
+    pub keys: Keys,
     /// Signs the manifest of every completed file.
     pub signer: Arc<crate::manifest::ManifestSigner>,
     /// Tunables.
@@ -72,7 +72,7 @@ pub enum TaskOutcome {
 impl Worker {
     /// Where the worker seals the files it makes.
     pub fn vault(&self) -> Vault {
-        Vault::new(self.storage.clone(), self.keyring.clone())
+        Vault::new(self.storage.clone(), self.keys.clone())
     }
 
     /// Claims and runs one job; the unit tests and the consume loop share it.

@@ -10,6 +10,7 @@ mod cli;
 mod console;
 mod deploy;
 mod documents;
+mod keys;
 mod lifecycle;
 mod live;
 mod manifests;

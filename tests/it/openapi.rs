@@ -403,6 +403,8 @@ fn every_api_error() -> Vec<ApiError> {
         ApiError::IdempotencyMismatch,
         ApiError::TooManyRequests("sockets".into()),
         ApiError::Unavailable("store".into()),
+        ApiError::KeyUnavailable("root key local:0badc0de".into()),
+        ApiError::Shredded("shredded".into()),
         ApiError::Internal("bug".into()),
     ];
     // Every refusal of the state machine a user's action can meet.
@@ -446,6 +448,8 @@ fn exhaustive(e: &ApiError) {
         | ApiError::TooManyRequests(_)
         | ApiError::EnqueueFailed(_)
         | ApiError::Unavailable(_)
+        | ApiError::KeyUnavailable(_)
+        | ApiError::Shredded(_)
         | ApiError::Internal(_) => {}
     }
 }

@@ -59,6 +59,8 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
             .await
             .unwrap()
     );
+    // Sealed with the merchant's real key: refused for the lease alone.
+    let real = store.get_file(id, 1).await.unwrap().expect("the file");
     let forged = CompletedFile {
         info: FileInfo {
             version: 1,
@@ -66,10 +68,12 @@ async fn an_expired_lease_is_swept_and_the_dead_attempt_is_fenced_off() {
             size_bytes: 1,
             sha256: "00".repeat(32),
             file_name: "x.csv".into(),
+            shredded_at: None,
         },
         object_key: "elsewhere".into(),
         header_sha256: "00".repeat(32),
         manifest: "forged".into(),
+        key_id: real.key_id.expect("a format-2 file names its merchant key"),
     };
     let late = store
         .complete(id, 1, &forged, Stage::Final, Timezone::UTC, Utc::now(), &[])

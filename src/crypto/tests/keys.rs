@@ -146,3 +146,101 @@ fn load_or_generate_races_agree_on_one_key() {
             .all(|(k, _)| k.current_id() == results[0].0.current_id())
     );
 }
+
+/// A merchant key's keyring (format 2) seals objects only it opens; a root keyring (format
+/// 1) neither opens them nor has its own objects opened by a merchant key, whatever the key
+/// bytes; relabelling the version byte breaks the wrapped key.
+#[test]
+fn format_2_objects_open_with_their_merchant_key_only() {
+    let binding = Binding {
+        ledger_id: 7,
+        version: 1,
+    };
+    let merchant = MasterKey::generate("0123456789abcdef0123456789abcdef").unwrap();
+    let same_bytes_as_root = MasterKey::with_id("0badc0de", merchant.expose_bytes()).unwrap();
+    let merchant = Keyring::merchant(merchant);
+    let plain = b"statement of m_1".repeat(5000);
+    let sealed = encrypt_to_vec(&merchant, binding, &plain).unwrap();
+    assert_eq!(sealed[4], FORMAT_MERCHANT);
+    assert_eq!(
+        peek_header(&sealed),
+        Some((FORMAT_MERCHANT, merchant.current_id().to_owned()))
+    );
+    assert_eq!(decrypt_to_vec(&merchant, binding, &sealed).unwrap(), plain);
+
+    // A root keyring holding the very same bytes refuses the object for its format.
+    let root = Keyring::new(same_bytes_as_root, Vec::new());
+    assert!(matches!(
+        decrypt_to_vec(&root, binding, &sealed),
+        Err(CryptoError::Malformed(_))
+    ));
+    // And a format-1 object does not open with a merchant keyring.
+    let old = encrypt_to_vec(&root, binding, &plain).unwrap();
+    assert_eq!(peek_header(&old).map(|(f, _)| f), Some(FORMAT_ROOT));
+    assert!(decrypt_to_vec(&merchant, binding, &old).is_err());
+
+    // The version byte is authenticated: a format-2 header relabelled 1 (opened by a root
+    // keyring of the same key and id) fails to unwrap.
+    let mut relabelled = sealed.clone();
+    relabelled[4] = FORMAT_ROOT;
+    let root_same_id = Keyring::new(
+        MasterKey::with_id(merchant.current_id(), merchant.current_key().expose_bytes()).unwrap(),
+        Vec::new(),
+    );
+    assert!(matches!(
+        decrypt_to_vec(&root_same_id, binding, &relabelled),
+        Err(CryptoError::KeyUnwrap)
+    ));
+    // Another merchant's key does not open it.
+    let other = Keyring::merchant(MasterKey::generate("ffffffffffffffffffffffffffffffff").unwrap());
+    assert!(decrypt_to_vec(&other, binding, &sealed).is_err());
+}
+
+/// A key wrapped under a root key unwraps with that key and context only; the keyring finds
+/// it by id among old keys, and says which id it lacks.
+#[test]
+fn wrapped_keys_open_under_their_root_and_context_only() {
+    let a = MasterKey::from_base64(&generate_key_base64()).unwrap();
+    let b = MasterKey::from_base64(&generate_key_base64()).unwrap();
+    let secret = [7u8; 32];
+    let wrapped = a.wrap_key(&secret, b"ctx-m_1").unwrap();
+    assert_ne!(&wrapped[12..44], &secret[..], "wrapped, not copied");
+    assert_eq!(&a.unwrap_key(&wrapped, b"ctx-m_1").unwrap()[..], &secret);
+    assert!(matches!(
+        a.unwrap_key(&wrapped, b"ctx-m_2"),
+        Err(CryptoError::KeyUnwrap)
+    ));
+    assert!(b.unwrap_key(&wrapped, b"ctx-m_1").is_err());
+    let mut flipped = wrapped.clone();
+    flipped[20] ^= 1;
+    assert!(a.unwrap_key(&flipped, b"ctx-m_1").is_err());
+    assert!(a.unwrap_key(&wrapped[..10], b"ctx-m_1").is_err());
+
+    let rotated = Keyring::new(b.clone(), vec![a.clone()]);
+    assert_eq!(
+        &rotated.unwrap_key(a.id(), &wrapped, b"ctx-m_1").unwrap()[..],
+        &secret
+    );
+    let without_a = Keyring::new(b.clone(), Vec::new());
+    match without_a.unwrap_key(a.id(), &wrapped, b"ctx-m_1") {
+        Err(CryptoError::UnknownKeyId(id)) => assert_eq!(id, a.id()),
+        other => panic!("expected UnknownKeyId, got {other:?}"),
+    }
+    assert_eq!(rotated.ids(), vec![b.id().to_owned(), a.id().to_owned()]);
+}
+
+#[test]
+fn merchant_key_ids_are_checked_and_headers_peeked_safely() {
+    assert!(MasterKey::generate("").is_err());
+    assert!(MasterKey::generate(&"a".repeat(65)).is_err());
+    assert!(MasterKey::generate("has space").is_err());
+    assert!(MasterKey::with_id("ok", &[0u8; 31]).is_err());
+    assert_eq!(peek_header(b"LDG"), None);
+    assert_eq!(peek_header(b"XXXX\x01\x02ab"), None);
+    assert_eq!(peek_header(b"LDGR\x03\x02ab"), None, "unknown format");
+    assert_eq!(peek_header(b"LDGR\x01\x04ab"), None, "id cut short");
+    assert_eq!(
+        peek_header(b"LDGR\x01\x02ab"),
+        Some((FORMAT_ROOT, "ab".to_owned()))
+    );
+}

@@ -4,6 +4,7 @@
 mod batches;
 mod grants;
 mod jobs;
+pub mod keys;
 mod ledgers;
 mod schedules;
 mod webhooks;
@@ -47,11 +48,30 @@ pub(super) fn file(version: u32) -> CompletedFile {
             size_bytes: 42,
             sha256: "ab".repeat(32),
             file_name: format!("f-v{version}.csv"),
+            shredded_at: None,
         },
         object_key: format!("k/v{version}"),
         header_sha256: "cd".repeat(32),
         manifest: format!("manifest-of-v{version}"),
+        key_id: CONTRACT_KEY.into(),
     }
+}
+
+/// The merchant key every contract file names (stored by [`contract_key`]).
+pub(super) const CONTRACT_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// Stores [`CONTRACT_KEY`] (once; a store that has it keeps it).
+pub(super) async fn contract_key(store: &dyn JobStore) {
+    let row = crate::store::keys::MerchantKeyRow {
+        key_id: CONTRACT_KEY.into(),
+        merchant_id: crate::domain::MerchantId::parse("m_contract_keys").unwrap(),
+        root_key_id: "local:00000000".into(),
+        wrapped: "AAAA".into(),
+        created_at: Utc::now(),
+        shredded_at: None,
+    };
+    let _ = store.merchant_key(CONTRACT_KEY).await.unwrap().is_some()
+        || store.insert_merchant_key(&row).await.unwrap();
 }
 
 pub(super) fn failure(code: &str) -> FailureReason {
@@ -65,6 +85,7 @@ pub(super) fn failure(code: &str) -> FailureReason {
 
 /// Runs every contract check against `store` (fresh and migrated).
 pub async fn run_all(store: Arc<dyn JobStore>) {
+    contract_key(&*store).await;
     ledgers::identity_and_lists(&*store).await;
     ledgers::idempotency(&*store).await;
     ledgers::concurrent_creates(store.clone()).await;

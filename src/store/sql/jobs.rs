@@ -117,16 +117,36 @@ impl<D: Dialect> SqlStore<D> {
         let t = transition(Action::Complete);
         let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
-        // The fenced file insert comes first, so a SQLite transaction starts by writing; in
-        // PostgreSQL it reads without locking, and the conditional UPDATE below takes the
-        // row lock and re-checks the attempt, so a lost lease still rolls the file back.
+        // A shred of the file's merchant key and this completion are ordered on the key's
+        // row: PostgreSQL reads it FOR SHARE first, so a shred either committed (and the
+        // insert below, a later statement, reads the key as shredded: the file is recorded
+        // so, as it was sealed with a destroyed key) or waits for this transaction and then
+        // marks the file (see `keys`). On SQLite the insert is the transaction's first
+        // statement and takes the one write lock with its read.
+        if !D::SHARE_ROW.is_empty() {
+            D::Db::execute(
+                &mut tx,
+                &format!(
+                    "SELECT 1 FROM merchant_keys WHERE key_id = $1{}",
+                    D::SHARE_ROW
+                ),
+                args![file.key_id.as_str()],
+            )
+            .await?;
+        }
+        // The fenced file insert comes first among the writes; in PostgreSQL it reads
+        // without locking the ledger, and the conditional UPDATE below takes the row lock
+        // and re-checks the attempt, so a lost lease still rolls the file back.
         // No ON CONFLICT: a version's file is never rewritten, a second one is an error.
         let inserted = D::Db::execute(
             &mut tx,
             &format!(
                 "INSERT INTO ledger_files (ledger_id, version, content_type, size_bytes, \
-                 sha256, file_name, object_key, attempt, created_at, header_sha256, manifest) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM ledgers \
+                 sha256, file_name, object_key, attempt, created_at, header_sha256, manifest, \
+                 key_id, shredded_at, shred_reason) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, k.key_id, k.shredded_at, \
+                 CASE WHEN k.shredded_at IS NOT NULL THEN 'MERCHANT_SHRED' END \
+                 FROM merchant_keys k WHERE k.key_id = $12 AND EXISTS (SELECT 1 FROM ledgers \
                  WHERE id = $1 AND {} AND attempt_count = $8 AND version = $2)",
                 t.guard
             ),
@@ -142,11 +162,26 @@ impl<D: Dialect> SqlStore<D> {
                 now,
                 file.header_sha256.as_str(),
                 file.manifest.as_str(),
+                file.key_id.as_str(),
             ],
         )
         .await?;
         if inserted == 0 {
+            // Refused: the attempt lost its lease — or the file names a merchant key that is
+            // not stored, a broken invariant, said as such.
+            let key: Vec<(String,)> = D::Db::fetch_all(
+                &mut tx,
+                "SELECT key_id FROM merchant_keys WHERE key_id = $1",
+                args![file.key_id.as_str()],
+            )
+            .await?;
             tx.rollback().await?;
+            if key.is_empty() {
+                return Err(StoreError::Corrupt(format!(
+                    "ledger {id}: its file is sealed by merchant key {}, which is not stored",
+                    file.key_id
+                )));
+            }
             return Ok(None);
         }
         // The phases the attempt has not recorded yet go on the timeline before the

@@ -98,7 +98,7 @@ const RETURNING_LEDGERS: &str = " RETURNING id, merchant_id, type, period, reque
     timezone, format, stage, status, version, attempt_count, lease_until, failure_code, \
     failure_message, failure_retryable, failure_at, created_by, created_at, updated_at, \
     started_at, completed_at, deleted_at, NULL AS f_version, NULL AS f_content_type, \
-    NULL AS f_size_bytes, NULL AS f_sha256, NULL AS f_file_name";
+    NULL AS f_size_bytes, NULL AS f_sha256, NULL AS f_file_name, NULL AS f_shredded_at";
 
 /// Parameters of one row of [`INSERT_LEDGERS`].
 const LEDGER_PARAMS: usize = 10;
@@ -635,7 +635,8 @@ impl<D: Dialect> SqlStore<D> {
         let row: Option<FileRow> = self
             .fetch_optional(
                 "SELECT version, content_type, size_bytes, sha256, file_name, object_key, \
-                 header_sha256, manifest FROM ledger_files WHERE ledger_id = $1 AND version = $2",
+                 header_sha256, manifest, key_id, shredded_at, shred_reason \
+                 FROM ledger_files WHERE ledger_id = $1 AND version = $2",
                 args![id.as_i64(), i64::from(version)],
             )
             .await?;

@@ -11,6 +11,7 @@ mod batches;
 mod grants;
 mod group;
 mod jobs;
+mod keys;
 mod ledgers;
 #[cfg(test)]
 pub(crate) use batches::members_sql;
@@ -98,7 +99,7 @@ pub type Args = Vec<Arg>;
 macro_rules! args {
     ($($v:expr),* $(,)?) => { vec![$($crate::store::sql::Arg::from($v)),*] };
 }
-use args;
+pub(crate) use args;
 
 /// A row type both engines decode (the structs of `store::rows` and plain tuples).
 pub trait Decoded:
@@ -170,6 +171,10 @@ pub trait Dialect: Send + Sync + 'static {
     /// not through a partial index whose condition happens to match. Empty where the
     /// planner weighs indexes by statistics (PostgreSQL).
     const UNINDEXED: &'static str;
+    /// Appended to a `SELECT` of a row whose change must wait for this transaction (and
+    /// which this transaction must read as changed, if it was): PostgreSQL `FOR SHARE`;
+    /// empty on SQLite, whose one write lock already orders the two.
+    const SHARE_ROW: &'static str;
 
     /// This engine's migrations (`migrations/<engine>`).
     fn migrator() -> &'static Migrator;
@@ -415,7 +420,7 @@ pub(super) const LEDGER_COLUMNS: &str = "l.id, l.merchant_id, l.type, l.period, 
     l.failure_code, l.failure_message, l.failure_retryable, l.failure_at, l.created_by, \
     l.created_at, l.updated_at, l.started_at, l.completed_at, l.deleted_at, \
     f.version AS f_version, f.content_type AS f_content_type, f.size_bytes AS f_size_bytes, \
-    f.sha256 AS f_sha256, f.file_name AS f_file_name";
+    f.sha256 AS f_sha256, f.file_name AS f_file_name, f.shredded_at AS f_shredded_at";
 
 /// `SELECT` of full ledgers from `source` (the table, or a CTE of changed rows) with the
 /// newest completed file joined in; `l` is the ledger row.

@@ -78,6 +78,24 @@ pub(super) async fn execute(
     let generate_started = Instant::now();
     let key = ledger.object_key(ledger.version, ledger.attempt_count);
     let vault = worker.vault();
+    // The merchant's key (made on its first file): a root key or KMS that cannot be had
+    // fails the attempt as retryable, naming the key in the log.
+    let seal_key = vault
+        .keys()
+        .sealing(&ledger.merchant_id)
+        .await
+        .map_err(|e| {
+            if let crate::keys::KeyError::Unavailable { key_id, .. } = &e {
+                crate::keys::count_unavailable();
+                tracing::error!(target: "ledger::keys", ledger_id = %ledger.id, keyId = %key_id,
+                    error = %e, "the merchant key to seal the file with is unavailable");
+            }
+            JobError::execution(
+                "the encryption key is unavailable",
+                format_args!("getting the merchant key of {}: {e}", ledger.merchant_id),
+            )
+        })?;
+    let key_id = seal_key.current_id().to_owned();
     let mut writer = vault.upload(&key).await.map_err(|e| {
         JobError::execution(
             "storing the document failed",
@@ -87,6 +105,7 @@ pub(super) async fn execute(
     let (tx, mut rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
     let render_task = {
         let vault = vault.clone();
+        let seal_key = seal_key.clone();
         let binding = Binding {
             ledger_id: ledger.id.as_i64(),
             version: ledger.version,
@@ -102,6 +121,7 @@ pub(super) async fn execute(
                 &header,
                 format,
                 &vault,
+                &seal_key,
                 binding,
                 stream.entries,
                 tx,
@@ -259,10 +279,12 @@ pub(super) async fn execute(
             size_bytes: rendered.sealed.size,
             sha256: rendered.sealed.sha256,
             file_name: ledger.file_name(ledger.version),
+            shredded_at: None,
         },
         object_key: key,
         header_sha256: rendered.sealed.header_sha256,
         manifest,
+        key_id,
     };
     match worker
         .store

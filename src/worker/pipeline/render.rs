@@ -32,6 +32,7 @@ pub(super) fn render_blocking(
     header: &DocumentHeader,
     format: crate::domain::Format,
     vault: &Vault,
+    key: &crate::crypto::Keyring,
     binding: Binding,
     mut entries: EntryBatches,
     tx: mpsc::Sender<Bytes>,
@@ -39,7 +40,7 @@ pub(super) fn render_blocking(
     job: &CancellationToken,
 ) -> Result<Rendered, JobError> {
     let exec = |e: &dyn std::fmt::Display| JobError::execution("rendering the document failed", e);
-    let sealer = vault.sealer(binding, tx).map_err(|e| exec(&e))?;
+    let sealer = vault.sealer(key, binding, tx).map_err(|e| exec(&e))?;
     let renderer = render::renderer(header, format, sealer).map_err(|e| exec(&e))?;
     #[cfg(test)]
     let renderer = super::faulty::wrap(header.ledger_id, renderer);

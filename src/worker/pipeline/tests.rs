@@ -83,6 +83,9 @@ impl ObjectStorage for StallFirstFinish {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, crate::storage::StorageError> {
         self.inner.list(prefix).await
     }
+    async fn delete(&self, key: &str) -> Result<(), crate::storage::StorageError> {
+        self.inner.delete(key).await
+    }
     async fn ready(&self) -> Result<(), crate::storage::StorageError> {
         self.inner.ready().await
     }
@@ -110,7 +113,10 @@ async fn rig(entries: u64, job_timeout: Duration) -> Rig {
         storage,
         source: Arc::new(FileSource::new(source_dir)),
         notifier: Notifier::new(bus.clone() as Arc<dyn EventBus>),
-        keyring: Keyring::new(key, Vec::new()),
+        keys: {
+            let local = Keyring::new(key, Vec::new());
+            crate::keys::Keys::new(crate::keys::Root::Local(local.clone()), local, store.clone())
+        },
         signer: Arc::new(crate::manifest::ManifestSigner::new(
             &p256::SecretKey::random(&mut rand::rngs::OsRng),
             "ledger",
@@ -282,7 +288,13 @@ async fn a_stalled_attempt_that_resumes_after_a_newer_one_completed_leaves_its_f
         ledger_id: id.as_i64(),
         version: 1,
     };
-    let plain = crate::crypto::decrypt_to_vec(&rig.worker.keyring, binding, &sealed).unwrap();
+    let key = rig
+        .worker
+        .keys
+        .opening(&crate::domain::MerchantId::parse("m_1").unwrap(), file.key_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    let plain = crate::crypto::decrypt_to_vec(&key, binding, &sealed).unwrap();
     assert_eq!(
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&plain)),
         file.info.sha256,

@@ -1,0 +1,202 @@
+//! The key half of the job store port (SPEC §15): merchant keys (stored wrapped by the
+//! root), the files each key seals, the operator acts on them (rewrap, shred, retention)
+//! and their audit log.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+use crate::domain::{LedgerId, MerchantId};
+
+/// A merchant key as stored: wrapped by a root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantKeyRow {
+    /// Random, 32 hex characters; named in the header of every object it seals.
+    pub key_id: String,
+    /// Whose key.
+    pub merchant_id: MerchantId,
+    /// The root key that wraps it (`local:<id>` or `kms:<key id>`).
+    pub root_key_id: String,
+    /// The wrapped key (base64); empty once shredded.
+    pub wrapped: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was shredded (destroyed), if it was.
+    pub shredded_at: Option<DateTime<Utc>>,
+}
+
+/// A file still sealed by a root key directly (format 1), which a rewrap re-seals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootSealedFile {
+    /// Its ledger.
+    pub ledger_id: LedgerId,
+    /// The ledger's merchant.
+    pub merchant_id: MerchantId,
+    /// Its version.
+    pub version: u32,
+    /// The attempt that made it.
+    pub attempt: u32,
+    /// Where the object is.
+    pub object_key: String,
+    /// The digest of its encryption header, if recorded.
+    pub header_sha256: Option<String>,
+    /// The plaintext's SHA-256.
+    pub sha256: String,
+}
+
+/// A re-sealed object that replaces a file's object, if the file is still the one read.
+#[derive(Debug, Clone)]
+pub struct Resealed {
+    /// Its ledger.
+    pub ledger_id: LedgerId,
+    /// Its version.
+    pub version: u32,
+    /// The object it replaces (the swap only happens if it is still recorded).
+    pub old_object_key: String,
+    /// The new object.
+    pub object_key: String,
+    /// The new object's header digest.
+    pub header_sha256: String,
+    /// The merchant key that seals it.
+    pub key_id: String,
+}
+
+/// How many keys and files each root key protects (`ledger keys status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyCounts {
+    /// Per root key id: live merchant keys wrapped by it, and the readable files they seal.
+    pub roots: Vec<RootCount>,
+    /// Readable files sealed by a root key directly (format 1): until a rewrap re-seals
+    /// them, any root key may still be needed.
+    pub root_sealed_files: u64,
+    /// Files no longer readable (shredded or removed by retention).
+    pub shredded_files: u64,
+    /// Shredded merchant keys.
+    pub shredded_keys: u64,
+}
+
+/// One root key's share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootCount {
+    /// `local:<id>` or `kms:<key id>`.
+    pub root_key_id: String,
+    /// Live merchant keys it wraps.
+    pub merchant_keys: u64,
+    /// Readable files those keys seal.
+    pub files: u64,
+}
+
+/// What a shred did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shredded {
+    /// Keys destroyed (0: the merchant had no live key).
+    pub keys: u64,
+    /// Files made unreadable.
+    pub files: u64,
+}
+
+/// One line of the key audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (the operator as the command was told, or the service's own task).
+    pub actor: String,
+    /// `MERCHANT_SHRED`, `ROOT_REWRAP`, `RETENTION`.
+    pub action: String,
+    /// The merchant concerned, if one.
+    pub merchant_id: Option<String>,
+    /// The key concerned, if one.
+    pub key_id: Option<String>,
+    /// What was done, in words.
+    pub detail: String,
+}
+
+/// Why a shred was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ShredError {
+    /// Some of the merchant's files are sealed by the root key directly: destroying the
+    /// merchant key would leave them readable.
+    #[error(
+        "{0} file(s) of this merchant are still sealed by the root key directly (format 1); \
+         destroying the merchant key would not make them unreadable: run `ledger keys rewrap` \
+         first"
+    )]
+    RootSealed(u64),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The key half of the job store port.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// The merchant's live key, if it has one.
+    async fn live_merchant_key(
+        &self,
+        merchant: &MerchantId,
+    ) -> Result<Option<MerchantKeyRow>, StoreError>;
+    /// One merchant key, live or shredded.
+    async fn merchant_key(&self, key_id: &str) -> Result<Option<MerchantKeyRow>, StoreError>;
+    /// Stores a new live key; false when the merchant has one already (another process
+    /// made it first: use that one).
+    async fn insert_merchant_key(&self, key: &MerchantKeyRow) -> Result<bool, StoreError>;
+    /// Live merchant keys not wrapped by `root_key_id`, by key id after `after`.
+    async fn keys_not_under(
+        &self,
+        root_key_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<MerchantKeyRow>, StoreError>;
+    /// Replaces a live key's wrapping, if it is still wrapped by `from_root` as read;
+    /// false otherwise (shredded, or re-wrapped by someone else).
+    async fn rewrap_merchant_key(
+        &self,
+        key_id: &str,
+        from_root: &str,
+        to_root: &str,
+        wrapped: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Readable files sealed by a root key directly, in (ledger, version) order after
+    /// `after`.
+    async fn root_sealed_files(
+        &self,
+        after: Option<(LedgerId, u32)>,
+        limit: u32,
+    ) -> Result<Vec<RootSealedFile>, StoreError>;
+    /// Records a re-sealed object for its file, if the file still has the object it was
+    /// read with and is still root-sealed and readable; false otherwise.
+    async fn swap_file_object(&self, resealed: &Resealed) -> Result<bool, StoreError>;
+    /// The counts of `ledger keys status` and `ledger_files_by_master_key`.
+    async fn key_counts(&self) -> Result<KeyCounts, StoreError>;
+    /// Destroys the merchant's live key (its wrapped bytes erased), marks every file it
+    /// sealed as shredded and records who did it, in one transaction. Refused while any
+    /// readable file of the merchant is still sealed by a root key directly.
+    async fn shred_merchant(
+        &self,
+        merchant: &MerchantId,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Shredded, ShredError>;
+    /// Takes (or renews) the lease `name` for `holder` until `until`, if it is free, expired
+    /// at `now`, or `holder`'s already; the holder and end of the lease that is in the way
+    /// otherwise.
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), (String, DateTime<Utc>)>, StoreError>;
+    /// Gives the lease up, if `holder` still has it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+    /// Appends to the key audit log.
+    async fn record_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// The audit log, newest first (one merchant's or everyone's).
+    async fn audit_log(
+        &self,
+        merchant: Option<&MerchantId>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+}

@@ -1,0 +1,397 @@
+//! Merchant keys and their files in SQL (SPEC §15).
+//!
+//! A shred and a completion race on the merchant key's row: the shred updates it (a row
+//! lock) before it marks the key's files, and a completion reads it `FOR SHARE` before it
+//! records its file (see `jobs::complete_job`), so either the completion waits and records
+//! its file as shredded, or it commits first and the shred's marking (a later statement)
+//! sees its file.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{Arg, Dialect, Driver, SqlStore, args};
+use crate::domain::{LedgerId, MerchantId};
+use crate::store::StoreError;
+use crate::store::keys::{
+    AuditRecord, KeyCounts, KeyStore, MerchantKeyRow, Resealed, RootCount, RootSealedFile,
+    ShredError, Shredded,
+};
+
+const KEY_COLUMNS: &str = "key_id, merchant_id, root_key_id, wrapped, created_at, shredded_at";
+
+type KeyTuple = (String, String, String, String, i64, Option<i64>);
+
+fn time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("time {ms} out of range")))
+}
+
+fn key_row(t: KeyTuple) -> Result<MerchantKeyRow, StoreError> {
+    let (key_id, merchant, root_key_id, wrapped, created_at, shredded_at) = t;
+    Ok(MerchantKeyRow {
+        merchant_id: MerchantId::parse(&merchant)
+            .map_err(|_| StoreError::Corrupt(format!("merchant {merchant:?} of key {key_id}")))?,
+        key_id,
+        root_key_id,
+        wrapped,
+        created_at: time(created_at)?,
+        shredded_at: shredded_at.map(time).transpose()?,
+    })
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl<D: Dialect> SqlStore<D> {
+    async fn keys_where(&self, filter: &str, args: super::Args) -> Result<Vec<MerchantKeyRow>, StoreError> {
+        let rows: Vec<KeyTuple> = self
+            .fetch_all(&format!("SELECT {KEY_COLUMNS} FROM merchant_keys WHERE {filter}"), args)
+            .await?;
+        rows.into_iter().map(key_row).collect()
+    }
+}
+
+#[async_trait]
+impl<D: Dialect> KeyStore for SqlStore<D> {
+    async fn live_merchant_key(
+        &self,
+        merchant: &MerchantId,
+    ) -> Result<Option<MerchantKeyRow>, StoreError> {
+        Ok(self
+            .keys_where(
+                "merchant_id = $1 AND shredded_at IS NULL",
+                args![merchant.as_str()],
+            )
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn merchant_key(&self, key_id: &str) -> Result<Option<MerchantKeyRow>, StoreError> {
+        Ok(self
+            .keys_where("key_id = $1", args![key_id])
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn insert_merchant_key(&self, key: &MerchantKeyRow) -> Result<bool, StoreError> {
+        // The unique index on a merchant's live key turns a racing second insert into no
+        // row: the caller reads the winner's key.
+        let n = self
+            .execute(
+                "INSERT INTO merchant_keys (key_id, merchant_id, root_key_id, wrapped, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                args![
+                    key.key_id.as_str(),
+                    key.merchant_id.as_str(),
+                    key.root_key_id.as_str(),
+                    key.wrapped.as_str(),
+                    key.created_at,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn keys_not_under(
+        &self,
+        root_key_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<MerchantKeyRow>, StoreError> {
+        self.keys_where(
+            "shredded_at IS NULL AND root_key_id <> $1 AND key_id > $2 ORDER BY key_id LIMIT $3",
+            args![root_key_id, after.unwrap_or(""), i64::from(limit)],
+        )
+        .await
+    }
+
+    async fn rewrap_merchant_key(
+        &self,
+        key_id: &str,
+        from_root: &str,
+        to_root: &str,
+        wrapped: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "UPDATE merchant_keys SET root_key_id = $1, wrapped = $2, rewrapped_at = $3 \
+                 WHERE key_id = $4 AND root_key_id = $5 AND shredded_at IS NULL",
+                args![to_root, wrapped, at, key_id, from_root],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn root_sealed_files(
+        &self,
+        after: Option<(LedgerId, u32)>,
+        limit: u32,
+    ) -> Result<Vec<RootSealedFile>, StoreError> {
+        let (after_id, after_version) = after
+            .map(|(id, v)| (id.as_i64(), i64::from(v)))
+            .unwrap_or((i64::MIN, 0));
+        let rows: Vec<(i64, String, i64, i64, String, Option<String>, String)> = self
+            .fetch_all(
+                "SELECT f.ledger_id, l.merchant_id, f.version, f.attempt, f.object_key, \
+                 f.header_sha256, f.sha256 FROM ledger_files f JOIN ledgers l ON l.id = f.ledger_id \
+                 WHERE f.key_id IS NULL AND f.shredded_at IS NULL \
+                 AND (f.ledger_id > $1 OR (f.ledger_id = $1 AND f.version > $2)) \
+                 ORDER BY f.ledger_id, f.version LIMIT $3",
+                args![after_id, after_version, i64::from(limit)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(id, merchant, version, attempt, object_key, header_sha256, sha256)| {
+                Ok(RootSealedFile {
+                    ledger_id: LedgerId::from_i64(id),
+                    merchant_id: MerchantId::parse(&merchant)
+                        .map_err(|_| StoreError::Corrupt(format!("merchant {merchant:?}")))?,
+                    version: u32::try_from(version)
+                        .map_err(|_| StoreError::Corrupt(format!("version {version}")))?,
+                    attempt: u32::try_from(attempt)
+                        .map_err(|_| StoreError::Corrupt(format!("attempt {attempt}")))?,
+                    object_key,
+                    header_sha256,
+                    sha256,
+                })
+            })
+            .collect()
+    }
+
+    async fn swap_file_object(&self, r: &Resealed) -> Result<bool, StoreError> {
+        let _gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await?;
+        // The merchant key's row first, as a completion does: a shred running now either
+        // finished (the key is shredded: no swap) or waits for this transaction.
+        let live: Vec<(String,)> = D::Db::fetch_all(
+            &mut tx,
+            &format!(
+                "SELECT key_id FROM merchant_keys WHERE key_id = $1 AND shredded_at IS NULL{}",
+                D::SHARE_ROW
+            ),
+            args![r.key_id.as_str()],
+        )
+        .await?;
+        if live.is_empty() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let n = D::Db::execute(
+            &mut tx,
+            "UPDATE ledger_files SET object_key = $1, header_sha256 = $2, key_id = $3 \
+             WHERE ledger_id = $4 AND version = $5 AND object_key = $6 AND key_id IS NULL \
+             AND shredded_at IS NULL",
+            args![
+                r.object_key.as_str(),
+                r.header_sha256.as_str(),
+                r.key_id.as_str(),
+                r.ledger_id.as_i64(),
+                i64::from(r.version),
+                r.old_object_key.as_str(),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn key_counts(&self) -> Result<KeyCounts, StoreError> {
+        let keys: Vec<(String, i64)> = self
+            .fetch_all(
+                "SELECT root_key_id, COUNT(*) FROM merchant_keys WHERE shredded_at IS NULL \
+                 GROUP BY root_key_id ORDER BY root_key_id",
+                vec![],
+            )
+            .await?;
+        let files: Vec<(String, i64)> = self
+            .fetch_all(
+                "SELECT k.root_key_id, COUNT(*) FROM ledger_files f \
+                 JOIN merchant_keys k ON k.key_id = f.key_id \
+                 WHERE f.shredded_at IS NULL GROUP BY k.root_key_id",
+                vec![],
+            )
+            .await?;
+        let (root_sealed, shredded_files, shredded_keys): (i64, i64, i64) = self
+            .fetch_one(
+                "SELECT \
+                 (SELECT COUNT(*) FROM ledger_files WHERE key_id IS NULL AND shredded_at IS NULL), \
+                 (SELECT COUNT(*) FROM ledger_files WHERE shredded_at IS NOT NULL), \
+                 (SELECT COUNT(*) FROM merchant_keys WHERE shredded_at IS NOT NULL)",
+                vec![],
+            )
+            .await?;
+        let mut roots: Vec<RootCount> = keys
+            .into_iter()
+            .map(|(root_key_id, n)| RootCount {
+                root_key_id,
+                merchant_keys: count(n),
+                files: 0,
+            })
+            .collect();
+        for (root, n) in files {
+            match roots.iter_mut().find(|r| r.root_key_id == root) {
+                Some(r) => r.files = count(n),
+                None => roots.push(RootCount {
+                    root_key_id: root,
+                    merchant_keys: 0,
+                    files: count(n),
+                }),
+            }
+        }
+        Ok(KeyCounts {
+            roots,
+            root_sealed_files: count(root_sealed),
+            shredded_files: count(shredded_files),
+            shredded_keys: count(shredded_keys),
+        })
+    }
+
+    async fn shred_merchant(
+        &self,
+        merchant: &MerchantId,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Shredded, ShredError> {
+        let _gate = self.write_gate().await;
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let m = merchant.as_str();
+        // The key rows first: their row locks order this shred with completions and swaps.
+        let keys = D::Db::execute(
+            &mut tx,
+            "UPDATE merchant_keys SET wrapped = '', shredded_at = $1, shredded_by = $2 \
+             WHERE merchant_id = $3 AND shredded_at IS NULL",
+            args![at, actor, m],
+        )
+        .await
+        .map_err(StoreError::from)?;
+        let (root_sealed,): (i64,) = D::Db::fetch_all(
+            &mut tx,
+            "SELECT COUNT(*) FROM ledger_files f JOIN ledgers l ON l.id = f.ledger_id \
+             WHERE l.merchant_id = $1 AND f.key_id IS NULL AND f.shredded_at IS NULL",
+            args![m],
+        )
+        .await
+        .map_err(StoreError::from)?
+        .into_iter()
+        .next()
+        .unwrap_or((0,));
+        if root_sealed > 0 {
+            tx.rollback().await.map_err(StoreError::from)?;
+            return Err(ShredError::RootSealed(count(root_sealed)));
+        }
+        let files = D::Db::execute(
+            &mut tx,
+            "UPDATE ledger_files SET shredded_at = $1, shred_reason = 'MERCHANT_SHRED' \
+             WHERE shredded_at IS NULL AND key_id IN \
+             (SELECT key_id FROM merchant_keys WHERE merchant_id = $2 AND shredded_at = $1)",
+            args![at, m],
+        )
+        .await
+        .map_err(StoreError::from)?;
+        D::Db::execute(
+            &mut tx,
+            "INSERT INTO key_audit (at, actor, action, merchant_id, key_id, detail) \
+             VALUES ($1, $2, 'MERCHANT_SHRED', $3, NULL, $4)",
+            args![
+                at,
+                actor,
+                m,
+                format!("{keys} merchant key(s) destroyed, {files} file(s) made unreadable")
+            ],
+        )
+        .await
+        .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Shredded { keys, files })
+    }
+
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), (String, DateTime<Utc>)>, StoreError> {
+        let n = self
+            .execute(
+                "INSERT INTO key_leases (name, holder, until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                 WHERE key_leases.holder = excluded.holder OR key_leases.until < $4",
+                args![name, holder, until, now],
+            )
+            .await?;
+        if n == 1 {
+            return Ok(Ok(()));
+        }
+        let held: Option<(String, i64)> = self
+            .fetch_optional(
+                "SELECT holder, until FROM key_leases WHERE name = $1",
+                args![name],
+            )
+            .await?;
+        match held {
+            Some((other, until)) => Ok(Err((other, time(until)?))),
+            // Released between the two statements: free now.
+            None => Box::pin(self.take_lease(name, holder, until, now)).await,
+        }
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM key_leases WHERE name = $1 AND holder = $2",
+            args![name, holder],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn record_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO key_audit (at, actor, action, merchant_id, key_id, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            vec![
+                r.at.into(),
+                Arg::Text(r.actor.clone()),
+                Arg::Text(r.action.clone()),
+                Arg::OptText(r.merchant_id.clone()),
+                Arg::OptText(r.key_id.clone()),
+                Arg::Text(r.detail.clone()),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_log(
+        &self,
+        merchant: Option<&MerchantId>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows: Vec<(i64, String, String, Option<String>, Option<String>, String)> = self
+            .fetch_all(
+                "SELECT at, actor, action, merchant_id, key_id, detail FROM key_audit \
+                 WHERE ($1 IS NULL OR merchant_id = $1) ORDER BY id DESC LIMIT $2",
+                vec![
+                    Arg::OptText(merchant.map(|m| m.as_str().to_owned())),
+                    Arg::Int(i64::from(limit)),
+                ],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(at, actor, action, merchant_id, key_id, detail)| {
+                Ok(AuditRecord {
+                    at: time(at)?,
+                    actor,
+                    action,
+                    merchant_id,
+                    key_id,
+                    detail,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,367 @@
+//! The key lifecycle as an operator lives it (SPEC §15): rotating the root, `ledger keys
+//! rewrap` (also killed and resumed, and racing completions), retiring the old key, a key
+//! that is unavailable (503 KEY_UNAVAILABLE), and shredding one merchant.
+//!
+//! Files from before the key hierarchy (format 1: sealed by the master key directly) are
+//! made as an older release left them: the object re-sealed under the master key and the
+//! file's merchant key cleared in the database.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use ledger::config::{Config, DatabaseKind};
+use ledger::crypto::{Binding, Keyring, MasterKey, encrypt_to_vec};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{
+    Options, TestApp, assert_error, backends_for_blocking, data_dir, open_statement, spawn_with,
+    statement,
+};
+
+/// Runs `ledger args…` on `data` with the run's backends and `env`.
+fn ledger_on(data: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    command_on(data, args, env).output().expect("run ledger")
+}
+
+fn command_on(data: &Path, args: &[&str], env: &[(&str, String)]) -> std::process::Command {
+    let mut cmd = crate::helpers::ledger_command();
+    cmd.args(args)
+        .env("APP_ENV_DATA_DIR", data)
+        .env("APP_ENV_LOG_LEVEL", "warn");
+    for (k, v) in backends_for_blocking(data) {
+        cmd.env(k, v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+/// A service on `data` with the master key settings `keys`.
+async fn serve(data: &Path, keys: &[(&'static str, String)]) -> TestApp {
+    let mut vars = vec![("APP_ENV_DATA_DIR", data.display().to_string())];
+    vars.extend(keys.iter().cloned());
+    spawn_with(Options {
+        vars,
+        ..Options::default()
+    })
+    .await
+}
+
+fn current(key: &str) -> Vec<(&'static str, String)> {
+    vec![("APP_ENV_LEDGER_ENCRYPTION_KEY", key.to_owned())]
+}
+
+fn rotated(key: &str, old: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("APP_ENV_LEDGER_ENCRYPTION_KEY", key.to_owned()),
+        ("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD", old.to_owned()),
+    ]
+}
+
+/// Runs `sql` (with `$1` = `id`) on the service's database.
+async fn sql(config: &Config, statement: &str, id: i64) {
+    match &config.database {
+        DatabaseKind::Sqlite(path) => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("sqlite");
+            sqlx::query(statement).bind(id).execute(&pool).await.expect("sql");
+            pool.close().await;
+        }
+        DatabaseKind::Postgres(url) => {
+            let pool = sqlx::PgPool::connect(url.expose()).await.expect("postgres");
+            sqlx::query(statement).bind(id).execute(&pool).await.expect("sql");
+            pool.close().await;
+        }
+    }
+}
+
+/// Rewrites ledger `id`'s version-1 file as format 1 under `master`, with `plain` (a new
+/// content, or its own) as its plaintext: what an older release stored.
+async fn make_format_1(app: &TestApp, id: &str, master: &str, plain: &[u8]) {
+    let id: i64 = id.parse().unwrap();
+    let file = app
+        .store
+        .get_file(ledger::domain::LedgerId::from_i64(id), 1)
+        .await
+        .unwrap()
+        .expect("a file");
+    let root = Keyring::new(MasterKey::from_base64(master).unwrap(), Vec::new());
+    let sealed = encrypt_to_vec(&root, Binding { ledger_id: id, version: 1 }, plain).unwrap();
+    let storage = ledger::app::open_storage(&app.config).unwrap();
+    let mut w = storage.writer(&file.object_key).await.unwrap();
+    w.write(sealed.into()).await.unwrap();
+    w.finish().await.unwrap();
+    let digest = hex::encode(Sha256::digest(plain));
+    sql(
+        &app.config,
+        &format!(
+            "UPDATE ledger_files SET key_id = NULL, header_sha256 = NULL, sha256 = '{digest}', \
+             size_bytes = {} WHERE ledger_id = $1",
+            plain.len()
+        ),
+        id,
+    )
+    .await;
+}
+
+async fn body(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
+    let r = app.download(token, id).await;
+    assert_eq!(r.status(), 200, "download of {id}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// Completed ledgers of `merchant`, one per month of 2025 from `from` on.
+async fn completed_months(app: &TestApp, token: &str, merchant: &str, months: std::ops::Range<u32>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for month in months {
+        let (id, _) = app
+            .completed(token, statement(merchant, &format!("2025-{month:02}")), 60)
+            .await;
+        ids.push(id);
+    }
+    ids
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
+    let data = data_dir();
+    let (a, b) = (ledger::crypto::generate_key_base64(), ledger::crypto::generate_key_base64());
+    let app = serve(data.path(), &current(&a)).await;
+    let ops = app.user("ops", "platform_admin", "*").await;
+    let mut ids = completed_months(&app, &ops, "m_acme", 1..4).await;
+    ids.extend(completed_months(&app, &ops, "m_global", 1..3).await);
+    // One file from before the key hierarchy.
+    let legacy_plain = b"date,amount\n2025-01-01,1.00\n".repeat(20_000);
+    make_format_1(&app, &ids[0], &a, &legacy_plain).await;
+    let mut expected = Vec::new();
+    for id in &ids {
+        expected.push(body(&app, &ops, id).await);
+    }
+    assert_eq!(expected[0], legacy_plain);
+    app.stop().await;
+
+    // The root moves to B with A forgotten too early: the old files answer 503
+    // KEY_UNAVAILABLE (an operator's error), logged with the key and the ledger.
+    let app = serve(data.path(), &current(&b)).await;
+    let ops = app.token("ops");
+    for id in [&ids[0], &ids[1]] {
+        let r = app.download(&ops, id).await;
+        assert_eq!(r.headers()["retry-after"], "5");
+        assert_error(r, 503, "KEY_UNAVAILABLE").await;
+    }
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metric(&metrics, "ledger_key_unavailable_total") >= 2.0, "{metrics}");
+    app.stop().await;
+
+    // B current, A kept as old: everything reads; new merchants' keys go under B.
+    let env = rotated(&b, &a);
+    let app = serve(data.path(), &env).await;
+    for (id, want) in ids.iter().zip(&expected) {
+        assert_eq!(&body(&app, &ops, id).await, want, "{id} under B with A old");
+    }
+    let status = ledger_on(data.path(), &["keys", "status"], &env);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let out = text(&status.stdout);
+    let a_id = format!("local:{}", MasterKey::from_base64(&a).unwrap().id());
+    let b_id = format!("local:{}", MasterKey::from_base64(&b).unwrap().id());
+    assert!(out.contains(&format!("root key: {b_id}")), "{out}");
+    assert!(out.contains(&format!("old key {a_id}: still wraps 2 merchant key(s)")), "{out}");
+    assert!(out.contains("(format 1): 1"), "{out}");
+
+    // Rewrap: both merchant keys, the one format-1 file; then A protects nothing.
+    let run = ledger_on(data.path(), &["keys", "rewrap"], &env);
+    let out = text(&run.stdout);
+    assert!(run.status.success(), "{out}{}", text(&run.stderr));
+    assert!(out.contains(&format!("everything is under {b_id}")), "{out}");
+    assert!(out.contains("merchant keys re-wrapped: 2 "), "{out}");
+    assert!(out.contains("format-1 files re-sealed: 1 "), "{out}");
+    let again = ledger_on(data.path(), &["keys", "rewrap"], &env);
+    let out = text(&again.stdout);
+    assert!(again.status.success() && out.contains("re-wrapped: 0 ") && out.contains("re-sealed: 0 "), "idempotent: {out}");
+    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).stdout);
+    assert!(status.contains(&format!("old key {a_id}: protects nothing any more")), "{status}");
+    assert!(status.contains("(format 1): 0"), "{status}");
+    let legacy = app.store.get_file(ledger::domain::LedgerId::from_i64(ids[0].parse().unwrap()), 1).await.unwrap().unwrap();
+    assert!(legacy.key_id.is_some() && legacy.object_key.ends_with(&format!(".k{}.enc", legacy.key_id.as_deref().unwrap())), "{legacy:?}");
+    let storage = ledger::app::open_storage(&app.config).unwrap();
+    let prefix = legacy.object_key.rsplit_once('/').unwrap().0;
+    assert_eq!(storage.list(prefix).await.unwrap(), vec![legacy.object_key.clone()], "the replaced object is gone");
+    let audit = text(&ledger_on(data.path(), &["keys", "audit"], &env).stdout);
+    assert!(audit.contains("ROOT_REWRAP") && audit.contains(&b_id), "{audit}");
+    app.stop().await;
+
+    // A dropped: every file still downloads, byte for byte.
+    let app = serve(data.path(), &current(&b)).await;
+    for (id, want) in ids.iter().zip(&expected) {
+        assert_eq!(&body(&app, &ops, id).await, want, "{id} under B alone");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shredding_a_merchant_makes_its_files_gone_and_leaves_the_others_readable() {
+    let data = data_dir();
+    let key = ledger::crypto::generate_key_base64();
+    let env = current(&key);
+    let app = serve(data.path(), &env).await;
+    let ops = app.user("ops", "platform_admin", "*").await;
+    let acme = completed_months(&app, &ops, "m_acme", 1..3).await;
+    let global = completed_months(&app, &ops, "m_global", 1..2).await;
+    let kept = body(&app, &ops, &global[0]).await;
+
+    let refused = ledger_on(data.path(), &["merchant", "shred", "m_acme"], &env);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("--confirm"), "{}", text(&refused.stderr));
+    assert_eq!(body(&app, &ops, &acme[0]).await.is_empty(), false, "nothing happened");
+
+    let shred = ledger_on(
+        data.path(),
+        &["merchant", "shred", "m_acme", "--confirm", "--actor", "alice@example.com"],
+        &env,
+    );
+    let out = text(&shred.stdout);
+    assert!(shred.status.success(), "{out}{}", text(&shred.stderr));
+    assert!(out.contains("1 key(s) destroyed, 2 file(s) unreadable"), "{out}");
+
+    for id in &acme {
+        let ledger = app.ledger(&ops, id).await;
+        assert_eq!(ledger["status"], "COMPLETED");
+        assert!(ledger["file"]["shreddedAt"].is_string(), "{ledger}");
+        assert_error(app.download(&ops, id).await, 410, "SHREDDED").await;
+        let manifest = app.get(&ops, &format!("/v1/api/ledger/ledgers/{id}/manifest")).await;
+        assert_error(manifest, 410, "SHREDDED").await;
+    }
+    // The other merchant: untouched.
+    assert_eq!(body(&app, &ops, &global[0]).await, kept);
+    assert!(app.ledger(&ops, &global[0]).await["file"].get("shreddedAt").is_none());
+
+    // The record survives; a deleted shredded ledger is a 404 like any deleted one.
+    let audit = text(&ledger_on(data.path(), &["keys", "audit", "--merchant", "m_acme"], &env).stdout);
+    assert!(audit.contains("MERCHANT_SHRED\talice@example.com\tm_acme"), "{audit}");
+    assert_eq!(app.delete(&ops, &format!("/v1/api/ledger/ledgers/{}", acme[1])).await.status(), 200);
+    assert_error(app.download(&ops, &acme[1]).await, 404, "NOT_FOUND").await;
+
+    // The merchant's new files get a new key and read.
+    let (id, _) = app.completed(&ops, open_statement("m_acme"), 60).await;
+    assert_eq!(body(&app, &ops, &id).await.is_empty(), false);
+    app.stop().await;
+}
+
+/// Waits until `done(count)` of the format-1 files were swapped, polling the store.
+async fn swapped(app: &TestApp, ids: &[String]) -> usize {
+    let mut n = 0;
+    for id in ids {
+        let f = app
+            .store
+            .get_file(ledger::domain::LedgerId::from_i64(id.parse().unwrap()), 1)
+            .await
+            .unwrap()
+            .unwrap();
+        n += usize::from(f.key_id.is_some());
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_rewrap_killed_midway_resumes_while_jobs_complete() {
+    let data = data_dir();
+    let (a, b) = (ledger::crypto::generate_key_base64(), ledger::crypto::generate_key_base64());
+    let app = serve(data.path(), &current(&a)).await;
+    let ops = app.user("ops", "platform_admin", "*").await;
+    let mut ids = completed_months(&app, &ops, "m_acme", 1..13).await;
+    ids.extend(completed_months(&app, &ops, "m_global", 1..13).await);
+    // Big format-1 files, so the rewrap is still running when it is killed.
+    let mut expected = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let plain: Vec<u8> = format!("row {i}\n").into_bytes().repeat(600_000);
+        make_format_1(&app, id, &a, &plain).await;
+        expected.push(plain);
+    }
+    app.stop().await;
+
+    let env = rotated(&b, &a);
+    let app = serve(data.path(), &env).await;
+    let mut first = command_on(data.path(), &["keys", "rewrap"], &env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("rewrap");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = swapped(&app, &ids).await;
+        if n > 0 {
+            assert!(n < ids.len(), "the rewrap finished before it could be killed");
+            break;
+        }
+        assert!(first.try_wait().unwrap().is_none(), "the rewrap ended early");
+        assert!(Instant::now() < deadline, "no file re-sealed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill().expect("kill -9");
+    first.wait().unwrap();
+    let partial = swapped(&app, &ids).await;
+
+    // Jobs keep completing while the second run works: new ledgers, and new versions of
+    // ledgers whose old version is being re-sealed.
+    let racing = {
+        let (base, client, ops) = (app.base.clone(), app.client.clone(), ops.clone());
+        tokio::spawn(async move {
+            let mut made = Vec::new();
+            for month in 1..7 {
+                let r = client
+                    .post(format!("{base}/v1/api/ledger/ledgers"))
+                    .bearer_auth(&ops)
+                    .json(&statement("m_tokyo", &format!("2025-{month:02}")))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                made.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+            }
+            made
+        })
+    };
+    let second = ledger_on(data.path(), &["keys", "rewrap"], &env);
+    let out = text(&second.stdout);
+    assert!(second.status.success(), "resumed: {out}{}", text(&second.stderr));
+    let resealed: usize = out
+        .split("format-1 files re-sealed: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(partial + resealed, ids.len(), "the second run did the rest only: {out}");
+    let made = racing.await.unwrap();
+    for id in &made {
+        app.wait_for(&ops, id, "COMPLETED", 60).await;
+    }
+    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).stdout);
+    assert!(status.contains("(format 1): 0"), "{status}");
+    app.stop().await;
+
+    // A retired: every file, old and new, reads.
+    let app = serve(data.path(), &current(&b)).await;
+    for (id, want) in ids.iter().zip(&expected) {
+        assert!(&body(&app, &ops, id).await == want, "{id}");
+    }
+    for id in &made {
+        assert!(!body(&app, &ops, id).await.is_empty());
+    }
+    app.stop().await;
+}
