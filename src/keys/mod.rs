@@ -20,6 +20,7 @@
 
 pub mod cache;
 pub mod commands;
+pub mod kms;
 pub mod rewrap;
 #[cfg(test)]
 mod tests;
