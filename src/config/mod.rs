@@ -97,6 +97,16 @@ pub struct S3Settings {
     pub secret_access_key: Option<Secret>,
 }
 
+/// The root key in AWS KMS (from `APP_ENV_LEDGER_KMS_KEY_ID` and `APP_ENV_KMS_*`), instead of
+/// a local master key.
+#[derive(Debug, Clone)]
+pub struct KmsConfig {
+    /// The root key: a key id, key ARN, alias name (`alias/…`) or alias ARN.
+    pub key_id: String,
+    /// Where KMS is and the credentials to call it with.
+    pub settings: crate::keys::kms::KmsSettings,
+}
+
 /// Where entries come from: a directory of files, or an upstream HTTP API when `url` is set.
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
@@ -167,10 +177,13 @@ pub struct Config {
     pub max_attempts: u32,
     /// `APP_ENV_WORKER_CONCURRENCY`: jobs at once with the in-database queue.
     pub worker_concurrency: usize,
-    /// `APP_ENV_LEDGER_ENCRYPTION_KEY`: base64 master key; generated when unset.
+    /// `APP_ENV_LEDGER_ENCRYPTION_KEY`: base64 master key; generated when neither it nor
+    /// `kms` is set. Never set together with `kms`.
     pub encryption_key: Option<Secret>,
     /// `APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD`: older keys that still decrypt.
     pub encryption_keys_old: Vec<Secret>,
+    /// `APP_ENV_LEDGER_KMS_KEY_ID` and `APP_ENV_KMS_*`: the root key in KMS, when set.
+    pub kms: Option<KmsConfig>,
     /// `APP_ENV_SIGNING_KEY`: PEM of the manifest signing key; generated when unset.
     pub signing_key: Option<Secret>,
     /// `APP_ENV_SIGNING_KEYS_OLD`: PEM of retired signing keys, still published.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::settings::{self, Accepts, Setting};
 use super::table as t;
 use super::{
-    Config, ConfigErrors, DatabaseKind, EventSettings, KafkaSettings, LogFormat, QueueKind,
-    RedisServer, Roles, S3Settings, Secret, SensitiveUrl, SourceSettings, StorageKind,
+    Config, ConfigErrors, DatabaseKind, EventSettings, KafkaSettings, KmsConfig, LogFormat,
+    QueueKind, RedisServer, Roles, S3Settings, Secret, SensitiveUrl, SourceSettings, StorageKind,
 };
 
 /// The environment and the problems found in it so far.
@@ -206,7 +206,8 @@ fn read_all(r: &mut Reader<'_>) -> Config {
     let sweep_interval = r.millis(&t::SWEEP_INTERVAL_MS);
     let max_attempts = r.integer(&t::MAX_ATTEMPTS);
     let worker_concurrency = r.integer(&t::WORKER_CONCURRENCY);
-    let (encryption_key, encryption_keys_old) = keys(r, &storage);
+    let kms = kms(r);
+    let (encryption_key, encryption_keys_old) = keys(r, &storage, kms.is_some());
     let (signing_key, signing_keys_old) = signing_keys(r, &storage);
     let signing_issuer = r.text_or_default(&t::SIGNING_ISSUER);
     let auth_jwks_url = r.http_url(&t::AUTH_JWKS_URL);
@@ -266,6 +267,7 @@ fn read_all(r: &mut Reader<'_>) -> Config {
         worker_concurrency,
         encryption_key,
         encryption_keys_old,
+        kms,
         signing_key,
         signing_keys_old,
         signing_issuer,
@@ -452,16 +454,80 @@ fn storage(r: &mut Reader<'_>, data_dir: &Path) -> StorageKind {
     })
 }
 
-/// The master key and the older ones, checked here so a bad one is listed with every other
-/// problem; the message never quotes the value.
-fn keys(r: &mut Reader<'_>, storage: &StorageKind) -> (Option<Secret>, Vec<Secret>) {
-    let current = r.secret(&t::LEDGER_ENCRYPTION_KEY);
-    if current.is_none() && matches!(storage, StorageKind::S3(_)) {
-        // A generated key lives on one machine's disk; shared storage needs a shared key.
+/// The root key in KMS, when `APP_ENV_LEDGER_KMS_KEY_ID` is set. The other `APP_ENV_KMS_*`
+/// settings are always read: set without the key id, each is an error (a deployment that
+/// believes it uses KMS).
+fn kms(r: &mut Reader<'_>) -> Option<KmsConfig> {
+    let key_id = r.text(&t::LEDGER_KMS_KEY_ID);
+    if let Some(id) = &key_id
+        && id.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         r.fail(
-            &t::LEDGER_ENCRYPTION_KEY,
-            "required when APP_ENV_STORAGE_URL is s3://",
+            &t::LEDGER_KMS_KEY_ID,
+            "expected a key id, key ARN, alias name (alias/…) or alias ARN, without spaces",
         );
+    }
+    let endpoint_set = r.raw(&t::KMS_ENDPOINT).is_some();
+    let endpoint = r.http_url_parsed(&t::KMS_ENDPOINT).map(|(raw, _)| raw);
+    let region = r.text(&t::KMS_REGION);
+    let access_key_id = r.text(&t::KMS_ACCESS_KEY_ID);
+    let secret_access_key = r.secret(&t::KMS_SECRET_ACCESS_KEY);
+    let Some(key_id) = key_id else {
+        for (setting, set) in [
+            (&t::KMS_ENDPOINT, endpoint_set),
+            (&t::KMS_REGION, region.is_some()),
+            (&t::KMS_ACCESS_KEY_ID, access_key_id.is_some()),
+            (&t::KMS_SECRET_ACCESS_KEY, secret_access_key.is_some()),
+        ] {
+            if set {
+                r.fail(
+                    setting,
+                    "set without APP_ENV_LEDGER_KMS_KEY_ID (the KMS settings are used only \
+                     with a root key in KMS)",
+                );
+            }
+        }
+        return None;
+    };
+    if access_key_id.is_some() != secret_access_key.is_some() {
+        r.errors.push(
+            "APP_ENV_KMS_ACCESS_KEY_ID / APP_ENV_KMS_SECRET_ACCESS_KEY: set both or neither".into(),
+        );
+    }
+    let region = region.unwrap_or_else(|| {
+        let settings::Default::Text(default) = t::KMS_REGION.default else {
+            unreachable!("APP_ENV_KMS_REGION: the table gives no text default")
+        };
+        default.to_owned()
+    });
+    Some(KmsConfig {
+        key_id,
+        settings: crate::keys::kms::KmsSettings {
+            endpoint,
+            region,
+            access_key_id,
+            secret_access_key,
+            session_token: None,
+        },
+    })
+}
+
+/// The master key and the older ones, checked here so a bad one is listed with every other
+/// problem; the message never quotes the value. `kms`: `APP_ENV_LEDGER_KMS_KEY_ID` is set,
+/// the other possible root: exactly one of the two with S3, at most one otherwise.
+fn keys(r: &mut Reader<'_>, storage: &StorageKind, kms: bool) -> (Option<Secret>, Vec<Secret>) {
+    let current = r.secret(&t::LEDGER_ENCRYPTION_KEY);
+    let both = "APP_ENV_LEDGER_ENCRYPTION_KEY / APP_ENV_LEDGER_KMS_KEY_ID";
+    match (current.is_some(), kms) {
+        (true, true) => r.errors.push(format!(
+            "{both}: set exactly one (the root key is either a local master key or a KMS key; \
+             keep an old local key in APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD)"
+        )),
+        // A generated key lives on one machine's disk; shared storage needs a shared key.
+        (false, false) if matches!(storage, StorageKind::S3(_)) => r.errors.push(format!(
+            "{both}: one is required when APP_ENV_STORAGE_URL is s3://"
+        )),
+        _ => {}
     }
     let old: Vec<Secret> = r
         .text(&t::LEDGER_ENCRYPTION_KEYS_OLD)

@@ -35,6 +35,11 @@ pub const TABLE: &[Setting] = &[
     S3_SECRET_ACCESS_KEY,
     LEDGER_ENCRYPTION_KEY,
     LEDGER_ENCRYPTION_KEYS_OLD,
+    LEDGER_KMS_KEY_ID,
+    KMS_ENDPOINT,
+    KMS_REGION,
+    KMS_ACCESS_KEY_ID,
+    KMS_SECRET_ACCESS_KEY,
     SIGNING_KEY,
     SIGNING_KEYS_OLD,
     SIGNING_ISSUER,
@@ -313,8 +318,8 @@ pub const LEDGER_ENCRYPTION_KEY: Setting = Setting {
     accepts: Accepts::Secret,
     default: Default::Described("generated into `{APP_ENV_DATA_DIR}/encryption.key`"),
     help: "",
-    summary: "base64 of the 32-byte master key (required with S3)",
-    doc: "Base64 of the 32-byte master key (`ledger keygen` prints one). **Required** with `s3://` storage. Secret.",
+    summary: "base64 of the 32-byte master key (with S3: this or `APP_ENV_LEDGER_KMS_KEY_ID`)",
+    doc: "Base64 of the 32-byte master key (`ledger keygen` prints one). With `s3://` storage exactly one of this and `APP_ENV_LEDGER_KMS_KEY_ID` is **required**; with local storage, when neither is set, a key is generated into the data dir. Secret.",
 };
 
 pub const LEDGER_ENCRYPTION_KEYS_OLD: Setting = Setting {
@@ -324,7 +329,57 @@ pub const LEDGER_ENCRYPTION_KEYS_OLD: Setting = Setting {
     default: Default::None,
     help: "",
     summary: "comma-separated older keys that still decrypt",
-    doc: "Comma-separated older master keys (same form) that still decrypt files sealed with them. Used only together with `APP_ENV_LEDGER_ENCRYPTION_KEY`. Secret.",
+    doc: "Comma-separated older master keys (same form) that still decrypt files sealed with them, whatever the current root: also after a move to a KMS key (`APP_ENV_LEDGER_KMS_KEY_ID`). Secret.",
+};
+
+pub const LEDGER_KMS_KEY_ID: Setting = Setting {
+    name: "APP_ENV_LEDGER_KMS_KEY_ID",
+    group: Group::Storage,
+    accepts: Accepts::Text,
+    default: Default::None,
+    help: "",
+    summary: "the root key in AWS KMS: key id, key ARN, `alias/…` or alias ARN (instead of a local master key)",
+    doc: "The root key in AWS KMS (or a KMS-compatible server): a key id, key ARN, alias name (`alias/…`) or alias ARN. Instead of `APP_ENV_LEDGER_ENCRYPTION_KEY`: with `s3://` storage exactly one of the two is **required**; with local storage it may be set alone, and then no local key is generated. Never together with `APP_ENV_LEDGER_ENCRYPTION_KEY` (a former local key goes in `APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD`). The `APP_ENV_KMS_*` settings are used only with it.",
+};
+
+pub const KMS_ENDPOINT: Setting = Setting {
+    name: "APP_ENV_KMS_ENDPOINT",
+    group: Group::Storage,
+    accepts: Accepts::HttpUrl,
+    default: Default::Described("AWS (`https://kms.{region}.amazonaws.com`)"),
+    help: "",
+    summary: "endpoint of a KMS-compatible server (`http://` allowed)",
+    doc: "Endpoint of a KMS-compatible server, `http(s)://host[:port]`; `http://` is allowed. Only with `APP_ENV_LEDGER_KMS_KEY_ID`.",
+};
+
+pub const KMS_REGION: Setting = Setting {
+    name: "APP_ENV_KMS_REGION",
+    group: Group::Storage,
+    accepts: Accepts::Text,
+    default: Default::Text("us-east-1"),
+    help: "",
+    summary: "KMS region",
+    doc: "The region of the KMS key (part of every request's signature). Only with `APP_ENV_LEDGER_KMS_KEY_ID`.",
+};
+
+pub const KMS_ACCESS_KEY_ID: Setting = Setting {
+    name: "APP_ENV_KMS_ACCESS_KEY_ID",
+    group: Group::Storage,
+    accepts: Accepts::Text,
+    default: Default::Described("`AWS_ACCESS_KEY_ID`"),
+    help: "",
+    summary: "KMS access key id (with the secret)",
+    doc: "Static access key id for KMS; set together with the secret or neither. Neither: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` from the environment. Only with `APP_ENV_LEDGER_KMS_KEY_ID`.",
+};
+
+pub const KMS_SECRET_ACCESS_KEY: Setting = Setting {
+    name: "APP_ENV_KMS_SECRET_ACCESS_KEY",
+    group: Group::Storage,
+    accepts: Accepts::Secret,
+    default: Default::Described("`AWS_SECRET_ACCESS_KEY`"),
+    help: "",
+    summary: "KMS secret access key",
+    doc: "Static secret access key for KMS (secret).",
 };
 
 pub const SIGNING_KEY: Setting = Setting {

@@ -352,6 +352,158 @@ mod storage {
     }
 }
 
+mod kms {
+    use super::*;
+
+    const S3: (&str, &str) = ("APP_ENV_STORAGE_URL", "s3://bucket/ledgers");
+    const KMS_KEY: (&str, &str) = ("APP_ENV_LEDGER_KMS_KEY_ID", "alias/ledger-root");
+
+    /// With S3, everything but the root key (the signing key is required as well).
+    fn s3_with(pairs: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let signing_key = crate::manifest::generate_key_pem();
+        let mut all = vec![S3, ("APP_ENV_SIGNING_KEY", signing_key.as_str())];
+        all.extend_from_slice(pairs);
+        Config::from_vars(&vars(&all))
+    }
+
+    #[test]
+    fn s3_needs_exactly_one_root_key() {
+        let local = crate::crypto::generate_key_base64();
+        let local_key = ("APP_ENV_LEDGER_ENCRYPTION_KEY", local.as_str());
+        let neither = s3_with(&[]).unwrap_err();
+        assert_eq!(
+            neither.0,
+            [
+                "APP_ENV_LEDGER_ENCRYPTION_KEY / APP_ENV_LEDGER_KMS_KEY_ID: one is required when \
+              APP_ENV_STORAGE_URL is s3://"
+            ]
+        );
+        let both = s3_with(&[local_key, KMS_KEY]).unwrap_err();
+        assert_eq!(both.0.len(), 1, "{both}");
+        assert!(
+            both.0[0].starts_with(
+                "APP_ENV_LEDGER_ENCRYPTION_KEY / APP_ENV_LEDGER_KMS_KEY_ID: set exactly one"
+            ),
+            "{both}"
+        );
+        assert!(!both.to_string().contains(&local), "{both}");
+        let with_local = s3_with(&[local_key]).unwrap();
+        assert!(with_local.kms.is_none() && with_local.encryption_key.is_some());
+        let with_kms = s3_with(&[KMS_KEY]).unwrap();
+        assert!(with_kms.encryption_key.is_none());
+        let kms = with_kms.kms.expect("the KMS root");
+        assert_eq!(kms.key_id, "alias/ledger-root");
+        assert_eq!(
+            kms.settings,
+            crate::keys::kms::KmsSettings {
+                endpoint: None,
+                region: "us-east-1".into(),
+                access_key_id: None,
+                secret_access_key: None,
+                session_token: None,
+            }
+        );
+    }
+
+    #[test]
+    fn local_storage_takes_either_root_or_none_but_not_both() {
+        let local = crate::crypto::generate_key_base64();
+        let local_key = ("APP_ENV_LEDGER_ENCRYPTION_KEY", local.as_str());
+        let embedded = Config::from_vars(&vars(&[])).unwrap();
+        assert!(embedded.kms.is_none() && embedded.encryption_key.is_none());
+        let kms_alone = Config::from_vars(&vars(&[KMS_KEY])).unwrap();
+        assert!(kms_alone.encryption_key.is_none());
+        assert_eq!(kms_alone.kms.unwrap().key_id, "alias/ledger-root");
+        let both = Config::from_vars(&vars(&[local_key, KMS_KEY])).unwrap_err();
+        assert!(both.to_string().contains("set exactly one"), "{both}");
+    }
+
+    #[test]
+    fn old_local_keys_stay_allowed_with_every_root() {
+        let old = crate::crypto::generate_key_base64();
+        let old_keys = ("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD", old.as_str());
+        let current = crate::crypto::generate_key_base64();
+        let local_key = ("APP_ENV_LEDGER_ENCRYPTION_KEY", current.as_str());
+        for config in [
+            s3_with(&[KMS_KEY, old_keys]),
+            s3_with(&[local_key, old_keys]),
+            Config::from_vars(&vars(&[KMS_KEY, old_keys])),
+            Config::from_vars(&vars(&[old_keys])),
+        ] {
+            let config = config.unwrap();
+            assert_eq!(config.encryption_keys_old.len(), 1);
+        }
+    }
+
+    #[test]
+    fn the_kms_settings_are_read_with_the_key_id() {
+        let c = s3_with(&[
+            (
+                "APP_ENV_LEDGER_KMS_KEY_ID",
+                "arn:aws:kms:eu-west-3:123456789012:key/k-1",
+            ),
+            ("APP_ENV_KMS_ENDPOINT", "http://127.0.0.1:19000"),
+            ("APP_ENV_KMS_REGION", "eu-west-3"),
+            ("APP_ENV_KMS_ACCESS_KEY_ID", "AKIAKMS"),
+            ("APP_ENV_KMS_SECRET_ACCESS_KEY", "kms-s3cret"),
+        ])
+        .unwrap();
+        let kms = c.kms.as_ref().unwrap();
+        assert_eq!(kms.key_id, "arn:aws:kms:eu-west-3:123456789012:key/k-1");
+        let s = &kms.settings;
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:19000"));
+        assert_eq!(s.region, "eu-west-3");
+        assert_eq!(s.access_key_id.as_deref(), Some("AKIAKMS"));
+        assert_eq!(
+            s.secret_access_key.as_ref().map(Secret::expose),
+            Some("kms-s3cret")
+        );
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("kms-s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn kms_settings_without_the_key_id_name_it() {
+        for (name, value) in [
+            ("APP_ENV_KMS_ENDPOINT", "https://kms.example"),
+            ("APP_ENV_KMS_REGION", "eu-west-3"),
+            ("APP_ENV_KMS_ACCESS_KEY_ID", "AKIAKMS"),
+            ("APP_ENV_KMS_SECRET_ACCESS_KEY", "kms-s3cret"),
+        ] {
+            let err = Config::from_vars(&vars(&[(name, value)])).unwrap_err();
+            assert_eq!(err.0.len(), 1, "{err}");
+            assert!(
+                err.0[0].starts_with(&format!("{name}: set without APP_ENV_LEDGER_KMS_KEY_ID")),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("kms-s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn kms_credentials_come_in_pairs_and_the_endpoint_is_http() {
+        for half in [
+            ("APP_ENV_KMS_ACCESS_KEY_ID", "AKIAKMS"),
+            ("APP_ENV_KMS_SECRET_ACCESS_KEY", "kms-s3cret"),
+        ] {
+            let err = Config::from_vars(&vars(&[KMS_KEY, half])).unwrap_err();
+            assert_eq!(
+                err.0,
+                ["APP_ENV_KMS_ACCESS_KEY_ID / APP_ENV_KMS_SECRET_ACCESS_KEY: set both or neither"]
+            );
+        }
+        let err = Config::from_vars(&vars(&[KMS_KEY, ("APP_ENV_KMS_ENDPOINT", "ftp://kms")]))
+            .unwrap_err();
+        assert_eq!(err.0, ["APP_ENV_KMS_ENDPOINT: expected an http(s) URL"]);
+        let spaced =
+            Config::from_vars(&vars(&[("APP_ENV_LEDGER_KMS_KEY_ID", "alias/a b")])).unwrap_err();
+        assert!(
+            spaced.0[0].starts_with("APP_ENV_LEDGER_KMS_KEY_ID: expected"),
+            "{spaced}"
+        );
+    }
+}
+
 mod table {
     use std::collections::BTreeSet;
 
