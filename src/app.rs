@@ -72,8 +72,30 @@ pub fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn ObjectStorage>> {
     crate::storage::open(&config.storage)
 }
 
-/// The master keys: the configured ones, or (embedded default) a key in the data dir.
-pub fn keyring(config: &Config) -> anyhow::Result<Keyring> {
+/// The local master keys: the configured ones, or (embedded default) a key in the data dir;
+/// with a KMS root, the old local keys only (none: `None`).
+pub fn keyring(config: &Config) -> anyhow::Result<Option<Keyring>> {
+    if config.kms.is_some() {
+        let mut old = config
+            .encryption_keys_old
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                MasterKey::from_base64(k.expose()).map_err(|e| {
+                    anyhow::anyhow!("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD (key {}): {e}", i + 1)
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if old.is_empty() {
+            return Ok(None);
+        }
+        let first = old.remove(0);
+        return Ok(Some(Keyring::new(first, old)));
+    }
+    local_keyring(config).map(Some)
+}
+
+fn local_keyring(config: &Config) -> anyhow::Result<Keyring> {
     match &config.encryption_key {
         Some(current) => {
             let current = MasterKey::from_base64(current.expose())
@@ -108,19 +130,31 @@ pub fn keyring(config: &Config) -> anyhow::Result<Keyring> {
 pub async fn operator_vault(config: &Config) -> anyhow::Result<crate::vault::Vault> {
     let store = open_store(config).await?;
     prepare_store(config, &*store).await?;
-    let keyring = keyring(config)?;
-    let keys = keys(config, keyring, store).await?;
+    let keys = keys(config, keyring(config)?, store).await?;
     let storage = open_storage(config)?;
     Ok(crate::vault::Vault::new(storage, keys))
 }
 
-/// The key hierarchy's root and the merchant keys in `store` (SPEC §15).
+/// The key hierarchy's root and the merchant keys in `store` (SPEC §15): a KMS key
+/// (checked to exist and be enabled), or the local master keys.
 pub async fn keys(
-    _config: &Config,
-    local: Keyring,
+    config: &Config,
+    local: Option<Keyring>,
     store: Arc<dyn JobStore>,
 ) -> anyhow::Result<Keys> {
-    Ok(Keys::new(Root::Local(local.clone()), local, store))
+    let root = match (&config.kms, local) {
+        (Some(kms), local) => {
+            let client = crate::keys::kms::KmsClient::new(&kms.settings)
+                .map_err(|e| anyhow::anyhow!("APP_ENV_KMS_*: {e}"))?;
+            let arn = client.describe_key(&kms.key_id).await.map_err(|e| {
+                anyhow::anyhow!("APP_ENV_LEDGER_KMS_KEY_ID ({}): {e}", kms.key_id)
+            })?;
+            Root::Kms { client, arn, local }
+        }
+        (None, Some(local)) => Root::Local(local),
+        (None, None) => anyhow::bail!("no root key: APP_ENV_LEDGER_ENCRYPTION_KEY or APP_ENV_LEDGER_KMS_KEY_ID"),
+    };
+    Ok(Keys::new(root, store))
 }
 
 /// The manifest signer: the configured key, or (embedded default) a key in the data dir.
@@ -196,8 +230,13 @@ pub async fn run(
     }
     let store = open_store(&config).await?;
     prepare_store(&config, &*store).await?;
-    let keyring = keyring(&config)?;
-    let keys = keys(&config, keyring.clone(), store.clone()).await?;
+    let keys = keys(&config, keyring(&config)?, store.clone()).await?;
+    // The webhook secrets' key (made on first use): a root that cannot be reached stops
+    // the start, naming it.
+    let keyring = keys
+        .secrets()
+        .await
+        .map_err(|e| anyhow::anyhow!("the key of webhook secrets: {e}"))?;
     let signer = manifest_signer(&config)?;
     let storage = open_storage(&config)?;
     let queue = crate::queue::open(&config.queue, store.clone(), shutdown.clone()).await?;

@@ -53,3 +53,13 @@ CREATE TABLE key_leases (
     holder TEXT    NOT NULL,
     until  INTEGER NOT NULL
 );
+
+-- Keys of the service itself, wrapped by the root like merchant keys: `webhook-secrets`
+-- seals the webhook endpoints' signing secrets.
+CREATE TABLE service_keys (
+    name         TEXT    PRIMARY KEY,
+    root_key_id  TEXT    NOT NULL,
+    wrapped      TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    rewrapped_at INTEGER
+);

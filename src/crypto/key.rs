@@ -78,6 +78,21 @@ impl MasterKey {
         Ok(Self::from_bytes(key))
     }
 
+    /// A fresh random key named by its digest, like a master key (a service key).
+    pub fn generate_derived() -> Result<Self, CryptoError> {
+        Self::random()
+    }
+
+    /// The key `bytes` (32 of them), named by its digest like a master key.
+    pub fn from_raw(bytes: &[u8]) -> Result<Self, CryptoError> {
+        if bytes.len() != KEY_LEN {
+            return Err(CryptoError::BadKey);
+        }
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        key.copy_from_slice(bytes);
+        Ok(Self::from_bytes(key))
+    }
+
     /// A fresh random key named `id` (a merchant key: its id is chosen by the caller, as
     /// a 32-bit digest would collide among many merchants). `id` must be 1..=64 ASCII
     /// characters of `[A-Za-z0-9_-]`.
@@ -201,6 +216,14 @@ impl Keyring {
     /// The object format these keys seal and open.
     pub fn format(&self) -> u8 {
         self.inner.format
+    }
+
+    /// Every key, current first.
+    pub fn all_keys(&self) -> Vec<MasterKey> {
+        std::iter::once(&self.inner.current)
+            .chain(self.inner.old.iter())
+            .cloned()
+            .collect()
     }
 
     /// Every key's id, current first.

@@ -22,7 +22,8 @@ pub const REWRAP_CONCURRENCY: usize = 8;
 fn configured(keys: &Keys) -> Vec<String> {
     let mut ids: Vec<String> = keys
         .local()
-        .ids()
+        .map(|k| k.ids())
+        .unwrap_or_default()
         .into_iter()
         .map(|id| format!("{}{id}", super::LOCAL_PREFIX))
         .collect();
@@ -33,18 +34,23 @@ fn configured(keys: &Keys) -> Vec<String> {
     ids
 }
 
-/// The lines of `ledger keys status`.
-pub fn status_lines(keys: &Keys, counts: &KeyCounts) -> Vec<String> {
+/// The lines of `ledger keys status`; `secrets` counts webhook secrets by the id of the
+/// key that seals them.
+pub fn status_lines(
+    keys: &Keys,
+    counts: &KeyCounts,
+    secrets: &std::collections::BTreeMap<String, u64>,
+) -> Vec<String> {
     let current = keys.root().current_id();
     let mut out = vec![format!("root key: {current} (wraps new merchant keys)")];
     out.push(format!(
-        "{:<48} {:>14} {:>12}",
-        "root key", "merchant keys", "files"
+        "{:<48} {:>14} {:>13} {:>12}",
+        "root key", "merchant keys", "service keys", "files"
     ));
     for r in &counts.roots {
         out.push(format!(
-            "{:<48} {:>14} {:>12}",
-            r.root_key_id, r.merchant_keys, r.files
+            "{:<48} {:>14} {:>13} {:>12}",
+            r.root_key_id, r.merchant_keys, r.service_keys, r.files
         ));
     }
     out.push(format!(
@@ -55,16 +61,30 @@ pub fn status_lines(keys: &Keys, counts: &KeyCounts) -> Vec<String> {
         "shredded: {} merchant key(s), {} file(s)",
         counts.shredded_keys, counts.shredded_files
     ));
+    let sealed: Vec<String> = secrets.iter().map(|(id, n)| format!("{n} by {id}")).collect();
+    out.push(format!(
+        "webhook secrets: {}",
+        if sealed.is_empty() { "none".to_owned() } else { sealed.join(", ") }
+    ));
     for id in configured(keys) {
         if id == current {
             continue;
         }
         let share = counts.roots.iter().find(|r| r.root_key_id == id);
-        let keys_under = share.map_or(0, |r| r.merchant_keys);
+        let keys_under = share.map_or(0, |r| r.merchant_keys + r.service_keys);
         let is_local = id.starts_with(super::LOCAL_PREFIX);
+        let secrets_under = id
+            .strip_prefix(super::LOCAL_PREFIX)
+            .and_then(|local| secrets.get(local))
+            .copied()
+            .unwrap_or(0);
         let verdict = if keys_under > 0 {
             format!(
-                "still wraps {keys_under} merchant key(s): run `ledger keys rewrap` before removing it"
+                "still wraps {keys_under} key(s): run `ledger keys rewrap` before removing it"
+            )
+        } else if secrets_under > 0 {
+            format!(
+                "still seals {secrets_under} webhook secret(s): run `ledger keys rewrap` before removing it"
             )
         } else if is_local && counts.root_sealed_files > 0 {
             format!(
@@ -82,7 +102,23 @@ pub fn status_lines(keys: &Keys, counts: &KeyCounts) -> Vec<String> {
 /// `ledger keys status`: which root key protects what, and which old key may go.
 pub async fn status(keys: &Keys) -> anyhow::Result<()> {
     let counts = keys.store().key_counts().await?;
-    for line in status_lines(keys, &counts) {
+    let mut secrets = std::collections::BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = keys.store().sealed_secrets(after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.webhook_id);
+        for s in &page {
+            for text in std::iter::once(&s.secret).chain(s.previous.as_ref()) {
+                let id = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+                    .ok()
+                    .and_then(|b| crate::crypto::peek_header(&b))
+                    .map_or_else(|| "an unreadable header".to_owned(), |(_, id)| id);
+                *secrets.entry(id).or_insert(0) += 1;
+            }
+        }
+    }
+    for line in status_lines(keys, &counts, &secrets) {
         outln!("{line}")?;
     }
     Ok(())
@@ -138,9 +174,10 @@ pub fn summary_lines(s: &Summary) -> Vec<String> {
     let mut out = vec![
         format!("rewrap: everything is under {}", s.root),
         format!(
-            "  merchant keys re-wrapped: {} ({} changed meanwhile by another process)",
+            "  keys re-wrapped (merchant and service keys): {} ({} changed meanwhile by another process)",
             s.keys_rewrapped, s.keys_raced
         ),
+        format!("  webhook secrets re-sealed: {}", s.secrets_resealed),
         format!(
             "  format-1 files re-sealed: {} ({} MiB, {:.1} files/s; {} re-sealed or shredded meanwhile)",
             s.files_resealed,

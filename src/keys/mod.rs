@@ -31,11 +31,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Utc;
+use zeroize::Zeroizing;
 
 use crate::crypto::{CryptoError, Keyring, MasterKey};
 use crate::domain::MerchantId;
 use crate::store::StoreError;
-use crate::store::keys::{KeyStore, MerchantKeyRow};
+use crate::store::keys::{KeyStore, MerchantKeyRow, ServiceKeyRow};
 
 use self::cache::KeyCache;
 
@@ -47,8 +48,8 @@ pub const KMS_PREFIX: &str = "kms:";
 pub const CACHE_CAPACITY: usize = 10_000;
 /// How long an unwrapped merchant key stays in memory.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
-/// Label of the authenticated context a merchant key is wrapped under.
-const WRAP_CONTEXT: &[u8] = b"ledger-merchant-key-v1";
+/// Label of the authenticated context a key is wrapped under by a local root.
+const WRAP_CONTEXT: &[u8] = b"ledger-key-wrap-v1";
 
 /// Why a key could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -79,79 +80,142 @@ pub fn count_unavailable() {
     metrics::counter!("ledger_key_unavailable_total").increment(1);
 }
 
-/// The root key: what wraps merchant keys.
+/// The root key: what wraps merchant keys and the service's own keys.
 #[derive(Clone, Debug)]
 pub enum Root {
     /// Local master keys: the current one wraps, all of them unwrap.
     Local(Keyring),
+    /// A KMS key wraps (`arn`, as KMS named the configured key at start-up); KMS unwraps
+    /// what any KMS key it still has wrapped. Local keys, if any, unwrap what they wrapped
+    /// before the move to KMS.
+    Kms {
+        /// The client.
+        client: self::kms::KmsClient,
+        /// The ARN of the configured key.
+        arn: String,
+        /// Old local master keys, if any.
+        local: Option<Keyring>,
+    },
+}
+
+/// What a wrapped key is bound to (its owner and id): the local wrapping's authenticated
+/// data, and the KMS encryption context.
+struct Context(Vec<(&'static str, String)>);
+
+impl Context {
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = WRAP_CONTEXT.to_vec();
+        for (k, v) in &self.0 {
+            out.push(0);
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(v.as_bytes());
+        }
+        out
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.0.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
 }
 
 impl Root {
-    /// The id new merchant keys are wrapped under.
+    /// The id new keys are wrapped under: `local:<id>` or `kms:<arn>`.
     pub fn current_id(&self) -> String {
         match self {
             Root::Local(keyring) => format!("{LOCAL_PREFIX}{}", keyring.current_id()),
+            Root::Kms { arn, .. } => format!("{KMS_PREFIX}{arn}"),
         }
     }
 
-    /// Wraps `key` (a merchant key) under the current root: the root id and the wrapped
-    /// bytes.
-    async fn wrap(&self, key: &MasterKey, merchant: &MerchantId) -> Result<(String, Vec<u8>), KeyError> {
-        let context = wrap_context(merchant, key.id());
+    /// The local master keys this root can unwrap with (all of them for a local root, the
+    /// old ones under KMS).
+    pub fn local(&self) -> Option<&Keyring> {
         match self {
-            Root::Local(keyring) => {
-                let wrapped = keyring.current_key().wrap_key(key.expose_bytes(), &context)?;
-                Ok((self.current_id(), wrapped))
-            }
+            Root::Local(keyring) => Some(keyring),
+            Root::Kms { local, .. } => local.as_ref(),
         }
     }
 
-    /// Unwraps a stored merchant key.
-    async fn unwrap(&self, row: &MerchantKeyRow) -> Result<MasterKey, KeyError> {
-        let wrapped = BASE64.decode(&row.wrapped).map_err(|_| {
-            KeyError::Store(StoreError::Corrupt(format!(
-                "merchant key {}: its wrapped key is not base64",
-                row.key_id
-            )))
-        })?;
-        let context = wrap_context(&row.merchant_id, &row.key_id);
+    /// Wraps `plain` (a key's bytes) under the current root: the root id and the bytes.
+    async fn wrap(&self, plain: &[u8], context: &Context) -> Result<(String, Vec<u8>), KeyError> {
+        let wrapped = match self {
+            Root::Local(keyring) => keyring.current_key().wrap_key(plain, &context.bytes())?,
+            Root::Kms { client, arn, .. } => client
+                .encrypt(arn, plain, &context.pairs())
+                .await
+                .map_err(|e| kms_error(arn, e))?,
+        };
+        Ok((self.current_id(), wrapped))
+    }
+
+    /// Unwraps what [`Root::wrap`] wrapped under `root_id`.
+    async fn unwrap(
+        &self,
+        root_id: &str,
+        wrapped: &[u8],
+        context: &Context,
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let unavailable = |reason: String| KeyError::Unavailable {
-            key_id: row.root_key_id.clone(),
+            key_id: root_id.to_owned(),
             reason,
         };
-        let plain = if let Some(id) = row.root_key_id.strip_prefix(LOCAL_PREFIX) {
-            match self {
-                Root::Local(keyring) => match keyring.unwrap_key(id, &wrapped, &context) {
-                    Ok(plain) => plain,
-                    Err(CryptoError::UnknownKeyId(_)) => {
-                        return Err(unavailable(format!(
-                            "root key {id} is not configured (neither \
-                             APP_ENV_LEDGER_ENCRYPTION_KEY nor \
-                             APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD holds it)"
-                        )));
-                    }
-                    Err(e) => return Err(unavailable(format!("root key {id}: {e}"))),
-                },
-            }
-        } else {
-            return Err(unavailable(format!(
-                "root {} is not a root this process knows",
-                row.root_key_id
-            )));
-        };
-        Ok(MasterKey::with_id(&row.key_id, &plain)?)
+        if let Some(id) = root_id.strip_prefix(LOCAL_PREFIX) {
+            let Some(keyring) = self.local() else {
+                return Err(unavailable(format!(
+                    "local master key {id} is not configured (APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD \
+                     holds none)"
+                )));
+            };
+            return match keyring.unwrap_key(id, wrapped, &context.bytes()) {
+                Ok(plain) => Ok(plain),
+                Err(CryptoError::UnknownKeyId(_)) => Err(unavailable(format!(
+                    "local master key {id} is not configured (neither \
+                     APP_ENV_LEDGER_ENCRYPTION_KEY nor APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD holds it)"
+                ))),
+                Err(e) => Err(unavailable(format!("local master key {id}: {e}"))),
+            };
+        }
+        if let Some(arn) = root_id.strip_prefix(KMS_PREFIX) {
+            let Root::Kms { client, .. } = self else {
+                return Err(unavailable(
+                    "wrapped by KMS, and APP_ENV_LEDGER_KMS_KEY_ID is not set".into(),
+                ));
+            };
+            return client
+                .decrypt(arn, wrapped, &context.pairs())
+                .await
+                .map_err(|e| kms_error(arn, e));
+        }
+        Err(unavailable(format!("{root_id} is not a root this release knows")))
     }
 }
 
-/// What a merchant key's wrapping is bound to: a wrapped key moved to another merchant's
-/// row, or renamed, does not unwrap.
-fn wrap_context(merchant: &MerchantId, key_id: &str) -> Vec<u8> {
-    let mut context = WRAP_CONTEXT.to_vec();
-    context.push(0);
-    context.extend_from_slice(merchant.as_str().as_bytes());
-    context.push(0);
-    context.extend_from_slice(key_id.as_bytes());
-    context
+/// A KMS failure as a key that is unavailable (naming the KMS key, never key material).
+fn kms_error(arn: &str, e: self::kms::KmsError) -> KeyError {
+    KeyError::Unavailable {
+        key_id: format!("{KMS_PREFIX}{arn}"),
+        reason: e.to_string(),
+    }
+}
+
+/// The context a merchant key is wrapped under.
+fn merchant_context(merchant: &MerchantId, key_id: &str) -> Context {
+    Context(vec![
+        ("merchant", merchant.as_str().to_owned()),
+        ("keyId", key_id.to_owned()),
+    ])
+}
+
+/// A merchant key's name in the cache: its merchant and id, so a key is only ever handed
+/// out for the merchant it belongs to.
+fn cache_key(merchant: &MerchantId, key_id: &str) -> String {
+    format!("{merchant}/{key_id}")
+}
+
+/// The context a service key is wrapped under.
+fn service_context(name: &str) -> Context {
+    Context(vec![("service", name.to_owned())])
 }
 
 /// The keys of this process: the root, the merchant keys in the store, their cache.
@@ -162,10 +226,11 @@ pub struct Keys {
 
 struct Inner {
     root: Root,
-    /// The local master keys, which open format-1 objects and webhook secrets.
-    local: Keyring,
     store: Arc<dyn KeyStore>,
     cache: KeyCache,
+    /// The key that seals webhook secrets, once unwrapped (with the local keys, which
+    /// open secrets sealed before it).
+    secrets: tokio::sync::OnceCell<Keyring>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -176,16 +241,18 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// The service key that seals webhook endpoints' signing secrets.
+pub const SECRETS_KEY: &str = "webhook-secrets";
+
 impl Keys {
-    /// Keys under `root`, with `local` opening what local keys sealed directly, merchant
-    /// keys in `store`.
-    pub fn new(root: Root, local: Keyring, store: Arc<dyn KeyStore>) -> Self {
+    /// Keys under `root`, merchant keys in `store`.
+    pub fn new(root: Root, store: Arc<dyn KeyStore>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 root,
-                local,
                 store,
                 cache: KeyCache::new(CACHE_CAPACITY, CACHE_TTL),
+                secrets: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -195,14 +262,79 @@ impl Keys {
         &self.inner.root
     }
 
-    /// The local master keys: they open format-1 objects and seal webhook secrets.
-    pub fn local(&self) -> &Keyring {
-        &self.inner.local
+    /// The local master keys, if any: they open format-1 objects (sealed before the key
+    /// hierarchy) and webhook secrets sealed before the service key.
+    pub fn local(&self) -> Option<&Keyring> {
+        self.inner.root.local()
     }
 
     /// The store of merchant keys.
     pub fn store(&self) -> &Arc<dyn KeyStore> {
         &self.inner.store
+    }
+
+    /// The keyring of webhook secrets: the service key [`SECRETS_KEY`] (made and stored,
+    /// wrapped by the root, on first use) seals; it and the local master keys open.
+    pub async fn secrets(&self) -> Result<Keyring, KeyError> {
+        self.inner
+            .secrets
+            .get_or_try_init(|| async {
+                let store = &self.inner.store;
+                let row = match store.service_key(SECRETS_KEY).await? {
+                    Some(row) => row,
+                    None => {
+                        let key = MasterKey::generate_derived()?;
+                        let (root_key_id, wrapped) = self
+                            .inner
+                            .root
+                            .wrap(key.expose_bytes(), &service_context(SECRETS_KEY))
+                            .await?;
+                        let row = ServiceKeyRow {
+                            name: SECRETS_KEY.into(),
+                            root_key_id,
+                            wrapped: BASE64.encode(wrapped),
+                            created_at: Utc::now(),
+                        };
+                        store.insert_service_key(&row).await?;
+                        // The winner of a race between processes.
+                        store.service_key(SECRETS_KEY).await?.ok_or_else(|| {
+                            KeyError::Store(StoreError::Corrupt(
+                                "the webhook secrets key was neither inserted nor found".into(),
+                            ))
+                        })?
+                    }
+                };
+                let plain = self.unwrap_service(&row).await?;
+                let key = MasterKey::from_raw(&plain)?;
+                let old = self.local().map(|k| k.all_keys()).unwrap_or_default();
+                Ok(Keyring::new(key, old))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn unwrap_service(&self, row: &ServiceKeyRow) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let wrapped = BASE64.decode(&row.wrapped).map_err(|_| {
+            KeyError::Store(StoreError::Corrupt(format!(
+                "service key {}: its wrapped key is not base64",
+                row.name
+            )))
+        })?;
+        self.inner
+            .root
+            .unwrap(&row.root_key_id, &wrapped, &service_context(&row.name))
+            .await
+    }
+
+    /// `row` (a service key) wrapped under the current root: the root id and stored text.
+    pub async fn rewrapped_service(&self, row: &ServiceKeyRow) -> Result<(String, String), KeyError> {
+        let plain = self.unwrap_service(row).await?;
+        let (root, wrapped) = self
+            .inner
+            .root
+            .wrap(&plain, &service_context(&row.name))
+            .await?;
+        Ok((root, BASE64.encode(wrapped)))
     }
 
     /// The merchant's live key, to seal a new file with (made and stored on the merchant's
@@ -231,7 +363,7 @@ impl Keys {
 
     /// The key `key_id` of `merchant`, to open a file it sealed.
     pub async fn opening(&self, merchant: &MerchantId, key_id: &str) -> Result<Keyring, KeyError> {
-        if let Some(keyring) = self.inner.cache.get(key_id) {
+        if let Some(keyring) = self.inner.cache.get(&cache_key(merchant, key_id)) {
             return Ok(keyring);
         }
         let row = self
@@ -252,7 +384,7 @@ impl Keys {
         self.unwrapped(&row).await
     }
 
-    /// Forgets every unwrapped key of this process (after a shred).
+    /// Forgets every unwrapped merchant key of this process (after a shred).
     pub fn forget(&self) {
         self.inner.cache.clear();
     }
@@ -262,20 +394,42 @@ impl Keys {
         if row.shredded_at.is_some() {
             return Err(KeyError::Shredded(row.key_id.clone()));
         }
-        if let Some(keyring) = self.inner.cache.get(&row.key_id) {
+        let cached = cache_key(&row.merchant_id, &row.key_id);
+        if let Some(keyring) = self.inner.cache.get(&cached) {
             return Ok(keyring);
         }
-        let key = self.inner.root.unwrap(row).await?;
-        let keyring = Keyring::merchant(key);
-        self.inner.cache.put(&row.key_id, keyring.clone());
+        let plain = self.unwrap_merchant(row).await?;
+        let keyring = Keyring::merchant(MasterKey::with_id(&row.key_id, &plain)?);
+        self.inner.cache.put(&cached, keyring.clone());
         Ok(keyring)
+    }
+
+    async fn unwrap_merchant(&self, row: &MerchantKeyRow) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let wrapped = BASE64.decode(&row.wrapped).map_err(|_| {
+            KeyError::Store(StoreError::Corrupt(format!(
+                "merchant key {}: its wrapped key is not base64",
+                row.key_id
+            )))
+        })?;
+        self.inner
+            .root
+            .unwrap(
+                &row.root_key_id,
+                &wrapped,
+                &merchant_context(&row.merchant_id, &row.key_id),
+            )
+            .await
     }
 
     /// A new merchant key for `merchant`, wrapped under the current root.
     async fn make(&self, merchant: &MerchantId) -> Result<MerchantKeyRow, KeyError> {
         let key_id = uuid::Uuid::new_v4().simple().to_string();
         let key = MasterKey::generate(&key_id)?;
-        let (root_key_id, wrapped) = self.inner.root.wrap(&key, merchant).await?;
+        let (root_key_id, wrapped) = self
+            .inner
+            .root
+            .wrap(key.expose_bytes(), &merchant_context(merchant, &key_id))
+            .await?;
         Ok(MerchantKeyRow {
             key_id,
             merchant_id: merchant.clone(),
@@ -288,8 +442,12 @@ impl Keys {
 
     /// `row`'s key wrapped under the current root: the root id and the stored text.
     pub async fn rewrapped(&self, row: &MerchantKeyRow) -> Result<(String, String), KeyError> {
-        let key = self.inner.root.unwrap(row).await?;
-        let (root, wrapped) = self.inner.root.wrap(&key, &row.merchant_id).await?;
+        let plain = self.unwrap_merchant(row).await?;
+        let (root, wrapped) = self
+            .inner
+            .root
+            .wrap(&plain, &merchant_context(&row.merchant_id, &row.key_id))
+            .await?;
         Ok((root, BASE64.encode(wrapped)))
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use super::{KeyError, Keys};
 use crate::crypto::Binding;
 use crate::store::StoreError;
-use crate::store::keys::{AuditRecord, KeyStore, Resealed, RootSealedFile};
+use crate::store::keys::{AuditRecord, KeyStore, Resealed, RootSealedFile, SealedSecrets};
 use crate::vault::{Recorded, Vault};
 
 /// Rows read a page.
@@ -68,6 +68,8 @@ pub struct Summary {
     pub files_raced: u64,
     /// Plaintext bytes re-sealed.
     pub bytes_resealed: u64,
+    /// Webhook secrets re-sealed under the service key.
+    pub secrets_resealed: u64,
     /// Items that failed, with why (the run goes on; a later run retries them).
     pub failures: Vec<String>,
     /// How long it took.
@@ -203,7 +205,18 @@ async fn run(
     };
     let counts = store.key_counts().await?;
 
-    // Pass 1: merchant keys.
+    // Pass 1: the service's keys, then merchant keys.
+    for row in store.service_keys_not_under(&root).await? {
+        let (to, wrapped) = keys.rewrapped_service(&row).await.map_err(RewrapError::Key)?;
+        if store
+            .rewrap_service_key(&row.name, &row.root_key_id, &to, &wrapped, Utc::now())
+            .await?
+        {
+            summary.keys_rewrapped += 1;
+        } else {
+            summary.keys_raced += 1;
+        }
+    }
     let total = counts
         .roots
         .iter()
@@ -285,6 +298,30 @@ async fn run(
             });
         }
     }
+    // Pass 3: webhook secrets sealed by a local master key directly, under the service key.
+    let secrets = keys.secrets().await.map_err(RewrapError::Key)?;
+    let mut after = None;
+    loop {
+        let page = store.sealed_secrets(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.webhook_id);
+        for old in page {
+            match resealed_secrets(&secrets, &old) {
+                Ok(None) => {}
+                Ok(Some(new)) => {
+                    if store.reseal_secrets(&old, &new).await? {
+                        summary.secrets_resealed += 1;
+                    } else {
+                        summary.keys_raced += 1;
+                    }
+                }
+                Err(e) => summary
+                    .failures
+                    .push(format!("webhook {}'s secret: {e}", old.webhook_id)),
+            }
+        }
+    }
+
     summary.elapsed = started.elapsed();
     store
         .record_audit(&AuditRecord {
@@ -294,9 +331,11 @@ async fn run(
             merchant_id: None,
             key_id: Some(root),
             detail: format!(
-                "{} merchant key(s) re-wrapped, {} file(s) re-sealed, {} raced, {} failed",
+                "{} key(s) re-wrapped, {} file(s) and {} webhook secret(s) re-sealed, {} raced, \
+                 {} failed",
                 summary.keys_rewrapped,
                 summary.files_resealed,
+                summary.secrets_resealed,
                 summary.keys_raced + summary.files_raced,
                 summary.failures.len()
             ),
@@ -337,6 +376,35 @@ pub fn actor() -> String {
     } else {
         format!("{user}@{host}")
     }
+}
+
+/// `old`'s secrets sealed under `secrets`' current key, or `None` when they are already.
+fn resealed_secrets(
+    secrets: &crate::crypto::Keyring,
+    old: &SealedSecrets,
+) -> Result<Option<SealedSecrets>, crate::crypto::CryptoError> {
+    use base64::Engine as _;
+    use crate::webhooks::signature::WebhookSecret;
+    let sealed_by = |text: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()
+            .and_then(|b| crate::crypto::peek_header(&b))
+            .map(|(_, id)| id)
+    };
+    let current = secrets.current_id();
+    let done = |text: &str| sealed_by(text).as_deref() == Some(current);
+    if done(&old.secret) && old.previous.as_deref().is_none_or(done) {
+        return Ok(None);
+    }
+    let reseal = |text: &str| {
+        WebhookSecret::unseal(secrets, old.webhook_id, text)?.seal(secrets, old.webhook_id)
+    };
+    Ok(Some(SealedSecrets {
+        webhook_id: old.webhook_id,
+        secret: reseal(&old.secret)?,
+        previous: old.previous.as_deref().map(reseal).transpose()?,
+    }))
 }
 
 /// Where the re-sealed object of `file` under merchant key `key_id` goes.

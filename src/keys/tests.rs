@@ -17,7 +17,7 @@ fn master() -> MasterKey {
 
 fn keys_with(store: &Arc<dyn JobStore>, current: &MasterKey, old: &[&MasterKey]) -> Keys {
     let local = Keyring::new(current.clone(), old.iter().map(|k| (*k).clone()).collect());
-    Keys::new(Root::Local(local.clone()), local, store.clone())
+    Keys::new(Root::Local(local), store.clone())
 }
 
 async fn store() -> Arc<dyn JobStore> {
@@ -40,7 +40,8 @@ async fn a_merchant_gets_one_key_even_from_racing_processes() {
     let store = store().await;
     let a = master();
     let (one, two) = (keys_with(&store, &a, &[]), keys_with(&store, &a, &[]));
-    let (x, y) = tokio::join!(one.sealing(&m("m_1")), two.sealing(&m("m_1")));
+    let m1 = m("m_1");
+    let (x, y) = tokio::join!(one.sealing(&m1), two.sealing(&m1));
     let (x, y) = (x.unwrap(), y.unwrap());
     assert_eq!(x.current_id(), y.current_id(), "one key for the merchant");
     assert_eq!(x.format(), crate::crypto::FORMAT_MERCHANT);

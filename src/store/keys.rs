@@ -25,6 +25,31 @@ pub struct MerchantKeyRow {
     pub shredded_at: Option<DateTime<Utc>>,
 }
 
+/// A key of the service itself (e.g. the one sealing webhook secrets), wrapped by the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceKeyRow {
+    /// What it is for.
+    pub name: String,
+    /// The root key that wraps it.
+    pub root_key_id: String,
+    /// The wrapped key (base64).
+    pub wrapped: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A webhook endpoint's sealed secrets, as stored (deleted endpoints included: their
+/// deliveries may still be attempted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecrets {
+    /// The endpoint.
+    pub webhook_id: i64,
+    /// Its secret, sealed.
+    pub secret: String,
+    /// The secret a rotation replaced, sealed, if it is kept.
+    pub previous: Option<String>,
+}
+
 /// A file still sealed by a root key directly (format 1), which a rewrap re-seals.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootSealedFile {
@@ -82,6 +107,8 @@ pub struct RootCount {
     pub root_key_id: String,
     /// Live merchant keys it wraps.
     pub merchant_keys: u64,
+    /// Service keys it wraps.
+    pub service_keys: u64,
     /// Readable files those keys seal.
     pub files: u64,
 }
@@ -141,6 +168,33 @@ pub trait KeyStore: Send + Sync {
     /// Stores a new live key; false when the merchant has one already (another process
     /// made it first: use that one).
     async fn insert_merchant_key(&self, key: &MerchantKeyRow) -> Result<bool, StoreError>;
+    /// A service key.
+    async fn service_key(&self, name: &str) -> Result<Option<ServiceKeyRow>, StoreError>;
+    /// Stores a service key; false when it exists already (another process made it).
+    async fn insert_service_key(&self, key: &ServiceKeyRow) -> Result<bool, StoreError>;
+    /// Service keys not wrapped by `root_key_id`.
+    async fn service_keys_not_under(&self, root_key_id: &str) -> Result<Vec<ServiceKeyRow>, StoreError>;
+    /// Replaces a service key's wrapping, if it is still wrapped by `from_root`.
+    async fn rewrap_service_key(
+        &self,
+        name: &str,
+        from_root: &str,
+        to_root: &str,
+        wrapped: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Webhook endpoints' sealed secrets, by id after `after`.
+    async fn sealed_secrets(
+        &self,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SealedSecrets>, StoreError>;
+    /// Replaces an endpoint's sealed secrets with `new`, if they are still `old`.
+    async fn reseal_secrets(
+        &self,
+        old: &SealedSecrets,
+        new: &SealedSecrets,
+    ) -> Result<bool, StoreError>;
     /// Live merchant keys not wrapped by `root_key_id`, by key id after `after`.
     async fn keys_not_under(
         &self,

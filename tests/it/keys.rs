@@ -181,7 +181,8 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
     let a_id = format!("local:{}", MasterKey::from_base64(&a).unwrap().id());
     let b_id = format!("local:{}", MasterKey::from_base64(&b).unwrap().id());
     assert!(out.contains(&format!("root key: {b_id}")), "{out}");
-    assert!(out.contains(&format!("old key {a_id}: still wraps 2 merchant key(s)")), "{out}");
+    // Two merchants' keys and the key of webhook secrets.
+    assert!(out.contains(&format!("old key {a_id}: still wraps 3 key(s)")), "{out}");
     assert!(out.contains("(format 1): 1"), "{out}");
 
     // Rewrap: both merchant keys, the one format-1 file; then A protects nothing.
@@ -189,11 +190,11 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
     let out = text(&run.stdout);
     assert!(run.status.success(), "{out}{}", text(&run.stderr));
     assert!(out.contains(&format!("everything is under {b_id}")), "{out}");
-    assert!(out.contains("merchant keys re-wrapped: 2 "), "{out}");
+    assert!(out.contains("keys re-wrapped (merchant and service keys): 3 "), "{out}");
     assert!(out.contains("format-1 files re-sealed: 1 "), "{out}");
     let again = ledger_on(data.path(), &["keys", "rewrap"], &env);
     let out = text(&again.stdout);
-    assert!(again.status.success() && out.contains("re-wrapped: 0 ") && out.contains("re-sealed: 0 "), "idempotent: {out}");
+    assert!(again.status.success() && out.contains("service keys): 0 ") && out.contains("re-sealed: 0 "), "idempotent: {out}");
     let status = text(&ledger_on(data.path(), &["keys", "status"], &env).stdout);
     assert!(status.contains(&format!("old key {a_id}: protects nothing any more")), "{status}");
     assert!(status.contains("(format 1): 0"), "{status}");

@@ -876,7 +876,22 @@ async fn a_replaced_object_is_refused_before_any_byte() {
         .expect("store")
         .expect("a recorded file");
 
-    let keyring = ledger::app::keyring(&app.config).expect("keyring");
+    // Sealed with the very merchant key of the file: a valid object of the same ledger and
+    // version, just not the one recorded.
+    let keys = ledger::app::keys(
+        &app.config,
+        ledger::app::keyring(&app.config).expect("keyring"),
+        app.store.clone(),
+    )
+    .await
+    .expect("keys");
+    let keyring = keys
+        .opening(
+            &ledger::domain::MerchantId::parse("m_acme").expect("merchant"),
+            recorded.key_id.as_deref().expect("a merchant key"),
+        )
+        .await
+        .expect("the merchant key");
     let binding = ledger::crypto::Binding {
         ledger_id: ledger_id.as_i64(),
         version: 1,

@@ -67,9 +67,9 @@ pub async fn run<D: Dialect>(store: &SqlStore<D>) {
     assert!(s.insert_merchant_key(&key("k2a", "m_keys_2", "local:aaaaaaaa")).await.unwrap());
 
     // Files sealed by each; one file still format 1.
-    let a = completed(s, 7_100, "m_keys_1", "k1a").await;
-    let b = completed(s, 7_101, "m_keys_2", "k2a").await;
-    let legacy = completed(s, 7_102, "m_keys_2", "k2a").await;
+    let a = completed(s, 91_000_000, "m_keys_1", "k1a").await;
+    let b = completed(s, 91_000_001, "m_keys_2", "k2a").await;
+    let legacy = completed(s, 91_000_002, "m_keys_2", "k2a").await;
     root_sealed(store, legacy).await;
     assert_eq!(s.get_file(a, 1).await.unwrap().unwrap().key_id.as_deref(), Some("k1a"));
     assert_eq!(s.get_file(legacy, 1).await.unwrap().unwrap().key_id, None);
@@ -111,7 +111,7 @@ pub async fn run<D: Dialect>(store: &SqlStore<D>) {
     assert!(s.root_sealed_files(None, 1000).await.unwrap().iter().all(|f| f.ledger_id != legacy));
 
     // Shred: refused while a format-1 file of the merchant is readable.
-    let legacy2 = completed(s, 7_103, "m_keys_1", "k1a").await;
+    let legacy2 = completed(s, 91_000_003, "m_keys_1", "k1a").await;
     root_sealed(store, legacy2).await;
     let at = Utc::now();
     match s.shred_merchant(&m1, "ops@host", at).await {
@@ -154,16 +154,16 @@ pub async fn run<D: Dialect>(store: &SqlStore<D>) {
 
     // A completion sealed with the destroyed key (its job ran across the shred) is recorded
     // as shredded; a swap to it is refused.
-    let late = completed(s, 7_104, "m_keys_1", "k1a").await;
+    let late = completed(s, 91_000_004, "m_keys_1", "k1a").await;
     let late_file = s.get_file(late, 1).await.unwrap().unwrap();
     assert!(late_file.info.shredded_at.is_some());
     assert_eq!(late_file.shred_reason.as_deref(), Some("MERCHANT_SHRED"));
     // The merchant may have a new key; its files are readable.
     assert!(s.insert_merchant_key(&key("k1c", "m_keys_1", "local:bbbbbbbb")).await.unwrap());
-    let fresh = completed(s, 7_105, "m_keys_1", "k1c").await;
+    let fresh = completed(s, 91_000_005, "m_keys_1", "k1c").await;
     assert!(s.get_file(fresh, 1).await.unwrap().unwrap().info.shredded_at.is_none());
     // A completion naming a key that is not stored is a broken invariant, said so.
-    let l = created(s, &new_ledger(7_106, "m_keys_1", "2026-04", None)).await;
+    let l = created(s, &new_ledger(91_000_006, "m_keys_1", "2026-04", None)).await;
     let now = Utc::now();
     s.claim(l.id, now, now + Duration::seconds(60)).await.unwrap().unwrap();
     let mut f = file(1);

@@ -14,7 +14,7 @@ use crate::domain::{LedgerId, MerchantId};
 use crate::store::StoreError;
 use crate::store::keys::{
     AuditRecord, KeyCounts, KeyStore, MerchantKeyRow, Resealed, RootCount, RootSealedFile,
-    ShredError, Shredded,
+    SealedSecrets, ServiceKeyRow, ShredError, Shredded,
 };
 
 const KEY_COLUMNS: &str = "key_id, merchant_id, root_key_id, wrapped, created_at, shredded_at";
@@ -44,6 +44,31 @@ fn count(n: i64) -> u64 {
 }
 
 impl<D: Dialect> SqlStore<D> {
+    async fn service_keys_where(
+        &self,
+        filter: &str,
+        args: super::Args,
+    ) -> Result<Vec<ServiceKeyRow>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = self
+            .fetch_all(
+                &format!(
+                    "SELECT name, root_key_id, wrapped, created_at FROM service_keys WHERE {filter}"
+                ),
+                args,
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(name, root_key_id, wrapped, created_at)| {
+                Ok(ServiceKeyRow {
+                    name,
+                    root_key_id,
+                    wrapped,
+                    created_at: time(created_at)?,
+                })
+            })
+            .collect()
+    }
+
     async fn keys_where(&self, filter: &str, args: super::Args) -> Result<Vec<MerchantKeyRow>, StoreError> {
         let rows: Vec<KeyTuple> = self
             .fetch_all(&format!("SELECT {KEY_COLUMNS} FROM merchant_keys WHERE {filter}"), args)
@@ -89,6 +114,101 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
                     key.root_key_id.as_str(),
                     key.wrapped.as_str(),
                     key.created_at,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn service_key(&self, name: &str) -> Result<Option<ServiceKeyRow>, StoreError> {
+        Ok(self
+            .service_keys_where("name = $1", args![name])
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn insert_service_key(&self, key: &ServiceKeyRow) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "INSERT INTO service_keys (name, root_key_id, wrapped, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                args![
+                    key.name.as_str(),
+                    key.root_key_id.as_str(),
+                    key.wrapped.as_str(),
+                    key.created_at
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn service_keys_not_under(
+        &self,
+        root_key_id: &str,
+    ) -> Result<Vec<ServiceKeyRow>, StoreError> {
+        self.service_keys_where("root_key_id <> $1 ORDER BY name", args![root_key_id])
+            .await
+    }
+
+    async fn rewrap_service_key(
+        &self,
+        name: &str,
+        from_root: &str,
+        to_root: &str,
+        wrapped: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "UPDATE service_keys SET root_key_id = $1, wrapped = $2, rewrapped_at = $3 \
+                 WHERE name = $4 AND root_key_id = $5",
+                args![to_root, wrapped, at, name, from_root],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn sealed_secrets(
+        &self,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SealedSecrets>, StoreError> {
+        let rows: Vec<(i64, String, Option<String>)> = self
+            .fetch_all(
+                "SELECT id, secret, previous_secret FROM webhooks WHERE id > $1 \
+                 ORDER BY id LIMIT $2",
+                args![after.unwrap_or(i64::MIN), i64::from(limit)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(webhook_id, secret, previous)| SealedSecrets {
+                webhook_id,
+                secret,
+                previous,
+            })
+            .collect())
+    }
+
+    async fn reseal_secrets(
+        &self,
+        old: &SealedSecrets,
+        new: &SealedSecrets,
+    ) -> Result<bool, StoreError> {
+        // NULL-safe comparison of the previous secret, written for both engines.
+        let n = self
+            .execute(
+                "UPDATE webhooks SET secret = $1, previous_secret = $2 \
+                 WHERE id = $3 AND secret = $4 \
+                 AND COALESCE(previous_secret, '') = COALESCE($5, '')",
+                vec![
+                    Arg::Text(new.secret.clone()),
+                    Arg::OptText(new.previous.clone()),
+                    Arg::Int(old.webhook_id),
+                    Arg::Text(old.secret.clone()),
+                    Arg::OptText(old.previous.clone()),
                 ],
             )
             .await?;
@@ -224,24 +344,39 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
                 vec![],
             )
             .await?;
-        let mut roots: Vec<RootCount> = keys
-            .into_iter()
-            .map(|(root_key_id, n)| RootCount {
-                root_key_id,
-                merchant_keys: count(n),
-                files: 0,
-            })
-            .collect();
-        for (root, n) in files {
-            match roots.iter_mut().find(|r| r.root_key_id == root) {
-                Some(r) => r.files = count(n),
-                None => roots.push(RootCount {
-                    root_key_id: root,
-                    merchant_keys: 0,
-                    files: count(n),
-                }),
-            }
+        let services: Vec<(String, i64)> = self
+            .fetch_all(
+                "SELECT root_key_id, COUNT(*) FROM service_keys GROUP BY root_key_id",
+                vec![],
+            )
+            .await?;
+        // (root, merchant keys, service keys, files), one entry per root.
+        let mut roots: Vec<RootCount> = Vec::new();
+        let mut add = |root: String, n: i64, field: fn(&mut RootCount) -> &mut u64| {
+            let i = match roots.iter().position(|r| r.root_key_id == root) {
+                Some(i) => i,
+                None => {
+                    roots.push(RootCount {
+                        root_key_id: root,
+                        merchant_keys: 0,
+                        service_keys: 0,
+                        files: 0,
+                    });
+                    roots.len() - 1
+                }
+            };
+            *field(&mut roots[i]) = count(n);
+        };
+        for (root, n) in keys {
+            add(root, n, |r| &mut r.merchant_keys);
         }
+        for (root, n) in services {
+            add(root, n, |r| &mut r.service_keys);
+        }
+        for (root, n) in files {
+            add(root, n, |r| &mut r.files);
+        }
+        roots.sort_by(|a, b| a.root_key_id.cmp(&b.root_key_id));
         Ok(KeyCounts {
             roots,
             root_sealed_files: count(root_sealed),

@@ -115,7 +115,7 @@ async fn rig(entries: u64, job_timeout: Duration) -> Rig {
         notifier: Notifier::new(bus.clone() as Arc<dyn EventBus>),
         keys: {
             let local = Keyring::new(key, Vec::new());
-            crate::keys::Keys::new(crate::keys::Root::Local(local.clone()), local, store.clone())
+            crate::keys::Keys::new(crate::keys::Root::Local(local), store.clone())
         },
         signer: Arc::new(crate::manifest::ManifestSigner::new(
             &p256::SecretKey::random(&mut rand::rngs::OsRng),
