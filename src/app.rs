@@ -231,12 +231,12 @@ pub async fn run(
     let store = open_store(&config).await?;
     prepare_store(&config, &*store).await?;
     let keys = keys(&config, keyring(&config)?, store.clone()).await?;
-    // The webhook secrets' key (made on first use): a root that cannot be reached stops
-    // the start, naming it.
-    let keyring = keys
-        .secrets()
-        .await
-        .map_err(|e| anyhow::anyhow!("the key of webhook secrets: {e}"))?;
+    // The webhook secrets' key is made (or unwrapped) now when it can be; when its root is
+    // unavailable the service still starts: what needs it answers 503 KEY_UNAVAILABLE (or
+    // postpones a delivery) and it is tried again on the next use.
+    if let Err(e) = keys.secrets().await {
+        tracing::error!(target: "ledger::keys", error = %e, "the key of webhook secrets is unavailable; webhooks wait for it");
+    }
     let signer = manifest_signer(&config)?;
     let storage = open_storage(&config)?;
     let queue = crate::queue::open(&config.queue, store.clone(), shutdown.clone()).await?;
@@ -278,7 +278,6 @@ pub async fn run(
                 queue: queue.clone(),
                 storage: storage.clone(),
                 notifier: notifier.clone(),
-                keyring: keyring.clone(),
                 keys: keys.clone(),
                 manifest_keys: Arc::new(signer.jwks().clone()),
                 verifier,
@@ -319,7 +318,7 @@ pub async fn run(
             let deliverer = Deliverer {
                 store: store.clone(),
                 authz: authz.clone(),
-                keyring: keyring.clone(),
+                keys: keys.clone(),
                 client: Arc::new(
                     DeliveryClient::new(Reach {
                         allow_private: config.webhook_allow_private,

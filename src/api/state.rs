@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::auth::{Authorizer, Verifier};
-use crate::crypto::Keyring;
 use crate::domain::Snowflake;
 use crate::notify::Notifier;
 use crate::queue::Queue;
@@ -27,9 +26,8 @@ pub struct AppState {
     pub storage: Arc<dyn ObjectStorage>,
     /// Status events.
     pub notifier: Notifier,
-    /// The local master keys (they seal webhook secrets).
-    pub keyring: Keyring,
-    /// The key hierarchy: downloads open files with it.
+    /// The key hierarchy: downloads open files with it, webhook secrets are sealed with
+    /// its service key.
     pub keys: crate::keys::Keys,
     /// The public keys manifests are signed with (current first, then retired).
     pub manifest_keys: Arc<jsonwebtoken::jwk::JwkSet>,
@@ -71,7 +69,7 @@ impl AppState {
             store: self.store.clone(),
             authz: self.authz.clone(),
             ids: self.ids.clone(),
-            keyring: self.keyring.clone(),
+            keys: self.keys.clone(),
             reach: self.webhook_reach,
         }
     }

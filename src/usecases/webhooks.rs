@@ -41,7 +41,8 @@ pub struct Webhooks {
     /// Endpoint ids.
     pub ids: Arc<Snowflake>,
     /// The master keys secrets are sealed with.
-    pub keyring: Keyring,
+    /// The key hierarchy: the service key sealing webhook secrets comes from it.
+    pub keys: crate::keys::Keys,
     /// Where deliveries may go (`APP_ENV_WEBHOOK_ALLOW_PRIVATE_NETWORKS`).
     pub reach: Reach,
 }
@@ -145,7 +146,7 @@ impl Webhooks {
         let id = self.ids.next_id().as_i64();
         let secret = WebhookSecret::generate();
         let sealed = secret
-            .seal(&self.keyring, id)
+            .seal(&self.secrets_key().await?, id)
             .map_err(|e| LedgerError::Internal(format!("sealing a webhook secret: {e}")))?;
         let webhook = self
             .store
@@ -201,13 +202,27 @@ impl Webhooks {
         Ok(())
     }
 
+    /// The key that seals webhook secrets; a root that cannot be reached is 503
+    /// `KEY_UNAVAILABLE`, logged with the key.
+    async fn secrets_key(&self) -> Result<Keyring, LedgerError> {
+        self.keys.secrets().await.map_err(|e| match e {
+            crate::keys::KeyError::Unavailable { key_id, reason } => {
+                crate::keys::count_unavailable();
+                tracing::error!(target: "ledger::keys", keyId = %key_id, reason = %reason,
+                    "the key of webhook secrets is unavailable");
+                LedgerError::KeyUnavailable(format!("key {key_id}: {reason}"))
+            }
+            other => LedgerError::Unavailable(other.to_string()),
+        })
+    }
+
     /// Gives an endpoint a new secret; the old one keeps signing next to it for
     /// [`PREVIOUS_SECRET_SIGNS_FOR`].
     pub async fn rotate_secret(&self, caller: &Caller, id: i64) -> Result<WithSecret, LedgerError> {
         let webhook = self.visible(caller, id).await?;
         let secret = WebhookSecret::generate();
         let sealed = secret
-            .seal(&self.keyring, webhook.id)
+            .seal(&self.secrets_key().await?, webhook.id)
             .map_err(|e| LedgerError::Internal(format!("sealing a webhook secret: {e}")))?;
         let now = Utc::now();
         let until = now

@@ -20,7 +20,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authorizer, MerchantScope, Permission};
-use crate::crypto::Keyring;
 use crate::domain::webhook::message_id;
 use crate::store::JobStore;
 use crate::store::webhooks::{DueDelivery, FailingRule, Finish, Share};
@@ -98,7 +97,8 @@ pub struct Deliverer {
     /// Grants, judged at delivery time.
     pub authz: Arc<Authorizer>,
     /// Master keys the endpoints' secrets are sealed with.
-    pub keyring: Keyring,
+    /// The key hierarchy: the service key opening webhook secrets comes from it.
+    pub keys: crate::keys::Keys,
     /// The only way out.
     pub client: Arc<DeliveryClient>,
     /// Settings.
@@ -384,7 +384,13 @@ impl Deliverer {
             Ok(Some(reason)) => return Outcome::Finish(Finish::Skipped { reason }),
             Err(why) => return Outcome::Later(why),
         }
-        let secret = match WebhookSecret::unseal(&self.keyring, d.webhook.id, &d.sealed_secret) {
+        let keyring = match self.keys.secrets().await {
+            Ok(k) => k,
+            Err(e) => {
+                return Outcome::Later(format!("the key of webhook secrets is unavailable ({e})"));
+            }
+        };
+        let secret = match WebhookSecret::unseal(&keyring, d.webhook.id, &d.sealed_secret) {
             Ok(s) => s,
             Err(e) => {
                 return Outcome::Later(format!(
@@ -393,7 +399,7 @@ impl Deliverer {
             }
         };
         let previous = d.sealed_previous.as_deref().and_then(|sealed| {
-            WebhookSecret::unseal(&self.keyring, d.webhook.id, sealed)
+            WebhookSecret::unseal(&keyring, d.webhook.id, sealed)
                 .inspect_err(|e| tracing::warn!(target: "ledger::worker::webhooks", webhookId = d.webhook.id, error = %e, "the rotated-out secret cannot be opened; signing with the new one only"))
                 .ok()
         });

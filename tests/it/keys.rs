@@ -16,27 +16,36 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    Options, TestApp, assert_error, backends_for_blocking, data_dir, open_statement, spawn_with,
+    Options, TestApp, assert_error, backends_for, data_dir, open_statement, spawn_with,
     statement,
 };
 
-/// Runs `ledger args…` on `data` with the run's backends and `env`.
-fn ledger_on(data: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
-    command_on(data, args, env).output().expect("run ledger")
+/// Runs `ledger args…` on `data` with the run's backends and `env` (the test's runtime
+/// goes on meanwhile: a service in this process keeps serving).
+async fn ledger_on(data: &Path, args: &[&str], env: &[(&'static str, String)]) -> Output {
+    command_on(data, args, env)
+        .await
+        .output()
+        .await
+        .expect("run ledger")
 }
 
-fn command_on(data: &Path, args: &[&str], env: &[(&str, String)]) -> std::process::Command {
+async fn command_on(
+    data: &Path,
+    args: &[&str],
+    env: &[(&'static str, String)],
+) -> tokio::process::Command {
     let mut cmd = crate::helpers::ledger_command();
     cmd.args(args)
         .env("APP_ENV_DATA_DIR", data)
         .env("APP_ENV_LOG_LEVEL", "warn");
-    for (k, v) in backends_for_blocking(data) {
+    for (k, v) in backends_for(data).await {
         cmd.env(k, v);
     }
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd
+    tokio::process::Command::from(cmd)
 }
 
 fn text(o: &[u8]) -> String {
@@ -165,7 +174,7 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
         assert_eq!(r.headers()["retry-after"], "5");
         assert_error(r, 503, "KEY_UNAVAILABLE").await;
     }
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(metric(&metrics, "ledger_key_unavailable_total") >= 2.0, "{metrics}");
     app.stop().await;
 
@@ -175,7 +184,7 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
     for (id, want) in ids.iter().zip(&expected) {
         assert_eq!(&body(&app, &ops, id).await, want, "{id} under B with A old");
     }
-    let status = ledger_on(data.path(), &["keys", "status"], &env);
+    let status = ledger_on(data.path(), &["keys", "status"], &env).await;
     assert!(status.status.success(), "{}", text(&status.stderr));
     let out = text(&status.stdout);
     let a_id = format!("local:{}", MasterKey::from_base64(&a).unwrap().id());
@@ -186,16 +195,16 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
     assert!(out.contains("(format 1): 1"), "{out}");
 
     // Rewrap: both merchant keys, the one format-1 file; then A protects nothing.
-    let run = ledger_on(data.path(), &["keys", "rewrap"], &env);
+    let run = ledger_on(data.path(), &["keys", "rewrap"], &env).await;
     let out = text(&run.stdout);
     assert!(run.status.success(), "{out}{}", text(&run.stderr));
     assert!(out.contains(&format!("everything is under {b_id}")), "{out}");
     assert!(out.contains("keys re-wrapped (merchant and service keys): 3 "), "{out}");
     assert!(out.contains("format-1 files re-sealed: 1 "), "{out}");
-    let again = ledger_on(data.path(), &["keys", "rewrap"], &env);
+    let again = ledger_on(data.path(), &["keys", "rewrap"], &env).await;
     let out = text(&again.stdout);
     assert!(again.status.success() && out.contains("service keys): 0 ") && out.contains("re-sealed: 0 "), "idempotent: {out}");
-    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).stdout);
+    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).await.stdout);
     assert!(status.contains(&format!("old key {a_id}: protects nothing any more")), "{status}");
     assert!(status.contains("(format 1): 0"), "{status}");
     let legacy = app.store.get_file(ledger::domain::LedgerId::from_i64(ids[0].parse().unwrap()), 1).await.unwrap().unwrap();
@@ -203,7 +212,7 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
     let storage = ledger::app::open_storage(&app.config).unwrap();
     let prefix = legacy.object_key.rsplit_once('/').unwrap().0;
     assert_eq!(storage.list(prefix).await.unwrap(), vec![legacy.object_key.clone()], "the replaced object is gone");
-    let audit = text(&ledger_on(data.path(), &["keys", "audit"], &env).stdout);
+    let audit = text(&ledger_on(data.path(), &["keys", "audit"], &env).await.stdout);
     assert!(audit.contains("ROOT_REWRAP") && audit.contains(&b_id), "{audit}");
     app.stop().await;
 
@@ -226,7 +235,7 @@ async fn shredding_a_merchant_makes_its_files_gone_and_leaves_the_others_readabl
     let global = completed_months(&app, &ops, "m_global", 1..2).await;
     let kept = body(&app, &ops, &global[0]).await;
 
-    let refused = ledger_on(data.path(), &["merchant", "shred", "m_acme"], &env);
+    let refused = ledger_on(data.path(), &["merchant", "shred", "m_acme"], &env).await;
     assert!(!refused.status.success());
     assert!(text(&refused.stderr).contains("--confirm"), "{}", text(&refused.stderr));
     assert_eq!(body(&app, &ops, &acme[0]).await.is_empty(), false, "nothing happened");
@@ -235,7 +244,7 @@ async fn shredding_a_merchant_makes_its_files_gone_and_leaves_the_others_readabl
         data.path(),
         &["merchant", "shred", "m_acme", "--confirm", "--actor", "alice@example.com"],
         &env,
-    );
+    ).await;
     let out = text(&shred.stdout);
     assert!(shred.status.success(), "{out}{}", text(&shred.stderr));
     assert!(out.contains("1 key(s) destroyed, 2 file(s) unreadable"), "{out}");
@@ -245,7 +254,7 @@ async fn shredding_a_merchant_makes_its_files_gone_and_leaves_the_others_readabl
         assert_eq!(ledger["status"], "COMPLETED");
         assert!(ledger["file"]["shreddedAt"].is_string(), "{ledger}");
         assert_error(app.download(&ops, id).await, 410, "SHREDDED").await;
-        let manifest = app.get(&ops, &format!("/v1/api/ledger/ledgers/{id}/manifest")).await;
+        let manifest = app.get(&ops, &format!("/ledgers/{id}/manifest")).await;
         assert_error(manifest, 410, "SHREDDED").await;
     }
     // The other merchant: untouched.
@@ -253,9 +262,9 @@ async fn shredding_a_merchant_makes_its_files_gone_and_leaves_the_others_readabl
     assert!(app.ledger(&ops, &global[0]).await["file"].get("shreddedAt").is_none());
 
     // The record survives; a deleted shredded ledger is a 404 like any deleted one.
-    let audit = text(&ledger_on(data.path(), &["keys", "audit", "--merchant", "m_acme"], &env).stdout);
+    let audit = text(&ledger_on(data.path(), &["keys", "audit", "--merchant", "m_acme"], &env).await.stdout);
     assert!(audit.contains("MERCHANT_SHRED\talice@example.com\tm_acme"), "{audit}");
-    assert_eq!(app.delete(&ops, &format!("/v1/api/ledger/ledgers/{}", acme[1])).await.status(), 200);
+    assert_eq!(app.delete(&ops, &format!("/ledgers/{}", acme[1])).await.status(), 204);
     assert_error(app.download(&ops, &acme[1]).await, 404, "NOT_FOUND").await;
 
     // The merchant's new files get a new key and read.
@@ -299,6 +308,7 @@ async fn a_rewrap_killed_midway_resumes_while_jobs_complete() {
     let env = rotated(&b, &a);
     let app = serve(data.path(), &env).await;
     let mut first = command_on(data.path(), &["keys", "rewrap"], &env)
+        .await
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -314,8 +324,7 @@ async fn a_rewrap_killed_midway_resumes_while_jobs_complete() {
         assert!(Instant::now() < deadline, "no file re-sealed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    first.kill().expect("kill -9");
-    first.wait().unwrap();
+    first.kill().await.expect("kill -9");
     let partial = swapped(&app, &ids).await;
 
     // Jobs keep completing while the second run works: new ledgers, and new versions of
@@ -332,13 +341,13 @@ async fn a_rewrap_killed_midway_resumes_while_jobs_complete() {
                     .send()
                     .await
                     .unwrap();
-                assert_eq!(r.status(), 201);
+                assert_eq!(r.status(), 202);
                 made.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
             }
             made
         })
     };
-    let second = ledger_on(data.path(), &["keys", "rewrap"], &env);
+    let second = ledger_on(data.path(), &["keys", "rewrap"], &env).await;
     let out = text(&second.stdout);
     assert!(second.status.success(), "resumed: {out}{}", text(&second.stderr));
     let resealed: usize = out
@@ -352,7 +361,7 @@ async fn a_rewrap_killed_midway_resumes_while_jobs_complete() {
     for id in &made {
         app.wait_for(&ops, id, "COMPLETED", 60).await;
     }
-    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).stdout);
+    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).await.stdout);
     assert!(status.contains("(format 1): 0"), "{status}");
     app.stop().await;
 

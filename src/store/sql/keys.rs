@@ -285,26 +285,28 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
     async fn swap_file_object(&self, r: &Resealed) -> Result<bool, StoreError> {
         let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
-        // The merchant key's row first, as a completion does: a shred running now either
-        // finished (the key is shredded: no swap) or waits for this transaction.
-        let live: Vec<(String,)> = D::Db::fetch_all(
-            &mut tx,
-            &format!(
-                "SELECT key_id FROM merchant_keys WHERE key_id = $1 AND shredded_at IS NULL{}",
-                D::SHARE_ROW
-            ),
-            args![r.key_id.as_str()],
-        )
-        .await?;
-        if live.is_empty() {
-            tx.rollback().await?;
-            return Ok(false);
+        // Ordered with a shred on the merchant key's row, as a completion is: PostgreSQL
+        // reads it FOR SHARE first (a shred either committed, and the update below sees the
+        // key shredded, or waits for this transaction); on SQLite the update is the
+        // transaction's one statement and takes the write lock with its read (a read first
+        // would make the upgrade fail when another process wrote meanwhile).
+        if !D::SHARE_ROW.is_empty() {
+            D::Db::execute(
+                &mut tx,
+                &format!(
+                    "SELECT 1 FROM merchant_keys WHERE key_id = $1{}",
+                    D::SHARE_ROW
+                ),
+                args![r.key_id.as_str()],
+            )
+            .await?;
         }
         let n = D::Db::execute(
             &mut tx,
             "UPDATE ledger_files SET object_key = $1, header_sha256 = $2, key_id = $3 \
              WHERE ledger_id = $4 AND version = $5 AND object_key = $6 AND key_id IS NULL \
-             AND shredded_at IS NULL",
+             AND shredded_at IS NULL AND EXISTS (SELECT 1 FROM merchant_keys \
+             WHERE key_id = $3 AND shredded_at IS NULL)",
             args![
                 r.object_key.as_str(),
                 r.header_sha256.as_str(),
