@@ -375,3 +375,123 @@ async fn a_rewrap_killed_midway_resumes_while_jobs_complete() {
     }
     app.stop().await;
 }
+
+/// A TCP proxy to `upstream` that can be switched off: connections are then dropped as
+/// they arrive, as a KMS that is down or unreachable drops them.
+struct Switch {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Switch {
+    async fn to(upstream: String) -> Switch {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let on = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !on.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Switch { port, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// moto's KMS (the S3 server of the suite serves KMS too).
+fn moto() -> String {
+    std::env::var("LEDGER_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+        panic!("LEDGER_TEST_S3_ENDPOINT is unset: run under scripts/run-tests.sh, which starts moto")
+    })
+}
+
+/// The settings of a KMS root `key` reached through `switch`, with no local current key.
+fn kms_root(key: &str, switch: &Switch) -> Vec<(&'static str, String)> {
+    vec![
+        ("APP_ENV_LEDGER_ENCRYPTION_KEY", String::new()),
+        ("APP_ENV_LEDGER_KMS_KEY_ID", key.to_owned()),
+        ("APP_ENV_KMS_ENDPOINT", format!("http://127.0.0.1:{}", switch.port)),
+        ("APP_ENV_KMS_REGION", "us-east-1".into()),
+        ("APP_ENV_KMS_ACCESS_KEY_ID", "test".into()),
+        ("APP_ENV_KMS_SECRET_ACCESS_KEY", "test".into()),
+    ]
+}
+
+#[tokio::test]
+async fn a_move_to_kms_rewraps_everything_and_a_kms_outage_is_503_until_it_returns() {
+    let endpoint = moto();
+    let kms = ledger::keys::kms::KmsClient::new(&ledger::keys::kms::KmsSettings {
+        endpoint: Some(endpoint.clone()),
+        region: "us-east-1".into(),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some(ledger::config::Secret::new("test")),
+        session_token: None,
+    })
+    .unwrap();
+    let key_id = kms.create_key("ledger test root").await.unwrap();
+    let switch = Switch::to(endpoint.trim_start_matches("http://").to_owned()).await;
+
+    // Files sealed under a local master key first.
+    let data = data_dir();
+    let local = ledger::crypto::generate_key_base64();
+    let app = serve(data.path(), &current(&local)).await;
+    let ops = app.user("ops", "platform_admin", "*").await;
+    let acme = completed_months(&app, &ops, "m_acme", 1..3).await;
+    let mut expected = Vec::new();
+    for id in &acme {
+        expected.push(body(&app, &ops, id).await);
+    }
+    app.stop().await;
+
+    // KMS becomes the root, the local key kept as old: old files read, new keys go to KMS.
+    let mut env = kms_root(&key_id, &switch);
+    env.push(("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD", local.clone()));
+    let app = serve(data.path(), &env).await;
+    for (id, want) in acme.iter().zip(&expected) {
+        assert_eq!(&body(&app, &ops, id).await, want);
+    }
+    let (tokyo, _) = app.completed(&ops, statement("m_tokyo", "2025-02"), 60).await;
+    let tokyo_body = body(&app, &ops, &tokyo).await;
+    let run = ledger_on(data.path(), &["keys", "rewrap"], &env).await;
+    let out = text(&run.stdout);
+    assert!(run.status.success(), "{out}{}", text(&run.stderr));
+    assert!(out.contains("everything is under kms:arn:aws:kms:us-east-1:"), "{out}");
+    // m_acme's key and the key of webhook secrets moved; m_tokyo's was made under KMS.
+    assert!(out.contains("service keys): 2 "), "{out}");
+    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).await.stdout);
+    let local_id = MasterKey::from_base64(&local).unwrap().id().to_owned();
+    assert!(status.contains(&format!("old key local:{local_id}: protects nothing any more")), "{status}");
+    app.stop().await;
+
+    // KMS alone: everything reads (the local key is gone).
+    let env = kms_root(&key_id, &switch);
+    let app = serve(data.path(), &env).await;
+    assert_eq!(body(&app, &ops, &tokyo).await, tokyo_body);
+    // KMS goes down: a key not unwrapped yet cannot be had — 503 KEY_UNAVAILABLE, every
+    // time, until it returns; then the same download works.
+    switch.set(false);
+    for _ in 0..2 {
+        assert_error(app.download(&ops, &acme[0]).await, 503, "KEY_UNAVAILABLE").await;
+    }
+    // A key unwrapped before the outage keeps serving from the cache.
+    assert_eq!(body(&app, &ops, &tokyo).await, tokyo_body);
+    switch.set(true);
+    for (id, want) in acme.iter().zip(&expected) {
+        assert_eq!(&body(&app, &ops, id).await, want, "after the outage");
+    }
+    app.stop().await;
+}
