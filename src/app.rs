@@ -379,6 +379,15 @@ pub async fn run(
         let stop = shutdown.clone();
         tokio::spawn(async move { d.run(stop).await })
     });
+    // Which root key protects how many files: counted by worker processes (the role every
+    // deployment runs), the gauge of each the same.
+    if config.roles.worker {
+        tokio::spawn(crate::keys::gauges(
+            store.clone(),
+            crate::keys::GAUGE_EVERY,
+            shutdown.clone(),
+        ));
+    }
     // Small writes leave at once: a WebSocket frame must not wait for the ACK of the one
     // before it (Nagle's algorithm against delayed ACKs adds up to 40 ms a frame).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {

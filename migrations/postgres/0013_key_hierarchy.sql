@@ -29,6 +29,10 @@ ALTER TABLE ledger_files ADD COLUMN key_id TEXT;
 -- removed its objects (`shred_reason` says which: MERCHANT_SHRED, RETENTION).
 ALTER TABLE ledger_files ADD COLUMN shredded_at BIGINT;
 ALTER TABLE ledger_files ADD COLUMN shred_reason TEXT;
+-- The object a rewrap replaced (sealed by a local key directly), until it is removed: a
+-- rewrap finishes the removal, and a shred of the merchant waits for it.
+ALTER TABLE ledger_files ADD COLUMN replaced_object_key TEXT;
+CREATE INDEX ledger_files_replaced ON ledger_files (ledger_id, version) WHERE replaced_object_key IS NOT NULL;
 -- Files by merchant key (`keys status`, a shred marking its files).
 CREATE INDEX ledger_files_key ON ledger_files (key_id);
 -- The files still sealed by a root key directly, which `ledger keys rewrap` re-seals: an

@@ -303,7 +303,7 @@ error_responses! {
     /// What making an endpoint can answer besides 201.
     CreateWebhookErrors [
         Validation, Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType, Internal,
-        ServiceUnavailable,
+        ServiceUnavailable, KeyUnavailable,
     ]
 }
 
@@ -396,6 +396,8 @@ async fn list(
 error_responses! {
     /// What reading, rotating or deleting an endpoint can answer besides success.
     WebhookErrors [Validation, Unauthorized, NotFound, Internal, ServiceUnavailable]
+    /// Errors of rotating a webhook's secret (sealed with the key of webhook secrets).
+    RotateWebhookErrors [Validation, Unauthorized, NotFound, Internal, ServiceUnavailable, KeyUnavailable]
 }
 
 /// One webhook endpoint (without its secret).
@@ -466,7 +468,7 @@ async fn delete(
     params(WebhookIdPath),
     responses(
         (status = 200, description = "The endpoint with its new secret", body = WebhookBody),
-        WebhookErrors,
+        RotateWebhookErrors,
     ),
     security(("bearer" = [])),
 )]

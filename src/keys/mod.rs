@@ -80,6 +80,43 @@ pub fn count_unavailable() {
     metrics::counter!("ledger_key_unavailable_total").increment(1);
 }
 
+/// How often [`gauges`] counts the files each root key protects.
+pub const GAUGE_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps `ledger_files_by_master_key{keyId}` and `ledger_files_root_sealed` current until
+/// `shutdown`: one count of the store every `every` (a root that protects nothing any more
+/// is shown at 0, then dropped from the next counts).
+pub async fn gauges(
+    store: Arc<dyn KeyStore>,
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut shown: Vec<String> = Vec::new();
+    loop {
+        match store.key_counts().await {
+            Ok(counts) => {
+                let now: Vec<String> = counts.roots.iter().map(|r| r.root_key_id.clone()).collect();
+                for gone in shown.iter().filter(|id| !now.contains(id)) {
+                    metrics::gauge!("ledger_files_by_master_key", "keyId" => gone.clone()).set(0.0);
+                }
+                for r in &counts.roots {
+                    metrics::gauge!("ledger_files_by_master_key", "keyId" => r.root_key_id.clone())
+                        .set(r.files as f64);
+                }
+                metrics::gauge!("ledger_files_root_sealed").set(counts.root_sealed_files as f64);
+                shown = now;
+            }
+            Err(e) => {
+                tracing::warn!(target: "ledger::keys", error = %e, "counting the files by root key failed");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// The root key: what wraps merchant keys and the service's own keys.
 #[derive(Clone, Debug)]
 pub enum Root {

@@ -260,7 +260,30 @@ async fn run(
         }
     }
 
-    // Pass 2: format-1 files.
+    // Pass 2: format-1 files; first the removals an earlier run did not finish.
+    loop {
+        let page = store.replaced_objects(PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        let mut removed = 0;
+        for (ledger, version, key) in page {
+            match vault.storage().delete(&key).await {
+                Ok(()) => {
+                    store.forget_replaced(ledger, version, &key).await?;
+                    removed += 1;
+                }
+                Err(e) => summary
+                    .failures
+                    .push(format!("removing the replaced {key}: {e}")),
+            }
+        }
+        if removed == 0 {
+            break;
+        }
+    }
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let run: &str = &run_id[..8];
     let total = counts.root_sealed_files;
     let mut handled = 0;
     progress(Progress {
@@ -274,7 +297,7 @@ async fn run(
         let Some(last) = page.last() else { break };
         after = Some((last.ledger_id, last.version));
         let mut results = futures::stream::iter(page.into_iter().map(|file| async move {
-            let outcome = reseal(vault, store, &file).await;
+            let outcome = reseal(vault, store, &file, run).await;
             (file, outcome)
         }))
         .buffer_unordered(concurrency.max(1));
@@ -407,10 +430,13 @@ fn resealed_secrets(
     }))
 }
 
-/// Where the re-sealed object of `file` under merchant key `key_id` goes.
-fn resealed_key(object_key: &str, key_id: &str) -> String {
+/// Where the re-sealed object of `file` under merchant key `key_id` goes: a name of this
+/// run's own, so that two runs (one that lost its lease, say) never write, or remove, each
+/// other's object. (A run killed between its upload and its swap leaves its object behind,
+/// unrecorded, under the ledger's prefix.)
+fn resealed_key(object_key: &str, key_id: &str, run: &str) -> String {
     let stem = object_key.strip_suffix(".enc").unwrap_or(object_key);
-    format!("{stem}.k{key_id}.enc")
+    format!("{stem}.k{key_id}.r{run}.enc")
 }
 
 /// Re-seals one file: the plaintext bytes re-sealed, or `None` when another process got
@@ -419,6 +445,7 @@ async fn reseal(
     vault: &Vault,
     store: &dyn KeyStore,
     file: &RootSealedFile,
+    run: &str,
 ) -> Result<Option<u64>, String> {
     let keys: &Keys = vault.keys();
     let key = keys
@@ -438,7 +465,7 @@ async fn reseal(
         .open(&file.object_key, binding, recorded, &file.merchant_id, None)
         .await
         .map_err(|e| format!("opening: {e}"))?;
-    let new_key = resealed_key(&file.object_key, &key_id);
+    let new_key = resealed_key(&file.object_key, &key_id, run);
     let mut writer = vault
         .upload(&new_key)
         .await
@@ -511,11 +538,17 @@ async fn reseal(
         .map_err(|e: StoreError| e.to_string())?;
     let storage = vault.storage();
     if swapped {
-        // The old object is sealed by a root key about to be retired: nothing reads it now.
+        // The old object is sealed by a root key about to be retired: removed now (a
+        // download that read the old record meanwhile opens the new object instead), or
+        // by the next run if this removal fails.
         storage
             .delete(&file.object_key)
             .await
             .map_err(|e| format!("removing the replaced {}: {e}", file.object_key))?;
+        store
+            .forget_replaced(file.ledger_id, file.version, &file.object_key)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Some(sealed.size))
     } else {
         storage

@@ -142,12 +142,13 @@ pub struct AuditRecord {
 /// Why a shred was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ShredError {
-    /// Some of the merchant's files are sealed by the root key directly: destroying the
-    /// merchant key would leave them readable.
+    /// Some of the merchant's files are sealed by the root key directly, or a rewrap has
+    /// not removed the root-sealed object it replaced: destroying the merchant key would
+    /// leave them readable.
     #[error(
-        "{0} file(s) of this merchant are still sealed by the root key directly (format 1); \
-         destroying the merchant key would not make them unreadable: run `ledger keys rewrap` \
-         first"
+        "{0} file(s) of this merchant are still sealed by the root key directly (format 1), \
+         or their root-sealed object is not removed yet; destroying the merchant key would \
+         not make them unreadable: run `ledger keys rewrap` first"
     )]
     RootSealed(u64),
     /// The store failed.
@@ -220,8 +221,19 @@ pub trait KeyStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<RootSealedFile>, StoreError>;
     /// Records a re-sealed object for its file, if the file still has the object it was
-    /// read with and is still root-sealed and readable; false otherwise.
+    /// read with and is still root-sealed and readable; false otherwise. The object it
+    /// replaces is recorded as to be removed ([`KeyStore::replaced_objects`]).
     async fn swap_file_object(&self, resealed: &Resealed) -> Result<bool, StoreError>;
+    /// Objects a rewrap replaced and has not removed yet: (ledger, version, object key).
+    async fn replaced_objects(&self, limit: u32)
+    -> Result<Vec<(LedgerId, u32, String)>, StoreError>;
+    /// Forgets a replaced object once it was removed.
+    async fn forget_replaced(
+        &self,
+        ledger: LedgerId,
+        version: u32,
+        object_key: &str,
+    ) -> Result<(), StoreError>;
     /// The counts of `ledger keys status` and `ledger_files_by_master_key`.
     async fn key_counts(&self) -> Result<KeyCounts, StoreError>;
     /// Destroys the merchant's live key (its wrapped bytes erased), marks every file it

@@ -514,27 +514,50 @@ impl Ledgers {
         ledger: &Ledger,
         version: Option<u32>,
     ) -> Result<Download, LedgerError> {
-        let file = self.stored_file(ledger, version).await?;
-        shredded(&file)?;
-        let binding = Binding {
-            ledger_id: ledger.id.as_i64(),
-            version: file.info.version,
-        };
-        let content = self
-            .vault
-            .open(
-                &file.object_key,
-                binding,
-                recorded(&file),
-                &ledger.merchant_id,
-                file.key_id.as_deref(),
-            )
-            .await
-            .map_err(|e| open_error(ledger, &file, e))?;
-        Ok(Download {
-            info: file.info,
-            content,
-        })
+        let mut file = self.stored_file(ledger, version).await?;
+        let mut moved = false;
+        loop {
+            shredded(&file)?;
+            let binding = Binding {
+                ledger_id: ledger.id.as_i64(),
+                version: file.info.version,
+            };
+            let opened = self
+                .vault
+                .open(
+                    &file.object_key,
+                    binding,
+                    recorded(&file),
+                    &ledger.merchant_id,
+                    file.key_id.as_deref(),
+                )
+                .await;
+            match opened {
+                Ok(content) => {
+                    return Ok(Download {
+                        info: file.info,
+                        content,
+                    });
+                }
+                // `ledger keys rewrap` re-sealed the file and removed the object read from
+                // the record: read the record again, once.
+                Err(OpenError::Storage(crate::storage::StorageError::NotFound(_))) if !moved => {
+                    moved = true;
+                    let again = self.stored_file(ledger, Some(file.info.version)).await?;
+                    if again.object_key == file.object_key {
+                        return Err(open_error(
+                            ledger,
+                            &file,
+                            OpenError::Storage(crate::storage::StorageError::NotFound(
+                                file.object_key.clone(),
+                            )),
+                        ));
+                    }
+                    file = again;
+                }
+                Err(e) => return Err(open_error(ledger, &file, e)),
+            }
+        }
     }
 
     /// The manifest (compact JWS, SPEC §13) of `version` (default: the newest completed
@@ -668,8 +691,9 @@ fn open_error(ledger: &Ledger, file: &StoredFile, e: OpenError) -> LedgerError {
             LedgerError::Unavailable(format!("object storage reading {object_key}: {cause}"))
         }
         OpenError::Key(KeyError::Unavailable { key_id, reason }) => unavailable(&key_id, &reason),
-        // A format-1 file whose local master key is no longer configured.
-        OpenError::Crypto(CryptoError::UnknownKeyId(key_id)) => unavailable(
+        // A format-1 file whose local master key is no longer configured (for a format-2
+        // file, a header naming another key than the recorded one is no missing key).
+        OpenError::Crypto(CryptoError::UnknownKeyId(key_id)) if file.key_id.is_none() => unavailable(
             &format!("{}{key_id}", crate::keys::LOCAL_PREFIX),
             &"the master key is in neither APP_ENV_LEDGER_ENCRYPTION_KEY nor APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD",
         ),

@@ -387,6 +387,7 @@ impl Deliverer {
         let keyring = match self.keys.secrets().await {
             Ok(k) => k,
             Err(e) => {
+                crate::keys::count_unavailable();
                 return Outcome::Later(format!("the key of webhook secrets is unavailable ({e})"));
             }
         };

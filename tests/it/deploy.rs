@@ -86,7 +86,7 @@ fn the_alert_rules_load_and_fire_only_when_they_should() {
     let said = String::from_utf8_lossy(&checked.stdout).into_owned()
         + String::from_utf8_lossy(&checked.stderr).as_ref();
     assert!(checked.status.success(), "promtool check rules: {said}");
-    assert!(said.contains("SUCCESS: 5 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 6 rules found"), "{said}");
     let tested = promtool(&["test", "rules", "ledger-alerts.test.yml"]);
     assert!(
         tested.status.success(),
@@ -134,7 +134,8 @@ fn the_alert_rules_load_and_fire_only_when_they_should() {
             "ledgerStalledJobs",
             "ledgerConsumerLag",
             "ledgerWsNotReady",
-            "ledgerWebhookBacklog"
+            "ledgerWebhookBacklog",
+            "ledgerKeyUnavailable"
         ]
     );
 }

@@ -208,7 +208,8 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
     assert!(status.contains(&format!("old key {a_id}: protects nothing any more")), "{status}");
     assert!(status.contains("(format 1): 0"), "{status}");
     let legacy = app.store.get_file(ledger::domain::LedgerId::from_i64(ids[0].parse().unwrap()), 1).await.unwrap().unwrap();
-    assert!(legacy.key_id.is_some() && legacy.object_key.ends_with(&format!(".k{}.enc", legacy.key_id.as_deref().unwrap())), "{legacy:?}");
+    let merchant_key = legacy.key_id.as_deref().expect("format 2 now");
+    assert!(legacy.object_key.contains(&format!(".csv.k{merchant_key}.r")) && legacy.object_key.ends_with(".enc"), "{legacy:?}");
     let storage = ledger::app::open_storage(&app.config).unwrap();
     let prefix = legacy.object_key.rsplit_once('/').unwrap().0;
     assert_eq!(storage.list(prefix).await.unwrap(), vec![legacy.object_key.clone()], "the replaced object is gone");
@@ -464,6 +465,11 @@ async fn a_move_to_kms_rewraps_everything_and_a_kms_outage_is_503_until_it_retur
     for (id, want) in acme.iter().zip(&expected) {
         assert_eq!(&body(&app, &ops, id).await, want);
     }
+    // In the production run the restarted worker's consumer rejoins its Kafka group first
+    // (~3 s on the test broker); a job enqueued during that rejoin was seen to wait for the
+    // recovery sweep instead (see BENCHMARKS.md's open questions), which this test is not
+    // about.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let (tokyo, _) = app.completed(&ops, statement("m_tokyo", "2025-02"), 60).await;
     let tokyo_body = body(&app, &ops, &tokyo).await;
     let run = ledger_on(data.path(), &["keys", "rewrap"], &env).await;

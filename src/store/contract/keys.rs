@@ -105,6 +105,13 @@ pub async fn run<D: Dialect>(store: &SqlStore<D>) {
     assert!(!s.swap_file_object(&swap("not-the-object")).await.unwrap());
     assert!(s.swap_file_object(&swap(&f.object_key)).await.unwrap());
     assert!(!s.swap_file_object(&swap(&f.object_key)).await.unwrap(), "swapped once");
+    // The replaced object is recorded until it is removed.
+    let replaced = s.replaced_objects(100).await.unwrap();
+    assert_eq!(replaced, vec![(legacy, 1, f.object_key.clone())]);
+    s.forget_replaced(legacy, 1, "another-object").await.unwrap();
+    assert_eq!(s.replaced_objects(100).await.unwrap().len(), 1, "only the one recorded");
+    s.forget_replaced(legacy, 1, &f.object_key).await.unwrap();
+    assert!(s.replaced_objects(100).await.unwrap().is_empty());
     let now_sealed = s.get_file(legacy, 1).await.unwrap().unwrap();
     assert_eq!(now_sealed.key_id.as_deref(), Some("k2a"));
     assert_eq!(now_sealed.header_sha256, Some("ef".repeat(32)));
@@ -128,6 +135,9 @@ pub async fn run<D: Dialect>(store: &SqlStore<D>) {
         header_sha256: "ab".repeat(32),
         key_id: "k1a".into(),
     }).await.unwrap());
+    // Still refused while the replaced root-sealed object is not removed.
+    assert!(matches!(s.shred_merchant(&m1, "ops@host", at).await, Err(ShredError::RootSealed(1))));
+    s.forget_replaced(legacy2, 1, &f2.object_key).await.unwrap();
 
     // Then it destroys the key, marks its files, and records who did it.
     let done = s.shred_merchant(&m1, "ops@host", at).await.unwrap();

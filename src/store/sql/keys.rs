@@ -303,7 +303,8 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         }
         let n = D::Db::execute(
             &mut tx,
-            "UPDATE ledger_files SET object_key = $1, header_sha256 = $2, key_id = $3 \
+            "UPDATE ledger_files SET object_key = $1, header_sha256 = $2, key_id = $3, \
+             replaced_object_key = object_key \
              WHERE ledger_id = $4 AND version = $5 AND object_key = $6 AND key_id IS NULL \
              AND shredded_at IS NULL AND EXISTS (SELECT 1 FROM merchant_keys \
              WHERE key_id = $3 AND shredded_at IS NULL)",
@@ -319,6 +320,44 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         .await?;
         tx.commit().await?;
         Ok(n == 1)
+    }
+
+    async fn replaced_objects(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(LedgerId, u32, String)>, StoreError> {
+        let rows: Vec<(i64, i64, String)> = self
+            .fetch_all(
+                "SELECT ledger_id, version, replaced_object_key FROM ledger_files \
+                 WHERE replaced_object_key IS NOT NULL ORDER BY ledger_id, version LIMIT $1",
+                args![i64::from(limit)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(id, version, key)| {
+                Ok((
+                    LedgerId::from_i64(id),
+                    u32::try_from(version)
+                        .map_err(|_| StoreError::Corrupt(format!("version {version}")))?,
+                    key,
+                ))
+            })
+            .collect()
+    }
+
+    async fn forget_replaced(
+        &self,
+        ledger: LedgerId,
+        version: u32,
+        object_key: &str,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE ledger_files SET replaced_object_key = NULL \
+             WHERE ledger_id = $1 AND version = $2 AND replaced_object_key = $3",
+            args![ledger.as_i64(), i64::from(version), object_key],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn key_counts(&self) -> Result<KeyCounts, StoreError> {
@@ -408,7 +447,8 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         let (root_sealed,): (i64,) = D::Db::fetch_all(
             &mut tx,
             "SELECT COUNT(*) FROM ledger_files f JOIN ledgers l ON l.id = f.ledger_id \
-             WHERE l.merchant_id = $1 AND f.key_id IS NULL AND f.shredded_at IS NULL",
+             WHERE l.merchant_id = $1 AND ((f.key_id IS NULL AND f.shredded_at IS NULL) \
+             OR f.replaced_object_key IS NOT NULL)",
             args![m],
         )
         .await
