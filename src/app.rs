@@ -14,8 +14,8 @@ use crate::api::{self, AppState, OpsState};
 use crate::auth::{Authorizer, DevKey, PolicyCacheConfig, StoreGrants, Verifier, VerifierOptions};
 use crate::config::{Config, DatabaseKind};
 use crate::crypto::{Keyring, MasterKey};
-use crate::keys::{Keys, Root};
 use crate::domain::Snowflake;
+use crate::keys::{Keys, Root};
 use crate::manifest::ManifestSigner;
 use crate::notify::Notifier;
 use crate::storage::ObjectStorage;
@@ -146,13 +146,16 @@ pub async fn keys(
         (Some(kms), local) => {
             let client = crate::keys::kms::KmsClient::new(&kms.settings)
                 .map_err(|e| anyhow::anyhow!("APP_ENV_KMS_*: {e}"))?;
-            let arn = client.describe_key(&kms.key_id).await.map_err(|e| {
-                anyhow::anyhow!("APP_ENV_LEDGER_KMS_KEY_ID ({}): {e}", kms.key_id)
-            })?;
+            let arn = client
+                .describe_key(&kms.key_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("APP_ENV_LEDGER_KMS_KEY_ID ({}): {e}", kms.key_id))?;
             Root::Kms { client, arn, local }
         }
         (None, Some(local)) => Root::Local(local),
-        (None, None) => anyhow::bail!("no root key: APP_ENV_LEDGER_ENCRYPTION_KEY or APP_ENV_LEDGER_KMS_KEY_ID"),
+        (None, None) => {
+            anyhow::bail!("no root key: APP_ENV_LEDGER_ENCRYPTION_KEY or APP_ENV_LEDGER_KMS_KEY_ID")
+        }
     };
     Ok(Keys::new(root, store))
 }

@@ -61,10 +61,17 @@ pub fn status_lines(
         "shredded: {} merchant key(s), {} file(s)",
         counts.shredded_keys, counts.shredded_files
     ));
-    let sealed: Vec<String> = secrets.iter().map(|(id, n)| format!("{n} by {id}")).collect();
+    let sealed: Vec<String> = secrets
+        .iter()
+        .map(|(id, n)| format!("{n} by {id}"))
+        .collect();
     out.push(format!(
         "webhook secrets: {}",
-        if sealed.is_empty() { "none".to_owned() } else { sealed.join(", ") }
+        if sealed.is_empty() {
+            "none".to_owned()
+        } else {
+            sealed.join(", ")
+        }
     ));
     for id in configured(keys) {
         if id == current {
@@ -79,9 +86,7 @@ pub fn status_lines(
             .copied()
             .unwrap_or(0);
         let verdict = if keys_under > 0 {
-            format!(
-                "still wraps {keys_under} key(s): run `ledger keys rewrap` before removing it"
-            )
+            format!("still wraps {keys_under} key(s): run `ledger keys rewrap` before removing it")
         } else if secrets_under > 0 {
             format!(
                 "still seals {secrets_under} webhook secret(s): run `ledger keys rewrap` before removing it"
@@ -158,7 +163,7 @@ impl Display {
             let due = printed.is_none_or(|at| at.elapsed() >= Duration::from_secs(5));
             if due || p.handled == p.total {
                 *printed = Some(Instant::now());
-                let _ = errln!("rewrap: {what}: {}/{}", p.handled, p.total);
+                errln!("rewrap: {what}: {}/{}", p.handled, p.total);
             }
         } else {
             self.bar.set_length(p.total);
@@ -221,8 +226,7 @@ pub async fn run_rewrap(vault: &Vault) -> anyhow::Result<()> {
 
 /// `ledger merchant shred MERCHANT --confirm --actor WHO`.
 pub async fn shred(keys: &Keys, merchant: &str, confirm: bool, actor: &str) -> anyhow::Result<()> {
-    let merchant = MerchantId::parse(merchant)
-        .map_err(|e| anyhow::anyhow!("MERCHANT: {e}"))?;
+    let merchant = MerchantId::parse(merchant).map_err(|e| anyhow::anyhow!("MERCHANT: {e}"))?;
     if !confirm {
         anyhow::bail!(
             "shredding destroys {merchant}'s key: every file of the merchant becomes unreadable, \
@@ -230,11 +234,17 @@ pub async fn shred(keys: &Keys, merchant: &str, confirm: bool, actor: &str) -> a
              again with --confirm"
         );
     }
-    match keys.store().shred_merchant(&merchant, actor, Utc::now()).await {
+    match keys
+        .store()
+        .shred_merchant(&merchant, actor, Utc::now())
+        .await
+    {
         Ok(done) => {
             keys.forget();
             if done.keys == 0 {
-                outln!("{merchant} has no live key: nothing to shred (the audit log records the attempt)")?;
+                outln!(
+                    "{merchant} has no live key: nothing to shred (the audit log records the attempt)"
+                )?;
             } else {
                 outln!(
                     "shredded {merchant}: {} key(s) destroyed, {} file(s) unreadable; recorded as done by {actor}",

@@ -224,7 +224,9 @@ impl Root {
                 .await
                 .map_err(|e| kms_error(arn, e));
         }
-        Err(unavailable(format!("{root_id} is not a root this release knows")))
+        Err(unavailable(format!(
+            "{root_id} is not a root this release knows"
+        )))
     }
 }
 
@@ -364,7 +366,10 @@ impl Keys {
     }
 
     /// `row` (a service key) wrapped under the current root: the root id and stored text.
-    pub async fn rewrapped_service(&self, row: &ServiceKeyRow) -> Result<(String, String), KeyError> {
+    pub async fn rewrapped_service(
+        &self,
+        row: &ServiceKeyRow,
+    ) -> Result<(String, String), KeyError> {
         let plain = self.unwrap_service(row).await?;
         let (root, wrapped) = self
             .inner

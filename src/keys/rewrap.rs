@@ -167,7 +167,10 @@ pub async fn rewrap(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE_TTL / 3).await;
-                match store.take_lease(LEASE, &holder, lease_end(), Utc::now()).await {
+                match store
+                    .take_lease(LEASE, &holder, lease_end(), Utc::now())
+                    .await
+                {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => {
                         lost.cancel();
@@ -207,7 +210,10 @@ async fn run(
 
     // Pass 1: the service's keys, then merchant keys.
     for row in store.service_keys_not_under(&root).await? {
-        let (to, wrapped) = keys.rewrapped_service(&row).await.map_err(RewrapError::Key)?;
+        let (to, wrapped) = keys
+            .rewrapped_service(&row)
+            .await
+            .map_err(RewrapError::Key)?;
         if store
             .rewrap_service_key(&row.name, &row.root_key_id, &to, &wrapped, Utc::now())
             .await?
@@ -238,7 +244,13 @@ async fn run(
             match keys.rewrapped(&row).await {
                 Ok((to, wrapped)) => {
                     if store
-                        .rewrap_merchant_key(&row.key_id, &row.root_key_id, &to, &wrapped, Utc::now())
+                        .rewrap_merchant_key(
+                            &row.key_id,
+                            &row.root_key_id,
+                            &to,
+                            &wrapped,
+                            Utc::now(),
+                        )
                         .await?
                     {
                         summary.keys_rewrapped += 1;
@@ -247,9 +259,10 @@ async fn run(
                     }
                 }
                 Err(KeyError::Store(e)) => return Err(e.into()),
-                Err(e) => summary
-                    .failures
-                    .push(format!("merchant key {} ({}): {e}", row.key_id, row.merchant_id)),
+                Err(e) => summary.failures.push(format!(
+                    "merchant key {} ({}): {e}",
+                    row.key_id, row.merchant_id
+                )),
             }
             handled += 1;
             progress(Progress {
@@ -406,8 +419,8 @@ fn resealed_secrets(
     secrets: &crate::crypto::Keyring,
     old: &SealedSecrets,
 ) -> Result<Option<SealedSecrets>, crate::crypto::CryptoError> {
-    use base64::Engine as _;
     use crate::webhooks::signature::WebhookSecret;
+    use base64::Engine as _;
     let sealed_by = |text: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(text)

@@ -63,7 +63,10 @@ async fn a_merchant_gets_one_key_even_from_racing_processes() {
         two.opening(&m("m_2"), x.current_id()).await,
         Err(KeyError::Store(StoreError::Corrupt(_)))
     ));
-    match two.opening(&m("m_1"), "ffffffffffffffffffffffffffffffff").await {
+    match two
+        .opening(&m("m_1"), "ffffffffffffffffffffffffffffffff")
+        .await
+    {
         Err(KeyError::Unavailable { key_id, .. }) => {
             assert_eq!(key_id, "ffffffffffffffffffffffffffffffff")
         }
@@ -82,9 +85,16 @@ async fn a_root_rotation_keeps_keys_reachable_until_the_old_root_goes() {
     // B current, A old: the key opens (unwrapped with A), new merchants' keys go under B.
     let rotated = keys_with(&store, &b, &[&a]);
     let opened = rotated.opening(&m("m_1"), key.current_id()).await.unwrap();
-    assert_eq!(decrypt_to_vec(&opened, BINDING, &sealed).unwrap(), b"statement");
+    assert_eq!(
+        decrypt_to_vec(&opened, BINDING, &sealed).unwrap(),
+        b"statement"
+    );
     let newer = rotated.sealing(&m("m_2")).await.unwrap();
-    let row = store.merchant_key(newer.current_id()).await.unwrap().unwrap();
+    let row = store
+        .merchant_key(newer.current_id())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.root_key_id, format!("local:{}", b.id()));
 
     // Without A, before a rewrap: unavailable, naming A.
@@ -92,7 +102,10 @@ async fn a_root_rotation_keeps_keys_reachable_until_the_old_root_goes() {
     match only_b.opening(&m("m_1"), key.current_id()).await {
         Err(KeyError::Unavailable { key_id, reason }) => {
             assert_eq!(key_id, format!("local:{}", a.id()));
-            assert!(reason.contains("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD"), "{reason}");
+            assert!(
+                reason.contains("APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD"),
+                "{reason}"
+            );
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
@@ -110,7 +123,10 @@ async fn a_root_rotation_keeps_keys_reachable_until_the_old_root_goes() {
     );
     let fresh = keys_with(&store, &b, &[]);
     let opened = fresh.opening(&m("m_1"), key.current_id()).await.unwrap();
-    assert_eq!(decrypt_to_vec(&opened, BINDING, &sealed).unwrap(), b"statement");
+    assert_eq!(
+        decrypt_to_vec(&opened, BINDING, &sealed).unwrap(),
+        b"statement"
+    );
 }
 
 #[tokio::test]

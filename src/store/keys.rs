@@ -174,7 +174,10 @@ pub trait KeyStore: Send + Sync {
     /// Stores a service key; false when it exists already (another process made it).
     async fn insert_service_key(&self, key: &ServiceKeyRow) -> Result<bool, StoreError>;
     /// Service keys not wrapped by `root_key_id`.
-    async fn service_keys_not_under(&self, root_key_id: &str) -> Result<Vec<ServiceKeyRow>, StoreError>;
+    async fn service_keys_not_under(
+        &self,
+        root_key_id: &str,
+    ) -> Result<Vec<ServiceKeyRow>, StoreError>;
     /// Replaces a service key's wrapping, if it is still wrapped by `from_root`.
     async fn rewrap_service_key(
         &self,
@@ -225,8 +228,10 @@ pub trait KeyStore: Send + Sync {
     /// replaces is recorded as to be removed ([`KeyStore::replaced_objects`]).
     async fn swap_file_object(&self, resealed: &Resealed) -> Result<bool, StoreError>;
     /// Objects a rewrap replaced and has not removed yet: (ledger, version, object key).
-    async fn replaced_objects(&self, limit: u32)
-    -> Result<Vec<(LedgerId, u32, String)>, StoreError>;
+    async fn replaced_objects(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(LedgerId, u32, String)>, StoreError>;
     /// Forgets a replaced object once it was removed.
     async fn forget_replaced(
         &self,

@@ -693,10 +693,12 @@ fn open_error(ledger: &Ledger, file: &StoredFile, e: OpenError) -> LedgerError {
         OpenError::Key(KeyError::Unavailable { key_id, reason }) => unavailable(&key_id, &reason),
         // A format-1 file whose local master key is no longer configured (for a format-2
         // file, a header naming another key than the recorded one is no missing key).
-        OpenError::Crypto(CryptoError::UnknownKeyId(key_id)) if file.key_id.is_none() => unavailable(
-            &format!("{}{key_id}", crate::keys::LOCAL_PREFIX),
-            &"the master key is in neither APP_ENV_LEDGER_ENCRYPTION_KEY nor APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD",
-        ),
+        OpenError::Crypto(CryptoError::UnknownKeyId(key_id)) if file.key_id.is_none() => {
+            unavailable(
+                &format!("{}{key_id}", crate::keys::LOCAL_PREFIX),
+                &"the master key is in neither APP_ENV_LEDGER_ENCRYPTION_KEY nor APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD",
+            )
+        }
         OpenError::Key(KeyError::Shredded(_)) => LedgerError::Shredded(format!(
             "version {}'s file was destroyed (its merchant's key was shredded): it can never be \
              downloaded again",

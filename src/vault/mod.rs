@@ -78,18 +78,19 @@ impl Vault {
         merchant: &MerchantId,
         key_id: Option<&str>,
     ) -> Result<Opened, OpenError> {
-        let keyring = match key_id {
-            Some(id) => self.keys.opening(merchant, id).await?,
-            None => self.keys.local().cloned().ok_or_else(|| {
-                crate::keys::KeyError::Unavailable {
-                    key_id: "local master keys".into(),
-                    reason: "the file is sealed by a local master key (format 1) and none is \
+        let keyring =
+            match key_id {
+                Some(id) => self.keys.opening(merchant, id).await?,
+                None => self.keys.local().cloned().ok_or_else(|| {
+                    crate::keys::KeyError::Unavailable {
+                        key_id: "local master keys".into(),
+                        reason: "the file is sealed by a local master key (format 1) and none is \
                              configured: set the old key in APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD \
                              and run `ledger keys rewrap`"
-                        .into(),
-                }
-            })?,
-        };
+                            .into(),
+                    }
+                })?,
+            };
         let ciphertext = self.storage.read(object_key).await?;
         let decryptor = Decryptor::new(&keyring, binding);
         let mut plain = Decrypting::new(decryptor, ciphertext, recorded);

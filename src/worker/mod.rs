@@ -13,8 +13,8 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::keys::Keys;
 use crate::domain::{Ledger, LedgerId};
+use crate::keys::Keys;
 use crate::notify::Notifier;
 use crate::queue::Queue;
 use crate::source::Source;

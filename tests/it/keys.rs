@@ -16,8 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    Options, TestApp, assert_error, backends_for, data_dir, open_statement, spawn_with,
-    statement,
+    Options, TestApp, assert_error, backends_for, data_dir, open_statement, spawn_with, statement,
 };
 
 /// Runs `ledger args…` on `data` with the run's backends and `env` (the test's runtime
@@ -81,12 +80,20 @@ async fn sql(config: &Config, statement: &str, id: i64) {
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
                 .await
                 .expect("sqlite");
-            sqlx::query(statement).bind(id).execute(&pool).await.expect("sql");
+            sqlx::query(statement)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .expect("sql");
             pool.close().await;
         }
         DatabaseKind::Postgres(url) => {
             let pool = sqlx::PgPool::connect(url.expose()).await.expect("postgres");
-            sqlx::query(statement).bind(id).execute(&pool).await.expect("sql");
+            sqlx::query(statement)
+                .bind(id)
+                .execute(&pool)
+                .await
+                .expect("sql");
             pool.close().await;
         }
     }
@@ -103,7 +110,15 @@ async fn make_format_1(app: &TestApp, id: &str, master: &str, plain: &[u8]) {
         .unwrap()
         .expect("a file");
     let root = Keyring::new(MasterKey::from_base64(master).unwrap(), Vec::new());
-    let sealed = encrypt_to_vec(&root, Binding { ledger_id: id, version: 1 }, plain).unwrap();
+    let sealed = encrypt_to_vec(
+        &root,
+        Binding {
+            ledger_id: id,
+            version: 1,
+        },
+        plain,
+    )
+    .unwrap();
     let storage = ledger::app::open_storage(&app.config).unwrap();
     let mut w = storage.writer(&file.object_key).await.unwrap();
     w.write(sealed.into()).await.unwrap();
@@ -128,7 +143,12 @@ async fn body(app: &TestApp, token: &str, id: &str) -> Vec<u8> {
 }
 
 /// Completed ledgers of `merchant`, one per month of 2025 from `from` on.
-async fn completed_months(app: &TestApp, token: &str, merchant: &str, months: std::ops::Range<u32>) -> Vec<String> {
+async fn completed_months(
+    app: &TestApp,
+    token: &str,
+    merchant: &str,
+    months: std::ops::Range<u32>,
+) -> Vec<String> {
     let mut ids = Vec::new();
     for month in months {
         let (id, _) = app
@@ -150,7 +170,10 @@ fn metric(text: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
     let data = data_dir();
-    let (a, b) = (ledger::crypto::generate_key_base64(), ledger::crypto::generate_key_base64());
+    let (a, b) = (
+        ledger::crypto::generate_key_base64(),
+        ledger::crypto::generate_key_base64(),
+    );
     let app = serve(data.path(), &current(&a)).await;
     let ops = app.user("ops", "platform_admin", "*").await;
     let mut ids = completed_months(&app, &ops, "m_acme", 1..4).await;
@@ -174,8 +197,19 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
         assert_eq!(r.headers()["retry-after"], "5");
         assert_error(r, 503, "KEY_UNAVAILABLE").await;
     }
-    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metric(&metrics, "ledger_key_unavailable_total") >= 2.0, "{metrics}");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(&metrics, "ledger_key_unavailable_total") >= 2.0,
+        "{metrics}"
+    );
     app.stop().await;
 
     // B current, A kept as old: everything reads; new merchants' keys go under B.
@@ -191,30 +225,76 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
     let b_id = format!("local:{}", MasterKey::from_base64(&b).unwrap().id());
     assert!(out.contains(&format!("root key: {b_id}")), "{out}");
     // Two merchants' keys and the key of webhook secrets.
-    assert!(out.contains(&format!("old key {a_id}: still wraps 3 key(s)")), "{out}");
+    assert!(
+        out.contains(&format!("old key {a_id}: still wraps 3 key(s)")),
+        "{out}"
+    );
     assert!(out.contains("(format 1): 1"), "{out}");
 
     // Rewrap: both merchant keys, the one format-1 file; then A protects nothing.
     let run = ledger_on(data.path(), &["keys", "rewrap"], &env).await;
     let out = text(&run.stdout);
     assert!(run.status.success(), "{out}{}", text(&run.stderr));
-    assert!(out.contains(&format!("everything is under {b_id}")), "{out}");
-    assert!(out.contains("keys re-wrapped (merchant and service keys): 3 "), "{out}");
+    assert!(
+        out.contains(&format!("everything is under {b_id}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("keys re-wrapped (merchant and service keys): 3 "),
+        "{out}"
+    );
     assert!(out.contains("format-1 files re-sealed: 1 "), "{out}");
     let again = ledger_on(data.path(), &["keys", "rewrap"], &env).await;
     let out = text(&again.stdout);
-    assert!(again.status.success() && out.contains("service keys): 0 ") && out.contains("re-sealed: 0 "), "idempotent: {out}");
-    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).await.stdout);
-    assert!(status.contains(&format!("old key {a_id}: protects nothing any more")), "{status}");
+    assert!(
+        again.status.success()
+            && out.contains("service keys): 0 ")
+            && out.contains("re-sealed: 0 "),
+        "idempotent: {out}"
+    );
+    let status = text(
+        &ledger_on(data.path(), &["keys", "status"], &env)
+            .await
+            .stdout,
+    );
+    assert!(
+        status.contains(&format!("old key {a_id}: protects nothing any more")),
+        "{status}"
+    );
     assert!(status.contains("(format 1): 0"), "{status}");
-    let legacy = app.store.get_file(ledger::domain::LedgerId::from_i64(ids[0].parse().unwrap()), 1).await.unwrap().unwrap();
+    let legacy = app
+        .store
+        .get_file(
+            ledger::domain::LedgerId::from_i64(ids[0].parse().unwrap()),
+            1,
+        )
+        .await
+        .unwrap()
+        .unwrap();
     let merchant_key = legacy.key_id.as_deref().expect("format 2 now");
-    assert!(legacy.object_key.contains(&format!(".csv.k{merchant_key}.r")) && legacy.object_key.ends_with(".enc"), "{legacy:?}");
+    assert!(
+        legacy
+            .object_key
+            .contains(&format!(".csv.k{merchant_key}.r"))
+            && legacy.object_key.ends_with(".enc"),
+        "{legacy:?}"
+    );
     let storage = ledger::app::open_storage(&app.config).unwrap();
     let prefix = legacy.object_key.rsplit_once('/').unwrap().0;
-    assert_eq!(storage.list(prefix).await.unwrap(), vec![legacy.object_key.clone()], "the replaced object is gone");
-    let audit = text(&ledger_on(data.path(), &["keys", "audit"], &env).await.stdout);
-    assert!(audit.contains("ROOT_REWRAP") && audit.contains(&b_id), "{audit}");
+    assert_eq!(
+        storage.list(prefix).await.unwrap(),
+        vec![legacy.object_key.clone()],
+        "the replaced object is gone"
+    );
+    let audit = text(
+        &ledger_on(data.path(), &["keys", "audit"], &env)
+            .await
+            .stdout,
+    );
+    assert!(
+        audit.contains("ROOT_REWRAP") && audit.contains(&b_id),
+        "{audit}"
+    );
     app.stop().await;
 
     // A dropped: every file still downloads, byte for byte.
@@ -238,17 +318,35 @@ async fn shredding_a_merchant_makes_its_files_gone_and_leaves_the_others_readabl
 
     let refused = ledger_on(data.path(), &["merchant", "shred", "m_acme"], &env).await;
     assert!(!refused.status.success());
-    assert!(text(&refused.stderr).contains("--confirm"), "{}", text(&refused.stderr));
-    assert_eq!(body(&app, &ops, &acme[0]).await.is_empty(), false, "nothing happened");
+    assert!(
+        text(&refused.stderr).contains("--confirm"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(
+        !body(&app, &ops, &acme[0]).await.is_empty(),
+        "nothing happened"
+    );
 
     let shred = ledger_on(
         data.path(),
-        &["merchant", "shred", "m_acme", "--confirm", "--actor", "alice@example.com"],
+        &[
+            "merchant",
+            "shred",
+            "m_acme",
+            "--confirm",
+            "--actor",
+            "alice@example.com",
+        ],
         &env,
-    ).await;
+    )
+    .await;
     let out = text(&shred.stdout);
     assert!(shred.status.success(), "{out}{}", text(&shred.stderr));
-    assert!(out.contains("1 key(s) destroyed, 2 file(s) unreadable"), "{out}");
+    assert!(
+        out.contains("1 key(s) destroyed, 2 file(s) unreadable"),
+        "{out}"
+    );
 
     for id in &acme {
         let ledger = app.ledger(&ops, id).await;
@@ -260,17 +358,37 @@ async fn shredding_a_merchant_makes_its_files_gone_and_leaves_the_others_readabl
     }
     // The other merchant: untouched.
     assert_eq!(body(&app, &ops, &global[0]).await, kept);
-    assert!(app.ledger(&ops, &global[0]).await["file"].get("shreddedAt").is_none());
+    assert!(
+        app.ledger(&ops, &global[0]).await["file"]
+            .get("shreddedAt")
+            .is_none()
+    );
 
     // The record survives; a deleted shredded ledger is a 404 like any deleted one.
-    let audit = text(&ledger_on(data.path(), &["keys", "audit", "--merchant", "m_acme"], &env).await.stdout);
-    assert!(audit.contains("MERCHANT_SHRED\talice@example.com\tm_acme"), "{audit}");
-    assert_eq!(app.delete(&ops, &format!("/ledgers/{}", acme[1])).await.status(), 204);
+    let audit = text(
+        &ledger_on(
+            data.path(),
+            &["keys", "audit", "--merchant", "m_acme"],
+            &env,
+        )
+        .await
+        .stdout,
+    );
+    assert!(
+        audit.contains("MERCHANT_SHRED\talice@example.com\tm_acme"),
+        "{audit}"
+    );
+    assert_eq!(
+        app.delete(&ops, &format!("/ledgers/{}", acme[1]))
+            .await
+            .status(),
+        204
+    );
     assert_error(app.download(&ops, &acme[1]).await, 404, "NOT_FOUND").await;
 
     // The merchant's new files get a new key and read.
     let (id, _) = app.completed(&ops, open_statement("m_acme"), 60).await;
-    assert_eq!(body(&app, &ops, &id).await.is_empty(), false);
+    assert!(!body(&app, &ops, &id).await.is_empty());
     app.stop().await;
 }
 
@@ -292,7 +410,10 @@ async fn swapped(app: &TestApp, ids: &[String]) -> usize {
 #[tokio::test]
 async fn a_rewrap_killed_midway_resumes_while_jobs_complete() {
     let data = data_dir();
-    let (a, b) = (ledger::crypto::generate_key_base64(), ledger::crypto::generate_key_base64());
+    let (a, b) = (
+        ledger::crypto::generate_key_base64(),
+        ledger::crypto::generate_key_base64(),
+    );
     let app = serve(data.path(), &current(&a)).await;
     let ops = app.user("ops", "platform_admin", "*").await;
     let mut ids = completed_months(&app, &ops, "m_acme", 1..13).await;
@@ -318,10 +439,16 @@ async fn a_rewrap_killed_midway_resumes_while_jobs_complete() {
     loop {
         let n = swapped(&app, &ids).await;
         if n > 0 {
-            assert!(n < ids.len(), "the rewrap finished before it could be killed");
+            assert!(
+                n < ids.len(),
+                "the rewrap finished before it could be killed"
+            );
             break;
         }
-        assert!(first.try_wait().unwrap().is_none(), "the rewrap ended early");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the rewrap ended early"
+        );
         assert!(Instant::now() < deadline, "no file re-sealed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -343,26 +470,43 @@ async fn a_rewrap_killed_midway_resumes_while_jobs_complete() {
                     .await
                     .unwrap();
                 assert_eq!(r.status(), 202);
-                made.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+                made.push(
+                    r.json::<Value>().await.unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
             }
             made
         })
     };
     let second = ledger_on(data.path(), &["keys", "rewrap"], &env).await;
     let out = text(&second.stdout);
-    assert!(second.status.success(), "resumed: {out}{}", text(&second.stderr));
+    assert!(
+        second.status.success(),
+        "resumed: {out}{}",
+        text(&second.stderr)
+    );
     let resealed: usize = out
         .split("format-1 files re-sealed: ")
         .nth(1)
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
-    assert_eq!(partial + resealed, ids.len(), "the second run did the rest only: {out}");
+    assert_eq!(
+        partial + resealed,
+        ids.len(),
+        "the second run did the rest only: {out}"
+    );
     let made = racing.await.unwrap();
     for id in &made {
         app.wait_for(&ops, id, "COMPLETED", 60).await;
     }
-    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).await.stdout);
+    let status = text(
+        &ledger_on(data.path(), &["keys", "status"], &env)
+            .await
+            .stdout,
+    );
     assert!(status.contains("(format 1): 0"), "{status}");
     app.stop().await;
 
@@ -416,7 +560,9 @@ impl Switch {
 /// moto's KMS (the S3 server of the suite serves KMS too).
 fn moto() -> String {
     std::env::var("LEDGER_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
-        panic!("LEDGER_TEST_S3_ENDPOINT is unset: run under scripts/run-tests.sh, which starts moto")
+        panic!(
+            "LEDGER_TEST_S3_ENDPOINT is unset: run under scripts/run-tests.sh, which starts moto"
+        )
     })
 }
 
@@ -425,7 +571,10 @@ fn kms_root(key: &str, switch: &Switch) -> Vec<(&'static str, String)> {
     vec![
         ("APP_ENV_LEDGER_ENCRYPTION_KEY", String::new()),
         ("APP_ENV_LEDGER_KMS_KEY_ID", key.to_owned()),
-        ("APP_ENV_KMS_ENDPOINT", format!("http://127.0.0.1:{}", switch.port)),
+        (
+            "APP_ENV_KMS_ENDPOINT",
+            format!("http://127.0.0.1:{}", switch.port),
+        ),
         ("APP_ENV_KMS_REGION", "us-east-1".into()),
         ("APP_ENV_KMS_ACCESS_KEY_ID", "test".into()),
         ("APP_ENV_KMS_SECRET_ACCESS_KEY", "test".into()),
@@ -470,17 +619,31 @@ async fn a_move_to_kms_rewraps_everything_and_a_kms_outage_is_503_until_it_retur
     // recovery sweep instead (see BENCHMARKS.md's open questions), which this test is not
     // about.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (tokyo, _) = app.completed(&ops, statement("m_tokyo", "2025-02"), 60).await;
+    let (tokyo, _) = app
+        .completed(&ops, statement("m_tokyo", "2025-02"), 60)
+        .await;
     let tokyo_body = body(&app, &ops, &tokyo).await;
     let run = ledger_on(data.path(), &["keys", "rewrap"], &env).await;
     let out = text(&run.stdout);
     assert!(run.status.success(), "{out}{}", text(&run.stderr));
-    assert!(out.contains("everything is under kms:arn:aws:kms:us-east-1:"), "{out}");
+    assert!(
+        out.contains("everything is under kms:arn:aws:kms:us-east-1:"),
+        "{out}"
+    );
     // m_acme's key and the key of webhook secrets moved; m_tokyo's was made under KMS.
     assert!(out.contains("service keys): 2 "), "{out}");
-    let status = text(&ledger_on(data.path(), &["keys", "status"], &env).await.stdout);
+    let status = text(
+        &ledger_on(data.path(), &["keys", "status"], &env)
+            .await
+            .stdout,
+    );
     let local_id = MasterKey::from_base64(&local).unwrap().id().to_owned();
-    assert!(status.contains(&format!("old key local:{local_id}: protects nothing any more")), "{status}");
+    assert!(
+        status.contains(&format!(
+            "old key local:{local_id}: protects nothing any more"
+        )),
+        "{status}"
+    );
     app.stop().await;
 
     // KMS alone: everything reads (the local key is gone).

@@ -147,8 +147,8 @@ fn load_or_generate_races_agree_on_one_key() {
     );
 }
 
-/// A merchant key's keyring (format 2) seals objects only it opens; a root keyring (format
-/// 1) neither opens them nor has its own objects opened by a merchant key, whatever the key
+/// A merchant key's keyring (format 2) seals objects only it opens; a root keyring (format 1)
+/// neither opens them nor has its own objects opened by a merchant key, whatever the key
 /// bytes; relabelling the version byte breaks the wrapped key.
 #[test]
 fn format_2_objects_open_with_their_merchant_key_only() {

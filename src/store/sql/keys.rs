@@ -69,9 +69,16 @@ impl<D: Dialect> SqlStore<D> {
             .collect()
     }
 
-    async fn keys_where(&self, filter: &str, args: super::Args) -> Result<Vec<MerchantKeyRow>, StoreError> {
+    async fn keys_where(
+        &self,
+        filter: &str,
+        args: super::Args,
+    ) -> Result<Vec<MerchantKeyRow>, StoreError> {
         let rows: Vec<KeyTuple> = self
-            .fetch_all(&format!("SELECT {KEY_COLUMNS} FROM merchant_keys WHERE {filter}"), args)
+            .fetch_all(
+                &format!("SELECT {KEY_COLUMNS} FROM merchant_keys WHERE {filter}"),
+                args,
+            )
             .await?;
         rows.into_iter().map(key_row).collect()
     }
@@ -265,20 +272,22 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
             )
             .await?;
         rows.into_iter()
-            .map(|(id, merchant, version, attempt, object_key, header_sha256, sha256)| {
-                Ok(RootSealedFile {
-                    ledger_id: LedgerId::from_i64(id),
-                    merchant_id: MerchantId::parse(&merchant)
-                        .map_err(|_| StoreError::Corrupt(format!("merchant {merchant:?}")))?,
-                    version: u32::try_from(version)
-                        .map_err(|_| StoreError::Corrupt(format!("version {version}")))?,
-                    attempt: u32::try_from(attempt)
-                        .map_err(|_| StoreError::Corrupt(format!("attempt {attempt}")))?,
-                    object_key,
-                    header_sha256,
-                    sha256,
-                })
-            })
+            .map(
+                |(id, merchant, version, attempt, object_key, header_sha256, sha256)| {
+                    Ok(RootSealedFile {
+                        ledger_id: LedgerId::from_i64(id),
+                        merchant_id: MerchantId::parse(&merchant)
+                            .map_err(|_| StoreError::Corrupt(format!("merchant {merchant:?}")))?,
+                        version: u32::try_from(version)
+                            .map_err(|_| StoreError::Corrupt(format!("version {version}")))?,
+                        attempt: u32::try_from(attempt)
+                            .map_err(|_| StoreError::Corrupt(format!("attempt {attempt}")))?,
+                        object_key,
+                        header_sha256,
+                        sha256,
+                    })
+                },
+            )
             .collect()
     }
 

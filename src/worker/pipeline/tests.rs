@@ -291,7 +291,10 @@ async fn a_stalled_attempt_that_resumes_after_a_newer_one_completed_leaves_its_f
     let key = rig
         .worker
         .keys
-        .opening(&crate::domain::MerchantId::parse("m_1").unwrap(), file.key_id.as_deref().unwrap())
+        .opening(
+            &crate::domain::MerchantId::parse("m_1").unwrap(),
+            file.key_id.as_deref().unwrap(),
+        )
         .await
         .unwrap();
     let plain = crate::crypto::decrypt_to_vec(&key, binding, &sealed).unwrap();
