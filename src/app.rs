@@ -390,6 +390,15 @@ pub async fn run(
             crate::keys::GAUGE_EVERY,
             shutdown.clone(),
         ));
+        // Opt-in retention (APP_ENV_RETENTION_DAYS): unset, nothing is ever removed.
+        if let Some(keep) = config.retention {
+            tokio::spawn(crate::keys::retention::run(
+                store.clone(),
+                open_storage(&config)?,
+                keep,
+                shutdown.clone(),
+            ));
+        }
     }
     // Small writes leave at once: a WebSocket frame must not wait for the ACK of the one
     // before it (Nagle's algorithm against delayed ACKs adds up to 40 ms a frame).

@@ -14,6 +14,7 @@ mod list;
 mod live;
 mod logs;
 mod render;
+mod rewrap;
 mod serve;
 mod small;
 mod source;
@@ -141,6 +142,20 @@ enum Command {
         /// They and the in-process api use the backends of this process's APP_ENV_* variables.
         #[arg(long, default_value_t = 0)]
         workers: usize,
+    },
+    /// `ledger keys rewrap` over many small format-1 files (sealed by the master key
+    /// directly): files re-sealed per second; then a second rotation, which re-wraps the
+    /// merchant keys only. Use TMPDIR=/dev/shm (every object is fsynced).
+    Rewrap {
+        /// Ledgers to seed (~96% COMPLETED, each with one file).
+        #[arg(long, default_value_t = 104_167)]
+        ledgers: i64,
+        /// Plaintext bytes of each file.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        /// Files re-sealed at once (what `ledger keys rewrap` uses).
+        #[arg(long, default_value_t = ledger::keys::commands::REWRAP_CONCURRENCY)]
+        concurrency: usize,
     },
     /// One batch of every merchant (`"*"`): POST /batches → COMPLETED, ledgers per second
     /// and peak RSS.
@@ -341,6 +356,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             concurrency,
             workers,
         } => small::small(count, entries, concurrency, workers).await,
+        Command::Rewrap {
+            ledgers,
+            size,
+            concurrency,
+        } => rewrap::run(ledgers, size, concurrency).await,
         Command::Batch {
             merchants,
             entries,

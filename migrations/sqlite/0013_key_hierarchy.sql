@@ -28,6 +28,9 @@ ALTER TABLE ledger_files ADD COLUMN key_id TEXT;
 -- removed its objects (`shred_reason` says which: MERCHANT_SHRED, RETENTION).
 ALTER TABLE ledger_files ADD COLUMN shredded_at INTEGER;
 ALTER TABLE ledger_files ADD COLUMN shred_reason TEXT;
+-- When retention removed the file's objects (set after they are gone; a file marked for
+-- retention without it has objects left to remove).
+ALTER TABLE ledger_files ADD COLUMN removed_at INTEGER;
 -- The object a rewrap replaced (sealed by a local key directly), until it is removed: a
 -- rewrap finishes the removal, and a shred of the merchant waits for it.
 ALTER TABLE ledger_files ADD COLUMN replaced_object_key TEXT;

@@ -184,6 +184,8 @@ pub struct Config {
     pub encryption_keys_old: Vec<Secret>,
     /// `APP_ENV_LEDGER_KMS_KEY_ID` and `APP_ENV_KMS_*`: the root key in KMS, when set.
     pub kms: Option<KmsConfig>,
+    /// `APP_ENV_RETENTION_DAYS`: how long a FINAL ledger's files are kept (`None`: for ever).
+    pub retention: Option<Duration>,
     /// `APP_ENV_SIGNING_KEY`: PEM of the manifest signing key; generated when unset.
     pub signing_key: Option<Secret>,
     /// `APP_ENV_SIGNING_KEYS_OLD`: PEM of retired signing keys, still published.

@@ -195,6 +195,7 @@ fn read_all(r: &mut Reader<'_>) -> Config {
     let storage = storage(r, &data_dir);
     let source_dir = PathBuf::from(r.text_or_default(&t::SOURCE_DIR));
     let node_id = r.optional_integer(&t::NODE_ID);
+    let retention_days: Option<u32> = r.optional_integer(&t::RETENTION_DAYS);
     let job_timeout = r.millis(&t::JOB_TIMEOUT_MS);
     let job_deadline = r.millis(&t::JOB_DEADLINE_MS);
     let source = SourceSettings {
@@ -260,6 +261,7 @@ fn read_all(r: &mut Reader<'_>) -> Config {
         redis_tls_ca_file,
         storage,
         node_id,
+        retention: retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400)),
         job_timeout,
         sweep_interval,
         job_deadline,

@@ -40,6 +40,7 @@ pub const TABLE: &[Setting] = &[
     KMS_REGION,
     KMS_ACCESS_KEY_ID,
     KMS_SECRET_ACCESS_KEY,
+    RETENTION_DAYS,
     SIGNING_KEY,
     SIGNING_KEYS_OLD,
     SIGNING_ISSUER,
@@ -124,6 +125,19 @@ pub const DATA_DIR: Setting = Setting {
     help: "(./data)",
     summary: "SQLite file, local objects, dev keys",
     doc: "Holds the SQLite file, the local objects, the generated encryption key and the dev signing key (by default).",
+};
+
+pub const RETENTION_DAYS: Setting = Setting {
+    name: "APP_ENV_RETENTION_DAYS",
+    group: Group::Storage,
+    accepts: Accepts::Integer {
+        min: 1,
+        max: 36_500,
+    },
+    default: Default::Described("never"),
+    help: "",
+    summary: "days after which a FINAL ledger's files are removed (opt-in; unset: never)",
+    doc: "Opt-in retention: once a FINAL ledger's completion is this many days old, workers remove every object under `ledgers/{merchantId}/{ledgerId}/` (all versions and attempts) and mark its files shredded (`file.shreddedAt`, downloads 410 `SHREDDED`); the ledger rows and manifests stay. Checked hourly. Unset: nothing is ever removed.",
 };
 
 pub const NODE_ID: Setting = Setting {

@@ -36,6 +36,19 @@ mod parsing {
         );
         assert!(matches!(c.storage, StorageKind::Local(_)));
         assert_eq!(c.max_attempts, 5);
+        assert_eq!(c.retention, None, "nothing is ever removed unless asked");
+    }
+
+    #[test]
+    fn retention_is_opt_in_and_counted_in_days() {
+        let c = Config::from_vars(&vars(&[("APP_ENV_RETENTION_DAYS", "400")])).unwrap();
+        assert_eq!(c.retention, Some(Duration::from_secs(400 * 86_400)));
+        for bad in ["0", "-1", "1y", "36501"] {
+            let err = Config::from_vars(&vars(&[("APP_ENV_RETENTION_DAYS", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("APP_ENV_RETENTION_DAYS"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod commands;
 pub mod kms;
+pub mod retention;
 pub mod rewrap;
 #[cfg(test)]
 mod tests;

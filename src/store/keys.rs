@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::StoreError;
 use crate::domain::{LedgerId, MerchantId};
 
-/// A merchant key as stored: wrapped by a root key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A merchant key as stored: wrapped by a root key. `Debug` leaves the wrapped key out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MerchantKeyRow {
     /// Random, 32 hex characters; named in the header of every object it seals.
     pub key_id: String,
@@ -26,7 +26,8 @@ pub struct MerchantKeyRow {
 }
 
 /// A key of the service itself (e.g. the one sealing webhook secrets), wrapped by the root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` leaves the wrapped key out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ServiceKeyRow {
     /// What it is for.
     pub name: String,
@@ -39,8 +40,8 @@ pub struct ServiceKeyRow {
 }
 
 /// A webhook endpoint's sealed secrets, as stored (deleted endpoints included: their
-/// deliveries may still be attempted).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// deliveries may still be attempted). `Debug` shows the id only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SealedSecrets {
     /// The endpoint.
     pub webhook_id: i64,
@@ -48,6 +49,36 @@ pub struct SealedSecrets {
     pub secret: String,
     /// The secret a rotation replaced, sealed, if it is kept.
     pub previous: Option<String>,
+}
+
+impl std::fmt::Debug for MerchantKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MerchantKeyRow")
+            .field("key_id", &self.key_id)
+            .field("merchant_id", &self.merchant_id)
+            .field("root_key_id", &self.root_key_id)
+            .field("created_at", &self.created_at)
+            .field("shredded_at", &self.shredded_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ServiceKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceKeyRow")
+            .field("name", &self.name)
+            .field("root_key_id", &self.root_key_id)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SealedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedSecrets")
+            .field("webhook_id", &self.webhook_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A file still sealed by a root key directly (format 1), which a rewrap re-seals.
@@ -262,6 +293,19 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<Result<(), (String, DateTime<Utc>)>, StoreError>;
     /// Gives the lease up, if `holder` still has it.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+    /// FINAL ledgers completed before `before` whose objects retention has not removed yet
+    /// (also those a pass marked and did not finish), by id after `after`.
+    async fn expired_ledgers(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<LedgerId>,
+        limit: u32,
+    ) -> Result<Vec<(LedgerId, MerchantId)>, StoreError>;
+    /// Marks the ledger's files as removed by retention (`shredded_at`, `RETENTION`), before
+    /// their objects are removed; the number of files newly marked.
+    async fn mark_retained(&self, ledger: LedgerId, at: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Records that the ledger's objects are gone.
+    async fn mark_removed(&self, ledger: LedgerId, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Appends to the key audit log.
     async fn record_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
     /// The audit log, newest first (one merchant's or everyone's).

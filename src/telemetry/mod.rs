@@ -275,6 +275,15 @@ fn describe_metrics() {
          `kms:<key id>`, through their merchant key); a root key at 0 here, with no merchant \
          key under it (`ledger keys status`), may be retired."
     );
+    describe_counter!(
+        "ledger_retention_files_total",
+        "Files marked shredded by retention (APP_ENV_RETENTION_DAYS): their FINAL ledger's \
+         completion was older than the retention."
+    );
+    describe_counter!(
+        "ledger_retention_objects_removed_total",
+        "Objects retention removed (every version and attempt of an expired FINAL ledger)."
+    );
     describe_gauge!(
         "ledger_files_root_sealed",
         "Readable files still sealed by a local master key directly (format 1, from before the \

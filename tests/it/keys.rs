@@ -664,3 +664,96 @@ async fn a_move_to_kms_rewraps_everything_and_a_kms_outage_is_503_until_it_retur
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn retention_removes_the_objects_of_old_final_ledgers_at_a_faked_date() {
+    let data = data_dir();
+    let key = ledger::crypto::generate_key_base64();
+    let app = serve(data.path(), &current(&key)).await;
+    let ops = app.user("ops", "platform_admin", "*").await;
+    let old = completed_months(&app, &ops, "m_acme", 1..3).await;
+    let (draft, _) = app.completed(&ops, open_statement("m_global"), 60).await;
+    assert_eq!(app.ledger(&ops, &draft).await["stage"], "DRAFT");
+    let draft_body = body(&app, &ops, &draft).await;
+    let storage = ledger::app::open_storage(&app.config).unwrap();
+    let keep = Duration::from_secs(30 * 86_400);
+    let now = chrono::Utc::now();
+
+    // 20 days on: nothing is old enough.
+    let early = ledger::keys::retention::pass(
+        &*app.store,
+        &*storage,
+        keep,
+        now + chrono::Duration::days(20),
+    )
+    .await
+    .unwrap();
+    assert_eq!(early, ledger::keys::retention::Pass::default());
+    assert!(!body(&app, &ops, &old[0]).await.is_empty());
+
+    // 40 days on: both FINAL ledgers' objects go; the DRAFT stays.
+    let later = now + chrono::Duration::days(40);
+    let done = ledger::keys::retention::pass(&*app.store, &*storage, keep, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.ledgers, done.files, done.failed),
+        (2, 2, 0),
+        "{done:?}"
+    );
+    assert!(done.objects >= 2, "{done:?}");
+    for id in &old {
+        let ledger = app.ledger(&ops, id).await;
+        assert_eq!(ledger["status"], "COMPLETED", "the row stays");
+        assert!(ledger["file"]["shreddedAt"].is_string(), "{ledger}");
+        let r = assert_error(app.download(&ops, id).await, 410, "SHREDDED").await;
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("retention"),
+            "{r}"
+        );
+        assert_error(
+            app.get(&ops, &format!("/ledgers/{id}/manifest")).await,
+            410,
+            "SHREDDED",
+        )
+        .await;
+        let prefix = format!("ledgers/m_acme/{id}/");
+        assert!(
+            storage.list(&prefix).await.unwrap().is_empty(),
+            "every object under {prefix} is gone"
+        );
+    }
+    assert_eq!(body(&app, &ops, &draft).await, draft_body);
+    // Counted, recorded, and done once.
+    let again = ledger::keys::retention::pass(&*app.store, &*storage, keep, later)
+        .await
+        .unwrap();
+    assert_eq!(again, ledger::keys::retention::Pass::default());
+    let env = current(&key);
+    let audit = text(
+        &ledger_on(data.path(), &["keys", "audit"], &env)
+            .await
+            .stdout,
+    );
+    assert!(
+        audit.contains("RETENTION\tretention") && audit.contains("2 file(s) marked"),
+        "{audit}"
+    );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(&metrics, "ledger_retention_files_total") >= 2.0,
+        "{metrics}"
+    );
+    app.stop().await;
+}

@@ -535,6 +535,55 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         Ok(())
     }
 
+    async fn expired_ledgers(
+        &self,
+        before: DateTime<Utc>,
+        after: Option<LedgerId>,
+        limit: u32,
+    ) -> Result<Vec<(LedgerId, MerchantId)>, StoreError> {
+        let rows: Vec<(i64, String)> = self
+            .fetch_all(
+                "SELECT l.id, l.merchant_id FROM ledgers l \
+                 WHERE l.stage = 'FINAL' AND l.completed_at < $1 AND l.id > $2 \
+                 AND EXISTS (SELECT 1 FROM ledger_files f \
+                   WHERE f.ledger_id = l.id AND f.removed_at IS NULL) \
+                 ORDER BY l.id LIMIT $3",
+                args![
+                    before,
+                    after.map_or(i64::MIN, LedgerId::as_i64),
+                    i64::from(limit)
+                ],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(id, m)| {
+                Ok((
+                    LedgerId::from_i64(id),
+                    MerchantId::parse(&m)
+                        .map_err(|_| StoreError::Corrupt(format!("merchant {m:?}")))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn mark_retained(&self, ledger: LedgerId, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.execute(
+            "UPDATE ledger_files SET shredded_at = $1, shred_reason = 'RETENTION' \
+             WHERE ledger_id = $2 AND shredded_at IS NULL",
+            args![at, ledger.as_i64()],
+        )
+        .await
+    }
+
+    async fn mark_removed(&self, ledger: LedgerId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE ledger_files SET removed_at = $1 WHERE ledger_id = $2 AND removed_at IS NULL",
+            args![at, ledger.as_i64()],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn record_audit(&self, r: &AuditRecord) -> Result<(), StoreError> {
         self.execute(
             "INSERT INTO key_audit (at, actor, action, merchant_id, key_id, detail) \

@@ -304,6 +304,30 @@ pub async fn seed_batch_database(
     })
 }
 
+/// Gives every seeded file (format 1: no merchant key) the plaintext digest and size of
+/// the objects a benchmark writes for them (`ledger-bench rewrap`).
+pub async fn set_seeded_contents(
+    database: &crate::config::DatabaseKind,
+    sha256: &str,
+    size: i64,
+) -> anyhow::Result<()> {
+    use crate::config::DatabaseKind;
+    const SQL: &str = "UPDATE ledger_files SET sha256 = $1, size_bytes = $2 WHERE key_id IS NULL";
+    match database {
+        DatabaseKind::Sqlite(path) => {
+            let store = crate::store::sqlite::SqliteStore::open(path).await?;
+            let mut conn = store.pool.acquire().await?;
+            sqlx::Sqlite::execute(&mut conn, SQL, args![sha256, size]).await?;
+        }
+        DatabaseKind::Postgres(url) => {
+            let store = crate::store::postgres::PostgresStore::connect(url.expose()).await?;
+            let mut conn = store.pool.acquire().await?;
+            sqlx::Postgres::execute(&mut conn, SQL, args![sha256, size]).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Seeds `count` ledgers into the store `database` names (see the module); returns the
 /// lowest id written.
 pub async fn seed_database(
