@@ -300,7 +300,8 @@ fn help_lists_the_product_commands_and_no_bench() {
     assert_eq!(
         commands,
         [
-            "serve", "migrate", "batch", "token", "policy", "keygen", "openapi", "verify", "help"
+            "serve", "migrate", "batch", "token", "policy", "keygen", "keys", "merchant",
+            "openapi", "verify", "help"
         ],
         "{help}"
     );

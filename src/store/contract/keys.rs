@@ -265,6 +265,12 @@ pub async fn run<D: Dialect>(store: &SqlStore<D>) {
         (log[1].action.as_str(), log[1].actor.as_str()),
         ("MERCHANT_SHRED", "ops@host")
     );
+    assert_eq!(
+        log[1].key_id.as_deref(),
+        Some("k1a"),
+        "the destroyed key is named"
+    );
+    assert_eq!(log[0].key_id, None, "the second shred destroyed none");
     assert!(
         log[1]
             .detail

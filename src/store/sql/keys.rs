@@ -445,14 +445,16 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let m = merchant.as_str();
         // The key rows first: their row locks order this shred with completions and swaps.
-        let keys = D::Db::execute(
+        let destroyed: Vec<(String,)> = D::Db::fetch_all(
             &mut tx,
             "UPDATE merchant_keys SET wrapped = '', shredded_at = $1, shredded_by = $2 \
-             WHERE merchant_id = $3 AND shredded_at IS NULL",
+             WHERE merchant_id = $3 AND shredded_at IS NULL RETURNING key_id",
             args![at, actor, m],
         )
         .await
         .map_err(StoreError::from)?;
+        let keys = destroyed.len() as u64;
+        let ids: Vec<String> = destroyed.into_iter().map(|(id,)| id).collect();
         let (root_sealed,): (i64,) = D::Db::fetch_all(
             &mut tx,
             "SELECT COUNT(*) FROM ledger_files f JOIN ledgers l ON l.id = f.ledger_id \
@@ -481,12 +483,15 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
         D::Db::execute(
             &mut tx,
             "INSERT INTO key_audit (at, actor, action, merchant_id, key_id, detail) \
-             VALUES ($1, $2, 'MERCHANT_SHRED', $3, NULL, $4)",
-            args![
-                at,
-                actor,
-                m,
-                format!("{keys} merchant key(s) destroyed, {files} file(s) made unreadable")
+             VALUES ($1, $2, 'MERCHANT_SHRED', $3, $4, $5)",
+            vec![
+                at.into(),
+                Arg::Text(actor.to_owned()),
+                Arg::Text(m.to_owned()),
+                Arg::OptText((!ids.is_empty()).then(|| ids.join(","))),
+                Arg::Text(format!(
+                    "{keys} merchant key(s) destroyed, {files} file(s) made unreadable"
+                )),
             ],
         )
         .await
