@@ -159,7 +159,17 @@ async fn completed_months(
     ids
 }
 
-fn metric(text: &str, name: &str) -> f64 {
+/// The value of the counter or gauge `name` (without labels) on `app`'s `/metrics`.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find(|l| l.starts_with(name) && !l.starts_with('#'))
         .and_then(|l| l.rsplit(' ').next())
@@ -197,19 +207,8 @@ async fn a_root_rotation_rewrap_and_retirement_keep_every_file_readable() {
         assert_eq!(r.headers()["retry-after"], "5");
         assert_error(r, 503, "KEY_UNAVAILABLE").await;
     }
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metric(&metrics, "ledger_key_unavailable_total") >= 2.0,
-        "{metrics}"
-    );
+    let value = metric(&app, "ledger_key_unavailable_total").await;
+    assert!(value >= 2.0, "ledger_key_unavailable_total = {value}");
     app.stop().await;
 
     // B current, A kept as old: everything reads; new merchants' keys go under B.
@@ -742,18 +741,7 @@ async fn retention_removes_the_objects_of_old_final_ledgers_at_a_faked_date() {
         audit.contains("RETENTION\tretention") && audit.contains("2 file(s) marked"),
         "{audit}"
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metric(&metrics, "ledger_retention_files_total") >= 2.0,
-        "{metrics}"
-    );
+    let value = metric(&app, "ledger_retention_files_total").await;
+    assert!(value >= 2.0, "ledger_retention_files_total = {value}");
     app.stop().await;
 }
