@@ -49,10 +49,6 @@ pub const KMS_PREFIX: &str = "kms:";
 pub const CACHE_CAPACITY: usize = 10_000;
 /// How long an unwrapped merchant key stays in memory.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
-/// How long a merchant's live key row is reused for new files before it is read again: a
-/// job that starts within this time of a shred seals with the destroyed key, and its file
-/// is recorded shredded, as one running during the shred is.
-pub const LIVE_KEY_TTL: Duration = Duration::from_secs(5);
 /// Label of the authenticated context a key is wrapped under by a local root.
 const WRAP_CONTEXT: &[u8] = b"ledger-key-wrap-v1";
 
@@ -272,10 +268,6 @@ struct Inner {
     root: Root,
     store: Arc<dyn KeyStore>,
     cache: KeyCache,
-    /// Each merchant's live key row, read at most every [`LIVE_KEY_TTL`].
-    live: std::sync::Mutex<
-        std::collections::HashMap<MerchantId, (MerchantKeyRow, std::time::Instant)>,
-    >,
     /// The key that seals webhook secrets, once unwrapped (with the local keys, which
     /// open secrets sealed before it).
     secrets: tokio::sync::OnceCell<Keyring>,
@@ -300,7 +292,6 @@ impl Keys {
                 root,
                 store,
                 cache: KeyCache::new(CACHE_CAPACITY, CACHE_TTL),
-                live: std::sync::Mutex::new(std::collections::HashMap::new()),
                 secrets: tokio::sync::OnceCell::new(),
             }),
         }
@@ -390,34 +381,11 @@ impl Keys {
     }
 
     /// The merchant's live key, to seal a new file with (made and stored on the merchant's
-    /// first file). Its row is read again after [`LIVE_KEY_TTL`], so a shredded key seals
-    /// no file started later than that (and a completion records a file sealed with a
-    /// destroyed key as shredded); the unwrapping is cached.
+    /// first file). Its row is read every time, so a shredded key is never used for a new
+    /// file; the unwrapping is cached.
     pub async fn sealing(&self, merchant: &MerchantId) -> Result<Keyring, KeyError> {
-        let fresh = {
-            let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            live.get(merchant)
-                .filter(|(_, at)| at.elapsed() < LIVE_KEY_TTL)
-                .map(|(row, _)| row.clone())
-        };
-        if let Some(row) = fresh {
-            return self.unwrapped(&row).await;
-        }
-        let row = self.live_row(merchant).await?;
-        {
-            let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            if live.len() >= CACHE_CAPACITY {
-                live.clear();
-            }
-            live.insert(merchant.clone(), (row.clone(), std::time::Instant::now()));
-        }
-        self.unwrapped(&row).await
-    }
-
-    /// The merchant's live key row, made and stored when it has none.
-    async fn live_row(&self, merchant: &MerchantId) -> Result<MerchantKeyRow, KeyError> {
         let store = &self.inner.store;
-        Ok(match store.live_merchant_key(merchant).await? {
+        let row = match store.live_merchant_key(merchant).await? {
             Some(row) => row,
             None => {
                 let made = self.make(merchant).await?;
@@ -432,7 +400,8 @@ impl Keys {
                     })?
                 }
             }
-        })
+        };
+        self.unwrapped(&row).await
     }
 
     /// The key `key_id` of `merchant`, to open a file it sealed.
@@ -458,15 +427,9 @@ impl Keys {
         self.unwrapped(&row).await
     }
 
-    /// Forgets every unwrapped merchant key and live key row of this process (after a
-    /// shred).
+    /// Forgets every unwrapped merchant key of this process (after a shred).
     pub fn forget(&self) {
         self.inner.cache.clear();
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
     }
 
     /// Unwraps `row` (from the cache when it is there).
