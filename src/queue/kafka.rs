@@ -194,10 +194,12 @@ impl Queue for KafkaQueue {
             .subscribe(&[&self.settings.topic])
             .map_err(|e| QueueError::Backend(format!("subscribing: {e}")))?;
         let consumer = Arc::new(consumer);
-        tokio::spawn(report_lag(consumer.clone(), self.shutdown.clone()));
+        let stop_lag = self.shutdown.child_token();
+        let lag = tokio::spawn(report_lag(consumer.clone(), stop_lag.clone()));
         Ok(Box::new(KafkaConsumer {
-            consumer,
+            consumer: Some(consumer),
             topic: self.settings.topic.clone(),
+            lag: Some((stop_lag, lag)),
         }))
     }
 }
@@ -232,15 +234,26 @@ impl ConsumerContext for CommitReport {
 }
 
 struct KafkaConsumer {
-    consumer: Arc<JobConsumer>,
+    /// `None` once closed.
+    consumer: Option<Arc<JobConsumer>>,
     topic: String,
+    /// The lag reporter, which holds the consumer too, and what stops it.
+    lag: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl KafkaConsumer {
+    fn open(&self) -> Result<&Arc<JobConsumer>, QueueError> {
+        self.consumer
+            .as_ref()
+            .ok_or_else(|| QueueError::Backend("the Kafka consumer is closed".into()))
+    }
 }
 
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn next(&mut self) -> Result<Delivery, QueueError> {
         let message = self
-            .consumer
+            .open()?
             .recv()
             .await
             .map_err(|e| QueueError::Backend(format!("receiving from Kafka: {e}")))?;
@@ -274,27 +287,52 @@ impl Consumer for KafkaConsumer {
         // already, so a commit lost in a crash only replays the message, and the replay is
         // dropped (the job is no longer PENDING). Waiting cost each job a round trip to the
         // broker on a blocking thread.
-        self.consumer
+        self.open()?
             .commit(&offsets, CommitMode::Async)
             .map_err(|e| QueueError::Backend(format!("committing the offset: {e}")))
     }
 
+    /// Leaves the group, and returns only once the broker answered: the partitions move
+    /// to the other members at once instead of after the session timeout, and a process
+    /// started next (a restart, a rolling upgrade) joins a group this one has left. (A
+    /// leave that reached the broker after the next consumer had joined was seen to stall
+    /// the group's rebalance on the test broker until restarted.)
     async fn close(&mut self) {
-        // Leaving the group now hands the partitions over at once instead of after the
-        // session timeout.
-        self.consumer.unsubscribe();
+        if let Some((stop, task)) = self.lag.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        match Arc::try_unwrap(consumer) {
+            // Dropping the last handle closes the consumer (librdkafka's
+            // `rd_kafka_consumer_close`): it revokes its partitions, sends LeaveGroup and
+            // polls until that is done, so it runs on a blocking thread.
+            Ok(consumer) => {
+                if let Err(e) = tokio::task::spawn_blocking(move || drop(consumer)).await {
+                    tracing::warn!(error = %e, "closing the Kafka consumer failed");
+                }
+            }
+            Err(shared) => {
+                tracing::warn!(
+                    "the Kafka consumer is still in use at shutdown; it leaves its group when released"
+                );
+                drop(shared);
+            }
+        }
     }
 }
 
 /// Exports `ledger_kafka_consumer_lag{partition}` for the partitions this consumer holds,
 /// and 0 for those it held before a rebalance took them away (the new holder reports them),
 /// so a sum over every process counts each partition once.
-async fn report_lag(consumer: Arc<JobConsumer>, shutdown: CancellationToken) {
+async fn report_lag(consumer: Arc<JobConsumer>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(LAG_EVERY);
     let mut held: std::collections::HashSet<i32> = std::collections::HashSet::new();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         let c = consumer.clone();
@@ -372,9 +410,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_kafka_queue_meets_the_contract() {
-        let queue = KafkaQueue::connect(settings(), CancellationToken::new())
+    /// A queue on the test broker, once the broker answers.
+    async fn ready_queue(settings: KafkaSettings) -> KafkaQueue {
+        let queue = KafkaQueue::connect(settings, CancellationToken::new())
             .await
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -386,10 +424,77 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        queue
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_kafka_queue_meets_the_contract() {
+        let queue = ready_queue(settings()).await;
         let store = SqliteStore::in_memory().await.unwrap();
         store.migrate().await.unwrap();
         super::super::contract::run_all(Arc::new(queue), Arc::new(store) as Arc<dyn JobStore>)
             .await;
+    }
+
+    fn job(id: i64) -> JobMessage {
+        JobMessage {
+            ledger_id: LedgerId::from_i64(id),
+            merchant_id: crate::domain::MerchantId::parse("m_1").unwrap(),
+            redelivery: false,
+        }
+    }
+
+    /// The members of `group` the broker knows.
+    async fn members(queue: &KafkaQueue, group: &str) -> usize {
+        let producer = queue.producer.clone();
+        let group = group.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let list = producer
+                .client()
+                .fetch_group_list(Some(&group), Duration::from_secs(5))
+                .expect("listing the group");
+            list.groups()
+                .iter()
+                .find(|g| g.name() == group)
+                .map_or(0, |g| g.members().len())
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A worker that stops has left its group when its consumer's close returns, so the
+    /// process that replaces it (a restart, a rolling upgrade) is not joining a group the
+    /// old one is still leaving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_consumer_has_left_its_group() {
+        let settings = settings();
+        let group = settings.group_id.clone();
+        let queue = ready_queue(settings).await;
+        let mut first = queue.consumer().await.unwrap();
+        queue.enqueue(&job(1)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), first.next())
+            .await
+            .expect("the first consumer got no message")
+            .unwrap();
+        assert_eq!(got.ledger_id, Some(LedgerId::from_i64(1)));
+        first.ack(got).await.unwrap();
+        assert_eq!(members(&queue, &group).await, 1);
+        first.close().await;
+        assert_eq!(
+            members(&queue, &group).await,
+            0,
+            "the consumer was still in its group after close"
+        );
+        assert!(first.next().await.is_err(), "a closed consumer receives");
+
+        let mut second = queue.consumer().await.unwrap();
+        queue.enqueue(&job(2)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), second.next())
+            .await
+            .expect("the next consumer of the group got no message")
+            .unwrap();
+        assert_eq!(got.ledger_id, Some(LedgerId::from_i64(2)));
+        second.close().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,12 +505,7 @@ mod tests {
             .await
             .unwrap();
         let started = std::time::Instant::now();
-        let message = JobMessage {
-            ledger_id: LedgerId::from_i64(1),
-            merchant_id: crate::domain::MerchantId::parse("m_1").unwrap(),
-            redelivery: false,
-        };
-        assert!(queue.enqueue(&message).await.is_err());
+        assert!(queue.enqueue(&job(1)).await.is_err());
         assert!(queue.ready().await.is_err());
         assert!(started.elapsed() < Duration::from_secs(20));
     }
