@@ -146,10 +146,27 @@ pub async fn keys(
         (Some(kms), local) => {
             let client = crate::keys::kms::KmsClient::new(&kms.settings)
                 .map_err(|e| anyhow::anyhow!("APP_ENV_KMS_*: {e}"))?;
-            let arn = client
-                .describe_key(&kms.key_id)
-                .await
-                .map_err(|e| anyhow::anyhow!("APP_ENV_LEDGER_KMS_KEY_ID ({}): {e}", kms.key_id))?;
+            let arn = match client.describe_key(&kms.key_id).await {
+                Ok(arn) => arn,
+                // A key ARN is the root's id as it is: a KMS that cannot be reached now
+                // makes what needs it wait (503 KEY_UNAVAILABLE, postponed webhooks), as
+                // when it goes down later, instead of keeping the service down.
+                Err(crate::keys::kms::KmsError::Unavailable(e)) if is_key_arn(&kms.key_id) => {
+                    tracing::warn!(target: "ledger::keys", keyId = %kms.key_id, error = %e,
+                        "KMS is unreachable at start-up; starting with the configured key ARN, \
+                         and what needs the key waits for KMS");
+                    kms.key_id.clone()
+                }
+                Err(e) => anyhow::bail!(
+                    "APP_ENV_LEDGER_KMS_KEY_ID ({}): {e}{}",
+                    kms.key_id,
+                    if is_key_arn(&kms.key_id) {
+                        ""
+                    } else {
+                        " (with the key's ARN the service also starts while KMS is unreachable)"
+                    }
+                ),
+            };
             Root::Kms { client, arn, local }
         }
         (None, Some(local)) => Root::Local(local),
@@ -158,6 +175,16 @@ pub async fn keys(
         }
     };
     Ok(Keys::new(root, store))
+}
+
+/// `arn:<partition>:kms:<region>:<account>:key/<id>`: a key's own ARN, which names the
+/// root without asking KMS (an alias ARN names whatever key the alias points to).
+fn is_key_arn(id: &str) -> bool {
+    let parts: Vec<&str> = id.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "kms"
+        && parts[5].strip_prefix("key/").is_some_and(|k| !k.is_empty())
 }
 
 /// The manifest signer: the configured key, or (embedded default) a key in the data dir.
@@ -433,4 +460,27 @@ pub async fn run(
     served.context("serving HTTP")?;
     tracing::info!("ledger stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_key_arn;
+
+    #[test]
+    fn only_a_key_arn_names_the_root_without_asking_kms() {
+        assert!(is_key_arn(
+            "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        ));
+        assert!(is_key_arn("arn:aws-cn:kms:cn-north-1:111122223333:key/k"));
+        for other in [
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "alias/ledger-root",
+            "arn:aws:kms:us-east-1:111122223333:alias/ledger-root",
+            "arn:aws:kms:us-east-1:111122223333:key/",
+            "arn:aws:s3:::bucket/key/x",
+            "arn:aws:kms:us-east-1",
+        ] {
+            assert!(!is_key_arn(other), "{other}");
+        }
+    }
 }

@@ -655,6 +655,29 @@ async fn a_move_to_kms_rewraps_everything_and_a_kms_outage_is_503_until_it_retur
         assert_eq!(&body(&app, &ops, id).await, want, "after the outage");
     }
     app.stop().await;
+
+    // KMS unreachable at start-up: named by its id the key cannot be resolved, and the
+    // command says how to start anyway; named by its ARN the service starts, answers 503
+    // until KMS is back, then serves.
+    let arn = out
+        .split("everything is under kms:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    switch.set(false);
+    let refused = ledger_on(data.path(), &["keys", "status"], &env).await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("with the key's ARN the service also starts"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let app = serve(data.path(), &kms_root(&arn, &switch)).await;
+    assert_error(app.download(&ops, &acme[0]).await, 503, "KEY_UNAVAILABLE").await;
+    switch.set(true);
+    assert_eq!(body(&app, &ops, &acme[0]).await, expected[0]);
+    app.stop().await;
 }
 
 #[tokio::test]
