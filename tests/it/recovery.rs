@@ -153,9 +153,11 @@ async fn kill_dash_nine_mid_job_loses_nothing() {
                 .await,
         );
     }
-    // Kill the process while the big first job is PROCESSING.
+    // Kill the process while the big first job is PROCESSING. (60 s: in the production
+    // run the process's consumers form a new group first, and on the test broker every
+    // member that joins restarts the rebalance, 5 s or more a round.)
     first
-        .wait_for(&client, &token, &ids[0], "PROCESSING", 30)
+        .wait_for(&client, &token, &ids[0], "PROCESSING", 60)
         .await;
     first.child.kill().unwrap(); // SIGKILL
     first.child.wait().unwrap();
