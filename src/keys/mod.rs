@@ -26,6 +26,7 @@ pub mod rewrap;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,11 @@ pub const KMS_PREFIX: &str = "kms:";
 pub const CACHE_CAPACITY: usize = 10_000;
 /// How long an unwrapped merchant key stays in memory.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How long a merchant's live key row is reused for new files before it is read again. A
+/// job that seals with a key shredded meanwhile is refused at its completion
+/// ([`crate::store::StoreError::KeyShredded`]) and runs again under the merchant's next
+/// key, its process having forgotten the row ([`Keys::forget_live`]).
+pub const LIVE_KEY_TTL: Duration = Duration::from_secs(5);
 /// Label of the authenticated context a key is wrapped under by a local root.
 const WRAP_CONTEXT: &[u8] = b"ledger-key-wrap-v1";
 
@@ -268,6 +274,8 @@ struct Inner {
     root: Root,
     store: Arc<dyn KeyStore>,
     cache: KeyCache,
+    /// Each merchant's live key row, read at most every [`LIVE_KEY_TTL`].
+    live: std::sync::Mutex<HashMap<MerchantId, (MerchantKeyRow, std::time::Instant)>>,
     /// The key that seals webhook secrets, once unwrapped (with the local keys, which
     /// open secrets sealed before it).
     secrets: tokio::sync::OnceCell<Keyring>,
@@ -292,6 +300,7 @@ impl Keys {
                 root,
                 store,
                 cache: KeyCache::new(CACHE_CAPACITY, CACHE_TTL),
+                live: std::sync::Mutex::new(HashMap::new()),
                 secrets: tokio::sync::OnceCell::new(),
             }),
         }
@@ -381,11 +390,36 @@ impl Keys {
     }
 
     /// The merchant's live key, to seal a new file with (made and stored on the merchant's
-    /// first file). Its row is read every time, so a shredded key is never used for a new
-    /// file; the unwrapping is cached.
+    /// first file). Its row is reused for [`LIVE_KEY_TTL`] and its unwrapping is cached; a
+    /// file sealed with a key shredded meanwhile is refused at its completion.
     pub async fn sealing(&self, merchant: &MerchantId) -> Result<Keyring, KeyError> {
+        let fresh = {
+            let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.get(merchant)
+                .filter(|(_, at)| at.elapsed() < LIVE_KEY_TTL)
+                .map(|(row, _)| row.clone())
+        };
+        if let Some(row) = fresh {
+            return self.unwrapped(&row).await;
+        }
+        let row = self.live_row(merchant).await?;
+        {
+            let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            if live.len() >= CACHE_CAPACITY {
+                live.retain(|_, (_, at)| at.elapsed() < LIVE_KEY_TTL);
+                if live.len() >= CACHE_CAPACITY {
+                    live.clear();
+                }
+            }
+            live.insert(merchant.clone(), (row.clone(), std::time::Instant::now()));
+        }
+        self.unwrapped(&row).await
+    }
+
+    /// The merchant's live key row, made and stored when it has none.
+    async fn live_row(&self, merchant: &MerchantId) -> Result<MerchantKeyRow, KeyError> {
         let store = &self.inner.store;
-        let row = match store.live_merchant_key(merchant).await? {
+        Ok(match store.live_merchant_key(merchant).await? {
             Some(row) => row,
             None => {
                 let made = self.make(merchant).await?;
@@ -400,8 +434,7 @@ impl Keys {
                     })?
                 }
             }
-        };
-        self.unwrapped(&row).await
+        })
     }
 
     /// The key `key_id` of `merchant`, to open a file it sealed.
@@ -427,9 +460,25 @@ impl Keys {
         self.unwrapped(&row).await
     }
 
-    /// Forgets every unwrapped merchant key of this process (after a shred).
+    /// Forgets every unwrapped merchant key and live key row of this process (after a
+    /// shred).
     pub fn forget(&self) {
         self.inner.cache.clear();
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Forgets `merchant`'s live key row, found shredded: its next file reads the row again
+    /// (and makes the merchant a new key).
+    pub fn forget_live(&self, merchant: &MerchantId) {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(merchant);
     }
 
     /// Unwraps `row` (from the cache when it is there).

@@ -48,6 +48,14 @@ pub enum StoreError {
     /// shutting down.
     #[error("job store backend error: {0}")]
     Unavailable(String),
+    /// A completion was refused because the merchant key its file is sealed with was
+    /// shredded meanwhile: that file can never be read, and the attempt must seal again
+    /// under the merchant's next key.
+    #[error("merchant key {key_id} was shredded before the file it sealed was recorded")]
+    KeyShredded {
+        /// The shredded key.
+        key_id: String,
+    },
 }
 
 /// What a new ledger is made of; the id comes from the Snowflake generator.

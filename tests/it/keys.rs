@@ -327,6 +327,10 @@ async fn shredding_a_merchant_makes_its_files_gone_and_leaves_the_others_readabl
         "nothing happened"
     );
 
+    // The service seals a file of the merchant just before the shred.
+    let (just_before, _) = app
+        .completed(&ops, statement("m_acme", "2025-07"), 60)
+        .await;
     let shred = ledger_on(
         data.path(),
         &[
@@ -343,11 +347,21 @@ async fn shredding_a_merchant_makes_its_files_gone_and_leaves_the_others_readabl
     let out = text(&shred.stdout);
     assert!(shred.status.success(), "{out}{}", text(&shred.stderr));
     assert!(
-        out.contains("1 key(s) destroyed, 2 file(s) unreadable"),
+        out.contains("1 key(s) destroyed, 3 file(s) unreadable"),
         "{out}"
     );
+    // A ledger of the merchant requested right after the shred (the service has just
+    // sealed with the destroyed key, and may reuse its row for a few seconds) completes
+    // under a new key and reads: an attempt sealed with the destroyed key is refused at its
+    // completion and runs again.
+    let (after, _) = app
+        .completed(&ops, statement("m_acme", "2025-08"), 60)
+        .await;
+    let ledger = app.ledger(&ops, &after).await;
+    assert!(ledger["file"].get("shreddedAt").is_none(), "{ledger}");
+    assert!(!body(&app, &ops, &after).await.is_empty());
 
-    for id in &acme {
+    for id in acme.iter().chain([&just_before]) {
         let ledger = app.ledger(&ops, id).await;
         assert_eq!(ledger["status"], "COMPLETED");
         assert!(ledger["file"]["shreddedAt"].is_string(), "{ledger}");

@@ -119,10 +119,11 @@ impl<D: Dialect> SqlStore<D> {
         let mut tx = self.pool.begin().await?;
         // A shred of the file's merchant key and this completion are ordered on the key's
         // row: PostgreSQL reads it FOR SHARE first, so a shred either committed (and the
-        // insert below, a later statement, reads the key as shredded: the file is recorded
-        // so, as it was sealed with a destroyed key) or waits for this transaction and then
-        // marks the file (see `keys`). On SQLite the insert is the transaction's first
-        // statement and takes the one write lock with its read.
+        // insert below, a later statement, finds the key shredded: the completion is
+        // refused, as the file can never be read, and the attempt seals again under the
+        // merchant's next key) or waits for this transaction and then marks the file (see
+        // `keys`). On SQLite the insert is the transaction's first statement and takes the
+        // one write lock with its read.
         if !D::SHARE_ROW.is_empty() {
             D::Db::execute(
                 &mut tx,
@@ -143,10 +144,10 @@ impl<D: Dialect> SqlStore<D> {
             &format!(
                 "INSERT INTO ledger_files (ledger_id, version, content_type, size_bytes, \
                  sha256, file_name, object_key, attempt, created_at, header_sha256, manifest, \
-                 key_id, shredded_at, shred_reason) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, k.key_id, k.shredded_at, \
-                 CASE WHEN k.shredded_at IS NOT NULL THEN 'MERCHANT_SHRED' END \
-                 FROM merchant_keys k WHERE k.key_id = $12 AND EXISTS (SELECT 1 FROM ledgers \
+                 key_id) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, k.key_id \
+                 FROM merchant_keys k WHERE k.key_id = $12 AND k.shredded_at IS NULL \
+                 AND EXISTS (SELECT 1 FROM ledgers \
                  WHERE id = $1 AND {} AND attempt_count = $8 AND version = $2)",
                 t.guard
             ),
@@ -167,22 +168,26 @@ impl<D: Dialect> SqlStore<D> {
         )
         .await?;
         if inserted == 0 {
-            // Refused: the attempt lost its lease — or the file names a merchant key that is
-            // not stored, a broken invariant, said as such.
-            let key: Vec<(String,)> = D::Db::fetch_all(
+            // Refused: the attempt lost its lease — or its merchant key was shredded — or the
+            // file names a merchant key that is not stored, a broken invariant, said as such.
+            let key: Vec<(i64,)> = D::Db::fetch_all(
                 &mut tx,
-                "SELECT key_id FROM merchant_keys WHERE key_id = $1",
+                "SELECT CAST(CASE WHEN shredded_at IS NULL THEN 0 ELSE 1 END AS BIGINT) \
+                 FROM merchant_keys WHERE key_id = $1",
                 args![file.key_id.as_str()],
             )
             .await?;
             tx.rollback().await?;
-            if key.is_empty() {
-                return Err(StoreError::Corrupt(format!(
+            return match key.first() {
+                None => Err(StoreError::Corrupt(format!(
                     "ledger {id}: its file is sealed by merchant key {}, which is not stored",
                     file.key_id
-                )));
-            }
-            return Ok(None);
+                ))),
+                Some((1,)) => Err(StoreError::KeyShredded {
+                    key_id: file.key_id.clone(),
+                }),
+                Some(_) => Ok(None),
+            };
         }
         // The phases the attempt has not recorded yet go on the timeline before the
         // COMPLETED the status change adds; the UPDATE below fences them with the file.

@@ -301,6 +301,10 @@ pub(super) async fn execute(
     {
         Ok(Some(done)) => Ok(done),
         Ok(None) => Err(JobError::LeaseLost),
+        Err(crate::store::StoreError::KeyShredded { key_id }) => Err(JobError::KeyShredded {
+            key_id,
+            object_key: file.object_key,
+        }),
         Err(e) => Err(JobError::execution(
             "the job store did not answer",
             format_args!("recording completion: {e}"),

@@ -56,6 +56,15 @@ enum JobError {
     /// Shutdown: give the job back.
     #[error("stopped by shutdown")]
     Stopped,
+    /// The merchant key the file was sealed with was shredded before the completion: the
+    /// object can never be read; the job is given back to seal under the merchant's next key.
+    #[error("merchant key {key_id} was shredded while the file was sealed")]
+    KeyShredded {
+        /// The shredded key.
+        key_id: String,
+        /// The attempt's object, sealed with it.
+        object_key: String,
+    },
 }
 
 impl JobError {
@@ -208,6 +217,37 @@ impl Timeline {
     }
 }
 
+/// Gives the attempt's job back (PENDING) and puts it on the queue again, so another
+/// attempt takes it now rather than at the sweep after the job timeout (this process
+/// acknowledges its message); whether it was released.
+async fn release(worker: &Worker, ledger: &Ledger, timeline: &mut Timeline) -> bool {
+    timeline.flush_before_end(worker, ledger).await;
+    match worker
+        .store
+        .release(ledger.id, ledger.attempt_count, Utc::now())
+        .await
+    {
+        Ok(Some(released)) => {
+            worker.notifier.status(&released).await;
+            let message = JobMessage {
+                ledger_id: released.id,
+                merchant_id: released.merchant_id.clone(),
+                redelivery: false,
+            };
+            if let Err(e) = worker.queue.enqueue(&message).await {
+                tracing::error!(ledgerId = %released.id, error = %e,
+                    "re-enqueueing a released job failed; the sweep will");
+            }
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::error!(ledgerId = %ledger.id, error = %e, "releasing the job failed; the sweep will");
+            false
+        }
+    }
+}
+
 /// Runs the claimed `ledger` to a terminal state; returns it, or `None` when the attempt
 /// was fenced off or released. `claimed` is when the claim was asked for.
 pub async fn run(
@@ -287,31 +327,28 @@ pub async fn run(
             None
         }
         Err(JobError::Stopped) => {
-            timeline.flush_before_end(worker, &ledger).await;
-            let released = store.release(ledger.id, attempt, Utc::now()).await;
-            match released {
-                Ok(Some(released)) => {
-                    phase_log!(ledger, "RELEASED (shutdown)");
-                    worker.notifier.status(&released).await;
-                    // Back on the queue at once, so another worker takes it now rather than at
-                    // the sweep after the job timeout (this process acknowledges its message).
-                    let message = JobMessage {
-                        ledger_id: released.id,
-                        merchant_id: released.merchant_id.clone(),
-                        redelivery: false,
-                    };
-                    if let Err(e) = worker.queue.enqueue(&message).await {
-                        tracing::error!(ledgerId = %released.id, error = %e,
-                        "re-enqueueing a released job failed; the sweep will");
-                    }
-                    None
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(ledgerId = %ledger.id, error = %e, "releasing the job failed; the sweep will");
-                    None
-                }
+            if release(worker, &ledger, &mut timeline).await {
+                phase_log!(ledger, "RELEASED (shutdown)");
             }
+            None
+        }
+        Err(JobError::KeyShredded { key_id, object_key }) => {
+            // The merchant was shredded while this attempt sealed its file: this process
+            // reads the merchant's key row again (and makes it a new key), the object that
+            // no key opens any more goes, and the job runs again at once.
+            worker.vault().keys().forget_live(&ledger.merchant_id);
+            if let Err(e) = worker.vault().storage().delete(&object_key).await {
+                tracing::warn!(ledgerId = %ledger.id, objectKey = %object_key, error = %e,
+                    "removing an object sealed with a shredded key failed (no key opens it)");
+            }
+            if release(worker, &ledger, &mut timeline).await {
+                phase_log!(
+                    ledger,
+                    "RELEASED (merchant key shredded while sealing; sealed again under its next key)",
+                    keyId = key_id.as_str()
+                );
+            }
+            None
         }
         Err(err) => {
             let reason = err.reason(ledger.id);

@@ -422,3 +422,41 @@ async fn a_short_job_records_its_phases_with_its_completion_and_a_failed_one_wit
         ["PENDING", "PROCESSING", "FETCH_START", "REJECTED"]
     );
 }
+
+/// A merchant shredded while a job sealed its file: the completion is refused, the object
+/// no key opens any more is removed and the job is given back; run again, it seals under
+/// the merchant's next key (the worker had reused the destroyed key's row).
+#[tokio::test]
+async fn a_job_sealed_with_a_key_shredded_meanwhile_runs_again_under_the_next_key() {
+    let rig = rig(1_000, Duration::from_secs(60)).await;
+    let store = rig.worker.store.clone();
+    let merchant = crate::domain::MerchantId::parse("m_1").unwrap();
+    let first = ran(rig.run(rig.pending(1, "2026-01").await).await);
+    let destroyed = store.get_file(first.id, 1).await.unwrap().unwrap().key_id;
+    assert!(destroyed.is_some());
+    store
+        .shred_merchant(&merchant, "test", Utc::now())
+        .await
+        .unwrap();
+
+    let id = rig.pending(2, "2026-02").await;
+    assert_eq!(rig.run(id).await, TaskOutcome::Ran(None), "given back");
+    let l = store.get_ledger(id).await.unwrap().unwrap();
+    assert_eq!((l.status, l.attempt_count), (Status::Pending, 1));
+    assert!(store.get_file(id, 1).await.unwrap().is_none());
+    let prefix = format!("ledgers/m_1/{id}/");
+    assert!(
+        rig.worker.storage.list(&prefix).await.unwrap().is_empty(),
+        "the refused attempt's object is removed"
+    );
+
+    let done = ran(rig.run(id).await);
+    assert_eq!((done.status, done.attempt_count), (Status::Completed, 2));
+    let file = store.get_file(id, 1).await.unwrap().unwrap();
+    assert!(file.info.shredded_at.is_none());
+    assert!(
+        file.key_id.is_some() && file.key_id != destroyed,
+        "{file:?}"
+    );
+    assert_eq!(rig.worker.storage.list(&prefix).await.unwrap().len(), 1);
+}
