@@ -117,24 +117,11 @@ impl<D: Dialect> SqlStore<D> {
         let t = transition(Action::Complete);
         let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
-        // A shred of the file's merchant key and this completion are ordered on the key's
-        // row: PostgreSQL reads it FOR SHARE first, so a shred either committed (and the
-        // insert below, a later statement, finds the key shredded: the completion is
-        // refused, as the file can never be read, and the attempt seals again under the
-        // merchant's next key) or waits for this transaction and then marks the file (see
-        // `keys`). On SQLite the insert is the transaction's first statement and takes the
-        // one write lock with its read.
-        if !D::SHARE_ROW.is_empty() {
-            D::Db::execute(
-                &mut tx,
-                &format!(
-                    "SELECT 1 FROM merchant_keys WHERE key_id = $1{}",
-                    D::SHARE_ROW
-                ),
-                args![file.key_id.as_str()],
-            )
-            .await?;
-        }
+        // A shred of the file's merchant key either committed before (the insert below finds
+        // the key shredded: the completion is refused, as the file can never be read, and
+        // the attempt seals again under the merchant's next key) or waits for this
+        // transaction and then marks the file.
+        super::keys::order_against_shred::<D>(&mut tx, &file.key_id).await?;
         // The fenced file insert comes first among the writes; in PostgreSQL it reads
         // without locking the ledger, and the conditional UPDATE below takes the row lock
         // and re-checks the attempt, so a lost lease still rolls the file back.

@@ -39,6 +39,29 @@ fn key_row(t: KeyTuple) -> Result<MerchantKeyRow, StoreError> {
     })
 }
 
+/// Orders the transaction on `conn` against a shred of merchant key `key_id`: PostgreSQL
+/// reads the key's row `FOR SHARE`, so a shred either committed before (and the statements
+/// after this one read the key as shredded) or waits for the transaction; nothing on
+/// SQLite, where the transaction's first write takes the one write lock with its read (a
+/// read first would make that upgrade fail when another process wrote meanwhile).
+pub(super) async fn order_against_shred<D: Dialect>(
+    conn: &mut <D::Db as sqlx::Database>::Connection,
+    key_id: &str,
+) -> Result<(), sqlx::Error> {
+    if !D::SHARE_ROW.is_empty() {
+        D::Db::execute(
+            conn,
+            &format!(
+                "SELECT 1 FROM merchant_keys WHERE key_id = $1{}",
+                D::SHARE_ROW
+            ),
+            args![key_id],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
@@ -294,22 +317,9 @@ impl<D: Dialect> KeyStore for SqlStore<D> {
     async fn swap_file_object(&self, r: &Resealed) -> Result<bool, StoreError> {
         let _gate = self.write_gate().await;
         let mut tx = self.pool.begin().await?;
-        // Ordered with a shred on the merchant key's row, as a completion is: PostgreSQL
-        // reads it FOR SHARE first (a shred either committed, and the update below sees the
-        // key shredded, or waits for this transaction); on SQLite the update is the
-        // transaction's one statement and takes the write lock with its read (a read first
-        // would make the upgrade fail when another process wrote meanwhile).
-        if !D::SHARE_ROW.is_empty() {
-            D::Db::execute(
-                &mut tx,
-                &format!(
-                    "SELECT 1 FROM merchant_keys WHERE key_id = $1{}",
-                    D::SHARE_ROW
-                ),
-                args![r.key_id.as_str()],
-            )
-            .await?;
-        }
+        // A shred either committed before (the update below sees the key shredded) or waits
+        // for this transaction, as with a completion.
+        order_against_shred::<D>(&mut tx, &r.key_id).await?;
         let n = D::Db::execute(
             &mut tx,
             "UPDATE ledger_files SET object_key = $1, header_sha256 = $2, key_id = $3, \
