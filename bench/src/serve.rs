@@ -37,7 +37,8 @@ pub async fn download(entries: u64, runs: usize) -> anyhow::Result<()> {
         entries,
         vec![("EUR", 0)],
     )?;
-    let bench = start_with(dir, 1, Default::default()).await?;
+    // With this process's APP_ENV_* settings (a KMS root, say).
+    let bench = start_with(dir, 1, crate::harness::env_vars()).await?;
     let id = bench
         .create(
             &json!({"merchantId": "m_dl", "type": "STATEMENT", "period": "2025", "format": "CSV"}),
