@@ -25,6 +25,9 @@ use crate::domain::LedgerId;
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often consumer lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(10);
+/// How long a closing consumer waits for each of its steps (the lag reporter's last
+/// measurement, the broker's answer to LeaveGroup) before it goes on without it.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 pub use crate::config::KafkaSettings;
 
@@ -292,15 +295,17 @@ impl Consumer for KafkaConsumer {
             .map_err(|e| QueueError::Backend(format!("committing the offset: {e}")))
     }
 
-    /// Leaves the group, and returns only once the broker answered: the partitions move
-    /// to the other members at once instead of after the session timeout, and a process
-    /// started next (a restart, a rolling upgrade) joins a group this one has left. (A
-    /// leave that reached the broker after the next consumer had joined was seen to stall
-    /// the group's rebalance on the test broker until restarted.)
+    /// Leaves the group, and returns once the broker answered (or after [`CLOSE_WAIT`]):
+    /// the partitions move to the other members at once instead of after the session
+    /// timeout, and a process started next (a restart, a rolling upgrade) joins a group
+    /// this one has left. (A leave that reached the broker after the next consumer had
+    /// joined was seen to stall the group's rebalance on the test broker until restarted.)
     async fn close(&mut self) {
         if let Some((stop, task)) = self.lag.take() {
             stop.cancel();
-            let _ = task.await;
+            if tokio::time::timeout(CLOSE_WAIT, task).await.is_err() {
+                tracing::warn!("the Kafka lag reporter did not stop in time");
+            }
         }
         let Some(consumer) = self.consumer.take() else {
             return;
@@ -308,10 +313,24 @@ impl Consumer for KafkaConsumer {
         match Arc::try_unwrap(consumer) {
             // Dropping the last handle closes the consumer (librdkafka's
             // `rd_kafka_consumer_close`): it revokes its partitions, sends LeaveGroup and
-            // polls until that is done, so it runs on a blocking thread.
+            // polls until that is done, without a bound of its own — so on a thread of its
+            // own, waited for at most CLOSE_WAIT (a broker that is down does not hold the
+            // shutdown; the session timeout then frees the partitions).
             Ok(consumer) => {
-                if let Err(e) = tokio::task::spawn_blocking(move || drop(consumer)).await {
-                    tracing::warn!(error = %e, "closing the Kafka consumer failed");
+                let (done, closed) = tokio::sync::oneshot::channel::<()>();
+                let spawned = std::thread::Builder::new()
+                    .name("kafka-close".into())
+                    .spawn(move || {
+                        drop(consumer);
+                        let _ = done.send(());
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "no thread to close the Kafka consumer on");
+                } else if tokio::time::timeout(CLOSE_WAIT, closed).await.is_err() {
+                    tracing::warn!(
+                        "the Kafka consumer did not leave its group within 10 s; it goes on \
+                         closing in the background (or its session times out)"
+                    );
                 }
             }
             Err(shared) => {
@@ -495,6 +514,31 @@ mod tests {
             .unwrap();
         assert_eq!(got.ledger_id, Some(LedgerId::from_i64(2)));
         second.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_closes_in_bounded_time_with_the_broker_down() {
+        let mut s = settings();
+        s.brokers = "127.0.0.1:9".into();
+        let queue = KafkaQueue::connect(s, CancellationToken::new())
+            .await
+            .unwrap();
+        let mut consumer = queue.consumer().await.unwrap();
+        // An error (the broker is unreachable) or nothing: never a message.
+        assert!(
+            !matches!(
+                tokio::time::timeout(Duration::from_secs(2), consumer.next()).await,
+                Ok(Ok(_))
+            ),
+            "a message from no broker"
+        );
+        let started = std::time::Instant::now();
+        consumer.close().await;
+        assert!(
+            started.elapsed() < CLOSE_WAIT * 2 + Duration::from_secs(2),
+            "closing took {:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
