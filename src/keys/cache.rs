@@ -63,6 +63,12 @@ impl KeyCache {
         entries.insert(id.to_owned(), (keyring, Instant::now()));
     }
 
+    /// Drops the expired keys.
+    pub fn purge_expired(&self) {
+        let ttl = self.ttl;
+        self.entries().retain(|_, (_, at)| at.elapsed() < ttl);
+    }
+
     /// Forgets every key.
     pub fn clear(&self) {
         self.entries().clear();

@@ -87,6 +87,29 @@ pub fn count_unavailable() {
     metrics::counter!("ledger_key_unavailable_total").increment(1);
 }
 
+/// Drops the expired keys of `keys` every minute until `shutdown`
+/// ([`Keys::purge_expired`]).
+pub async fn purge(keys: Keys, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        keys.purge_expired();
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ready::Ready for Keys {
+    async fn ready(&self) -> Result<(), String> {
+        self.inner
+            .reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 /// How often [`gauges`] counts the files each root key protects.
 pub const GAUGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -274,8 +297,12 @@ struct Inner {
     root: Root,
     store: Arc<dyn KeyStore>,
     cache: KeyCache,
-    /// Each merchant's live key row, read at most every [`LIVE_KEY_TTL`].
-    live: std::sync::Mutex<HashMap<MerchantId, (MerchantKeyRow, std::time::Instant)>>,
+    /// Each merchant's live key row, read at most every [`LIVE_KEY_TTL`], and a count of
+    /// the forgets: a row read before one is not kept after it.
+    live: std::sync::Mutex<LiveRows>,
+    /// Whether the root answered since start-up (always, for a local root; for KMS once
+    /// it described the key), and why not.
+    reached: std::sync::Mutex<Result<(), String>>,
     /// The key that seals webhook secrets, once unwrapped (with the local keys, which
     /// open secrets sealed before it).
     secrets: tokio::sync::OnceCell<Keyring>,
@@ -289,6 +316,14 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// The live key rows a process reuses, each with when it was read.
+#[derive(Default)]
+struct LiveRows {
+    rows: HashMap<MerchantId, (MerchantKeyRow, std::time::Instant)>,
+    /// How many times rows were forgotten: a row read before a forget is not kept.
+    forgets: u64,
+}
+
 /// The service key that seals webhook endpoints' signing secrets.
 pub const SECRETS_KEY: &str = "webhook-secrets";
 
@@ -300,10 +335,76 @@ impl Keys {
                 root,
                 store,
                 cache: KeyCache::new(CACHE_CAPACITY, CACHE_TTL),
-                live: std::sync::Mutex::new(HashMap::new()),
+                live: std::sync::Mutex::new(LiveRows::default()),
+                reached: std::sync::Mutex::new(Ok(())),
                 secrets: tokio::sync::OnceCell::new(),
             }),
         }
+    }
+
+    /// Keys whose KMS root could not be described at start-up (`why`): not ready
+    /// ([`crate::ready::Ready`]) until [`Keys::reach_root`] gets an answer.
+    pub fn unreached(root: Root, store: Arc<dyn KeyStore>, why: String) -> Self {
+        let keys = Self::new(root, store);
+        *keys.inner.reached.lock().unwrap_or_else(|e| e.into_inner()) = Err(why);
+        keys
+    }
+
+    /// Whether the root has answered since start-up.
+    pub fn root_reached(&self) -> bool {
+        self.inner
+            .reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_ok()
+    }
+
+    /// Asks KMS to describe the root key until it answers (every 5 s at first, then every
+    /// 30 s), or until `shutdown`; a key that is missing, disabled or not allowed is logged
+    /// as an error each time. Until then the process is not ready, so a rollout with a
+    /// wrong KMS setting stops at its first pod, while a KMS outage later on leaves
+    /// serving pods ready (what needs a key answers 503 meanwhile).
+    pub async fn reach_root(self, shutdown: tokio_util::sync::CancellationToken) {
+        let Root::Kms { client, arn, .. } = &self.inner.root else {
+            return;
+        };
+        let mut wait = Duration::from_secs(5);
+        while !self.root_reached() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            let outcome = client.describe_key(arn).await;
+            let mut reached = self.inner.reached.lock().unwrap_or_else(|e| e.into_inner());
+            match outcome {
+                Ok(_) => {
+                    tracing::info!(target: "ledger::keys", keyId = %arn, "KMS answered: the root key is reachable");
+                    *reached = Ok(());
+                }
+                Err(e @ self::kms::KmsError::Unavailable(_)) => {
+                    tracing::warn!(target: "ledger::keys", keyId = %arn, error = %e, "KMS is still unreachable");
+                    *reached = Err(format!("KMS unreachable: {e}"));
+                }
+                Err(e) => {
+                    tracing::error!(target: "ledger::keys", keyId = %arn, error = %e,
+                        "the KMS root key cannot be used (APP_ENV_LEDGER_KMS_KEY_ID)");
+                    *reached = Err(format!("the KMS root key cannot be used: {e}"));
+                }
+            }
+            wait = Duration::from_secs(30);
+        }
+    }
+
+    /// Drops the expired unwrapped keys and live key rows (a shredded merchant's, which
+    /// nothing looks up again, included), so none stays in memory past its time to live.
+    pub fn purge_expired(&self) {
+        self.inner.cache.purge_expired();
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rows
+            .retain(|_, (_, at)| at.elapsed() < LIVE_KEY_TTL);
     }
 
     /// The root.
@@ -392,26 +493,37 @@ impl Keys {
     /// The merchant's live key, to seal a new file with (made and stored on the merchant's
     /// first file). Its row is reused for [`LIVE_KEY_TTL`] and its unwrapping is cached; a
     /// file sealed with a key shredded meanwhile is refused at its completion.
-    pub async fn sealing(&self, merchant: &MerchantId) -> Result<Keyring, KeyError> {
-        let fresh = {
+    ///
+    /// `reread` skips the reuse: an attempt after the first may follow one refused for a
+    /// key shredded meanwhile, in this process or another.
+    pub async fn sealing(&self, merchant: &MerchantId, reread: bool) -> Result<Keyring, KeyError> {
+        let (fresh, forgets) = {
             let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            live.get(merchant)
-                .filter(|(_, at)| at.elapsed() < LIVE_KEY_TTL)
-                .map(|(row, _)| row.clone())
+            let fresh = live
+                .rows
+                .get(merchant)
+                .filter(|(_, at)| !reread && at.elapsed() < LIVE_KEY_TTL)
+                .map(|(row, _)| row.clone());
+            (fresh, live.forgets)
         };
         if let Some(row) = fresh {
             return self.unwrapped(&row).await;
         }
+        let read_at = std::time::Instant::now();
         let row = self.live_row(merchant).await?;
         {
             let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            if live.len() >= CACHE_CAPACITY {
-                live.retain(|_, (_, at)| at.elapsed() < LIVE_KEY_TTL);
-                if live.len() >= CACHE_CAPACITY {
-                    live.clear();
+            // A row read before a forget may be the forgotten one: used once, not kept.
+            if live.forgets == forgets {
+                let rows = &mut live.rows;
+                if rows.len() >= CACHE_CAPACITY {
+                    rows.retain(|_, (_, at)| at.elapsed() < LIVE_KEY_TTL);
+                    if rows.len() >= CACHE_CAPACITY {
+                        rows.clear();
+                    }
                 }
+                rows.insert(merchant.clone(), (row.clone(), read_at));
             }
-            live.insert(merchant.clone(), (row.clone(), std::time::Instant::now()));
         }
         self.unwrapped(&row).await
     }
@@ -464,21 +576,17 @@ impl Keys {
     /// shred).
     pub fn forget(&self) {
         self.inner.cache.clear();
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.rows.clear();
+        live.forgets += 1;
     }
 
     /// Forgets `merchant`'s live key row, found shredded: its next file reads the row again
     /// (and makes the merchant a new key).
     pub fn forget_live(&self, merchant: &MerchantId) {
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(merchant);
+        let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.rows.remove(merchant);
+        live.forgets += 1;
     }
 
     /// Unwraps `row` (from the cache when it is there).

@@ -462,7 +462,7 @@ async fn reseal(
 ) -> Result<Option<u64>, String> {
     let keys: &Keys = vault.keys();
     let key = keys
-        .sealing(&file.merchant_id)
+        .sealing(&file.merchant_id, false)
         .await
         .map_err(|e| e.to_string())?;
     let key_id = key.current_id().to_owned();

@@ -1,6 +1,8 @@
 //! The key service over a real (in-memory SQLite) store: merchant keys are made once, even
 //! by racing processes; a root rotation keeps every key reachable until its old root goes;
-//! a missing root is `Unavailable` naming it; a shredded key is never handed out.
+//! a missing root is `Unavailable` naming it; a shredded key is not handed out once its row
+//! is read again (the live row is reused for [`LIVE_KEY_TTL`]; a completion under a
+//! shredded key is refused, see the pipeline's tests).
 
 use std::sync::Arc;
 
@@ -41,12 +43,12 @@ async fn a_merchant_gets_one_key_even_from_racing_processes() {
     let a = master();
     let (one, two) = (keys_with(&store, &a, &[]), keys_with(&store, &a, &[]));
     let m1 = m("m_1");
-    let (x, y) = tokio::join!(one.sealing(&m1), two.sealing(&m1));
+    let (x, y) = tokio::join!(one.sealing(&m1, false), two.sealing(&m1, false));
     let (x, y) = (x.unwrap(), y.unwrap());
     assert_eq!(x.current_id(), y.current_id(), "one key for the merchant");
     assert_eq!(x.format(), crate::crypto::FORMAT_MERCHANT);
     assert_eq!(x.current_id().len(), 32);
-    let other = one.sealing(&m("m_2")).await.unwrap();
+    let other = one.sealing(&m("m_2"), false).await.unwrap();
     assert_ne!(other.current_id(), x.current_id());
 
     // What one process sealed, the other opens, from the store.
@@ -79,7 +81,7 @@ async fn a_root_rotation_keeps_keys_reachable_until_the_old_root_goes() {
     let store = store().await;
     let (a, b) = (master(), master());
     let under_a = keys_with(&store, &a, &[]);
-    let key = under_a.sealing(&m("m_1")).await.unwrap();
+    let key = under_a.sealing(&m("m_1"), false).await.unwrap();
     let sealed = encrypt_to_vec(&key, BINDING, b"statement").unwrap();
 
     // B current, A old: the key opens (unwrapped with A), new merchants' keys go under B.
@@ -89,7 +91,7 @@ async fn a_root_rotation_keeps_keys_reachable_until_the_old_root_goes() {
         decrypt_to_vec(&opened, BINDING, &sealed).unwrap(),
         b"statement"
     );
-    let newer = rotated.sealing(&m("m_2")).await.unwrap();
+    let newer = rotated.sealing(&m("m_2"), false).await.unwrap();
     let row = store
         .merchant_key(newer.current_id())
         .await
@@ -134,12 +136,20 @@ async fn a_shredded_key_is_never_handed_out_and_the_merchant_gets_a_new_one() {
     let store = store().await;
     let a = master();
     let keys = keys_with(&store, &a, &[]);
-    let key = keys.sealing(&m("m_1")).await.unwrap();
+    let key = keys.sealing(&m("m_1"), false).await.unwrap();
     let done = store
         .shred_merchant(&m("m_1"), "ops", Utc::now())
         .await
         .unwrap();
     assert_eq!(done.keys, 1);
+    // Within its reuse this process still seals with the row it read (the completion of
+    // such a file is refused); an attempt that reads the row again gets a new key.
+    assert_eq!(
+        keys.sealing(&m("m_1"), false).await.unwrap().current_id(),
+        key.current_id()
+    );
+    let fresh = keys.sealing(&m("m_1"), true).await.unwrap();
+    assert_ne!(fresh.current_id(), key.current_id());
     // A process that never cached it, and this one once it forgets.
     let other = keys_with(&store, &a, &[]);
     assert!(matches!(
@@ -151,7 +161,11 @@ async fn a_shredded_key_is_never_handed_out_and_the_merchant_gets_a_new_one() {
         keys.opening(&m("m_1"), key.current_id()).await,
         Err(KeyError::Shredded(_))
     ));
-    // New files of the merchant get a new key.
-    let next = keys.sealing(&m("m_1")).await.unwrap();
-    assert_ne!(next.current_id(), key.current_id());
+    // New files of the merchant get the new key, in every process.
+    let next = other.sealing(&m("m_1"), false).await.unwrap();
+    assert_eq!(next.current_id(), fresh.current_id());
+    assert_eq!(
+        keys.sealing(&m("m_1"), false).await.unwrap().current_id(),
+        fresh.current_id()
+    );
 }

@@ -82,7 +82,7 @@ pub(super) async fn execute(
     // fails the attempt as retryable, naming the key in the log.
     let seal_key = vault
         .keys()
-        .sealing(&ledger.merchant_id)
+        .sealing(&ledger.merchant_id, ledger.attempt_count > 1)
         .await
         .map_err(|e| {
             if let crate::keys::KeyError::Unavailable { key_id, .. } = &e {

@@ -290,6 +290,9 @@ pub async fn run(
     lease.abort();
     overdue.abort();
     let result = match result {
+        // Whatever else happened meanwhile, the object is unreadable and the row stale (the
+        // release below is conditional on the attempt, so a lost lease releases nothing).
+        Err(e @ JobError::KeyShredded { .. }) => Err(e),
         Err(_) if progress.lost.load(Ordering::Relaxed) => Err(JobError::LeaseLost),
         Err(_) if stop.is_cancelled() => Err(JobError::Stopped),
         // A failure of the data or of the document itself keeps its own reason (and its
