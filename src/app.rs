@@ -150,12 +150,22 @@ pub async fn keys(
                 Ok(arn) => arn,
                 // A key ARN is the root's id as it is: a KMS that cannot be reached now
                 // makes what needs it wait (503 KEY_UNAVAILABLE, postponed webhooks), as
-                // when it goes down later, instead of keeping the service down.
+                // when it goes down later, instead of keeping the service down; the
+                // process is not ready until KMS answers ([`Keys::reach_root`]).
                 Err(crate::keys::kms::KmsError::Unavailable(e)) if is_key_arn(&kms.key_id) => {
                     tracing::warn!(target: "ledger::keys", keyId = %kms.key_id, error = %e,
                         "KMS is unreachable at start-up; starting with the configured key ARN, \
-                         and what needs the key waits for KMS");
-                    kms.key_id.clone()
+                         not ready until KMS answers, and what needs the key waits for it");
+                    let root = Root::Kms {
+                        client,
+                        arn: kms.key_id.clone(),
+                        local,
+                    };
+                    return Ok(Keys::unreached(
+                        root,
+                        store,
+                        format!("KMS unreachable at start-up: {e}"),
+                    ));
                 }
                 Err(e) => anyhow::bail!(
                     "APP_ENV_LEDGER_KMS_KEY_ID ({}): {e}{}",
@@ -183,7 +193,11 @@ fn is_key_arn(id: &str) -> bool {
     let parts: Vec<&str> = id.splitn(6, ':').collect();
     parts.len() == 6
         && parts[0] == "arn"
+        && !parts[1].is_empty()
         && parts[2] == "kms"
+        && !parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
         && parts[5].strip_prefix("key/").is_some_and(|k| !k.is_empty())
 }
 
@@ -278,6 +292,15 @@ pub async fn run(
         Check::new("storage", storage.clone()),
         Check::new("events", bus),
     ];
+    if matches!(keys.root(), Root::Kms { .. }) {
+        // Fails only until KMS first answered (a process started while it was down).
+        checks.push(Check::new("kms", Arc::new(keys.clone())));
+        if !keys.root_reached() {
+            tokio::spawn(keys.clone().reach_root(shutdown.clone()));
+        }
+    }
+    // Expired unwrapped keys and key rows leave memory even when nothing looks them up.
+    tokio::spawn(crate::keys::purge(keys.clone(), shutdown.clone()));
 
     let node = NodeId::acquire(config.node_id, store.clone(), shutdown.clone()).await?;
     // One generator per process: the api's ledgers and batches and the worker's batch
@@ -479,6 +502,8 @@ mod tests {
             "arn:aws:kms:us-east-1:111122223333:key/",
             "arn:aws:s3:::bucket/key/x",
             "arn:aws:kms:us-east-1",
+            "arn:aws:kms:::key/k",
+            "arn:aws:kms:us-east-1:12345:key/k",
         ] {
             assert!(!is_key_arn(other), "{other}");
         }

@@ -353,7 +353,7 @@ pub const LEDGER_KMS_KEY_ID: Setting = Setting {
     default: Default::None,
     help: "",
     summary: "the root key in AWS KMS: key id, key ARN, `alias/…` or alias ARN (instead of a local master key)",
-    doc: "The root key in AWS KMS (or a KMS-compatible server): a key id, key ARN, alias name (`alias/…`) or alias ARN. Instead of `APP_ENV_LEDGER_ENCRYPTION_KEY`: with `s3://` storage exactly one of the two is **required**; with local storage it may be set alone, and then no local key is generated. Never together with `APP_ENV_LEDGER_ENCRYPTION_KEY` (a former local key goes in `APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD`). The `APP_ENV_KMS_*` settings are used only with it.",
+    doc: "The root key in AWS KMS (or a KMS-compatible server): a key id, key ARN, alias name (`alias/…`) or alias ARN. Instead of `APP_ENV_LEDGER_ENCRYPTION_KEY`: with `s3://` storage exactly one of the two is **required**; with local storage it may be set alone, and then no local key is generated. Never together with `APP_ENV_LEDGER_ENCRYPTION_KEY` (a former local key goes in `APP_ENV_LEDGER_ENCRYPTION_KEYS_OLD`). The `APP_ENV_KMS_*` settings are used only with it. At start-up KMS describes the key: a key that is missing, disabled or not allowed stops the start; a KMS that cannot be reached stops it too unless this is a key ARN (`arn:aws:kms:<region>:<account>:key/<id>`), with which the process starts not ready (`/readyz` check `kms`) until KMS answers.",
 };
 
 pub const KMS_ENDPOINT: Setting = Setting {

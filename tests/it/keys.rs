@@ -688,9 +688,39 @@ async fn a_move_to_kms_rewraps_everything_and_a_kms_outage_is_503_until_it_retur
         text(&refused.stderr)
     );
     let app = serve(data.path(), &kms_root(&arn, &switch)).await;
+    let readyz = || async {
+        let r = app
+            .client
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let (status, ready) = readyz().await;
+    assert_eq!(status, 503, "not ready before KMS answered: {ready}");
+    assert_eq!(ready["checks"]["kms"]["status"], "failing", "{ready}");
     assert_error(app.download(&ops, &acme[0]).await, 503, "KEY_UNAVAILABLE").await;
     switch.set(true);
     assert_eq!(body(&app, &ops, &acme[0]).await, expected[0]);
+    // KMS asked again (every 5 s at first): ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, ready) = readyz().await;
+        if status == 200 {
+            assert_eq!(ready["checks"]["kms"]["status"], "ok", "{ready}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready once KMS is back: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A KMS outage later on leaves the process ready (what needs a key answers 503).
+    switch.set(false);
+    assert_eq!(readyz().await.0, 200);
+    switch.set(true);
     app.stop().await;
 }
 
