@@ -141,10 +141,28 @@ pub async fn spawn_with(options: Options) -> TestApp {
         .find(|(k, _)| *k == "APP_ENV_DATA_DIR")
         .map(|(_, v)| PathBuf::from(v))
         .unwrap_or_else(|| data_dir.path().to_owned());
-    let options = Options {
-        vars: with_backends(&shared_dir, options.vars).await,
-        ..options
-    };
+    let own_group = options
+        .vars
+        .iter()
+        .any(|(k, _)| *k == "APP_ENV_KAFKA_GROUP_ID");
+    let mut vars = with_backends(&shared_dir, options.vars).await;
+    if !own_group {
+        // Each service started here gets a consumer group of its own on the data dir's
+        // topic (it reads the topic from its start: what earlier services did is dropped
+        // as not PENDING). The test broker (tansu) keeps a member that sent LeaveGroup as
+        // the group's leader when the leave arrives while the group is forming — as when
+        // a stopping process's two consumers leave together — and the next process's
+        // consumers then never get partitions. Apache Kafka removes the member, and
+        // `queue::kafka`'s tests check that a closed consumer has left its group.
+        for (k, v) in vars.iter_mut() {
+            if *k == "APP_ENV_KAFKA_GROUP_ID" {
+                static SPAWNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                *v = format!("{v}-{n}");
+            }
+        }
+    }
+    let options = Options { vars, ..options };
     let source_dir = options.source_dir.unwrap_or_else(examples_dir);
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert(
