@@ -292,6 +292,7 @@ mod tests {
                 "11_events by merchant",
                 "12_batch member bucket",
                 "13_key hierarchy",
+                "14_live files by key",
             ],
             "a fresh schema has every migration pending"
         );

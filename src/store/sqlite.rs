@@ -158,7 +158,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("ledger.db"))
             .await
             .unwrap();
-        assert_eq!(store.pending_migrations().await.unwrap().len(), 13);
+        assert_eq!(store.pending_migrations().await.unwrap().len(), 14);
         store.migrate().await.unwrap();
         store.migrate().await.unwrap();
         super::super::contract::keys::run(&store).await;
