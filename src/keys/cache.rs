@@ -1,21 +1,19 @@
-//! The unwrapped merchant keys of this process: bounded in count and in time, so a KMS is
-//! asked once per key per time-to-live, and a key unwrapped once does not stay in memory
-//! for ever.
+//! What this process keeps of merchant keys — the unwrapped keys, and each merchant's
+//! live key row — bounded in count and in time: a KMS is asked once per key per
+//! time-to-live, a row is read again after its own, and nothing stays in memory for ever.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::crypto::Keyring;
-
-/// At most `capacity` keys, each for at most `ttl`.
-pub struct KeyCache {
+/// At most `capacity` entries, each for at most `ttl`.
+pub struct KeyCache<V> {
     capacity: usize,
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Keyring, Instant)>>,
+    entries: Mutex<HashMap<String, (V, Instant)>>,
 }
 
-impl KeyCache {
+impl<V: Clone> KeyCache<V> {
     /// An empty cache.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
@@ -25,16 +23,16 @@ impl KeyCache {
         }
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Keyring, Instant)>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, (V, Instant)>> {
         // A panic while holding the lock leaves a map that is still a valid cache.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The key `id`, if it is cached and not expired.
-    pub fn get(&self, id: &str) -> Option<Keyring> {
+    /// The entry `id`, if it is cached and not expired.
+    pub fn get(&self, id: &str) -> Option<V> {
         let mut entries = self.entries();
         match entries.get(id) {
-            Some((keyring, at)) if at.elapsed() < self.ttl => Some(keyring.clone()),
+            Some((value, at)) if at.elapsed() < self.ttl => Some(value.clone()),
             Some(_) => {
                 entries.remove(id);
                 None
@@ -43,9 +41,14 @@ impl KeyCache {
         }
     }
 
-    /// Caches `keyring` as `id`. A full cache first drops its expired keys, then, if it is
-    /// still full, the oldest.
-    pub fn put(&self, id: &str, keyring: Keyring) {
+    /// Caches `value` as `id`, from now.
+    pub fn put(&self, id: &str, value: V) {
+        self.put_at(id, value, Instant::now());
+    }
+
+    /// Caches `value` as `id`, as of `at` (when it was read). A full cache first drops its
+    /// expired entries, then, if it is still full, the oldest.
+    pub fn put_at(&self, id: &str, value: V, at: Instant) {
         let mut entries = self.entries();
         if entries.len() >= self.capacity && !entries.contains_key(id) {
             let ttl = self.ttl;
@@ -60,10 +63,15 @@ impl KeyCache {
                 }
             }
         }
-        entries.insert(id.to_owned(), (keyring, Instant::now()));
+        entries.insert(id.to_owned(), (value, at));
     }
 
-    /// Drops the expired keys.
+    /// Forgets the entry `id`.
+    pub fn remove(&self, id: &str) {
+        self.entries().remove(id);
+    }
+
+    /// Drops the expired entries.
     pub fn purge_expired(&self) {
         let ttl = self.ttl;
         self.entries().retain(|_, (_, at)| at.elapsed() < ttl);
@@ -88,7 +96,7 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::MasterKey;
+    use crate::crypto::{Keyring, MasterKey};
 
     fn key(id: &str) -> Keyring {
         Keyring::merchant(MasterKey::generate(id).unwrap())

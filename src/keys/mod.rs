@@ -26,7 +26,6 @@ pub mod rewrap;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -296,10 +295,12 @@ pub struct Keys {
 struct Inner {
     root: Root,
     store: Arc<dyn KeyStore>,
-    cache: KeyCache,
-    /// Each merchant's live key row, read at most every [`LIVE_KEY_TTL`], and a count of
-    /// the forgets: a row read before one is not kept after it.
-    live: std::sync::Mutex<LiveRows>,
+    cache: KeyCache<Keyring>,
+    /// Each merchant's live key row, read at most every [`LIVE_KEY_TTL`].
+    live: KeyCache<MerchantKeyRow>,
+    /// How many times live rows were forgotten: a row read before a forget is not kept
+    /// after it (held while a read row is put in `live`).
+    forgets: std::sync::Mutex<u64>,
     /// Whether the root answered since start-up (always, for a local root; for KMS once
     /// it described the key), and why not.
     reached: std::sync::Mutex<Result<(), String>>,
@@ -316,14 +317,6 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-/// The live key rows a process reuses, each with when it was read.
-#[derive(Default)]
-struct LiveRows {
-    rows: HashMap<MerchantId, (MerchantKeyRow, std::time::Instant)>,
-    /// How many times rows were forgotten: a row read before a forget is not kept.
-    forgets: u64,
-}
-
 /// The service key that seals webhook endpoints' signing secrets.
 pub const SECRETS_KEY: &str = "webhook-secrets";
 
@@ -335,7 +328,8 @@ impl Keys {
                 root,
                 store,
                 cache: KeyCache::new(CACHE_CAPACITY, CACHE_TTL),
-                live: std::sync::Mutex::new(LiveRows::default()),
+                live: KeyCache::new(CACHE_CAPACITY, LIVE_KEY_TTL),
+                forgets: std::sync::Mutex::new(0),
                 reached: std::sync::Mutex::new(Ok(())),
                 secrets: tokio::sync::OnceCell::new(),
             }),
@@ -399,12 +393,7 @@ impl Keys {
     /// nothing looks up again, included), so none stays in memory past its time to live.
     pub fn purge_expired(&self) {
         self.inner.cache.purge_expired();
-        self.inner
-            .live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .rows
-            .retain(|_, (_, at)| at.elapsed() < LIVE_KEY_TTL);
+        self.inner.live.purge_expired();
     }
 
     /// The root.
@@ -497,35 +486,26 @@ impl Keys {
     /// `reread` skips the reuse: an attempt after the first may follow one refused for a
     /// key shredded meanwhile, in this process or another.
     pub async fn sealing(&self, merchant: &MerchantId, reread: bool) -> Result<Keyring, KeyError> {
-        let (fresh, forgets) = {
-            let live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-            let fresh = live
-                .rows
-                .get(merchant)
-                .filter(|(_, at)| !reread && at.elapsed() < LIVE_KEY_TTL)
-                .map(|(row, _)| row.clone());
-            (fresh, live.forgets)
-        };
-        if let Some(row) = fresh {
+        if !reread && let Some(row) = self.inner.live.get(merchant.as_str()) {
             return self.unwrapped(&row).await;
         }
+        let forgets = *self.forgets();
         let read_at = std::time::Instant::now();
         let row = self.live_row(merchant).await?;
         {
-            let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
+            let forgotten = self.forgets();
             // A row read before a forget may be the forgotten one: used once, not kept.
-            if live.forgets == forgets {
-                let rows = &mut live.rows;
-                if rows.len() >= CACHE_CAPACITY {
-                    rows.retain(|_, (_, at)| at.elapsed() < LIVE_KEY_TTL);
-                    if rows.len() >= CACHE_CAPACITY {
-                        rows.clear();
-                    }
-                }
-                rows.insert(merchant.clone(), (row.clone(), read_at));
+            if *forgotten == forgets {
+                self.inner
+                    .live
+                    .put_at(merchant.as_str(), row.clone(), read_at);
             }
         }
         self.unwrapped(&row).await
+    }
+
+    fn forgets(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.inner.forgets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The merchant's live key row, made and stored when it has none.
@@ -575,18 +555,18 @@ impl Keys {
     /// Forgets every unwrapped merchant key and live key row of this process (after a
     /// shred).
     pub fn forget(&self) {
+        let mut forgets = self.forgets();
         self.inner.cache.clear();
-        let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.rows.clear();
-        live.forgets += 1;
+        self.inner.live.clear();
+        *forgets += 1;
     }
 
     /// Forgets `merchant`'s live key row, found shredded: its next file reads the row again
     /// (and makes the merchant a new key).
     pub fn forget_live(&self, merchant: &MerchantId) {
-        let mut live = self.inner.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.rows.remove(merchant);
-        live.forgets += 1;
+        let mut forgets = self.forgets();
+        self.inner.live.remove(merchant.as_str());
+        *forgets += 1;
     }
 
     /// Unwraps `row` (from the cache when it is there).
