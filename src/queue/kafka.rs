@@ -298,8 +298,8 @@ impl Consumer for KafkaConsumer {
     /// Leaves the group, and returns once the broker answered (or after [`CLOSE_WAIT`]):
     /// the partitions move to the other members at once instead of after the session
     /// timeout, and a process started next (a restart, a rolling upgrade) joins a group
-    /// this one has left. (A leave that reached the broker after the next consumer had
-    /// joined was seen to stall the group's rebalance on the test broker until restarted.)
+    /// this one has left (before, the lag reporter could keep the consumer in its group
+    /// past shutdown).
     async fn close(&mut self) {
         if let Some((stop, task)) = self.lag.take() {
             stop.cancel();
