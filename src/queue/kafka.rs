@@ -244,6 +244,23 @@ struct KafkaConsumer {
     lag: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
+/// A consumer dropped without [`Consumer::close`] (its task was cancelled, the runtime
+/// shut down): librdkafka's close, which `BaseConsumer`'s drop runs and which can block on
+/// a rebalance for ever, goes to a thread of its own, never the runtime's.
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        if let Some((stop, task)) = self.lag.take() {
+            stop.cancel();
+            task.abort();
+        }
+        if let Some(consumer) = self.consumer.take() {
+            let _ = std::thread::Builder::new()
+                .name("kafka-close".into())
+                .spawn(move || drop(consumer));
+        }
+    }
+}
+
 impl KafkaConsumer {
     fn open(&self) -> Result<&Arc<JobConsumer>, QueueError> {
         self.consumer
